@@ -1,0 +1,61 @@
+//! The engine's one error type: a cheap enum (no allocation on the hot path).
+//! Each surface maps it to its own wire shape and status.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    // Lookups.
+    TenantNotFound,
+    ApiKeyNotFound,
+    ProductNotFound,
+    CustomerNotFound,
+    UserNotFound,
+    LicenseNotFound,
+    FeatureNotFound,
+    DeviceNotFound,
+    // License state.
+    LicenseNotEnabled,
+    LicenseNotActive,
+    LicenseNotStarted,
+    LicenseExpired,
+    FeatureExpired,
+    DeviceBlacklisted,
+    VmNotAllowed,
+    // Seats.
+    ActivationLimitReached,
+    TransferLimitReached,
+    FloatingNotAvailable,
+    NotFloating,
+    BorrowNotAllowed,
+    BorrowTooLong,
+    BorrowInPast,
+    // Consumption.
+    NotConsumption,
+    ConsumptionLimitReached,
+    NegativeConsumptionNotAllowed,
+    ConsumptionBelowZero,
+    ConsumptionOverflow,
+    // Admin.
+    Duplicate(&'static str),
+    /// The object is still referenced (e.g. a product with licenses).
+    InUse(&'static str),
+    /// A spec field is invalid: (field path, reason).
+    Invalid(&'static str, &'static str),
+    /// Device variables past their limit.
+    TooMany(&'static str),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Duplicate(what) => write!(f, "{what} already exists"),
+            EngineError::InUse(what) => write!(f, "still referenced by {what}"),
+            EngineError::Invalid(field, reason) => write!(f, "{field}: {reason}"),
+            EngineError::TooMany(what) => write!(f, "too many {what}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}

@@ -1,0 +1,265 @@
+//! Meter: a consumption counter with a maximum, an overage allowance, optional
+//! unlimited and negative use, and an optional calendar period after which it
+//! starts again from zero.
+//!
+//! The counter is one atomic updated by CAS so concurrent adds are exact and never
+//! pass the limit. Limits are atomics too (admin updates are rare; reads are on
+//! every add). The period reset takes a tiny mutex only on the first add after a
+//! boundary.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::time::{Millis, Period};
+
+/// The configuration of a meter: what an admin sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MeterLimits {
+    pub max: i64,
+    pub allow_overages: bool,
+    pub max_overages: i64,
+    pub unlimited: bool,
+    pub allow_negative: bool,
+    /// Start from zero at each period boundary (needs `period`).
+    pub reset: bool,
+    pub period: Option<Period>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeterError {
+    /// A negative amount on a meter that does not allow it.
+    NegativeNotAllowed,
+    /// The add would pass max (plus overages, if allowed).
+    LimitReached,
+    /// The add would take the total below zero.
+    BelowZero,
+    /// The add overflows a 64-bit counter.
+    Overflow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeterAdd {
+    /// Total after the add.
+    pub total: i64,
+    /// The total is past `max` (inside the overage allowance).
+    pub excess: bool,
+}
+
+const NO_PERIOD: u8 = 0;
+
+fn period_code(p: Option<Period>) -> u8 {
+    match p {
+        None => NO_PERIOD,
+        Some(Period::Daily) => 1,
+        Some(Period::Weekly) => 2,
+        Some(Period::Monthly) => 3,
+        Some(Period::Annually) => 4,
+    }
+}
+
+fn period_of(code: u8) -> Option<Period> {
+    match code {
+        1 => Some(Period::Daily),
+        2 => Some(Period::Weekly),
+        3 => Some(Period::Monthly),
+        4 => Some(Period::Annually),
+        _ => None,
+    }
+}
+
+#[derive(Debug)]
+pub struct Meter {
+    used: AtomicI64,
+    max: AtomicI64,
+    max_overages: AtomicI64,
+    allow_overages: AtomicBool,
+    unlimited: AtomicBool,
+    allow_negative: AtomicBool,
+    reset: AtomicBool,
+    period: AtomicU8,
+    /// First instant of the next period; `i64::MAX` when the meter never resets.
+    next_reset: AtomicI64,
+    /// Serialises the reset itself so two adders past a boundary reset once.
+    reset_lock: Mutex<()>,
+}
+
+impl Meter {
+    pub fn new(limits: MeterLimits, used: i64, now: Millis) -> Self {
+        let m = Meter {
+            used: AtomicI64::new(used),
+            max: AtomicI64::new(0),
+            max_overages: AtomicI64::new(0),
+            allow_overages: AtomicBool::new(false),
+            unlimited: AtomicBool::new(false),
+            allow_negative: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
+            period: AtomicU8::new(NO_PERIOD),
+            next_reset: AtomicI64::new(i64::MAX),
+            reset_lock: Mutex::new(()),
+        };
+        m.set_limits(limits, now);
+        m
+    }
+
+    pub fn limits(&self) -> MeterLimits {
+        MeterLimits {
+            max: self.max.load(Ordering::Acquire),
+            allow_overages: self.allow_overages.load(Ordering::Acquire),
+            max_overages: self.max_overages.load(Ordering::Acquire),
+            unlimited: self.unlimited.load(Ordering::Acquire),
+            allow_negative: self.allow_negative.load(Ordering::Acquire),
+            reset: self.reset.load(Ordering::Acquire),
+            period: period_of(self.period.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Changes the limits. A period change starts the next reset from `now`.
+    pub fn set_limits(&self, l: MeterLimits, now: Millis) {
+        let _g = self.reset_lock.lock();
+        self.max.store(l.max, Ordering::Release);
+        self.max_overages.store(l.max_overages.max(0), Ordering::Release);
+        self.allow_overages.store(l.allow_overages, Ordering::Release);
+        self.unlimited.store(l.unlimited, Ordering::Release);
+        self.allow_negative.store(l.allow_negative, Ordering::Release);
+        self.reset.store(l.reset, Ordering::Release);
+        self.period.store(period_code(l.period), Ordering::Release);
+        let next = match (l.reset, l.period) {
+            (true, Some(p)) => p.next_start(now),
+            _ => i64::MAX,
+        };
+        self.next_reset.store(next, Ordering::Release);
+    }
+
+    /// Starts from zero if `now` is past the period boundary.
+    #[inline]
+    pub fn roll(&self, now: Millis) {
+        if now < self.next_reset.load(Ordering::Acquire) {
+            return;
+        }
+        let _g = self.reset_lock.lock();
+        if now < self.next_reset.load(Ordering::Acquire) {
+            return;
+        }
+        // Zero first, then publish the new boundary: an adder that sees the new
+        // boundary is then sure to add onto the new period's counter.
+        self.used.store(0, Ordering::Release);
+        let next = match period_of(self.period.load(Ordering::Acquire)) {
+            Some(p) => p.next_start(now),
+            None => i64::MAX,
+        };
+        self.next_reset.store(next, Ordering::Release);
+    }
+
+    /// Adds `amount` atomically, refusing what the limits forbid.
+    pub fn add(&self, amount: i64, now: Millis) -> Result<MeterAdd, MeterError> {
+        if amount < 0 && !self.allow_negative.load(Ordering::Acquire) {
+            return Err(MeterError::NegativeNotAllowed);
+        }
+        self.roll(now);
+        let max = self.max.load(Ordering::Acquire);
+        let limit = if self.unlimited.load(Ordering::Acquire) {
+            i64::MAX
+        } else if self.allow_overages.load(Ordering::Acquire) {
+            max.saturating_add(self.max_overages.load(Ordering::Acquire))
+        } else {
+            max
+        };
+        let mut cur = self.used.load(Ordering::Acquire);
+        loop {
+            let new = cur.checked_add(amount).ok_or(MeterError::Overflow)?;
+            if amount > 0 && new > limit {
+                return Err(MeterError::LimitReached);
+            }
+            if amount < 0 && new < 0 {
+                return Err(MeterError::BelowZero);
+            }
+            match self.used.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(MeterAdd { total: new, excess: new > max && !self.unlimited.load(Ordering::Relaxed) }),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Total in the current period (after rolling it at `now`).
+    pub fn used(&self, now: Millis) -> i64 {
+        self.roll(now);
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Total without rolling: what the counter holds right now.
+    pub fn used_raw(&self) -> i64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn set_used(&self, used: i64) {
+        self.used.store(used, Ordering::Release);
+    }
+
+    pub fn next_reset(&self) -> Option<Millis> {
+        match self.next_reset.load(Ordering::Acquire) {
+            i64::MAX => None,
+            t => Some(t),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::time::parse_instant;
+    use std::sync::Arc;
+
+    fn limits(max: i64) -> MeterLimits {
+        MeterLimits { max, ..MeterLimits::default() }
+    }
+
+    #[test]
+    fn refuses_past_max_and_allows_overages() {
+        let m = Meter::new(limits(10), 0, 0);
+        assert_eq!(m.add(10, 0), Ok(MeterAdd { total: 10, excess: false }));
+        assert_eq!(m.add(1, 0), Err(MeterError::LimitReached));
+        m.set_limits(MeterLimits { allow_overages: true, max_overages: 5, ..limits(10) }, 0);
+        assert_eq!(m.add(5, 0), Ok(MeterAdd { total: 15, excess: true }));
+        assert_eq!(m.add(1, 0), Err(MeterError::LimitReached));
+        assert_eq!(m.add(-1, 0), Err(MeterError::NegativeNotAllowed));
+    }
+
+    #[test]
+    fn negative_only_where_allowed_and_never_below_zero() {
+        let m = Meter::new(MeterLimits { allow_negative: true, ..limits(10) }, 3, 0);
+        assert_eq!(m.add(-2, 0).map(|a| a.total), Ok(1));
+        assert_eq!(m.add(-2, 0), Err(MeterError::BelowZero));
+    }
+
+    #[test]
+    fn resets_at_period_boundary() {
+        let t0 = parse_instant("2026-11-30T23:59:00Z").expect("t0");
+        let m = Meter::new(MeterLimits { reset: true, period: Some(Period::Monthly), ..limits(10) }, 0, t0);
+        assert!(m.add(10, t0).is_ok());
+        assert_eq!(m.add(1, t0 + 59_000), Err(MeterError::LimitReached));
+        let t1 = parse_instant("2026-12-01T00:00:00Z").expect("t1");
+        assert_eq!(m.add(1, t1).map(|a| a.total), Ok(1));
+        assert_eq!(m.next_reset(), parse_instant("2027-01-01"));
+    }
+
+    #[test]
+    fn concurrent_adds_are_exact() {
+        let m = Arc::new(Meter::new(MeterLimits { unlimited: true, ..limits(0) }, 0, 0));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        m.add(1, 0).expect("unlimited");
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().expect("thread");
+        }
+        assert_eq!(m.used(0), 200_000);
+    }
+}

@@ -1,0 +1,513 @@
+//! Entities of the engine. Each has a *spec* (the configuration an admin writes,
+//! carried by commands, serialisable) and a runtime entry that holds the spec
+//! behind a lock plus the live counters (seat pools, lease pools, meters).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::lease::LeasePool;
+use super::meter::{Meter, MeterLimits};
+use super::seat::SeatPool;
+use super::time::{Millis, Period, HOUR_MS, MINUTE_MS};
+
+pub type Id = u64;
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn default_floating_timeout() -> u32 {
+    120
+}
+
+// ---------------------------------------------------------------- tenants, keys
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    pub name: String,
+    #[serde(default)]
+    pub parent_id: Option<Id>,
+}
+
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: Id,
+    /// Admin-written configuration; read rarely (admin API, listing).
+    pub spec: RwLock<TenantSpec>,
+    /// short_code -> product; read on every LicenseSpring request (sharded, no global lock).
+    pub products_by_code: DashMap<Box<str>, Arc<Product>>,
+    /// lower-cased email -> license user; read on every user-based request.
+    pub users_by_email: DashMap<Box<str>, Arc<LicenseUser>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Role {
+    pub fn can_write(self) -> bool {
+        !matches!(self, Role::ReadOnly)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    pub tenant_id: Id,
+    pub api_key: String,
+    pub shared_key: String,
+    pub role: Role,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+#[derive(Debug)]
+pub struct ApiKey {
+    pub tenant_id: Id,
+    pub api_key: Box<str>,
+    /// HMAC secret; fixed for the key's life (rotate by issuing a new key).
+    pub shared_key: Box<str>,
+    pub role: Role,
+    /// Flipped by revocation; read on every request without a lock.
+    pub revoked: AtomicBool,
+}
+
+impl ApiKey {
+    pub fn spec(&self) -> ApiKeySpec {
+        ApiKeySpec {
+            tenant_id: self.tenant_id,
+            api_key: self.api_key.to_string(),
+            shared_key: self.shared_key.to_string(),
+            role: self.role,
+            revoked: self.revoked.load(Ordering::Acquire),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- products
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthMethod {
+    #[serde(rename = "license-key", alias = "license_key", alias = "key")]
+    LicenseKey,
+    #[serde(rename = "user")]
+    User,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::LicenseKey => "license-key",
+            AuthMethod::User => "user",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductSpec {
+    pub tenant_id: Id,
+    pub short_code: String,
+    pub name: String,
+    pub authorization_method: AuthMethod,
+    /// Default floating timeout for new licenses, minutes.
+    #[serde(default = "default_floating_timeout")]
+    pub floating_timeout: u32,
+    /// Longest borrow, hours.
+    #[serde(default)]
+    pub max_borrow_time: u32,
+    /// Length of a trial license issued by `trial_key`, days (0: no trials).
+    #[serde(default)]
+    pub trial_days: u32,
+    #[serde(default = "empty_object")]
+    pub metadata: Value,
+}
+
+#[derive(Debug)]
+pub struct Product {
+    pub id: Id,
+    pub tenant_id: Id,
+    /// Fixed at creation: it is the product's key in `Tenant::products_by_code`.
+    pub short_code: Box<str>,
+    pub authorization_method: AuthMethod,
+    pub spec: RwLock<ProductSpec>,
+    /// license key -> license, for key-based products (sharded; the hot lookup).
+    pub licenses_by_key: DashMap<Box<str>, Arc<License>>,
+}
+
+// ---------------------------------------------------------------- customers, users
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomerSpec {
+    pub tenant_id: Id,
+    pub email: String,
+    pub company_name: String,
+    pub reference: String,
+    pub phone: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub city: String,
+    pub postcode: String,
+    pub state: String,
+    pub country: String,
+    pub address: String,
+    pub customer_account: Option<String>,
+    pub metadata: Value,
+}
+
+#[derive(Debug)]
+pub struct Customer {
+    pub id: Id,
+    pub spec: RwLock<CustomerSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub tenant_id: Id,
+    pub email: String,
+    /// Salted slow hash (argon2 PHC string). Commands carry the hash, never the password.
+    pub password_hash: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub phone_number: String,
+    #[serde(default = "yes")]
+    pub is_initial_password: bool,
+    #[serde(default = "one")]
+    pub max_activations: u32,
+    #[serde(default)]
+    pub allow_unlimited_activations: bool,
+    #[serde(default)]
+    pub customer_id: Option<Id>,
+}
+
+#[derive(Debug)]
+pub struct LicenseUser {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub spec: RwLock<UserSpec>,
+    /// Bumped whenever the password hash changes so cached verifications die with it.
+    pub password_epoch: AtomicU64,
+    /// Licenses assigned to this user (ids); short, read per user-based request.
+    pub licenses: RwLock<Vec<Id>>,
+}
+
+// ---------------------------------------------------------------- licenses
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LicenseType {
+    Perpetual,
+    #[serde(alias = "time_limited")]
+    TimeLimited,
+    Subscription,
+    Consumption,
+}
+
+impl LicenseType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseType::Perpetual => "perpetual",
+            LicenseType::TimeLimited => "time-limited",
+            LicenseType::Subscription => "subscription",
+            LicenseType::Consumption => "consumption",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomField {
+    pub name: String,
+    #[serde(default = "text")]
+    pub data_type: String,
+    pub value: String,
+}
+fn text() -> String {
+    "text".into()
+}
+
+/// What an admin configures on a license. Counters (times_activated, transfer
+/// count, consumption totals) live beside it in atomics, not here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseSpec {
+    pub product_id: Id,
+    /// Key-based products: the license key. User-based: None.
+    #[serde(default)]
+    pub license_key: Option<String>,
+    /// User-based products: the license user.
+    #[serde(default)]
+    pub user_id: Option<Id>,
+    #[serde(default)]
+    pub customer_id: Option<Id>,
+    #[serde(default = "perpetual")]
+    pub license_type: LicenseType,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub is_trial: bool,
+    #[serde(default)]
+    pub trial_days: Option<u32>,
+    /// Expiry instant (ISO 8601); None never expires.
+    #[serde(default)]
+    pub validity_period: Option<String>,
+    #[serde(default)]
+    pub start_date: Option<String>,
+    #[serde(default)]
+    pub allow_grace_period: bool,
+    /// Hours past validity_period during which the license still works.
+    #[serde(default)]
+    pub grace_period: u32,
+    #[serde(default)]
+    pub enable_maintenance_period: bool,
+    #[serde(default)]
+    pub maintenance_period: Option<String>,
+    #[serde(default = "one")]
+    pub max_activations: u32,
+    #[serde(default)]
+    pub allow_unlimited_activations: bool,
+    /// Transfers allowed (deactivate here, activate elsewhere). 0: none; -1: unlimited.
+    #[serde(default)]
+    pub max_transfers: i64,
+    #[serde(default)]
+    pub prevent_vm: bool,
+    #[serde(default)]
+    pub is_floating: bool,
+    #[serde(default)]
+    pub is_floating_cloud: bool,
+    #[serde(default)]
+    pub floating_users: u32,
+    /// Minutes a floating seat holds without a renewal.
+    #[serde(default = "default_floating_timeout")]
+    pub floating_timeout: u32,
+    #[serde(default)]
+    pub can_borrow: bool,
+    /// Longest borrow, hours.
+    #[serde(default)]
+    pub max_borrow_time: u32,
+    #[serde(default)]
+    pub max_consumptions: i64,
+    #[serde(default)]
+    pub allow_overages: bool,
+    #[serde(default)]
+    pub max_overages: i64,
+    #[serde(default)]
+    pub allow_unlimited_consumptions: bool,
+    #[serde(default)]
+    pub allow_negative_consumptions: bool,
+    #[serde(default)]
+    pub reset_consumption: bool,
+    #[serde(default)]
+    pub consumption_period: Option<Period>,
+    #[serde(default)]
+    pub max_license_users: u32,
+    #[serde(default)]
+    pub order_store_id: String,
+    #[serde(default)]
+    pub custom_fields: Vec<CustomField>,
+    #[serde(default = "empty_object")]
+    pub metadata: Value,
+}
+fn perpetual() -> LicenseType {
+    LicenseType::Perpetual
+}
+
+impl LicenseSpec {
+    pub fn meter_limits(&self) -> MeterLimits {
+        MeterLimits {
+            max: self.max_consumptions,
+            allow_overages: self.allow_overages,
+            max_overages: self.max_overages,
+            unlimited: self.allow_unlimited_consumptions,
+            allow_negative: self.allow_negative_consumptions,
+            reset: self.reset_consumption,
+            period: self.consumption_period,
+        }
+    }
+
+    pub fn floating_timeout_ms(&self) -> Millis {
+        self.floating_timeout.max(1) as Millis * MINUTE_MS
+    }
+
+    pub fn max_borrow_ms(&self) -> Millis {
+        self.max_borrow_time as Millis * HOUR_MS
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureType {
+    Activation,
+    Consumption,
+}
+
+impl FeatureType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureType::Activation => "activation",
+            FeatureType::Consumption => "consumption",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    pub code: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "activation")]
+    pub feature_type: FeatureType,
+    #[serde(default)]
+    pub expiry_date: Option<String>,
+    #[serde(default)]
+    pub is_floating: bool,
+    #[serde(default)]
+    pub is_floating_cloud: bool,
+    #[serde(default)]
+    pub floating_users: u32,
+    #[serde(default = "default_floating_timeout")]
+    pub floating_timeout: u32,
+    #[serde(default)]
+    pub max_consumption: i64,
+    #[serde(default)]
+    pub allow_unlimited_consumptions: bool,
+    #[serde(default)]
+    pub allow_overages: bool,
+    #[serde(default)]
+    pub max_overages: i64,
+    #[serde(default)]
+    pub allow_negative_consumptions: bool,
+    #[serde(default)]
+    pub reset_consumption: bool,
+    #[serde(default)]
+    pub consumption_period: Option<Period>,
+    #[serde(default = "empty_object")]
+    pub metadata: Value,
+}
+fn activation() -> FeatureType {
+    FeatureType::Activation
+}
+
+impl FeatureSpec {
+    pub fn meter_limits(&self) -> MeterLimits {
+        MeterLimits {
+            max: self.max_consumption,
+            allow_overages: self.allow_overages,
+            max_overages: self.max_overages,
+            unlimited: self.allow_unlimited_consumptions,
+            allow_negative: self.allow_negative_consumptions,
+            reset: self.reset_consumption,
+            period: self.consumption_period,
+        }
+    }
+
+    pub fn floating(&self) -> bool {
+        self.is_floating || self.is_floating_cloud
+    }
+}
+
+#[derive(Debug)]
+pub struct Feature {
+    pub id: Id,
+    /// Fixed at creation: features are looked up by code on the hot path.
+    pub code: Box<str>,
+    pub spec: RwLock<FeatureSpec>,
+    /// Parsed `expiry_date` (ms), `i64::MAX` when none; kept beside the spec so
+    /// the hot path compares an integer instead of parsing a date.
+    pub expires_at: std::sync::atomic::AtomicI64,
+    pub floating: LeasePool,
+    pub meter: Meter,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DeviceInfo {
+    pub os_ver: String,
+    pub hostname: String,
+    pub ip: String,
+    pub mac_address: String,
+    pub is_vm: bool,
+    pub vm_info: String,
+    pub app_ver: String,
+    pub sdk_ver: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceVariable {
+    pub variable: String,
+    pub value: String,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: Id,
+    pub hardware_id: String,
+    pub info: DeviceInfo,
+    pub active: bool,
+    pub blacklisted: bool,
+    pub first_activated: Millis,
+    pub last_activated: Millis,
+    pub deactivated_at: Option<Millis>,
+    pub variables: Vec<DeviceVariable>,
+}
+
+/// Device records of a license, behind one lock: activation must check the
+/// count and insert together (the seat pool holds the count for lock-free reads).
+#[derive(Debug, Default)]
+pub struct Devices {
+    pub list: Vec<Device>,
+    /// Hardware ids whose deactivation left a seat that another device may take
+    /// as a transfer.
+    pub vacated: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct License {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub product_id: Id,
+    /// Fixed at creation (it keys `Product::licenses_by_key`).
+    pub license_key: Option<Box<str>>,
+    pub spec: RwLock<LicenseSpec>,
+    /// Parsed validity/start instants (ms) kept beside the spec for the hot path.
+    pub valid_until: std::sync::atomic::AtomicI64,
+    pub starts_at: std::sync::atomic::AtomicI64,
+    /// Activated devices (max_activations seats).
+    pub activations: SeatPool,
+    pub devices: RwLock<Devices>,
+    pub transfer_count: AtomicU32,
+    pub floating: LeasePool,
+    pub consumption: Meter,
+    /// Few per license: a short vector scanned by code beats a map.
+    pub features: RwLock<Vec<Arc<Feature>>>,
+}
+
+impl License {
+    pub fn feature(&self, code: &str) -> Option<Arc<Feature>> {
+        self.features.read().iter().find(|f| &*f.code == code).cloned()
+    }
+}
