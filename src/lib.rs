@@ -1,1 +1,36 @@
+#![recursion_limit = "256"]
+//! # Tally
+//!
+//! An in-memory entitlement engine that speaks vendors' license APIs.
+//!
+//! # Layout
+//!
+//! - [`engine`]: the core. Pure state and accounting (tenants, keys, products,
+//!   customers, users, licenses, features, devices; seat pools, lease pools,
+//!   meters). No I/O, no clock: `now` is passed in. Every mutation is a
+//!   [`engine::Command`].
+//! - [`storage`]: the data directory (signing key, admin token).
+//! - [`server`]: the hyper front-end: connection limits, routing by path
+//!   prefix, timeouts, panic isolation.
+//! - [`api`]: one module per surface, each translating its wire format to
+//!   engine commands: [`api::licensespring`] (License API v4) and
+//!   [`api::admin`] (the native admin API).
+//! - [`catalog`]: loading a JSON catalog at start; generating synthetic ones.
+//! - [`app`]: the state a running server shares across requests.
+//! - [`clock`], [`config`], [`credentials`], [`signing`], [`util`]: services
+//!   the surfaces share.
+//! - [`cli`]: the `tally` command line (`serve`, `auth-headers`, `public-key`,
+//!   `gen-catalog`).
+
+pub mod api;
+pub mod app;
+pub mod catalog;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod credentials;
 pub mod engine;
+pub mod server;
+pub mod signing;
+pub mod storage;
+pub mod util;

@@ -1,1 +1,5 @@
-fn main(){}
+//! `tally`: parse the command line and run it (see `tally::cli`).
+
+fn main() -> std::process::ExitCode {
+    tally::cli::main()
+}

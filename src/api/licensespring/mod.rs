@@ -1,0 +1,558 @@
+//! LicenseSpring License API v4 (`/api/v4/...`), wire-compatible with
+//! LicenseSpring's SDKs: point their API client at `http://127.0.0.1:PORT`.
+//!
+//! Each request: route, authenticate (Date + HMAC Authorization), read
+//! parameters (query for GET, JSON body for POST), resolve product and license
+//! (license key, or user name with its password where LicenseSpring asks for
+//! one), apply engine commands, answer with a body signed in the
+//! `LicenseSignature` header.
+
+pub mod auth;
+pub mod error;
+mod params;
+pub mod wire;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::app::App;
+use crate::engine::model::*;
+use crate::engine::time::{format_instant, parse_instant, Millis, DAY_MS};
+use crate::engine::{Command, Outcome};
+use crate::server::http::{json as json_resp, read_body, BodyError, Query, Resp};
+pub use auth::{client_headers, sign_date};
+use error::*;
+use params::Params;
+use wire::{FeatureCheck, LicenseView};
+
+/// Surface state: caches only (no entitlement state lives here).
+#[derive(Default)]
+pub struct LsState {
+    pub auth: auth::AuthCache,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Endpoint {
+    ActivateLicense,
+    DeactivateLicense,
+    CheckLicense,
+    CheckLicenseFeature,
+    AddConsumption,
+    AddFeatureConsumption,
+    FloatingRelease,
+    FloatingFeatureRelease,
+    FloatingBorrow,
+    FloatingFeatureBorrow,
+    TrialKey,
+    ProductDetails,
+    UserLicenses,
+    CustomerLicenseUsers,
+    TrackDeviceVariables,
+    GetDeviceVariables,
+}
+
+impl Endpoint {
+    /// (endpoint, method it takes, whether it changes state and so needs a writable key).
+    fn route(path: &str) -> Option<(Endpoint, Method, bool)> {
+        use Endpoint::*;
+        Some(match path {
+            "activate_license" => (ActivateLicense, Method::POST, true),
+            "deactivate_license" => (DeactivateLicense, Method::POST, true),
+            "check_license" => (CheckLicense, Method::GET, false),
+            "check_license_feature" => (CheckLicenseFeature, Method::GET, false),
+            "add_consumption" => (AddConsumption, Method::POST, true),
+            "add_feature_consumption" => (AddFeatureConsumption, Method::POST, true),
+            "floating/release" => (FloatingRelease, Method::POST, true),
+            "floating/feature_release" => (FloatingFeatureRelease, Method::POST, true),
+            "floating/borrow" => (FloatingBorrow, Method::POST, true),
+            "floating/feature_borrow" => (FloatingFeatureBorrow, Method::POST, true),
+            "trial_key" => (TrialKey, Method::GET, true),
+            "product_details" => (ProductDetails, Method::GET, false),
+            "user_licenses" => (UserLicenses, Method::GET, false),
+            "customer_license_users" => (CustomerLicenseUsers, Method::GET, false),
+            "track_device_variables" => (TrackDeviceVariables, Method::POST, true),
+            "get_device_variables" => (GetDeviceVariables, Method::GET, false),
+            _ => return None,
+        })
+    }
+}
+
+/// A handler's answer before signing: the body bytes.
+type Answer = Result<Vec<u8>, LsError>;
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().strip_prefix("/api/v4/").unwrap_or("").trim_end_matches('/');
+    let Some((endpoint, method, write)) = Endpoint::route(path) else {
+        return NOT_FOUND.response();
+    };
+    if req.method() != method {
+        return METHOD_NOT_ALLOWED.response();
+    }
+    let now = app.now();
+    let key = match app.licensespring.auth.authenticate(&app.engine, req.headers(), now, write) {
+        Ok(k) => k,
+        Err(e) => return e.response(),
+    };
+    let answer = if method == Method::GET {
+        let q = req.uri().query().map(str::to_string);
+        let params = Params::Query(Query::parse(q.as_deref()));
+        dispatch(app, &key, endpoint, &params, now)
+    } else {
+        let body = match read_body(req, app.limits.request_body_bytes_max).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(_)) => return BODY_TOO_LARGE.response(),
+            Err(BodyError::Read) => return INVALID_JSON.response(),
+        };
+        let map = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Object(m)) => m,
+                _ => return INVALID_JSON.response(),
+            }
+        };
+        dispatch(app, &key, endpoint, &Params::Json(map), now)
+    };
+    match answer {
+        Ok(body) => signed(app, body),
+        Err(e) => e.response(),
+    }
+}
+
+/// 200 with the body signed in `LicenseSignature` (base64 RSA-SHA256 PKCS#1 v1.5).
+fn signed(app: &App, body: Vec<u8>) -> Resp {
+    let sig = app.sign_responses.then(|| app.signer.sign(&body));
+    let mut r = json_resp(StatusCode::OK, Bytes::from(body));
+    if let Some(sig) = sig {
+        if let Ok(v) = HeaderValue::from_str(&sig) {
+            r.headers_mut().insert("LicenseSignature", v);
+        }
+    }
+    r
+}
+
+fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis) -> Answer {
+    use Endpoint::*;
+    let tenant = key.tenant_id;
+    match endpoint {
+        ActivateLicense => activate(app, tenant, p, now),
+        DeactivateLicense => {
+            let t = resolve(app, tenant, p, false)?;
+            let hw = p.required("hardware_id")?;
+            apply(app, Command::Deactivate { license_id: t.license.id, hardware_id: Cow::Borrowed(&hw), now })?;
+            to_vec(&json!({"license_id": t.license.id, "hardware_id": &*hw, "deactivated": true}))
+        }
+        CheckLicense => check_license(app, tenant, p, now),
+        CheckLicenseFeature => check_feature(app, tenant, p, now),
+        AddConsumption => {
+            let t = resolve(app, tenant, p, false)?;
+            usable_on_device(app, &t.license, p, now)?;
+            let amount = p.int("consumptions")?.ok_or(MISSING_PARAMETERS)?;
+            apply(app, Command::AddConsumption { license_id: t.license.id, feature_id: None, amount, now })?;
+            license_body(app, &t, p.text("hardware_id").as_deref(), now)
+        }
+        AddFeatureConsumption => {
+            let t = resolve(app, tenant, p, false)?;
+            usable_on_device(app, &t.license, p, now)?;
+            let f = feature(app, &t.license, p, now)?;
+            let amount = p.int("consumptions")?.ok_or(MISSING_PARAMETERS)?;
+            apply(app, Command::AddConsumption { license_id: t.license.id, feature_id: Some(f.id), amount, now })?;
+            feature_body(&t.license, &f, None, now)
+        }
+        FloatingRelease | FloatingFeatureRelease => {
+            let t = resolve(app, tenant, p, false)?;
+            let hw = p.required("hardware_id")?;
+            let f = if endpoint == FloatingFeatureRelease { Some(feature(app, &t.license, p, now)?) } else { None };
+            let cmd = Command::FloatingRelease { license_id: t.license.id, feature_id: f.as_ref().map(|f| f.id), hardware_id: Cow::Borrowed(&hw), now };
+            let Outcome::Released { held, in_use } = apply(app, cmd)? else { return Err(INTERNAL) };
+            let mut v = json!({"license_id": t.license.id, "hardware_id": &*hw, "released": held, "floating_in_use_devices": in_use});
+            if let Some(f) = &f {
+                v["feature"] = (*f.code).into();
+            }
+            to_vec(&v)
+        }
+        FloatingBorrow | FloatingFeatureBorrow => borrow(app, tenant, p, now, endpoint == FloatingFeatureBorrow),
+        TrialKey => trial_key(app, tenant, p, now),
+        ProductDetails => {
+            let product = product(app, tenant, p)?;
+            let mut v = wire::product_details(&product);
+            if p.bool("include_custom_fields") {
+                v["custom_fields"] = json!([]);
+            }
+            to_vec(&v)
+        }
+        UserLicenses => user_licenses(app, tenant, p, now),
+        CustomerLicenseUsers => customer_license_users(app, tenant, p),
+        TrackDeviceVariables => {
+            let t = resolve(app, tenant, p, false)?;
+            let hw = p.required("hardware_id")?;
+            let vars = p.variables()?;
+            apply(app, Command::TrackDeviceVariables { license_id: t.license.id, hardware_id: Cow::Borrowed(&hw), variables: vars, now })?;
+            device_variables(app, &t.license, &hw)
+        }
+        GetDeviceVariables => {
+            let t = resolve(app, tenant, p, false)?;
+            let hw = p.required("hardware_id")?;
+            device_variables(app, &t.license, &hw)
+        }
+    }
+}
+
+fn to_vec(v: &impl serde::Serialize) -> Answer {
+    serde_json::to_vec(v).map_err(|_| INTERNAL)
+}
+
+fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LsError> {
+    app.engine.apply(&cmd).map_err(LsError::from)
+}
+
+// ---------------------------------------------------------------- resolution
+
+/// The product and license a request names.
+struct Target {
+    license: Arc<License>,
+    /// License key, or the user's email: what identifies the license to the client.
+    auth_value: String,
+}
+
+fn product(app: &App, tenant: Id, p: &Params) -> Result<Arc<Product>, LsError> {
+    let code = p.required("product")?;
+    app.engine.product_by_code(tenant, &code).ok_or(UNKNOWN_PRODUCT)
+}
+
+/// Finds the license: by `license_key` on key-based products; by `username`
+/// (and `password` when `need_password`) on user-based ones, `license_id`
+/// choosing among the user's licenses.
+fn resolve(app: &App, tenant: Id, p: &Params, need_password: bool) -> Result<Target, LsError> {
+    let product = product(app, tenant, p)?;
+    match product.authorization_method {
+        AuthMethod::LicenseKey => {
+            let key = p.text("license_key").ok_or(MISSING_PARAMETERS)?;
+            let license = product.licenses_by_key.get(key.as_ref()).map(|l| l.clone()).ok_or(LICENSE_NOT_FOUND)?;
+            Ok(Target { license, auth_value: key.into_owned() })
+        }
+        AuthMethod::User => {
+            let username = p.text("username").ok_or(MISSING_PARAMETERS)?;
+            let user = app.engine.user_by_email(tenant, &username).ok_or(LICENSE_NOT_FOUND)?;
+            if need_password {
+                let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
+                if !app.passwords.verify(&user, &password) {
+                    return Err(WRONG_CREDENTIALS);
+                }
+            }
+            let wanted = p.int("license_id")?;
+            let licenses = app.engine.licenses_of_user(&user, Some(product.id));
+            let license = match wanted {
+                Some(id) => licenses.into_iter().find(|l| l.id as i64 == id),
+                None => licenses.into_iter().next(),
+            }
+            .ok_or(LICENSE_NOT_FOUND)?;
+            Ok(Target { license, auth_value: username.into_owned() })
+        }
+    }
+}
+
+/// The license is usable now and the request's device is activated on it.
+fn usable_on_device(app: &App, l: &License, p: &Params, now: Millis) -> Result<(), LsError> {
+    {
+        let s = l.spec.read();
+        app.engine.check_usable(l, &s, now)?;
+    }
+    let hw = p.required("hardware_id")?;
+    app.engine.check_device(l, &hw)?;
+    Ok(())
+}
+
+fn feature(app: &App, l: &License, p: &Params, now: Millis) -> Result<Arc<Feature>, LsError> {
+    let code = p.required("feature")?;
+    let f = l.feature(&code).ok_or(INVALID_FEATURE)?;
+    app.engine.check_feature(&f, now)?;
+    Ok(f)
+}
+
+// ---------------------------------------------------------------- bodies
+
+/// The license object with `license_signature` (over
+/// `hardware_id#key_or_user#validity`, lower-cased, as the SDKs check it) and
+/// `license_signature_v2` (over the compact JSON of the object without both
+/// signature fields, keys sorted).
+fn license_object(app: &App, t: &Target, hw: Option<&str>, now: Millis) -> Map<String, Value> {
+    let mut m = LicenseView { engine: &app.engine, license: &t.license, hardware_id: hw, now }.render();
+    let b64 = |s: Arc<str>| Value::from(&*s);
+    let validity = m.get("validity_period").and_then(Value::as_str).unwrap_or("").to_string();
+    let v1 = format!("{}#{}#{}", hw.unwrap_or(""), t.auth_value, validity).to_lowercase();
+    let v2_input = serde_json::to_vec(&m).unwrap_or_default();
+    m.insert("license_signature".into(), b64(app.signer.sign(v1.as_bytes())));
+    m.insert("license_signature_v2".into(), b64(app.signer.sign(&v2_input)));
+    m.insert("offline_signature".into(), Value::from(""));
+    m
+}
+
+fn license_body(app: &App, t: &Target, hw: Option<&str>, now: Millis) -> Answer {
+    to_vec(&license_object(app, t, hw, now))
+}
+
+fn feature_body(l: &License, f: &Feature, in_use: Option<u32>, now: Millis) -> Answer {
+    let s = f.spec.read();
+    let total = f.meter.used(now);
+    to_vec(&FeatureCheck::new(l.id, f, &s, in_use, total))
+}
+
+fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
+    let d = app.engine.device(l, hw).filter(|d| d.active).ok_or(DEVICE_NOT_FOUND)?;
+    let vars: Vec<Value> = d.variables.iter().map(|x| wire::variable(d.id, x)).collect();
+    to_vec(&vars)
+}
+
+// ---------------------------------------------------------------- handlers
+
+fn activate(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+    let t = resolve(app, tenant, p, true)?;
+    let hw = p.required("hardware_id")?;
+    let s = |k: &str| p.str(k).map(Cow::into_owned).unwrap_or_default();
+    let info = DeviceInfo {
+        os_ver: s("os_ver"),
+        hostname: s("hostname"),
+        ip: s("ip"),
+        mac_address: s("mac_address"),
+        is_vm: p.bool("is_vm"),
+        vm_info: s("vm_info"),
+        app_ver: s("app_ver"),
+        sdk_ver: s("sdk_ver"),
+    };
+    let variables = p.variables()?;
+    let device_id = app.engine.next_id();
+    apply(app, Command::Activate { license_id: t.license.id, hardware_id: Cow::Borrowed(&hw), info, device_id, now })?;
+    if !variables.is_empty() {
+        apply(app, Command::TrackDeviceVariables { license_id: t.license.id, hardware_id: Cow::Borrowed(&hw), variables, now })?;
+    }
+    license_body(app, &t, Some(&hw), now)
+}
+
+fn check_license(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+    let t = resolve(app, tenant, p, false)?;
+    usable_on_device(app, &t.license, p, now)?;
+    let hw = p.required("hardware_id")?;
+    let floating = {
+        let s = t.license.spec.read();
+        s.is_floating || s.is_floating_cloud
+    };
+    if floating {
+        apply(app, Command::FloatingAcquire { license_id: t.license.id, feature_id: None, hardware_id: Cow::Borrowed(&hw), now })?;
+    }
+    license_body(app, &t, Some(&hw), now)
+}
+
+/// The hot path: one license lookup, one feature scan, at most one lease renewal.
+fn check_feature(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+    let t = resolve(app, tenant, p, false)?;
+    usable_on_device(app, &t.license, p, now)?;
+    let f = feature(app, &t.license, p, now)?;
+    let floating = f.spec.read().floating();
+    let in_use = if floating {
+        let hw = p.required("hardware_id")?;
+        let cmd = Command::FloatingAcquire { license_id: t.license.id, feature_id: Some(f.id), hardware_id: Cow::Borrowed(&hw), now };
+        match apply(app, cmd)? {
+            Outcome::Floating { in_use, .. } => Some(in_use),
+            _ => return Err(INTERNAL),
+        }
+    } else {
+        None
+    };
+    feature_body(&t.license, &f, in_use, now)
+}
+
+fn borrow(app: &App, tenant: Id, p: &Params, now: Millis, for_feature: bool) -> Answer {
+    let t = resolve(app, tenant, p, false)?;
+    usable_on_device(app, &t.license, p, now)?;
+    let hw = p.required("hardware_id")?;
+    let f = if for_feature { Some(feature(app, &t.license, p, now)?) } else { None };
+    // null or absent: the longest borrow allowed.
+    let until = match p.text("borrowed_until") {
+        None => {
+            let max = app.engine.max_borrow_ms(&t.license);
+            if max == 0 {
+                return Err(BORROW_NOT_ALLOWED);
+            }
+            now + max
+        }
+        Some(s) => parse_instant(&s).ok_or(INVALID_PARAMETERS)?,
+    };
+    let cmd = Command::FloatingBorrow { license_id: t.license.id, feature_id: f.as_ref().map(|f| f.id), hardware_id: Cow::Borrowed(&hw), until, now };
+    let Outcome::Borrowed { until, in_use } = apply(app, cmd)? else { return Err(INTERNAL) };
+    match f {
+        Some(f) => {
+            let mut v = serde_json::to_value(FeatureCheck::new(t.license.id, &f, &f.spec.read(), Some(in_use), f.meter.used(now)))
+                .map_err(|_| INTERNAL)?;
+            v["borrowed_until"] = format_instant(until).into();
+            v["is_borrowed"] = true.into();
+            to_vec(&v)
+        }
+        None => license_body(app, &t, Some(&hw), now),
+    }
+}
+
+fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+    let product = product(app, tenant, p)?;
+    let hw = p.required("hardware_id")?;
+    let pspec = product.spec.read().clone();
+    if pspec.trial_days == 0 {
+        return Err(TRIAL_NOT_ALLOWED);
+    }
+    let email = p.text("email").map(|e| e.trim().to_ascii_lowercase());
+    // One trial per device and product (and per email on user products).
+    let issued = |l: &License| {
+        let s = l.spec.read();
+        s.is_trial && s.metadata.get("trial_hardware_id").and_then(Value::as_str) == Some(&*hw)
+    };
+    let (user_id, initial_password) = match product.authorization_method {
+        AuthMethod::LicenseKey => {
+            if product.licenses_by_key.iter().any(|l| issued(&l)) {
+                return Err(TRIAL_EXISTS);
+            }
+            (None, None)
+        }
+        AuthMethod::User => {
+            let email = email.clone().ok_or(MISSING_PARAMETERS)?;
+            match app.engine.user_by_email(tenant, &email) {
+                Some(u) => {
+                    if app.engine.licenses_of_user(&u, Some(product.id)).iter().any(|l| l.spec.read().is_trial) {
+                        return Err(TRIAL_EXISTS);
+                    }
+                    (Some(u.id), None)
+                }
+                None => {
+                    let password = crate::util::random_token(12);
+                    let hash = crate::credentials::Passwords::hash(&password).map_err(|_| INTERNAL)?;
+                    let id = app.engine.next_id();
+                    let spec = UserSpec {
+                        tenant_id: tenant,
+                        email: email.clone(),
+                        password_hash: hash,
+                        first_name: p.str("first_name").map(Cow::into_owned).unwrap_or_default(),
+                        last_name: p.str("last_name").map(Cow::into_owned).unwrap_or_default(),
+                        phone_number: p.str("phone").map(Cow::into_owned).unwrap_or_default(),
+                        is_initial_password: true,
+                        max_activations: 1,
+                        allow_unlimited_activations: false,
+                        customer_id: None,
+                    };
+                    apply(app, Command::PutUser { id, spec })?;
+                    (Some(id), Some(password))
+                }
+            }
+        }
+    };
+    let key = (product.authorization_method == AuthMethod::LicenseKey).then(crate::util::random_license_key);
+    let validity = format_instant(now + pspec.trial_days as Millis * DAY_MS);
+    let spec = LicenseSpec {
+        product_id: product.id,
+        license_key: key.clone(),
+        user_id,
+        customer_id: None,
+        license_type: LicenseType::TimeLimited,
+        enabled: true,
+        active: true,
+        is_trial: true,
+        trial_days: Some(pspec.trial_days),
+        validity_period: Some(validity),
+        start_date: None,
+        allow_grace_period: false,
+        grace_period: 0,
+        enable_maintenance_period: false,
+        maintenance_period: None,
+        max_activations: 1,
+        allow_unlimited_activations: false,
+        max_transfers: 0,
+        prevent_vm: false,
+        is_floating: false,
+        is_floating_cloud: false,
+        floating_users: 0,
+        floating_timeout: pspec.floating_timeout,
+        can_borrow: false,
+        max_borrow_time: 0,
+        max_consumptions: 0,
+        allow_overages: false,
+        max_overages: 0,
+        allow_unlimited_consumptions: false,
+        allow_negative_consumptions: false,
+        reset_consumption: false,
+        consumption_period: None,
+        max_license_users: 1,
+        order_store_id: format!("trial_{}", now),
+        custom_fields: Vec::new(),
+        metadata: json!({"trial_hardware_id": &*hw, "trial_email": email}),
+    };
+    let id = app.engine.next_id();
+    apply(app, Command::PutLicense { id, spec, features: Vec::new(), now })?;
+    let license = app.engine.license(id).ok_or(INTERNAL)?;
+    let auth_value = key.clone().or(email.clone()).unwrap_or_default();
+    let mut m = license_object(app, &Target { license, auth_value }, None, now);
+    if let Some(e) = email.filter(|_| product.authorization_method == AuthMethod::User) {
+        m.insert("license_user".into(), e.into());
+        m.insert("initial_password".into(), initial_password.map(Value::from).unwrap_or(Value::Null));
+    }
+    to_vec(&m)
+}
+
+fn user_licenses(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+    let username = p.text("username").ok_or(MISSING_PARAMETERS)?;
+    let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
+    let user = app.engine.user_by_email(tenant, &username).ok_or(WRONG_CREDENTIALS)?;
+    if !app.passwords.verify(&user, &password) {
+        return Err(WRONG_CREDENTIALS);
+    }
+    let product = match p.text("product") {
+        Some(code) => Some(app.engine.product_by_code(tenant, &code).ok_or(UNKNOWN_PRODUCT)?.id),
+        None => None,
+    };
+    let u = wire::user(&app.engine, &user);
+    let items: Vec<Value> = app
+        .engine
+        .licenses_of_user(&user, product)
+        .into_iter()
+        .map(|license| {
+            let t = Target { license, auth_value: username.to_string() };
+            json!({"license": license_object(app, &t, None, now), "user": u})
+        })
+        .collect();
+    to_vec(&items)
+}
+
+fn customer_license_users(app: &App, tenant: Id, p: &Params) -> Answer {
+    let product = product(app, tenant, p)?;
+    let wanted = p.required("customer")?;
+    let customer = app
+        .engine
+        .customers_of_tenant(tenant)
+        .into_iter()
+        .find(|c| {
+            let s = c.spec.read();
+            s.email.eq_ignore_ascii_case(&wanted) || s.reference == *wanted || c.id.to_string() == *wanted
+        })
+        .ok_or(CUSTOMER_NOT_FOUND)?;
+    let users: Vec<Value> = app
+        .engine
+        .users_of_customer(tenant, customer.id)
+        .iter()
+        .map(|u| {
+            let mut v = wire::user(&app.engine, u);
+            let ids: Vec<Id> = app.engine.licenses_of_user(u, Some(product.id)).iter().map(|l| l.id).collect();
+            v["license_ids"] = ids.into();
+            v
+        })
+        .collect();
+    to_vec(&json!({"customer": wire::customer(Some(&customer)), "users": users}))
+}
+
+/// Base64 (standard) of bytes; used by tests and tools to compare signatures.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

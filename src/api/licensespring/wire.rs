@@ -1,0 +1,223 @@
+//! Response bodies in LicenseSpring's shapes (field names as in its License
+//! API v4 documentation).
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::engine::model::*;
+use crate::engine::time::{format_instant, Millis};
+use crate::engine::Engine;
+
+pub fn customer(c: Option<&Customer>) -> Value {
+    match c {
+        None => Value::Null,
+        Some(c) => {
+            let s = c.spec.read();
+            json!({
+                "id": c.id, "email": s.email, "company_name": s.company_name, "reference": s.reference, "phone": s.phone,
+                "first_name": s.first_name, "last_name": s.last_name, "city": s.city, "postcode": s.postcode,
+                "state": s.state, "country": s.country, "address": s.address,
+                "customer_account": s.customer_account, "metadata": s.metadata,
+            })
+        }
+    }
+}
+
+pub fn product_details(p: &Product) -> Value {
+    let s = p.spec.read();
+    json!({
+        "product_id": p.id, "product_name": s.name, "short_code": &*p.short_code,
+        "authorization_method": p.authorization_method.as_str(), "metadata": s.metadata,
+        "allow_trial": s.trial_days > 0, "trial_days": s.trial_days,
+        "floating_timeout": s.floating_timeout, "max_borrow_time": s.max_borrow_time,
+    })
+}
+
+pub fn user(engine: &Engine, u: &LicenseUser) -> Value {
+    let s = u.spec.read();
+    json!({
+        "id": u.id, "email": s.email, "first_name": s.first_name, "last_name": s.last_name,
+        "phone_number": s.phone_number, "is_initial_password": s.is_initial_password,
+        "max_activations": s.max_activations, "allow_unlimited_activations": s.allow_unlimited_activations,
+        "total_activations": engine.user_activations(u),
+    })
+}
+
+/// A feature as listed inside a license (`product_features[]`).
+pub fn feature_in_license(f: &Feature, now: Millis) -> Value {
+    let s = f.spec.read();
+    let mut v = json!({
+        "id": f.id, "code": &*f.code, "name": s.name, "expiry_date": s.expiry_date, "metadata": s.metadata,
+        "feature_type": s.feature_type.as_str(), "is_floating": s.is_floating, "is_floating_cloud": s.is_floating_cloud,
+    });
+    let m = v.as_object_mut().expect("object literal");
+    if s.floating() {
+        m.insert("floating_users".into(), s.floating_users.into());
+        m.insert("floating_timeout".into(), s.floating_timeout.into());
+        m.insert("floating_in_use_devices".into(), f.floating.in_use(now).into());
+    }
+    if s.feature_type == FeatureType::Consumption {
+        m.insert("max_consumption".into(), s.max_consumption.into());
+        m.insert("allow_unlimited_consumptions".into(), s.allow_unlimited_consumptions.into());
+        m.insert("total_consumptions".into(), f.meter.used(now).into());
+        m.insert("allow_overages".into(), s.allow_overages.into());
+        m.insert("max_overages".into(), s.max_overages.into());
+        m.insert("allow_negative_consumptions".into(), s.allow_negative_consumptions.into());
+        m.insert("reset_consumption".into(), s.reset_consumption.into());
+        m.insert("consumption_period".into(), s.consumption_period.map(|p| p.as_str()).into());
+    }
+    v
+}
+
+/// The feature-check body (seed 003): every field always present but
+/// `floating_in_use_devices`, which only floating features carry.
+#[derive(Serialize)]
+pub struct FeatureCheck<'a> {
+    pub allow_negative_consumptions: bool,
+    pub allow_overages: bool,
+    pub allow_unlimited_consumptions: bool,
+    pub code: &'a str,
+    pub consumption_period: Option<&'static str>,
+    pub expiry_date: Option<&'a str>,
+    pub feature_type: &'static str,
+    pub id: Id,
+    pub is_floating_cloud: bool,
+    pub is_floating: bool,
+    pub license_id: Id,
+    pub max_consumption: i64,
+    pub max_overages: i64,
+    pub metadata: &'a Value,
+    pub name: &'a str,
+    pub reset_consumption: bool,
+    pub total_consumptions: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floating_in_use_devices: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floating_users: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floating_timeout: Option<u32>,
+}
+
+impl<'a> FeatureCheck<'a> {
+    pub fn new(license_id: Id, f: &'a Feature, s: &'a FeatureSpec, in_use: Option<u32>, total: i64) -> Self {
+        FeatureCheck {
+            allow_negative_consumptions: s.allow_negative_consumptions,
+            allow_overages: s.allow_overages,
+            allow_unlimited_consumptions: s.allow_unlimited_consumptions,
+            code: &f.code,
+            consumption_period: s.consumption_period.map(|p| p.as_str()),
+            expiry_date: s.expiry_date.as_deref(),
+            feature_type: s.feature_type.as_str(),
+            id: f.id,
+            is_floating_cloud: s.is_floating_cloud,
+            is_floating: s.is_floating,
+            license_id,
+            max_consumption: s.max_consumption,
+            max_overages: s.max_overages,
+            metadata: &s.metadata,
+            name: &s.name,
+            reset_consumption: s.reset_consumption,
+            total_consumptions: total,
+            floating_in_use_devices: in_use,
+            floating_users: in_use.map(|_| s.floating_users),
+            floating_timeout: in_use.map(|_| s.floating_timeout),
+        }
+    }
+}
+
+/// Context for rendering a license for one device.
+pub struct LicenseView<'a> {
+    pub engine: &'a Engine,
+    pub license: &'a License,
+    pub hardware_id: Option<&'a str>,
+    pub now: Millis,
+}
+
+impl LicenseView<'_> {
+    /// The full license object (check_license, activate_license, user_licenses).
+    pub fn render(&self) -> Map<String, Value> {
+        let (e, l, now) = (self.engine, self.license, self.now);
+        let s = l.spec.read();
+        let product = e.product(l.product_id);
+        let device = self.hardware_id.and_then(|hw| e.device(l, hw));
+        let lease = self.hardware_id.and_then(|hw| l.floating.holders(now).into_iter().find(|h| &*h.holder == hw));
+        let borrowed_until = lease.as_ref().and_then(|h| h.borrowed_until);
+        let floating = s.is_floating || s.is_floating_cloud;
+        let mut v = json!({
+            "id": l.id,
+            "order_store_id": s.order_store_id,
+            "license_active": s.active,
+            "license_enabled": s.enabled,
+            "license_type": s.license_type.as_str(),
+            "is_trial": s.is_trial,
+            "is_expired": e.is_expired(l, now),
+            "max_license_users": s.max_license_users,
+            "validity_period": s.validity_period,
+            "start_date": s.start_date,
+            "enable_maintenance_period": s.enable_maintenance_period,
+            "maintenance_period": s.maintenance_period,
+            "allow_grace_period": s.allow_grace_period,
+            "grace_period": s.grace_period,
+            "max_activations": s.max_activations,
+            "allow_unlimited_activations": s.allow_unlimited_activations,
+            "times_activated": l.activations.used(),
+            "transfer_count": l.transfer_count.load(std::sync::atomic::Ordering::Acquire),
+            "max_transfers": s.max_transfers,
+            "allow_overages": s.allow_overages,
+            "max_overages": s.max_overages,
+            "is_floating_cloud": s.is_floating_cloud,
+            "is_floating": s.is_floating,
+            "floating_timeout": s.floating_timeout,
+            "can_borrow": s.can_borrow,
+            "max_borrow_time": s.max_borrow_time,
+            "is_borrowed": borrowed_until.is_some(),
+            "borrowed_until": borrowed_until.map(format_instant),
+            "prevent_vm": s.prevent_vm,
+            "is_hardware_key_auth": false,
+            "is_air_gapped": false,
+            "device_id": device.as_ref().map(|d| d.id),
+            "custom_fields": s.custom_fields,
+            "product_features": l.features.read().iter().map(|f| feature_in_license(f, now)).collect::<Vec<_>>(),
+            "customer": customer(s.customer_id.and_then(|c| e.customer(c)).as_deref()),
+            "product_details": product.as_deref().map(product_details).unwrap_or(Value::Null),
+            "metadata": s.metadata,
+            "company": {"id": l.tenant_id},
+            "channel": "", "environment": "", "eula_link": "", "hash_md5": "", "installation_file": "",
+            "release_date": "", "release_notes_link": "", "requires_version": "", "size": "", "version": "",
+        });
+        let m = v.as_object_mut().expect("object literal");
+        if let Some(k) = &l.license_key {
+            m.insert("license_key".into(), (**k).into());
+        }
+        if let Some(u) = s.user_id.and_then(|u| e.user(u)) {
+            m.insert("user".into(), user(e, &u));
+        }
+        if s.is_trial {
+            m.insert("trial_days".into(), s.trial_days.unwrap_or(0).into());
+        }
+        if floating {
+            m.insert("floating_users".into(), s.floating_users.into());
+            m.insert("floating_in_use_devices".into(), l.floating.in_use(now).into());
+            if let Some(h) = &lease {
+                m.insert("floating_end_date".into(), format_instant(h.expires_at).into());
+            }
+        }
+        if s.license_type == LicenseType::Consumption {
+            m.insert("max_consumptions".into(), s.max_consumptions.into());
+            m.insert("total_consumptions".into(), l.consumption.used(now).into());
+            m.insert("allow_unlimited_consumptions".into(), s.allow_unlimited_consumptions.into());
+            m.insert("allow_negative_consumptions".into(), s.allow_negative_consumptions.into());
+            m.insert("reset_consumption".into(), s.reset_consumption.into());
+            m.insert("consumption_period".into(), s.consumption_period.map(|p| p.as_str()).into());
+        }
+        if let Some(d) = &device {
+            let vars: Vec<Value> = d.variables.iter().map(|x| variable(d.id, x)).collect();
+            m.insert("variables".into(), vars.into());
+        }
+        v.as_object().cloned().unwrap_or_default()
+    }
+}
+
+pub fn variable(device_id: Id, x: &DeviceVariable) -> Value {
+    json!({"device_id": device_id, "variable": x.variable, "value": x.value, "created_at": format_instant(x.created_at)})
+}

@@ -1,0 +1,5 @@
+//! API surfaces: each translates one wire format to engine commands and reads,
+//! and never reaches into another surface.
+
+pub mod admin;
+pub mod licensespring;

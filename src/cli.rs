@@ -1,0 +1,229 @@
+//! The `tally` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{App, AppOptions};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Limits, ServeConfig, CONNECTIONS_MAX, REQUEST_BODY_BYTES_MAX, REQUEST_HEAD_BYTES_MAX, REQUEST_TIMEOUT_MS};
+
+#[derive(Parser, Debug)]
+#[command(name = "tally", version, about = "In-memory entitlement engine speaking vendor license APIs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print LicenseSpring Date and Authorization headers for a key pair (for curl).
+    AuthHeaders {
+        #[arg(long)]
+        api_key: String,
+        #[arg(long)]
+        shared_key: String,
+        /// Print them as curl -H arguments.
+        #[arg(long)]
+        curl: bool,
+    },
+    /// Print the public key that verifies LicenseSignature headers.
+    PublicKey {
+        #[arg(long, default_value = "./tally-data")]
+        data_dir: PathBuf,
+        /// base64 DER (one line) instead of PEM.
+        #[arg(long)]
+        base64: bool,
+    },
+    /// Write a synthetic catalog for benchmarks.
+    GenCatalog {
+        #[arg(long, default_value_t = 1000)]
+        licenses: u64,
+        #[arg(long, default_value_t = 4)]
+        features: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080", env = "TALLY_LISTEN")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = "./tally-data", env = "TALLY_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// JSON catalog to load at start.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Do not sign LicenseSpring responses.
+    #[arg(long)]
+    pub no_sign: bool,
+    #[arg(long, default_value_t = REQUEST_BODY_BYTES_MAX)]
+    pub request_body_bytes_max: usize,
+    #[arg(long, default_value_t = REQUEST_HEAD_BYTES_MAX)]
+    pub request_head_bytes_max: usize,
+    #[arg(long, default_value_t = REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
+    #[arg(long, default_value_t = CONNECTIONS_MAX)]
+    pub connections_max: usize,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> ServeConfig {
+        ServeConfig {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            catalog: self.catalog.clone(),
+            sign_responses: !self.no_sign,
+            limits: Limits {
+                request_body_bytes_max: self.request_body_bytes_max,
+                request_head_bytes_max: self.request_head_bytes_max,
+                request_timeout: Duration::from_millis(self.request_timeout_ms),
+                connections_max: self.connections_max.max(1),
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve(args) => serve(args),
+        Cmd::AuthHeaders { api_key, shared_key, curl } => {
+            let (date, auth) = crate::api::licensespring::client_headers(&api_key, &shared_key, SystemClock.now_ms());
+            if curl {
+                println!("-H 'Date: {date}' -H 'Authorization: {auth}'");
+            } else {
+                println!("Date: {date}\nAuthorization: {auth}");
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::PublicKey { data_dir, base64 } => match crate::storage::load_or_create_signing_key(&data_dir) {
+            Ok((key, _)) => {
+                let signer = crate::signing::Signer::new(key);
+                if base64 {
+                    println!("{}", signer.public_key_base64());
+                } else {
+                    print!("{}", signer.public_key_pem());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::GenCatalog { licenses, features, out } => {
+            let run = || -> std::io::Result<()> {
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
+                crate::catalog::generate(&mut w, licenses, features)?;
+                std::io::Write::flush(&mut w)
+            };
+            match run() {
+                Ok(()) => {
+                    eprintln!("wrote {} licenses with {features} features each to {}", licenses, out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tally: {e}");
+    ExitCode::FAILURE
+}
+
+/// Builds the app from a config: data directory, keys, catalog.
+pub fn build_app(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> Result<App, Box<dyn std::error::Error>> {
+    crate::storage::ensure_dir(&cfg.data_dir)?;
+    let (key, created) = crate::storage::load_or_create_signing_key(&cfg.data_dir)?;
+    if created {
+        tracing::info!("created response-signing key in {}", cfg.data_dir.join(crate::storage::SIGNING_KEY_FILE).display());
+    }
+    let env_token = std::env::var("TALLY_ADMIN_TOKEN").ok();
+    let (token, generated) = crate::storage::load_or_create_admin_token(&cfg.data_dir, env_token)?;
+    if generated {
+        // Printed once, at first start; it is kept in the data directory.
+        println!("admin token (stored in {}): {token}", cfg.data_dir.join(crate::storage::ADMIN_TOKEN_FILE).display());
+    }
+    let mut opts = AppOptions::new(token, key);
+    opts.clock = clock;
+    opts.limits = cfg.limits.clone();
+    opts.sign_responses = cfg.sign_responses;
+    let app = App::new(opts);
+    if let Some(path) = &cfg.catalog {
+        let started = std::time::Instant::now();
+        let loaded = crate::catalog::load_file(&app.engine, path, app.now())?;
+        tracing::info!("loaded catalog {} in {:?}: {loaded:?}", path.display(), started.elapsed());
+    }
+    Ok(app)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = args.config();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(w) = args.workers {
+        rt.worker_threads(w.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    let app = match build_app(&cfg, Arc::new(SystemClock)) {
+        Ok(a) => Arc::new(a),
+        Err(e) => return fail(e),
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("bind {}: {e}", cfg.listen)),
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!("listening on http://{addr}");
+        match crate::server::run(listener, app, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

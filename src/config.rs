@@ -1,0 +1,56 @@
+//! Server configuration and its limits. Every limit is a named constant with its
+//! unit last, overridable from the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Largest request body accepted, bytes (admin batches and catalogs included).
+pub const REQUEST_BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Largest request head (request line plus headers), bytes.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Time to receive a request's head before the connection is dropped.
+pub const REQUEST_HEAD_TIMEOUT_MS: u64 = 10_000;
+/// Time from a request's head to its response (body read included).
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Open client connections; the acceptor waits for a slot past this.
+pub const CONNECTIONS_MAX: usize = 10_000;
+/// Admin list pages: default and largest page size.
+pub const PAGE_LIMIT_DEFAULT: usize = 100;
+pub const PAGE_LIMIT_MAX: usize = 1000;
+/// Grace period for in-flight requests at shutdown.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// How often expired floating seats are swept (they are also purged on access).
+pub const LEASE_SWEEP_INTERVAL_MS: u64 = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub request_body_bytes_max: usize,
+    pub request_head_bytes_max: usize,
+    pub request_head_timeout: Duration,
+    pub request_timeout: Duration,
+    pub connections_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_body_bytes_max: REQUEST_BODY_BYTES_MAX,
+            request_head_bytes_max: REQUEST_HEAD_BYTES_MAX,
+            request_head_timeout: Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS),
+            request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
+            connections_max: CONNECTIONS_MAX,
+        }
+    }
+}
+
+/// Everything `tally serve` was asked for.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub catalog: Option<PathBuf>,
+    /// Sign LicenseSpring responses (LicenseSignature header).
+    pub sign_responses: bool,
+    pub limits: Limits,
+}

@@ -1,0 +1,63 @@
+//! HTTP plumbing shared by every surface: body reading with a limit, query
+//! parsing, JSON responses.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+
+pub type Resp = Response<Full<Bytes>>;
+
+pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, JSON);
+    r
+}
+
+pub fn json_value(status: StatusCode, v: &impl serde::Serialize) -> Resp {
+    json(status, serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge(usize),
+    Read,
+}
+
+/// Reads the whole body, refusing more than `max` bytes.
+pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, BodyError> {
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
+        Err(_) => Err(BodyError::Read),
+    }
+}
+
+/// Query parameters, percent-decoded, in order.
+pub struct Query<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'a> Query<'a> {
+    pub fn parse(q: Option<&'a str>) -> Self {
+        Query(q.map(|q| form_urlencoded::parse(q.as_bytes()).collect()).unwrap_or_default())
+    }
+    /// First value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref())
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+}

@@ -1,0 +1,94 @@
+//! The data directory: the server's own secrets (response-signing key, admin
+//! token). The write-ahead log and snapshots will live here too.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use rsa::RsaPrivateKey;
+
+use crate::signing::RSA_KEY_BITS;
+
+#[derive(Debug)]
+pub enum StorageError {
+    Io(PathBuf, std::io::Error),
+    BadKey(PathBuf, String),
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            StorageError::BadKey(p, e) => write!(f, "{}: not a PKCS#8 RSA private key: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+pub const SIGNING_KEY_FILE: &str = "signing_key.pem";
+pub const ADMIN_TOKEN_FILE: &str = "admin_token";
+
+fn io(p: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |e| StorageError::Io(p.to_path_buf(), e)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename), readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+pub fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
+    fs::create_dir_all(dir).map_err(io(dir))
+}
+
+/// The response-signing key, created at first start. Returns the key and whether it was created.
+pub fn load_or_create_signing_key(dir: &Path) -> Result<(RsaPrivateKey, bool), StorageError> {
+    let path = dir.join(SIGNING_KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(pem) => {
+            RsaPrivateKey::from_pkcs8_pem(&pem).map(|k| (k, false)).map_err(|e| StorageError::BadKey(path.clone(), e.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = RsaPrivateKey::new(&mut rand::thread_rng(), RSA_KEY_BITS)
+                .map_err(|e| StorageError::BadKey(path.clone(), e.to_string()))?;
+            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| StorageError::BadKey(path.clone(), e.to_string()))?;
+            write_private(&path, pem.as_bytes())?;
+            Ok((key, true))
+        }
+        Err(e) => Err(StorageError::Io(path, e)),
+    }
+}
+
+/// The admin token: `from_env` if given (and then not stored), else the stored one,
+/// else a new random one, stored. Returns the token and whether it was generated.
+pub fn load_or_create_admin_token(dir: &Path, from_env: Option<String>) -> Result<(String, bool), StorageError> {
+    if let Some(t) = from_env.filter(|t| !t.is_empty()) {
+        return Ok((t, false));
+    }
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    match fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok((t.trim().to_string(), false)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io(path, e)),
+        _ => {
+            let token = crate::util::random_token(32);
+            write_private(&path, token.as_bytes())?;
+            Ok((token, true))
+        }
+    }
+}
