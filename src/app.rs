@@ -40,7 +40,13 @@ pub struct AppOptions {
 
 impl AppOptions {
     pub fn new(admin_token: String, signing_key: RsaPrivateKey) -> Self {
-        AppOptions { clock: Arc::new(SystemClock), limits: Limits::default(), admin_token, signing_key, sign_responses: true }
+        AppOptions {
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            admin_token,
+            signing_key,
+            sign_responses: true,
+        }
     }
 }
 

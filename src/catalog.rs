@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::credentials::Passwords;
 use crate::engine::model::*;
-use crate::engine::{Command, Engine};
 use crate::engine::time::Millis;
+use crate::engine::{Command, Engine};
 
 #[derive(Debug)]
 pub struct CatalogError {
@@ -78,25 +78,38 @@ pub struct Loaded {
 }
 
 fn err(path: impl Into<String>, message: impl std::fmt::Display) -> CatalogError {
-    CatalogError { path: path.into(), message: message.to_string() }
+    CatalogError {
+        path: path.into(),
+        message: message.to_string(),
+    }
 }
 
 fn typed<T: serde::de::DeserializeOwned>(path: &str, v: Value) -> Result<T, CatalogError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let inner = e.path().to_string();
-        let at = if inner == "." { path.to_string() } else { format!("{path}.{inner}") };
+        let at = if inner == "." {
+            path.to_string()
+        } else {
+            format!("{path}.{inner}")
+        };
         err(at, e.into_inner())
     })
 }
 
 fn apply(engine: &Engine, path: &str, cmd: Command<'_>) -> Result<(), CatalogError> {
     engine.apply(&cmd).map(|_| ()).map_err(|e| match e {
-        crate::engine::EngineError::Invalid(field, reason) => err(format!("{path}.{field}"), reason),
+        crate::engine::EngineError::Invalid(field, reason) => {
+            err(format!("{path}.{field}"), reason)
+        }
         other => err(path, other),
     })
 }
 
-fn take_str(m: &mut Map<String, Value>, k: &str, path: &str) -> Result<Option<String>, CatalogError> {
+fn take_str(
+    m: &mut Map<String, Value>,
+    k: &str,
+    path: &str,
+) -> Result<Option<String>, CatalogError> {
     match m.remove(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -111,7 +124,8 @@ pub fn load_file(engine: &Engine, path: &Path, now: Millis) -> Result<Loaded, Ca
 
 pub fn load_slice(engine: &Engine, text: &[u8], now: Millis) -> Result<Loaded, CatalogError> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let catalog: Catalog = serde_path_to_error::deserialize(&mut de).map_err(|e| err(e.path().to_string(), e.into_inner()))?;
+    let catalog: Catalog = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| err(e.path().to_string(), e.into_inner()))?;
     load(engine, catalog, now)
 }
 
@@ -123,18 +137,38 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
         let parent_id = match &t.parent {
             None => None,
             Some(name) => Some(
-                tenant_ids.iter().find(|(n, _)| n == name).map(|(_, id)| *id).ok_or_else(|| err(format!("{tp}.parent"), "no earlier tenant by that name"))?,
+                tenant_ids
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, id)| *id)
+                    .ok_or_else(|| err(format!("{tp}.parent"), "no earlier tenant by that name"))?,
             ),
         };
         let tenant_id = engine.next_id();
-        apply(engine, &tp, Command::PutTenant { id: tenant_id, spec: TenantSpec { name: t.name.clone(), parent_id } })?;
+        apply(
+            engine,
+            &tp,
+            Command::PutTenant {
+                id: tenant_id,
+                spec: TenantSpec {
+                    name: t.name.clone(),
+                    parent_id,
+                },
+            },
+        )?;
         tenant_ids.push((t.name, tenant_id));
         n.tenants += 1;
 
         for (i, mut k) in t.api_keys.into_iter().enumerate() {
             let p = format!("{tp}.api_keys[{i}]");
             k.insert("tenant_id".into(), tenant_id.into());
-            apply(engine, &p, Command::PutApiKey { spec: typed(&p, Value::Object(k))? })?;
+            apply(
+                engine,
+                &p,
+                Command::PutApiKey {
+                    spec: typed(&p, Value::Object(k))?,
+                },
+            )?;
             n.api_keys += 1;
         }
         let mut products: Vec<(String, Id)> = Vec::new();
@@ -163,7 +197,12 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
                     .iter()
                     .find(|(e, _)| e.eq_ignore_ascii_case(&email))
                     .map(|(_, id)| *id)
-                    .ok_or_else(|| err(format!("{p}.customer"), "no customer with that email in this tenant"))?;
+                    .ok_or_else(|| {
+                        err(
+                            format!("{p}.customer"),
+                            "no customer with that email in this tenant",
+                        )
+                    })?;
                 m.insert("customer_id".into(), id.into());
             }
             Ok(())
@@ -178,8 +217,16 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
                     let hash = Passwords::hash(&pw).map_err(|e| err(format!("{p}.password"), e))?;
                     m.insert("password_hash".into(), hash.into());
                 }
-                None if m.get("password_hash").and_then(Value::as_str).is_some_and(Passwords::is_valid_hash) => {}
-                None => return Err(err(format!("{p}.password"), "password (or an argon2 password_hash) is required")),
+                None if m
+                    .get("password_hash")
+                    .and_then(Value::as_str)
+                    .is_some_and(Passwords::is_valid_hash) => {}
+                None => {
+                    return Err(err(
+                        format!("{p}.password"),
+                        "password (or an argon2 password_hash) is required",
+                    ))
+                }
             }
             let spec: UserSpec = typed(&p, Value::Object(m))?;
             let id = engine.next_id();
@@ -189,16 +236,25 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
         }
         for (i, mut m) in t.licenses.into_iter().enumerate() {
             let p = format!("{tp}.licenses[{i}]");
-            let code = take_str(&mut m, "product", &p)?.ok_or_else(|| err(format!("{p}.product"), "product short code required"))?;
-            let product_id =
-                products.iter().find(|(c, _)| *c == code).map(|(_, id)| *id).ok_or_else(|| err(format!("{p}.product"), "no such product in this tenant"))?;
+            let code = take_str(&mut m, "product", &p)?
+                .ok_or_else(|| err(format!("{p}.product"), "product short code required"))?;
+            let product_id = products
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map(|(_, id)| *id)
+                .ok_or_else(|| err(format!("{p}.product"), "no such product in this tenant"))?;
             m.insert("product_id".into(), product_id.into());
             if let Some(email) = take_str(&mut m, "user", &p)? {
                 let id = users
                     .iter()
                     .find(|(e, _)| e.eq_ignore_ascii_case(&email))
                     .map(|(_, id)| *id)
-                    .ok_or_else(|| err(format!("{p}.user"), "no user with that email in this tenant"))?;
+                    .ok_or_else(|| {
+                        err(
+                            format!("{p}.user"),
+                            "no user with that email in this tenant",
+                        )
+                    })?;
                 m.insert("user_id".into(), id.into());
             }
             customer_ref(&mut m, &p)?;
@@ -213,8 +269,20 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
             let spec: LicenseSpec = typed(&p, Value::Object(m))?;
             let id = engine.next_id();
             n.features += features.len();
-            let features = features.into_iter().map(|f| (engine.next_id(), f)).collect();
-            apply(engine, &p, Command::PutLicense { id, spec, features, now })?;
+            let features = features
+                .into_iter()
+                .map(|f| (engine.next_id(), f))
+                .collect();
+            apply(
+                engine,
+                &p,
+                Command::PutLicense {
+                    id,
+                    spec,
+                    features,
+                    now,
+                },
+            )?;
             for (di, d) in devices.into_iter().enumerate() {
                 let dp = format!("{p}.devices[{di}]");
                 let cmd = Command::Activate {
@@ -256,16 +324,28 @@ pub fn generate(out: &mut impl Write, licenses: u64, features: u32) -> std::io::
             out.write_all(b",")?;
         }
         let (key, hw) = generated_license(i);
-        write!(out, r#"{{"product":"{GENERATED_PRODUCT}","license_key":"{key}","max_activations":4,"devices":[{{"hardware_id":"{hw}"}}],"features":["#)?;
+        write!(
+            out,
+            r#"{{"product":"{GENERATED_PRODUCT}","license_key":"{key}","max_activations":4,"devices":[{{"hardware_id":"{hw}"}}],"features":["#
+        )?;
         for f in 0..features {
             if f > 0 {
                 out.write_all(b",")?;
             }
             match f % 4 {
                 0 => write!(out, r#"{{"code":"f{f}","name":"Feature {f}"}}"#)?,
-                1 => write!(out, r#"{{"code":"f{f}","name":"Floating {f}","is_floating_cloud":true,"floating_users":8,"floating_timeout":30}}"#)?,
-                2 => write!(out, r#"{{"code":"f{f}","name":"Metered {f}","feature_type":"consumption","max_consumption":1000000000,"allow_overages":true,"max_overages":1000}}"#)?,
-                _ => write!(out, r#"{{"code":"f{f}","name":"Unlimited {f}","feature_type":"consumption","allow_unlimited_consumptions":true}}"#)?,
+                1 => write!(
+                    out,
+                    r#"{{"code":"f{f}","name":"Floating {f}","is_floating_cloud":true,"floating_users":8,"floating_timeout":30}}"#
+                )?,
+                2 => write!(
+                    out,
+                    r#"{{"code":"f{f}","name":"Metered {f}","feature_type":"consumption","max_consumption":1000000000,"allow_overages":true,"max_overages":1000}}"#
+                )?,
+                _ => write!(
+                    out,
+                    r#"{{"code":"f{f}","name":"Unlimited {f}","feature_type":"consumption","allow_unlimited_consumptions":true}}"#
+                )?,
             }
         }
         out.write_all(b"]}")?;

@@ -10,10 +10,17 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{App, AppOptions};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Limits, ServeConfig, CONNECTIONS_MAX, REQUEST_BODY_BYTES_MAX, REQUEST_HEAD_BYTES_MAX, REQUEST_TIMEOUT_MS};
+use crate::config::{
+    Limits, ServeConfig, CONNECTIONS_MAX, REQUEST_BODY_BYTES_MAX, REQUEST_HEAD_BYTES_MAX,
+    REQUEST_TIMEOUT_MS,
+};
 
 #[derive(Parser, Debug)]
-#[command(name = "tally", version, about = "In-memory entitlement engine speaking vendor license APIs")]
+#[command(
+    name = "tally",
+    version,
+    about = "In-memory entitlement engine speaking vendor license APIs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -99,8 +106,16 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve(args) => serve(args),
-        Cmd::AuthHeaders { api_key, shared_key, curl } => {
-            let (date, auth) = crate::api::licensespring::client_headers(&api_key, &shared_key, SystemClock.now_ms());
+        Cmd::AuthHeaders {
+            api_key,
+            shared_key,
+            curl,
+        } => {
+            let (date, auth) = crate::api::licensespring::client_headers(
+                &api_key,
+                &shared_key,
+                SystemClock.now_ms(),
+            );
             if curl {
                 println!("-H 'Date: {date}' -H 'Authorization: {auth}'");
             } else {
@@ -108,19 +123,25 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Cmd::PublicKey { data_dir, base64 } => match crate::storage::load_or_create_signing_key(&data_dir) {
-            Ok((key, _)) => {
-                let signer = crate::signing::Signer::new(key);
-                if base64 {
-                    println!("{}", signer.public_key_base64());
-                } else {
-                    print!("{}", signer.public_key_pem());
+        Cmd::PublicKey { data_dir, base64 } => {
+            match crate::storage::load_or_create_signing_key(&data_dir) {
+                Ok((key, _)) => {
+                    let signer = crate::signing::Signer::new(key);
+                    if base64 {
+                        println!("{}", signer.public_key_base64());
+                    } else {
+                        print!("{}", signer.public_key_pem());
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
-        Cmd::GenCatalog { licenses, features, out } => {
+        }
+        Cmd::GenCatalog {
+            licenses,
+            features,
+            out,
+        } => {
             let run = || -> std::io::Result<()> {
                 let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
                 crate::catalog::generate(&mut w, licenses, features)?;
@@ -128,7 +149,11 @@ pub fn main() -> ExitCode {
             };
             match run() {
                 Ok(()) => {
-                    eprintln!("wrote {} licenses with {features} features each to {}", licenses, out.display());
+                    eprintln!(
+                        "wrote {} licenses with {features} features each to {}",
+                        licenses,
+                        out.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
@@ -143,17 +168,30 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Builds the app from a config: data directory, keys, catalog.
-pub fn build_app(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> Result<App, Box<dyn std::error::Error>> {
+pub fn build_app(
+    cfg: &ServeConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<App, Box<dyn std::error::Error>> {
     crate::storage::ensure_dir(&cfg.data_dir)?;
     let (key, created) = crate::storage::load_or_create_signing_key(&cfg.data_dir)?;
     if created {
-        tracing::info!("created response-signing key in {}", cfg.data_dir.join(crate::storage::SIGNING_KEY_FILE).display());
+        tracing::info!(
+            "created response-signing key in {}",
+            cfg.data_dir
+                .join(crate::storage::SIGNING_KEY_FILE)
+                .display()
+        );
     }
     let env_token = std::env::var("TALLY_ADMIN_TOKEN").ok();
     let (token, generated) = crate::storage::load_or_create_admin_token(&cfg.data_dir, env_token)?;
     if generated {
         // Printed once, at first start; it is kept in the data directory.
-        println!("admin token (stored in {}): {token}", cfg.data_dir.join(crate::storage::ADMIN_TOKEN_FILE).display());
+        println!(
+            "admin token (stored in {}): {token}",
+            cfg.data_dir
+                .join(crate::storage::ADMIN_TOKEN_FILE)
+                .display()
+        );
     }
     let mut opts = AppOptions::new(token, key);
     opts.clock = clock;
@@ -163,14 +201,20 @@ pub fn build_app(cfg: &ServeConfig, clock: Arc<dyn Clock>) -> Result<App, Box<dy
     if let Some(path) = &cfg.catalog {
         let started = std::time::Instant::now();
         let loaded = crate::catalog::load_file(&app.engine, path, app.now())?;
-        tracing::info!("loaded catalog {} in {:?}: {loaded:?}", path.display(), started.elapsed());
+        tracing::info!(
+            "loaded catalog {} in {:?}: {loaded:?}",
+            path.display(),
+            started.elapsed()
+        );
     }
     Ok(app)
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cfg = args.config();
@@ -192,7 +236,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(format!("bind {}: {e}", cfg.listen)),
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!("listening on http://{addr}");
         match crate::server::run(listener, app, shutdown_signal()).await {
             Ok(()) => {

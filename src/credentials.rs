@@ -7,7 +7,9 @@
 
 use std::sync::atomic::Ordering;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
@@ -42,7 +44,10 @@ impl Default for Passwords {
 
 impl Passwords {
     pub fn new() -> Self {
-        Passwords { secret: rand::random(), cache: DashMap::new() }
+        Passwords {
+            secret: rand::random(),
+            cache: DashMap::new(),
+        }
     }
 
     /// A salted argon2id hash in PHC string form.
@@ -51,7 +56,10 @@ impl Passwords {
             return Err(format!("password longer than {PASSWORD_BYTES_MAX} bytes"));
         }
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
     }
 
     /// Whether `hash` is a PHC string this server can verify.
@@ -60,7 +68,8 @@ impl Passwords {
     }
 
     fn digest(&self, user_id: Id, password: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("hmac takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("hmac takes any key length");
         mac.update(&user_id.to_le_bytes());
         mac.update(password.as_bytes());
         mac.finalize().into_bytes().into()
@@ -78,7 +87,11 @@ impl Passwords {
             }
         }
         let hash = user.spec.read().password_hash.clone();
-        let ok = PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+        let ok = PasswordHash::new(&hash).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        });
         if ok {
             if self.cache.len() >= PASSWORD_CACHE_ENTRIES_MAX {
                 self.cache.clear();

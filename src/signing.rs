@@ -26,8 +26,15 @@ pub struct Signer {
 
 impl Signer {
     pub fn new(private: RsaPrivateKey) -> Self {
-        let public_pem = private.to_public_key().to_public_key_pem(LineEnding::LF).unwrap_or_default();
-        Signer { key: SigningKey::<Sha256>::new(private), public_pem, cache: DashMap::new() }
+        let public_pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap_or_default();
+        Signer {
+            key: SigningKey::<Sha256>::new(private),
+            public_pem,
+            cache: DashMap::new(),
+        }
     }
 
     /// Public key as PEM (SubjectPublicKeyInfo).
@@ -37,7 +44,10 @@ impl Signer {
 
     /// Public key as base64 DER without PEM armour (what SDK configs take).
     pub fn public_key_base64(&self) -> String {
-        self.public_pem.lines().filter(|l| !l.starts_with("-----")).collect()
+        self.public_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect()
     }
 
     pub fn sign(&self, body: &[u8]) -> Arc<str> {
@@ -45,7 +55,9 @@ impl Signer {
         if let Some(sig) = self.cache.get(&digest) {
             return sig.clone();
         }
-        let sig: Arc<str> = base64::engine::general_purpose::STANDARD.encode(self.key.sign(body).to_bytes()).into();
+        let sig: Arc<str> = base64::engine::general_purpose::STANDARD
+            .encode(self.key.sign(body).to_bytes())
+            .into();
         if self.cache.len() >= SIGNATURE_CACHE_ENTRIES_MAX {
             self.cache.clear();
         }

@@ -7,7 +7,9 @@ const TOKEN_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv
 /// A random alphanumeric token of `len` characters (keys, secrets).
 pub fn random_token(len: usize) -> String {
     let mut rng = rand::thread_rng();
-    (0..len).map(|_| TOKEN_ALPHABET[rng.gen_range(0..TOKEN_ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| TOKEN_ALPHABET[rng.gen_range(0..TOKEN_ALPHABET.len())] as char)
+        .collect()
 }
 
 /// A license key in LicenseSpring's style: `XXXX-XXXX-XXXX-XXXX`.

@@ -7,7 +7,10 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{ApiKeySpec, CustomerSpec, DeviceInfo, FeatureSpec, Id, LicenseSpec, ProductSpec, TenantSpec, UserSpec};
+use super::model::{
+    ApiKeySpec, CustomerSpec, DeviceInfo, FeatureSpec, Id, LicenseSpec, ProductSpec, TenantSpec,
+    UserSpec,
+};
 use super::time::Millis;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -15,34 +18,128 @@ use super::time::Millis;
 pub enum Command<'a> {
     // ------------------------------------------------------------ admin
     /// Create (id unused) or replace the tenant `id`.
-    PutTenant { id: Id, spec: TenantSpec },
-    DeleteTenant { id: Id },
-    PutApiKey { spec: ApiKeySpec },
-    RevokeApiKey { api_key: String },
-    DeleteApiKey { api_key: String },
-    PutProduct { id: Id, spec: ProductSpec },
-    DeleteProduct { id: Id },
-    PutCustomer { id: Id, spec: CustomerSpec },
-    DeleteCustomer { id: Id },
-    PutUser { id: Id, spec: UserSpec },
-    DeleteUser { id: Id },
+    PutTenant {
+        id: Id,
+        spec: TenantSpec,
+    },
+    DeleteTenant {
+        id: Id,
+    },
+    PutApiKey {
+        spec: ApiKeySpec,
+    },
+    RevokeApiKey {
+        api_key: String,
+    },
+    DeleteApiKey {
+        api_key: String,
+    },
+    PutProduct {
+        id: Id,
+        spec: ProductSpec,
+    },
+    DeleteProduct {
+        id: Id,
+    },
+    PutCustomer {
+        id: Id,
+        spec: CustomerSpec,
+    },
+    DeleteCustomer {
+        id: Id,
+    },
+    PutUser {
+        id: Id,
+        spec: UserSpec,
+    },
+    DeleteUser {
+        id: Id,
+    },
     /// Create or replace a license; on create, `features` are created with it
     /// (ids given); on replace, `features` is ignored (features have their own commands).
-    PutLicense { id: Id, spec: LicenseSpec, features: Vec<(Id, FeatureSpec)>, now: Millis },
-    DeleteLicense { id: Id },
-    PutFeature { license_id: Id, id: Id, spec: FeatureSpec, now: Millis },
-    DeleteFeature { license_id: Id, id: Id },
+    PutLicense {
+        id: Id,
+        spec: LicenseSpec,
+        features: Vec<(Id, FeatureSpec)>,
+        now: Millis,
+    },
+    DeleteLicense {
+        id: Id,
+    },
+    PutFeature {
+        license_id: Id,
+        id: Id,
+        spec: FeatureSpec,
+        now: Millis,
+    },
+    DeleteFeature {
+        license_id: Id,
+        id: Id,
+    },
     /// Set a license's consumption total (admin correction).
-    SetConsumption { license_id: Id, feature_id: Option<Id>, total: i64 },
-    SetDeviceBlacklisted { license_id: Id, #[serde(borrow)] hardware_id: Cow<'a, str>, blacklisted: bool, device_id: Id, now: Millis },
+    SetConsumption {
+        license_id: Id,
+        feature_id: Option<Id>,
+        total: i64,
+    },
+    SetDeviceBlacklisted {
+        license_id: Id,
+        #[serde(borrow)]
+        hardware_id: Cow<'a, str>,
+        blacklisted: bool,
+        device_id: Id,
+        now: Millis,
+    },
     // ------------------------------------------------------------ runtime
-    Activate { license_id: Id, #[serde(borrow)] hardware_id: Cow<'a, str>, info: DeviceInfo, device_id: Id, now: Millis },
-    Deactivate { license_id: Id, #[serde(borrow)] hardware_id: Cow<'a, str>, now: Millis },
+    Activate {
+        license_id: Id,
+        #[serde(borrow)]
+        hardware_id: Cow<'a, str>,
+        info: DeviceInfo,
+        device_id: Id,
+        now: Millis,
+    },
+    Deactivate {
+        license_id: Id,
+        #[serde(borrow)]
+        hardware_id: Cow<'a, str>,
+        now: Millis,
+    },
     /// Take or renew a floating seat (license-level when `feature_id` is None).
-    FloatingAcquire { license_id: Id, feature_id: Option<Id>, #[serde(borrow)] hardware_id: Cow<'a, str>, now: Millis },
-    FloatingRelease { license_id: Id, feature_id: Option<Id>, #[serde(borrow)] hardware_id: Cow<'a, str>, now: Millis },
+    FloatingAcquire {
+        license_id: Id,
+        feature_id: Option<Id>,
+        #[serde(borrow)]
+        hardware_id: Cow<'a, str>,
+        now: Millis,
+    },
+    FloatingRelease {
+        license_id: Id,
+        feature_id: Option<Id>,
+        #[serde(borrow)]
+        hardware_id: Cow<'a, str>,
+        now: Millis,
+    },
     /// Hold a seat until `until` (checked against max_borrow_time).
-    FloatingBorrow { license_id: Id, feature_id: Option<Id>, #[serde(borrow)] hardware_id: Cow<'a, str>, until: Millis, now: Millis },
-    AddConsumption { license_id: Id, feature_id: Option<Id>, amount: i64, now: Millis },
-    TrackDeviceVariables { license_id: Id, #[serde(borrow)] hardware_id: Cow<'a, str>, variables: Vec<(String, String)>, now: Millis },
+    FloatingBorrow {
+        license_id: Id,
+        feature_id: Option<Id>,
+        #[serde(borrow)]
+        hardware_id: Cow<'a, str>,
+        until: Millis,
+        now: Millis,
+    },
+    AddConsumption {
+        license_id: Id,
+        feature_id: Option<Id>,
+        amount: i64,
+        now: Millis,
+    },
+    TrackDeviceVariables {
+        license_id: Id,
+        #[serde(borrow)]
+        hardware_id: Cow<'a, str>,
+        variables: Vec<(String, String)>,
+        now: Millis,
+    },
 }

@@ -61,14 +61,22 @@ impl LeaseState {
 impl LeasePool {
     pub fn new(capacity: u32) -> Self {
         LeasePool {
-            state: Mutex::new(LeaseState { capacity: capacity.min(LEASE_POOL_SEATS_MAX), holders: Vec::new() }),
+            state: Mutex::new(LeaseState {
+                capacity: capacity.min(LEASE_POOL_SEATS_MAX),
+                holders: Vec::new(),
+            }),
             in_use: AtomicU32::new(0),
         }
     }
 
     /// Takes a seat for `holder`, or renews the one it holds, until `now + timeout_ms`.
     /// Returns the outcome and the number of holders afterwards.
-    pub fn acquire(&self, holder: &str, now: Millis, timeout_ms: Millis) -> Result<(LeaseOutcome, u32), LeasesExhausted> {
+    pub fn acquire(
+        &self,
+        holder: &str,
+        now: Millis,
+        timeout_ms: Millis,
+    ) -> Result<(LeaseOutcome, u32), LeasesExhausted> {
         let mut st = self.state.lock();
         st.purge(now);
         let until = now.saturating_add(timeout_ms);
@@ -78,12 +86,21 @@ impl LeasePool {
             LeaseOutcome::Renewed
         } else {
             if st.holders.len() as u32 >= st.capacity {
-                self.in_use.store(st.holders.len() as u32, Ordering::Release);
+                self.in_use
+                    .store(st.holders.len() as u32, Ordering::Release);
                 return Err(LeasesExhausted);
             }
-            st.holders.push(Lease { holder: holder.into(), since: now, expires_at: until, borrowed_until: None });
+            st.holders.push(Lease {
+                holder: holder.into(),
+                since: now,
+                expires_at: until,
+                borrowed_until: None,
+            });
             // Checked in release builds: an over-granted seat is lost revenue.
-            assert!(st.holders.len() as u32 <= st.capacity, "lease pool over capacity");
+            assert!(
+                st.holders.len() as u32 <= st.capacity,
+                "lease pool over capacity"
+            );
             LeaseOutcome::Acquired
         };
         let n = st.holders.len() as u32;
@@ -102,7 +119,12 @@ impl LeasePool {
             if st.holders.len() as u32 >= st.capacity {
                 return Err(LeasesExhausted);
             }
-            st.holders.push(Lease { holder: holder.into(), since: now, expires_at: until, borrowed_until: Some(until) });
+            st.holders.push(Lease {
+                holder: holder.into(),
+                since: now,
+                expires_at: until,
+                borrowed_until: Some(until),
+            });
         }
         let n = st.holders.len() as u32;
         self.in_use.store(n, Ordering::Release);
@@ -125,7 +147,8 @@ impl LeasePool {
         let mut st = self.state.lock();
         st.holders.retain(|l| l.holder != lease.holder);
         st.holders.push(lease);
-        self.in_use.store(st.holders.len() as u32, Ordering::Release);
+        self.in_use
+            .store(st.holders.len() as u32, Ordering::Release);
     }
 
     /// Drops expired holders; returns how many were freed.
@@ -133,12 +156,17 @@ impl LeasePool {
         let mut st = self.state.lock();
         let before = st.holders.len();
         st.purge(now);
-        self.in_use.store(st.holders.len() as u32, Ordering::Release);
+        self.in_use
+            .store(st.holders.len() as u32, Ordering::Release);
         before - st.holders.len()
     }
 
     pub fn holds(&self, holder: &str, now: Millis) -> bool {
-        self.state.lock().holders.iter().any(|l| &*l.holder == holder && l.expires_at > now)
+        self.state
+            .lock()
+            .holders
+            .iter()
+            .any(|l| &*l.holder == holder && l.expires_at > now)
     }
 
     pub fn in_use(&self, now: Millis) -> u32 {
@@ -153,7 +181,11 @@ impl LeasePool {
 
     pub fn holders(&self, now: Millis) -> Vec<Lease> {
         let st = self.state.lock();
-        st.holders.iter().filter(|l| l.expires_at > now).cloned().collect()
+        st.holders
+            .iter()
+            .filter(|l| l.expires_at > now)
+            .cloned()
+            .collect()
     }
 
     pub fn capacity(&self) -> u32 {
@@ -180,7 +212,10 @@ mod tests {
         assert_eq!(pool.acquire("c", 20, 1000), Err(LeasesExhausted));
         assert_eq!(pool.acquire("a", 500, 1000), Ok((LeaseOutcome::Renewed, 2)));
         // b expires at 1010; a was renewed until 1500.
-        assert_eq!(pool.acquire("c", 1010, 1000), Ok((LeaseOutcome::Acquired, 2)));
+        assert_eq!(
+            pool.acquire("c", 1010, 1000),
+            Ok((LeaseOutcome::Acquired, 2))
+        );
         assert!(pool.release("a", 1100));
         assert!(!pool.release("a", 1100));
         assert_eq!(pool.in_use(1100), 1);
@@ -205,7 +240,12 @@ mod tests {
                 std::thread::spawn(move || pool.acquire(&format!("hw-{i}"), 0, 60_000).is_ok())
             })
             .collect();
-        let winners = handles.into_iter().filter(|_| true).map(|h| h.join().expect("thread")).filter(|ok| *ok).count();
+        let winners = handles
+            .into_iter()
+            .filter(|_| true)
+            .map(|h| h.join().expect("thread"))
+            .filter(|ok| *ok)
+            .count();
         assert_eq!(winners, 10);
         assert_eq!(pool.in_use(1), 10);
     }

@@ -119,10 +119,13 @@ impl Meter {
     pub fn set_limits(&self, l: MeterLimits, now: Millis) {
         let _g = self.reset_lock.lock();
         self.max.store(l.max, Ordering::Release);
-        self.max_overages.store(l.max_overages.max(0), Ordering::Release);
-        self.allow_overages.store(l.allow_overages, Ordering::Release);
+        self.max_overages
+            .store(l.max_overages.max(0), Ordering::Release);
+        self.allow_overages
+            .store(l.allow_overages, Ordering::Release);
         self.unlimited.store(l.unlimited, Ordering::Release);
-        self.allow_negative.store(l.allow_negative, Ordering::Release);
+        self.allow_negative
+            .store(l.allow_negative, Ordering::Release);
         self.reset.store(l.reset, Ordering::Release);
         self.period.store(period_code(l.period), Ordering::Release);
         let next = match (l.reset, l.period) {
@@ -175,8 +178,16 @@ impl Meter {
             if amount < 0 && new < 0 {
                 return Err(MeterError::BelowZero);
             }
-            match self.used.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(MeterAdd { total: new, excess: new > max && !self.unlimited.load(Ordering::Relaxed) }),
+            match self
+                .used
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Ok(MeterAdd {
+                        total: new,
+                        excess: new > max && !self.unlimited.load(Ordering::Relaxed),
+                    })
+                }
                 Err(actual) => cur = actual,
             }
         }
@@ -212,23 +223,52 @@ mod tests {
     use std::sync::Arc;
 
     fn limits(max: i64) -> MeterLimits {
-        MeterLimits { max, ..MeterLimits::default() }
+        MeterLimits {
+            max,
+            ..MeterLimits::default()
+        }
     }
 
     #[test]
     fn refuses_past_max_and_allows_overages() {
         let m = Meter::new(limits(10), 0, 0);
-        assert_eq!(m.add(10, 0), Ok(MeterAdd { total: 10, excess: false }));
+        assert_eq!(
+            m.add(10, 0),
+            Ok(MeterAdd {
+                total: 10,
+                excess: false
+            })
+        );
         assert_eq!(m.add(1, 0), Err(MeterError::LimitReached));
-        m.set_limits(MeterLimits { allow_overages: true, max_overages: 5, ..limits(10) }, 0);
-        assert_eq!(m.add(5, 0), Ok(MeterAdd { total: 15, excess: true }));
+        m.set_limits(
+            MeterLimits {
+                allow_overages: true,
+                max_overages: 5,
+                ..limits(10)
+            },
+            0,
+        );
+        assert_eq!(
+            m.add(5, 0),
+            Ok(MeterAdd {
+                total: 15,
+                excess: true
+            })
+        );
         assert_eq!(m.add(1, 0), Err(MeterError::LimitReached));
         assert_eq!(m.add(-1, 0), Err(MeterError::NegativeNotAllowed));
     }
 
     #[test]
     fn negative_only_where_allowed_and_never_below_zero() {
-        let m = Meter::new(MeterLimits { allow_negative: true, ..limits(10) }, 3, 0);
+        let m = Meter::new(
+            MeterLimits {
+                allow_negative: true,
+                ..limits(10)
+            },
+            3,
+            0,
+        );
         assert_eq!(m.add(-2, 0).map(|a| a.total), Ok(1));
         assert_eq!(m.add(-2, 0), Err(MeterError::BelowZero));
     }
@@ -236,7 +276,15 @@ mod tests {
     #[test]
     fn resets_at_period_boundary() {
         let t0 = parse_instant("2026-11-30T23:59:00Z").expect("t0");
-        let m = Meter::new(MeterLimits { reset: true, period: Some(Period::Monthly), ..limits(10) }, 0, t0);
+        let m = Meter::new(
+            MeterLimits {
+                reset: true,
+                period: Some(Period::Monthly),
+                ..limits(10)
+            },
+            0,
+            t0,
+        );
         assert!(m.add(10, t0).is_ok());
         assert_eq!(m.add(1, t0 + 59_000), Err(MeterError::LimitReached));
         let t1 = parse_instant("2026-12-01T00:00:00Z").expect("t1");
@@ -246,12 +294,19 @@ mod tests {
 
     #[test]
     fn concurrent_adds_are_exact() {
-        let m = Arc::new(Meter::new(MeterLimits { unlimited: true, ..limits(0) }, 0, 0));
+        let m = Arc::new(Meter::new(
+            MeterLimits {
+                unlimited: true,
+                ..limits(0)
+            },
+            0,
+            0,
+        ));
         let hs: Vec<_> = (0..2)
             .map(|_| {
                 let m = m.clone();
                 std::thread::spawn(move || {
-                    for _ in 0..100_000 {
+                    for _ in 0..500_000 {
                         m.add(1, 0).expect("unlimited");
                     }
                 })
@@ -260,6 +315,6 @@ mod tests {
         for h in hs {
             h.join().expect("thread");
         }
-        assert_eq!(m.used(0), 200_000);
+        assert_eq!(m.used(0), 1_000_000);
     }
 }

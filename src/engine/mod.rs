@@ -47,12 +47,28 @@ pub const FIRST_ID: Id = 10_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Done,
-    Activated { device_id: Id, new: bool, transfer: bool },
+    Activated {
+        device_id: Id,
+        new: bool,
+        transfer: bool,
+    },
     Deactivated,
-    Floating { outcome: LeaseOutcome, in_use: u32 },
-    Released { held: bool, in_use: u32 },
-    Borrowed { until: Millis, in_use: u32 },
-    Consumed { total: i64, excess: bool },
+    Floating {
+        outcome: LeaseOutcome,
+        in_use: u32,
+    },
+    Released {
+        held: bool,
+        in_use: u32,
+    },
+    Borrowed {
+        until: Millis,
+        in_use: u32,
+    },
+    Consumed {
+        total: i64,
+        excess: bool,
+    },
 }
 
 type R<T> = Result<T, EngineError>;
@@ -90,14 +106,21 @@ fn end_instant(s: &Option<String>) -> Millis {
 }
 
 fn start_instant(s: &Option<String>) -> Millis {
-    s.as_deref().map(str::trim).filter(|v| !v.is_empty()).and_then(parse_instant).unwrap_or(i64::MIN)
+    s.as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .and_then(parse_instant)
+        .unwrap_or(i64::MIN)
 }
 
 fn check_date(field: &'static str, s: &Option<String>) -> R<()> {
     match s.as_deref().map(str::trim) {
         None | Some("") => Ok(()),
         Some(v) if parse_instant(v).is_some() => Ok(()),
-        Some(_) => Err(EngineError::Invalid(field, "must be an ISO 8601 date or date-time")),
+        Some(_) => Err(EngineError::Invalid(
+            field,
+            "must be an ISO 8601 date or date-time",
+        )),
     }
 }
 
@@ -106,16 +129,25 @@ fn validate_license(spec: &LicenseSpec) -> R<()> {
     check_date("start_date", &spec.start_date)?;
     check_date("maintenance_period", &spec.maintenance_period)?;
     if spec.max_transfers < -1 {
-        return Err(EngineError::Invalid("max_transfers", "must be -1 (unlimited) or more"));
+        return Err(EngineError::Invalid(
+            "max_transfers",
+            "must be -1 (unlimited) or more",
+        ));
     }
     if spec.max_consumptions < 0 || spec.max_overages < 0 {
-        return Err(EngineError::Invalid("max_consumptions", "must not be negative"));
+        return Err(EngineError::Invalid(
+            "max_consumptions",
+            "must not be negative",
+        ));
     }
     if spec.floating_users > lease::LEASE_POOL_SEATS_MAX {
         return Err(EngineError::Invalid("floating_users", "too large"));
     }
     if spec.reset_consumption && spec.consumption_period.is_none() {
-        return Err(EngineError::Invalid("consumption_period", "required when reset_consumption is true"));
+        return Err(EngineError::Invalid(
+            "consumption_period",
+            "required when reset_consumption is true",
+        ));
     }
     Ok(())
 }
@@ -126,13 +158,19 @@ fn validate_feature(spec: &FeatureSpec) -> R<()> {
     }
     check_date("expiry_date", &spec.expiry_date)?;
     if spec.max_consumption < 0 || spec.max_overages < 0 {
-        return Err(EngineError::Invalid("max_consumption", "must not be negative"));
+        return Err(EngineError::Invalid(
+            "max_consumption",
+            "must not be negative",
+        ));
     }
     if spec.floating_users > lease::LEASE_POOL_SEATS_MAX {
         return Err(EngineError::Invalid("floating_users", "too large"));
     }
     if spec.reset_consumption && spec.consumption_period.is_none() {
-        return Err(EngineError::Invalid("consumption_period", "required when reset_consumption is true"));
+        return Err(EngineError::Invalid(
+            "consumption_period",
+            "required when reset_consumption is true",
+        ));
     }
     Ok(())
 }
@@ -194,24 +232,38 @@ impl Engine {
     }
 
     pub fn product_by_code(&self, tenant_id: Id, code: &str) -> Option<Arc<Product>> {
-        self.tenants.get(&tenant_id)?.products_by_code.get(code).map(|p| p.clone())
+        self.tenants
+            .get(&tenant_id)?
+            .products_by_code
+            .get(code)
+            .map(|p| p.clone())
     }
 
     /// Emails match case-insensitively; the index holds lower-cased emails.
     pub fn user_by_email(&self, tenant_id: Id, email: &str) -> Option<Arc<LicenseUser>> {
         let tenant = self.tenants.get(&tenant_id)?;
         if email.bytes().any(|b| b.is_ascii_uppercase()) {
-            tenant.users_by_email.get(email.to_ascii_lowercase().as_str()).map(|u| u.clone())
+            tenant
+                .users_by_email
+                .get(email.to_ascii_lowercase().as_str())
+                .map(|u| u.clone())
         } else {
             tenant.users_by_email.get(email).map(|u| u.clone())
         }
     }
 
     /// Licenses of a user, optionally of one product, in id order.
-    pub fn licenses_of_user(&self, user: &LicenseUser, product_id: Option<Id>) -> Vec<Arc<License>> {
+    pub fn licenses_of_user(
+        &self,
+        user: &LicenseUser,
+        product_id: Option<Id>,
+    ) -> Vec<Arc<License>> {
         let ids = user.licenses.read().clone();
-        let mut out: Vec<Arc<License>> =
-            ids.iter().filter_map(|id| self.license(*id)).filter(|l| product_id.is_none_or(|p| l.product_id == p)).collect();
+        let mut out: Vec<Arc<License>> = ids
+            .iter()
+            .filter_map(|id| self.license(*id))
+            .filter(|l| product_id.is_none_or(|p| l.product_id == p))
+            .collect();
         out.sort_by_key(|l| l.id);
         out
     }
@@ -229,9 +281,17 @@ impl Engine {
     }
 
     /// One page of ids in ascending order after `after`, matching `keep`.
-    fn page<T>(map: &DashMap<Id, Arc<T>>, after: Id, limit: usize, keep: impl Fn(&T) -> bool) -> (Vec<Arc<T>>, bool) {
-        let mut ids: Vec<(Id, Arc<T>)> =
-            map.iter().filter(|e| *e.key() > after && keep(e.value())).map(|e| (*e.key(), e.value().clone())).collect();
+    fn page<T>(
+        map: &DashMap<Id, Arc<T>>,
+        after: Id,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> (Vec<Arc<T>>, bool) {
+        let mut ids: Vec<(Id, Arc<T>)> = map
+            .iter()
+            .filter(|e| *e.key() > after && keep(e.value()))
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
         ids.sort_unstable_by_key(|(id, _)| *id);
         let more = ids.len() > limit;
         ids.truncate(limit);
@@ -241,22 +301,54 @@ impl Engine {
     pub fn list_tenants(&self, after: Id, limit: usize) -> (Vec<Arc<Tenant>>, bool) {
         Self::page(&self.tenants, after, limit, |_| true)
     }
-    pub fn list_products(&self, tenant: Option<Id>, after: Id, limit: usize) -> (Vec<Arc<Product>>, bool) {
-        Self::page(&self.products, after, limit, |p| tenant.is_none_or(|t| p.tenant_id == t))
+    pub fn list_products(
+        &self,
+        tenant: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> (Vec<Arc<Product>>, bool) {
+        Self::page(&self.products, after, limit, |p| {
+            tenant.is_none_or(|t| p.tenant_id == t)
+        })
     }
-    pub fn list_customers(&self, tenant: Option<Id>, after: Id, limit: usize) -> (Vec<Arc<Customer>>, bool) {
-        Self::page(&self.customers, after, limit, |c| tenant.is_none_or(|t| c.spec.read().tenant_id == t))
+    pub fn list_customers(
+        &self,
+        tenant: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> (Vec<Arc<Customer>>, bool) {
+        Self::page(&self.customers, after, limit, |c| {
+            tenant.is_none_or(|t| c.spec.read().tenant_id == t)
+        })
     }
-    pub fn list_users(&self, tenant: Option<Id>, after: Id, limit: usize) -> (Vec<Arc<LicenseUser>>, bool) {
-        Self::page(&self.users, after, limit, |u| tenant.is_none_or(|t| u.tenant_id == t))
+    pub fn list_users(
+        &self,
+        tenant: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> (Vec<Arc<LicenseUser>>, bool) {
+        Self::page(&self.users, after, limit, |u| {
+            tenant.is_none_or(|t| u.tenant_id == t)
+        })
     }
-    pub fn list_licenses(&self, tenant: Option<Id>, product: Option<Id>, after: Id, limit: usize) -> (Vec<Arc<License>>, bool) {
+    pub fn list_licenses(
+        &self,
+        tenant: Option<Id>,
+        product: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> (Vec<Arc<License>>, bool) {
         Self::page(&self.licenses, after, limit, |l| {
             tenant.is_none_or(|t| l.tenant_id == t) && product.is_none_or(|p| l.product_id == p)
         })
     }
     /// API keys of a tenant (or all), ordered by key.
-    pub fn list_api_keys(&self, tenant: Option<Id>, after: &str, limit: usize) -> (Vec<Arc<ApiKey>>, bool) {
+    pub fn list_api_keys(
+        &self,
+        tenant: Option<Id>,
+        after: &str,
+        limit: usize,
+    ) -> (Vec<Arc<ApiKey>>, bool) {
         let mut keys: Vec<Arc<ApiKey>> = self
             .api_keys
             .iter()
@@ -282,7 +374,10 @@ impl Engine {
             .filter(|u| u.tenant_id == tenant_id)
             .filter(|u| {
                 u.spec.read().customer_id == Some(customer_id)
-                    || u.licenses.read().iter().any(|id| self.license(*id).is_some_and(|l| l.spec.read().customer_id == Some(customer_id)))
+                    || u.licenses.read().iter().any(|id| {
+                        self.license(*id)
+                            .is_some_and(|l| l.spec.read().customer_id == Some(customer_id))
+                    })
             })
             .map(|u| u.value().clone())
             .collect();
@@ -341,7 +436,13 @@ impl Engine {
     }
 
     pub fn device(&self, license: &License, hardware_id: &str) -> Option<Device> {
-        license.devices.read().list.iter().find(|d| d.hardware_id == hardware_id).cloned()
+        license
+            .devices
+            .read()
+            .list
+            .iter()
+            .find(|d| d.hardware_id == hardware_id)
+            .cloned()
     }
 
     // ================================================================ apply
@@ -358,7 +459,9 @@ impl Engine {
                 Ok(Outcome::Done)
             }
             Command::DeleteApiKey { api_key } => {
-                self.api_keys.remove(api_key.as_str()).ok_or(EngineError::ApiKeyNotFound)?;
+                self.api_keys
+                    .remove(api_key.as_str())
+                    .ok_or(EngineError::ApiKeyNotFound)?;
                 Ok(Outcome::Done)
             }
             Command::PutProduct { id, spec } => self.put_product(*id, spec),
@@ -367,11 +470,23 @@ impl Engine {
             Command::DeleteCustomer { id } => self.delete_customer(*id),
             Command::PutUser { id, spec } => self.put_user(*id, spec),
             Command::DeleteUser { id } => self.delete_user(*id),
-            Command::PutLicense { id, spec, features, now } => self.put_license(*id, spec, features, *now),
+            Command::PutLicense {
+                id,
+                spec,
+                features,
+                now,
+            } => self.put_license(*id, spec, features, *now),
             Command::DeleteLicense { id } => self.delete_license(*id),
-            Command::PutFeature { license_id, id, spec, now } => self.put_feature(*license_id, *id, spec, *now),
+            Command::PutFeature {
+                license_id,
+                id,
+                spec,
+                now,
+            } => self.put_feature(*license_id, *id, spec, *now),
             Command::DeleteFeature { license_id, id } => {
-                let lic = self.license(*license_id).ok_or(EngineError::LicenseNotFound)?;
+                let lic = self
+                    .license(*license_id)
+                    .ok_or(EngineError::LicenseNotFound)?;
                 let mut fs = lic.features.write();
                 let before = fs.len();
                 fs.retain(|f| f.id != *id);
@@ -380,36 +495,80 @@ impl Engine {
                 }
                 Ok(Outcome::Done)
             }
-            Command::SetConsumption { license_id, feature_id, total } => {
-                let lic = self.license(*license_id).ok_or(EngineError::LicenseNotFound)?;
+            Command::SetConsumption {
+                license_id,
+                feature_id,
+                total,
+            } => {
+                let lic = self
+                    .license(*license_id)
+                    .ok_or(EngineError::LicenseNotFound)?;
                 match feature_id {
                     None => lic.consumption.set_used(*total),
                     Some(fid) => self.feature_by_id(&lic, *fid)?.meter.set_used(*total),
                 }
                 Ok(Outcome::Done)
             }
-            Command::SetDeviceBlacklisted { license_id, hardware_id, blacklisted, device_id, now } => {
-                self.set_blacklisted(*license_id, hardware_id, *blacklisted, *device_id, *now)
-            }
-            Command::Activate { license_id, hardware_id, info, device_id, now } => {
-                self.activate(*license_id, hardware_id, info, *device_id, *now)
-            }
-            Command::Deactivate { license_id, hardware_id, now } => self.deactivate(*license_id, hardware_id, *now),
-            Command::FloatingAcquire { license_id, feature_id, hardware_id, now } => {
+            Command::SetDeviceBlacklisted {
+                license_id,
+                hardware_id,
+                blacklisted,
+                device_id,
+                now,
+            } => self.set_blacklisted(*license_id, hardware_id, *blacklisted, *device_id, *now),
+            Command::Activate {
+                license_id,
+                hardware_id,
+                info,
+                device_id,
+                now,
+            } => self.activate(*license_id, hardware_id, info, *device_id, *now),
+            Command::Deactivate {
+                license_id,
+                hardware_id,
+                now,
+            } => self.deactivate(*license_id, hardware_id, *now),
+            Command::FloatingAcquire {
+                license_id,
+                feature_id,
+                hardware_id,
+                now,
+            } => {
                 let (pool, timeout) = self.lease_pool(*license_id, *feature_id)?;
-                let (outcome, in_use) = pool.acquire(hardware_id, *now, timeout).map_err(lease_err)?;
+                let (outcome, in_use) = pool
+                    .acquire(hardware_id, *now, timeout)
+                    .map_err(lease_err)?;
                 Ok(Outcome::Floating { outcome, in_use })
             }
-            Command::FloatingRelease { license_id, feature_id, hardware_id, now } => {
+            Command::FloatingRelease {
+                license_id,
+                feature_id,
+                hardware_id,
+                now,
+            } => {
                 let (pool, _) = self.lease_pool(*license_id, *feature_id)?;
                 let held = pool.release(hardware_id, *now);
-                Ok(Outcome::Released { held, in_use: pool.in_use_hint() })
+                Ok(Outcome::Released {
+                    held,
+                    in_use: pool.in_use_hint(),
+                })
             }
-            Command::FloatingBorrow { license_id, feature_id, hardware_id, until, now } => {
-                self.borrow(*license_id, *feature_id, hardware_id, *until, *now)
-            }
-            Command::AddConsumption { license_id, feature_id, amount, now } => {
-                let lic = self.license(*license_id).ok_or(EngineError::LicenseNotFound)?;
+            Command::FloatingBorrow {
+                license_id,
+                feature_id,
+                hardware_id,
+                until,
+                now,
+            } => self.borrow(*license_id, *feature_id, hardware_id, *until, *now),
+            Command::AddConsumption {
+                license_id,
+                feature_id,
+                amount,
+                now,
+            } => {
+                let lic = self
+                    .license(*license_id)
+                    .ok_or(EngineError::LicenseNotFound)?;
                 let add = match feature_id {
                     None => {
                         if lic.spec.read().license_type != LicenseType::Consumption {
@@ -426,21 +585,34 @@ impl Engine {
                     }
                 }
                 .map_err(meter_err)?;
-                Ok(Outcome::Consumed { total: add.total, excess: add.excess })
+                Ok(Outcome::Consumed {
+                    total: add.total,
+                    excess: add.excess,
+                })
             }
-            Command::TrackDeviceVariables { license_id, hardware_id, variables, now } => {
-                self.track_variables(*license_id, hardware_id, variables, *now)
-            }
+            Command::TrackDeviceVariables {
+                license_id,
+                hardware_id,
+                variables,
+                now,
+            } => self.track_variables(*license_id, hardware_id, variables, *now),
         }
     }
 
     fn feature_by_id(&self, lic: &License, id: Id) -> R<Arc<Feature>> {
-        lic.features.read().iter().find(|f| f.id == id).cloned().ok_or(EngineError::FeatureNotFound)
+        lic.features
+            .read()
+            .iter()
+            .find(|f| f.id == id)
+            .cloned()
+            .ok_or(EngineError::FeatureNotFound)
     }
 
     /// The lease pool of a license or one of its features, and its timeout.
     fn lease_pool(&self, license_id: Id, feature_id: Option<Id>) -> R<(LeaseRef, Millis)> {
-        let lic = self.license(license_id).ok_or(EngineError::LicenseNotFound)?;
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
         match feature_id {
             None => {
                 let spec = lic.spec.read();
@@ -472,7 +644,10 @@ impl Engine {
         }
         if let Some(parent) = spec.parent_id {
             if parent == id {
-                return Err(EngineError::Invalid("parent_id", "a tenant cannot be its own parent"));
+                return Err(EngineError::Invalid(
+                    "parent_id",
+                    "a tenant cannot be its own parent",
+                ));
             }
             if !self.tenants.contains_key(&parent) {
                 return Err(EngineError::TenantNotFound);
@@ -482,7 +657,10 @@ impl Engine {
             let mut hops = 0;
             while let Some(t) = cur {
                 if t == id || hops > 64 {
-                    return Err(EngineError::Invalid("parent_id", "would make a cycle or a chain deeper than 64"));
+                    return Err(EngineError::Invalid(
+                        "parent_id",
+                        "would make a cycle or a chain deeper than 64",
+                    ));
                 }
                 cur = self.tenant(t).and_then(|t| t.spec.read().parent_id);
                 hops += 1;
@@ -517,7 +695,11 @@ impl Engine {
         if self.customers.iter().any(|c| c.spec.read().tenant_id == id) {
             return Err(EngineError::InUse("customers"));
         }
-        if self.tenants.iter().any(|t| t.spec.read().parent_id == Some(id)) {
+        if self
+            .tenants
+            .iter()
+            .any(|t| t.spec.read().parent_id == Some(id))
+        {
             return Err(EngineError::InUse("sub-tenants"));
         }
         self.tenants.remove(&id);
@@ -529,7 +711,10 @@ impl Engine {
             return Err(EngineError::TenantNotFound);
         }
         if spec.api_key.is_empty() || spec.shared_key.is_empty() {
-            return Err(EngineError::Invalid("api_key", "api_key and shared_key must not be empty"));
+            return Err(EngineError::Invalid(
+                "api_key",
+                "api_key and shared_key must not be empty",
+            ));
         }
         let key = Arc::new(ApiKey {
             tenant_id: spec.tenant_id,
@@ -550,16 +735,24 @@ impl Engine {
     // ---------------------------------------------------------------- products
 
     fn put_product(&self, id: Id, spec: &ProductSpec) -> R<Outcome> {
-        let tenant = self.tenant(spec.tenant_id).ok_or(EngineError::TenantNotFound)?;
+        let tenant = self
+            .tenant(spec.tenant_id)
+            .ok_or(EngineError::TenantNotFound)?;
         if spec.short_code.is_empty() || spec.short_code.len() > 128 {
             return Err(EngineError::Invalid("short_code", "must be 1 to 128 bytes"));
         }
         if let Some(existing) = self.product(id) {
             if existing.tenant_id != spec.tenant_id || *existing.short_code != *spec.short_code {
-                return Err(EngineError::Invalid("short_code", "tenant_id and short_code cannot change"));
+                return Err(EngineError::Invalid(
+                    "short_code",
+                    "tenant_id and short_code cannot change",
+                ));
             }
             if existing.authorization_method != spec.authorization_method {
-                return Err(EngineError::Invalid("authorization_method", "cannot change"));
+                return Err(EngineError::Invalid(
+                    "authorization_method",
+                    "cannot change",
+                ));
             }
             *existing.spec.write() = spec.clone();
             return Ok(Outcome::Done);
@@ -572,8 +765,13 @@ impl Engine {
             spec: RwLock::new(spec.clone()),
             licenses_by_key: DashMap::new(),
         });
-        match tenant.products_by_code.entry(spec.short_code.as_str().into()) {
-            dashmap::Entry::Occupied(_) => return Err(EngineError::Duplicate("product short_code")),
+        match tenant
+            .products_by_code
+            .entry(spec.short_code.as_str().into())
+        {
+            dashmap::Entry::Occupied(_) => {
+                return Err(EngineError::Duplicate("product short_code"))
+            }
             dashmap::Entry::Vacant(e) => {
                 e.insert(product.clone());
             }
@@ -609,7 +807,13 @@ impl Engine {
             return Ok(Outcome::Done);
         }
         self.see_id(id);
-        self.customers.insert(id, Arc::new(Customer { id, spec: RwLock::new(spec.clone()) }));
+        self.customers.insert(
+            id,
+            Arc::new(Customer {
+                id,
+                spec: RwLock::new(spec.clone()),
+            }),
+        );
         Ok(Outcome::Done)
     }
 
@@ -617,10 +821,18 @@ impl Engine {
         if !self.customers.contains_key(&id) {
             return Err(EngineError::CustomerNotFound);
         }
-        if self.licenses.iter().any(|l| l.spec.read().customer_id == Some(id)) {
+        if self
+            .licenses
+            .iter()
+            .any(|l| l.spec.read().customer_id == Some(id))
+        {
             return Err(EngineError::InUse("licenses"));
         }
-        if self.users.iter().any(|u| u.spec.read().customer_id == Some(id)) {
+        if self
+            .users
+            .iter()
+            .any(|u| u.spec.read().customer_id == Some(id))
+        {
             return Err(EngineError::InUse("users"));
         }
         self.customers.remove(&id);
@@ -628,7 +840,9 @@ impl Engine {
     }
 
     fn put_user(&self, id: Id, spec: &UserSpec) -> R<Outcome> {
-        let tenant = self.tenant(spec.tenant_id).ok_or(EngineError::TenantNotFound)?;
+        let tenant = self
+            .tenant(spec.tenant_id)
+            .ok_or(EngineError::TenantNotFound)?;
         let email = spec.email.trim().to_ascii_lowercase();
         if email.is_empty() || email.len() > 320 {
             return Err(EngineError::Invalid("email", "must be 1 to 320 bytes"));
@@ -649,7 +863,9 @@ impl Engine {
             let old_email = old.email.trim().to_ascii_lowercase();
             if old_email != email {
                 match tenant.users_by_email.entry(email.as_str().into()) {
-                    dashmap::Entry::Occupied(_) => return Err(EngineError::Duplicate("user email")),
+                    dashmap::Entry::Occupied(_) => {
+                        return Err(EngineError::Duplicate("user email"))
+                    }
                     dashmap::Entry::Vacant(e) => {
                         e.insert(existing.clone());
                     }
@@ -695,7 +911,12 @@ impl Engine {
 
     /// Active devices of a user across all of its licenses.
     pub fn user_activations(&self, user: &LicenseUser) -> u64 {
-        user.licenses.read().iter().filter_map(|id| self.license(*id)).map(|l| l.activations.used()).sum()
+        user.licenses
+            .read()
+            .iter()
+            .filter_map(|id| self.license(*id))
+            .map(|l| l.activations.used())
+            .sum()
     }
 
     // ---------------------------------------------------------------- licenses, features
@@ -712,20 +933,46 @@ impl Engine {
         }))
     }
 
-    fn put_license(&self, id: Id, spec: &LicenseSpec, features: &[(Id, FeatureSpec)], now: Millis) -> R<Outcome> {
+    fn put_license(
+        &self,
+        id: Id,
+        spec: &LicenseSpec,
+        features: &[(Id, FeatureSpec)],
+        now: Millis,
+    ) -> R<Outcome> {
         validate_license(spec)?;
-        let product = self.product(spec.product_id).ok_or(EngineError::ProductNotFound)?;
-        let key = spec.license_key.as_deref().map(str::trim).filter(|k| !k.is_empty());
+        let product = self
+            .product(spec.product_id)
+            .ok_or(EngineError::ProductNotFound)?;
+        let key = spec
+            .license_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
         match product.authorization_method {
             AuthMethod::LicenseKey if key.is_none() => {
-                return Err(EngineError::Invalid("license_key", "required for a license-key product"))
+                return Err(EngineError::Invalid(
+                    "license_key",
+                    "required for a license-key product",
+                ))
             }
             AuthMethod::LicenseKey if spec.user_id.is_some() => {
-                return Err(EngineError::Invalid("user_id", "not allowed on a license-key product"))
+                return Err(EngineError::Invalid(
+                    "user_id",
+                    "not allowed on a license-key product",
+                ))
             }
-            AuthMethod::User if spec.user_id.is_none() => return Err(EngineError::Invalid("user_id", "required for a user product")),
+            AuthMethod::User if spec.user_id.is_none() => {
+                return Err(EngineError::Invalid(
+                    "user_id",
+                    "required for a user product",
+                ))
+            }
             AuthMethod::User if key.is_some() => {
-                return Err(EngineError::Invalid("license_key", "not allowed on a user product"))
+                return Err(EngineError::Invalid(
+                    "license_key",
+                    "not allowed on a user product",
+                ))
             }
             _ => {}
         }
@@ -735,11 +982,18 @@ impl Engine {
             }
         }
         let user = match spec.user_id {
-            Some(u) => Some(self.user(u).filter(|u| u.tenant_id == product.tenant_id).ok_or(EngineError::UserNotFound)?),
+            Some(u) => Some(
+                self.user(u)
+                    .filter(|u| u.tenant_id == product.tenant_id)
+                    .ok_or(EngineError::UserNotFound)?,
+            ),
             None => None,
         };
         if let Some(c) = spec.customer_id {
-            if !self.customer(c).is_some_and(|c| c.spec.read().tenant_id == product.tenant_id) {
+            if self
+                .customer(c)
+                .is_none_or(|c| c.spec.read().tenant_id != product.tenant_id)
+            {
                 return Err(EngineError::CustomerNotFound);
             }
         }
@@ -765,7 +1019,11 @@ impl Engine {
             license_key: key.map(Into::into),
             valid_until: AtomicI64::new(end_instant(&spec.validity_period)),
             starts_at: AtomicI64::new(start_instant(&spec.start_date)),
-            activations: SeatPool::new(spec.max_activations as u64, 0, spec.allow_unlimited_activations),
+            activations: SeatPool::new(
+                spec.max_activations as u64,
+                0,
+                spec.allow_unlimited_activations,
+            ),
             devices: RwLock::new(Devices::default()),
             transfer_count: AtomicU32::new(0),
             floating: LeasePool::new(spec.floating_users),
@@ -793,17 +1051,30 @@ impl Engine {
     }
 
     fn replace_license(&self, lic: &License, spec: &LicenseSpec, now: Millis) -> R<Outcome> {
-        let key = spec.license_key.as_deref().map(str::trim).filter(|k| !k.is_empty());
+        let key = spec
+            .license_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
         if lic.product_id != spec.product_id || lic.license_key.as_deref() != key {
-            return Err(EngineError::Invalid("license_key", "product_id and license_key cannot change"));
+            return Err(EngineError::Invalid(
+                "license_key",
+                "product_id and license_key cannot change",
+            ));
         }
         let mut cur = lic.spec.write();
         if cur.user_id != spec.user_id {
             return Err(EngineError::Invalid("user_id", "cannot change"));
         }
-        lic.valid_until.store(end_instant(&spec.validity_period), Ordering::Release);
-        lic.starts_at.store(start_instant(&spec.start_date), Ordering::Release);
-        lic.activations.set_limits(spec.max_activations as u64, 0, spec.allow_unlimited_activations);
+        lic.valid_until
+            .store(end_instant(&spec.validity_period), Ordering::Release);
+        lic.starts_at
+            .store(start_instant(&spec.start_date), Ordering::Release);
+        lic.activations.set_limits(
+            spec.max_activations as u64,
+            0,
+            spec.allow_unlimited_activations,
+        );
         lic.floating.set_capacity(spec.floating_users);
         if spec.meter_limits() != cur.meter_limits() {
             lic.consumption.set_limits(spec.meter_limits(), now);
@@ -827,7 +1098,9 @@ impl Engine {
     }
 
     fn put_feature(&self, license_id: Id, id: Id, spec: &FeatureSpec, now: Millis) -> R<Outcome> {
-        let lic = self.license(license_id).ok_or(EngineError::LicenseNotFound)?;
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
         validate_feature(spec)?;
         let mut fs = lic.features.write();
         if fs.iter().any(|f| f.id != id && *f.code == *spec.code) {
@@ -838,7 +1111,8 @@ impl Engine {
                 return Err(EngineError::Invalid("code", "cannot change"));
             }
             let mut cur = f.spec.write();
-            f.expires_at.store(end_instant(&spec.expiry_date), Ordering::Release);
+            f.expires_at
+                .store(end_instant(&spec.expiry_date), Ordering::Release);
             f.floating.set_capacity(spec.floating_users);
             if spec.meter_limits() != cur.meter_limits() {
                 f.meter.set_limits(spec.meter_limits(), now);
@@ -856,11 +1130,23 @@ impl Engine {
 
     // ---------------------------------------------------------------- devices
 
-    fn activate(&self, license_id: Id, hw: &str, info: &DeviceInfo, device_id: Id, now: Millis) -> R<Outcome> {
+    fn activate(
+        &self,
+        license_id: Id,
+        hw: &str,
+        info: &DeviceInfo,
+        device_id: Id,
+        now: Millis,
+    ) -> R<Outcome> {
         if hw.is_empty() || hw.len() > HARDWARE_ID_BYTES_MAX {
-            return Err(EngineError::Invalid("hardware_id", "must be 1 to 512 bytes"));
+            return Err(EngineError::Invalid(
+                "hardware_id",
+                "must be 1 to 512 bytes",
+            ));
         }
-        let lic = self.license(license_id).ok_or(EngineError::LicenseNotFound)?;
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
         let spec = lic.spec.read();
         self.check_usable(&lic, &spec, now)?;
         if spec.prevent_vm && info.is_vm {
@@ -877,11 +1163,17 @@ impl Engine {
             if d.active {
                 // Re-activating an active device takes no new seat.
                 if floating {
-                    lic.floating.acquire(hw, now, spec.floating_timeout_ms()).map_err(lease_err)?;
+                    lic.floating
+                        .acquire(hw, now, spec.floating_timeout_ms())
+                        .map_err(lease_err)?;
                 }
                 d.info = info.clone();
                 d.last_activated = now;
-                return Ok(Outcome::Activated { device_id: d.id, new: false, transfer: false });
+                return Ok(Outcome::Activated {
+                    device_id: d.id,
+                    new: false,
+                    transfer: false,
+                });
             }
         } else if devs.list.len() >= DEVICES_PER_LICENSE_MAX {
             return Err(EngineError::TooMany("devices"));
@@ -897,11 +1189,15 @@ impl Engine {
         let user = spec.user_id.and_then(|u| self.user(u));
         if let Some(u) = &user {
             let us = u.spec.read();
-            if !us.allow_unlimited_activations && self.user_activations(u) >= us.max_activations as u64 {
+            if !us.allow_unlimited_activations
+                && self.user_activations(u) >= us.max_activations as u64
+            {
                 return Err(EngineError::ActivationLimitReached);
             }
         }
-        lic.activations.try_acquire().map_err(|_| EngineError::ActivationLimitReached)?;
+        lic.activations
+            .try_acquire()
+            .map_err(|_| EngineError::ActivationLimitReached)?;
         if floating {
             if let Err(e) = lic.floating.acquire(hw, now, spec.floating_timeout_ms()) {
                 lic.activations.release();
@@ -939,13 +1235,23 @@ impl Engine {
                 device_id
             }
         };
-        Ok(Outcome::Activated { device_id: id, new: true, transfer })
+        Ok(Outcome::Activated {
+            device_id: id,
+            new: true,
+            transfer,
+        })
     }
 
     fn deactivate(&self, license_id: Id, hw: &str, now: Millis) -> R<Outcome> {
-        let lic = self.license(license_id).ok_or(EngineError::LicenseNotFound)?;
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
         let mut devs = lic.devices.write();
-        let d = devs.list.iter_mut().find(|d| d.hardware_id == hw && d.active).ok_or(EngineError::DeviceNotFound)?;
+        let d = devs
+            .list
+            .iter_mut()
+            .find(|d| d.hardware_id == hw && d.active)
+            .ok_or(EngineError::DeviceNotFound)?;
         d.active = false;
         d.deactivated_at = Some(now);
         lic.activations.release();
@@ -965,8 +1271,17 @@ impl Engine {
         Ok(Outcome::Deactivated)
     }
 
-    fn set_blacklisted(&self, license_id: Id, hw: &str, blacklisted: bool, device_id: Id, now: Millis) -> R<Outcome> {
-        let lic = self.license(license_id).ok_or(EngineError::LicenseNotFound)?;
+    fn set_blacklisted(
+        &self,
+        license_id: Id,
+        hw: &str,
+        blacklisted: bool,
+        device_id: Id,
+        now: Millis,
+    ) -> R<Outcome> {
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
         let mut devs = lic.devices.write();
         match devs.list.iter_mut().find(|d| d.hardware_id == hw) {
             Some(d) => {
@@ -1000,14 +1315,36 @@ impl Engine {
         Ok(Outcome::Done)
     }
 
-    fn track_variables(&self, license_id: Id, hw: &str, vars: &[(String, String)], now: Millis) -> R<Outcome> {
-        let lic = self.license(license_id).ok_or(EngineError::LicenseNotFound)?;
+    fn track_variables(
+        &self,
+        license_id: Id,
+        hw: &str,
+        vars: &[(String, String)],
+        now: Millis,
+    ) -> R<Outcome> {
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
         let mut devs = lic.devices.write();
-        let d = devs.list.iter_mut().find(|d| d.hardware_id == hw && d.active).ok_or(EngineError::DeviceNotFound)?;
-        if vars.iter().any(|(k, v)| k.is_empty() || k.len() > DEVICE_VARIABLE_BYTES_MAX || v.len() > DEVICE_VARIABLE_BYTES_MAX) {
-            return Err(EngineError::Invalid("variables", "names must be 1 to 4096 bytes and values at most 4096"));
+        let d = devs
+            .list
+            .iter_mut()
+            .find(|d| d.hardware_id == hw && d.active)
+            .ok_or(EngineError::DeviceNotFound)?;
+        if vars.iter().any(|(k, v)| {
+            k.is_empty()
+                || k.len() > DEVICE_VARIABLE_BYTES_MAX
+                || v.len() > DEVICE_VARIABLE_BYTES_MAX
+        }) {
+            return Err(EngineError::Invalid(
+                "variables",
+                "names must be 1 to 4096 bytes and values at most 4096",
+            ));
         }
-        let new = vars.iter().filter(|(k, _)| !d.variables.iter().any(|v| v.variable == *k)).count();
+        let new = vars
+            .iter()
+            .filter(|(k, _)| !d.variables.iter().any(|v| v.variable == *k))
+            .count();
         if d.variables.len() + new > DEVICE_VARIABLES_MAX {
             return Err(EngineError::TooMany("device variables"));
         }
@@ -1017,20 +1354,36 @@ impl Engine {
                     x.value = v.clone();
                     x.created_at = now;
                 }
-                None => d.variables.push(DeviceVariable { variable: k.clone(), value: v.clone(), created_at: now }),
+                None => d.variables.push(DeviceVariable {
+                    variable: k.clone(),
+                    value: v.clone(),
+                    created_at: now,
+                }),
             }
         }
         Ok(Outcome::Done)
     }
 
-    fn borrow(&self, license_id: Id, feature_id: Option<Id>, hw: &str, until: Millis, now: Millis) -> R<Outcome> {
-        let lic = self.license(license_id).ok_or(EngineError::LicenseNotFound)?;
+    fn borrow(
+        &self,
+        license_id: Id,
+        feature_id: Option<Id>,
+        hw: &str,
+        until: Millis,
+        now: Millis,
+    ) -> R<Outcome> {
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
         let (can_borrow, mut max_ms) = {
             let s = lic.spec.read();
             (s.can_borrow, s.max_borrow_ms())
         };
         if max_ms == 0 {
-            max_ms = self.product(lic.product_id).map(|p| p.spec.read().max_borrow_time as Millis * HOUR_MS).unwrap_or(0);
+            max_ms = self
+                .product(lic.product_id)
+                .map(|p| p.spec.read().max_borrow_time as Millis * HOUR_MS)
+                .unwrap_or(0);
         }
         if !can_borrow || max_ms == 0 {
             return Err(EngineError::BorrowNotAllowed);
@@ -1052,7 +1405,9 @@ impl Engine {
         if ms > 0 {
             return ms;
         }
-        self.product(lic.product_id).map(|p| p.spec.read().max_borrow_time as Millis * HOUR_MS).unwrap_or(0)
+        self.product(lic.product_id)
+            .map(|p| p.spec.read().max_borrow_time as Millis * HOUR_MS)
+            .unwrap_or(0)
     }
 
     /// Frees expired floating seats everywhere; returns how many.

@@ -508,6 +508,10 @@ pub struct License {
 
 impl License {
     pub fn feature(&self, code: &str) -> Option<Arc<Feature>> {
-        self.features.read().iter().find(|f| &*f.code == code).cloned()
+        self.features
+            .read()
+            .iter()
+            .find(|f| &*f.code == code)
+            .cloned()
     }
 }

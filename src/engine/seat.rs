@@ -57,8 +57,17 @@ impl SeatPool {
             if cur >= limit {
                 return Err(SeatsExhausted);
             }
-            match self.used.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(if cur >= capacity { SeatGrant::Excess } else { SeatGrant::Within }),
+            match self
+                .used
+                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Ok(if cur >= capacity {
+                        SeatGrant::Excess
+                    } else {
+                        SeatGrant::Within
+                    })
+                }
                 Err(actual) => cur = actual,
             }
         }

@@ -55,7 +55,11 @@ impl Period {
             Period::Daily => start + Duration::days(1),
             Period::Weekly => start + Duration::days(7),
             Period::Monthly => {
-                let (y, m) = if start.month() == 12 { (start.year() + 1, 1) } else { (start.year(), start.month() + 1) };
+                let (y, m) = if start.month() == 12 {
+                    (start.year() + 1, 1)
+                } else {
+                    (start.year(), start.month() + 1)
+                };
                 NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(start)
             }
             Period::Annually => NaiveDate::from_ymd_opt(start.year() + 1, 1, 1).unwrap_or(start),
@@ -65,11 +69,15 @@ impl Period {
 }
 
 fn to_datetime(ms: Millis) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 fn date_to_millis(d: NaiveDate) -> Millis {
-    NaiveDateTime::new(d, NaiveTime::MIN).and_utc().timestamp_millis()
+    NaiveDateTime::new(d, NaiveTime::MIN)
+        .and_utc()
+        .timestamp_millis()
 }
 
 /// ISO 8601 in UTC with milliseconds, as LicenseSpring writes instants: `2024-09-27T23:30:48.016Z`.
@@ -89,12 +97,20 @@ pub fn parse_instant(s: &str) -> Option<Millis> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.timestamp_millis());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(dt.and_utc().timestamp_millis());
         }
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(date_to_millis)
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .map(date_to_millis)
 }
 
 #[cfg(test)]
@@ -114,7 +130,10 @@ mod tests {
         assert_eq!(Period::Weekly.start_of(now), at("2026-11-23"));
         assert_eq!(Period::Weekly.next_start(now), at("2026-11-30"));
         assert_eq!(Period::Monthly.next_start(now), at("2026-12-01"));
-        assert_eq!(Period::Monthly.next_start(at("2026-12-31T23:59:59.999Z")), at("2027-01-01"));
+        assert_eq!(
+            Period::Monthly.next_start(at("2026-12-31T23:59:59.999Z")),
+            at("2027-01-01")
+        );
         assert_eq!(Period::Annually.start_of(now), at("2026-01-01"));
         assert_eq!(Period::Annually.next_start(now), at("2027-01-01"));
         // Exactly on a boundary belongs to the new period.
@@ -123,7 +142,10 @@ mod tests {
 
     #[test]
     fn parses_and_formats_iso_8601() {
-        assert_eq!(format_instant(at("2024-09-27T23:30:48.016Z")), "2024-09-27T23:30:48.016Z");
+        assert_eq!(
+            format_instant(at("2024-09-27T23:30:48.016Z")),
+            "2024-09-27T23:30:48.016Z"
+        );
         assert_eq!(format_date(at("2031-03-16")), "2031-03-16");
         assert_eq!(at("2024-09-27 23:30"), at("2024-09-27T23:30:00Z"));
         assert!(parse_instant("yesterday").is_none());

@@ -21,13 +21,19 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
 }
 
 pub fn json_value(status: StatusCode, v: &impl serde::Serialize) -> Resp {
-    json(status, serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
+    json(
+        status,
+        serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()),
+    )
 }
 
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -51,11 +57,17 @@ pub struct Query<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl<'a> Query<'a> {
     pub fn parse(q: Option<&'a str>) -> Self {
-        Query(q.map(|q| form_urlencoded::parse(q.as_bytes()).collect()).unwrap_or_default())
+        Query(
+            q.map(|q| form_urlencoded::parse(q.as_bytes()).collect())
+                .unwrap_or_default(),
+        )
     }
     /// First value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
     }
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))

@@ -25,7 +25,11 @@ use http::Resp;
 
 /// Serves `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (up to [`SHUTDOWN_GRACE_MS`]).
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(app.limits.connections_max));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let sweeper = tokio::spawn(sweep_leases(app.clone()));
@@ -92,9 +96,15 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infallibl
         Ok(Ok(resp)) => resp,
         Ok(Err(_panic)) => {
             tracing::error!("request handler panicked");
-            http::json(StatusCode::INTERNAL_SERVER_ERROR, &br#"{"error":"internal error"}"#[..])
+            http::json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &br#"{"error":"internal error"}"#[..],
+            )
         }
-        Err(_) => http::json(StatusCode::SERVICE_UNAVAILABLE, &br#"{"error":"request timed out"}"#[..]),
+        Err(_) => http::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &br#"{"error":"request timed out"}"#[..],
+        ),
     })
 }
 
@@ -105,10 +115,20 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
     } else if path.starts_with("/admin/v1/") || path == "/admin/v1" {
         crate::api::admin::handle(&app, req).await
     } else if path == "/healthz" {
-        let stats: serde_json::Map<String, serde_json::Value> =
-            app.engine.stats().iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
-        http::json_value(StatusCode::OK, &serde_json::json!({"status": "ok", "objects": stats}))
+        let stats: serde_json::Map<String, serde_json::Value> = app
+            .engine
+            .stats()
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        http::json_value(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok", "objects": stats}),
+        )
     } else {
-        http::json(StatusCode::NOT_FOUND, &br#"{"error":"no such endpoint"}"#[..])
+        http::json(
+            StatusCode::NOT_FOUND,
+            &br#"{"error":"no such endpoint"}"#[..],
+        )
     }
 }

@@ -20,7 +20,9 @@ impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StorageError::Io(p, e) => write!(f, "{}: {e}", p.display()),
-            StorageError::BadKey(p, e) => write!(f, "{}: not a PKCS#8 RSA private key: {e}", p.display()),
+            StorageError::BadKey(p, e) => {
+                write!(f, "{}: not a PKCS#8 RSA private key: {e}", p.display())
+            }
         }
     }
 }
@@ -48,7 +50,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     }
     fs::rename(&tmp, path).map_err(io(path))?;
     if let Some(dir) = path.parent() {
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
     }
     Ok(())
 }
@@ -61,13 +65,15 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
 pub fn load_or_create_signing_key(dir: &Path) -> Result<(RsaPrivateKey, bool), StorageError> {
     let path = dir.join(SIGNING_KEY_FILE);
     match fs::read_to_string(&path) {
-        Ok(pem) => {
-            RsaPrivateKey::from_pkcs8_pem(&pem).map(|k| (k, false)).map_err(|e| StorageError::BadKey(path.clone(), e.to_string()))
-        }
+        Ok(pem) => RsaPrivateKey::from_pkcs8_pem(&pem)
+            .map(|k| (k, false))
+            .map_err(|e| StorageError::BadKey(path.clone(), e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = RsaPrivateKey::new(&mut rand::thread_rng(), RSA_KEY_BITS)
                 .map_err(|e| StorageError::BadKey(path.clone(), e.to_string()))?;
-            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| StorageError::BadKey(path.clone(), e.to_string()))?;
+            let pem = key
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| StorageError::BadKey(path.clone(), e.to_string()))?;
             write_private(&path, pem.as_bytes())?;
             Ok((key, true))
         }
@@ -77,7 +83,10 @@ pub fn load_or_create_signing_key(dir: &Path) -> Result<(RsaPrivateKey, bool), S
 
 /// The admin token: `from_env` if given (and then not stored), else the stored one,
 /// else a new random one, stored. Returns the token and whether it was generated.
-pub fn load_or_create_admin_token(dir: &Path, from_env: Option<String>) -> Result<(String, bool), StorageError> {
+pub fn load_or_create_admin_token(
+    dir: &Path,
+    from_env: Option<String>,
+) -> Result<(String, bool), StorageError> {
     if let Some(t) = from_env.filter(|t| !t.is_empty()) {
         return Ok((t, false));
     }

@@ -22,7 +22,8 @@ pub const SHARED_KEY: &str = "demo-shared-key";
 /// One RSA key per test binary: generating one costs about a second.
 pub fn signing_key() -> rsa::RsaPrivateKey {
     static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("rsa key")).clone()
+    KEY.get_or_init(|| rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("rsa key"))
+        .clone()
 }
 
 pub fn at(s: &str) -> Millis {
@@ -66,16 +67,26 @@ impl TestServer {
         opts.clock = clock.clone();
         tune(&mut opts);
         let app = Arc::new(App::new(opts));
-        let catalog = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json")).expect("demo catalog");
+        let catalog = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json"))
+            .expect("demo catalog");
         tally::catalog::load_slice(&app.engine, &catalog, app.now()).expect("demo catalog loads");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(tally::server::run(listener, app.clone(), async move {
             let _ = rx.await;
         }));
         let client = Client::builder(TokioExecutor::new()).build_http();
-        TestServer { addr, app, clock, client, stop: Some(tx), done: Some(done) }
+        TestServer {
+            addr,
+            app,
+            clock,
+            client,
+            stop: Some(tx),
+            done: Some(done),
+        }
     }
 
     pub fn now(&self) -> Millis {
@@ -96,7 +107,11 @@ impl TestServer {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        Resp { status, headers, bytes }
+        Resp {
+            status,
+            headers,
+            bytes,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -104,12 +119,23 @@ impl TestServer {
     }
 
     /// A LicenseSpring request signed with `api_key`/`shared_key` at the server's clock.
-    pub fn ls_request(&self, method: Method, endpoint: &str, query: &[(&str, &str)], body: Option<&Value>, keys: (&str, &str)) -> Request<Full<Bytes>> {
+    pub fn ls_request(
+        &self,
+        method: Method,
+        endpoint: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        keys: (&str, &str),
+    ) -> Request<Full<Bytes>> {
         let (date, auth) = tally::api::licensespring::client_headers(keys.0, keys.1, self.now());
         let mut url = self.url(&format!("/api/v4/{endpoint}"));
         if !query.is_empty() {
             url.push('?');
-            url.push_str(&form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish());
+            url.push_str(
+                &form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(query)
+                    .finish(),
+            );
         }
         Request::builder()
             .method(method)
@@ -117,16 +143,26 @@ impl TestServer {
             .header("Date", date)
             .header("Authorization", auth)
             .header("Content-Type", "application/json")
-            .body(Full::new(body.map(|b| Bytes::from(b.to_string())).unwrap_or_default()))
+            .body(Full::new(
+                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+            ))
             .expect("request")
     }
 
     pub async fn ls_get(&self, endpoint: &str, query: &[(&str, &str)]) -> Resp {
-        self.send(self.ls_request(Method::GET, endpoint, query, None, (API_KEY, SHARED_KEY))).await
+        self.send(self.ls_request(Method::GET, endpoint, query, None, (API_KEY, SHARED_KEY)))
+            .await
     }
 
     pub async fn ls_post(&self, endpoint: &str, body: Value) -> Resp {
-        self.send(self.ls_request(Method::POST, endpoint, &[], Some(&body), (API_KEY, SHARED_KEY))).await
+        self.send(self.ls_request(
+            Method::POST,
+            endpoint,
+            &[],
+            Some(&body),
+            (API_KEY, SHARED_KEY),
+        ))
+        .await
     }
 
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
@@ -134,7 +170,9 @@ impl TestServer {
             .method(method)
             .uri(self.url(&format!("/admin/v1{path}")))
             .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
-            .body(Full::new(body.map(|b| Bytes::from(b.to_string())).unwrap_or_default()))
+            .body(Full::new(
+                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+            ))
             .expect("request");
         self.send(req).await
     }

@@ -16,13 +16,27 @@ pub struct AdminError {
 
 impl AdminError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AdminError { status, code, message: message.into(), path: None }
+        AdminError {
+            status,
+            code,
+            message: message.into(),
+            path: None,
+        }
     }
     pub fn bad(path: impl Into<String>, message: impl Into<String>) -> Self {
-        AdminError { status: StatusCode::BAD_REQUEST, code: "invalid", message: message.into(), path: Some(path.into()) }
+        AdminError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid",
+            message: message.into(),
+            path: Some(path.into()),
+        }
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     pub fn into_response(self) -> Resp {
         let mut e = json!({"code": self.code, "message": self.message});
@@ -48,10 +62,22 @@ impl From<EngineError> for AdminError {
             FeatureNotFound => Self::not_found("feature"),
             DeviceNotFound => Self::not_found("device"),
             ApiKeyNotFound => Self::not_found("api key"),
-            Duplicate(what) => Self::new(StatusCode::CONFLICT, "duplicate", format!("{what} already exists")),
-            InUse(what) => Self::new(StatusCode::CONFLICT, "in_use", format!("still referenced by {what}")),
+            Duplicate(what) => Self::new(
+                StatusCode::CONFLICT,
+                "duplicate",
+                format!("{what} already exists"),
+            ),
+            InUse(what) => Self::new(
+                StatusCode::CONFLICT,
+                "in_use",
+                format!("still referenced by {what}"),
+            ),
             Invalid(field, reason) => Self::bad(field, reason),
-            TooMany(what) => Self::new(StatusCode::BAD_REQUEST, "too_many", format!("too many {what}")),
+            TooMany(what) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "too_many",
+                format!("too many {what}"),
+            ),
             other => Self::new(StatusCode::CONFLICT, "refused", format!("{other}")),
         }
     }

@@ -34,31 +34,59 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
 }
 
 fn authorized(app: &App, req: &Request<Incoming>) -> bool {
-    let Some(h) = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(h) = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let token = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")).unwrap_or("");
+    let token = h
+        .strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))
+        .unwrap_or("");
     constant_time_eq(token.trim().as_bytes(), app.admin_token.as_bytes())
 }
 
 async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     if !authorized(app, &req) {
-        return Err(AdminError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin bearer token"));
+        return Err(AdminError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin bearer token",
+        ));
     }
     let method = req.method().clone();
-    let path = req.uri().path().trim_start_matches("/admin/v1").trim_matches('/').to_string();
+    let path = req
+        .uri()
+        .path()
+        .trim_start_matches("/admin/v1")
+        .trim_matches('/')
+        .to_string();
     let query_string = req.uri().query().map(str::to_string);
     let query = Query::parse(query_string.as_deref());
     let segs: Vec<Cow<str>> = path.split('/').map(|s| percent_decode(s)).collect();
     let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     let body = match method {
-        Method::POST | Method::PUT | Method::PATCH => Some(match read_body(req, app.limits.request_body_bytes_max).await {
-            Ok(b) => b,
-            Err(BodyError::TooLarge(n)) => {
-                return Err(AdminError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {n} bytes")))
-            }
-            Err(BodyError::Read) => return Err(AdminError::new(StatusCode::BAD_REQUEST, "bad_body", "could not read body")),
-        }),
+        Method::POST | Method::PUT | Method::PATCH => Some(
+            match read_body(req, app.limits.request_body_bytes_max).await {
+                Ok(b) => b,
+                Err(BodyError::TooLarge(n)) => {
+                    return Err(AdminError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("body over {n} bytes"),
+                    ))
+                }
+                Err(BodyError::Read) => {
+                    return Err(AdminError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "could not read body",
+                    ))
+                }
+            },
+        ),
         _ => None,
     };
     let body = body.as_deref();
@@ -70,16 +98,32 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["api-keys"] if m == Method::GET => list_keys(app, &query),
         ["api-keys"] if m == Method::POST => create_key(app, body),
         ["api-keys", key] if m == Method::GET => {
-            let k = app.engine.api_key(key).ok_or_else(|| AdminError::not_found("api key"))?;
+            let k = app
+                .engine
+                .api_key(key)
+                .ok_or_else(|| AdminError::not_found("api key"))?;
             Ok(json_value(StatusCode::OK, &render::api_key(&k)))
         }
         ["api-keys", key] if m == Method::DELETE => {
-            apply(app, Command::DeleteApiKey { api_key: key.to_string() })?;
+            apply(
+                app,
+                Command::DeleteApiKey {
+                    api_key: key.to_string(),
+                },
+            )?;
             Ok(json(StatusCode::NO_CONTENT, ""))
         }
         ["api-keys", key, "revoke"] if m == Method::POST => {
-            apply(app, Command::RevokeApiKey { api_key: key.to_string() })?;
-            let k = app.engine.api_key(key).ok_or_else(|| AdminError::not_found("api key"))?;
+            apply(
+                app,
+                Command::RevokeApiKey {
+                    api_key: key.to_string(),
+                },
+            )?;
+            let k = app
+                .engine
+                .api_key(key)
+                .ok_or_else(|| AdminError::not_found("api key"))?;
             Ok(json_value(StatusCode::OK, &render::api_key(&k)))
         }
         ["products"] if m == Method::GET => list(app, &query, Kind::Product),
@@ -97,7 +141,12 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["licenses", id, "features"] if m == Method::GET => {
             let lic = license(app, id)?;
             let now = app.now();
-            let fs: Vec<Value> = lic.features.read().iter().map(|f| render::feature(f, now)).collect();
+            let fs: Vec<Value> = lic
+                .features
+                .read()
+                .iter()
+                .map(|f| render::feature(f, now))
+                .collect();
             Ok(json_value(StatusCode::OK, &json!({ "items": fs })))
         }
         ["licenses", id, "features"] if m == Method::POST => create_feature(app, id, body),
@@ -110,7 +159,10 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["licenses", id, "devices", hw] if m == Method::PATCH => blacklist(app, id, hw, body),
         ["licenses", id, "floating"] if m == Method::GET => {
             let lic = license(app, id)?;
-            Ok(json_value(StatusCode::OK, &render::floating(&lic, app.now())))
+            Ok(json_value(
+                StatusCode::OK,
+                &render::floating(&lic, app.now()),
+            ))
         }
         ["licenses", id, "consumption"] if m == Method::PUT => set_consumption(app, id, body),
         ["signing-key"] if m == Method::GET => Ok(json_value(
@@ -118,7 +170,11 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             &json!({"public_key_pem": app.signer.public_key_pem(), "public_key": app.signer.public_key_base64(),
                     "algorithm": "RSA PKCS#1 v1.5 SHA-256", "signing_enabled": app.sign_responses}),
         )),
-        _ => Err(AdminError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {method} /admin/v1/{path}"))),
+        _ => Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("no route for {method} /admin/v1/{path}"),
+        )),
     }
 }
 
@@ -128,7 +184,10 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
     }
     // form_urlencoded turns '+' into a space; path segments keep '+' literal.
     let protected = s.replace('+', "%2B");
-    let decoded: String = form_urlencoded::parse(format!("x={protected}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default();
+    let decoded: String = form_urlencoded::parse(format!("x={protected}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
     Cow::Owned(decoded)
 }
 
@@ -141,7 +200,9 @@ fn parse_id(s: &str, what: &str) -> R<Id> {
 }
 
 fn license(app: &App, id: &str) -> R<std::sync::Arc<License>> {
-    app.engine.license(parse_id(id, "license")?).ok_or_else(|| AdminError::not_found("license"))
+    app.engine
+        .license(parse_id(id, "license")?)
+        .ok_or_else(|| AdminError::not_found("license"))
 }
 
 /// Parses a JSON object body.
@@ -158,7 +219,10 @@ fn object(body: Option<&[u8]>) -> R<Map<String, Value>> {
 pub fn from_value<T: DeserializeOwned>(v: Value) -> R<T> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        AdminError::bad(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+        AdminError::bad(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )
     })
 }
 
@@ -185,25 +249,44 @@ fn merge(target: &mut Value, patch: Value) {
 
 fn page_params(q: &Query) -> R<(Id, usize)> {
     let after = match q.get("after") {
-        Some(a) => a.parse().map_err(|_| AdminError::bad("after", "must be an id"))?,
+        Some(a) => a
+            .parse()
+            .map_err(|_| AdminError::bad("after", "must be an id"))?,
         None => 0,
     };
     let limit = match q.get("limit") {
-        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=PAGE_LIMIT_MAX).contains(l)).ok_or_else(|| {
-            AdminError::bad("limit", format!("must be 1 to {PAGE_LIMIT_MAX}"))
-        })?,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=PAGE_LIMIT_MAX).contains(l))
+            .ok_or_else(|| AdminError::bad("limit", format!("must be 1 to {PAGE_LIMIT_MAX}")))?,
         None => PAGE_LIMIT_DEFAULT,
     };
     Ok((after, limit))
 }
 
 fn opt_id(q: &Query, name: &'static str) -> R<Option<Id>> {
-    q.get(name).map(|v| v.parse().map_err(|_| AdminError::bad(name, "must be an id"))).transpose()
+    q.get(name)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| AdminError::bad(name, "must be an id"))
+        })
+        .transpose()
 }
 
 fn page_response(items: Vec<Value>, more: bool) -> Resp {
-    let next = if more { items.last().and_then(|v| v.get("id").cloned()).unwrap_or(Value::Null) } else { Value::Null };
-    json_value(StatusCode::OK, &json!({ "items": items, "next_after": next }))
+    let next = if more {
+        items
+            .last()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    json_value(
+        StatusCode::OK,
+        &json!({ "items": items, "next_after": next }),
+    )
 }
 
 // ---------------------------------------------------------------- generic kinds
@@ -254,15 +337,32 @@ impl Kind {
     }
 
     /// Builds the put command from a JSON spec.
-    fn put(self, app: &App, id: Id, mut v: Map<String, Value>, creating: bool) -> R<Command<'static>> {
+    fn put(
+        self,
+        app: &App,
+        id: Id,
+        mut v: Map<String, Value>,
+        creating: bool,
+    ) -> R<Command<'static>> {
         let now = app.now();
         Ok(match self {
-            Kind::Tenant => Command::PutTenant { id, spec: from_value(Value::Object(v))? },
-            Kind::Product => Command::PutProduct { id, spec: from_value(Value::Object(v))? },
-            Kind::Customer => Command::PutCustomer { id, spec: from_value(Value::Object(v))? },
+            Kind::Tenant => Command::PutTenant {
+                id,
+                spec: from_value(Value::Object(v))?,
+            },
+            Kind::Product => Command::PutProduct {
+                id,
+                spec: from_value(Value::Object(v))?,
+            },
+            Kind::Customer => Command::PutCustomer {
+                id,
+                spec: from_value(Value::Object(v))?,
+            },
             Kind::User => {
                 if let Some(p) = v.remove("password") {
-                    let p = p.as_str().ok_or_else(|| AdminError::bad("password", "must be a string"))?;
+                    let p = p
+                        .as_str()
+                        .ok_or_else(|| AdminError::bad("password", "must be a string"))?;
                     if p.is_empty() {
                         return Err(AdminError::bad("password", "must not be empty"));
                     }
@@ -270,32 +370,57 @@ impl Kind {
                     v.insert("password_hash".into(), hash.into());
                 } else if let Some(h) = v.get("password_hash") {
                     if !h.as_str().is_some_and(Passwords::is_valid_hash) {
-                        return Err(AdminError::bad("password_hash", "must be a PHC string (argon2)"));
+                        return Err(AdminError::bad(
+                            "password_hash",
+                            "must be a PHC string (argon2)",
+                        ));
                     }
                 } else {
                     return Err(AdminError::bad("password", "required"));
                 }
-                Command::PutUser { id, spec: from_value(Value::Object(v))? }
+                Command::PutUser {
+                    id,
+                    spec: from_value(Value::Object(v))?,
+                }
             }
             Kind::License => {
                 let features = match v.remove("features") {
                     Some(f) if creating => {
-                        let specs: Vec<FeatureSpec> =
-                            from_value(f).map_err(|e| AdminError { path: e.path.map(|p| format!("features{p}")), ..e })?;
-                        specs.into_iter().map(|s| (app.engine.next_id(), s)).collect()
+                        let specs: Vec<FeatureSpec> = from_value(f).map_err(|e| AdminError {
+                            path: e.path.map(|p| format!("features{p}")),
+                            ..e
+                        })?;
+                        specs
+                            .into_iter()
+                            .map(|s| (app.engine.next_id(), s))
+                            .collect()
                     }
-                    Some(_) => return Err(AdminError::bad("features", "use /licenses/{id}/features to change features")),
+                    Some(_) => {
+                        return Err(AdminError::bad(
+                            "features",
+                            "use /licenses/{id}/features to change features",
+                        ))
+                    }
                     None => Vec::new(),
                 };
                 let needs_key = creating
                     && !v.get("license_key").is_some_and(|k| k.is_string())
-                    && v.get("product_id").and_then(Value::as_u64).and_then(|p| app.engine.product(p)).is_some_and(|p| {
-                        p.authorization_method == AuthMethod::LicenseKey
-                    });
+                    && v.get("product_id")
+                        .and_then(Value::as_u64)
+                        .and_then(|p| app.engine.product(p))
+                        .is_some_and(|p| p.authorization_method == AuthMethod::LicenseKey);
                 if needs_key {
-                    v.insert("license_key".into(), crate::util::random_license_key().into());
+                    v.insert(
+                        "license_key".into(),
+                        crate::util::random_license_key().into(),
+                    );
                 }
-                Command::PutLicense { id, spec: from_value(Value::Object(v))?, features, now }
+                Command::PutLicense {
+                    id,
+                    spec: from_value(Value::Object(v))?,
+                    features,
+                    now,
+                }
             }
         })
     }
@@ -350,15 +475,22 @@ fn create(app: &App, kind: Kind, body: Option<&[u8]>) -> R<Resp> {
     let id = app.engine.next_id();
     let cmd = kind.put(app, id, v, true)?;
     apply(app, cmd)?;
-    let out = kind.render(app, id).ok_or_else(|| AdminError::not_found(kind.name()))?;
+    let out = kind
+        .render(app, id)
+        .ok_or_else(|| AdminError::not_found(kind.name()))?;
     Ok(json_value(StatusCode::CREATED, &out))
 }
 
 fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) -> R<Resp> {
     let id = parse_id(id, kind.name())?;
-    let current = kind.spec(app, id).ok_or_else(|| AdminError::not_found(kind.name()))?;
+    let current = kind
+        .spec(app, id)
+        .ok_or_else(|| AdminError::not_found(kind.name()))?;
     match *m {
-        Method::GET => Ok(json_value(StatusCode::OK, &kind.render(app, id).unwrap_or(Value::Null))),
+        Method::GET => Ok(json_value(
+            StatusCode::OK,
+            &kind.render(app, id).unwrap_or(Value::Null),
+        )),
         Method::DELETE => {
             apply(app, kind.delete(id))?;
             Ok(json(StatusCode::NO_CONTENT, ""))
@@ -380,7 +512,10 @@ fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) -> R<R
                     _ => Map::new(),
                 }
             } else {
-                if kind == Kind::User && !patch.contains_key("password") && !patch.contains_key("password_hash") {
+                if kind == Kind::User
+                    && !patch.contains_key("password")
+                    && !patch.contains_key("password_hash")
+                {
                     if let Some(h) = current.get("password_hash") {
                         patch.insert("password_hash".into(), h.clone());
                     }
@@ -389,9 +524,16 @@ fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) -> R<R
             };
             let cmd = kind.put(app, id, v, false)?;
             apply(app, cmd)?;
-            Ok(json_value(StatusCode::OK, &kind.render(app, id).unwrap_or(Value::Null)))
+            Ok(json_value(
+                StatusCode::OK,
+                &kind.render(app, id).unwrap_or(Value::Null),
+            ))
         }
-        _ => Err(AdminError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{m} not allowed here"))),
+        _ => Err(AdminError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{m} not allowed here"),
+        )),
     }
 }
 
@@ -405,20 +547,55 @@ fn create_feature(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> {
     }
     let spec: FeatureSpec = from_value(Value::Object(v))?;
     let id = app.engine.next_id();
-    apply(app, Command::PutFeature { license_id: lic.id, id, spec, now: app.now() })?;
-    let f = lic.features.read().iter().find(|f| f.id == id).cloned().ok_or_else(|| AdminError::not_found("feature"))?;
-    Ok(json_value(StatusCode::CREATED, &render::feature(&f, app.now())))
+    apply(
+        app,
+        Command::PutFeature {
+            license_id: lic.id,
+            id,
+            spec,
+            now: app.now(),
+        },
+    )?;
+    let f = lic
+        .features
+        .read()
+        .iter()
+        .find(|f| f.id == id)
+        .cloned()
+        .ok_or_else(|| AdminError::not_found("feature"))?;
+    Ok(json_value(
+        StatusCode::CREATED,
+        &render::feature(&f, app.now()),
+    ))
 }
 
-fn feature_item(app: &App, m: &Method, license_id: &str, fid: &str, body: Option<&[u8]>) -> R<Resp> {
+fn feature_item(
+    app: &App,
+    m: &Method,
+    license_id: &str,
+    fid: &str,
+    body: Option<&[u8]>,
+) -> R<Resp> {
     let lic = license(app, license_id)?;
     let fid = parse_id(fid, "feature")?;
-    let f = lic.features.read().iter().find(|f| f.id == fid).cloned().ok_or_else(|| AdminError::not_found("feature"))?;
+    let f = lic
+        .features
+        .read()
+        .iter()
+        .find(|f| f.id == fid)
+        .cloned()
+        .ok_or_else(|| AdminError::not_found("feature"))?;
     let now = app.now();
     match *m {
         Method::GET => Ok(json_value(StatusCode::OK, &render::feature(&f, now))),
         Method::DELETE => {
-            apply(app, Command::DeleteFeature { license_id: lic.id, id: fid })?;
+            apply(
+                app,
+                Command::DeleteFeature {
+                    license_id: lic.id,
+                    id: fid,
+                },
+            )?;
             Ok(json(StatusCode::NO_CONTENT, ""))
         }
         Method::PUT | Method::PATCH => {
@@ -432,10 +609,22 @@ fn feature_item(app: &App, m: &Method, license_id: &str, fid: &str, body: Option
                 Value::Object(patch)
             };
             let spec: FeatureSpec = from_value(v)?;
-            apply(app, Command::PutFeature { license_id: lic.id, id: fid, spec, now })?;
+            apply(
+                app,
+                Command::PutFeature {
+                    license_id: lic.id,
+                    id: fid,
+                    spec,
+                    now,
+                },
+            )?;
             Ok(json_value(StatusCode::OK, &render::feature(&f, now)))
         }
-        _ => Err(AdminError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{m} not allowed here"))),
+        _ => Err(AdminError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{m} not allowed here"),
+        )),
     }
 }
 
@@ -446,9 +635,18 @@ fn list_keys(app: &App, q: &Query) -> R<Resp> {
     let limit = page_params(q)?.1;
     let after = q.get("after_key").unwrap_or("");
     let (keys, more) = app.engine.list_api_keys(tenant, after, limit);
-    let next = if more { keys.last().map(|k| Value::from(&*k.api_key)).unwrap_or(Value::Null) } else { Value::Null };
+    let next = if more {
+        keys.last()
+            .map(|k| Value::from(&*k.api_key))
+            .unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
     let items: Vec<Value> = keys.iter().map(|k| render::api_key(k)).collect();
-    Ok(json_value(StatusCode::OK, &json!({ "items": items, "next_after_key": next })))
+    Ok(json_value(
+        StatusCode::OK,
+        &json!({ "items": items, "next_after_key": next }),
+    ))
 }
 
 fn create_key(app: &App, body: Option<&[u8]>) -> R<Resp> {
@@ -461,7 +659,10 @@ fn create_key(app: &App, body: Option<&[u8]>) -> R<Resp> {
     let spec: ApiKeySpec = from_value(Value::Object(v))?;
     let key = spec.api_key.clone();
     apply(app, Command::PutApiKey { spec })?;
-    let k = app.engine.api_key(&key).ok_or_else(|| AdminError::not_found("api key"))?;
+    let k = app
+        .engine
+        .api_key(&key)
+        .ok_or_else(|| AdminError::not_found("api key"))?;
     Ok(json_value(StatusCode::CREATED, &render::api_key(&k)))
 }
 
@@ -483,7 +684,10 @@ fn blacklist(app: &App, license_id: &str, hw: &str, body: Option<&[u8]>) -> R<Re
         now: app.now(),
     };
     apply(app, cmd)?;
-    let d = app.engine.device(&lic, hw).ok_or_else(|| AdminError::not_found("device"))?;
+    let d = app
+        .engine
+        .device(&lic, hw)
+        .ok_or_else(|| AdminError::not_found("device"))?;
     Ok(json_value(StatusCode::OK, &render::device(&d)))
 }
 
@@ -497,6 +701,16 @@ fn set_consumption(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> 
         feature_id: Option<Id>,
     }
     let b: Body = from_value(Value::Object(object(body)?))?;
-    apply(app, Command::SetConsumption { license_id: lic.id, feature_id: b.feature_id, total: b.total })?;
-    Ok(json_value(StatusCode::OK, &render::license(&app.engine, &lic, app.now())))
+    apply(
+        app,
+        Command::SetConsumption {
+            license_id: lic.id,
+            feature_id: b.feature_id,
+            total: b.total,
+        },
+    )?;
+    Ok(json_value(
+        StatusCode::OK,
+        &render::license(&app.engine, &lic, app.now()),
+    ))
 }

@@ -60,7 +60,11 @@ pub fn license(engine: &Engine, l: &License, now: Millis) -> Value {
     let mut v = with_id(l.id, &*l.spec.read());
     set(&mut v, "tenant_id", l.tenant_id);
     set(&mut v, "times_activated", l.activations.used());
-    set(&mut v, "transfer_count", l.transfer_count.load(std::sync::atomic::Ordering::Acquire));
+    set(
+        &mut v,
+        "transfer_count",
+        l.transfer_count.load(std::sync::atomic::Ordering::Acquire),
+    );
     set(&mut v, "total_consumptions", l.consumption.used(now));
     set(&mut v, "floating_in_use_devices", l.floating.in_use(now));
     set(&mut v, "is_expired", engine.is_expired(l, now));

@@ -60,12 +60,18 @@ fn parse_authorization(h: &str) -> Option<AuthHeader<'_>> {
             api_key = Some(v);
         }
     }
-    Some(AuthHeader { algorithm: algorithm?, headers: headers?, signature: signature?, api_key: api_key? })
+    Some(AuthHeader {
+        algorithm: algorithm?,
+        headers: headers?,
+        signature: signature?,
+        api_key: api_key?,
+    })
 }
 
 /// The signature LicenseSpring expects for `date` under `shared_key`.
 pub fn sign_date(shared_key: &str, date: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(shared_key.as_bytes()).expect("hmac takes any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(shared_key.as_bytes())
+        .expect("hmac takes any key length");
     mac.update(b"licenseSpring\ndate: ");
     mac.update(date.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
@@ -76,14 +82,27 @@ pub fn client_headers(api_key: &str, shared_key: &str, now: Millis) -> (String, 
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.max(0) as u64);
     let date = httpdate::fmt_http_date(when);
     let sig = sign_date(shared_key, &date);
-    (date.clone(), format!(r#"algorithm="hmac-sha256",headers="date",signature="{sig}",apikey="{api_key}""#))
+    (
+        date.clone(),
+        format!(r#"algorithm="hmac-sha256",headers="date",signature="{sig}",apikey="{api_key}""#),
+    )
 }
 
 impl AuthCache {
     /// Checks the request's Date and Authorization and returns its API key.
-    pub fn authenticate(&self, engine: &Engine, headers: &HeaderMap, now: Millis, write: bool) -> Result<Arc<ApiKey>, LsError> {
-        let date = headers.get(hyper::header::DATE).and_then(|v| v.to_str().ok());
-        let auth = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    pub fn authenticate(
+        &self,
+        engine: &Engine,
+        headers: &HeaderMap,
+        now: Millis,
+        write: bool,
+    ) -> Result<Arc<ApiKey>, LsError> {
+        let date = headers
+            .get(hyper::header::DATE)
+            .and_then(|v| v.to_str().ok());
+        let auth = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let (Some(date), Some(auth)) = (date, auth) else {
             return Err(MISSING_HEADERS);
         };
@@ -91,22 +110,31 @@ impl AuthCache {
             return Err(AUTHORIZATION_MALFORMED);
         }
         let a = parse_authorization(auth).ok_or(AUTHORIZATION_MALFORMED)?;
-        if !a.algorithm.eq_ignore_ascii_case("hmac-sha256") || !a.headers.eq_ignore_ascii_case("date") {
+        if !a.algorithm.eq_ignore_ascii_case("hmac-sha256")
+            || !a.headers.eq_ignore_ascii_case("date")
+        {
             return Err(UNSUPPORTED_ALGORITHM);
         }
         let sent = httpdate::parse_http_date(date).map_err(|_| DATE_INVALID)?;
-        let sent_ms = sent.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0);
+        let sent_ms = sent
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0);
         if (sent_ms - now).abs() > DATE_SKEW_MS_MAX {
             return Err(DATE_DIFFERENCE);
         }
         let key = engine.api_key(a.api_key).ok_or(INVALID_API_KEY)?;
-        let cached = self.verified.get(a.api_key).is_some_and(|v| &*v.0 == date && &*v.1 == a.signature);
+        let cached = self
+            .verified
+            .get(a.api_key)
+            .is_some_and(|v| &*v.0 == date && &*v.1 == a.signature);
         if !cached {
             let expected = sign_date(&key.shared_key, date);
             if !constant_time_eq(expected.as_bytes(), a.signature.as_bytes()) {
                 return Err(INVALID_SIGNATURE);
             }
-            self.verified.insert(a.api_key.into(), (date.into(), a.signature.into()));
+            self.verified
+                .insert(a.api_key.into(), (date.into(), a.signature.into()));
         }
         if key.revoked.load(std::sync::atomic::Ordering::Acquire) {
             return Err(API_KEY_REVOKED);
@@ -124,9 +152,18 @@ mod tests {
 
     #[test]
     fn parses_sdk_header_forms() {
-        let a = parse_authorization(r#"algorithm="hmac-sha256",headers="date",signature="abc=",apiKey="k1""#).expect("sdk form");
-        assert_eq!((a.algorithm, a.headers, a.signature, a.api_key), ("hmac-sha256", "date", "abc=", "k1"));
-        assert!(parse_authorization(r#"algorithm="hmac-sha256",headers="date",signature="abc=""#).is_none());
+        let a = parse_authorization(
+            r#"algorithm="hmac-sha256",headers="date",signature="abc=",apiKey="k1""#,
+        )
+        .expect("sdk form");
+        assert_eq!(
+            (a.algorithm, a.headers, a.signature, a.api_key),
+            ("hmac-sha256", "date", "abc=", "k1")
+        );
+        assert!(
+            parse_authorization(r#"algorithm="hmac-sha256",headers="date",signature="abc=""#)
+                .is_none()
+        );
         assert!(parse_authorization("garbage").is_none());
     }
 

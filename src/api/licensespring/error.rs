@@ -16,58 +16,167 @@ pub struct LsError {
 }
 
 const fn e(status: u16, code: &'static str, message: &'static str) -> LsError {
-    LsError { status, code, message }
+    LsError {
+        status,
+        code,
+        message,
+    }
 }
 
 // Authentication.
 pub const MISSING_HEADERS: LsError = e(400, "missing_headers", "Some headers are missing");
-pub const AUTHORIZATION_MALFORMED: LsError =
-    e(400, "authorization_header_malformed", "Authorization header is malformed: expected algorithm, headers, signature and apikey");
-pub const UNSUPPORTED_ALGORITHM: LsError = e(400, "unsupported_algorithm", "Only algorithm hmac-sha256 over headers \"date\" is supported");
-pub const DATE_INVALID: LsError = e(400, "date_header_invalid", "Date header is not an RFC 7231 date");
-pub const DATE_DIFFERENCE: LsError = e(400, "date_difference", "Date header differs from server time by more than 15 minutes");
-pub const INVALID_SIGNATURE: LsError = e(401, "invalid_signature", "Request signature does not match");
+pub const AUTHORIZATION_MALFORMED: LsError = e(
+    400,
+    "authorization_header_malformed",
+    "Authorization header is malformed: expected algorithm, headers, signature and apikey",
+);
+pub const UNSUPPORTED_ALGORITHM: LsError = e(
+    400,
+    "unsupported_algorithm",
+    "Only algorithm hmac-sha256 over headers \"date\" is supported",
+);
+pub const DATE_INVALID: LsError = e(
+    400,
+    "date_header_invalid",
+    "Date header is not an RFC 7231 date",
+);
+pub const DATE_DIFFERENCE: LsError = e(
+    400,
+    "date_difference",
+    "Date header differs from server time by more than 15 minutes",
+);
+pub const INVALID_SIGNATURE: LsError =
+    e(401, "invalid_signature", "Request signature does not match");
 pub const INVALID_API_KEY: LsError = e(401, "invalid_api_key", "API key is invalid");
 pub const API_KEY_REVOKED: LsError = e(401, "api_key_revoked", "API key has been revoked");
-pub const READ_ONLY_KEY: LsError = e(403, "read_only_api_key", "API key is read-only and cannot make changes");
+pub const READ_ONLY_KEY: LsError = e(
+    403,
+    "read_only_api_key",
+    "API key is read-only and cannot make changes",
+);
 // Request.
 pub const MISSING_PARAMETERS: LsError = e(400, "missing_parameters", "Some parameters are missing");
 pub const INVALID_PARAMETERS: LsError = e(400, "invalid_parameters", "Some parameters are invalid");
 pub const INVALID_JSON: LsError = e(400, "invalid_json", "Request body is not a JSON object");
 pub const BODY_TOO_LARGE: LsError = e(413, "request_too_large", "Request body is too large");
 pub const NOT_FOUND: LsError = e(404, "not_found", "No such endpoint");
-pub const METHOD_NOT_ALLOWED: LsError = e(405, "method_not_allowed", "Method not allowed for this endpoint");
+pub const METHOD_NOT_ALLOWED: LsError = e(
+    405,
+    "method_not_allowed",
+    "Method not allowed for this endpoint",
+);
 pub const INTERNAL: LsError = e(500, "internal_error", "Internal error");
 // Entitlements.
 pub const UNKNOWN_PRODUCT: LsError = e(400, "unknown_product", "Provided product was not found");
-pub const LICENSE_NOT_FOUND: LsError = e(400, "license_not_found", "License with the provided license key or license user not found");
+pub const LICENSE_NOT_FOUND: LsError = e(
+    400,
+    "license_not_found",
+    "License with the provided license key or license user not found",
+);
 pub const WRONG_CREDENTIALS: LsError = e(400, "wrong_credentials", "Wrong username or password");
-pub const LICENSE_NOT_ENABLED: LsError = e(400, "license_not_enabled", "The license is not enabled");
+pub const LICENSE_NOT_ENABLED: LsError =
+    e(400, "license_not_enabled", "The license is not enabled");
 pub const LICENSE_NOT_ACTIVE: LsError = e(400, "license_not_active", "The license is not active");
-pub const LICENSE_NOT_STARTED: LsError = e(400, "license_not_started", "The license start date is in the future");
+pub const LICENSE_NOT_STARTED: LsError = e(
+    400,
+    "license_not_started",
+    "The license start date is in the future",
+);
 pub const LICENSE_EXPIRED: LsError = e(400, "license_expired", "The license has expired");
-pub const DEVICE_NOT_FOUND: LsError = e(400, "device_not_found", "An active device matching the hardware_id not found");
+pub const DEVICE_NOT_FOUND: LsError = e(
+    400,
+    "device_not_found",
+    "An active device matching the hardware_id not found",
+);
 pub const BLACKLISTED: LsError = e(400, "blacklisted", "This device is blacklisted");
-pub const INVALID_FEATURE: LsError = e(400, "invalid_license_feature_code", "License feature code is invalid or not assigned to the license");
-pub const FEATURE_EXPIRED: LsError = e(400, "license_feature_expired", "The license feature has expired");
-pub const FLOATING_NOT_AVAILABLE: LsError = e(400, "floating_not_available", "No available slots for floating license");
-pub const NOT_FLOATING: LsError = e(400, "license_not_floating", "The license or feature is not floating");
-pub const ACTIVATIONS_LIMIT: LsError = e(400, "license_activations_limit", "The license has reached its maximum number of activations");
-pub const TRANSFER_LIMIT: LsError = e(400, "license_transfer_limit", "The license has reached its maximum number of transfers");
-pub const VM_NOT_ALLOWED: LsError = e(400, "vm_not_allowed", "Activation on virtual machines is not allowed for this license");
-pub const BORROW_NOT_ALLOWED: LsError = e(400, "borrowing_not_allowed", "Borrowing is not allowed for this license");
-pub const BORROW_TOO_LONG: LsError = e(400, "borrow_time_exceeded", "borrowed_until is past the maximum borrow time");
-pub const BORROW_IN_PAST: LsError = e(400, "borrowed_until_invalid", "borrowed_until must be in the future");
-pub const NOT_CONSUMPTION: LsError = e(400, "license_not_consumption", "The license or feature is not of consumption type");
-pub const CONSUMPTION_LIMIT: LsError = e(400, "consumption_limit_reached", "Consumption would exceed the maximum (and overages)");
-pub const NEGATIVE_CONSUMPTION: LsError = e(400, "negative_consumption_not_allowed", "Negative consumptions are not allowed for this license");
-pub const CONSUMPTION_BELOW_ZERO: LsError = e(400, "consumption_below_zero", "Consumption total cannot go below zero");
-pub const TRIAL_NOT_ALLOWED: LsError = e(400, "trial_not_allowed", "This product does not offer trials");
-pub const TRIAL_EXISTS: LsError = e(400, "trial_already_issued", "A trial was already issued for this device or email");
+pub const INVALID_FEATURE: LsError = e(
+    400,
+    "invalid_license_feature_code",
+    "License feature code is invalid or not assigned to the license",
+);
+pub const FEATURE_EXPIRED: LsError = e(
+    400,
+    "license_feature_expired",
+    "The license feature has expired",
+);
+pub const FLOATING_NOT_AVAILABLE: LsError = e(
+    400,
+    "floating_not_available",
+    "No available slots for floating license",
+);
+pub const NOT_FLOATING: LsError = e(
+    400,
+    "license_not_floating",
+    "The license or feature is not floating",
+);
+pub const ACTIVATIONS_LIMIT: LsError = e(
+    400,
+    "license_activations_limit",
+    "The license has reached its maximum number of activations",
+);
+pub const TRANSFER_LIMIT: LsError = e(
+    400,
+    "license_transfer_limit",
+    "The license has reached its maximum number of transfers",
+);
+pub const VM_NOT_ALLOWED: LsError = e(
+    400,
+    "vm_not_allowed",
+    "Activation on virtual machines is not allowed for this license",
+);
+pub const BORROW_NOT_ALLOWED: LsError = e(
+    400,
+    "borrowing_not_allowed",
+    "Borrowing is not allowed for this license",
+);
+pub const BORROW_TOO_LONG: LsError = e(
+    400,
+    "borrow_time_exceeded",
+    "borrowed_until is past the maximum borrow time",
+);
+pub const BORROW_IN_PAST: LsError = e(
+    400,
+    "borrowed_until_invalid",
+    "borrowed_until must be in the future",
+);
+pub const NOT_CONSUMPTION: LsError = e(
+    400,
+    "license_not_consumption",
+    "The license or feature is not of consumption type",
+);
+pub const CONSUMPTION_LIMIT: LsError = e(
+    400,
+    "consumption_limit_reached",
+    "Consumption would exceed the maximum (and overages)",
+);
+pub const NEGATIVE_CONSUMPTION: LsError = e(
+    400,
+    "negative_consumption_not_allowed",
+    "Negative consumptions are not allowed for this license",
+);
+pub const CONSUMPTION_BELOW_ZERO: LsError = e(
+    400,
+    "consumption_below_zero",
+    "Consumption total cannot go below zero",
+);
+pub const TRIAL_NOT_ALLOWED: LsError = e(
+    400,
+    "trial_not_allowed",
+    "This product does not offer trials",
+);
+pub const TRIAL_EXISTS: LsError = e(
+    400,
+    "trial_already_issued",
+    "A trial was already issued for this device or email",
+);
 pub const CUSTOMER_NOT_FOUND: LsError = e(400, "customer_not_found", "Customer not found");
 pub const TOO_MANY: LsError = e(400, "limit_exceeded", "Too many items");
 /// A failed write latches the server read-only (see storage); mutations answer this.
-pub const UNAVAILABLE: LsError = e(503, "service_unavailable", "Server cannot accept changes right now");
+pub const UNAVAILABLE: LsError = e(
+    503,
+    "service_unavailable",
+    "Server cannot accept changes right now",
+);
 
 impl From<EngineError> for LsError {
     fn from(err: EngineError) -> Self {
@@ -106,7 +215,15 @@ impl From<EngineError> for LsError {
 impl LsError {
     /// The error body; built from constants, so it never fails.
     pub fn response(self) -> Resp {
-        let body = format!(r#"{{"status":{},"code":"{}","message":"{}"}}"#, self.status, self.code, self.message.replace('"', "\\\""));
-        json(StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST), Bytes::from(body))
+        let body = format!(
+            r#"{{"status":{},"code":"{}","message":"{}"}}"#,
+            self.status,
+            self.code,
+            self.message.replace('"', "\\\"")
+        );
+        json(
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST),
+            Bytes::from(body),
+        )
     }
 }

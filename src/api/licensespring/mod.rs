@@ -88,7 +88,12 @@ impl Endpoint {
 type Answer = Result<Vec<u8>, LsError>;
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
-    let path = req.uri().path().strip_prefix("/api/v4/").unwrap_or("").trim_end_matches('/');
+    let path = req
+        .uri()
+        .path()
+        .strip_prefix("/api/v4/")
+        .unwrap_or("")
+        .trim_end_matches('/');
     let Some((endpoint, method, write)) = Endpoint::route(path) else {
         return NOT_FOUND.response();
     };
@@ -96,7 +101,11 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         return METHOD_NOT_ALLOWED.response();
     }
     let now = app.now();
-    let key = match app.licensespring.auth.authenticate(&app.engine, req.headers(), now, write) {
+    let key = match app
+        .licensespring
+        .auth
+        .authenticate(&app.engine, req.headers(), now, write)
+    {
         Ok(k) => k,
         Err(e) => return e.response(),
     };
@@ -146,7 +155,14 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
         DeactivateLicense => {
             let t = resolve(app, tenant, p, false)?;
             let hw = p.required("hardware_id")?;
-            apply(app, Command::Deactivate { license_id: t.license.id, hardware_id: Cow::Borrowed(&hw), now })?;
+            apply(
+                app,
+                Command::Deactivate {
+                    license_id: t.license.id,
+                    hardware_id: Cow::Borrowed(&hw),
+                    now,
+                },
+            )?;
             to_vec(&json!({"license_id": t.license.id, "hardware_id": &*hw, "deactivated": true}))
         }
         CheckLicense => check_license(app, tenant, p, now),
@@ -155,7 +171,15 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
             let t = resolve(app, tenant, p, false)?;
             usable_on_device(app, &t.license, p, now)?;
             let amount = p.int("consumptions")?.ok_or(MISSING_PARAMETERS)?;
-            apply(app, Command::AddConsumption { license_id: t.license.id, feature_id: None, amount, now })?;
+            apply(
+                app,
+                Command::AddConsumption {
+                    license_id: t.license.id,
+                    feature_id: None,
+                    amount,
+                    now,
+                },
+            )?;
             license_body(app, &t, p.text("hardware_id").as_deref(), now)
         }
         AddFeatureConsumption => {
@@ -163,22 +187,43 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
             usable_on_device(app, &t.license, p, now)?;
             let f = feature(app, &t.license, p, now)?;
             let amount = p.int("consumptions")?.ok_or(MISSING_PARAMETERS)?;
-            apply(app, Command::AddConsumption { license_id: t.license.id, feature_id: Some(f.id), amount, now })?;
+            apply(
+                app,
+                Command::AddConsumption {
+                    license_id: t.license.id,
+                    feature_id: Some(f.id),
+                    amount,
+                    now,
+                },
+            )?;
             feature_body(&t.license, &f, None, now)
         }
         FloatingRelease | FloatingFeatureRelease => {
             let t = resolve(app, tenant, p, false)?;
             let hw = p.required("hardware_id")?;
-            let f = if endpoint == FloatingFeatureRelease { Some(feature(app, &t.license, p, now)?) } else { None };
-            let cmd = Command::FloatingRelease { license_id: t.license.id, feature_id: f.as_ref().map(|f| f.id), hardware_id: Cow::Borrowed(&hw), now };
-            let Outcome::Released { held, in_use } = apply(app, cmd)? else { return Err(INTERNAL) };
+            let f = if endpoint == FloatingFeatureRelease {
+                Some(feature(app, &t.license, p, now)?)
+            } else {
+                None
+            };
+            let cmd = Command::FloatingRelease {
+                license_id: t.license.id,
+                feature_id: f.as_ref().map(|f| f.id),
+                hardware_id: Cow::Borrowed(&hw),
+                now,
+            };
+            let Outcome::Released { held, in_use } = apply(app, cmd)? else {
+                return Err(INTERNAL);
+            };
             let mut v = json!({"license_id": t.license.id, "hardware_id": &*hw, "released": held, "floating_in_use_devices": in_use});
             if let Some(f) = &f {
                 v["feature"] = (*f.code).into();
             }
             to_vec(&v)
         }
-        FloatingBorrow | FloatingFeatureBorrow => borrow(app, tenant, p, now, endpoint == FloatingFeatureBorrow),
+        FloatingBorrow | FloatingFeatureBorrow => {
+            borrow(app, tenant, p, now, endpoint == FloatingFeatureBorrow)
+        }
         TrialKey => trial_key(app, tenant, p, now),
         ProductDetails => {
             let product = product(app, tenant, p)?;
@@ -194,7 +239,15 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
             let t = resolve(app, tenant, p, false)?;
             let hw = p.required("hardware_id")?;
             let vars = p.variables()?;
-            apply(app, Command::TrackDeviceVariables { license_id: t.license.id, hardware_id: Cow::Borrowed(&hw), variables: vars, now })?;
+            apply(
+                app,
+                Command::TrackDeviceVariables {
+                    license_id: t.license.id,
+                    hardware_id: Cow::Borrowed(&hw),
+                    variables: vars,
+                    now,
+                },
+            )?;
             device_variables(app, &t.license, &hw)
         }
         GetDeviceVariables => {
@@ -224,7 +277,9 @@ struct Target {
 
 fn product(app: &App, tenant: Id, p: &Params) -> Result<Arc<Product>, LsError> {
     let code = p.required("product")?;
-    app.engine.product_by_code(tenant, &code).ok_or(UNKNOWN_PRODUCT)
+    app.engine
+        .product_by_code(tenant, &code)
+        .ok_or(UNKNOWN_PRODUCT)
 }
 
 /// Finds the license: by `license_key` on key-based products; by `username`
@@ -235,12 +290,22 @@ fn resolve(app: &App, tenant: Id, p: &Params, need_password: bool) -> Result<Tar
     match product.authorization_method {
         AuthMethod::LicenseKey => {
             let key = p.text("license_key").ok_or(MISSING_PARAMETERS)?;
-            let license = product.licenses_by_key.get(key.as_ref()).map(|l| l.clone()).ok_or(LICENSE_NOT_FOUND)?;
-            Ok(Target { license, auth_value: key.into_owned() })
+            let license = product
+                .licenses_by_key
+                .get(key.as_ref())
+                .map(|l| l.clone())
+                .ok_or(LICENSE_NOT_FOUND)?;
+            Ok(Target {
+                license,
+                auth_value: key.into_owned(),
+            })
         }
         AuthMethod::User => {
             let username = p.text("username").ok_or(MISSING_PARAMETERS)?;
-            let user = app.engine.user_by_email(tenant, &username).ok_or(LICENSE_NOT_FOUND)?;
+            let user = app
+                .engine
+                .user_by_email(tenant, &username)
+                .ok_or(LICENSE_NOT_FOUND)?;
             if need_password {
                 let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
                 if !app.passwords.verify(&user, &password) {
@@ -254,7 +319,10 @@ fn resolve(app: &App, tenant: Id, p: &Params, need_password: bool) -> Result<Tar
                 None => licenses.into_iter().next(),
             }
             .ok_or(LICENSE_NOT_FOUND)?;
-            Ok(Target { license, auth_value: username.into_owned() })
+            Ok(Target {
+                license,
+                auth_value: username.into_owned(),
+            })
         }
     }
 }
@@ -284,13 +352,29 @@ fn feature(app: &App, l: &License, p: &Params, now: Millis) -> Result<Arc<Featur
 /// `license_signature_v2` (over the compact JSON of the object without both
 /// signature fields, keys sorted).
 fn license_object(app: &App, t: &Target, hw: Option<&str>, now: Millis) -> Map<String, Value> {
-    let mut m = LicenseView { engine: &app.engine, license: &t.license, hardware_id: hw, now }.render();
+    let mut m = LicenseView {
+        engine: &app.engine,
+        license: &t.license,
+        hardware_id: hw,
+        now,
+    }
+    .render();
     let b64 = |s: Arc<str>| Value::from(&*s);
-    let validity = m.get("validity_period").and_then(Value::as_str).unwrap_or("").to_string();
+    let validity = m
+        .get("validity_period")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let v1 = format!("{}#{}#{}", hw.unwrap_or(""), t.auth_value, validity).to_lowercase();
     let v2_input = serde_json::to_vec(&m).unwrap_or_default();
-    m.insert("license_signature".into(), b64(app.signer.sign(v1.as_bytes())));
-    m.insert("license_signature_v2".into(), b64(app.signer.sign(&v2_input)));
+    m.insert(
+        "license_signature".into(),
+        b64(app.signer.sign(v1.as_bytes())),
+    );
+    m.insert(
+        "license_signature_v2".into(),
+        b64(app.signer.sign(&v2_input)),
+    );
     m.insert("offline_signature".into(), Value::from(""));
     m
 }
@@ -306,8 +390,16 @@ fn feature_body(l: &License, f: &Feature, in_use: Option<u32>, now: Millis) -> A
 }
 
 fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
-    let d = app.engine.device(l, hw).filter(|d| d.active).ok_or(DEVICE_NOT_FOUND)?;
-    let vars: Vec<Value> = d.variables.iter().map(|x| wire::variable(d.id, x)).collect();
+    let d = app
+        .engine
+        .device(l, hw)
+        .filter(|d| d.active)
+        .ok_or(DEVICE_NOT_FOUND)?;
+    let vars: Vec<Value> = d
+        .variables
+        .iter()
+        .map(|x| wire::variable(d.id, x))
+        .collect();
     to_vec(&vars)
 }
 
@@ -329,9 +421,26 @@ fn activate(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
     };
     let variables = p.variables()?;
     let device_id = app.engine.next_id();
-    apply(app, Command::Activate { license_id: t.license.id, hardware_id: Cow::Borrowed(&hw), info, device_id, now })?;
+    apply(
+        app,
+        Command::Activate {
+            license_id: t.license.id,
+            hardware_id: Cow::Borrowed(&hw),
+            info,
+            device_id,
+            now,
+        },
+    )?;
     if !variables.is_empty() {
-        apply(app, Command::TrackDeviceVariables { license_id: t.license.id, hardware_id: Cow::Borrowed(&hw), variables, now })?;
+        apply(
+            app,
+            Command::TrackDeviceVariables {
+                license_id: t.license.id,
+                hardware_id: Cow::Borrowed(&hw),
+                variables,
+                now,
+            },
+        )?;
     }
     license_body(app, &t, Some(&hw), now)
 }
@@ -345,7 +454,15 @@ fn check_license(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         s.is_floating || s.is_floating_cloud
     };
     if floating {
-        apply(app, Command::FloatingAcquire { license_id: t.license.id, feature_id: None, hardware_id: Cow::Borrowed(&hw), now })?;
+        apply(
+            app,
+            Command::FloatingAcquire {
+                license_id: t.license.id,
+                feature_id: None,
+                hardware_id: Cow::Borrowed(&hw),
+                now,
+            },
+        )?;
     }
     license_body(app, &t, Some(&hw), now)
 }
@@ -358,7 +475,12 @@ fn check_feature(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
     let floating = f.spec.read().floating();
     let in_use = if floating {
         let hw = p.required("hardware_id")?;
-        let cmd = Command::FloatingAcquire { license_id: t.license.id, feature_id: Some(f.id), hardware_id: Cow::Borrowed(&hw), now };
+        let cmd = Command::FloatingAcquire {
+            license_id: t.license.id,
+            feature_id: Some(f.id),
+            hardware_id: Cow::Borrowed(&hw),
+            now,
+        };
         match apply(app, cmd)? {
             Outcome::Floating { in_use, .. } => Some(in_use),
             _ => return Err(INTERNAL),
@@ -373,7 +495,11 @@ fn borrow(app: &App, tenant: Id, p: &Params, now: Millis, for_feature: bool) -> 
     let t = resolve(app, tenant, p, false)?;
     usable_on_device(app, &t.license, p, now)?;
     let hw = p.required("hardware_id")?;
-    let f = if for_feature { Some(feature(app, &t.license, p, now)?) } else { None };
+    let f = if for_feature {
+        Some(feature(app, &t.license, p, now)?)
+    } else {
+        None
+    };
     // null or absent: the longest borrow allowed.
     let until = match p.text("borrowed_until") {
         None => {
@@ -385,12 +511,26 @@ fn borrow(app: &App, tenant: Id, p: &Params, now: Millis, for_feature: bool) -> 
         }
         Some(s) => parse_instant(&s).ok_or(INVALID_PARAMETERS)?,
     };
-    let cmd = Command::FloatingBorrow { license_id: t.license.id, feature_id: f.as_ref().map(|f| f.id), hardware_id: Cow::Borrowed(&hw), until, now };
-    let Outcome::Borrowed { until, in_use } = apply(app, cmd)? else { return Err(INTERNAL) };
+    let cmd = Command::FloatingBorrow {
+        license_id: t.license.id,
+        feature_id: f.as_ref().map(|f| f.id),
+        hardware_id: Cow::Borrowed(&hw),
+        until,
+        now,
+    };
+    let Outcome::Borrowed { until, in_use } = apply(app, cmd)? else {
+        return Err(INTERNAL);
+    };
     match f {
         Some(f) => {
-            let mut v = serde_json::to_value(FeatureCheck::new(t.license.id, &f, &f.spec.read(), Some(in_use), f.meter.used(now)))
-                .map_err(|_| INTERNAL)?;
+            let mut v = serde_json::to_value(FeatureCheck::new(
+                t.license.id,
+                &f,
+                &f.spec.read(),
+                Some(in_use),
+                f.meter.used(now),
+            ))
+            .map_err(|_| INTERNAL)?;
             v["borrowed_until"] = format_instant(until).into();
             v["is_borrowed"] = true.into();
             to_vec(&v)
@@ -423,14 +563,20 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
             let email = email.clone().ok_or(MISSING_PARAMETERS)?;
             match app.engine.user_by_email(tenant, &email) {
                 Some(u) => {
-                    if app.engine.licenses_of_user(&u, Some(product.id)).iter().any(|l| l.spec.read().is_trial) {
+                    if app
+                        .engine
+                        .licenses_of_user(&u, Some(product.id))
+                        .iter()
+                        .any(|l| l.spec.read().is_trial)
+                    {
                         return Err(TRIAL_EXISTS);
                     }
                     (Some(u.id), None)
                 }
                 None => {
                     let password = crate::util::random_token(12);
-                    let hash = crate::credentials::Passwords::hash(&password).map_err(|_| INTERNAL)?;
+                    let hash =
+                        crate::credentials::Passwords::hash(&password).map_err(|_| INTERNAL)?;
                     let id = app.engine.next_id();
                     let spec = UserSpec {
                         tenant_id: tenant,
@@ -450,7 +596,8 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
             }
         }
     };
-    let key = (product.authorization_method == AuthMethod::LicenseKey).then(crate::util::random_license_key);
+    let key = (product.authorization_method == AuthMethod::LicenseKey)
+        .then(crate::util::random_license_key);
     let validity = format_instant(now + pspec.trial_days as Millis * DAY_MS);
     let spec = LicenseSpec {
         product_id: product.id,
@@ -491,13 +638,32 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         metadata: json!({"trial_hardware_id": &*hw, "trial_email": email}),
     };
     let id = app.engine.next_id();
-    apply(app, Command::PutLicense { id, spec, features: Vec::new(), now })?;
+    apply(
+        app,
+        Command::PutLicense {
+            id,
+            spec,
+            features: Vec::new(),
+            now,
+        },
+    )?;
     let license = app.engine.license(id).ok_or(INTERNAL)?;
     let auth_value = key.clone().or(email.clone()).unwrap_or_default();
-    let mut m = license_object(app, &Target { license, auth_value }, None, now);
+    let mut m = license_object(
+        app,
+        &Target {
+            license,
+            auth_value,
+        },
+        None,
+        now,
+    );
     if let Some(e) = email.filter(|_| product.authorization_method == AuthMethod::User) {
         m.insert("license_user".into(), e.into());
-        m.insert("initial_password".into(), initial_password.map(Value::from).unwrap_or(Value::Null));
+        m.insert(
+            "initial_password".into(),
+            initial_password.map(Value::from).unwrap_or(Value::Null),
+        );
     }
     to_vec(&m)
 }
@@ -505,12 +671,20 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
 fn user_licenses(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
     let username = p.text("username").ok_or(MISSING_PARAMETERS)?;
     let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
-    let user = app.engine.user_by_email(tenant, &username).ok_or(WRONG_CREDENTIALS)?;
+    let user = app
+        .engine
+        .user_by_email(tenant, &username)
+        .ok_or(WRONG_CREDENTIALS)?;
     if !app.passwords.verify(&user, &password) {
         return Err(WRONG_CREDENTIALS);
     }
     let product = match p.text("product") {
-        Some(code) => Some(app.engine.product_by_code(tenant, &code).ok_or(UNKNOWN_PRODUCT)?.id),
+        Some(code) => Some(
+            app.engine
+                .product_by_code(tenant, &code)
+                .ok_or(UNKNOWN_PRODUCT)?
+                .id,
+        ),
         None => None,
     };
     let u = wire::user(&app.engine, &user);
@@ -519,7 +693,10 @@ fn user_licenses(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         .licenses_of_user(&user, product)
         .into_iter()
         .map(|license| {
-            let t = Target { license, auth_value: username.to_string() };
+            let t = Target {
+                license,
+                auth_value: username.to_string(),
+            };
             json!({"license": license_object(app, &t, None, now), "user": u})
         })
         .collect();
@@ -535,7 +712,9 @@ fn customer_license_users(app: &App, tenant: Id, p: &Params) -> Answer {
         .into_iter()
         .find(|c| {
             let s = c.spec.read();
-            s.email.eq_ignore_ascii_case(&wanted) || s.reference == *wanted || c.id.to_string() == *wanted
+            s.email.eq_ignore_ascii_case(&wanted)
+                || s.reference == *wanted
+                || c.id.to_string() == *wanted
         })
         .ok_or(CUSTOMER_NOT_FOUND)?;
     let users: Vec<Value> = app
@@ -544,7 +723,12 @@ fn customer_license_users(app: &App, tenant: Id, p: &Params) -> Answer {
         .iter()
         .map(|u| {
             let mut v = wire::user(&app.engine, u);
-            let ids: Vec<Id> = app.engine.licenses_of_user(u, Some(product.id)).iter().map(|l| l.id).collect();
+            let ids: Vec<Id> = app
+                .engine
+                .licenses_of_user(u, Some(product.id))
+                .iter()
+                .map(|l| l.id)
+                .collect();
             v["license_ids"] = ids.into();
             v
         })

@@ -41,7 +41,9 @@ impl Params<'_> {
             Params::Json(m) => match m.get(k) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(INVALID_PARAMETERS),
-                Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| INVALID_PARAMETERS),
+                Some(Value::String(s)) => {
+                    s.trim().parse().map(Some).map_err(|_| INVALID_PARAMETERS)
+                }
                 Some(_) => Err(INVALID_PARAMETERS),
             },
             Params::Query(q) => match q.get(k) {
@@ -59,7 +61,9 @@ impl Params<'_> {
                 Some(Value::Number(n)) => n.as_i64() == Some(1),
                 _ => false,
             },
-            Params::Query(q) => q.get(k).is_some_and(|s| s.eq_ignore_ascii_case("true") || s == "1"),
+            Params::Query(q) => q
+                .get(k)
+                .is_some_and(|s| s.eq_ignore_ascii_case("true") || s == "1"),
         }
     }
 
@@ -77,12 +81,21 @@ impl Params<'_> {
         };
         match m.get("variables") {
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Object(o)) => o.iter().map(|(k, v)| Ok((k.clone(), scalar(v).ok_or(INVALID_PARAMETERS)?))).collect(),
+            Some(Value::Object(o)) => o
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), scalar(v).ok_or(INVALID_PARAMETERS)?)))
+                .collect(),
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|item| {
-                    let name = item.get("variable").and_then(Value::as_str).ok_or(INVALID_PARAMETERS)?;
-                    let value = item.get("value").and_then(scalar).ok_or(INVALID_PARAMETERS)?;
+                    let name = item
+                        .get("variable")
+                        .and_then(Value::as_str)
+                        .ok_or(INVALID_PARAMETERS)?;
+                    let value = item
+                        .get("value")
+                        .and_then(scalar)
+                        .ok_or(INVALID_PARAMETERS)?;
                     Ok((name.to_string(), value))
                 })
                 .collect(),

@@ -54,17 +54,29 @@ pub fn feature_in_license(f: &Feature, now: Millis) -> Value {
     if s.floating() {
         m.insert("floating_users".into(), s.floating_users.into());
         m.insert("floating_timeout".into(), s.floating_timeout.into());
-        m.insert("floating_in_use_devices".into(), f.floating.in_use(now).into());
+        m.insert(
+            "floating_in_use_devices".into(),
+            f.floating.in_use(now).into(),
+        );
     }
     if s.feature_type == FeatureType::Consumption {
         m.insert("max_consumption".into(), s.max_consumption.into());
-        m.insert("allow_unlimited_consumptions".into(), s.allow_unlimited_consumptions.into());
+        m.insert(
+            "allow_unlimited_consumptions".into(),
+            s.allow_unlimited_consumptions.into(),
+        );
         m.insert("total_consumptions".into(), f.meter.used(now).into());
         m.insert("allow_overages".into(), s.allow_overages.into());
         m.insert("max_overages".into(), s.max_overages.into());
-        m.insert("allow_negative_consumptions".into(), s.allow_negative_consumptions.into());
+        m.insert(
+            "allow_negative_consumptions".into(),
+            s.allow_negative_consumptions.into(),
+        );
         m.insert("reset_consumption".into(), s.reset_consumption.into());
-        m.insert("consumption_period".into(), s.consumption_period.map(|p| p.as_str()).into());
+        m.insert(
+            "consumption_period".into(),
+            s.consumption_period.map(|p| p.as_str()).into(),
+        );
     }
     v
 }
@@ -99,7 +111,13 @@ pub struct FeatureCheck<'a> {
 }
 
 impl<'a> FeatureCheck<'a> {
-    pub fn new(license_id: Id, f: &'a Feature, s: &'a FeatureSpec, in_use: Option<u32>, total: i64) -> Self {
+    pub fn new(
+        license_id: Id,
+        f: &'a Feature,
+        s: &'a FeatureSpec,
+        in_use: Option<u32>,
+        total: i64,
+    ) -> Self {
         FeatureCheck {
             allow_negative_consumptions: s.allow_negative_consumptions,
             allow_overages: s.allow_overages,
@@ -140,7 +158,12 @@ impl LicenseView<'_> {
         let s = l.spec.read();
         let product = e.product(l.product_id);
         let device = self.hardware_id.and_then(|hw| e.device(l, hw));
-        let lease = self.hardware_id.and_then(|hw| l.floating.holders(now).into_iter().find(|h| &*h.holder == hw));
+        let lease = self.hardware_id.and_then(|hw| {
+            l.floating
+                .holders(now)
+                .into_iter()
+                .find(|h| &*h.holder == hw)
+        });
         let borrowed_until = lease.as_ref().and_then(|h| h.borrowed_until);
         let floating = s.is_floating || s.is_floating_cloud;
         let mut v = json!({
@@ -197,18 +220,33 @@ impl LicenseView<'_> {
         }
         if floating {
             m.insert("floating_users".into(), s.floating_users.into());
-            m.insert("floating_in_use_devices".into(), l.floating.in_use(now).into());
+            m.insert(
+                "floating_in_use_devices".into(),
+                l.floating.in_use(now).into(),
+            );
             if let Some(h) = &lease {
-                m.insert("floating_end_date".into(), format_instant(h.expires_at).into());
+                m.insert(
+                    "floating_end_date".into(),
+                    format_instant(h.expires_at).into(),
+                );
             }
         }
         if s.license_type == LicenseType::Consumption {
             m.insert("max_consumptions".into(), s.max_consumptions.into());
             m.insert("total_consumptions".into(), l.consumption.used(now).into());
-            m.insert("allow_unlimited_consumptions".into(), s.allow_unlimited_consumptions.into());
-            m.insert("allow_negative_consumptions".into(), s.allow_negative_consumptions.into());
+            m.insert(
+                "allow_unlimited_consumptions".into(),
+                s.allow_unlimited_consumptions.into(),
+            );
+            m.insert(
+                "allow_negative_consumptions".into(),
+                s.allow_negative_consumptions.into(),
+            );
             m.insert("reset_consumption".into(), s.reset_consumption.into());
-            m.insert("consumption_period".into(), s.consumption_period.map(|p| p.as_str()).into());
+            m.insert(
+                "consumption_period".into(),
+                s.consumption_period.map(|p| p.as_str()).into(),
+            );
         }
         if let Some(d) = &device {
             let vars: Vec<Value> = d.variables.iter().map(|x| variable(d.id, x)).collect();
