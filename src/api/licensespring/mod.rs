@@ -269,10 +269,11 @@ fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LsError> {
 // ---------------------------------------------------------------- resolution
 
 /// The product and license a request names.
-struct Target {
+struct Target<'p> {
     license: Arc<License>,
-    /// License key, or the user's email: what identifies the license to the client.
-    auth_value: String,
+    /// License key, or the user's email: what identifies the license to the
+    /// client. Borrowed from the request: no allocation on the hot path.
+    auth_value: Cow<'p, str>,
 }
 
 fn product(app: &App, tenant: Id, p: &Params) -> Result<Arc<Product>, LsError> {
@@ -285,7 +286,12 @@ fn product(app: &App, tenant: Id, p: &Params) -> Result<Arc<Product>, LsError> {
 /// Finds the license: by `license_key` on key-based products; by `username`
 /// (and `password` when `need_password`) on user-based ones, `license_id`
 /// choosing among the user's licenses.
-fn resolve(app: &App, tenant: Id, p: &Params, need_password: bool) -> Result<Target, LsError> {
+fn resolve<'p>(
+    app: &App,
+    tenant: Id,
+    p: &'p Params,
+    need_password: bool,
+) -> Result<Target<'p>, LsError> {
     let product = product(app, tenant, p)?;
     match product.authorization_method {
         AuthMethod::LicenseKey => {
@@ -297,7 +303,7 @@ fn resolve(app: &App, tenant: Id, p: &Params, need_password: bool) -> Result<Tar
                 .ok_or(LICENSE_NOT_FOUND)?;
             Ok(Target {
                 license,
-                auth_value: key.into_owned(),
+                auth_value: key,
             })
         }
         AuthMethod::User => {
@@ -321,7 +327,7 @@ fn resolve(app: &App, tenant: Id, p: &Params, need_password: bool) -> Result<Tar
             .ok_or(LICENSE_NOT_FOUND)?;
             Ok(Target {
                 license,
-                auth_value: username.into_owned(),
+                auth_value: username,
             })
         }
     }
@@ -648,7 +654,7 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         },
     )?;
     let license = app.engine.license(id).ok_or(INTERNAL)?;
-    let auth_value = key.clone().or(email.clone()).unwrap_or_default();
+    let auth_value = Cow::Owned(key.clone().or(email.clone()).unwrap_or_default());
     let mut m = license_object(
         app,
         &Target {
@@ -695,7 +701,7 @@ fn user_licenses(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         .map(|license| {
             let t = Target {
                 license,
-                auth_value: username.to_string(),
+                auth_value: Cow::Borrowed(&username),
             };
             json!({"license": license_object(app, &t, None, now), "user": u})
         })
