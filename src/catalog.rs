@@ -311,9 +311,25 @@ pub fn generated_license(i: u64) -> (String, String) {
     (format!("BENCH-{i:010}"), format!("hw-{i:010}"))
 }
 
+/// Every generated catalog also holds one shared floating pool: license
+/// [`GENERATED_POOL_LICENSE`] with [`GENERATED_POOL_DEVICES`] activated devices
+/// and a floating feature [`GENERATED_POOL_FEATURE`] of
+/// [`GENERATED_POOL_SEATS`] seats, fewer than a load test's clients, so that
+/// floating churn contends for seats.
+pub const GENERATED_POOL_LICENSE: &str = "BENCH-POOL";
+pub const GENERATED_POOL_FEATURE: &str = "seat";
+pub const GENERATED_POOL_DEVICES: u64 = 256;
+pub const GENERATED_POOL_SEATS: u64 = 32;
+
+/// Hardware id of pool device `i` (taken modulo [`GENERATED_POOL_DEVICES`]).
+pub fn generated_pool_device(i: u64) -> String {
+    format!("pool-hw-{:03}", i % GENERATED_POOL_DEVICES)
+}
+
 /// Writes a synthetic catalog: one tenant, one key-based product, `licenses`
 /// licenses each with `features` features (cycling activation, floating,
-/// consumption, unlimited consumption) and one activated device.
+/// consumption, unlimited consumption) and one activated device, plus the
+/// shared floating pool license described at [`GENERATED_POOL_LICENSE`].
 pub fn generate(out: &mut impl Write, licenses: u64, features: u32) -> std::io::Result<()> {
     write!(
         out,
@@ -350,5 +366,22 @@ pub fn generate(out: &mut impl Write, licenses: u64, features: u32) -> std::io::
         }
         out.write_all(b"]}")?;
     }
+    if licenses > 0 {
+        out.write_all(b",")?;
+    }
+    write!(
+        out,
+        r#"{{"product":"{GENERATED_PRODUCT}","license_key":"{GENERATED_POOL_LICENSE}","max_activations":{GENERATED_POOL_DEVICES},"devices":["#
+    )?;
+    for d in 0..GENERATED_POOL_DEVICES {
+        if d > 0 {
+            out.write_all(b",")?;
+        }
+        write!(out, r#"{{"hardware_id":"{}"}}"#, generated_pool_device(d))?;
+    }
+    write!(
+        out,
+        r#"],"features":[{{"code":"{GENERATED_POOL_FEATURE}","name":"Pool seat","is_floating_cloud":true,"floating_users":{GENERATED_POOL_SEATS},"floating_timeout":30}}]}}"#
+    )?;
     out.write_all(b"]}]}\n")
 }

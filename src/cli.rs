@@ -218,12 +218,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cfg = args.config();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(w) = args.workers {
-        rt.worker_threads(w.max(1));
-    }
-    let rt = match rt.build() {
+    let rt = match crate::server::runtime(args.workers) {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };

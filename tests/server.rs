@@ -201,9 +201,14 @@ fn generated_catalog_loads() {
     tally::catalog::generate(&mut buf, 50, 4).expect("generate");
     let engine = tally::engine::Engine::new();
     let loaded = tally::catalog::load_slice(&engine, &buf, 0).expect("load");
+    // 50 licenses plus the shared floating pool (1 feature, 256 devices).
     assert_eq!(
         (loaded.licenses, loaded.features, loaded.devices),
-        (50, 200, 50)
+        (
+            51,
+            201,
+            50 + tally::catalog::GENERATED_POOL_DEVICES as usize
+        )
     );
 }
 

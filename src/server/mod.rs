@@ -52,12 +52,7 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(app.limits.request_head_timeout)
-            .max_buf_size(app.limits.request_head_bytes_max.max(8192));
+        let builder = http1_builder(&app.limits);
         let app = app.clone();
         let svc = service_fn(move |req| handle(app.clone(), req));
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -75,6 +70,29 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The runtime `tally serve` runs on: multi-threaded, one worker per core the
+/// process may run on (`taskset` narrows it) unless `workers` says otherwise.
+/// The load harness's baseline server uses the same.
+pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(w) = workers {
+        rt.worker_threads(w.max(1));
+    }
+    rt.build()
+}
+
+/// Per-connection HTTP/1.1 settings (shared with the load harness's baseline).
+pub fn http1_builder(limits: &crate::config::Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.request_head_timeout)
+        .max_buf_size(limits.request_head_bytes_max.max(8192));
+    builder
 }
 
 /// Frees expired floating seats in the background; access paths purge too, so

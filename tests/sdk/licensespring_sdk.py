@@ -86,7 +86,7 @@ def main():
 
     expect_error("invalid_license_feature_code", c.check_license_feature, product="studio", license_key=key, hardware_id=hw, feature="nope")
     expect_error("unknown_product", c.check_license, product="nope", license_key=key, hardware_id=hw)
-    expect_error("invalid_signature", client(shared_key="wrong").check_license, product="studio", license_key=key, hardware_id=hw)
+    expect_error("signature_mismatch", client(shared_key="wrong").check_license, product="studio", license_key=key, hardware_id=hw)
 
     out = c.deactivate_license(product="studio", license_key=key, hardware_id=hw)
     assert "deactivated" in out, out

@@ -1,6 +1,11 @@
 //! LicenseSpring error bodies: `{"status": N, "code": "...", "message": "..."}`.
 //! The SDKs raise on any 4xx and read `code`; the codes and statuses here
-//! follow LicenseSpring's published list.
+//! follow LicenseSpring's published lists (License API error responses, the
+//! authorization page, the SDK error table and each endpoint's exceptions).
+//! Where LicenseSpring publishes no code for a situation Tally distinguishes
+//! (a start date in the future, an expired feature, a VM refusal, a full
+//! license-level meter, a latched store), the code is Tally's own and says so
+//! in ARCHITECTURE.md.
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -27,12 +32,12 @@ const fn e(status: u16, code: &'static str, message: &'static str) -> LsError {
 pub const MISSING_HEADERS: LsError = e(400, "missing_headers", "Some headers are missing");
 pub const AUTHORIZATION_MALFORMED: LsError = e(
     400,
-    "authorization_header_malformed",
+    "authorization_invalid_headers",
     "Authorization header is malformed: expected algorithm, headers, signature and apikey",
 );
 pub const UNSUPPORTED_ALGORITHM: LsError = e(
     400,
-    "unsupported_algorithm",
+    "hmac_required",
     "Only algorithm hmac-sha256 over headers \"date\" is supported",
 );
 pub const DATE_INVALID: LsError = e(
@@ -42,21 +47,24 @@ pub const DATE_INVALID: LsError = e(
 );
 pub const DATE_DIFFERENCE: LsError = e(
     400,
-    "date_difference",
+    "date_header_diff",
     "Date header differs from server time by more than 15 minutes",
 );
-pub const INVALID_SIGNATURE: LsError =
-    e(401, "invalid_signature", "Request signature does not match");
-pub const INVALID_API_KEY: LsError = e(401, "invalid_api_key", "API key is invalid");
-pub const API_KEY_REVOKED: LsError = e(401, "api_key_revoked", "API key has been revoked");
+pub const INVALID_SIGNATURE: LsError = e(
+    401,
+    "signature_mismatch",
+    "Request signature does not match",
+);
+pub const INVALID_API_KEY: LsError = e(400, "invalid_api_key", "API key is invalid");
+pub const API_KEY_REVOKED: LsError = e(400, "revoked_api_key", "API key has been revoked");
 pub const READ_ONLY_KEY: LsError = e(
-    403,
+    400,
     "read_only_api_key",
     "API key is read-only and cannot make changes",
 );
 // Request.
 pub const MISSING_PARAMETERS: LsError = e(400, "missing_parameters", "Some parameters are missing");
-pub const INVALID_PARAMETERS: LsError = e(400, "invalid_parameters", "Some parameters are invalid");
+pub const INVALID_PARAMETERS: LsError = e(400, "validation_error", "Some parameters are invalid");
 pub const INVALID_JSON: LsError = e(400, "invalid_json", "Request body is not a JSON object");
 pub const BODY_TOO_LARGE: LsError = e(413, "request_too_large", "Request body is too large");
 pub const NOT_FOUND: LsError = e(404, "not_found", "No such endpoint");
@@ -111,12 +119,12 @@ pub const NOT_FLOATING: LsError = e(
 );
 pub const ACTIVATIONS_LIMIT: LsError = e(
     400,
-    "license_activations_limit",
+    "license_activated_max_times",
     "The license has reached its maximum number of activations",
 );
 pub const TRANSFER_LIMIT: LsError = e(
     400,
-    "license_transfer_limit",
+    "license_transferred_max_times",
     "The license has reached its maximum number of transfers",
 );
 pub const VM_NOT_ALLOWED: LsError = e(
@@ -126,17 +134,17 @@ pub const VM_NOT_ALLOWED: LsError = e(
 );
 pub const BORROW_NOT_ALLOWED: LsError = e(
     400,
-    "borrowing_not_allowed",
+    "license_borrow_not_allowed",
     "Borrowing is not allowed for this license",
 );
 pub const BORROW_TOO_LONG: LsError = e(
     400,
-    "borrow_time_exceeded",
+    "borrow_until_not_valid",
     "borrowed_until is past the maximum borrow time",
 );
 pub const BORROW_IN_PAST: LsError = e(
     400,
-    "borrowed_until_invalid",
+    "borrow_until_not_valid",
     "borrowed_until must be in the future",
 );
 pub const NOT_CONSUMPTION: LsError = e(
@@ -146,12 +154,24 @@ pub const NOT_CONSUMPTION: LsError = e(
 );
 pub const CONSUMPTION_LIMIT: LsError = e(
     400,
-    "consumption_limit_reached",
-    "Consumption would exceed the maximum (and overages)",
+    "not_enough_consumptions",
+    "Not enough consumptions left",
+);
+/// The published code for a feature meter that is spent.
+pub const FEATURE_CONSUMPTION_LIMIT: LsError = e(
+    400,
+    "feature_not_enough_consumptions",
+    "Not enough consumptions left",
+);
+/// The published code for a floating operation on a feature that is not floating.
+pub const FEATURE_NOT_FLOATING: LsError = e(
+    400,
+    "feature_not_floating",
+    "License feature is not floating cloud feature.",
 );
 pub const NEGATIVE_CONSUMPTION: LsError = e(
     400,
-    "negative_consumption_not_allowed",
+    "negative_consumptions_not_allowed",
     "Negative consumptions are not allowed for this license",
 );
 pub const CONSUMPTION_BELOW_ZERO: LsError = e(
@@ -163,11 +183,6 @@ pub const TRIAL_NOT_ALLOWED: LsError = e(
     400,
     "trial_not_allowed",
     "This product does not offer trials",
-);
-pub const TRIAL_EXISTS: LsError = e(
-    400,
-    "trial_already_issued",
-    "A trial was already issued for this device or email",
 );
 pub const CUSTOMER_NOT_FOUND: LsError = e(400, "customer_not_found", "Customer not found");
 pub const TOO_MANY: LsError = e(400, "limit_exceeded", "Too many items");
@@ -213,6 +228,18 @@ impl From<EngineError> for LsError {
 }
 
 impl LsError {
+    /// Feature endpoints publish their own codes for a spent meter and a
+    /// non-floating target.
+    pub fn for_feature(self) -> LsError {
+        if self == CONSUMPTION_LIMIT {
+            FEATURE_CONSUMPTION_LIMIT
+        } else if self == NOT_FLOATING {
+            FEATURE_NOT_FLOATING
+        } else {
+            self
+        }
+    }
+
     /// The error body; built from constants, so it never fails.
     pub fn response(self) -> Resp {
         let body = format!(

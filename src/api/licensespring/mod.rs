@@ -149,6 +149,24 @@ fn signed(app: &App, body: Vec<u8>) -> Resp {
 
 fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis) -> Answer {
     use Endpoint::*;
+    let answer = dispatch_endpoint(app, key, endpoint, p, now);
+    match endpoint {
+        CheckLicenseFeature
+        | AddFeatureConsumption
+        | FloatingFeatureRelease
+        | FloatingFeatureBorrow => answer.map_err(LsError::for_feature),
+        _ => answer,
+    }
+}
+
+fn dispatch_endpoint(
+    app: &App,
+    key: &ApiKey,
+    endpoint: Endpoint,
+    p: &Params,
+    now: Millis,
+) -> Answer {
+    use Endpoint::*;
     let tenant = key.tenant_id;
     match endpoint {
         ActivateLicense => activate(app, tenant, p, now),
@@ -553,32 +571,59 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         return Err(TRIAL_NOT_ALLOWED);
     }
     let email = p.text("email").map(|e| e.trim().to_ascii_lowercase());
-    // One trial per device and product (and per email on user products).
+    // One trial per device and product (and per email on user products): as
+    // LicenseSpring documents, asking again answers the trial already issued.
     let issued = |l: &License| {
         let s = l.spec.read();
         s.is_trial && s.metadata.get("trial_hardware_id").and_then(Value::as_str) == Some(&*hw)
     };
-    let (user_id, initial_password) = match product.authorization_method {
-        AuthMethod::LicenseKey => {
-            if product.licenses_by_key.iter().any(|l| issued(&l)) {
-                return Err(TRIAL_EXISTS);
-            }
-            (None, None)
+    let existing = match product.authorization_method {
+        AuthMethod::LicenseKey => product
+            .licenses_by_key
+            .iter()
+            .find(|l| issued(l))
+            .map(|l| l.clone()),
+        AuthMethod::User => {
+            let email = email.as_deref().ok_or(MISSING_PARAMETERS)?;
+            app.engine.user_by_email(tenant, email).and_then(|u| {
+                app.engine
+                    .licenses_of_user(&u, Some(product.id))
+                    .into_iter()
+                    .find(|l| l.spec.read().is_trial)
+            })
         }
+    };
+    if let Some(license) = existing {
+        let auth_value = Cow::Owned(
+            license
+                .spec
+                .read()
+                .license_key
+                .clone()
+                .or(email.clone())
+                .unwrap_or_default(),
+        );
+        let mut m = license_object(
+            app,
+            &Target {
+                license,
+                auth_value,
+            },
+            None,
+            now,
+        );
+        if let Some(e) = email.filter(|_| product.authorization_method == AuthMethod::User) {
+            m.insert("license_user".into(), e.into());
+            m.insert("initial_password".into(), Value::Null);
+        }
+        return to_vec(&m);
+    }
+    let (user_id, initial_password) = match product.authorization_method {
+        AuthMethod::LicenseKey => (None, None),
         AuthMethod::User => {
             let email = email.clone().ok_or(MISSING_PARAMETERS)?;
             match app.engine.user_by_email(tenant, &email) {
-                Some(u) => {
-                    if app
-                        .engine
-                        .licenses_of_user(&u, Some(product.id))
-                        .iter()
-                        .any(|l| l.spec.read().is_trial)
-                    {
-                        return Err(TRIAL_EXISTS);
-                    }
-                    (Some(u.id), None)
-                }
+                Some(u) => (Some(u.id), None),
                 None => {
                     let password = crate::util::random_token(12);
                     let hash =
