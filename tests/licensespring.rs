@@ -1003,3 +1003,44 @@ async fn concurrent_consumption_is_exact() {
     }
     assert_eq!(ok, 55);
 }
+
+/// Feature answers are rendered once per state of the feature: a change of
+/// its spec or of its consumption total shows in the very next check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_answers_follow_every_change() {
+    let s = TestServer::start().await;
+    assert_eq!(activate(&s, KEY, HW).await.status, StatusCode::OK);
+    let check = |code: &'static str| {
+        let s = &s;
+        async move {
+            let mut query = q(KEY, HW);
+            query.push(("feature", code));
+            s.ls_get("check_license_feature", &query).await
+        }
+    };
+    let first = check("render").await.json();
+    assert_eq!(check("render").await.json(), first);
+    let (lid, fid) = (first["license_id"].clone(), first["id"].clone());
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("/licenses/{lid}/features/{fid}"),
+            Some(json!({"code": "render", "name": "Render Pro"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    assert_eq!(check("render").await.json()["name"], "Render Pro");
+
+    assert_eq!(check("ai-credits").await.json()["total_consumptions"], 0);
+    let r = s
+        .ls_post(
+            "add_feature_consumption",
+            with(
+                body(KEY, HW),
+                json!({"feature": "ai-credits", "consumptions": 7}),
+            ),
+        )
+        .await;
+    assert_eq!(r.json()["total_consumptions"], 7);
+    assert_eq!(check("ai-credits").await.json()["total_consumptions"], 7);
+}

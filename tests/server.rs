@@ -87,6 +87,44 @@ async fn garbage_on_the_socket_does_not_hurt_the_server() {
     assert_eq!(s.send(req).await.status, StatusCode::OK);
 }
 
+/// A body that stops arriving is answered 408 once the request time limit
+/// passes, in each surface's error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_time_out() {
+    let s = TestServer::start_with(|o| o.limits.request_timeout = Duration::from_millis(300)).await;
+    let (date, auth) = tally::api::licensespring::client_headers(
+        "demo-api-key",
+        "demo-shared-key",
+        tally::clock::Clock::now_ms(&*s.clock),
+    );
+    let addr = s.addr;
+    let token = ADMIN_TOKEN;
+    tokio::task::spawn_blocking(move || {
+        for (head, code) in [
+            (
+                format!("POST /api/v4/activate_license HTTP/1.1\r\nHost: x\r\nDate: {date}\r\nAuthorization: {auth}\r\nContent-Length: 100\r\n\r\n"),
+                "\"code\":\"request_timeout\"",
+            ),
+            (
+                format!("POST /admin/v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n"),
+                "request_timeout",
+            ),
+        ] {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            c.write_all(head.as_bytes()).expect("write");
+            c.write_all(b"{\"a\":").expect("write");
+            let mut out = [0u8; 4096];
+            let n = c.read(&mut out).expect("an answer before the client gives up");
+            let text = String::from_utf8_lossy(&out[..n]);
+            assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+            assert!(text.contains(code), "{text}");
+        }
+    })
+    .await
+    .expect("stalled");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_stops_accepting() {
     let mut s = TestServer::start().await;

@@ -925,6 +925,7 @@ impl Engine {
         validate_feature(spec)?;
         Ok(Arc::new(Feature {
             id,
+            revision: AtomicU64::new(model::next_revision()),
             code: spec.code.as_str().into(),
             expires_at: AtomicI64::new(end_instant(&spec.expiry_date)),
             floating: LeasePool::new(spec.floating_users),
@@ -1118,6 +1119,9 @@ impl Engine {
                 f.meter.set_limits(spec.meter_limits(), now);
             }
             *cur = spec.clone();
+            // Bumped while the spec is still locked: a reader that sees the new
+            // revision then reads the new spec.
+            f.revision.store(model::next_revision(), Ordering::Release);
             return Ok(Outcome::Done);
         }
         if fs.len() >= FEATURES_PER_LICENSE_MAX {

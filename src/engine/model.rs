@@ -432,6 +432,9 @@ impl FeatureSpec {
 #[derive(Debug)]
 pub struct Feature {
     pub id: Id,
+    /// Changes whenever the spec does (and differs between any two features
+    /// ever created), so that surfaces may cache what they render from it.
+    pub revision: std::sync::atomic::AtomicU64,
     /// Fixed at creation: features are looked up by code on the hot path.
     pub code: Box<str>,
     pub spec: RwLock<FeatureSpec>,
@@ -514,4 +517,12 @@ impl License {
             .find(|f| &*f.code == code)
             .cloned()
     }
+}
+
+/// Source of [`Feature::revision`] values: process-wide, so a re-created
+/// feature never repeats an old revision.
+static REVISIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub fn next_revision() -> u64 {
+    REVISIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

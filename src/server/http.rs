@@ -40,27 +40,42 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
 #[derive(Debug)]
 pub enum BodyError {
     TooLarge(usize),
+    /// The body did not arrive within the request time limit.
+    TimedOut,
     Read,
 }
 
 /// Reads the whole body, refusing more than `max` bytes.
-pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, BodyError> {
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
-        Err(_) => Err(BodyError::Read),
+/// Reads the whole body, refusing more than `max` bytes or a body that has
+/// not arrived within `timeout`. Body reading is the only wait a request
+/// makes after its head (handlers do no I/O), so this is where the request
+/// time limit is enforced; requests without a body never touch a timer.
+pub async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
+        Ok(Err(_)) => Err(BodyError::Read),
+        Err(_) => Err(BodyError::TimedOut),
     }
 }
+
+/// Query pairs allocated for up front (a LicenseSpring check sends 4 or 5).
+const QUERY_PAIRS_EXPECTED: usize = 8;
 
 /// Query parameters, percent-decoded, in order.
 pub struct Query<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl<'a> Query<'a> {
     pub fn parse(q: Option<&'a str>) -> Self {
-        Query(
-            q.map(|q| form_urlencoded::parse(q.as_bytes()).collect())
-                .unwrap_or_default(),
-        )
+        let mut pairs = Vec::with_capacity(QUERY_PAIRS_EXPECTED);
+        if let Some(q) = q {
+            pairs.extend(form_urlencoded::parse(q.as_bytes()));
+        }
+        Query(pairs)
     }
     /// First value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {

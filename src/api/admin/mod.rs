@@ -69,7 +69,13 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     let body = match method {
         Method::POST | Method::PUT | Method::PATCH => Some(
-            match read_body(req, app.limits.request_body_bytes_max).await {
+            match read_body(
+                req,
+                app.limits.request_body_bytes_max,
+                app.limits.request_timeout,
+            )
+            .await
+            {
                 Ok(b) => b,
                 Err(BodyError::TooLarge(n)) => {
                     return Err(AdminError::new(
@@ -83,6 +89,13 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                         StatusCode::BAD_REQUEST,
                         "bad_body",
                         "could not read body",
+                    ))
+                }
+                Err(BodyError::TimedOut) => {
+                    return Err(AdminError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the body did not arrive in time",
                     ))
                 }
             },

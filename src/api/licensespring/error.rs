@@ -67,6 +67,11 @@ pub const MISSING_PARAMETERS: LsError = e(400, "missing_parameters", "Some param
 pub const INVALID_PARAMETERS: LsError = e(400, "validation_error", "Some parameters are invalid");
 pub const INVALID_JSON: LsError = e(400, "invalid_json", "Request body is not a JSON object");
 pub const BODY_TOO_LARGE: LsError = e(413, "request_too_large", "Request body is too large");
+pub const REQUEST_TIMEOUT: LsError = e(
+    408,
+    "request_timeout",
+    "The request body did not arrive in time",
+);
 pub const NOT_FOUND: LsError = e(404, "not_found", "No such endpoint");
 pub const METHOD_NOT_ALLOWED: LsError = e(
     405,

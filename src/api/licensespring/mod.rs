@@ -13,6 +13,8 @@ mod params;
 pub mod wire;
 
 use std::borrow::Cow;
+
+use dashmap::DashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -36,6 +38,30 @@ use wire::{FeatureCheck, LicenseView};
 #[derive(Default)]
 pub struct LsState {
     pub auth: auth::AuthCache,
+    /// Feature-check answers by feature id: the body and its signature, valid
+    /// while the feature's revision, seats in use and consumption total are
+    /// those it was rendered from. Sharded map, no global lock; cleared when
+    /// it reaches [`RENDERED_FEATURES_MAX`].
+    rendered: DashMap<Id, Arc<Rendered>>,
+}
+
+/// Feature answers kept rendered (each about a kilobyte with its signature).
+pub const RENDERED_FEATURES_MAX: usize = 65_536;
+
+/// A feature-check answer ready to send.
+pub struct Rendered {
+    revision: u64,
+    in_use: Option<u32>,
+    total: i64,
+    body: Bytes,
+    signature: Option<HeaderValue>,
+}
+
+/// A handler's answer before signing.
+enum Body {
+    Fresh(Vec<u8>),
+    /// Already rendered and signed (the feature-check hot path).
+    Rendered(Arc<Rendered>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -84,8 +110,8 @@ impl Endpoint {
     }
 }
 
-/// A handler's answer before signing: the body bytes.
-type Answer = Result<Vec<u8>, LsError>;
+/// A handler's answer: the body, or an error.
+type Answer = Result<Body, LsError>;
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     let path = req
@@ -110,14 +136,16 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         Err(e) => return e.response(),
     };
     let answer = if method == Method::GET {
-        let q = req.uri().query().map(str::to_string);
-        let params = Params::Query(Query::parse(q.as_deref()));
+        let params = Params::Query(Query::parse(req.uri().query()));
         dispatch(app, &key, endpoint, &params, now)
     } else {
-        let body = match read_body(req, app.limits.request_body_bytes_max).await {
+        let limits = &app.limits;
+        let body = match read_body(req, limits.request_body_bytes_max, limits.request_timeout).await
+        {
             Ok(b) => b,
             Err(BodyError::TooLarge(_)) => return BODY_TOO_LARGE.response(),
             Err(BodyError::Read) => return INVALID_JSON.response(),
+            Err(BodyError::TimedOut) => return REQUEST_TIMEOUT.response(),
         };
         let map = if body.iter().all(u8::is_ascii_whitespace) {
             Map::new()
@@ -136,15 +164,29 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
 }
 
 /// 200 with the body signed in `LicenseSignature` (base64 RSA-SHA256 PKCS#1 v1.5).
-fn signed(app: &App, body: Vec<u8>) -> Resp {
-    let sig = app.sign_responses.then(|| app.signer.sign(&body));
-    let mut r = json_resp(StatusCode::OK, Bytes::from(body));
+fn signed(app: &App, body: Body) -> Resp {
+    let (body, sig) = match body {
+        Body::Fresh(body) => (Bytes::from(body), None),
+        Body::Rendered(r) => (r.body.clone(), r.signature.clone()),
+    };
+    let sig = sig.or_else(|| signature(app, &body));
+    let mut r = json_resp(StatusCode::OK, body);
     if let Some(sig) = sig {
-        if let Ok(v) = HeaderValue::from_str(&sig) {
-            r.headers_mut().insert("LicenseSignature", v);
-        }
+        r.headers_mut().insert(LICENSE_SIGNATURE, sig);
     }
     r
+}
+
+const LICENSE_SIGNATURE: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("licensesignature");
+
+/// The `LicenseSignature` value for `body` (none for an empty slice or when
+/// signing is off).
+fn signature(app: &App, body: &[u8]) -> Option<HeaderValue> {
+    if !app.sign_responses || body.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&app.signer.sign(body)).ok()
 }
 
 fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis) -> Answer {
@@ -214,7 +256,7 @@ fn dispatch_endpoint(
                     now,
                 },
             )?;
-            feature_body(&t.license, &f, None, now)
+            feature_body(app, &t.license, &f, None, now)
         }
         FloatingRelease | FloatingFeatureRelease => {
             let t = resolve(app, tenant, p, false)?;
@@ -277,7 +319,7 @@ fn dispatch_endpoint(
 }
 
 fn to_vec(v: &impl serde::Serialize) -> Answer {
-    serde_json::to_vec(v).map_err(|_| INTERNAL)
+    serde_json::to_vec(v).map(Body::Fresh).map_err(|_| INTERNAL)
 }
 
 fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LsError> {
@@ -407,10 +449,35 @@ fn license_body(app: &App, t: &Target, hw: Option<&str>, now: Millis) -> Answer 
     to_vec(&license_object(app, t, hw, now))
 }
 
-fn feature_body(l: &License, f: &Feature, in_use: Option<u32>, now: Millis) -> Answer {
-    let s = f.spec.read();
+/// The feature-check answer, rendered and signed once per state of the
+/// feature: a repeated check costs a map lookup, not JSON and a SHA-256.
+fn feature_body(app: &App, l: &License, f: &Feature, in_use: Option<u32>, now: Millis) -> Answer {
     let total = f.meter.used(now);
-    to_vec(&FeatureCheck::new(l.id, f, &s, in_use, total))
+    // Read before the spec: a concurrent change bumps it after writing the
+    // spec, so at worst a fresh render is cached under an older revision.
+    let revision = f.revision.load(std::sync::atomic::Ordering::Acquire);
+    let cache = &app.licensespring.rendered;
+    if let Some(r) = cache.get(&f.id) {
+        if r.revision == revision && r.in_use == in_use && r.total == total {
+            return Ok(Body::Rendered(r.clone()));
+        }
+    }
+    let body = {
+        let s = f.spec.read();
+        serde_json::to_vec(&FeatureCheck::new(l.id, f, &s, in_use, total)).map_err(|_| INTERNAL)?
+    };
+    let rendered = Arc::new(Rendered {
+        revision,
+        in_use,
+        total,
+        signature: signature(app, &body),
+        body: Bytes::from(body),
+    });
+    if cache.len() >= RENDERED_FEATURES_MAX {
+        cache.clear();
+    }
+    cache.insert(f.id, rendered.clone());
+    Ok(Body::Rendered(rendered))
 }
 
 fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
@@ -512,7 +579,7 @@ fn check_feature(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
     } else {
         None
     };
-    feature_body(&t.license, &f, in_use, now)
+    feature_body(app, &t.license, &f, in_use, now)
 }
 
 fn borrow(app: &App, tenant: Id, p: &Params, now: Millis, for_feature: bool) -> Answer {

@@ -1,0 +1,288 @@
+//! What a connection sends: the scenarios of the harness, as raw HTTP/1.1
+//! requests against a generated catalog (see `tally::catalog::generate`).
+//!
+//! Requests are written into a reused buffer; the only per-request work is
+//! formatting a path or a small JSON body. The LicenseSpring Date and
+//! Authorization headers are recomputed once per second.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tally::catalog::{
+    generated_license, generated_pool_device, GENERATED_API_KEY, GENERATED_POOL_FEATURE,
+    GENERATED_POOL_LICENSE, GENERATED_PRODUCT, GENERATED_SHARED_KEY,
+};
+
+/// The share of `consume` requests that go to the one hot license, percent.
+pub const CONSUME_HOT_PERCENT: u64 = 50;
+/// Mixed scenario: check, floating (a check and a release count as one
+/// floating round) and consume shares, percent.
+pub const MIXED_CHECK_PERCENT: u64 = 90;
+pub const MIXED_FLOATING_PERCENT: u64 = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Signed `check_license_feature` on random licenses (feature f0).
+    Check,
+    /// Check (take a seat) then release on the shared pool, whose seats are
+    /// fewer than the clients.
+    Floating,
+    /// `add_feature_consumption` of 1 unit on feature f2, half on one hot license.
+    Consume,
+    /// 90 % check, 5 % floating, 5 % consume.
+    Mixed,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Check => "check",
+            Scenario::Floating => "floating",
+            Scenario::Consume => "consume",
+            Scenario::Mixed => "mixed",
+        }
+    }
+}
+
+/// Small, fast, per-connection PRNG (xorshift64*); load generation needs
+/// spread, not cryptographic quality.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
+/// LicenseSpring auth headers, refreshed when the wall-clock second changes.
+pub struct AuthHeaders {
+    second: u64,
+    date: String,
+    authorization: String,
+}
+
+impl AuthHeaders {
+    pub fn new() -> Self {
+        let mut a = AuthHeaders {
+            second: u64::MAX,
+            date: String::new(),
+            authorization: String::new(),
+        };
+        a.refresh();
+        a
+    }
+
+    fn refresh(&mut self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let second = (now / 1000) as u64;
+        if second != self.second {
+            let (date, auth) = tally::api::licensespring::client_headers(
+                GENERATED_API_KEY,
+                GENERATED_SHARED_KEY,
+                now,
+            );
+            self.second = second;
+            self.date = date;
+            self.authorization = auth;
+        }
+    }
+
+    pub fn date(&self) -> &str {
+        &self.date
+    }
+    pub fn authorization(&self) -> &str {
+        &self.authorization
+    }
+}
+
+impl Default for AuthHeaders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One request the scenario wants sent.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    Check { license: u64 },
+    SeatTake { device: u64 },
+    SeatRelease { device: u64 },
+    Consume { license: u64 },
+}
+
+/// Per-connection scenario state: which request comes next.
+pub struct Script {
+    scenario: Scenario,
+    licenses: u64,
+    /// This connection's pool device (connections share devices modulo the pool).
+    device: u64,
+    /// A release owed after a seat take.
+    owed_release: bool,
+    rng: Rng,
+}
+
+impl Script {
+    pub fn new(scenario: Scenario, licenses: u64, connection: u64, seed: u64) -> Self {
+        Script {
+            scenario,
+            licenses: licenses.max(1),
+            device: connection,
+            owed_release: false,
+            rng: Rng::new(seed ^ connection.wrapping_mul(0x1000_0001)),
+        }
+    }
+
+    pub fn next_op(&mut self) -> Op {
+        if self.owed_release {
+            self.owed_release = false;
+            return Op::SeatRelease {
+                device: self.device,
+            };
+        }
+        let floating = |s: &mut Self| {
+            s.owed_release = true;
+            Op::SeatTake { device: s.device }
+        };
+        match self.scenario {
+            Scenario::Check => Op::Check {
+                license: self.rng.below(self.licenses),
+            },
+            Scenario::Floating => floating(self),
+            Scenario::Consume => self.consume(),
+            Scenario::Mixed => {
+                let r = self.rng.below(100);
+                if r < MIXED_CHECK_PERCENT {
+                    Op::Check {
+                        license: self.rng.below(self.licenses),
+                    }
+                } else if r < MIXED_CHECK_PERCENT + MIXED_FLOATING_PERCENT {
+                    floating(self)
+                } else {
+                    self.consume()
+                }
+            }
+        }
+    }
+
+    fn consume(&mut self) -> Op {
+        let license = if self.rng.below(100) < CONSUME_HOT_PERCENT {
+            0
+        } else {
+            self.rng.below(self.licenses)
+        };
+        Op::Consume { license }
+    }
+}
+
+/// Appends the HTTP/1.1 request for `op` to `out`.
+pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: Op) {
+    auth.refresh();
+    let mut body = [0u8; 256];
+    let (method, path_kind, body_len) = match op {
+        Op::Check { license } => {
+            let (key, hw) = generated_license(license);
+            let _ = write!(
+                out,
+                "GET /api/v4/check_license_feature?product={GENERATED_PRODUCT}&license_key={key}&hardware_id={hw}&feature=f0 HTTP/1.1\r\n"
+            );
+            ("GET", "", 0)
+        }
+        Op::SeatTake { device } => {
+            let hw = generated_pool_device(device);
+            let _ = write!(
+                out,
+                "GET /api/v4/check_license_feature?product={GENERATED_PRODUCT}&license_key={GENERATED_POOL_LICENSE}&hardware_id={hw}&feature={GENERATED_POOL_FEATURE} HTTP/1.1\r\n"
+            );
+            ("GET", "", 0)
+        }
+        Op::SeatRelease { device } => {
+            let hw = generated_pool_device(device);
+            let n = json_body(
+                &mut body,
+                format_args!(
+                    r#"{{"product":"{GENERATED_PRODUCT}","license_key":"{GENERATED_POOL_LICENSE}","hardware_id":"{hw}","feature":"{GENERATED_POOL_FEATURE}"}}"#
+                ),
+            );
+            ("POST", "floating/feature_release", n)
+        }
+        Op::Consume { license } => {
+            let (key, hw) = generated_license(license);
+            let n = json_body(
+                &mut body,
+                format_args!(
+                    r#"{{"product":"{GENERATED_PRODUCT}","license_key":"{key}","hardware_id":"{hw}","feature":"f2","consumptions":1}}"#
+                ),
+            );
+            ("POST", "add_feature_consumption", n)
+        }
+    };
+    if method == "POST" {
+        let _ = write!(out, "POST /api/v4/{path_kind} HTTP/1.1\r\n");
+    }
+    let _ = write!(
+        out,
+        "Host: {host}\r\nDate: {}\r\nAuthorization: {}\r\n",
+        auth.date(),
+        auth.authorization()
+    );
+    if method == "POST" {
+        let _ = write!(
+            out,
+            "Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n"
+        );
+        out.extend_from_slice(&body[..body_len]);
+    } else {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn json_body(buf: &mut [u8; 256], args: std::fmt::Arguments<'_>) -> usize {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = cursor.write_fmt(args);
+    cursor.position() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floating_alternates_take_and_release() {
+        let mut s = Script::new(Scenario::Floating, 10, 3, 1);
+        assert!(matches!(s.next_op(), Op::SeatTake { device: 3 }));
+        assert!(matches!(s.next_op(), Op::SeatRelease { device: 3 }));
+        assert!(matches!(s.next_op(), Op::SeatTake { device: 3 }));
+    }
+
+    #[test]
+    fn requests_are_well_formed() {
+        let mut auth = AuthHeaders::new();
+        let mut out = Vec::new();
+        write_request(&mut out, "h", &mut auth, Op::Consume { license: 7 });
+        let text = String::from_utf8(out).expect("utf8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head");
+        assert!(head.starts_with("POST /api/v4/add_feature_consumption HTTP/1.1\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["license_key"], "BENCH-0000000007");
+    }
+}
