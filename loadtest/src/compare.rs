@@ -309,6 +309,20 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
         std::fs::write(&wrk_script, wrk_lua(a.licenses)).map_err(|e| e.to_string())?;
     }
 
+    // One unrecorded pass per target first: Tally renders and signs each
+    // distinct answer once (about a millisecond of RSA each), which belongs
+    // to start-up, not to the rounds.
+    for s in &servers {
+        let mut cmd = pinned(a.client_cpu, pin, &me);
+        cmd.args(["run", "--quiet", "--target", &s.addr.to_string()])
+            .args(["--scenario", a.scenario.name()])
+            .args(["--licenses", &a.licenses.to_string()])
+            .args(["--connections", &a.connections.to_string()])
+            .args(["--duration", "1", "--warmup"])
+            .arg(a.warmup_secs.max(1.0).to_string())
+            .stdout(Stdio::null());
+        let _ = cmd.status();
+    }
     let mut runs: Vec<Vec<Value>> = vec![Vec::new(); servers.len()];
     let mut wrk_runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); 2];
     for round in 0..a.rounds {

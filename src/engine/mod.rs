@@ -16,7 +16,7 @@ pub mod model;
 pub mod seat;
 pub mod time;
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -578,10 +578,7 @@ impl Engine {
                     }
                     Some(fid) => {
                         let f = self.feature_by_id(&lic, *fid)?;
-                        if f.spec.read().feature_type != FeatureType::Consumption {
-                            return Err(EngineError::NotConsumption);
-                        }
-                        f.meter.add(*amount, *now)
+                        return Self::add_to_feature(&f, *amount, *now);
                     }
                 }
                 .map_err(meter_err)?;
@@ -597,6 +594,41 @@ impl Engine {
                 now,
             } => self.track_variables(*license_id, hardware_id, variables, *now),
         }
+    }
+
+    /// [`Engine::apply`] for a command whose license and feature the caller
+    /// has already looked up (the surfaces resolve them from keys first): the
+    /// same effect without a second lookup, so a consumption add touches no
+    /// shared lock, only the meter's atomics. Any other command, or references
+    /// that do not match the command's ids, go through `apply`.
+    pub fn apply_resolved(
+        &self,
+        cmd: &Command<'_>,
+        license: &License,
+        feature: &Feature,
+    ) -> R<Outcome> {
+        match cmd {
+            Command::AddConsumption {
+                license_id,
+                feature_id: Some(fid),
+                amount,
+                now,
+            } if *license_id == license.id && *fid == feature.id => {
+                Self::add_to_feature(feature, *amount, *now)
+            }
+            _ => self.apply(cmd),
+        }
+    }
+
+    fn add_to_feature(f: &Feature, amount: i64, now: Millis) -> R<Outcome> {
+        if !f.is_consumption.load(Ordering::Acquire) {
+            return Err(EngineError::NotConsumption);
+        }
+        let add = f.meter.add(amount, now).map_err(meter_err)?;
+        Ok(Outcome::Consumed {
+            total: add.total,
+            excess: add.excess,
+        })
     }
 
     fn feature_by_id(&self, lic: &License, id: Id) -> R<Arc<Feature>> {
@@ -926,6 +958,7 @@ impl Engine {
         Ok(Arc::new(Feature {
             id,
             revision: AtomicU64::new(model::next_revision()),
+            is_consumption: AtomicBool::new(spec.feature_type == FeatureType::Consumption),
             code: spec.code.as_str().into(),
             expires_at: AtomicI64::new(end_instant(&spec.expiry_date)),
             floating: LeasePool::new(spec.floating_users),
@@ -1119,6 +1152,10 @@ impl Engine {
                 f.meter.set_limits(spec.meter_limits(), now);
             }
             *cur = spec.clone();
+            f.is_consumption.store(
+                spec.feature_type == FeatureType::Consumption,
+                Ordering::Release,
+            );
             // Bumped while the spec is still locked: a reader that sees the new
             // revision then reads the new spec.
             f.revision.store(model::next_revision(), Ordering::Release);

@@ -435,6 +435,9 @@ pub struct Feature {
     /// Changes whenever the spec does (and differs between any two features
     /// ever created), so that surfaces may cache what they render from it.
     pub revision: std::sync::atomic::AtomicU64,
+    /// `spec.feature_type == Consumption`, mirrored so that a consumption add
+    /// reads an atomic instead of taking the spec's lock.
+    pub is_consumption: std::sync::atomic::AtomicBool,
     /// Fixed at creation: features are looked up by code on the hot path.
     pub code: Box<str>,
     pub spec: RwLock<FeatureSpec>,

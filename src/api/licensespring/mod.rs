@@ -40,8 +40,8 @@ pub struct LsState {
     pub auth: auth::AuthCache,
     /// Feature-check answers by feature id: the body and its signature, valid
     /// while the feature's revision, seats in use and consumption total are
-    /// those it was rendered from. Sharded map, no global lock; cleared when
-    /// it reaches [`RENDERED_FEATURES_MAX`].
+    /// those it was rendered from. Sharded map, no global lock; past
+    /// [`RENDERED_FEATURES_MAX`] entries only existing ones are replaced.
     rendered: DashMap<Id, Arc<Rendered>>,
 }
 
@@ -247,15 +247,15 @@ fn dispatch_endpoint(
             usable_on_device(app, &t.license, p, now)?;
             let f = feature(app, &t.license, p, now)?;
             let amount = p.int("consumptions")?.ok_or(MISSING_PARAMETERS)?;
-            apply(
-                app,
-                Command::AddConsumption {
-                    license_id: t.license.id,
-                    feature_id: Some(f.id),
-                    amount,
-                    now,
-                },
-            )?;
+            let cmd = Command::AddConsumption {
+                license_id: t.license.id,
+                feature_id: Some(f.id),
+                amount,
+                now,
+            };
+            app.engine
+                .apply_resolved(&cmd, &t.license, &f)
+                .map_err(LsError::from)?;
             feature_body(app, &t.license, &f, None, now)
         }
         FloatingRelease | FloatingFeatureRelease => {
@@ -473,10 +473,11 @@ fn feature_body(app: &App, l: &License, f: &Feature, in_use: Option<u32>, now: M
         signature: signature(app, &body),
         body: Bytes::from(body),
     });
-    if cache.len() >= RENDERED_FEATURES_MAX {
-        cache.clear();
+    // Full: keep what is cached (replacing only this feature's own entry)
+    // rather than clearing everything under traffic.
+    if cache.len() < RENDERED_FEATURES_MAX || cache.contains_key(&f.id) {
+        cache.insert(f.id, rendered.clone());
     }
-    cache.insert(f.id, rendered.clone());
     Ok(Body::Rendered(rendered))
 }
 
