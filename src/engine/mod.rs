@@ -84,7 +84,16 @@ pub struct Engine {
     customers: DashMap<Id, Arc<Customer>>,
     users: DashMap<Id, Arc<LicenseUser>>,
     licenses: DashMap<Id, Arc<License>>,
+    /// Feature specs shared between the features that have equal ones
+    /// (serialised spec -> spec): a catalog's licenses mostly repeat their
+    /// products' feature definitions, and a spec with its strings is about
+    /// 200 bytes. Sharded map; touched only when features are written.
+    feature_specs: DashMap<Box<[u8]>, std::sync::Weak<FeatureSpec>>,
 }
+
+/// Distinct feature specs remembered for sharing; past this (after dropping
+/// the dead ones) new specs are simply not shared.
+pub const FEATURE_SPECS_SHARED_MAX: usize = 1 << 16;
 
 impl Default for Engine {
     fn default() -> Self {
@@ -198,7 +207,32 @@ impl Engine {
             customers: DashMap::new(),
             users: DashMap::new(),
             licenses: DashMap::new(),
+            feature_specs: DashMap::new(),
         }
+    }
+
+    /// The shared copy of `spec` (see `feature_specs`).
+    fn share_feature_spec(&self, spec: &FeatureSpec) -> Arc<FeatureSpec> {
+        let Ok(key) = serde_json::to_vec(spec) else {
+            return Arc::new(spec.clone());
+        };
+        if let Some(shared) = self
+            .feature_specs
+            .get(key.as_slice())
+            .and_then(|w| w.upgrade())
+        {
+            return shared;
+        }
+        if self.feature_specs.len() >= FEATURE_SPECS_SHARED_MAX {
+            self.feature_specs.retain(|_, w| w.strong_count() > 0);
+            if self.feature_specs.len() >= FEATURE_SPECS_SHARED_MAX {
+                return Arc::new(spec.clone());
+            }
+        }
+        let shared = Arc::new(spec.clone());
+        self.feature_specs
+            .insert(key.into_boxed_slice(), Arc::downgrade(&shared));
+        shared
     }
 
     /// A fresh id for a command about to be built.
@@ -953,7 +987,7 @@ impl Engine {
 
     // ---------------------------------------------------------------- licenses, features
 
-    fn new_feature(id: Id, spec: &FeatureSpec, now: Millis) -> R<Arc<Feature>> {
+    fn new_feature(&self, id: Id, spec: &FeatureSpec, now: Millis) -> R<Arc<Feature>> {
         validate_feature(spec)?;
         Ok(Arc::new(Feature {
             id,
@@ -963,7 +997,7 @@ impl Engine {
             expires_at: AtomicI64::new(end_instant(&spec.expiry_date)),
             floating: LeasePool::new(spec.floating_users),
             meter: Meter::new(spec.meter_limits(), 0, now),
-            spec: RwLock::new(spec.clone()),
+            spec: RwLock::new(self.share_feature_spec(spec)),
         }))
     }
 
@@ -1042,7 +1076,7 @@ impl Engine {
             if fs.iter().any(|f: &Arc<Feature>| *f.code == *fspec.code) {
                 return Err(EngineError::Duplicate("feature code"));
             }
-            fs.push(Self::new_feature(*fid, fspec, now)?);
+            fs.push(self.new_feature(*fid, fspec, now)?);
         }
         let mut stored = spec.clone();
         stored.license_key = key.map(str::to_string);
@@ -1151,7 +1185,7 @@ impl Engine {
             if spec.meter_limits() != cur.meter_limits() {
                 f.meter.set_limits(spec.meter_limits(), now);
             }
-            *cur = spec.clone();
+            *cur = self.share_feature_spec(spec);
             f.is_consumption.store(
                 spec.feature_type == FeatureType::Consumption,
                 Ordering::Release,
@@ -1165,7 +1199,7 @@ impl Engine {
             return Err(EngineError::TooMany("features"));
         }
         self.see_id(id);
-        fs.push(Self::new_feature(id, spec, now)?);
+        fs.push(self.new_feature(id, spec, now)?);
         Ok(Outcome::Done)
     }
 
@@ -1262,6 +1296,7 @@ impl Engine {
             }
             None => {
                 self.see_id(device_id);
+                devs.reserve_one();
                 devs.list.push(Device {
                     id: device_id,
                     hardware_id: hw.to_string(),
@@ -1339,6 +1374,7 @@ impl Engine {
             }
             None if blacklisted => {
                 self.see_id(device_id);
+                devs.reserve_one();
                 devs.list.push(Device {
                     id: device_id,
                     hardware_id: hw.to_string(),
@@ -1477,5 +1513,48 @@ impl std::ops::Deref for LeaseRef {
             LeaseRef::License(l) => &l.floating,
             LeaseRef::Feature(f) => &f.floating,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equal feature specs are stored once; changing one feature gives it its
+    /// own spec and leaves the others as they were.
+    #[test]
+    fn equal_feature_specs_are_shared_and_changes_stay_local() {
+        let mut buf = Vec::new();
+        crate::catalog::generate(&mut buf, 3, 4).expect("generate");
+        let e = Engine::new();
+        crate::catalog::load_slice(&e, &buf, 0).expect("load");
+        let tenant = e
+            .api_key(crate::catalog::GENERATED_API_KEY)
+            .expect("key")
+            .tenant_id;
+        let p = e
+            .product_by_code(tenant, crate::catalog::GENERATED_PRODUCT)
+            .expect("product");
+        let lic = |i| {
+            p.licenses_by_key
+                .get(crate::catalog::generated_license(i).0.as_str())
+                .expect("license")
+                .clone()
+        };
+        let (a, b) = (lic(0), lic(1));
+        let (fa, fb) = (a.feature("f0").expect("f0"), b.feature("f0").expect("f0"));
+        assert!(Arc::ptr_eq(&fa.spec.read(), &fb.spec.read()));
+        let mut changed = (**fa.spec.read()).clone();
+        changed.name = "Renamed".into();
+        e.apply(&Command::PutFeature {
+            license_id: a.id,
+            id: fa.id,
+            spec: changed,
+            now: 0,
+        })
+        .expect("update");
+        assert_eq!(fa.spec.read().name, "Renamed");
+        assert_eq!(fb.spec.read().name, "Feature 0");
+        assert!(!Arc::ptr_eq(&fa.spec.read(), &fb.spec.read()));
     }
 }

@@ -440,7 +440,9 @@ pub struct Feature {
     pub is_consumption: std::sync::atomic::AtomicBool,
     /// Fixed at creation: features are looked up by code on the hot path.
     pub code: Box<str>,
-    pub spec: RwLock<FeatureSpec>,
+    /// Shared with every feature whose spec is equal (see `Engine::feature_specs`);
+    /// a change replaces the `Arc`, never writes through it.
+    pub spec: RwLock<Arc<FeatureSpec>>,
     /// Parsed `expiry_date` (ms), `i64::MAX` when none; kept beside the spec so
     /// the hot path compares an integer instead of parsing a date.
     pub expires_at: std::sync::atomic::AtomicI64,
@@ -489,6 +491,19 @@ pub struct Devices {
     /// Hardware ids whose deactivation left a seat that another device may take
     /// as a transfer.
     pub vacated: Vec<String>,
+}
+
+impl Devices {
+    /// Room for one more device. Most licenses hold one or two, so the list
+    /// grows by one at first instead of jumping to Vec's minimum of four
+    /// (a device record is about 250 bytes).
+    pub fn reserve_one(&mut self) {
+        let extra = (self.list.len() / 2).max(1);
+        if self.list.len() == self.list.capacity() {
+            self.list
+                .reserve_exact(if self.list.len() < 4 { 1 } else { extra });
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -615,7 +615,7 @@ fn feature_item(
             let mut patch = object(body)?;
             patch.remove("id");
             let v = if *m == Method::PATCH {
-                let mut cur = serde_json::to_value(&*f.spec.read()).unwrap_or(Value::Null);
+                let mut cur = serde_json::to_value(&**f.spec.read()).unwrap_or(Value::Null);
                 merge(&mut cur, Value::Object(patch));
                 cur
             } else {

@@ -50,7 +50,7 @@ pub fn user(engine: &Engine, u: &LicenseUser) -> Value {
 }
 
 pub fn feature(f: &Feature, now: Millis) -> Value {
-    let mut v = with_id(f.id, &*f.spec.read());
+    let mut v = with_id(f.id, &**f.spec.read());
     set(&mut v, "total_consumptions", f.meter.used(now));
     set(&mut v, "floating_in_use_devices", f.floating.in_use(now));
     v
