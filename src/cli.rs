@@ -79,9 +79,14 @@ pub struct ServeArgs {
     pub request_timeout_ms: u64,
     #[arg(long, default_value_t = CONNECTIONS_MAX)]
     pub connections_max: usize,
-    /// Runtime worker threads (default: one per core).
+    /// Runtime worker threads, or per-core runtimes (default: one per core
+    /// the process may run on).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// multi-thread: one work-stealing runtime; current-thread: one runtime
+    /// per core, each with its own SO_REUSEPORT listener.
+    #[arg(long, value_enum, default_value = "multi-thread")]
+    pub runtime: crate::server::RuntimeKind,
 }
 
 impl ServeArgs {
@@ -218,12 +223,30 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cfg = args.config();
-    let rt = match crate::server::runtime(args.workers) {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
     let app = match build_app(&cfg, Arc::new(SystemClock)) {
         Ok(a) => Arc::new(a),
+        Err(e) => return fail(e),
+    };
+    if args.runtime == crate::server::RuntimeKind::CurrentThread {
+        let threads = args.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let result =
+            crate::server::run_per_core(cfg.listen, threads, app, shutdown_signal(), |a| {
+                tracing::info!("listening on http://{a} ({threads} current-thread runtimes)")
+            });
+        return match result {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("serve {}: {e}", cfg.listen)),
+        };
+    }
+    let rt = match crate::server::runtime(args.workers) {
+        Ok(rt) => rt,
         Err(e) => return fail(e),
     };
     rt.block_on(async move {

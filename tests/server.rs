@@ -147,9 +147,21 @@ async fn graceful_shutdown_stops_accepting() {
 /// catalog, writes its key and token to the data directory, exits cleanly on SIGTERM.
 #[test]
 fn binary_serves_demo_catalog_and_stops_on_sigterm() {
+    binary_round_trip(&[]);
+}
+
+/// The same with one current-thread runtime per core on SO_REUSEPORT listeners.
+#[test]
+fn binary_serves_on_per_core_runtimes() {
+    binary_round_trip(&["--runtime", "current-thread", "--workers", "2"]);
+}
+
+fn binary_round_trip(extra: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--catalog"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--catalog")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json"))
         .arg("--data-dir")
         .arg(dir.path())
@@ -166,7 +178,7 @@ fn binary_serves_demo_catalog_and_stops_on_sigterm() {
         let mut all = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(a) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(a.trim().to_string());
+                let _ = tx.send(a.split_whitespace().next().unwrap_or("").to_string());
             }
             all.push_str(&line);
             all.push('\n');
@@ -176,21 +188,24 @@ fn binary_serves_demo_catalog_and_stops_on_sigterm() {
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("server printed its address");
-    let mut c = TcpStream::connect(&addr).expect("connect");
     let (date, auth) = tally::api::licensespring::client_headers(
         API_KEY,
         SHARED_KEY,
         tally::clock::Clock::now_ms(&tally::clock::SystemClock),
     );
-    write!(
-        c,
-        "GET /api/v4/check_license_feature?product=studio&license_key=DEMO-STUDIO-0001&hardware_id=demo-laptop&feature=render HTTP/1.1\r\nHost: x\r\nDate: {date}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    c.read_to_string(&mut out).expect("read");
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.to_ascii_lowercase().contains("licensesignature:"));
+    // Several connections, so that per-core listeners each get some.
+    for _ in 0..8 {
+        let mut c = TcpStream::connect(&addr).expect("connect");
+        write!(
+            c,
+            "GET /api/v4/check_license_feature?product=studio&license_key=DEMO-STUDIO-0001&hardware_id=demo-laptop&feature=render HTTP/1.1\r\nHost: x\r\nDate: {date}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut out = String::new();
+        c.read_to_string(&mut out).expect("read");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.to_ascii_lowercase().contains("licensesignature:"));
+    }
     assert!(dir.path().join("signing_key.pem").exists());
     assert!(dir.path().join("admin_token").exists());
 

@@ -52,6 +52,9 @@ pub struct CompareArgs {
     /// Extra arguments for `tally serve` (e.g. --no-sign).
     #[arg(long, allow_hyphen_values = true)]
     pub tally_arg: Vec<String>,
+    /// Runtime of Tally, the baseline and the Redis peer alike.
+    #[arg(long, default_value = "multi-thread")]
+    pub runtime: String,
     /// Leave out the Redis peer.
     #[arg(long)]
     pub no_redis: bool,
@@ -191,6 +194,7 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
         .arg(work.join("data"))
         .arg("--catalog")
         .arg(&catalog)
+        .args(["--runtime", &a.runtime])
         .args(&a.tally_arg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
@@ -231,10 +235,17 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
     }
     let addr = free_port().map_err(|e| e.to_string())?;
     let mut cmd = pinned(a.server_cpu, pin, &me);
-    cmd.args(["baseline", "--listen", &addr.to_string(), "--body-bytes"])
-        .arg(body.len().to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "baseline",
+        "--runtime",
+        &a.runtime,
+        "--listen",
+        &addr.to_string(),
+        "--body-bytes",
+    ])
+    .arg(body.len().to_string())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let child = cmd.spawn().map_err(|e| e.to_string())?;
     let mut s = Server {
         name: "baseline",
@@ -279,12 +290,19 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
         }
         let addr = free_port().map_err(|e| e.to_string())?;
         let mut cmd = pinned(a.server_cpu, pin, &me);
-        cmd.args(["redis-peer", "--listen", &addr.to_string(), "--redis"])
-            .arg(raddr.to_string())
-            .arg("--licenses")
-            .arg(a.licenses.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "redis-peer",
+            "--runtime",
+            &a.runtime,
+            "--listen",
+            &addr.to_string(),
+            "--redis",
+        ])
+        .arg(raddr.to_string())
+        .arg("--licenses")
+        .arg(a.licenses.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let child = cmd.spawn().map_err(|e| e.to_string())?;
         let mut s = Server {
             name: "redis-peer",

@@ -40,6 +40,8 @@ enum Cmd {
         body_bytes: usize,
         #[arg(long)]
         workers: Option<usize>,
+        #[arg(long, value_enum, default_value = "multi-thread")]
+        runtime: tally::server::RuntimeKind,
     },
     /// Serve the harness's LicenseSpring requests from Redis via EVALSHA.
     RedisPeer {
@@ -52,6 +54,8 @@ enum Cmd {
         licenses: u64,
         #[arg(long)]
         workers: Option<usize>,
+        #[arg(long, value_enum, default_value = "multi-thread")]
+        runtime: tally::server::RuntimeKind,
     },
     /// Tally, B and the Redis peer in alternating rounds; medians and ratios.
     Compare(compare::CompareArgs),
@@ -105,13 +109,15 @@ fn main() -> ExitCode {
             listen,
             body_bytes,
             workers,
-        } => peer::baseline(listen, body_bytes, workers).map_err(|e| e.to_string()),
+            runtime,
+        } => peer::baseline(listen, body_bytes, workers, runtime).map_err(|e| e.to_string()),
         Cmd::RedisPeer {
             listen,
             redis,
             licenses,
             workers,
-        } => peer::redis_peer(listen, redis, licenses, workers),
+            runtime,
+        } => peer::redis_peer(listen, redis, licenses, workers, runtime),
         Cmd::Compare(a) => compare::compare(&a).map(|s| compare::print_summary(&s)),
     };
     match result {

@@ -28,6 +28,7 @@ use tally::catalog::{
     GENERATED_POOL_FEATURE, GENERATED_POOL_LICENSE, GENERATED_POOL_SEATS, GENERATED_SHARED_KEY,
 };
 use tally::config::{Limits, REQUEST_BODY_BYTES_MAX};
+use tally::server::RuntimeKind;
 use tokio::net::TcpListener;
 
 type Resp = Response<Full<Bytes>>;
@@ -41,38 +42,93 @@ fn json_resp(status: StatusCode, body: Bytes) -> Resp {
 }
 
 /// Serves `handler` on `listen` with Tally's runtime and HTTP/1.1 settings.
-fn serve<F, Fut>(listen: SocketAddr, workers: Option<usize>, handler: F) -> std::io::Result<()>
+fn serve<F, Fut>(
+    listen: SocketAddr,
+    workers: Option<usize>,
+    runtime: RuntimeKind,
+    handler: F,
+) -> std::io::Result<()>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Resp> + Send + 'static,
 {
-    let rt = tally::server::runtime(workers)?;
-    rt.block_on(async move {
-        let listener = TcpListener::bind(listen).await?;
-        eprintln!("listening on http://{}", listener.local_addr()?);
-        let limits = Limits::default();
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let h = handler.clone();
-            let conn = tally::server::http1_builder(&limits).serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |req| {
-                    let h = h.clone();
-                    async move { Ok::<_, Infallible>(h(req).await) }
-                }),
-            );
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+    match runtime {
+        RuntimeKind::MultiThread => {
+            let rt = tally::server::runtime(workers)?;
+            rt.block_on(async move {
+                let listener = TcpListener::bind(listen).await?;
+                eprintln!("listening on http://{}", listener.local_addr()?);
+                accept_loop(listener, handler).await
+            })
         }
-    })
+        RuntimeKind::CurrentThread => {
+            // As `tally serve --runtime current-thread`: one runtime and one
+            // SO_REUSEPORT listener per core.
+            let threads = workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            let main = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let first = main.block_on(async { tally::server::reuseport_listener(listen) })?;
+            let bound = first.local_addr()?;
+            eprintln!("listening on http://{bound} ({threads} current-thread runtimes)");
+            let mut first = Some(first.into_std()?);
+            let mut handles = Vec::new();
+            for _ in 0..threads.max(1) {
+                let h = handler.clone();
+                let std_listener = first.take();
+                handles.push(std::thread::spawn(move || -> std::io::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let listener = match std_listener {
+                            Some(l) => TcpListener::from_std(l)?,
+                            None => tally::server::reuseport_listener(bound)?,
+                        };
+                        accept_loop(listener, h).await
+                    })
+                }));
+            }
+            for h in handles {
+                h.join()
+                    .map_err(|_| std::io::Error::other("server thread panicked"))??;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn accept_loop<F, Fut>(listener: TcpListener, handler: F) -> std::io::Result<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let limits = Limits::default();
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let h = handler.clone();
+        let conn = tally::server::http1_builder(&limits).serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| {
+                let h = h.clone();
+                async move { Ok::<_, Infallible>(h(req).await) }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
 }
 
 /// A valid JSON object of exactly `bytes` bytes (at least 12).
@@ -86,9 +142,10 @@ pub fn baseline(
     listen: SocketAddr,
     body_bytes: usize,
     workers: Option<usize>,
+    runtime: RuntimeKind,
 ) -> std::io::Result<()> {
     let body = fixed_body(body_bytes);
-    serve(listen, workers, move |req: Request<Incoming>| {
+    serve(listen, workers, runtime, move |req: Request<Incoming>| {
         let body = body.clone();
         async move {
             // Read the request body as Tally does.
@@ -313,6 +370,7 @@ pub fn redis_peer(
     redis_addr: SocketAddr,
     licenses: u64,
     workers: Option<usize>,
+    runtime: RuntimeKind,
 ) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -332,7 +390,7 @@ pub fn redis_peer(
     })?;
     drop(rt);
     let state = std::sync::Arc::new((con, script, tokio::sync::OnceCell::new()));
-    serve(listen, workers, move |req: Request<Incoming>| {
+    serve(listen, workers, runtime, move |req: Request<Incoming>| {
         let state = state.clone();
         async move {
             let (client, script, cell) = &*state;

@@ -84,6 +84,89 @@ pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtim
     rt.build()
 }
 
+/// How requests are spread over cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// One work-stealing multi-thread runtime, one listener.
+    MultiThread,
+    /// One current-thread runtime per core, each with its own SO_REUSEPORT
+    /// listener on the same address; the kernel spreads connections.
+    CurrentThread,
+}
+
+/// Listener backlog of each SO_REUSEPORT listener, connections.
+pub const LISTEN_BACKLOG_CONNECTIONS: u32 = 1024;
+
+pub fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)?;
+    sock.listen(LISTEN_BACKLOG_CONNECTIONS)
+}
+
+/// Serves `addr` on `threads` current-thread runtimes (see
+/// [`RuntimeKind::CurrentThread`]) until `shutdown` completes; blocks. The
+/// calling thread waits for `shutdown` and tells every runtime to stop.
+/// `on_bound` hears the address actually bound (port 0 picks one).
+pub fn run_per_core(
+    addr: std::net::SocketAddr,
+    threads: usize,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    on_bound: impl FnOnce(std::net::SocketAddr),
+) -> std::io::Result<()> {
+    let main = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // The first listener resolves port 0; the others share its address.
+    let first = main.block_on(async { reuseport_listener(addr) })?;
+    let bound = first.local_addr()?;
+    let first = first.into_std()?;
+    on_bound(bound);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut first = Some(first);
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        let std_listener = first.take();
+        let handle = std::thread::Builder::new()
+            .name(format!("tally-core-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = match std_listener {
+                        Some(l) => TcpListener::from_std(l)?,
+                        None => reuseport_listener(bound)?,
+                    };
+                    run(listener, app, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+                })
+            })?;
+        handles.push(handle);
+    }
+    main.block_on(shutdown);
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(std::io::Error::other("a server thread panicked")),
+        }
+    }
+    result
+}
+
 /// Per-connection HTTP/1.1 settings (shared with the load harness's baseline).
 pub fn http1_builder(limits: &crate::config::Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
