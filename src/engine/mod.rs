@@ -89,6 +89,10 @@ pub struct Engine {
     /// products' feature definitions, and a spec with its strings is about
     /// 200 bytes. Sharded map; touched only when features are written.
     feature_specs: DashMap<Box<[u8]>, std::sync::Weak<FeatureSpec>>,
+    /// Licenses whose (license- or feature-level) lease pools may hold seats:
+    /// what the lease sweeper visits. Sharded; written when a seat is newly
+    /// taken or borrowed, not on renewals.
+    leased: DashMap<Id, ()>,
 }
 
 /// Distinct feature specs remembered for sharing; past this (after dropping
@@ -208,6 +212,7 @@ impl Engine {
             users: DashMap::new(),
             licenses: DashMap::new(),
             feature_specs: DashMap::new(),
+            leased: DashMap::new(),
         }
     }
 
@@ -572,6 +577,9 @@ impl Engine {
                 let (outcome, in_use) = pool
                     .acquire(hardware_id, *now, timeout)
                     .map_err(lease_err)?;
+                if outcome == LeaseOutcome::Acquired {
+                    self.leased.insert(*license_id, ());
+                }
                 Ok(Outcome::Floating { outcome, in_use })
             }
             Command::FloatingRelease {
@@ -1473,6 +1481,7 @@ impl Engine {
         }
         let (pool, _) = self.lease_pool(license_id, feature_id)?;
         let in_use = pool.borrow(hw, now, until).map_err(lease_err)?;
+        self.leased.insert(license_id, ());
         Ok(Outcome::Borrowed { until, in_use })
     }
 
@@ -1488,12 +1497,38 @@ impl Engine {
     }
 
     /// Frees expired floating seats everywhere; returns how many.
+    ///
+    /// Visits only the licenses that took a seat since they were last found
+    /// empty (`leased`), so its cost follows the floating seats in use, not
+    /// the size of the catalog.
     pub fn sweep_leases(&self, now: Millis) -> usize {
         let mut n = 0;
-        for l in self.licenses.iter() {
+        let ids: Vec<Id> = self.leased.iter().map(|e| *e.key()).collect();
+        for id in ids {
+            let Some(l) = self.license(id) else {
+                self.leased.remove(&id);
+                continue;
+            };
+            let mut held = 0;
             n += l.floating.sweep(now);
+            held += l.floating.in_use_hint();
             for f in l.features.read().iter() {
                 n += f.floating.sweep(now);
+                held += f.floating.in_use_hint();
+            }
+            if held == 0 {
+                self.leased.remove(&id);
+                // A seat taken while this ran re-registers itself; one taken
+                // between the count and the removal is caught here.
+                let again = l.floating.in_use_hint()
+                    + l.features
+                        .read()
+                        .iter()
+                        .map(|f| f.floating.in_use_hint())
+                        .sum::<u32>();
+                if again > 0 {
+                    self.leased.insert(id, ());
+                }
             }
         }
         n
@@ -1556,5 +1591,49 @@ mod tests {
         assert_eq!(fa.spec.read().name, "Renamed");
         assert_eq!(fb.spec.read().name, "Feature 0");
         assert!(!Arc::ptr_eq(&fa.spec.read(), &fb.spec.read()));
+    }
+
+    /// The sweeper frees expired seats and then forgets the license, so its
+    /// work follows the seats in use rather than the catalog.
+    #[test]
+    fn sweeper_visits_only_licenses_with_seats() {
+        let mut buf = Vec::new();
+        crate::catalog::generate(&mut buf, 50, 4).expect("generate");
+        let e = Engine::new();
+        crate::catalog::load_slice(&e, &buf, 0).expect("load");
+        assert_eq!(e.leased.len(), 0);
+        let tenant = e
+            .api_key(crate::catalog::GENERATED_API_KEY)
+            .expect("key")
+            .tenant_id;
+        let p = e
+            .product_by_code(tenant, crate::catalog::GENERATED_PRODUCT)
+            .expect("product");
+        let pool = p
+            .licenses_by_key
+            .get(crate::catalog::GENERATED_POOL_LICENSE)
+            .expect("pool")
+            .clone();
+        let seat = pool
+            .feature(crate::catalog::GENERATED_POOL_FEATURE)
+            .expect("seat");
+        for d in 0..3 {
+            e.apply(&Command::FloatingAcquire {
+                license_id: pool.id,
+                feature_id: Some(seat.id),
+                hardware_id: std::borrow::Cow::Owned(crate::catalog::generated_pool_device(d)),
+                now: 0,
+            })
+            .expect("acquire");
+        }
+        assert_eq!(e.leased.len(), 1);
+        // Still held: nothing freed, the license stays registered.
+        assert_eq!(e.sweep_leases(time::MINUTE_MS), 0);
+        assert_eq!(e.leased.len(), 1);
+        // Past the 30-minute timeout: all three freed, the license forgotten.
+        assert_eq!(e.sweep_leases(31 * time::MINUTE_MS), 3);
+        assert_eq!(seat.floating.in_use(31 * time::MINUTE_MS), 0);
+        assert_eq!(e.leased.len(), 0);
+        assert_eq!(e.sweep_leases(32 * time::MINUTE_MS), 0);
     }
 }
