@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements behind the README's Performance section, on one machine in
-# one run. Takes about 30 minutes on a 2-core machine; results land in
+# one run. Takes about 40 minutes on a 2-core machine; results land in
 # target/loadtest/ (JSON, SVG) and a summary is printed.
 #
 #   bash loadtest/run-all.sh            # everything
@@ -29,9 +29,11 @@ compare() {
 
 # Feature check with signed responses (Tally's default), then the other scenarios.
 compare check --scenario check
-compare check-nosign --scenario check --tally-arg=--no-sign
+compare check-nosign --scenario check --tally-arg=--no-sign --no-wrk
 compare floating --scenario floating
+compare floating-nosign --scenario floating --tally-arg=--no-sign --no-wrk
 compare consume --scenario consume
+compare consume-nosign --scenario consume --tally-arg=--no-sign --no-wrk
 compare mixed --scenario mixed --no-wrk
 compare check-pipelined --scenario check --pipeline 16 --no-redis --no-wrk
 
@@ -60,6 +62,9 @@ size_run() {
 }
 size_run 1000
 size_run 1000000
+
+echo "== memory (in-process, 1M licenses)"
+cargo bench --bench memory 2>/dev/null | tail -2 | tee "$OUT/memory.txt"
 
 echo "== criterion (in-process)"
 cargo bench --bench engine 2>/dev/null | grep -E '^[a-z_/0-9]+ +time:|^[a-z_/0-9]+$|time:' | tee "$OUT/criterion.txt"
