@@ -69,35 +69,11 @@ where
                     .map(|n| n.get())
                     .unwrap_or(1)
             });
-            let main = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let first = main.block_on(async { tally::server::reuseport_listener(listen) })?;
-            let bound = first.local_addr()?;
+            let (bound, handles) = tally::server::spawn_per_core(listen, threads, move |l| {
+                accept_loop(l, handler.clone())
+            })?;
             eprintln!("listening on http://{bound} ({threads} current-thread runtimes)");
-            let mut first = Some(first.into_std()?);
-            let mut handles = Vec::new();
-            for _ in 0..threads.max(1) {
-                let h = handler.clone();
-                let std_listener = first.take();
-                handles.push(std::thread::spawn(move || -> std::io::Result<()> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    rt.block_on(async move {
-                        let listener = match std_listener {
-                            Some(l) => TcpListener::from_std(l)?,
-                            None => tally::server::reuseport_listener(bound)?,
-                        };
-                        accept_loop(listener, h).await
-                    })
-                }));
-            }
-            for h in handles {
-                h.join()
-                    .map_err(|_| std::io::Error::other("server thread panicked"))??;
-            }
-            Ok(())
+            tally::server::join_all(handles)
         }
     }
 }

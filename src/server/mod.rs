@@ -109,31 +109,32 @@ pub fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpList
     sock.listen(LISTEN_BACKLOG_CONNECTIONS)
 }
 
-/// Serves `addr` on `threads` current-thread runtimes (see
-/// [`RuntimeKind::CurrentThread`]) until `shutdown` completes; blocks. The
-/// calling thread waits for `shutdown` and tells every runtime to stop.
-/// `on_bound` hears the address actually bound (port 0 picks one).
-pub fn run_per_core(
+/// Starts `threads` threads, each with a current-thread runtime serving its
+/// own SO_REUSEPORT listener on `addr` with `serve`; returns the address
+/// bound (port 0 picks one) and the threads. Shared with the load harness's
+/// reference servers, so that they run exactly as Tally does.
+pub fn spawn_per_core<F, Fut>(
     addr: std::net::SocketAddr,
     threads: usize,
-    app: Arc<App>,
-    shutdown: impl Future<Output = ()>,
-    on_bound: impl FnOnce(std::net::SocketAddr),
-) -> std::io::Result<()> {
-    let main = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    serve: F,
+) -> std::io::Result<(
+    std::net::SocketAddr,
+    Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+)>
+where
+    F: Fn(TcpListener) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = std::io::Result<()>>,
+{
     // The first listener resolves port 0; the others share its address.
-    let first = main.block_on(async { reuseport_listener(addr) })?;
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async { reuseport_listener(addr) })?;
     let bound = first.local_addr()?;
-    let first = first.into_std()?;
-    on_bound(bound);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut first = Some(first);
+    let mut first = Some(first.into_std()?);
     let mut handles = Vec::new();
     for i in 0..threads.max(1) {
-        let app = app.clone();
-        let mut stop = stop_rx.clone();
+        let serve = serve.clone();
         let std_listener = first.take();
         let handle = std::thread::Builder::new()
             .name(format!("tally-core-{i}"))
@@ -146,25 +147,57 @@ pub fn run_per_core(
                         Some(l) => TcpListener::from_std(l)?,
                         None => reuseport_listener(bound)?,
                     };
-                    run(listener, app, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
+                    serve(listener).await
                 })
             })?;
         handles.push(handle);
     }
-    main.block_on(shutdown);
-    let _ = stop_tx.send(true);
+    Ok((bound, handles))
+}
+
+/// Waits for every thread of [`spawn_per_core`]; the first error wins.
+pub fn join_all(handles: Vec<std::thread::JoinHandle<std::io::Result<()>>>) -> std::io::Result<()> {
     let mut result = Ok(());
     for h in handles {
-        match h.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(_) => result = Err(std::io::Error::other("a server thread panicked")),
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("a server thread panicked")));
+        if result.is_ok() {
+            result = r;
         }
     }
     result
+}
+
+/// Serves `addr` on `threads` current-thread runtimes (see
+/// [`RuntimeKind::CurrentThread`]) until `shutdown` completes; blocks. The
+/// calling thread waits for `shutdown` and tells every runtime to stop.
+/// `on_bound` hears the address actually bound (port 0 picks one).
+pub fn run_per_core(
+    addr: std::net::SocketAddr,
+    threads: usize,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    on_bound: impl FnOnce(std::net::SocketAddr),
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound, handles) = spawn_per_core(addr, threads, move |listener| {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        async move {
+            run(listener, app, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        }
+    })?;
+    on_bound(bound);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(shutdown);
+    let _ = stop_tx.send(true);
+    join_all(handles)
 }
 
 /// Per-connection HTTP/1.1 settings (shared with the load harness's baseline).

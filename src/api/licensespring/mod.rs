@@ -662,29 +662,8 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         }
     };
     if let Some(license) = existing {
-        let auth_value = Cow::Owned(
-            license
-                .spec
-                .read()
-                .license_key
-                .clone()
-                .or(email.clone())
-                .unwrap_or_default(),
-        );
-        let mut m = license_object(
-            app,
-            &Target {
-                license,
-                auth_value,
-            },
-            None,
-            now,
-        );
-        if let Some(e) = email.filter(|_| product.authorization_method == AuthMethod::User) {
-            m.insert("license_user".into(), e.into());
-            m.insert("initial_password".into(), Value::Null);
-        }
-        return to_vec(&m);
+        let key = license.spec.read().license_key.clone();
+        return trial_answer(app, &product, license, key, email, None, now);
     }
     let (user_id, initial_password) = match product.authorization_method {
         AuthMethod::LicenseKey => (None, None),
@@ -767,7 +746,21 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         },
     )?;
     let license = app.engine.license(id).ok_or(INTERNAL)?;
-    let auth_value = Cow::Owned(key.clone().or(email.clone()).unwrap_or_default());
+    trial_answer(app, &product, license, key, email, initial_password, now)
+}
+
+/// A trial license as `trial_key` answers it (with the user's e-mail and
+/// initial password on user-based products).
+fn trial_answer(
+    app: &App,
+    product: &Product,
+    license: Arc<License>,
+    key: Option<String>,
+    email: Option<String>,
+    initial_password: Option<String>,
+    now: Millis,
+) -> Answer {
+    let auth_value = Cow::Owned(key.or(email.clone()).unwrap_or_default());
     let mut m = license_object(
         app,
         &Target {
