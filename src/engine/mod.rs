@@ -1555,12 +1555,10 @@ impl std::ops::Deref for LeaseRef {
 mod tests {
     use super::*;
 
-    /// Equal feature specs are stored once; changing one feature gives it its
-    /// own spec and leaves the others as they were.
-    #[test]
-    fn equal_feature_specs_are_shared_and_changes_stay_local() {
+    /// An engine holding a generated catalog of `licenses`, and its product.
+    fn generated(licenses: u64) -> (Engine, Arc<Product>) {
         let mut buf = Vec::new();
-        crate::catalog::generate(&mut buf, 3, 4).expect("generate");
+        crate::catalog::generate(&mut buf, licenses, 4).expect("generate");
         let e = Engine::new();
         crate::catalog::load_slice(&e, &buf, 0).expect("load");
         let tenant = e
@@ -1570,6 +1568,14 @@ mod tests {
         let p = e
             .product_by_code(tenant, crate::catalog::GENERATED_PRODUCT)
             .expect("product");
+        (e, p)
+    }
+
+    /// Equal feature specs are stored once; changing one feature gives it its
+    /// own spec and leaves the others as they were.
+    #[test]
+    fn equal_feature_specs_are_shared_and_changes_stay_local() {
+        let (e, p) = generated(3);
         let lic = |i| {
             p.licenses_by_key
                 .get(crate::catalog::generated_license(i).0.as_str())
@@ -1597,18 +1603,8 @@ mod tests {
     /// work follows the seats in use rather than the catalog.
     #[test]
     fn sweeper_visits_only_licenses_with_seats() {
-        let mut buf = Vec::new();
-        crate::catalog::generate(&mut buf, 50, 4).expect("generate");
-        let e = Engine::new();
-        crate::catalog::load_slice(&e, &buf, 0).expect("load");
+        let (e, p) = generated(50);
         assert_eq!(e.leased.len(), 0);
-        let tenant = e
-            .api_key(crate::catalog::GENERATED_API_KEY)
-            .expect("key")
-            .tenant_id;
-        let p = e
-            .product_by_code(tenant, crate::catalog::GENERATED_PRODUCT)
-            .expect("product");
         let pool = p
             .licenses_by_key
             .get(crate::catalog::GENERATED_POOL_LICENSE)

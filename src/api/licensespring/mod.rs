@@ -13,12 +13,11 @@ mod params;
 pub mod wire;
 
 use std::borrow::Cow;
-
-use dashmap::DashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use dashmap::DashMap;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
