@@ -19,7 +19,7 @@ use tally::catalog::{
     generate, generated_license, generated_pool_device, load_slice, GENERATED_API_KEY,
     GENERATED_POOL_FEATURE, GENERATED_POOL_LICENSE, GENERATED_PRODUCT,
 };
-use tally::engine::model::{DeviceInfo, License};
+use tally::engine::model::{DeviceInfo, Feature, License};
 use tally::engine::seat::SeatPool;
 use tally::engine::{Command, Engine};
 
@@ -46,18 +46,20 @@ fn engine(licenses: u64) -> (Arc<Engine>, u64) {
 /// What `check_license_feature` does for a key-based license, minus HTTP:
 /// product and license lookup, license, device and feature checks, body.
 fn check(e: &Engine, tenant: u64, key: &str, hw: &str, feature: &str, out: &mut Vec<u8>) {
-    let product = e
-        .product_by_code(tenant, GENERATED_PRODUCT)
-        .expect("product");
-    let lic = product
+    check_license(e, &lookup(e, tenant, key), hw, feature, out);
+}
+
+fn lookup(e: &Engine, tenant: u64, key: &str) -> Arc<License> {
+    e.product_by_code(tenant, GENERATED_PRODUCT)
+        .expect("product")
         .licenses_by_key
         .get(key)
         .map(|l| l.clone())
-        .expect("license");
-    check_license(e, &lic, hw, feature, out);
+        .expect("license")
 }
 
-fn check_license(e: &Engine, lic: &License, hw: &str, feature: &str, out: &mut Vec<u8>) {
+/// The decision: license usable, device active, feature present and valid.
+fn decide(e: &Engine, lic: &License, hw: &str, feature: &str) -> Arc<Feature> {
     {
         let s = lic.spec.read();
         e.check_usable(lic, &s, NOW).expect("usable");
@@ -65,6 +67,11 @@ fn check_license(e: &Engine, lic: &License, hw: &str, feature: &str, out: &mut V
     e.check_device(lic, hw).expect("device");
     let f = lic.feature(feature).expect("feature");
     e.check_feature(&f, NOW).expect("feature ok");
+    f
+}
+
+fn check_license(e: &Engine, lic: &License, hw: &str, feature: &str, out: &mut Vec<u8>) {
+    let f = decide(e, lic, hw, feature);
     let s = f.spec.read();
     out.clear();
     serde_json::to_writer(
@@ -128,22 +135,8 @@ fn operations(c: &mut Criterion) {
     // costs when its answer is already rendered, as the server keeps it.
     c.bench_function("feature_check_key/hot/decision_only", |b| {
         b.iter(|| {
-            let product = e
-                .product_by_code(tenant, GENERATED_PRODUCT)
-                .expect("product");
-            let lic = product
-                .licenses_by_key
-                .get(black_box(key.as_str()))
-                .map(|l| l.clone())
-                .expect("license");
-            {
-                let s = lic.spec.read();
-                e.check_usable(&lic, &s, NOW).expect("usable");
-            }
-            e.check_device(&lic, &hw).expect("device");
-            let f = lic.feature("f0").expect("feature");
-            e.check_feature(&f, NOW).expect("feature ok");
-            black_box(f.revision.load(std::sync::atomic::Ordering::Acquire))
+            let lic = lookup(&e, tenant, black_box(key.as_str()));
+            black_box(decide(&e, &lic, &hw, "f0"))
         })
     });
     c.bench_function("feature_check_key/hot", |b| {

@@ -228,11 +228,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if args.runtime == crate::server::RuntimeKind::CurrentThread {
-        let threads = args.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+        let threads = crate::server::per_core_threads(args.workers);
         let result =
             crate::server::run_per_core(cfg.listen, threads, app, shutdown_signal(), |a| {
                 tracing::info!("listening on http://{a} ({threads} current-thread runtimes)")

@@ -351,7 +351,9 @@ async fn connection(cfg: &RunConfig, index: u64, t0: Instant, done: &AtomicU64) 
 }
 
 pub struct Parsed<'a> {
+    /// Bytes of the whole response; the body is the last `body_len` of them.
     pub len: usize,
+    pub body_len: usize,
     pub status: u16,
     pub code: Option<&'a str>,
 }
@@ -389,6 +391,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<Parsed<'_>>, ()> {
     };
     Ok(Some(Parsed {
         len: head + len,
+        body_len: len,
         status,
         code,
     }))
@@ -415,19 +418,7 @@ pub async fn probe(target: SocketAddr, op: crate::scenario::Op) -> std::io::Resu
             return Err(std::io::Error::other("connection closed"));
         }
         match parse_response(&buf) {
-            Ok(Some(p)) => {
-                let status = p.status;
-                let body_len = {
-                    let mut headers = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_MAX];
-                    let mut r = httparse::Response::new(&mut headers);
-                    match r.parse(&buf) {
-                        Ok(httparse::Status::Complete(h)) => p.len - h,
-                        _ => 0,
-                    }
-                };
-                let len = p.len;
-                return Ok((status, buf[len - body_len..len].to_vec()));
-            }
+            Ok(Some(p)) => return Ok((p.status, buf[p.len - p.body_len..p.len].to_vec())),
             Ok(None) => continue,
             Err(()) => return Err(std::io::Error::other("malformed response")),
         }

@@ -119,6 +119,27 @@ fn pinned(cpu: usize, enabled: bool, program: &Path) -> Command {
     }
 }
 
+/// `loadtest run` of the compared scenario against `target`, on the client core.
+fn load_run(
+    a: &CompareArgs,
+    pin: bool,
+    me: &Path,
+    target: SocketAddr,
+    duration_secs: f64,
+    warmup_secs: f64,
+) -> Command {
+    let mut cmd = pinned(a.client_cpu, pin, me);
+    cmd.args(["run", "--quiet", "--target", &target.to_string()])
+        .args(["--scenario", a.scenario.name()])
+        .args(["--licenses", &a.licenses.to_string()])
+        .args(["--connections", &a.connections.to_string()])
+        .args(["--pipeline", &a.pipeline.to_string()])
+        .args(["--duration", &duration_secs.to_string()])
+        .args(["--warmup", &warmup_secs.to_string()])
+        .stdout(Stdio::null());
+    cmd
+}
+
 fn taskset_works(cpus: &[usize]) -> bool {
     cpus.iter().all(|c| {
         Command::new("taskset")
@@ -331,33 +352,18 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
     // distinct answer once (about a millisecond of RSA each), which belongs
     // to start-up, not to the rounds.
     for s in &servers {
-        let mut cmd = pinned(a.client_cpu, pin, &me);
-        cmd.args(["run", "--quiet", "--target", &s.addr.to_string()])
-            .args(["--scenario", a.scenario.name()])
-            .args(["--licenses", &a.licenses.to_string()])
-            .args(["--connections", &a.connections.to_string()])
-            .args(["--duration", "1", "--warmup"])
-            .arg(a.warmup_secs.max(1.0).to_string())
-            .stdout(Stdio::null());
-        let _ = cmd.status();
+        let _ = load_run(a, pin, &me, s.addr, 1.0, a.warmup_secs.max(1.0)).status();
     }
     let mut runs: Vec<Vec<Value>> = vec![Vec::new(); servers.len()];
     let mut wrk_runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); 2];
     for round in 0..a.rounds {
         for (i, s) in servers.iter().enumerate() {
             let json_path = a.out.join(format!("round{round}-{}.json", s.name));
-            let mut cmd = pinned(a.client_cpu, pin, &me);
-            cmd.args(["run", "--quiet", "--target", &s.addr.to_string()])
-                .args(["--scenario", a.scenario.name()])
-                .args(["--licenses", &a.licenses.to_string()])
-                .args(["--connections", &a.connections.to_string()])
-                .args(["--pipeline", &a.pipeline.to_string()])
-                .args(["--duration", &a.round_secs.to_string()])
-                .args(["--warmup", &a.warmup_secs.to_string()])
+            let st = load_run(a, pin, &me, s.addr, a.round_secs, a.warmup_secs)
                 .arg("--json")
                 .arg(&json_path)
-                .stdout(Stdio::null());
-            let st = cmd.status().map_err(|e| e.to_string())?;
+                .status()
+                .map_err(|e| e.to_string())?;
             if !st.success() {
                 return Err(format!("load run against {} failed: {st}", s.name));
             }

@@ -64,11 +64,7 @@ where
         RuntimeKind::CurrentThread => {
             // As `tally serve --runtime current-thread`: one runtime and one
             // SO_REUSEPORT listener per core.
-            let threads = workers.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+            let threads = tally::server::per_core_threads(workers);
             let (bound, handles) = tally::server::spawn_per_core(listen, threads, move |l| {
                 accept_loop(l, handler.clone())
             })?;
@@ -307,12 +303,16 @@ fn authenticated(req: &Request<Incoming>) -> bool {
     ) else {
         return false;
     };
-    let field = |name: &str| {
-        let at = auth.find(&format!("{name}=\""))? + name.len() + 2;
+    // `prefix` is `name="`; the value runs to the next quote.
+    let field = |prefix: &str| {
+        let at = auth.find(prefix)? + prefix.len();
         let end = auth[at..].find('"')? + at;
         Some(&auth[at..end])
     };
-    let (Some(sig), Some(key)) = (field("signature"), field("apiKey").or(field("apikey"))) else {
+    let (Some(sig), Some(key)) = (
+        field("signature=\""),
+        field("apiKey=\"").or(field("apikey=\"")),
+    ) else {
         return false;
     };
     if key != GENERATED_API_KEY {

@@ -26,13 +26,19 @@ pub enum EngineError {
     ActivationLimitReached,
     TransferLimitReached,
     FloatingNotAvailable,
+    /// The license is not floating.
     NotFloating,
+    /// The feature is not floating.
+    FeatureNotFloating,
     BorrowNotAllowed,
     BorrowTooLong,
     BorrowInPast,
     // Consumption.
     NotConsumption,
+    /// The license's meter is spent.
     ConsumptionLimitReached,
+    /// The feature's meter is spent (or would overflow).
+    FeatureConsumptionLimitReached,
     NegativeConsumptionNotAllowed,
     ConsumptionBelowZero,
     ConsumptionOverflow,

@@ -666,7 +666,12 @@ impl Engine {
         if !f.is_consumption.load(Ordering::Acquire) {
             return Err(EngineError::NotConsumption);
         }
-        let add = f.meter.add(amount, now).map_err(meter_err)?;
+        let add = f.meter.add(amount, now).map_err(|e| match e {
+            MeterError::LimitReached | MeterError::Overflow => {
+                EngineError::FeatureConsumptionLimitReached
+            }
+            other => meter_err(other),
+        })?;
         Ok(Outcome::Consumed {
             total: add.total,
             excess: add.excess,
@@ -701,7 +706,7 @@ impl Engine {
                 let f = self.feature_by_id(&lic, fid)?;
                 let spec = f.spec.read();
                 if !spec.floating() {
-                    return Err(EngineError::NotFloating);
+                    return Err(EngineError::FeatureNotFloating);
                 }
                 let timeout = spec.floating_timeout.max(1) as Millis * time::MINUTE_MS;
                 drop(spec);
@@ -1509,30 +1514,31 @@ impl Engine {
                 self.leased.remove(&id);
                 continue;
             };
-            let mut held = 0;
             n += l.floating.sweep(now);
-            held += l.floating.in_use_hint();
             for f in l.features.read().iter() {
                 n += f.floating.sweep(now);
-                held += f.floating.in_use_hint();
             }
-            if held == 0 {
+            if seats_held(&l) == 0 {
                 self.leased.remove(&id);
-                // A seat taken while this ran re-registers itself; one taken
-                // between the count and the removal is caught here.
-                let again = l.floating.in_use_hint()
-                    + l.features
-                        .read()
-                        .iter()
-                        .map(|f| f.floating.in_use_hint())
-                        .sum::<u32>();
-                if again > 0 {
+                // A seat taken between the count and the removal registered
+                // itself before the removal: count again.
+                if seats_held(&l) > 0 {
                     self.leased.insert(id, ());
                 }
             }
         }
         n
     }
+}
+
+/// Floating seats held on a license and its features (as of their last change).
+fn seats_held(l: &License) -> u32 {
+    l.floating.in_use_hint()
+        + l.features
+            .read()
+            .iter()
+            .map(|f| f.floating.in_use_hint())
+            .sum::<u32>()
 }
 
 /// A lease pool borrowed from a license or a feature (keeps the owner alive).

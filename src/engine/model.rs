@@ -498,10 +498,9 @@ impl Devices {
     /// grows by one at first instead of jumping to Vec's minimum of four
     /// (a device record is about 250 bytes).
     pub fn reserve_one(&mut self) {
-        let extra = (self.list.len() / 2).max(1);
-        if self.list.len() == self.list.capacity() {
-            self.list
-                .reserve_exact(if self.list.len() < 4 { 1 } else { extra });
+        let len = self.list.len();
+        if len == self.list.capacity() {
+            self.list.reserve_exact(if len < 4 { 1 } else { len / 2 });
         }
     }
 }

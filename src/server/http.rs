@@ -45,7 +45,6 @@ pub enum BodyError {
     Read,
 }
 
-/// Reads the whole body, refusing more than `max` bytes.
 /// Reads the whole body, refusing more than `max` bytes or a body that has
 /// not arrived within `timeout`. Body reading is the only wait a request
 /// makes after its head (handlers do no I/O), so this is where the request
@@ -71,10 +70,11 @@ pub struct Query<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl<'a> Query<'a> {
     pub fn parse(q: Option<&'a str>) -> Self {
+        let Some(q) = q else {
+            return Query(Vec::new());
+        };
         let mut pairs = Vec::with_capacity(QUERY_PAIRS_EXPECTED);
-        if let Some(q) = q {
-            pairs.extend(form_urlencoded::parse(q.as_bytes()));
-        }
+        pairs.extend(form_urlencoded::parse(q.as_bytes()));
         Query(pairs)
     }
     /// First value of `name`.

@@ -24,15 +24,28 @@ use crate::config::{LEASE_SWEEP_INTERVAL_MS, SHUTDOWN_GRACE_MS};
 use http::Resp;
 
 /// Serves `listener` until `shutdown` completes, then lets in-flight requests
-/// finish (up to [`SHUTDOWN_GRACE_MS`]).
+/// finish (up to [`SHUTDOWN_GRACE_MS`]); sweeps expired floating seats
+/// meanwhile.
 pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let sweeper = tokio::spawn(sweep_leases(app.clone()));
+    let result = serve_listener(listener, app, shutdown).await;
+    sweeper.abort();
+    result
+}
+
+/// [`run`] without the lease sweeper: what each per-core runtime runs (the
+/// process sweeps once, see [`run_per_core`]).
+async fn serve_listener(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(app.limits.connections_max));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let sweeper = tokio::spawn(sweep_leases(app.clone()));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -62,7 +75,6 @@ pub async fn run(
             let _ = conn.await;
         });
     }
-    sweeper.abort();
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(Duration::from_millis(SHUTDOWN_GRACE_MS)) => {
@@ -92,6 +104,18 @@ pub enum RuntimeKind {
     /// One current-thread runtime per core, each with its own SO_REUSEPORT
     /// listener on the same address; the kernel spreads connections.
     CurrentThread,
+}
+
+/// Per-core runtimes to start: `workers`, else one per core the process may
+/// run on (`taskset` narrows it).
+pub fn per_core_threads(workers: Option<usize>) -> usize {
+    workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1)
 }
 
 /// Listener backlog of each SO_REUSEPORT listener, connections.
@@ -181,21 +205,28 @@ pub fn run_per_core(
     on_bound: impl FnOnce(std::net::SocketAddr),
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serving = app.clone();
     let (bound, handles) = spawn_per_core(addr, threads, move |listener| {
-        let app = app.clone();
+        let app = serving.clone();
         let mut stop = stop_rx.clone();
         async move {
-            run(listener, app, async move {
+            serve_listener(listener, app, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
         }
     })?;
     on_bound(bound);
+    // The calling thread waits for the signal and sweeps leases meanwhile:
+    // one sweeper per process, not one per core.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(shutdown);
+        .block_on(async move {
+            let sweeper = tokio::spawn(sweep_leases(app));
+            shutdown.await;
+            sweeper.abort();
+        });
     let _ = stop_tx.send(true);
     join_all(handles)
 }

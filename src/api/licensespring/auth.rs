@@ -126,15 +126,20 @@ impl AuthCache {
         {
             return Err(UNSUPPORTED_ALGORITHM);
         }
-        // A (Date, signature) pair this key already proved: no date parsing,
-        // no HMAC; only the clock skew is checked again.
-        let cached = self
-            .verified
-            .get(a.api_key)
-            .filter(|v| &*v.date == date && &*v.signature == a.signature)
-            .map(|v| (v.sent_ms, v.key.clone()));
-        let sent_ms = match &cached {
-            Some((ms, _)) => *ms,
+        let key = engine.api_key(a.api_key);
+        // A (Date, signature) pair this very key already proved (a key deleted
+        // and re-created under the same name has a new shared key): no date
+        // parsing, no HMAC; only the clock skew is checked again.
+        let proved_ms = key.as_ref().and_then(|k| {
+            self.verified
+                .get(a.api_key)
+                .filter(|v| {
+                    &*v.date == date && &*v.signature == a.signature && Arc::ptr_eq(&v.key, k)
+                })
+                .map(|v| v.sent_ms)
+        });
+        let sent_ms = match proved_ms {
+            Some(ms) => ms,
             None => httpdate::parse_http_date(date)
                 .map_err(|_| DATE_INVALID)?
                 .duration_since(std::time::UNIX_EPOCH)
@@ -144,10 +149,8 @@ impl AuthCache {
         if (sent_ms - now).abs() > DATE_SKEW_MS_MAX {
             return Err(DATE_DIFFERENCE);
         }
-        let key = engine.api_key(a.api_key).ok_or(INVALID_API_KEY)?;
-        // Only a proof made with this very key counts (a key deleted and
-        // re-created under the same name has a new shared key).
-        if !cached.is_some_and(|(_, k)| Arc::ptr_eq(&k, &key)) {
+        let key = key.ok_or(INVALID_API_KEY)?;
+        if proved_ms.is_none() {
             let expected = sign_date(&key.shared_key, date);
             if !constant_time_eq(expected.as_bytes(), a.signature.as_bytes()) {
                 return Err(INVALID_SIGNATURE);

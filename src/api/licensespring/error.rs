@@ -4,8 +4,8 @@
 //! authorization page, the SDK error table and each endpoint's exceptions).
 //! Where LicenseSpring publishes no code for a situation Tally distinguishes
 //! (a start date in the future, an expired feature, a VM refusal, a full
-//! license-level meter, a latched store), the code is Tally's own and says so
-//! in ARCHITECTURE.md.
+//! license-level meter, a latched store), the code is Tally's own; the README
+//! marks those with *.
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -218,11 +218,13 @@ impl From<EngineError> for LsError {
             TransferLimitReached => TRANSFER_LIMIT,
             FloatingNotAvailable => FLOATING_NOT_AVAILABLE,
             NotFloating => NOT_FLOATING,
+            FeatureNotFloating => FEATURE_NOT_FLOATING,
             BorrowNotAllowed => BORROW_NOT_ALLOWED,
             BorrowTooLong => BORROW_TOO_LONG,
             BorrowInPast => BORROW_IN_PAST,
             NotConsumption => NOT_CONSUMPTION,
             ConsumptionLimitReached | ConsumptionOverflow => CONSUMPTION_LIMIT,
+            FeatureConsumptionLimitReached => FEATURE_CONSUMPTION_LIMIT,
             NegativeConsumptionNotAllowed => NEGATIVE_CONSUMPTION,
             ConsumptionBelowZero => CONSUMPTION_BELOW_ZERO,
             TooMany(_) => TOO_MANY,
@@ -233,18 +235,6 @@ impl From<EngineError> for LsError {
 }
 
 impl LsError {
-    /// Feature endpoints publish their own codes for a spent meter and a
-    /// non-floating target.
-    pub fn for_feature(self) -> LsError {
-        if self == CONSUMPTION_LIMIT {
-            FEATURE_CONSUMPTION_LIMIT
-        } else if self == NOT_FLOATING {
-            FEATURE_NOT_FLOATING
-        } else {
-            self
-        }
-    }
-
     /// The error body; built from constants, so it never fails.
     pub fn response(self) -> Resp {
         let body = format!(

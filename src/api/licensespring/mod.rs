@@ -190,24 +190,6 @@ fn signature(app: &App, body: &[u8]) -> Option<HeaderValue> {
 
 fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis) -> Answer {
     use Endpoint::*;
-    let answer = dispatch_endpoint(app, key, endpoint, p, now);
-    match endpoint {
-        CheckLicenseFeature
-        | AddFeatureConsumption
-        | FloatingFeatureRelease
-        | FloatingFeatureBorrow => answer.map_err(LsError::for_feature),
-        _ => answer,
-    }
-}
-
-fn dispatch_endpoint(
-    app: &App,
-    key: &ApiKey,
-    endpoint: Endpoint,
-    p: &Params,
-    now: Millis,
-) -> Answer {
-    use Endpoint::*;
     let tenant = key.tenant_id;
     match endpoint {
         ActivateLicense => activate(app, tenant, p, now),
@@ -644,21 +626,26 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         let s = l.spec.read();
         s.is_trial && s.metadata.get("trial_hardware_id").and_then(Value::as_str) == Some(&*hw)
     };
-    let existing = match product.authorization_method {
-        AuthMethod::LicenseKey => product
+    // User-based products name the trial's user by e-mail; looked up once.
+    let user = match product.authorization_method {
+        AuthMethod::LicenseKey => None,
+        AuthMethod::User => {
+            let email = email.as_deref().ok_or(MISSING_PARAMETERS)?;
+            app.engine.user_by_email(tenant, email)
+        }
+    };
+    let existing = match (&product.authorization_method, &user) {
+        (AuthMethod::LicenseKey, _) => product
             .licenses_by_key
             .iter()
             .find(|l| issued(l))
             .map(|l| l.clone()),
-        AuthMethod::User => {
-            let email = email.as_deref().ok_or(MISSING_PARAMETERS)?;
-            app.engine.user_by_email(tenant, email).and_then(|u| {
-                app.engine
-                    .licenses_of_user(&u, Some(product.id))
-                    .into_iter()
-                    .find(|l| l.spec.read().is_trial)
-            })
-        }
+        (AuthMethod::User, Some(u)) => app
+            .engine
+            .licenses_of_user(u, Some(product.id))
+            .into_iter()
+            .find(|l| l.spec.read().is_trial),
+        (AuthMethod::User, None) => None,
     };
     if let Some(license) = existing {
         let key = license.spec.read().license_key.clone();
@@ -668,7 +655,7 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         AuthMethod::LicenseKey => (None, None),
         AuthMethod::User => {
             let email = email.clone().ok_or(MISSING_PARAMETERS)?;
-            match app.engine.user_by_email(tenant, &email) {
+            match user {
                 Some(u) => (Some(u.id), None),
                 None => {
                     let password = crate::util::random_token(12);
