@@ -1,8 +1,8 @@
 //! Resident memory of the engine at catalog scale: builds N licenses with 4
-//! features and one activated device each (the generated catalog's shapes)
-//! by applying commands one license at a time, so that no parsed catalog sits
-//! in memory beside them, and reports the growth of the process's resident
-//! set per license and per feature.
+//! features each (the generated catalog's shapes) by applying commands one
+//! license at a time, so that no parsed catalog sits in memory beside them,
+//! and reports the growth of the process's resident set per license and per
+//! feature; then activates one device on each and reports again.
 //!
 //! `cargo bench --bench memory` (N = 1,000,000; `TALLY_MEMORY_LICENSES=N` to
 //! change it).
@@ -56,7 +56,7 @@ fn main() {
         .get(generated_license(0).0.as_str())
         .expect("template")
         .clone();
-    let spec = template.spec.read().clone();
+    let spec = template.spec();
     let features: Vec<FeatureSpec> = template
         .features
         .read()
@@ -66,8 +66,9 @@ fn main() {
     drop(buf);
 
     let before = rss_bytes();
+    let mut ids = Vec::with_capacity(n as usize);
     for i in 1..=n {
-        let (key, hw) = generated_license(i);
+        let (key, _) = generated_license(i);
         let mut s = spec.clone();
         s.license_key = Some(key);
         let id = e.next_id();
@@ -79,8 +80,15 @@ fn main() {
             now: NOW,
         })
         .expect("license");
+        ids.push(id);
+    }
+    let ids_bytes = (ids.capacity() * std::mem::size_of::<u64>()) as u64;
+    let grown = rss_bytes().saturating_sub(before + ids_bytes);
+    report(n, features.len() as u64, grown, "no devices");
+    for (i, id) in ids.iter().enumerate() {
+        let (_, hw) = generated_license(i as u64 + 1);
         e.apply(&Command::Activate {
-            license_id: id,
+            license_id: *id,
             hardware_id: Cow::Owned(hw),
             info: DeviceInfo::default(),
             device_id: e.next_id(),
@@ -88,12 +96,15 @@ fn main() {
         })
         .expect("device");
     }
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = rss_bytes().saturating_sub(before + ids_bytes);
+    report(n, features.len() as u64, grown, "1 device each");
+}
+
+fn report(n: u64, features: u64, grown: u64, what: &str) {
     println!(
-        "{n} licenses x {} features, 1 device each: resident +{} MiB, {} B per license, {} B per feature (all included)",
-        features.len(),
+        "{n} licenses x {features} features, {what}: resident +{} MiB, {} B per license, {} B per feature (all included)",
         grown / (1 << 20),
         grown / n.max(1),
-        grown / (n.max(1) * features.len() as u64),
+        grown / (n.max(1) * features),
     );
 }

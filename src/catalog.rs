@@ -32,32 +32,6 @@ impl std::error::Error for CatalogError {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Catalog {
-    #[serde(default)]
-    tenants: Vec<CatalogTenant>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CatalogTenant {
-    name: String,
-    /// Name of a tenant earlier in the file.
-    #[serde(default)]
-    parent: Option<String>,
-    #[serde(default)]
-    api_keys: Vec<Map<String, Value>>,
-    #[serde(default)]
-    products: Vec<Map<String, Value>>,
-    #[serde(default)]
-    customers: Vec<Map<String, Value>>,
-    #[serde(default)]
-    users: Vec<Map<String, Value>>,
-    #[serde(default)]
-    licenses: Vec<Map<String, Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CatalogDevice {
     hardware_id: String,
     #[serde(flatten)]
@@ -89,6 +63,8 @@ fn typed<T: serde::de::DeserializeOwned>(path: &str, v: Value) -> Result<T, Cata
         let inner = e.path().to_string();
         let at = if inner == "." {
             path.to_string()
+        } else if inner.starts_with('[') {
+            format!("{path}{inner}")
         } else {
             format!("{path}.{inner}")
         };
@@ -122,24 +98,86 @@ pub fn load_file(engine: &Engine, path: &Path, now: Millis) -> Result<Loaded, Ca
     load_slice(engine, &text, now)
 }
 
+/// Loads a catalog document. Licenses are applied as they are parsed, one at
+/// a time, so a catalog of a million licenses never sits in memory as a
+/// parsed tree beside the engine it fills: this is why, in a tenant, the
+/// fields other than `licenses` must come before it.
 pub fn load_slice(engine: &Engine, text: &[u8], now: Millis) -> Result<Loaded, CatalogError> {
     let mut de = serde_json::Deserializer::from_slice(text);
-    let catalog: Catalog = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| err(e.path().to_string(), e.into_inner()))?;
-    load(engine, catalog, now)
+    let mut loader = Loader {
+        engine,
+        now,
+        n: Loaded::default(),
+        tenants: Vec::new(),
+        failed: None,
+    };
+    let mut track = serde_path_to_error::Track::new();
+    let res = serde::de::DeserializeSeed::deserialize(
+        CatalogSeed(&mut loader),
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+    );
+    match res {
+        Ok(()) => {
+            de.end().map_err(|e| err("", e))?;
+            Ok(loader.n)
+        }
+        Err(e) => Err(loader
+            .failed
+            .take()
+            .unwrap_or_else(|| err(track.path().to_string(), e))),
+    }
 }
 
-fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, CatalogError> {
-    let mut n = Loaded::default();
-    let mut tenant_ids: Vec<(String, Id)> = Vec::new();
-    for (ti, t) in catalog.tenants.into_iter().enumerate() {
-        let tp = format!("tenants[{ti}]");
+/// State of one load: what it created and the names it can refer to.
+struct Loader<'a> {
+    engine: &'a Engine,
+    now: Millis,
+    n: Loaded,
+    /// Tenant names loaded so far (a tenant's `parent` names an earlier one).
+    tenants: Vec<(String, Id)>,
+    /// The error that stopped the load, with its path; the parser only
+    /// carries a message, so the visitors leave the full error here.
+    failed: Option<CatalogError>,
+}
+
+/// A tenant's fields other than its licenses, gathered until the licenses
+/// arrive (or the tenant ends).
+#[derive(Default)]
+struct TenantParts {
+    name: Option<String>,
+    parent: Option<String>,
+    api_keys: Vec<Map<String, Value>>,
+    products: Vec<Map<String, Value>>,
+    customers: Vec<Map<String, Value>>,
+    users: Vec<Map<String, Value>>,
+}
+
+/// A tenant once created: what its licenses may refer to by natural key.
+struct Tenant {
+    products: Vec<(String, Id)>,
+    customers: Vec<(String, Id)>,
+    users: Vec<(String, Id)>,
+}
+
+impl Loader<'_> {
+    /// Keeps `e` as the load's error and gives the parser one to stop with.
+    fn fail<E: serde::de::Error>(&mut self, e: CatalogError) -> E {
+        let msg = e.to_string();
+        self.failed = Some(e);
+        E::custom(msg)
+    }
+
+    fn tenant(&mut self, tp: &str, t: TenantParts) -> Result<Tenant, CatalogError> {
+        let engine = self.engine;
+        let name = t
+            .name
+            .ok_or_else(|| err(format!("{tp}.name"), "missing field `name`"))?;
         let parent_id = match &t.parent {
             None => None,
-            Some(name) => Some(
-                tenant_ids
+            Some(parent) => Some(
+                self.tenants
                     .iter()
-                    .find(|(n, _)| n == name)
+                    .find(|(n, _)| n == parent)
                     .map(|(_, id)| *id)
                     .ok_or_else(|| err(format!("{tp}.parent"), "no earlier tenant by that name"))?,
             ),
@@ -147,17 +185,17 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
         let tenant_id = engine.next_id();
         apply(
             engine,
-            &tp,
+            tp,
             Command::PutTenant {
                 id: tenant_id,
                 spec: TenantSpec {
-                    name: t.name.clone(),
+                    name: name.clone(),
                     parent_id,
                 },
             },
         )?;
-        tenant_ids.push((t.name, tenant_id));
-        n.tenants += 1;
+        self.tenants.push((name, tenant_id));
+        self.n.tenants += 1;
 
         for (i, mut k) in t.api_keys.into_iter().enumerate() {
             let p = format!("{tp}.api_keys[{i}]");
@@ -169,7 +207,7 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
                     spec: typed(&p, Value::Object(k))?,
                 },
             )?;
-            n.api_keys += 1;
+            self.n.api_keys += 1;
         }
         let mut products: Vec<(String, Id)> = Vec::new();
         for (i, mut m) in t.products.into_iter().enumerate() {
@@ -179,39 +217,26 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
             let id = engine.next_id();
             products.push((spec.short_code.clone(), id));
             apply(engine, &p, Command::PutProduct { id, spec })?;
-            n.products += 1;
+            self.n.products += 1;
         }
-        let mut customers: Vec<(String, Id)> = Vec::new();
+        let mut tenant = Tenant {
+            products,
+            customers: Vec::new(),
+            users: Vec::new(),
+        };
         for (i, mut m) in t.customers.into_iter().enumerate() {
             let p = format!("{tp}.customers[{i}]");
             m.insert("tenant_id".into(), tenant_id.into());
             let spec: CustomerSpec = typed(&p, Value::Object(m))?;
             let id = engine.next_id();
-            customers.push((spec.email.to_ascii_lowercase(), id));
+            tenant.customers.push((spec.email.to_ascii_lowercase(), id));
             apply(engine, &p, Command::PutCustomer { id, spec })?;
-            n.customers += 1;
+            self.n.customers += 1;
         }
-        let customer_ref = |m: &mut Map<String, Value>, p: &str| -> Result<(), CatalogError> {
-            if let Some(email) = take_str(m, "customer", p)? {
-                let id = customers
-                    .iter()
-                    .find(|(e, _)| e.eq_ignore_ascii_case(&email))
-                    .map(|(_, id)| *id)
-                    .ok_or_else(|| {
-                        err(
-                            format!("{p}.customer"),
-                            "no customer with that email in this tenant",
-                        )
-                    })?;
-                m.insert("customer_id".into(), id.into());
-            }
-            Ok(())
-        };
-        let mut users: Vec<(String, Id)> = Vec::new();
         for (i, mut m) in t.users.into_iter().enumerate() {
             let p = format!("{tp}.users[{i}]");
             m.insert("tenant_id".into(), tenant_id.into());
-            customer_ref(&mut m, &p)?;
+            tenant.customer_ref(&mut m, &p)?;
             match take_str(&mut m, "password", &p)? {
                 Some(pw) => {
                     let hash = Passwords::hash(&pw).map_err(|e| err(format!("{p}.password"), e))?;
@@ -230,75 +255,268 @@ fn load(engine: &Engine, catalog: Catalog, now: Millis) -> Result<Loaded, Catalo
             }
             let spec: UserSpec = typed(&p, Value::Object(m))?;
             let id = engine.next_id();
-            users.push((spec.email.to_ascii_lowercase(), id));
+            tenant.users.push((spec.email.to_ascii_lowercase(), id));
             apply(engine, &p, Command::PutUser { id, spec })?;
-            n.users += 1;
+            self.n.users += 1;
         }
-        for (i, mut m) in t.licenses.into_iter().enumerate() {
-            let p = format!("{tp}.licenses[{i}]");
-            let code = take_str(&mut m, "product", &p)?
-                .ok_or_else(|| err(format!("{p}.product"), "product short code required"))?;
-            let product_id = products
-                .iter()
-                .find(|(c, _)| *c == code)
-                .map(|(_, id)| *id)
-                .ok_or_else(|| err(format!("{p}.product"), "no such product in this tenant"))?;
-            m.insert("product_id".into(), product_id.into());
-            if let Some(email) = take_str(&mut m, "user", &p)? {
-                let id = users
-                    .iter()
-                    .find(|(e, _)| e.eq_ignore_ascii_case(&email))
-                    .map(|(_, id)| *id)
-                    .ok_or_else(|| {
-                        err(
-                            format!("{p}.user"),
-                            "no user with that email in this tenant",
-                        )
-                    })?;
-                m.insert("user_id".into(), id.into());
-            }
-            customer_ref(&mut m, &p)?;
-            let features: Vec<FeatureSpec> = match m.remove("features") {
-                Some(f) => typed(&format!("{p}.features"), f)?,
-                None => Vec::new(),
-            };
-            let devices: Vec<CatalogDevice> = match m.remove("devices") {
-                Some(d) => typed(&format!("{p}.devices"), d)?,
-                None => Vec::new(),
-            };
-            let spec: LicenseSpec = typed(&p, Value::Object(m))?;
-            let id = engine.next_id();
-            n.features += features.len();
-            let features = features
-                .into_iter()
-                .map(|f| (engine.next_id(), f))
-                .collect();
-            apply(
-                engine,
-                &p,
-                Command::PutLicense {
-                    id,
-                    spec,
-                    features,
-                    now,
-                },
-            )?;
-            for (di, d) in devices.into_iter().enumerate() {
-                let dp = format!("{p}.devices[{di}]");
-                let cmd = Command::Activate {
-                    license_id: id,
-                    hardware_id: Cow::Owned(d.hardware_id),
-                    info: d.info,
-                    device_id: engine.next_id(),
-                    now,
-                };
-                apply(engine, &dp, cmd)?;
-                n.devices += 1;
-            }
-            n.licenses += 1;
-        }
+        Ok(tenant)
     }
-    Ok(n)
+
+    fn license(
+        &mut self,
+        tenant: &Tenant,
+        p: &str,
+        mut m: Map<String, Value>,
+    ) -> Result<(), CatalogError> {
+        let engine = self.engine;
+        let now = self.now;
+        let code = take_str(&mut m, "product", p)?
+            .ok_or_else(|| err(format!("{p}.product"), "product short code required"))?;
+        let product_id = tenant
+            .products
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, id)| *id)
+            .ok_or_else(|| err(format!("{p}.product"), "no such product in this tenant"))?;
+        m.insert("product_id".into(), product_id.into());
+        if let Some(email) = take_str(&mut m, "user", p)? {
+            let id = tenant
+                .users
+                .iter()
+                .find(|(e, _)| e.eq_ignore_ascii_case(&email))
+                .map(|(_, id)| *id)
+                .ok_or_else(|| {
+                    err(
+                        format!("{p}.user"),
+                        "no user with that email in this tenant",
+                    )
+                })?;
+            m.insert("user_id".into(), id.into());
+        }
+        tenant.customer_ref(&mut m, p)?;
+        let features: Vec<FeatureSpec> = match m.remove("features") {
+            Some(f) => typed(&format!("{p}.features"), f)?,
+            None => Vec::new(),
+        };
+        let devices: Vec<CatalogDevice> = match m.remove("devices") {
+            Some(d) => typed(&format!("{p}.devices"), d)?,
+            None => Vec::new(),
+        };
+        let spec: LicenseSpec = typed(p, Value::Object(m))?;
+        let id = engine.next_id();
+        self.n.features += features.len();
+        let features = features
+            .into_iter()
+            .map(|f| (engine.next_id(), f))
+            .collect();
+        apply(
+            engine,
+            p,
+            Command::PutLicense {
+                id,
+                spec,
+                features,
+                now,
+            },
+        )?;
+        for (di, d) in devices.into_iter().enumerate() {
+            let dp = format!("{p}.devices[{di}]");
+            let cmd = Command::Activate {
+                license_id: id,
+                hardware_id: Cow::Owned(d.hardware_id),
+                info: d.info,
+                device_id: engine.next_id(),
+                now,
+            };
+            apply(engine, &dp, cmd)?;
+            self.n.devices += 1;
+        }
+        self.n.licenses += 1;
+        Ok(())
+    }
+}
+
+impl Tenant {
+    /// Replaces a `customer` email in `m` by the customer's `customer_id`.
+    fn customer_ref(&self, m: &mut Map<String, Value>, p: &str) -> Result<(), CatalogError> {
+        if let Some(email) = take_str(m, "customer", p)? {
+            let id = self
+                .customers
+                .iter()
+                .find(|(e, _)| e.eq_ignore_ascii_case(&email))
+                .map(|(_, id)| *id)
+                .ok_or_else(|| {
+                    err(
+                        format!("{p}.customer"),
+                        "no customer with that email in this tenant",
+                    )
+                })?;
+            m.insert("customer_id".into(), id.into());
+        }
+        Ok(())
+    }
+}
+
+/// The document: `{"tenants": [...]}`.
+struct CatalogSeed<'l, 'a>(&'l mut Loader<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CatalogSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CatalogSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a catalog object with `tenants`")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "tenants" => map.next_value_seed(TenantsSeed(&mut *self.0))?,
+                other => {
+                    return Err(serde::de::Error::unknown_field(other, &["tenants"]));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct TenantsSeed<'l, 'a>(&'l mut Loader<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for TenantsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TenantsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of tenants")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut ti = 0;
+        while seq
+            .next_element_seed(TenantSeed {
+                loader: &mut *self.0,
+                index: ti,
+            })?
+            .is_some()
+        {
+            ti += 1;
+        }
+        Ok(())
+    }
+}
+
+struct TenantSeed<'l, 'a> {
+    loader: &'l mut Loader<'a>,
+    index: usize,
+}
+
+const TENANT_FIELDS: &[&str] = &[
+    "name",
+    "parent",
+    "api_keys",
+    "products",
+    "customers",
+    "users",
+    "licenses",
+];
+
+impl<'de> serde::de::DeserializeSeed<'de> for TenantSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a tenant object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let tp = format!("tenants[{}]", self.index);
+        let mut parts = TenantParts::default();
+        let mut created: Option<Tenant> = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if created.is_some() && &*key != "licenses" && TENANT_FIELDS.contains(&&*key) {
+                let e = err(
+                    format!("{tp}.{key}"),
+                    "must come before `licenses` (licenses are loaded as they are read)",
+                );
+                return Err(self.loader.fail(e));
+            }
+            match &*key {
+                "name" => parts.name = Some(map.next_value()?),
+                "parent" => parts.parent = map.next_value()?,
+                "api_keys" => parts.api_keys = map.next_value()?,
+                "products" => parts.products = map.next_value()?,
+                "customers" => parts.customers = map.next_value()?,
+                "users" => parts.users = map.next_value()?,
+                "licenses" => {
+                    let tenant = match created.take() {
+                        Some(t) => t,
+                        None => match self.loader.tenant(&tp, std::mem::take(&mut parts)) {
+                            Ok(t) => t,
+                            Err(e) => return Err(self.loader.fail(e)),
+                        },
+                    };
+                    map.next_value_seed(LicensesSeed {
+                        loader: &mut *self.loader,
+                        tenant: &tenant,
+                        path: &tp,
+                    })?;
+                    created = Some(tenant);
+                }
+                other => return Err(serde::de::Error::unknown_field(other, TENANT_FIELDS)),
+            }
+        }
+        if created.is_none() {
+            if let Err(e) = self.loader.tenant(&tp, parts) {
+                return Err(self.loader.fail(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tenant's `licenses`, each applied as soon as it is parsed.
+struct LicensesSeed<'l, 'a, 't> {
+    loader: &'l mut Loader<'a>,
+    tenant: &'t Tenant,
+    path: &'t str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for LicensesSeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for LicensesSeed<'_, '_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of licenses")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut li = 0usize;
+        while let Some(m) = seq.next_element::<Map<String, Value>>()? {
+            let p = format!("{}.licenses[{li}]", self.path);
+            if let Err(e) = self.loader.license(self.tenant, &p, m) {
+                return Err(self.loader.fail(e));
+            }
+            li += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Credentials of generated catalogs (benchmarks and load tests use them).
@@ -384,4 +602,59 @@ pub fn generate(out: &mut impl Write, licenses: u64, features: u32) -> std::io::
         r#"],"features":[{{"code":"{GENERATED_POOL_FEATURE}","name":"Pool seat","is_floating_cloud":true,"floating_users":{GENERATED_POOL_SEATS},"floating_timeout":30}}]}}"#
     )?;
     out.write_all(b"]}]}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_err(doc: &str) -> CatalogError {
+        load_slice(&Engine::new(), doc.as_bytes(), 0).expect_err("must fail")
+    }
+
+    const PRODUCT: &str = r#"{"short_code":"p","name":"p","authorization_method":"license-key"}"#;
+
+    #[test]
+    fn errors_name_their_place() {
+        let e = load_err(&format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[{{"product":"p","license_key":"a"}},{{"product":"q","license_key":"b"}}]}}]}}"#
+        ));
+        assert_eq!(e.path, "tenants[0].licenses[1].product");
+        let e = load_err(&format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[{{"product":"p","license_key":"a","features":[{{"code":"x","floating_users":"many"}}]}}]}}]}}"#
+        ));
+        assert_eq!(e.path, "tenants[0].licenses[0].features[0].floating_users");
+        let e = load_err(r#"{"tenants":[{"name":"t","colour":"red"}]}"#);
+        assert!(e.message.contains("colour"), "{e}");
+        // Broken JSON inside a license: the parser's place is reported.
+        let e = load_err(&format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[{{"product":"p","license_key":"a"}},{{"product" "p"}}]}}]}}"#
+        ));
+        assert!(e.path.starts_with("tenants[0].licenses"), "{e}");
+        let e = load_err(r#"{"tenants":[]} trailing"#);
+        assert!(e.message.contains("trailing"), "{e}");
+    }
+
+    #[test]
+    fn tenant_fields_after_licenses_are_refused() {
+        let e = load_err(&format!(
+            r#"{{"tenants":[{{"name":"t","licenses":[],"products":[{PRODUCT}]}}]}}"#
+        ));
+        assert_eq!(e.path, "tenants[0].products");
+        assert!(e.message.contains("before `licenses`"), "{e}");
+        let e = load_err(r#"{"tenants":[{"licenses":[]}]}"#);
+        assert_eq!(e.path, "tenants[0].name");
+    }
+
+    #[test]
+    fn licenses_and_tenants_load_in_order() {
+        let e = Engine::new();
+        let doc = format!(
+            r#"{{"tenants":[{{"name":"a","products":[{PRODUCT}],"licenses":[{{"product":"p","license_key":"k1","devices":[{{"hardware_id":"h"}}]}}]}},{{"name":"b","parent":"a"}}]}}"#
+        );
+        let n = load_slice(&e, doc.as_bytes(), 0).expect("load");
+        assert_eq!((n.tenants, n.products, n.licenses, n.devices), (2, 1, 1, 1));
+        let e2 = load_err(r#"{"tenants":[{"name":"b","parent":"nobody"}]}"#);
+        assert_eq!(e2.path, "tenants[0].parent");
+    }
 }

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod meter;
 pub mod model;
 pub mod seat;
+pub mod share;
 pub mod time;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use lease::{LeaseOutcome, LeasePool, LeasesExhausted};
 use meter::{Meter, MeterError};
 use model::*;
 use seat::SeatPool;
+use share::{share_spec, Sharer};
 use time::{parse_instant, Millis, DAY_MS, HOUR_MS};
 
 /// Device variables kept per device; more are refused.
@@ -84,20 +86,18 @@ pub struct Engine {
     customers: DashMap<Id, Arc<Customer>>,
     users: DashMap<Id, Arc<LicenseUser>>,
     licenses: DashMap<Id, Arc<License>>,
-    /// Feature specs shared between the features that have equal ones
-    /// (serialised spec -> spec): a catalog's licenses mostly repeat their
-    /// products' feature definitions, and a spec with its strings is about
-    /// 200 bytes. Sharded map; touched only when features are written.
-    feature_specs: DashMap<Box<[u8]>, std::sync::Weak<FeatureSpec>>,
+    /// Equal license specs (the key is not part of them), feature specs and
+    /// feature codes, each stored once (see [`share`]): a catalog's licenses
+    /// mostly repeat their products' definitions, and a license spec with its
+    /// strings is about 300 bytes. Sharded maps; touched only on writes.
+    license_specs: Sharer<Box<[u8]>, LicenseSpec>,
+    feature_specs: Sharer<Box<[u8]>, FeatureSpec>,
+    feature_codes: Sharer<Box<str>, str>,
     /// Licenses whose (license- or feature-level) lease pools may hold seats:
     /// what the lease sweeper visits. Sharded; written when a seat is newly
     /// taken or borrowed, not on renewals.
     leased: DashMap<Id, ()>,
 }
-
-/// Distinct feature specs remembered for sharing; past this (after dropping
-/// the dead ones) new specs are simply not shared.
-pub const FEATURE_SPECS_SHARED_MAX: usize = 1 << 16;
 
 impl Default for Engine {
     fn default() -> Self {
@@ -211,33 +211,22 @@ impl Engine {
             customers: DashMap::new(),
             users: DashMap::new(),
             licenses: DashMap::new(),
-            feature_specs: DashMap::new(),
+            license_specs: Sharer::default(),
+            feature_specs: Sharer::default(),
+            feature_codes: Sharer::default(),
             leased: DashMap::new(),
         }
     }
 
-    /// The shared copy of `spec` (see `feature_specs`).
-    fn share_feature_spec(&self, spec: &FeatureSpec) -> Arc<FeatureSpec> {
-        let Ok(key) = serde_json::to_vec(spec) else {
-            return Arc::new(spec.clone());
-        };
-        if let Some(shared) = self
-            .feature_specs
-            .get(key.as_slice())
-            .and_then(|w| w.upgrade())
-        {
-            return shared;
+    /// The shared copy of a license spec, without its key (the key lives in
+    /// [`License::license_key`]; with it no two specs would be equal).
+    fn share_license_spec(&self, spec: &LicenseSpec) -> Arc<LicenseSpec> {
+        if spec.license_key.is_none() {
+            return share_spec(&self.license_specs, spec);
         }
-        if self.feature_specs.len() >= FEATURE_SPECS_SHARED_MAX {
-            self.feature_specs.retain(|_, w| w.strong_count() > 0);
-            if self.feature_specs.len() >= FEATURE_SPECS_SHARED_MAX {
-                return Arc::new(spec.clone());
-            }
-        }
-        let shared = Arc::new(spec.clone());
-        self.feature_specs
-            .insert(key.into_boxed_slice(), Arc::downgrade(&shared));
-        shared
+        let mut keyless = spec.clone();
+        keyless.license_key = None;
+        share_spec(&self.license_specs, &keyless)
     }
 
     /// A fresh id for a command about to be built.
@@ -1006,11 +995,13 @@ impl Engine {
             id,
             revision: AtomicU64::new(model::next_revision()),
             is_consumption: AtomicBool::new(spec.feature_type == FeatureType::Consumption),
-            code: spec.code.as_str().into(),
+            code: self
+                .feature_codes
+                .share(spec.code.as_str().into(), || spec.code.as_str().into()),
             expires_at: AtomicI64::new(end_instant(&spec.expiry_date)),
             floating: LeasePool::new(spec.floating_users),
             meter: Meter::new(spec.meter_limits(), 0, now),
-            spec: RwLock::new(self.share_feature_spec(spec)),
+            spec: RwLock::new(share_spec(&self.feature_specs, spec)),
         }))
     }
 
@@ -1091,8 +1082,6 @@ impl Engine {
             }
             fs.push(self.new_feature(*fid, fspec, now)?);
         }
-        let mut stored = spec.clone();
-        stored.license_key = key.map(str::to_string);
         let license = Arc::new(License {
             id,
             tenant_id: product.tenant_id,
@@ -1110,7 +1099,7 @@ impl Engine {
             floating: LeasePool::new(spec.floating_users),
             consumption: Meter::new(spec.meter_limits(), 0, now),
             features: RwLock::new(fs),
-            spec: RwLock::new(stored),
+            spec: RwLock::new(self.share_license_spec(spec)),
         });
         if let Some(k) = key {
             match product.licenses_by_key.entry(k.into()) {
@@ -1160,9 +1149,7 @@ impl Engine {
         if spec.meter_limits() != cur.meter_limits() {
             lic.consumption.set_limits(spec.meter_limits(), now);
         }
-        let mut stored = spec.clone();
-        stored.license_key = key.map(str::to_string);
-        *cur = stored;
+        *cur = self.share_license_spec(spec);
         Ok(Outcome::Done)
     }
 
@@ -1198,7 +1185,7 @@ impl Engine {
             if spec.meter_limits() != cur.meter_limits() {
                 f.meter.set_limits(spec.meter_limits(), now);
             }
-            *cur = self.share_feature_spec(spec);
+            *cur = share_spec(&self.feature_specs, spec);
             f.is_consumption.store(
                 spec.feature_type == FeatureType::Consumption,
                 Ordering::Release,

@@ -439,7 +439,8 @@ pub struct Feature {
     /// reads an atomic instead of taking the spec's lock.
     pub is_consumption: std::sync::atomic::AtomicBool,
     /// Fixed at creation: features are looked up by code on the hot path.
-    pub code: Box<str>,
+    /// Shared between features of equal code (see `Engine::feature_codes`).
+    pub code: Arc<str>,
     /// Shared with every feature whose spec is equal (see `Engine::feature_specs`);
     /// a change replaces the `Arc`, never writes through it.
     pub spec: RwLock<Arc<FeatureSpec>>,
@@ -512,7 +513,10 @@ pub struct License {
     pub product_id: Id,
     /// Fixed at creation (it keys `Product::licenses_by_key`).
     pub license_key: Option<Box<str>>,
-    pub spec: RwLock<LicenseSpec>,
+    /// Shared with every license whose spec is equal (see `Engine::license_specs`);
+    /// its `license_key` is always None (the key is the field above; [`License::spec`]
+    /// puts them together). A change replaces the `Arc`, never writes through it.
+    pub spec: RwLock<Arc<LicenseSpec>>,
     /// Parsed validity/start instants (ms) kept beside the spec for the hot path.
     pub valid_until: std::sync::atomic::AtomicI64,
     pub starts_at: std::sync::atomic::AtomicI64,
@@ -527,6 +531,13 @@ pub struct License {
 }
 
 impl License {
+    /// The license's full spec, key included.
+    pub fn spec(&self) -> LicenseSpec {
+        let mut s = (**self.spec.read()).clone();
+        s.license_key = self.license_key.as_deref().map(str::to_string);
+        s
+    }
+
     pub fn feature(&self, code: &str) -> Option<Arc<Feature>> {
         self.features
             .read()

@@ -332,7 +332,7 @@ impl Kind {
             Kind::Product => serde_json::to_value(&*e.product(id)?.spec.read()),
             Kind::Customer => serde_json::to_value(&*e.customer(id)?.spec.read()),
             Kind::User => serde_json::to_value(&*e.user(id)?.spec.read()),
-            Kind::License => serde_json::to_value(&*e.license(id)?.spec.read()),
+            Kind::License => serde_json::to_value(e.license(id)?.spec()),
         };
         v.ok()
     }

@@ -57,7 +57,7 @@ pub fn feature(f: &Feature, now: Millis) -> Value {
 }
 
 pub fn license(engine: &Engine, l: &License, now: Millis) -> Value {
-    let mut v = with_id(l.id, &*l.spec.read());
+    let mut v = with_id(l.id, &l.spec());
     set(&mut v, "tenant_id", l.tenant_id);
     set(&mut v, "times_activated", l.activations.used());
     set(

@@ -648,7 +648,7 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
         (AuthMethod::User, None) => None,
     };
     if let Some(license) = existing {
-        let key = license.spec.read().license_key.clone();
+        let key = license.license_key.as_deref().map(str::to_string);
         return trial_answer(app, &product, license, key, email, None, now);
     }
     let (user_id, initial_password) = match product.authorization_method {
