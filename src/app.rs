@@ -10,8 +10,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Limits;
 use crate::credentials::Passwords;
 use crate::engine::time::Millis;
-use crate::engine::Engine;
+use crate::engine::{Command, Engine, EngineError, Outcome};
 use crate::signing::Signer;
+use crate::storage::store::Store;
+use crate::storage::wal::CommitError;
 
 pub struct App {
     /// All entitlement state; internally sharded, shared by every request.
@@ -28,6 +30,9 @@ pub struct App {
     pub passwords: Passwords,
     /// LicenseSpring surface caches (verified request signatures).
     pub licensespring: LsState,
+    /// The data directory's log and snapshots; None keeps state in memory
+    /// only (benchmarks, and tests that are not about durability).
+    pub store: Option<Arc<Store>>,
 }
 
 pub struct AppOptions {
@@ -36,6 +41,9 @@ pub struct AppOptions {
     pub admin_token: String,
     pub signing_key: RsaPrivateKey,
     pub sign_responses: bool,
+    /// The engine, when it was rebuilt from a data directory (else empty).
+    pub engine: Option<Engine>,
+    pub store: Option<Arc<Store>>,
 }
 
 impl AppOptions {
@@ -46,6 +54,8 @@ impl AppOptions {
             admin_token,
             signing_key,
             sign_responses: true,
+            engine: None,
+            store: None,
         }
     }
 }
@@ -53,7 +63,8 @@ impl AppOptions {
 impl App {
     pub fn new(opts: AppOptions) -> Self {
         App {
-            engine: Engine::new(),
+            engine: opts.engine.unwrap_or_default(),
+            store: opts.store,
             clock: opts.clock,
             limits: opts.limits,
             admin_token: opts.admin_token,
@@ -66,5 +77,37 @@ impl App {
 
     pub fn now(&self) -> Millis {
         self.clock.now_ms()
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// Applies `cmd` and, when it changed state, returns once it is durable
+    /// (see `storage::wal`). Every surface changes state through here.
+    pub async fn commit(&self, cmd: &Command<'_>) -> Result<Outcome, CommitError> {
+        self.commit_with(cmd, || self.engine.apply(cmd)).await
+    }
+
+    /// [`App::commit`] with the apply supplied by the caller (which must
+    /// apply exactly `cmd`, e.g. [`Engine::apply_resolved`]).
+    pub async fn commit_with(
+        &self,
+        cmd: &Command<'_>,
+        apply: impl FnOnce() -> Result<Outcome, EngineError>,
+    ) -> Result<Outcome, CommitError> {
+        // A renewal of a seat already held is not logged and takes no lock
+        // but the pool's.
+        if let Some(renewed) = self.engine.try_renew(cmd) {
+            return Ok(renewed);
+        }
+        let Some(store) = &self.store else {
+            return apply().map_err(CommitError::Engine);
+        };
+        let c = store.log.commit(cmd, apply)?;
+        if let Some(lsn) = c.lsn {
+            store.log.wait(lsn).await?;
+        }
+        Ok(c.outcome)
     }
 }

@@ -48,6 +48,21 @@ pub enum Cmd {
         #[arg(long)]
         base64: bool,
     },
+    /// Print what a data directory holds: snapshots and log segments (with
+    /// their state), and with --records the log's records as JSON lines.
+    Inspect {
+        #[arg(long, default_value = "./tally-data", env = "TALLY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Print the log records (one JSON object per line).
+        #[arg(long)]
+        records: bool,
+        /// First record to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Records to print at most.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+    },
     /// Write a synthetic catalog for benchmarks.
     GenCatalog {
         #[arg(long, default_value_t = 1000)]
@@ -65,9 +80,22 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[arg(long, default_value = "./tally-data", env = "TALLY_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// JSON catalog to load at start.
+    /// JSON catalog to load when the data directory holds no state yet (at
+    /// first start; later starts recover the stored state and ignore it).
     #[arg(long)]
     pub catalog: Option<PathBuf>,
+    /// When a change counts as stored: always (fdatasync before the answer,
+    /// shared by concurrent requests), interval:MS (written before the
+    /// answer, synced every MS), never (written, never synced by Tally).
+    #[arg(long, default_value = "always", env = "TALLY_FSYNC")]
+    pub fsync: crate::storage::wal::FsyncMode,
+    /// Seconds between periodic snapshots (0: only at shutdown).
+    #[arg(long, default_value_t = crate::storage::store::SNAPSHOT_INTERVAL_SECS_DEFAULT)]
+    pub snapshot_interval: u64,
+    /// Start even if a log record before the end is damaged, dropping it and
+    /// every record after it (the default refuses to start and names the place).
+    #[arg(long)]
+    pub truncate_corrupt_log: bool,
     /// Do not sign LicenseSpring responses.
     #[arg(long)]
     pub no_sign: bool,
@@ -96,6 +124,12 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             catalog: self.catalog.clone(),
             sign_responses: !self.no_sign,
+            store: crate::storage::store::StoreOptions {
+                fsync: self.fsync,
+                snapshot_interval: Duration::from_secs(self.snapshot_interval),
+                truncate_corrupt_log: self.truncate_corrupt_log,
+                ..Default::default()
+            },
             limits: Limits {
                 request_body_bytes_max: self.request_body_bytes_max,
                 request_head_bytes_max: self.request_head_bytes_max,
@@ -139,6 +173,23 @@ pub fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Inspect {
+            data_dir,
+            records,
+            from,
+            limit,
+        } => {
+            let mut out = std::io::stdout().lock();
+            let r = if records {
+                crate::storage::inspect::records(&data_dir, from, limit, &mut out)
+            } else {
+                crate::storage::inspect::summary(&data_dir, &mut out)
+            };
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
@@ -199,20 +250,71 @@ pub fn build_app(
         );
     }
     let mut opts = AppOptions::new(token, key);
-    opts.clock = clock;
+    opts.clock = clock.clone();
     opts.limits = cfg.limits.clone();
     opts.sign_responses = cfg.sign_responses;
-    let app = App::new(opts);
-    if let Some(path) = &cfg.catalog {
-        let started = std::time::Instant::now();
-        let loaded = crate::catalog::load_file(&app.engine, path, app.now())?;
+    // Recover the stored state before anything else touches the engine.
+    let engine = crate::engine::Engine::new();
+    let (store, opened) =
+        crate::storage::store::Store::open(&cfg.data_dir, &cfg.store, &engine, clock.now_ms())?;
+    let r = &opened.rebuilt;
+    if opened.fresh {
         tracing::info!(
-            "loaded catalog {} in {:?}: {loaded:?}",
-            path.display(),
-            started.elapsed()
+            "data directory {} holds no state yet",
+            cfg.data_dir.display()
+        );
+    } else {
+        tracing::info!(
+            "recovered in {:?}: snapshot at record {} ({} licenses), {} log records replayed, last record {}",
+            opened.elapsed,
+            r.snapshot.as_ref().map_or(0, |s| s.lsn),
+            r.snapshot.as_ref().map_or(0, |s| s.licenses),
+            r.replayed,
+            r.last_lsn
         );
     }
-    Ok(app)
+    for (path, offset, what) in &r.cut {
+        tracing::warn!("log {} cut at offset {offset}: {what}", path.display());
+    }
+    let store = Arc::new(store);
+    if let Some(path) = &cfg.catalog {
+        if opened.fresh {
+            let started = std::time::Instant::now();
+            let loaded = crate::catalog::load_file(&engine, path, clock.now_ms())?;
+            tracing::info!(
+                "loaded catalog {} in {:?}: {loaded:?}",
+                path.display(),
+                started.elapsed()
+            );
+            // The catalog is not logged record by record: the first snapshot holds it.
+            let info = store.snapshot_quiescent(&engine, clock.now_ms())?;
+            tracing::info!("snapshot of the catalog: {} bytes", info.bytes);
+        } else {
+            tracing::info!(
+                "catalog {} not loaded: the data directory holds state",
+                path.display()
+            );
+        }
+    }
+    store.start_snapshots(cfg.store.snapshot_interval, clock);
+    opts.engine = Some(engine);
+    opts.store = Some(store);
+    Ok(App::new(opts))
+}
+
+/// After the server stopped: the log closed and a final snapshot written.
+fn stop_store(app: &App) {
+    let Some(store) = &app.store else { return };
+    match store.shutdown(&app.engine, app.now()) {
+        Ok(Some(info)) => tracing::info!(
+            "final snapshot at record {}: {} licenses, {} bytes",
+            info.lsn,
+            info.licenses,
+            info.bytes
+        ),
+        Ok(None) => tracing::info!("state unchanged since the last snapshot"),
+        Err(e) => tracing::error!("shutdown: {e}; the log still holds every acknowledged change"),
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -230,9 +332,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.runtime == crate::server::RuntimeKind::CurrentThread {
         let threads = crate::server::per_core_threads(args.workers);
         let result =
-            crate::server::run_per_core(cfg.listen, threads, app, shutdown_signal(), |a| {
+            crate::server::run_per_core(cfg.listen, threads, app.clone(), shutdown_signal(), |a| {
                 tracing::info!("listening on http://{a} ({threads} current-thread runtimes)")
             });
+        stop_store(&app);
         return match result {
             Ok(()) => {
                 tracing::info!("stopped");
@@ -255,7 +358,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             .map(|a| a.to_string())
             .unwrap_or_default();
         tracing::info!("listening on http://{addr}");
-        match crate::server::run(listener, app, shutdown_signal()).await {
+        let result = crate::server::run(listener, app.clone(), shutdown_signal()).await;
+        let stopping = app.clone();
+        let _ = tokio::task::spawn_blocking(move || stop_store(&stopping)).await;
+        match result {
             Ok(()) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS

@@ -45,12 +45,14 @@ impl Default for Limits {
 }
 
 /// Everything `tally serve` was asked for.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub catalog: Option<PathBuf>,
     /// Sign LicenseSpring responses (LicenseSignature header).
     pub sign_responses: bool,
+    /// Durability: fsync mode, snapshot interval, repair policy.
+    pub store: crate::storage::store::StoreOptions,
     pub limits: Limits,
 }

@@ -135,6 +135,11 @@ pub enum Command<'a> {
         amount: i64,
         now: Millis,
     },
+    /// Free every floating seat that expired by `now` (the periodic sweep; a
+    /// command so that a replay frees the same seats at the same point).
+    SweepLeases {
+        now: Millis,
+    },
     TrackDeviceVariables {
         license_id: Id,
         #[serde(borrow)]

@@ -131,6 +131,19 @@ impl LeasePool {
         Ok(n)
     }
 
+    /// Extends `holder`'s seat to `now + timeout_ms` if it holds one; takes no
+    /// seat otherwise. Renewals are not logged (see `storage`): only a seat
+    /// newly taken changes which holders exist.
+    pub fn renew(&self, holder: &str, now: Millis, timeout_ms: Millis) -> Option<u32> {
+        let mut st = self.state.lock();
+        let lease = st
+            .holders
+            .iter_mut()
+            .find(|l| &*l.holder == holder && l.expires_at > now)?;
+        lease.expires_at = lease.expires_at.max(now.saturating_add(timeout_ms));
+        Some(self.in_use.load(Ordering::Acquire))
+    }
+
     /// Frees `holder`'s seat at once. Returns whether it held one.
     pub fn release(&self, holder: &str, now: Millis) -> bool {
         let mut st = self.state.lock();
@@ -149,6 +162,25 @@ impl LeasePool {
         st.holders.push(lease);
         self.in_use
             .store(st.holders.len() as u32, Ordering::Release);
+    }
+
+    /// Every holder as stored, expired ones included (snapshots).
+    pub fn holders_raw(&self) -> Vec<Lease> {
+        self.state.lock().holders.clone()
+    }
+
+    /// Makes each holder's seat last at least until `now + timeout_ms`
+    /// (borrowed seats keep their own end). Used after recovery: renewals are
+    /// not logged, so a restored seat is given a full timeout rather than
+    /// taken from a holder that may still be renewing it.
+    pub fn extend_all(&self, now: Millis, timeout_ms: Millis) {
+        let mut st = self.state.lock();
+        let until = now.saturating_add(timeout_ms);
+        for l in st.holders.iter_mut() {
+            if l.borrowed_until.is_none() {
+                l.expires_at = l.expires_at.max(until);
+            }
+        }
     }
 
     /// Drops expired holders; returns how many were freed.

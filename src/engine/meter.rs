@@ -193,10 +193,16 @@ impl Meter {
         }
     }
 
-    /// Total in the current period (after rolling it at `now`).
+    /// Total in the period that contains `now`: zero once `now` is past the
+    /// period boundary. A read never changes the meter (only adds roll it), so
+    /// that replaying the logged commands rebuilds exactly the same state.
     pub fn used(&self, now: Millis) -> i64 {
-        self.roll(now);
-        self.used.load(Ordering::Acquire)
+        let used = self.used.load(Ordering::Acquire);
+        if now >= self.next_reset.load(Ordering::Acquire) {
+            0
+        } else {
+            used
+        }
     }
 
     /// Total without rolling: what the counter holds right now.
@@ -206,6 +212,22 @@ impl Meter {
 
     pub fn set_used(&self, used: i64) {
         self.used.store(used, Ordering::Release);
+    }
+
+    /// The counter and its next boundary exactly (`i64::MAX`: none), for snapshots.
+    pub fn state(&self) -> (i64, Millis) {
+        let _g = self.reset_lock.lock();
+        (
+            self.used.load(Ordering::Acquire),
+            self.next_reset.load(Ordering::Acquire),
+        )
+    }
+
+    /// Puts back what [`Meter::state`] gave (snapshot recovery).
+    pub fn restore(&self, used: i64, next_reset: Millis) {
+        let _g = self.reset_lock.lock();
+        self.used.store(used, Ordering::Release);
+        self.next_reset.store(next_reset, Ordering::Release);
     }
 
     pub fn next_reset(&self) -> Option<Millis> {

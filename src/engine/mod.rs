@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod error;
+pub mod image;
 pub mod lease;
 pub mod meter;
 pub mod model;
@@ -71,6 +72,26 @@ pub enum Outcome {
         total: i64,
         excess: bool,
     },
+    Swept {
+        freed: usize,
+    },
+}
+
+impl Outcome {
+    /// Whether the command that gave this outcome changed state that a replay
+    /// must rebuild. A renewal extends a seat that is already held, a release
+    /// of nothing and a sweep that freed nothing change nothing: they are not
+    /// logged (see `storage`).
+    pub fn changed_state(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Floating {
+                outcome: LeaseOutcome::Renewed,
+                ..
+            } | Outcome::Released { held: false, .. }
+                | Outcome::Swept { freed: 0 }
+        )
+    }
 }
 
 type R<T> = Result<T, EngineError>;
@@ -624,6 +645,9 @@ impl Engine {
                 variables,
                 now,
             } => self.track_variables(*license_id, hardware_id, variables, *now),
+            Command::SweepLeases { now } => Ok(Outcome::Swept {
+                freed: self.sweep_leases(*now),
+            }),
         }
     }
 
@@ -649,6 +673,27 @@ impl Engine {
             }
             _ => self.apply(cmd),
         }
+    }
+
+    /// For a [`Command::FloatingAcquire`] whose holder already holds its
+    /// seat: renews it and returns the outcome. None for anything else (a
+    /// renewal changes no state that the log must keep, see `storage`).
+    pub fn try_renew(&self, cmd: &Command<'_>) -> Option<Outcome> {
+        let Command::FloatingAcquire {
+            license_id,
+            feature_id,
+            hardware_id,
+            now,
+        } = cmd
+        else {
+            return None;
+        };
+        let (pool, timeout) = self.lease_pool(*license_id, *feature_id).ok()?;
+        let in_use = pool.renew(hardware_id, *now, timeout)?;
+        Some(Outcome::Floating {
+            outcome: LeaseOutcome::Renewed,
+            in_use,
+        })
     }
 
     fn add_to_feature(f: &Feature, amount: i64, now: Millis) -> R<Outcome> {
@@ -991,7 +1036,12 @@ impl Engine {
 
     fn new_feature(&self, id: Id, spec: &FeatureSpec, now: Millis) -> R<Arc<Feature>> {
         validate_feature(spec)?;
-        Ok(Arc::new(Feature {
+        Ok(self.feature_with_spec(id, share_spec(&self.feature_specs, spec), now))
+    }
+
+    /// A feature with a spec already validated and shared.
+    fn feature_with_spec(&self, id: Id, spec: Arc<FeatureSpec>, now: Millis) -> Arc<Feature> {
+        Arc::new(Feature {
             id,
             revision: AtomicU64::new(model::next_revision()),
             is_consumption: AtomicBool::new(spec.feature_type == FeatureType::Consumption),
@@ -1001,8 +1051,8 @@ impl Engine {
             expires_at: AtomicI64::new(end_instant(&spec.expiry_date)),
             floating: LeasePool::new(spec.floating_users),
             meter: Meter::new(spec.meter_limits(), 0, now),
-            spec: RwLock::new(share_spec(&self.feature_specs, spec)),
-        }))
+            spec: RwLock::new(spec),
+        })
     }
 
     fn put_license(
@@ -1493,7 +1543,7 @@ impl Engine {
     /// Visits only the licenses that took a seat since they were last found
     /// empty (`leased`), so its cost follows the floating seats in use, not
     /// the size of the catalog.
-    pub fn sweep_leases(&self, now: Millis) -> usize {
+    fn sweep_leases(&self, now: Millis) -> usize {
         let mut n = 0;
         let ids: Vec<Id> = self.leased.iter().map(|e| *e.key()).collect();
         for id in ids {

@@ -86,6 +86,11 @@ impl SeatPool {
         self.used.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Sets the units taken exactly (snapshot recovery).
+    pub fn restore_used(&self, used: u64) {
+        self.used.store(used, Ordering::Release);
+    }
+
     pub fn set_limits(&self, capacity: u64, overage: u64, unlimited: bool) {
         self.capacity.store(capacity, Ordering::Release);
         self.overage.store(overage, Ordering::Release);

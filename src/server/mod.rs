@@ -243,14 +243,20 @@ pub fn http1_builder(limits: &crate::config::Limits) -> http1::Builder {
 }
 
 /// Frees expired floating seats in the background; access paths purge too, so
-/// this only bounds how long a dead holder shows in listings.
+/// this only bounds how long a dead holder shows in listings. A sweep is a
+/// command like any change (logged when it freed a seat), so that a replay
+/// frees the same seats at the same point.
 async fn sweep_leases(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_millis(LEASE_SWEEP_INTERVAL_MS));
     loop {
         tick.tick().await;
         let now = app.now();
-        let engine = app.clone();
-        let _ = tokio::task::spawn_blocking(move || engine.engine.sweep_leases(now)).await;
+        if let Err(e) = app
+            .commit(&crate::engine::Command::SweepLeases { now })
+            .await
+        {
+            tracing::debug!("lease sweep not done: {e:?}");
+        }
     }
 }
 

@@ -1,5 +1,21 @@
-//! The data directory: the server's own secrets (response-signing key, admin
-//! token). The write-ahead log and snapshots will live here too.
+//! The data directory: the write-ahead log and snapshots that make the
+//! engine's state durable, and the server's own secrets (response-signing
+//! key, admin token).
+//!
+//! - [`wal`]: the log (commit lock, group commit, fsync modes, latch);
+//! - [`record`]: the log's file format;
+//! - [`snapshot`]: snapshot files;
+//! - [`recovery`]: rebuilding state from a directory (and pruning it);
+//! - [`store`]: a data directory in use: lock, recovery, log, snapshots;
+//! - [`disk`]: the file operations under the log (a trait, for fault injection).
+
+pub mod disk;
+pub mod inspect;
+pub mod record;
+pub mod recovery;
+pub mod snapshot;
+pub mod store;
+pub mod wal;
 
 use std::fs;
 use std::io::Write;

@@ -106,10 +106,10 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     let m = &method;
     match segs.as_slice() {
         ["tenants"] if m == Method::GET => list(app, &query, Kind::Tenant),
-        ["tenants"] if m == Method::POST => create(app, Kind::Tenant, body),
-        ["tenants", id] => item(app, m, Kind::Tenant, id, body),
+        ["tenants"] if m == Method::POST => create(app, Kind::Tenant, body).await,
+        ["tenants", id] => item(app, m, Kind::Tenant, id, body).await,
         ["api-keys"] if m == Method::GET => list_keys(app, &query),
-        ["api-keys"] if m == Method::POST => create_key(app, body),
+        ["api-keys"] if m == Method::POST => create_key(app, body).await,
         ["api-keys", key] if m == Method::GET => {
             let k = app
                 .engine
@@ -123,7 +123,8 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 Command::DeleteApiKey {
                     api_key: key.to_string(),
                 },
-            )?;
+            )
+            .await?;
             Ok(json(StatusCode::NO_CONTENT, ""))
         }
         ["api-keys", key, "revoke"] if m == Method::POST => {
@@ -132,7 +133,8 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 Command::RevokeApiKey {
                     api_key: key.to_string(),
                 },
-            )?;
+            )
+            .await?;
             let k = app
                 .engine
                 .api_key(key)
@@ -140,17 +142,17 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             Ok(json_value(StatusCode::OK, &render::api_key(&k)))
         }
         ["products"] if m == Method::GET => list(app, &query, Kind::Product),
-        ["products"] if m == Method::POST => create(app, Kind::Product, body),
-        ["products", id] => item(app, m, Kind::Product, id, body),
+        ["products"] if m == Method::POST => create(app, Kind::Product, body).await,
+        ["products", id] => item(app, m, Kind::Product, id, body).await,
         ["customers"] if m == Method::GET => list(app, &query, Kind::Customer),
-        ["customers"] if m == Method::POST => create(app, Kind::Customer, body),
-        ["customers", id] => item(app, m, Kind::Customer, id, body),
+        ["customers"] if m == Method::POST => create(app, Kind::Customer, body).await,
+        ["customers", id] => item(app, m, Kind::Customer, id, body).await,
         ["users"] if m == Method::GET => list(app, &query, Kind::User),
-        ["users"] if m == Method::POST => create(app, Kind::User, body),
-        ["users", id] => item(app, m, Kind::User, id, body),
+        ["users"] if m == Method::POST => create(app, Kind::User, body).await,
+        ["users", id] => item(app, m, Kind::User, id, body).await,
         ["licenses"] if m == Method::GET => list(app, &query, Kind::License),
-        ["licenses"] if m == Method::POST => create(app, Kind::License, body),
-        ["licenses", id] => item(app, m, Kind::License, id, body),
+        ["licenses"] if m == Method::POST => create(app, Kind::License, body).await,
+        ["licenses", id] => item(app, m, Kind::License, id, body).await,
         ["licenses", id, "features"] if m == Method::GET => {
             let lic = license(app, id)?;
             let now = app.now();
@@ -162,14 +164,14 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 .collect();
             Ok(json_value(StatusCode::OK, &json!({ "items": fs })))
         }
-        ["licenses", id, "features"] if m == Method::POST => create_feature(app, id, body),
-        ["licenses", id, "features", fid] => feature_item(app, m, id, fid, body),
+        ["licenses", id, "features"] if m == Method::POST => create_feature(app, id, body).await,
+        ["licenses", id, "features", fid] => feature_item(app, m, id, fid, body).await,
         ["licenses", id, "devices"] if m == Method::GET => {
             let lic = license(app, id)?;
             let devs: Vec<Value> = lic.devices.read().list.iter().map(render::device).collect();
             Ok(json_value(StatusCode::OK, &json!({ "items": devs })))
         }
-        ["licenses", id, "devices", hw] if m == Method::PATCH => blacklist(app, id, hw, body),
+        ["licenses", id, "devices", hw] if m == Method::PATCH => blacklist(app, id, hw, body).await,
         ["licenses", id, "floating"] if m == Method::GET => {
             let lic = license(app, id)?;
             Ok(json_value(
@@ -177,7 +179,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 &render::floating(&lic, app.now()),
             ))
         }
-        ["licenses", id, "consumption"] if m == Method::PUT => set_consumption(app, id, body),
+        ["licenses", id, "consumption"] if m == Method::PUT => set_consumption(app, id, body).await,
         ["signing-key"] if m == Method::GET => Ok(json_value(
             StatusCode::OK,
             &json!({"public_key_pem": app.signer.public_key_pem(), "public_key": app.signer.public_key_base64(),
@@ -204,8 +206,15 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
     Cow::Owned(decoded)
 }
 
-fn apply(app: &App, cmd: Command<'_>) -> R<crate::engine::Outcome> {
-    app.engine.apply(&cmd).map_err(AdminError::from)
+async fn apply(app: &App, cmd: Command<'_>) -> R<crate::engine::Outcome> {
+    app.commit(&cmd).await.map_err(|e| match e {
+        crate::storage::wal::CommitError::Engine(e) => AdminError::from(e),
+        crate::storage::wal::CommitError::Unavailable => AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "changes cannot be stored right now (storage failed); reads still work",
+        ),
+    })
 }
 
 fn parse_id(s: &str, what: &str) -> R<Id> {
@@ -480,21 +489,21 @@ fn list(app: &App, q: &Query, kind: Kind) -> R<Resp> {
     Ok(page_response(items, more))
 }
 
-fn create(app: &App, kind: Kind, body: Option<&[u8]>) -> R<Resp> {
+async fn create(app: &App, kind: Kind, body: Option<&[u8]>) -> R<Resp> {
     let mut v = object(body)?;
     if v.remove("id").is_some() {
         return Err(AdminError::bad("id", "ids are assigned by the server"));
     }
     let id = app.engine.next_id();
     let cmd = kind.put(app, id, v, true)?;
-    apply(app, cmd)?;
+    apply(app, cmd).await?;
     let out = kind
         .render(app, id)
         .ok_or_else(|| AdminError::not_found(kind.name()))?;
     Ok(json_value(StatusCode::CREATED, &out))
 }
 
-fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) -> R<Resp> {
+async fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) -> R<Resp> {
     let id = parse_id(id, kind.name())?;
     let current = kind
         .spec(app, id)
@@ -505,7 +514,7 @@ fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) -> R<R
             &kind.render(app, id).unwrap_or(Value::Null),
         )),
         Method::DELETE => {
-            apply(app, kind.delete(id))?;
+            apply(app, kind.delete(id)).await?;
             Ok(json(StatusCode::NO_CONTENT, ""))
         }
         Method::PUT | Method::PATCH => {
@@ -536,7 +545,7 @@ fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) -> R<R
                 patch
             };
             let cmd = kind.put(app, id, v, false)?;
-            apply(app, cmd)?;
+            apply(app, cmd).await?;
             Ok(json_value(
                 StatusCode::OK,
                 &kind.render(app, id).unwrap_or(Value::Null),
@@ -552,7 +561,7 @@ fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) -> R<R
 
 // ---------------------------------------------------------------- features
 
-fn create_feature(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> {
+async fn create_feature(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> {
     let lic = license(app, license_id)?;
     let mut v = object(body)?;
     if v.remove("id").is_some() {
@@ -568,7 +577,8 @@ fn create_feature(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> {
             spec,
             now: app.now(),
         },
-    )?;
+    )
+    .await?;
     let f = lic
         .features
         .read()
@@ -582,7 +592,7 @@ fn create_feature(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> {
     ))
 }
 
-fn feature_item(
+async fn feature_item(
     app: &App,
     m: &Method,
     license_id: &str,
@@ -608,7 +618,8 @@ fn feature_item(
                     license_id: lic.id,
                     id: fid,
                 },
-            )?;
+            )
+            .await?;
             Ok(json(StatusCode::NO_CONTENT, ""))
         }
         Method::PUT | Method::PATCH => {
@@ -630,7 +641,8 @@ fn feature_item(
                     spec,
                     now,
                 },
-            )?;
+            )
+            .await?;
             Ok(json_value(StatusCode::OK, &render::feature(&f, now)))
         }
         _ => Err(AdminError::new(
@@ -662,7 +674,7 @@ fn list_keys(app: &App, q: &Query) -> R<Resp> {
     ))
 }
 
-fn create_key(app: &App, body: Option<&[u8]>) -> R<Resp> {
+async fn create_key(app: &App, body: Option<&[u8]>) -> R<Resp> {
     let mut v = object(body)?;
     for (field, len) in [("api_key", 36), ("shared_key", 48)] {
         if !v.contains_key(field) {
@@ -671,7 +683,7 @@ fn create_key(app: &App, body: Option<&[u8]>) -> R<Resp> {
     }
     let spec: ApiKeySpec = from_value(Value::Object(v))?;
     let key = spec.api_key.clone();
-    apply(app, Command::PutApiKey { spec })?;
+    apply(app, Command::PutApiKey { spec }).await?;
     let k = app
         .engine
         .api_key(&key)
@@ -681,7 +693,7 @@ fn create_key(app: &App, body: Option<&[u8]>) -> R<Resp> {
 
 // ---------------------------------------------------------------- devices, consumption
 
-fn blacklist(app: &App, license_id: &str, hw: &str, body: Option<&[u8]>) -> R<Resp> {
+async fn blacklist(app: &App, license_id: &str, hw: &str, body: Option<&[u8]>) -> R<Resp> {
     let lic = license(app, license_id)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -696,7 +708,7 @@ fn blacklist(app: &App, license_id: &str, hw: &str, body: Option<&[u8]>) -> R<Re
         device_id: app.engine.next_id(),
         now: app.now(),
     };
-    apply(app, cmd)?;
+    apply(app, cmd).await?;
     let d = app
         .engine
         .device(&lic, hw)
@@ -704,7 +716,7 @@ fn blacklist(app: &App, license_id: &str, hw: &str, body: Option<&[u8]>) -> R<Re
     Ok(json_value(StatusCode::OK, &render::device(&d)))
 }
 
-fn set_consumption(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> {
+async fn set_consumption(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> {
     let lic = license(app, license_id)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -721,7 +733,8 @@ fn set_consumption(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> 
             feature_id: b.feature_id,
             total: b.total,
         },
-    )?;
+    )
+    .await?;
     Ok(json_value(
         StatusCode::OK,
         &render::license(&app.engine, &lic, app.now()),

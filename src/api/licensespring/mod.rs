@@ -28,6 +28,7 @@ use crate::engine::model::*;
 use crate::engine::time::{format_instant, parse_instant, Millis, DAY_MS};
 use crate::engine::{Command, Outcome};
 use crate::server::http::{json as json_resp, read_body, BodyError, Query, Resp};
+use crate::storage::wal::CommitError;
 pub use auth::{client_headers, sign_date};
 use error::*;
 use params::Params;
@@ -136,7 +137,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     };
     let answer = if method == Method::GET {
         let params = Params::Query(Query::parse(req.uri().query()));
-        dispatch(app, &key, endpoint, &params, now)
+        dispatch(app, &key, endpoint, &params, now).await
     } else {
         let limits = &app.limits;
         let body = match read_body(req, limits.request_body_bytes_max, limits.request_timeout).await
@@ -154,7 +155,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
                 _ => return INVALID_JSON.response(),
             }
         };
-        dispatch(app, &key, endpoint, &Params::Json(map), now)
+        dispatch(app, &key, endpoint, &Params::Json(map), now).await
     };
     match answer {
         Ok(body) => signed(app, body),
@@ -188,11 +189,17 @@ fn signature(app: &App, body: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_str(&app.signer.sign(body)).ok()
 }
 
-fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis) -> Answer {
+async fn dispatch(
+    app: &App,
+    key: &ApiKey,
+    endpoint: Endpoint,
+    p: &Params<'_>,
+    now: Millis,
+) -> Answer {
     use Endpoint::*;
     let tenant = key.tenant_id;
     match endpoint {
-        ActivateLicense => activate(app, tenant, p, now),
+        ActivateLicense => activate(app, tenant, p, now).await,
         DeactivateLicense => {
             let t = resolve(app, tenant, p, false)?;
             let hw = p.required("hardware_id")?;
@@ -203,11 +210,12 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
                     hardware_id: Cow::Borrowed(&hw),
                     now,
                 },
-            )?;
+            )
+            .await?;
             to_vec(&json!({"license_id": t.license.id, "hardware_id": &*hw, "deactivated": true}))
         }
-        CheckLicense => check_license(app, tenant, p, now),
-        CheckLicenseFeature => check_feature(app, tenant, p, now),
+        CheckLicense => check_license(app, tenant, p, now).await,
+        CheckLicenseFeature => check_feature(app, tenant, p, now).await,
         AddConsumption => {
             let t = resolve(app, tenant, p, false)?;
             usable_on_device(app, &t.license, p, now)?;
@@ -220,7 +228,8 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
                     amount,
                     now,
                 },
-            )?;
+            )
+            .await?;
             license_body(app, &t, p.text("hardware_id").as_deref(), now)
         }
         AddFeatureConsumption => {
@@ -234,9 +243,9 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
                 amount,
                 now,
             };
-            app.engine
-                .apply_resolved(&cmd, &t.license, &f)
-                .map_err(LsError::from)?;
+            app.commit_with(&cmd, || app.engine.apply_resolved(&cmd, &t.license, &f))
+                .await
+                .map_err(commit_error)?;
             feature_body(app, &t.license, &f, None, now)
         }
         FloatingRelease | FloatingFeatureRelease => {
@@ -253,7 +262,7 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
                 hardware_id: Cow::Borrowed(&hw),
                 now,
             };
-            let Outcome::Released { held, in_use } = apply(app, cmd)? else {
+            let Outcome::Released { held, in_use } = apply(app, cmd).await? else {
                 return Err(INTERNAL);
             };
             let mut v = json!({"license_id": t.license.id, "hardware_id": &*hw, "released": held, "floating_in_use_devices": in_use});
@@ -263,9 +272,9 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
             to_vec(&v)
         }
         FloatingBorrow | FloatingFeatureBorrow => {
-            borrow(app, tenant, p, now, endpoint == FloatingFeatureBorrow)
+            borrow(app, tenant, p, now, endpoint == FloatingFeatureBorrow).await
         }
-        TrialKey => trial_key(app, tenant, p, now),
+        TrialKey => trial_key(app, tenant, p, now).await,
         ProductDetails => {
             let product = product(app, tenant, p)?;
             let mut v = wire::product_details(&product);
@@ -288,7 +297,8 @@ fn dispatch(app: &App, key: &ApiKey, endpoint: Endpoint, p: &Params, now: Millis
                     variables: vars,
                     now,
                 },
-            )?;
+            )
+            .await?;
             device_variables(app, &t.license, &hw)
         }
         GetDeviceVariables => {
@@ -303,8 +313,15 @@ fn to_vec(v: &impl serde::Serialize) -> Answer {
     serde_json::to_vec(v).map(Body::Fresh).map_err(|_| INTERNAL)
 }
 
-fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LsError> {
-    app.engine.apply(&cmd).map_err(LsError::from)
+async fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LsError> {
+    app.commit(&cmd).await.map_err(commit_error)
+}
+
+fn commit_error(e: CommitError) -> LsError {
+    match e {
+        CommitError::Engine(e) => LsError::from(e),
+        CommitError::Unavailable => UNAVAILABLE,
+    }
 }
 
 // ---------------------------------------------------------------- resolution
@@ -375,7 +392,7 @@ fn resolve<'p>(
 }
 
 /// The license is usable now and the request's device is activated on it.
-fn usable_on_device(app: &App, l: &License, p: &Params, now: Millis) -> Result<(), LsError> {
+fn usable_on_device(app: &App, l: &License, p: &Params<'_>, now: Millis) -> Result<(), LsError> {
     {
         let s = l.spec.read();
         app.engine.check_usable(l, &s, now)?;
@@ -385,7 +402,7 @@ fn usable_on_device(app: &App, l: &License, p: &Params, now: Millis) -> Result<(
     Ok(())
 }
 
-fn feature(app: &App, l: &License, p: &Params, now: Millis) -> Result<Arc<Feature>, LsError> {
+fn feature(app: &App, l: &License, p: &Params<'_>, now: Millis) -> Result<Arc<Feature>, LsError> {
     let code = p.required("feature")?;
     let f = l.feature(&code).ok_or(INVALID_FEATURE)?;
     app.engine.check_feature(&f, now)?;
@@ -478,7 +495,7 @@ fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
 
 // ---------------------------------------------------------------- handlers
 
-fn activate(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let t = resolve(app, tenant, p, true)?;
     let hw = p.required("hardware_id")?;
     let s = |k: &str| p.str(k).map(Cow::into_owned).unwrap_or_default();
@@ -503,7 +520,8 @@ fn activate(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
             device_id,
             now,
         },
-    )?;
+    )
+    .await?;
     if !variables.is_empty() {
         apply(
             app,
@@ -513,12 +531,13 @@ fn activate(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
                 variables,
                 now,
             },
-        )?;
+        )
+        .await?;
     }
     license_body(app, &t, Some(&hw), now)
 }
 
-fn check_license(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+async fn check_license(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let t = resolve(app, tenant, p, false)?;
     usable_on_device(app, &t.license, p, now)?;
     let hw = p.required("hardware_id")?;
@@ -535,13 +554,14 @@ fn check_license(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
                 hardware_id: Cow::Borrowed(&hw),
                 now,
             },
-        )?;
+        )
+        .await?;
     }
     license_body(app, &t, Some(&hw), now)
 }
 
 /// The hot path: one license lookup, one feature scan, at most one lease renewal.
-fn check_feature(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+async fn check_feature(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let t = resolve(app, tenant, p, false)?;
     usable_on_device(app, &t.license, p, now)?;
     let f = feature(app, &t.license, p, now)?;
@@ -554,7 +574,7 @@ fn check_feature(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
             hardware_id: Cow::Borrowed(&hw),
             now,
         };
-        match apply(app, cmd)? {
+        match apply(app, cmd).await? {
             Outcome::Floating { in_use, .. } => Some(in_use),
             _ => return Err(INTERNAL),
         }
@@ -564,7 +584,7 @@ fn check_feature(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
     feature_body(app, &t.license, &f, in_use, now)
 }
 
-fn borrow(app: &App, tenant: Id, p: &Params, now: Millis, for_feature: bool) -> Answer {
+async fn borrow(app: &App, tenant: Id, p: &Params<'_>, now: Millis, for_feature: bool) -> Answer {
     let t = resolve(app, tenant, p, false)?;
     usable_on_device(app, &t.license, p, now)?;
     let hw = p.required("hardware_id")?;
@@ -591,7 +611,7 @@ fn borrow(app: &App, tenant: Id, p: &Params, now: Millis, for_feature: bool) -> 
         until,
         now,
     };
-    let Outcome::Borrowed { until, in_use } = apply(app, cmd)? else {
+    let Outcome::Borrowed { until, in_use } = apply(app, cmd).await? else {
         return Err(INTERNAL);
     };
     match f {
@@ -612,7 +632,7 @@ fn borrow(app: &App, tenant: Id, p: &Params, now: Millis, for_feature: bool) -> 
     }
 }
 
-fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+async fn trial_key(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let product = product(app, tenant, p)?;
     let hw = p.required("hardware_id")?;
     let pspec = product.spec.read().clone();
@@ -674,7 +694,7 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
                         allow_unlimited_activations: false,
                         customer_id: None,
                     };
-                    apply(app, Command::PutUser { id, spec })?;
+                    apply(app, Command::PutUser { id, spec }).await?;
                     (Some(id), Some(password))
                 }
             }
@@ -730,7 +750,8 @@ fn trial_key(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
             features: Vec::new(),
             now,
         },
-    )?;
+    )
+    .await?;
     let license = app.engine.license(id).ok_or(INTERNAL)?;
     trial_answer(app, &product, license, key, email, initial_password, now)
 }
@@ -766,7 +787,7 @@ fn trial_answer(
     to_vec(&m)
 }
 
-fn user_licenses(app: &App, tenant: Id, p: &Params, now: Millis) -> Answer {
+fn user_licenses(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let username = p.text("username").ok_or(MISSING_PARAMETERS)?;
     let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
     let user = app

@@ -1,0 +1,297 @@
+//! Images: the engine's whole state as plain values, for snapshots.
+//! [`Engine::export`] walks an engine that no one is changing (a shadow built
+//! from the log, or the live engine after the server stopped) and
+//! [`Engine::restore`] builds the same entities back, counters included,
+//! without re-checking limits (the state was valid when it was taken).
+//!
+//! Specs travel as shared `Arc`s: a snapshot writes each distinct spec once
+//! and the reader shares it again through [`Engine::share_license_spec`] and
+//! [`Engine::share_feature_spec`].
+
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::lease::{Lease, LeasePool};
+use super::meter::Meter;
+use super::model::*;
+use super::seat::SeatPool;
+use super::share::share_spec;
+use super::time::Millis;
+use super::{end_instant, start_instant, validate_feature, validate_license, Command, Engine};
+use super::{EngineError, FEATURES_PER_LICENSE_MAX, R};
+
+/// One entity of the engine's state. Parents come before children in an
+/// export (tenants before their sub-tenants, keys, products, customers and
+/// users; customers before users; products and users before licenses).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Image {
+    Tenant { id: Id, spec: TenantSpec },
+    ApiKey { spec: ApiKeySpec },
+    Product { id: Id, spec: ProductSpec },
+    Customer { id: Id, spec: CustomerSpec },
+    User { id: Id, spec: UserSpec },
+    License(LicenseImage),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LicenseImage {
+    pub id: Id,
+    pub license_key: Option<String>,
+    /// Without its key (see [`License::spec`]).
+    pub spec: Arc<LicenseSpec>,
+    pub activations_used: u64,
+    pub devices: Vec<Device>,
+    pub vacated: Vec<String>,
+    pub transfer_count: u32,
+    pub leases: Vec<Lease>,
+    pub consumption: MeterImage,
+    pub features: Vec<FeatureImage>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureImage {
+    pub id: Id,
+    pub spec: Arc<FeatureSpec>,
+    pub meter: MeterImage,
+    pub leases: Vec<Lease>,
+}
+
+/// A meter's counter and next period boundary (`i64::MAX`: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeterImage {
+    pub used: i64,
+    pub next_reset: Millis,
+}
+
+fn meter_image(m: &Meter) -> MeterImage {
+    let (used, next_reset) = m.state();
+    MeterImage { used, next_reset }
+}
+
+impl Engine {
+    /// The next id [`Engine::next_id`] would hand out.
+    pub fn seq(&self) -> Id {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Raises the id sequence to at least `seq` (snapshot recovery).
+    pub fn restore_seq(&self, seq: Id) {
+        self.seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// The shared copy of a license spec, keyless (validated first).
+    pub fn share_license_spec_checked(&self, spec: &LicenseSpec) -> R<Arc<LicenseSpec>> {
+        validate_license(spec)?;
+        Ok(self.share_license_spec(spec))
+    }
+
+    /// The shared copy of a feature spec (validated first).
+    pub fn share_feature_spec(&self, spec: &FeatureSpec) -> R<Arc<FeatureSpec>> {
+        validate_feature(spec)?;
+        Ok(share_spec(&self.feature_specs, spec))
+    }
+
+    /// Hands every entity to `sink`, parents first. Call it on an engine that
+    /// is not being changed: each entity is read under its own locks, not the
+    /// whole state at once.
+    pub fn export<E>(&self, mut sink: impl FnMut(Image) -> Result<(), E>) -> Result<(), E> {
+        // Tenants, parents before children (a parent may have been set later
+        // than its child was created, so ids do not order them).
+        let mut tenants: Vec<(Id, TenantSpec)> = self
+            .tenants
+            .iter()
+            .map(|t| (t.id, t.spec.read().clone()))
+            .collect();
+        tenants.sort_by_key(|(id, _)| *id);
+        let mut emitted = std::collections::HashSet::new();
+        while !tenants.is_empty() {
+            let before = tenants.len();
+            let mut rest = Vec::new();
+            for (id, spec) in tenants {
+                if spec.parent_id.is_none_or(|p| emitted.contains(&p)) {
+                    emitted.insert(id);
+                    sink(Image::Tenant { id, spec })?;
+                } else {
+                    rest.push((id, spec));
+                }
+            }
+            tenants = rest;
+            if tenants.len() == before {
+                // Unreachable while put_tenant refuses cycles and unknown
+                // parents; emit the rest rather than loop.
+                for (id, spec) in tenants.drain(..) {
+                    sink(Image::Tenant { id, spec })?;
+                }
+            }
+        }
+        let mut keys: Vec<ApiKeySpec> = self.api_keys.iter().map(|k| k.spec()).collect();
+        keys.sort_by(|a, b| a.api_key.cmp(&b.api_key));
+        for spec in keys {
+            sink(Image::ApiKey { spec })?;
+        }
+        for (id, spec) in sorted(self.products.iter().map(|p| (p.id, p.spec.read().clone()))) {
+            sink(Image::Product { id, spec })?;
+        }
+        for (id, spec) in sorted(self.customers.iter().map(|c| (c.id, c.spec.read().clone()))) {
+            sink(Image::Customer { id, spec })?;
+        }
+        for (id, spec) in sorted(self.users.iter().map(|u| (u.id, u.spec.read().clone()))) {
+            sink(Image::User { id, spec })?;
+        }
+        let mut ids: Vec<Id> = self.licenses.iter().map(|l| *l.key()).collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(l) = self.license(id) else { continue };
+            sink(Image::License(license_image(&l)))?;
+        }
+        Ok(())
+    }
+
+    /// Builds an entity from its image. Small entities go through their
+    /// commands; licenses are built directly with their counters.
+    pub fn restore(&self, image: Image, now: Millis) -> R<()> {
+        let cmd = match image {
+            Image::Tenant { id, spec } => Command::PutTenant { id, spec },
+            Image::ApiKey { spec } => Command::PutApiKey { spec },
+            Image::Product { id, spec } => Command::PutProduct { id, spec },
+            Image::Customer { id, spec } => Command::PutCustomer { id, spec },
+            Image::User { id, spec } => Command::PutUser { id, spec },
+            Image::License(l) => return self.restore_license(l, now),
+        };
+        self.apply(&cmd).map(|_| ())
+    }
+
+    fn restore_license(&self, img: LicenseImage, now: Millis) -> R<()> {
+        let spec = img.spec;
+        let product = self
+            .product(spec.product_id)
+            .ok_or(EngineError::ProductNotFound)?;
+        if self.licenses.contains_key(&img.id) {
+            return Err(EngineError::Duplicate("license id"));
+        }
+        if img.features.len() > FEATURES_PER_LICENSE_MAX {
+            return Err(EngineError::TooMany("features"));
+        }
+        let user = match spec.user_id {
+            Some(u) => Some(self.user(u).ok_or(EngineError::UserNotFound)?),
+            None => None,
+        };
+        let mut features = Vec::with_capacity(img.features.len());
+        let mut leased = !img.leases.is_empty();
+        for f in img.features {
+            let feature = self.feature_with_spec(f.id, f.spec, now);
+            feature.meter.restore(f.meter.used, f.meter.next_reset);
+            leased |= !f.leases.is_empty();
+            restore_leases(&feature.floating, f.leases);
+            self.see_id(f.id);
+            features.push(feature);
+        }
+        let activations = SeatPool::new(
+            spec.max_activations as u64,
+            0,
+            spec.allow_unlimited_activations,
+        );
+        activations.restore_used(img.activations_used);
+        let consumption = Meter::new(spec.meter_limits(), 0, now);
+        consumption.restore(img.consumption.used, img.consumption.next_reset);
+        let floating = LeasePool::new(spec.floating_users);
+        restore_leases(&floating, img.leases);
+        for d in &img.devices {
+            self.see_id(d.id);
+        }
+        let key = img.license_key.filter(|k| !k.is_empty());
+        let license = Arc::new(License {
+            id: img.id,
+            tenant_id: product.tenant_id,
+            product_id: product.id,
+            license_key: key.as_deref().map(Into::into),
+            valid_until: AtomicI64::new(end_instant(&spec.validity_period)),
+            starts_at: AtomicI64::new(start_instant(&spec.start_date)),
+            activations,
+            devices: RwLock::new(Devices {
+                list: img.devices,
+                vacated: img.vacated,
+            }),
+            transfer_count: AtomicU32::new(img.transfer_count),
+            floating,
+            consumption,
+            features: RwLock::new(features),
+            spec: RwLock::new(spec),
+        });
+        if let Some(k) = key {
+            match product.licenses_by_key.entry(k.into()) {
+                dashmap::Entry::Occupied(_) => return Err(EngineError::Duplicate("license key")),
+                dashmap::Entry::Vacant(e) => {
+                    e.insert(license.clone());
+                }
+            }
+        }
+        if let Some(u) = user {
+            u.licenses.write().push(img.id);
+        }
+        if leased {
+            self.leased.insert(img.id, ());
+        }
+        self.see_id(img.id);
+        self.licenses.insert(img.id, license);
+        Ok(())
+    }
+
+    /// After recovery: every floating seat restored from the log or a
+    /// snapshot holds for at least a full timeout from `now`. Renewals are not
+    /// logged, so a seat's stored end may be older than its holder believes;
+    /// keeping it a full timeout never grants a seat its holder still uses.
+    pub fn extend_restored_leases(&self, now: Millis) {
+        let ids: Vec<Id> = self.leased.iter().map(|e| *e.key()).collect();
+        for id in ids {
+            let Some(l) = self.license(id) else { continue };
+            let timeout = l.spec.read().floating_timeout_ms();
+            l.floating.extend_all(now, timeout);
+            for f in l.features.read().iter() {
+                let timeout =
+                    f.spec.read().floating_timeout.max(1) as Millis * super::time::MINUTE_MS;
+                f.floating.extend_all(now, timeout);
+            }
+        }
+    }
+}
+
+fn sorted<T>(it: impl Iterator<Item = (Id, T)>) -> Vec<(Id, T)> {
+    let mut v: Vec<(Id, T)> = it.collect();
+    v.sort_by_key(|(id, _)| *id);
+    v
+}
+
+fn restore_leases(pool: &LeasePool, leases: Vec<Lease>) {
+    for l in leases {
+        pool.restore(l);
+    }
+}
+
+fn license_image(l: &License) -> LicenseImage {
+    let devs = l.devices.read();
+    LicenseImage {
+        id: l.id,
+        license_key: l.license_key.as_deref().map(str::to_string),
+        spec: l.spec.read().clone(),
+        activations_used: l.activations.used(),
+        devices: devs.list.clone(),
+        vacated: devs.vacated.clone(),
+        transfer_count: l.transfer_count.load(Ordering::Acquire),
+        leases: l.floating.holders_raw(),
+        consumption: meter_image(&l.consumption),
+        features: l
+            .features
+            .read()
+            .iter()
+            .map(|f| FeatureImage {
+                id: f.id,
+                spec: f.spec.read().clone(),
+                meter: meter_image(&f.meter),
+                leases: f.floating.holders_raw(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,318 @@
+//! The durable store of a data directory: lock, recovery, the log, and the
+//! snapshots that cut it.
+//!
+//! **Snapshots never stop the hot path.** A periodic snapshot is not read
+//! from the live engine: the snapshotter cuts the log at P, then rebuilds a
+//! private *shadow* engine from the previous snapshot and the records up to
+//! P, and writes that. The live engine is never locked or walked, so checks
+//! and commits run on; the price is a second copy of the state in memory
+//! while the snapshot is built, and the CPU to replay the records since the
+//! previous one. At graceful shutdown, when nothing changes any more, the
+//! snapshot is written from the live engine directly.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::disk::{Disk, RealDisk};
+use super::recovery::{self, Rebuilt, RecoveryError, Repair};
+use super::snapshot::{self, SnapshotInfo};
+use super::wal::{FsyncMode, Log};
+use crate::clock::Clock;
+use crate::engine::Engine;
+
+/// Default time between periodic snapshots, seconds.
+pub const SNAPSHOT_INTERVAL_SECS_DEFAULT: u64 = 60;
+pub const LOCK_FILE: &str = "LOCK";
+
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub fsync: FsyncMode,
+    /// Time between periodic snapshots (zero: only at shutdown).
+    pub snapshot_interval: Duration,
+    /// Drop a damaged log record before the end, and everything after it,
+    /// instead of refusing to start.
+    pub truncate_corrupt_log: bool,
+    pub disk: Arc<dyn Disk>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync: FsyncMode::Always,
+            snapshot_interval: Duration::from_secs(SNAPSHOT_INTERVAL_SECS_DEFAULT),
+            truncate_corrupt_log: false,
+            disk: Arc::new(RealDisk),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    Io(PathBuf, std::io::Error),
+    /// Another process holds the data directory.
+    Locked(PathBuf, String),
+    Recovery(RecoveryError),
+    Snapshot(snapshot::SnapshotError),
+    /// The log latched; the operation could not complete durably.
+    Unavailable,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            StoreError::Locked(p, holder) => write!(
+                f,
+                "data directory {} is in use by another tally process{holder}",
+                p.display()
+            ),
+            StoreError::Recovery(e) => write!(f, "recovery failed: {e}"),
+            StoreError::Snapshot(e) => write!(f, "snapshot failed: {e}"),
+            StoreError::Unavailable => f.write_str("the write-ahead log failed earlier"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What opening a data directory found and did.
+#[derive(Debug)]
+pub struct Opened {
+    pub rebuilt: Rebuilt,
+    /// Nothing was stored yet (no snapshot, no log record).
+    pub fresh: bool,
+    pub elapsed: Duration,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    /// Held (with an exclusive lock) for the life of the store.
+    _lock: fs::File,
+    pub log: Log,
+    /// lsn of the newest snapshot written or loaded.
+    snapshot_lsn: AtomicU64,
+    /// Serialises snapshot writing (periodic against shutdown).
+    snapshotting: Mutex<()>,
+    /// Stop flag for the snapshot thread, with its wake-up.
+    stop: (Mutex<bool>, Condvar),
+    snapshotter: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Locks `dir`, rebuilds `engine` (empty) from it, and starts the log
+    /// after the last record found.
+    pub fn open(
+        dir: &Path,
+        opts: &StoreOptions,
+        engine: &Engine,
+        now: crate::engine::time::Millis,
+    ) -> Result<(Store, Opened), StoreError> {
+        let started = Instant::now();
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| StoreError::Io(p, e)
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock = lock_dir(dir)?;
+        let repair = if opts.truncate_corrupt_log {
+            Repair::TruncateCorrupt
+        } else {
+            Repair::TornTail
+        };
+        let rebuilt =
+            recovery::rebuild(dir, engine, now, None, repair).map_err(StoreError::Recovery)?;
+        engine.extend_restored_leases(now);
+        let fresh = rebuilt.snapshot.is_none() && rebuilt.last_lsn == 0;
+        let log = Log::start(dir, rebuilt.last_lsn + 1, opts.fsync, opts.disk.clone())
+            .map_err(io(dir))?;
+        let snapshot_lsn = rebuilt.snapshot.as_ref().map_or(0, |s| s.lsn);
+        Ok((
+            Store {
+                dir: dir.to_path_buf(),
+                _lock: lock,
+                log,
+                snapshot_lsn: AtomicU64::new(snapshot_lsn),
+                snapshotting: Mutex::new(()),
+                stop: (Mutex::new(false), Condvar::new()),
+                snapshotter: Mutex::new(None),
+            },
+            Opened {
+                rebuilt,
+                fresh,
+                elapsed: started.elapsed(),
+            },
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn snapshot_lsn(&self) -> u64 {
+        self.snapshot_lsn.load(Ordering::Acquire)
+    }
+
+    /// Writes a snapshot of `engine` at the log's last record. The caller
+    /// guarantees that nothing changes `engine` meanwhile (before serving, or
+    /// after the server stopped and the log closed).
+    pub fn snapshot_quiescent(
+        &self,
+        engine: &Engine,
+        now: crate::engine::time::Millis,
+    ) -> Result<SnapshotInfo, StoreError> {
+        let _g = self.snapshotting.lock();
+        let lsn = self.log.last_lsn();
+        self.log
+            .wait_blocking(lsn)
+            .map_err(|_| StoreError::Unavailable)?;
+        let info = snapshot::write(&self.dir, engine, lsn, now).map_err(StoreError::Snapshot)?;
+        self.after_snapshot(lsn, false);
+        Ok(info)
+    }
+
+    /// A periodic snapshot: cut the log, rebuild a shadow engine up to the
+    /// cut from the files, write it. Touches nothing the server uses but the
+    /// log's cut. Returns None when nothing changed since the last snapshot.
+    pub fn snapshot_shadow(
+        &self,
+        now: crate::engine::time::Millis,
+    ) -> Result<Option<SnapshotInfo>, StoreError> {
+        let _g = self.snapshotting.lock();
+        if self.log.last_lsn() == self.snapshot_lsn() {
+            return Ok(None);
+        }
+        let cut = self.log.cut();
+        self.log
+            .wait_blocking(cut)
+            .map_err(|_| StoreError::Unavailable)?;
+        let shadow = Engine::new();
+        let rebuilt = recovery::rebuild(&self.dir, &shadow, now, Some(cut), Repair::ReadOnly)
+            .map_err(StoreError::Recovery)?;
+        if rebuilt.last_lsn != cut {
+            return Err(StoreError::Recovery(RecoveryError::Gap {
+                path: self.dir.clone(),
+                expected: cut,
+                found: rebuilt.last_lsn,
+            }));
+        }
+        let info = snapshot::write(&self.dir, &shadow, cut, now).map_err(StoreError::Snapshot)?;
+        self.after_snapshot(cut, false);
+        // The shadow holds a full copy of the state: free it off this lock.
+        drop(_g);
+        drop(shadow);
+        Ok(Some(info))
+    }
+
+    fn after_snapshot(&self, lsn: u64, log_closed: bool) {
+        self.snapshot_lsn.store(lsn, Ordering::Release);
+        match recovery::prune(&self.dir, lsn, log_closed) {
+            Ok(removed) => {
+                for p in removed {
+                    tracing::debug!("removed {}", p.display());
+                }
+            }
+            Err(e) => tracing::warn!("could not remove old log or snapshot files: {e}"),
+        }
+    }
+
+    /// Starts the periodic snapshot thread.
+    pub fn start_snapshots(self: &Arc<Self>, interval: Duration, clock: Arc<dyn Clock>) {
+        if interval.is_zero() {
+            return;
+        }
+        let store = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tally-snapshot".into())
+            .spawn(move || loop {
+                {
+                    let mut stopped = store.stop.0.lock();
+                    if !*stopped {
+                        store.stop.1.wait_for(&mut stopped, interval);
+                    }
+                    if *stopped {
+                        return;
+                    }
+                }
+                let started = Instant::now();
+                match store.snapshot_shadow(clock.now_ms()) {
+                    Ok(Some(info)) => tracing::info!(
+                        "snapshot at record {}: {} licenses, {} bytes in {:?}",
+                        info.lsn,
+                        info.licenses,
+                        info.bytes,
+                        started.elapsed()
+                    ),
+                    Ok(None) => {}
+                    Err(StoreError::Unavailable) => return,
+                    Err(e) => tracing::error!("periodic {e}"),
+                }
+            });
+        match spawned {
+            Ok(h) => *self.snapshotter.lock() = Some(h),
+            Err(e) => tracing::error!("cannot start the snapshot thread: {e}"),
+        }
+    }
+
+    /// Graceful stop: no more snapshots from the thread, the log closed (all
+    /// committed records durable), and a final snapshot of `engine`, which
+    /// must no longer change.
+    pub fn shutdown(
+        &self,
+        engine: &Engine,
+        now: crate::engine::time::Millis,
+    ) -> Result<Option<SnapshotInfo>, StoreError> {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(h) = self.snapshotter.lock().take() {
+            let _ = h.join();
+        }
+        let last = self.log.close().map_err(|_| StoreError::Unavailable)?;
+        if last == self.snapshot_lsn() {
+            return Ok(None);
+        }
+        let _g = self.snapshotting.lock();
+        let info = snapshot::write(&self.dir, engine, last, now).map_err(StoreError::Snapshot)?;
+        self.after_snapshot(last, true);
+        Ok(Some(info))
+    }
+}
+
+/// Takes the data directory's lock file, exclusively, for this process.
+fn lock_dir(dir: &Path) -> Result<fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::Io(path.clone(), e))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            return Err(StoreError::Locked(dir.to_path_buf(), holder));
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io(path, e)),
+    }
+    let pid = std::process::id().to_string();
+    let r = f
+        .set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| f.write_all(pid.as_bytes()));
+    r.map_err(|e| StoreError::Io(path, e))?;
+    Ok(f)
+}

@@ -1,0 +1,455 @@
+//! The write-ahead log: every state change is applied and appended in one
+//! order, and acknowledged only once it is on disk.
+//!
+//! **Order.** [`Log::commit`] applies a command to the engine and appends its
+//! record under one mutex (the commit lock), so the log is the exact serial
+//! history of the changes and replaying it rebuilds the same state. Reads and
+//! floating-seat renewals never take this lock; the lock is held for the
+//! apply and the record's encoding only (about a microsecond), never for I/O.
+//!
+//! **Group commit.** Records accumulate in memory while one flusher thread
+//! writes and syncs what came before: every request that arrived during a
+//! sync shares the next one. [`Log::wait`] completes when a record is durable
+//! per the [`FsyncMode`].
+//!
+//! **Latch.** A failed write or sync latches the log: the records after the
+//! last durable one are never acknowledged, and every later commit is refused
+//! ([`CommitError::Unavailable`]) before it touches the engine. Reads go on.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::disk::{Disk, DiskFile};
+use super::record::{append_record, segment_header, segment_name};
+use crate::engine::{Command, EngineError, Outcome};
+
+/// A segment is closed and a new one started past this size, bytes (so that
+/// recovery reads the log a bounded piece at a time, and snapshots can cut it).
+pub const SEGMENT_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Bytes of records waiting for the flusher beyond which commits wait for
+/// it (back-pressure instead of unbounded memory when the disk is slow).
+pub const PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// When a record counts as durable (and its request is answered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// After fdatasync (batched across concurrent requests). Survives power loss.
+    Always,
+    /// After write(2); fdatasync at most every given interval. A process crash
+    /// loses nothing; a power loss may lose up to the interval.
+    Interval(Duration),
+    /// After write(2), never synced by Tally (the kernel writes back in its own
+    /// time). A process crash loses nothing; a power loss may lose anything
+    /// not yet written back.
+    Never,
+}
+
+impl std::str::FromStr for FsyncMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncMode::Always),
+            "never" => Ok(FsyncMode::Never),
+            _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(FsyncMode::Interval(Duration::from_millis(ms))),
+                _ => Err(format!(
+                    "`{s}`: expected always, never or interval:MS (MS > 0)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncMode::Always => f.write_str("always"),
+            FsyncMode::Never => f.write_str("never"),
+            FsyncMode::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+        }
+    }
+}
+
+/// Why a commit did not happen (or is not known to be durable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitError {
+    /// The engine refused the command; nothing changed.
+    Engine(EngineError),
+    /// Storage failed (or the log is shutting down): the change was refused,
+    /// or was applied in memory but cannot be acknowledged as durable.
+    Unavailable,
+}
+
+impl From<EngineError> for CommitError {
+    fn from(e: EngineError) -> Self {
+        CommitError::Engine(e)
+    }
+}
+
+/// A committed command: its outcome, and the lsn to wait for when it was logged.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub outcome: Outcome,
+    pub lsn: Option<u64>,
+}
+
+/// Records waiting for the flusher, in order.
+struct Batch {
+    /// Close the current segment before writing this batch (a snapshot cut).
+    new_segment: bool,
+    first_lsn: u64,
+    last_lsn: u64,
+    bytes: Vec<u8>,
+}
+
+/// Guarded by `Shared::state` (the commit lock).
+struct State {
+    /// The lsn the next record gets.
+    next_lsn: u64,
+    batches: Vec<Batch>,
+    pending_bytes: usize,
+    /// Set by `close`: no more commits; the flusher drains and exits.
+    closing: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    disk: Arc<dyn Disk>,
+    mode: FsyncMode,
+    /// The commit lock: apply + append happen under it (see the module doc).
+    state: Mutex<State>,
+    /// Signalled when records or a close await the flusher.
+    work: Condvar,
+    /// Highest lsn that is durable per `mode`. Written by the flusher only.
+    durable: AtomicU64,
+    /// Set once on a storage failure; never cleared in this process.
+    latched: AtomicBool,
+    /// Async waiters: notified whenever `durable` rises or the log latches.
+    durable_tx: tokio::sync::watch::Sender<u64>,
+    /// Blocking waiters (snapshots, shutdown): same events.
+    flushed: (Mutex<()>, Condvar),
+    /// Wakes commits waiting for room (`PENDING_BYTES_MAX`).
+    room: Condvar,
+}
+
+pub struct Log {
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Log {
+    /// Starts a log whose next record is `next_lsn`; the first record written
+    /// opens a new segment in `dir`.
+    pub fn start(
+        dir: &Path,
+        next_lsn: u64,
+        mode: FsyncMode,
+        disk: Arc<dyn Disk>,
+    ) -> std::io::Result<Log> {
+        let (durable_tx, _) = tokio::sync::watch::channel(next_lsn.saturating_sub(1));
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            disk,
+            mode,
+            state: Mutex::new(State {
+                next_lsn,
+                batches: Vec::new(),
+                pending_bytes: 0,
+                closing: false,
+            }),
+            work: Condvar::new(),
+            durable: AtomicU64::new(next_lsn.saturating_sub(1)),
+            latched: AtomicBool::new(false),
+            durable_tx,
+            flushed: (Mutex::new(()), Condvar::new()),
+            room: Condvar::new(),
+        });
+        let s = shared.clone();
+        let flusher = std::thread::Builder::new()
+            .name("tally-wal".into())
+            .spawn(move || flusher(s))?;
+        Ok(Log {
+            shared,
+            flusher: Mutex::new(Some(flusher)),
+        })
+    }
+
+    /// Applies `cmd` with `apply` (which must apply exactly `cmd`) under the
+    /// commit lock and appends it when it changed state.
+    pub fn commit(
+        &self,
+        cmd: &Command<'_>,
+        apply: impl FnOnce() -> Result<Outcome, EngineError>,
+    ) -> Result<Committed, CommitError> {
+        let sh = &*self.shared;
+        if sh.latched.load(Ordering::Acquire) {
+            return Err(CommitError::Unavailable);
+        }
+        let mut st = sh.state.lock();
+        while st.pending_bytes >= PENDING_BYTES_MAX && !st.closing {
+            if sh.latched.load(Ordering::Acquire) {
+                return Err(CommitError::Unavailable);
+            }
+            sh.room.wait_for(&mut st, Duration::from_millis(100));
+        }
+        if st.closing || sh.latched.load(Ordering::Acquire) {
+            return Err(CommitError::Unavailable);
+        }
+        let outcome = apply()?;
+        if !outcome.changed_state() {
+            return Ok(Committed { outcome, lsn: None });
+        }
+        let lsn = st.next_lsn;
+        if st.batches.is_empty() {
+            st.batches.push(Batch {
+                new_segment: false,
+                first_lsn: lsn,
+                last_lsn: lsn,
+                bytes: Vec::with_capacity(4096),
+            });
+        }
+        let Some(batch) = st.batches.last_mut() else {
+            return Err(CommitError::Unavailable);
+        };
+        let before = batch.bytes.len();
+        if let Err(e) = append_record(&mut batch.bytes, lsn, cmd) {
+            // The change is in memory but cannot be logged: refuse it and
+            // everything after, as for a failed write.
+            tracing::error!("cannot encode log record {lsn}: {e}; latching");
+            drop(st);
+            latch(sh);
+            return Err(CommitError::Unavailable);
+        }
+        if batch.bytes.len() == before {
+            return Err(CommitError::Unavailable);
+        }
+        batch.last_lsn = lsn;
+        let added = batch.bytes.len() - before;
+        st.pending_bytes += added;
+        st.next_lsn = lsn + 1;
+        drop(st);
+        sh.work.notify_one();
+        Ok(Committed {
+            outcome,
+            lsn: Some(lsn),
+        })
+    }
+
+    /// Completes when `lsn` is durable; fails if the log latched first.
+    pub async fn wait(&self, lsn: u64) -> Result<(), CommitError> {
+        let sh = &*self.shared;
+        if sh.durable.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let mut rx = sh.durable_tx.subscribe();
+        let _ = rx
+            .wait_for(|_| {
+                sh.durable.load(Ordering::Acquire) >= lsn || sh.latched.load(Ordering::Acquire)
+            })
+            .await;
+        if sh.durable.load(Ordering::Acquire) >= lsn {
+            Ok(())
+        } else {
+            Err(CommitError::Unavailable)
+        }
+    }
+
+    /// [`Log::wait`] for threads that may block.
+    pub fn wait_blocking(&self, lsn: u64) -> Result<(), CommitError> {
+        let sh = &*self.shared;
+        let (lock, cv) = &sh.flushed;
+        let mut g = lock.lock();
+        loop {
+            if sh.durable.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            if sh.latched.load(Ordering::Acquire) {
+                return Err(CommitError::Unavailable);
+            }
+            cv.wait_for(&mut g, Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a new segment at the next record; returns the last lsn before
+    /// it (every record up to it lies in earlier segments).
+    pub fn cut(&self) -> u64 {
+        let mut st = self.shared.state.lock();
+        let next = st.next_lsn;
+        st.batches.push(Batch {
+            new_segment: true,
+            first_lsn: next,
+            last_lsn: next.saturating_sub(1),
+            bytes: Vec::new(),
+        });
+        drop(st);
+        self.shared.work.notify_one();
+        next.saturating_sub(1)
+    }
+
+    /// The last lsn handed out (0: none yet).
+    pub fn last_lsn(&self) -> u64 {
+        self.shared.state.lock().next_lsn.saturating_sub(1)
+    }
+
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    pub fn is_latched(&self) -> bool {
+        self.shared.latched.load(Ordering::Acquire)
+    }
+
+    pub fn mode(&self) -> FsyncMode {
+        self.shared.mode
+    }
+
+    /// Refuses further commits, writes and syncs what was committed, and
+    /// stops the flusher. Returns the last durable lsn, or an error if the
+    /// log latched (some committed records may not be on disk).
+    pub fn close(&self) -> Result<u64, CommitError> {
+        self.shared.state.lock().closing = true;
+        self.shared.work.notify_all();
+        if let Some(h) = self.flusher.lock().take() {
+            let _ = h.join();
+        }
+        if self.is_latched() {
+            Err(CommitError::Unavailable)
+        } else {
+            Ok(self.durable_lsn())
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn latch(sh: &Shared) {
+    sh.latched.store(true, Ordering::Release);
+    sh.durable_tx.send_modify(|_| {});
+    let _g = sh.flushed.0.lock();
+    sh.flushed.1.notify_all();
+    sh.room.notify_all();
+}
+
+fn publish(sh: &Shared, lsn: u64) {
+    sh.durable.fetch_max(lsn, Ordering::AcqRel);
+    sh.durable_tx.send_modify(|v| *v = (*v).max(lsn));
+    let _g = sh.flushed.0.lock();
+    sh.flushed.1.notify_all();
+}
+
+/// The open segment.
+struct Segment {
+    file: Box<dyn DiskFile>,
+    bytes: u64,
+}
+
+fn open_segment(sh: &Shared, first_lsn: u64) -> std::io::Result<Segment> {
+    let path = sh.dir.join(segment_name(first_lsn));
+    let mut file = sh.disk.create(&path)?;
+    let header = segment_header(first_lsn);
+    file.write_all(&header)?;
+    file.sync_data()?;
+    sh.disk.sync_dir(&sh.dir)?;
+    Ok(Segment {
+        file,
+        bytes: header.len() as u64,
+    })
+}
+
+/// The flusher thread: takes the pending batches, writes them, syncs per the
+/// mode, publishes the durable lsn. Exits when the log closes or latches.
+fn flusher(sh: Arc<Shared>) {
+    let mut seg: Option<Segment> = None;
+    let mut synced = true;
+    let mut last_sync = Instant::now();
+    loop {
+        let (batches, closing) = {
+            let mut st = sh.state.lock();
+            while st.batches.is_empty() && !st.closing {
+                match sh.mode {
+                    FsyncMode::Interval(d) if !synced => {
+                        let left = d.saturating_sub(last_sync.elapsed());
+                        if left.is_zero() || sh.work.wait_for(&mut st, left).timed_out() {
+                            break;
+                        }
+                    }
+                    _ => sh.work.wait(&mut st),
+                }
+            }
+            st.pending_bytes = 0;
+            (std::mem::take(&mut st.batches), st.closing)
+        };
+        sh.room.notify_all();
+        let mut last = None;
+        let result = (|| -> std::io::Result<()> {
+            for b in batches {
+                if b.new_segment {
+                    if let Some(mut s) = seg.take() {
+                        s.file.sync_data()?;
+                    }
+                }
+                if b.bytes.is_empty() {
+                    continue;
+                }
+                if seg.as_ref().is_some_and(|s| s.bytes >= SEGMENT_BYTES_MAX) {
+                    if let Some(mut s) = seg.take() {
+                        s.file.sync_data()?;
+                    }
+                }
+                let s = match &mut seg {
+                    Some(s) => s,
+                    None => seg.insert(open_segment(&sh, b.first_lsn)?),
+                };
+                s.file.write_all(&b.bytes)?;
+                s.bytes += b.bytes.len() as u64;
+                synced = false;
+                last = Some(b.last_lsn);
+            }
+            let due = match sh.mode {
+                FsyncMode::Always => true,
+                FsyncMode::Interval(d) => closing || last_sync.elapsed() >= d,
+                FsyncMode::Never => false,
+            };
+            if due && !synced {
+                if let Some(s) = &mut seg {
+                    s.file.sync_data()?;
+                }
+                synced = true;
+                last_sync = Instant::now();
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                if let Some(l) = last {
+                    publish(&sh, l);
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    "write-ahead log failed in {}: {e}; refusing changes from now on",
+                    sh.dir.display()
+                );
+                latch(&sh);
+                return;
+            }
+        }
+        if closing && sh.state.lock().batches.is_empty() {
+            if let Some(mut s) = seg.take() {
+                if let Err(e) = s.file.sync_data() {
+                    tracing::error!("final log sync failed: {e}");
+                    latch(&sh);
+                }
+            }
+            return;
+        }
+    }
+}
