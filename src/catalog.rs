@@ -98,10 +98,12 @@ pub fn load_file(engine: &Engine, path: &Path, now: Millis) -> Result<Loaded, Ca
     load_slice(engine, &text, now)
 }
 
-/// Loads a catalog document. Licenses are applied as they are parsed, one at
-/// a time, so a catalog of a million licenses never sits in memory as a
-/// parsed tree beside the engine it fills: this is why, in a tenant, the
-/// fields other than `licenses` must come before it.
+/// Loads a catalog document. When a tenant's `licenses` follow its `name`
+/// and `products` (as in generated catalogs), they are applied as they are
+/// parsed, one at a time, so that a catalog of a million licenses never sits
+/// in memory as a parsed tree beside the engine it fills; the tenant's
+/// `customers` and `users` must then come before them too. Licenses that come
+/// earlier (a file written with sorted keys) are kept until the tenant ends.
 pub fn load_slice(engine: &Engine, text: &[u8], now: Millis) -> Result<Loaded, CatalogError> {
     let mut de = serde_json::Deserializer::from_slice(text);
     let mut loader = Loader {
@@ -154,6 +156,7 @@ struct TenantParts {
 
 /// A tenant once created: what its licenses may refer to by natural key.
 struct Tenant {
+    id: Id,
     products: Vec<(String, Id)>,
     customers: Vec<(String, Id)>,
     users: Vec<(String, Id)>,
@@ -197,18 +200,7 @@ impl Loader<'_> {
         self.tenants.push((name, tenant_id));
         self.n.tenants += 1;
 
-        for (i, mut k) in t.api_keys.into_iter().enumerate() {
-            let p = format!("{tp}.api_keys[{i}]");
-            k.insert("tenant_id".into(), tenant_id.into());
-            apply(
-                engine,
-                &p,
-                Command::PutApiKey {
-                    spec: typed(&p, Value::Object(k))?,
-                },
-            )?;
-            self.n.api_keys += 1;
-        }
+        self.api_keys(tp, tenant_id, t.api_keys)?;
         let mut products: Vec<(String, Id)> = Vec::new();
         for (i, mut m) in t.products.into_iter().enumerate() {
             let p = format!("{tp}.products[{i}]");
@@ -220,6 +212,7 @@ impl Loader<'_> {
             self.n.products += 1;
         }
         let mut tenant = Tenant {
+            id: tenant_id,
             products,
             customers: Vec::new(),
             users: Vec::new(),
@@ -260,6 +253,27 @@ impl Loader<'_> {
             self.n.users += 1;
         }
         Ok(tenant)
+    }
+
+    fn api_keys(
+        &mut self,
+        tp: &str,
+        tenant_id: Id,
+        keys: Vec<Map<String, Value>>,
+    ) -> Result<(), CatalogError> {
+        for (i, mut k) in keys.into_iter().enumerate() {
+            let p = format!("{tp}.api_keys[{i}]");
+            k.insert("tenant_id".into(), tenant_id.into());
+            apply(
+                self.engine,
+                &p,
+                Command::PutApiKey {
+                    spec: typed(&p, Value::Object(k))?,
+                },
+            )?;
+            self.n.api_keys += 1;
+        }
+        Ok(())
     }
 
     fn license(
@@ -445,21 +459,41 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
         let tp = format!("tenants[{}]", self.index);
         let mut parts = TenantParts::default();
         let mut created: Option<Tenant> = None;
+        // Licenses met before the tenant's name and products (as in a file
+        // written with sorted keys): kept until the tenant is complete.
+        let mut buffered: Option<Vec<Map<String, Value>>> = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if created.is_some() && &*key != "licenses" && TENANT_FIELDS.contains(&&*key) {
+            if created.is_some() && !matches!(&*key, "licenses" | "api_keys") {
                 let e = err(
                     format!("{tp}.{key}"),
-                    "must come before `licenses` (licenses are loaded as they are read)",
+                    "must come before `licenses` when licenses follow the tenant's name and products (they are then loaded as they are read)",
                 );
                 return Err(self.loader.fail(e));
             }
             match &*key {
                 "name" => parts.name = Some(map.next_value()?),
                 "parent" => parts.parent = map.next_value()?,
-                "api_keys" => parts.api_keys = map.next_value()?,
+                "api_keys" => {
+                    let keys: Vec<Map<String, Value>> = map.next_value()?;
+                    match &created {
+                        // Licenses were streamed already: add the keys now.
+                        Some(t) => {
+                            if let Err(e) = self.loader.api_keys(&tp, t.id, keys) {
+                                return Err(self.loader.fail(e));
+                            }
+                        }
+                        None => parts.api_keys = keys,
+                    }
+                }
                 "products" => parts.products = map.next_value()?,
                 "customers" => parts.customers = map.next_value()?,
                 "users" => parts.users = map.next_value()?,
+                "licenses" if parts.name.is_none() || parts.products.is_empty() => {
+                    if buffered.is_some() {
+                        return Err(serde::de::Error::duplicate_field("licenses"));
+                    }
+                    buffered = Some(map.next_value()?);
+                }
                 "licenses" => {
                     let tenant = match created.take() {
                         Some(t) => t,
@@ -479,8 +513,15 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
             }
         }
         if created.is_none() {
-            if let Err(e) = self.loader.tenant(&tp, parts) {
-                return Err(self.loader.fail(e));
+            let tenant = match self.loader.tenant(&tp, parts) {
+                Ok(t) => t,
+                Err(e) => return Err(self.loader.fail(e)),
+            };
+            for (li, m) in buffered.into_iter().flatten().enumerate() {
+                let p = format!("{tp}.licenses[{li}]");
+                if let Err(e) = self.loader.license(&tenant, &p, m) {
+                    return Err(self.loader.fail(e));
+                }
             }
         }
         Ok(())
@@ -636,14 +677,30 @@ mod tests {
     }
 
     #[test]
-    fn tenant_fields_after_licenses_are_refused() {
+    fn users_after_streamed_licenses_are_refused() {
         let e = load_err(&format!(
-            r#"{{"tenants":[{{"name":"t","licenses":[],"products":[{PRODUCT}]}}]}}"#
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[],"users":[]}}]}}"#
         ));
-        assert_eq!(e.path, "tenants[0].products");
+        assert_eq!(e.path, "tenants[0].users");
         assert!(e.message.contains("before `licenses`"), "{e}");
         let e = load_err(r#"{"tenants":[{"licenses":[]}]}"#);
         assert_eq!(e.path, "tenants[0].name");
+    }
+
+    /// A file written with sorted keys (licenses before name and products)
+    /// loads too: its licenses are kept until the tenant is complete.
+    #[test]
+    fn sorted_keys_load() {
+        let e = Engine::new();
+        let doc = format!(
+            r#"{{"tenants":[{{"api_keys":[{{"api_key":"k","role":"admin","shared_key":"s"}}],"licenses":[{{"license_key":"k1","product":"p"}},{{"license_key":"k2","product":"p"}}],"name":"t","products":[{PRODUCT}]}}]}}"#
+        );
+        let n = load_slice(&e, doc.as_bytes(), 0).expect("load");
+        assert_eq!((n.licenses, n.api_keys), (2, 1));
+        let e2 = load_err(&format!(
+            r#"{{"tenants":[{{"licenses":[{{"license_key":"k1","product":"q"}}],"name":"t","products":[{PRODUCT}]}}]}}"#
+        ));
+        assert_eq!(e2.path, "tenants[0].licenses[0].product");
     }
 
     #[test]

@@ -1,0 +1,448 @@
+//! Durability through the real binary and real files: a crash loop (SIGKILL at
+//! random moments under concurrent changes), then recovery checked against
+//! what the server acknowledged.
+//!
+//! `TALLY_CRASH_CYCLES=N` sets the number of cycles (default 20;
+//! `scripts/crash-loop.sh` runs 1,000).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use serde_json::{json, Value};
+use tally::engine::Engine;
+use tally::storage::store::{Store, StoreOptions};
+
+const API_KEY: &str = "crash-key";
+const SHARED_KEY: &str = "crash-shared";
+/// Seats of the contended license and floating pool.
+const SEATS: u64 = 2;
+const POOL_SEATS: u32 = 3;
+
+fn catalog() -> Value {
+    let pool_devices: Vec<Value> = (0..16)
+        .map(|i| json!({"hardware_id": format!("p-{i}")}))
+        .collect();
+    json!({"tenants": [{
+        "name": "Crash",
+        "api_keys": [{"api_key": API_KEY, "shared_key": SHARED_KEY, "role": "admin"}],
+        "products": [{"short_code": "p", "name": "P", "authorization_method": "license-key"}],
+        "licenses": [
+            {"product": "p", "license_key": "ACT", "max_activations": 1000000},
+            {"product": "p", "license_key": "METER", "max_activations": 1,
+             "devices": [{"hardware_id": "m"}],
+             "features": [{"code": "units", "feature_type": "consumption", "allow_unlimited_consumptions": true}]},
+            {"product": "p", "license_key": "SEATS", "max_activations": SEATS},
+            {"product": "p", "license_key": "POOL", "max_activations": 16, "devices": pool_devices,
+             "features": [{"code": "seat", "is_floating_cloud": true, "floating_users": POOL_SEATS, "floating_timeout": 30}]}
+        ]
+    }]})
+}
+
+/// A running `tally serve` and what it printed.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn start(dir: &Path, catalog: &Path, snapshot_secs: u64) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-sign"])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--catalog")
+        .arg(catalog)
+        .args(["--snapshot-interval", &snapshot_secs.to_string()])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tally");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let plain = strip_ansi(&line);
+            if let Some(rest) = plain.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(addr);
+            }
+            lines.lock().expect("log").push(plain);
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(a) => a.parse().expect("listen address"),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "server did not start:\n{}",
+                log.lock().expect("log").join("\n")
+            );
+        }
+    };
+    Server { child, addr, log }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// One LicenseSpring request; Some(status, body) when an answer came back.
+async fn ls(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: Method,
+    endpoint: &str,
+    body: Value,
+) -> Option<(u16, Value)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let (date, auth) = tally::api::licensespring::client_headers(API_KEY, SHARED_KEY, now);
+    let mut uri = format!("http://{addr}/api/v4/{endpoint}");
+    let payload = if method == Method::GET {
+        let q: Vec<(String, String)> = body
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        uri.push('?');
+        uri.push_str(
+            &form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(q)
+                .finish(),
+        );
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("Date", date)
+        .header("Authorization", auth)
+        .header("Content-Type", "application/json")
+        .body(Full::new(payload))
+        .ok()?;
+    let resp = client.request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// What the clients sent and what the server acknowledged, over all cycles.
+#[derive(Default)]
+struct Ledger {
+    activations_sent: HashSet<String>,
+    activations_acked: HashSet<String>,
+    units_sent: u64,
+    units_acked: u64,
+}
+
+async fn client_loop(
+    addr: SocketAddr,
+    task: usize,
+    cycle: usize,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+) {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Acquire) {
+        i += 1;
+        let answered = match i % 4 {
+            0 => {
+                let hw = format!("a-{cycle}-{task}-{i}");
+                ledger
+                    .lock()
+                    .expect("ledger")
+                    .activations_sent
+                    .insert(hw.clone());
+                let r = ls(
+                    &client,
+                    addr,
+                    Method::POST,
+                    "activate_license",
+                    json!({"product": "p", "license_key": "ACT", "hardware_id": hw}),
+                )
+                .await;
+                if let Some((200, _)) = r {
+                    ledger.lock().expect("ledger").activations_acked.insert(hw);
+                }
+                r.is_some()
+            }
+            1 => {
+                ledger.lock().expect("ledger").units_sent += 1;
+                let r = ls(
+                    &client,
+                    addr,
+                    Method::POST,
+                    "add_feature_consumption",
+                    json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 1}),
+                )
+                .await;
+                if let Some((200, _)) = r {
+                    ledger.lock().expect("ledger").units_acked += 1;
+                }
+                r.is_some()
+            }
+            2 => {
+                // Many devices against SEATS seats: most are refused.
+                let hw = format!("s-{}", (task * 7 + i) % 9);
+                let (endpoint, body) = if i % 3 == 0 {
+                    (
+                        "deactivate_license",
+                        json!({"product": "p", "license_key": "SEATS", "hardware_id": hw}),
+                    )
+                } else {
+                    (
+                        "activate_license",
+                        json!({"product": "p", "license_key": "SEATS", "hardware_id": hw}),
+                    )
+                };
+                ls(&client, addr, Method::POST, endpoint, body)
+                    .await
+                    .is_some()
+            }
+            _ => {
+                let hw = format!("p-{}", (task * 5 + i) % 16);
+                if i % 3 == 0 {
+                    ls(&client, addr, Method::POST, "floating/feature_release",
+                       json!({"product": "p", "license_key": "POOL", "hardware_id": hw, "feature": "seat"})).await.is_some()
+                } else {
+                    ls(&client, addr, Method::GET, "check_license_feature",
+                       json!({"product": "p", "license_key": "POOL", "hardware_id": hw, "feature": "seat"})).await.is_some()
+                }
+            }
+        };
+        if !answered {
+            // The server is gone (killed): this cycle is over for this client.
+            return;
+        }
+    }
+}
+
+fn kill9(server: &mut Server) {
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+/// Rebuilds the data directory in this process and checks it against the ledger.
+fn verify(dir: &Path, ledger: &Ledger) {
+    let engine = Engine::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let (store, _) =
+        Store::open(dir, &StoreOptions::default(), &engine, now).expect("recovery succeeds");
+    let tenant = engine.api_key(API_KEY).expect("key").tenant_id;
+    let product = engine.product_by_code(tenant, "p").expect("product");
+    let lic = |k: &str| product.licenses_by_key.get(k).expect("license").clone();
+
+    let act = lic("ACT");
+    let devices = act.devices.read();
+    let present: HashSet<&str> = devices
+        .list
+        .iter()
+        .map(|d| d.hardware_id.as_str())
+        .collect();
+    assert_eq!(present.len(), devices.list.len(), "a device recorded twice");
+    for hw in &ledger.activations_acked {
+        assert!(
+            present.contains(hw.as_str()),
+            "acknowledged activation {hw} lost"
+        );
+    }
+    for hw in &present {
+        assert!(
+            ledger.activations_sent.contains(*hw),
+            "activation {hw} never sent"
+        );
+    }
+    assert_eq!(act.activations.used(), devices.list.len() as u64);
+
+    let meter = lic("METER");
+    let units = meter.feature("units").expect("units").meter.used(now);
+    assert!(
+        units as u64 >= ledger.units_acked,
+        "acknowledged consumption lost: {units} < {}",
+        ledger.units_acked
+    );
+    assert!(
+        units as u64 <= ledger.units_sent,
+        "consumption applied twice: {units} > {} sent",
+        ledger.units_sent
+    );
+
+    let seats = lic("SEATS");
+    let active = seats
+        .devices
+        .read()
+        .list
+        .iter()
+        .filter(|d| d.active)
+        .count() as u64;
+    assert!(seats.activations.used() <= SEATS, "seats over capacity");
+    assert_eq!(seats.activations.used(), active);
+
+    let pool = lic("POOL");
+    let seat = pool.feature("seat").expect("seat");
+    assert!(seat.floating.holders_raw().len() as u32 <= POOL_SEATS);
+    drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_changes_survive_sigkill_crash_loop() {
+    let cycles: usize = std::env::var("TALLY_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, catalog().to_string()).expect("catalog");
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut rng = rand::thread_rng();
+    for cycle in 0..cycles {
+        // Snapshots every second, so that kills also land during them.
+        let mut server = start(&dir, &cat, 1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..6)
+            .map(|t| {
+                tokio::spawn(client_loop(
+                    server.addr,
+                    t,
+                    cycle,
+                    ledger.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..900))).await;
+        kill9(&mut server);
+        stop.store(true, Ordering::Release);
+        for t in tasks {
+            let _ = t.await;
+        }
+        if cycle % 5 == 4 {
+            let l = ledger.lock().expect("ledger");
+            verify(&dir, &l);
+        }
+        let _ = server.log;
+    }
+    let l = ledger.lock().expect("ledger");
+    eprintln!(
+        "{cycles} cycles: {} of {} activations and {} of {} consumptions acknowledged",
+        l.activations_acked.len(),
+        l.activations_sent.len(),
+        l.units_acked,
+        l.units_sent
+    );
+    assert!(
+        l.units_acked > 0 && !l.activations_acked.is_empty(),
+        "no load got through"
+    );
+    verify(&dir, &l);
+}
+
+/// A graceful stop (SIGTERM) writes a final snapshot and leaves no log to replay.
+#[test]
+fn graceful_stop_snapshots_and_restart_replays_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, catalog().to_string()).expect("catalog");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = start(&dir, &cat, 0);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let addr = server.addr;
+    for _ in 0..5 {
+        let r = rt.block_on(ls(
+            &client,
+            addr,
+            Method::POST,
+            "add_feature_consumption",
+            json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 2}),
+        ));
+        assert_eq!(r.map(|r| r.0), Some(200));
+    }
+    let pid = server.child.id().to_string();
+    let mut server = server;
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = server.child.wait().expect("wait");
+    assert!(exit.success(), "{:?}", server.log.lock().expect("log"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["inspect", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("snapshot-00000000000000000005.snap: up to record 5"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wal-"),
+        "log left after a graceful stop: {text}"
+    );
+    let server = start(&dir, &cat, 0);
+    let log = server.log.lock().expect("log").join("\n");
+    assert!(log.contains("0 log records replayed"), "{log}");
+    let r = rt.block_on(ls(
+        &client,
+        server.addr,
+        Method::GET,
+        "check_license_feature",
+        json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units"}),
+    ));
+    assert_eq!(
+        r.map(|(_, v)| v["total_consumptions"].clone()),
+        Some(json!(10))
+    );
+    let mut server = server;
+    kill9(&mut server);
+}
