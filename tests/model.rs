@@ -1,0 +1,243 @@
+//! Model-based property test of durability: random sequences of changes,
+//! periodic snapshots, graceful restarts and crashes, run against the engine
+//! with its store on real files and against a simple reference model. After
+//! every restart the recovered state equals the model's, and equals the state
+//! before the restart entity by entity.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use proptest::prelude::*;
+use tally::engine::image::Image;
+use tally::engine::model::Id;
+use tally::engine::{Command, Engine};
+use tally::storage::store::{Store, StoreOptions};
+use tally::storage::wal::FsyncMode;
+
+const NOW: i64 = 1_795_000_000_000;
+const DEVICES: u8 = 5;
+const ACTIVATIONS: usize = 3;
+const POOL: usize = 2;
+const CATALOG: &str = r#"{"tenants":[{"name":"M","api_keys":[{"api_key":"mk","shared_key":"ms","role":"admin"}],
+"products":[{"short_code":"p","name":"P","authorization_method":"license-key"}],
+"licenses":[
+ {"product":"p","license_key":"METER","features":[{"code":"units","feature_type":"consumption","allow_unlimited_consumptions":true,"allow_negative_consumptions":true}]},
+ {"product":"p","license_key":"ACT","max_activations":3,"max_transfers":-1},
+ {"product":"p","license_key":"POOL","max_activations":5,"features":[{"code":"seat","is_floating_cloud":true,"floating_users":2,"floating_timeout":30}]}]}]}"#;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add(i64),
+    Activate(u8),
+    Deactivate(u8),
+    Acquire(u8),
+    Release(u8),
+    Snapshot,
+    Restart { graceful: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (-20i64..100).prop_map(Op::Add),
+        3 => (0..DEVICES).prop_map(Op::Activate),
+        2 => (0..DEVICES).prop_map(Op::Deactivate),
+        3 => (0..DEVICES).prop_map(Op::Acquire),
+        2 => (0..DEVICES).prop_map(Op::Release),
+        1 => Just(Op::Snapshot),
+        1 => any::<bool>().prop_map(|graceful| Op::Restart { graceful }),
+    ]
+}
+
+/// The reference: what the changes mean, in a few lines.
+#[derive(Default, Debug, PartialEq)]
+struct Model {
+    units: i64,
+    /// hardware id -> active
+    devices: BTreeMap<String, bool>,
+    holders: BTreeSet<String>,
+}
+
+impl Model {
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Add(n) => {
+                if self.units + n >= 0 {
+                    self.units += n;
+                }
+            }
+            Op::Activate(d) => {
+                let hw = format!("hw-{d}");
+                let active = self.devices.values().filter(|a| **a).count();
+                if self.devices.get(&hw) == Some(&true) || active < ACTIVATIONS {
+                    self.devices.insert(hw, true);
+                }
+            }
+            Op::Deactivate(d) => {
+                if let Some(a) = self.devices.get_mut(&format!("hw-{d}")) {
+                    *a = false;
+                }
+            }
+            Op::Acquire(d) => {
+                let hw = format!("pool-{d}");
+                if !self.holders.contains(&hw) && self.holders.len() < POOL {
+                    self.holders.insert(hw);
+                }
+            }
+            Op::Release(d) => {
+                self.holders.remove(&format!("pool-{d}"));
+            }
+            Op::Snapshot | Op::Restart { .. } => {}
+        }
+    }
+}
+
+struct Ids {
+    meter: (Id, Id),
+    act: Id,
+    pool: (Id, Id),
+}
+
+fn ids(e: &Engine) -> Ids {
+    let t = e.api_key("mk").expect("key").tenant_id;
+    let p = e.product_by_code(t, "p").expect("product");
+    let lic = |k: &str| p.licenses_by_key.get(k).expect("license").clone();
+    let meter = lic("METER");
+    let pool = lic("POOL");
+    Ids {
+        meter: (meter.id, meter.feature("units").expect("units").id),
+        act: lic("ACT").id,
+        pool: (pool.id, pool.feature("seat").expect("seat").id),
+    }
+}
+
+fn observe(e: &Engine) -> Model {
+    let i = ids(e);
+    let meter = e.license(i.meter.0).expect("meter");
+    let act = e.license(i.act).expect("act");
+    let pool = e.license(i.pool.0).expect("pool");
+    let devices = act
+        .devices
+        .read()
+        .list
+        .iter()
+        .map(|d| (d.hardware_id.clone(), d.active))
+        .collect();
+    Model {
+        units: meter.feature("units").expect("units").meter.used(NOW),
+        devices,
+        holders: pool
+            .feature("seat")
+            .expect("seat")
+            .floating
+            .holders(NOW)
+            .iter()
+            .map(|l| l.holder.to_string())
+            .collect(),
+    }
+}
+
+fn images(e: &Engine) -> Vec<Image> {
+    let mut v = Vec::new();
+    e.export(|i| -> Result<(), ()> {
+        v.push(i);
+        Ok(())
+    })
+    .expect("export");
+    v
+}
+
+fn open(dir: &Path) -> (Engine, Store) {
+    let opts = StoreOptions {
+        fsync: FsyncMode::Never,
+        snapshot_interval: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let engine = Engine::new();
+    let (store, opened) = Store::open(dir, &opts, &engine, NOW).expect("open");
+    if opened.fresh {
+        tally::catalog::load_slice(&engine, CATALOG.as_bytes(), NOW).expect("catalog");
+        store.snapshot_quiescent(&engine, NOW).expect("snapshot");
+    }
+    (engine, store)
+}
+
+/// Applies `op` the way the server does (a renewal first, else a commit).
+fn run(engine: &Engine, store: &Store, op: &Op) {
+    let i = ids(engine);
+    let cmd = match op {
+        Op::Add(n) => Command::AddConsumption {
+            license_id: i.meter.0,
+            feature_id: Some(i.meter.1),
+            amount: *n,
+            now: NOW,
+        },
+        Op::Activate(d) => Command::Activate {
+            license_id: i.act,
+            hardware_id: Cow::Owned(format!("hw-{d}")),
+            info: Default::default(),
+            device_id: engine.next_id(),
+            now: NOW,
+        },
+        Op::Deactivate(d) => Command::Deactivate {
+            license_id: i.act,
+            hardware_id: Cow::Owned(format!("hw-{d}")),
+            now: NOW,
+        },
+        Op::Acquire(d) => Command::FloatingAcquire {
+            license_id: i.pool.0,
+            feature_id: Some(i.pool.1),
+            hardware_id: Cow::Owned(format!("pool-{d}")),
+            now: NOW,
+        },
+        Op::Release(d) => Command::FloatingRelease {
+            license_id: i.pool.0,
+            feature_id: Some(i.pool.1),
+            hardware_id: Cow::Owned(format!("pool-{d}")),
+            now: NOW,
+        },
+        Op::Snapshot => {
+            store.snapshot_shadow(NOW).expect("shadow snapshot");
+            return;
+        }
+        Op::Restart { .. } => return,
+    };
+    if engine.try_renew(&cmd).is_some() {
+        return;
+    }
+    if let Ok(c) = store.log.commit(&cmd, || engine.apply(&cmd)) {
+        if let Some(lsn) = c.lsn {
+            store.log.wait_blocking(lsn).expect("durable");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn recovered_state_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("d");
+        let mut model = Model::default();
+        let (mut engine, mut store) = open(&dir);
+        for op in &ops {
+            model.apply(op);
+            run(&engine, &store, op);
+            if let Op::Restart { graceful } = op {
+                let before = images(&engine);
+                if *graceful {
+                    store.shutdown(&engine, NOW).expect("shutdown");
+                }
+                drop(store);
+                drop(engine);
+                (engine, store) = open(&dir);
+                prop_assert_eq!(images(&engine), before);
+            }
+            prop_assert_eq!(&observe(&engine), &model);
+        }
+        drop(store);
+        let (back, _s) = open(&dir);
+        prop_assert_eq!(observe(&back), model);
+    }
+}
