@@ -371,7 +371,7 @@ fn flusher(sh: Arc<Shared>) {
     let mut synced = true;
     let mut last_sync = Instant::now();
     loop {
-        let (batches, closing) = {
+        {
             let mut st = sh.state.lock();
             while st.batches.is_empty() && !st.closing {
                 match sh.mode {
@@ -384,6 +384,13 @@ fn flusher(sh: Arc<Shared>) {
                     _ => sh.work.wait(&mut st),
                 }
             }
+        }
+        // Let the thread that woke us finish what it is doing first, so that
+        // one write carries the records it appends meanwhile (on a busy core
+        // the flusher would otherwise run, and write, after each first record).
+        std::thread::yield_now();
+        let (batches, closing) = {
+            let mut st = sh.state.lock();
             st.pending_bytes = 0;
             (std::mem::take(&mut st.batches), st.closing)
         };
