@@ -265,11 +265,13 @@ pub fn build_app(
         );
     } else {
         tracing::info!(
-            "recovered in {:?}: snapshot at record {} ({} licenses), {} log records replayed, last record {}",
+            "recovered in {:?}: snapshot at record {} ({} licenses) loaded in {:?}, {} log records replayed in {:?}, last record {}",
             opened.elapsed,
             r.snapshot.as_ref().map_or(0, |s| s.lsn),
             r.snapshot.as_ref().map_or(0, |s| s.licenses),
+            r.snapshot_time,
             r.replayed,
+            r.replay_time,
             r.last_lsn
         );
     }

@@ -239,6 +239,14 @@ impl Engine {
         Ok(())
     }
 
+    /// After licenses were restored (possibly on several threads at once):
+    /// each user's licenses back in creation order.
+    pub fn finish_restore(&self) {
+        for u in self.users.iter() {
+            u.licenses.write().sort_unstable();
+        }
+    }
+
     /// After recovery: every floating seat restored from the log or a
     /// snapshot holds for at least a full timeout from `now`. Renewals are not
     /// logged, so a seat's stored end may be older than its holder believes;

@@ -21,7 +21,6 @@ pub mod time;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use parking_lot::RwLock;
 
 pub use command::Command;
@@ -101,12 +100,12 @@ pub struct Engine {
     /// Next id to hand out; `apply` raises it past every id it sees so replayed
     /// commands never collide with new ones.
     seq: AtomicU64,
-    tenants: DashMap<Id, Arc<Tenant>>,
-    api_keys: DashMap<Box<str>, Arc<ApiKey>>,
-    products: DashMap<Id, Arc<Product>>,
-    customers: DashMap<Id, Arc<Customer>>,
-    users: DashMap<Id, Arc<LicenseUser>>,
-    licenses: DashMap<Id, Arc<License>>,
+    tenants: Map<Id, Arc<Tenant>>,
+    api_keys: Map<Box<str>, Arc<ApiKey>>,
+    products: Map<Id, Arc<Product>>,
+    customers: Map<Id, Arc<Customer>>,
+    users: Map<Id, Arc<LicenseUser>>,
+    licenses: Map<Id, Arc<License>>,
     /// Equal license specs (the key is not part of them), feature specs and
     /// feature codes, each stored once (see [`share`]): a catalog's licenses
     /// mostly repeat their products' definitions, and a license spec with its
@@ -117,7 +116,7 @@ pub struct Engine {
     /// Licenses whose (license- or feature-level) lease pools may hold seats:
     /// what the lease sweeper visits. Sharded; written when a seat is newly
     /// taken or borrowed, not on renewals.
-    leased: DashMap<Id, ()>,
+    leased: Map<Id, ()>,
 }
 
 impl Default for Engine {
@@ -226,16 +225,16 @@ impl Engine {
     pub fn new() -> Self {
         Engine {
             seq: AtomicU64::new(FIRST_ID),
-            tenants: DashMap::new(),
-            api_keys: DashMap::new(),
-            products: DashMap::new(),
-            customers: DashMap::new(),
-            users: DashMap::new(),
-            licenses: DashMap::new(),
+            tenants: new_map(),
+            api_keys: new_map(),
+            products: new_map(),
+            customers: new_map(),
+            users: new_map(),
+            licenses: new_map(),
             license_specs: Sharer::default(),
             feature_specs: Sharer::default(),
             feature_codes: Sharer::default(),
-            leased: DashMap::new(),
+            leased: new_map(),
         }
     }
 
@@ -331,7 +330,7 @@ impl Engine {
 
     /// One page of ids in ascending order after `after`, matching `keep`.
     fn page<T>(
-        map: &DashMap<Id, Arc<T>>,
+        map: &Map<Id, Arc<T>>,
         after: Id,
         limit: usize,
         keep: impl Fn(&T) -> bool,
@@ -786,8 +785,8 @@ impl Engine {
                 e.insert(Arc::new(Tenant {
                     id,
                     spec: RwLock::new(spec.clone()),
-                    products_by_code: DashMap::new(),
-                    users_by_email: DashMap::new(),
+                    products_by_code: new_map(),
+                    users_by_email: new_map(),
                 }));
             }
         }
@@ -876,7 +875,7 @@ impl Engine {
             short_code: spec.short_code.as_str().into(),
             authorization_method: spec.authorization_method,
             spec: RwLock::new(spec.clone()),
-            licenses_by_key: DashMap::new(),
+            licenses_by_key: new_map(),
         });
         match tenant
             .products_by_code
@@ -1045,9 +1044,7 @@ impl Engine {
             id,
             revision: AtomicU64::new(model::next_revision()),
             is_consumption: AtomicBool::new(spec.feature_type == FeatureType::Consumption),
-            code: self
-                .feature_codes
-                .share(spec.code.as_str().into(), || spec.code.as_str().into()),
+            code: self.feature_codes.share_str(&spec.code),
             expires_at: AtomicI64::new(end_instant(&spec.expiry_date)),
             floating: LeasePool::new(spec.floating_users),
             meter: Meter::new(spec.meter_limits(), 0, now),

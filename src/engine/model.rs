@@ -6,6 +6,17 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+
+/// The engine's sharded maps: DashMap with foldhash, a fast hash seeded per
+/// process (keys such as license keys come from clients, so the seed keeps
+/// their placement unpredictable). SipHash, the default, was 12 % of a
+/// million-license recovery.
+pub type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
+/// An empty [`Map`].
+pub fn new_map<K: Eq + std::hash::Hash, V>() -> Map<K, V> {
+    DashMap::with_hasher(foldhash::fast::RandomState::default())
+}
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,9 +57,9 @@ pub struct Tenant {
     /// Admin-written configuration; read rarely (admin API, listing).
     pub spec: RwLock<TenantSpec>,
     /// short_code -> product; read on every LicenseSpring request (sharded, no global lock).
-    pub products_by_code: DashMap<Box<str>, Arc<Product>>,
+    pub products_by_code: Map<Box<str>, Arc<Product>>,
     /// lower-cased email -> license user; read on every user-based request.
-    pub users_by_email: DashMap<Box<str>, Arc<LicenseUser>>,
+    pub users_by_email: Map<Box<str>, Arc<LicenseUser>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +158,7 @@ pub struct Product {
     pub authorization_method: AuthMethod,
     pub spec: RwLock<ProductSpec>,
     /// license key -> license, for key-based products (sharded; the hot lookup).
-    pub licenses_by_key: DashMap<Box<str>, Arc<License>>,
+    pub licenses_by_key: Map<Box<str>, Arc<License>>,
 }
 
 // ---------------------------------------------------------------- customers, users

@@ -19,13 +19,13 @@ pub const SHARED_VALUES_MAX: usize = 1 << 16;
 /// Sharded map; touched only when entities are written, never on the hot path.
 #[derive(Debug)]
 pub struct Sharer<K: Eq + Hash, T: ?Sized> {
-    table: DashMap<K, Weak<T>>,
+    table: DashMap<K, Weak<T>, foldhash::fast::RandomState>,
 }
 
 impl<K: Eq + Hash, T: ?Sized> Default for Sharer<K, T> {
     fn default() -> Self {
         Sharer {
-            table: DashMap::new(),
+            table: DashMap::with_hasher(Default::default()),
         }
     }
 }
@@ -57,6 +57,16 @@ impl<K: Eq + Hash, T: ?Sized> Sharer<K, T> {
                 shared
             }
         }
+    }
+}
+
+impl Sharer<Box<str>, str> {
+    /// The shared copy of `s`, looked up without allocating when it exists.
+    pub fn share_str(&self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.table.get(s).and_then(|w| w.upgrade()) {
+            return shared;
+        }
+        self.share(s.into(), || s.into())
     }
 }
 

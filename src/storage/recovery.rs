@@ -121,6 +121,9 @@ pub struct Rebuilt {
     pub cut: Vec<(PathBuf, u64, String)>,
     /// Files removed (empty segments left by a torn start, stale temporaries).
     pub removed: Vec<PathBuf>,
+    /// Time spent loading the snapshot, and replaying the log.
+    pub snapshot_time: std::time::Duration,
+    pub replay_time: std::time::Duration,
 }
 
 /// Rebuilds `engine` (empty) from `dir`: the newest snapshot at or before
@@ -151,10 +154,13 @@ pub fn rebuild(
         .rev()
         .find(|(lsn, _)| *lsn <= limit)
     {
+        let started = std::time::Instant::now();
         let (_, info) = snapshot::load(path, engine, now).map_err(RecoveryError::Snapshot)?;
         out.last_lsn = info.lsn;
         out.snapshot = Some(info);
+        out.snapshot_time = started.elapsed();
     }
+    let replay_started = std::time::Instant::now();
     let segments = &listing.segments;
     let mut expected = out.last_lsn + 1;
     'segments: for (i, (first, path)) in segments.iter().enumerate() {
@@ -282,6 +288,7 @@ pub fn rebuild(
             out.removed.push(path.clone());
         }
     }
+    out.replay_time = replay_started.elapsed();
     Ok(out)
 }
 

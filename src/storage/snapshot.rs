@@ -357,6 +357,69 @@ fn frames<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<Frame<'a>>, SnapshotEr
     }
 }
 
+/// Threads that restore licenses at most.
+pub const RESTORE_THREADS_MAX: usize = 8;
+
+enum Restore {
+    Corrupt(String),
+    Refused(String),
+}
+
+/// Decodes one license frame and builds the license; returns its feature and
+/// device counts.
+fn restore_license(
+    engine: &Engine,
+    f: &Frame<'_>,
+    lspecs: &[Arc<LicenseSpec>],
+    fspecs: &[Arc<FeatureSpec>],
+    now: Millis,
+) -> Result<(u64, u64), Restore> {
+    let rec: LicenseRec =
+        postcard::from_bytes(f.body).map_err(|e| Restore::Corrupt(e.to_string()))?;
+    let spec = lspecs
+        .get(rec.spec as usize)
+        .cloned()
+        .ok_or_else(|| Restore::Corrupt("unknown license spec number".into()))?;
+    let mut features = Vec::with_capacity(rec.features.len());
+    for fr in rec.features {
+        let fspec = fspecs
+            .get(fr.spec as usize)
+            .cloned()
+            .ok_or_else(|| Restore::Corrupt("unknown feature spec number".into()))?;
+        features.push(FeatureImage {
+            id: fr.id,
+            spec: fspec,
+            meter: MeterImage {
+                used: fr.used,
+                next_reset: fr.next_reset,
+            },
+            leases: fr.leases,
+        });
+    }
+    let counts = (features.len() as u64, rec.devices.len() as u64);
+    engine
+        .restore(
+            Image::License(LicenseImage {
+                id: rec.id,
+                license_key: rec.key,
+                spec,
+                activations_used: rec.activations_used,
+                devices: rec.devices,
+                vacated: rec.vacated,
+                transfer_count: rec.transfer_count,
+                leases: rec.leases,
+                consumption: MeterImage {
+                    used: rec.used,
+                    next_reset: rec.next_reset,
+                },
+                features,
+            }),
+            now,
+        )
+        .map_err(|e| Restore::Refused(e.to_string()))?;
+    Ok(counts)
+}
+
 /// Reads only the header of a snapshot after checking the whole file.
 pub fn inspect(path: &Path) -> Result<(SnapshotHeader, SnapshotInfo), SnapshotError> {
     let bytes = fs::read(path).map_err(|e| SnapshotError::Io(path.into(), e))?;
@@ -422,8 +485,12 @@ pub fn load(
     let refused = |f: &Frame<'_>, why: String| {
         SnapshotError::Restore(path.into(), format!("frame at offset {}: {why}", f.offset))
     };
+    // First the small entities and the spec tables, in file order; then the
+    // licenses, spread over the cores (the engine's maps are concurrent and
+    // licenses do not depend on each other).
     let mut lspecs: Vec<Arc<LicenseSpec>> = Vec::new();
     let mut fspecs: Vec<Arc<FeatureSpec>> = Vec::new();
+    let mut licenses: Vec<&Frame<'_>> = Vec::new();
     for f in &frames[1..] {
         match f.kind {
             KIND_ENTITY => {
@@ -459,57 +526,55 @@ pub fn load(
                         .map_err(|e| refused(f, e.to_string()))?,
                 );
             }
-            KIND_LICENSE => {
-                let rec: LicenseRec =
-                    postcard::from_bytes(f.body).map_err(|e| corrupt(f, e.to_string()))?;
-                let spec = lspecs
-                    .get(rec.spec as usize)
-                    .cloned()
-                    .ok_or_else(|| corrupt(f, "unknown license spec number".into()))?;
-                let mut features = Vec::with_capacity(rec.features.len());
-                for fr in rec.features {
-                    let fspec = fspecs
-                        .get(fr.spec as usize)
-                        .cloned()
-                        .ok_or_else(|| corrupt(f, "unknown feature spec number".into()))?;
-                    features.push(FeatureImage {
-                        id: fr.id,
-                        spec: fspec,
-                        meter: MeterImage {
-                            used: fr.used,
-                            next_reset: fr.next_reset,
-                        },
-                        leases: fr.leases,
-                    });
-                }
-                info.licenses += 1;
-                info.features += features.len() as u64;
-                info.devices += rec.devices.len() as u64;
-                engine
-                    .restore(
-                        Image::License(LicenseImage {
-                            id: rec.id,
-                            license_key: rec.key,
-                            spec,
-                            activations_used: rec.activations_used,
-                            devices: rec.devices,
-                            vacated: rec.vacated,
-                            transfer_count: rec.transfer_count,
-                            leases: rec.leases,
-                            consumption: MeterImage {
-                                used: rec.used,
-                                next_reset: rec.next_reset,
-                            },
-                            features,
-                        }),
-                        now,
-                    )
-                    .map_err(|e| refused(f, e.to_string()))?;
-            }
+            KIND_LICENSE => licenses.push(f),
             KIND_HEADER => return Err(corrupt(f, "a second header".into())),
             other => return Err(corrupt(f, format!("unknown frame kind {other}"))),
         }
     }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, RESTORE_THREADS_MAX);
+    let chunk = licenses.len().div_ceil(threads).max(1);
+    let results: Vec<Result<(u64, u64, u64), SnapshotError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = licenses
+            .chunks(chunk)
+            .map(|part| {
+                let (lspecs, fspecs) = (&lspecs, &fspecs);
+                scope.spawn(move || -> Result<(u64, u64, u64), SnapshotError> {
+                    let mut counts = (0u64, 0u64, 0u64);
+                    for f in part {
+                        let (features, devices) = restore_license(engine, f, lspecs, fspecs, now)
+                            .map_err(|e| match e {
+                            Restore::Corrupt(why) => corrupt(f, why),
+                            Restore::Refused(why) => refused(f, why),
+                        })?;
+                        counts.0 += 1;
+                        counts.1 += features;
+                        counts.2 += devices;
+                    }
+                    Ok(counts)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(SnapshotError::Restore(
+                        path.into(),
+                        "restore thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    for r in results {
+        let (l, f, d) = r?;
+        info.licenses += l;
+        info.features += f;
+        info.devices += d;
+    }
+    engine.finish_restore();
     engine.restore_seq(header.seq);
     Ok((header, info))
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Recovery at scale: 1,000,000 licenses with 4 features each (the generated
+# catalog) plus about 1,000,000 log records (consumption adds), then a
+# SIGKILL and a restart; prints the recovery time the server logs, the
+# snapshot's size per license, and the log's size.
+#
+#   bash loadtest/recovery.sh            # LICENSES=1000000 LOAD_SECS=30
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LICENSES="${LICENSES:-1000000}"
+LOAD_SECS="${LOAD_SECS:-30}"
+OUT="${OUT:-target/loadtest/recovery}"
+PORT=18741
+mkdir -p "$OUT"
+cargo build --release --workspace --quiet
+T=target/release/tally
+LT=target/release/loadtest
+CAT="$OUT/catalog-$LICENSES.json"
+[ -f "$CAT" ] || "$T" gen-catalog --licenses "$LICENSES" --out "$CAT"
+rm -rf "$OUT/data"
+wait_up() {
+  for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "server did not come up" >&2; exit 1
+}
+# First start: the catalog is loaded and snapshotted; no periodic snapshots,
+# so every record of the load stays in the log.
+"$T" serve --listen 127.0.0.1:$PORT --data-dir "$OUT/data" --catalog "$CAT" --no-sign \
+  --fsync never --snapshot-interval 0 >"$OUT/first.log" 2>&1 &
+pid=$!
+wait_up
+"$LT" run --target 127.0.0.1:$PORT --scenario consume --licenses "$LICENSES" --connections 64 \
+  --duration "$LOAD_SECS" --warmup 0 --quiet --json "$OUT/load.json"
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+"$T" inspect --data-dir "$OUT/data"
+snap=$(ls "$OUT"/data/snapshot-*.snap)
+echo "snapshot: $(stat -c %s "$snap") bytes, $(( $(stat -c %s "$snap") / LICENSES )) bytes per license"
+echo "log: $(cat "$OUT"/data/wal-*.log | wc -c) bytes"
+# Restart: recovery = snapshot + every log record.
+"$T" serve --listen 127.0.0.1:$PORT --data-dir "$OUT/data" --no-sign --snapshot-interval 0 >"$OUT/second.log" 2>&1 &
+pid=$!
+wait_up
+sed 's/\x1b\[[0-9;]*m//g' "$OUT/second.log" | grep -m1 "recovered in"
+grep VmHWM "/proc/$pid/status"
+grep VmRSS "/proc/$pid/status"
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true
