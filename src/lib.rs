@@ -9,18 +9,21 @@
 //!   customers, users, licenses, features, devices; seat pools, lease pools,
 //!   meters). No I/O, no clock: `now` is passed in. Every mutation is a
 //!   [`engine::Command`].
-//! - [`storage`]: the data directory (signing key, admin token).
+//! - [`storage`]: the data directory: write-ahead log (commit lock, group
+//!   commit, fsync modes, latch), snapshots, recovery, lock file; signing
+//!   key and admin token.
 //! - [`server`]: the hyper front-end: connection limits, routing by path
 //!   prefix, timeouts, panic isolation.
 //! - [`api`]: one module per surface, each translating its wire format to
 //!   engine commands: [`api::licensespring`] (License API v4) and
 //!   [`api::admin`] (the native admin API).
 //! - [`catalog`]: loading a JSON catalog at start; generating synthetic ones.
-//! - [`app`]: the state a running server shares across requests.
+//! - [`app`]: the state a running server shares across requests, and
+//!   `App::commit`, the one path by which surfaces change state.
 //! - [`clock`], [`config`], [`credentials`], [`signing`], [`util`]: services
 //!   the surfaces share.
 //! - [`cli`]: the `tally` command line (`serve`, `auth-headers`, `public-key`,
-//!   `gen-catalog`).
+//!   `inspect`, `gen-catalog`).
 
 pub mod api;
 pub mod app;

@@ -12,6 +12,11 @@ use super::snapshot::{self, parse_snapshot_name, SnapshotInfo};
 use crate::engine::time::Millis;
 use crate::engine::{Command, Engine};
 
+/// Records decoded per chunk handed from the decoding thread to the applying one.
+pub const REPLAY_CHUNK_RECORDS: usize = 1024;
+/// Decoded chunks waiting to be applied, at most.
+pub const REPLAY_QUEUE_CHUNKS: usize = 8;
+
 /// What a data directory holds, by file name.
 #[derive(Debug, Default)]
 pub struct DirListing {
@@ -210,41 +215,61 @@ pub fn rebuild(
                 });
             }
         };
-        for rec in &scan.records {
-            if rec.lsn > limit {
-                break 'segments;
-            }
-            if rec.lsn < expected {
-                if rec.lsn > out.last_lsn {
-                    return Err(RecoveryError::Corrupt {
-                        path: path.clone(),
-                        offset: 0,
-                        why: format!("record {} appears twice", rec.lsn),
-                    });
+        // Decoding the records (JSON) runs on a second thread, one chunk
+        // ahead of applying them, which must happen in order on this one.
+        let skip_below = expected;
+        let records = &scan.records;
+        let stop_all = std::thread::scope(|scope| -> Result<bool, RecoveryError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_CHUNKS);
+            scope.spawn(move || {
+                for chunk in records.chunks(REPLAY_CHUNK_RECORDS) {
+                    let decoded: Vec<(u64, Result<Command<'_>, String>)> = chunk
+                        .iter()
+                        .filter(|r| r.lsn >= skip_below)
+                        .map(|r| {
+                            let cmd = serde_json::from_slice(r.json).map_err(|e| e.to_string());
+                            (r.lsn, cmd)
+                        })
+                        .collect();
+                    if tx.send(decoded).is_err() {
+                        return;
+                    }
                 }
-                continue;
+            });
+            for chunk in rx {
+                for (lsn, cmd) in chunk {
+                    if lsn > limit {
+                        return Ok(true);
+                    }
+                    if lsn < expected {
+                        continue;
+                    }
+                    if lsn > expected {
+                        return Err(RecoveryError::Gap {
+                            path: path.clone(),
+                            expected,
+                            found: lsn,
+                        });
+                    }
+                    let cmd = cmd.map_err(|e| RecoveryError::Replay {
+                        path: path.clone(),
+                        lsn,
+                        why: format!("undecodable command: {e}"),
+                    })?;
+                    engine.apply(&cmd).map_err(|e| RecoveryError::Replay {
+                        path: path.clone(),
+                        lsn,
+                        why: e.to_string(),
+                    })?;
+                    out.replayed += 1;
+                    out.last_lsn = lsn;
+                    expected = lsn + 1;
+                }
             }
-            if rec.lsn > expected {
-                return Err(RecoveryError::Gap {
-                    path: path.clone(),
-                    expected,
-                    found: rec.lsn,
-                });
-            }
-            let cmd: Command =
-                serde_json::from_slice(rec.json).map_err(|e| RecoveryError::Replay {
-                    path: path.clone(),
-                    lsn: rec.lsn,
-                    why: format!("undecodable command: {e}"),
-                })?;
-            engine.apply(&cmd).map_err(|e| RecoveryError::Replay {
-                path: path.clone(),
-                lsn: rec.lsn,
-                why: e.to_string(),
-            })?;
-            out.replayed += 1;
-            out.last_lsn = rec.lsn;
-            expected = rec.lsn + 1;
+            Ok(false)
+        })?;
+        if stop_all {
+            break 'segments;
         }
         if let Some((offset, why, valid_after)) = scan.bad {
             if repair == Repair::ReadOnly {
