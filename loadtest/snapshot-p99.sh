@@ -40,11 +40,11 @@ for interval in 0 5; do
   $(pin 1) "$LT" run --target 127.0.0.1:$PORT --scenario mixed --licenses "$LICENSES" --connections 64 \
     --rate "$RATE" --duration "$SECS" --warmup 3 --quiet --json "$OUT/mixed-$interval.json"
   kill -TERM "$pid"; wait "$pid" || true
-  snaps=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/server-$interval.log" | grep -c "snapshot at record" || true)
+  snaps=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/server-$interval.log" | grep -c "storage::store: snapshot at record" || true)
   echo "snapshot interval $interval s: $snaps periodic snapshots during the run; $(python3 -c "
 import json; d=json.load(open('$OUT/mixed-$interval.json')); l=d['latency_us']
 print(f\"{d['throughput_rps']:.0f} req/s, p50 {l['p50']:.0f} us, p99 {l['p99']:.0f} us, p99.9 {l['p999']:.0f} us, max {l['max']:.0f} us\")")"
-  sed 's/\x1b\[[0-9;]*m//g' "$OUT/server-$interval.log" | grep "snapshot at record" | head -3 || true
+  sed 's/\x1b\[[0-9;]*m//g' "$OUT/server-$interval.log" | grep "storage::store: snapshot at record" | head -3 || true
 done
 python3 -c "
 import json
