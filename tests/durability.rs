@@ -228,7 +228,7 @@ async fn client_loop(
             2 => {
                 // Many devices against SEATS seats: most are refused.
                 let hw = format!("s-{}", (task * 7 + i) % 9);
-                let (endpoint, body) = if i % 3 == 0 {
+                let (endpoint, body) = if i.is_multiple_of(3) {
                     (
                         "deactivate_license",
                         json!({"product": "p", "license_key": "SEATS", "hardware_id": hw}),
@@ -245,7 +245,7 @@ async fn client_loop(
             }
             _ => {
                 let hw = format!("p-{}", (task * 5 + i) % 16);
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     ls(&client, addr, Method::POST, "floating/feature_release",
                        json!({"product": "p", "license_key": "POOL", "hardware_id": hw, "feature": "seat"})).await.is_some()
                 } else {

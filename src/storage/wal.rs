@@ -224,9 +224,6 @@ impl Log {
             latch(sh);
             return Err(CommitError::Unavailable);
         }
-        if batch.bytes.len() == before {
-            return Err(CommitError::Unavailable);
-        }
         batch.last_lsn = lsn;
         let added = batch.bytes.len() - before;
         st.pending_bytes += added;
