@@ -7,6 +7,7 @@
 #   ROUNDS=3 ROUND_SECS=5 SIGN=1 bash loadtest/durable.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. loadtest/lib.sh
 ROUNDS="${ROUNDS:-5}"
 ROUND_SECS="${ROUND_SECS:-10}"
 MODES="${MODES:-never always interval:10}"
@@ -19,7 +20,6 @@ cargo build --release --workspace --quiet
 T=target/release/tally
 LT=target/release/loadtest
 [ -f "$OUT/catalog.json" ] || "$T" gen-catalog --licenses 1000 --out "$OUT/catalog.json" 2>/dev/null
-pin() { if taskset -c "$1" true 2>/dev/null; then echo "taskset -c $1"; fi; }
 declare -A results
 for r in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
@@ -27,10 +27,7 @@ for r in $(seq 1 "$ROUNDS"); do
     $(pin 0) "$T" serve --listen 127.0.0.1:$PORT --data-dir "$OUT/data" --catalog "$OUT/catalog.json" \
       --fsync "$mode" $SIGN_ARG --snapshot-interval 0 >/dev/null 2>"$OUT/server.log" &
     pid=$!
-    for _ in $(seq 1 100); do
-      curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-      sleep 0.1
-    done
+    wait_up
     json="$OUT/$SCENARIO-${mode//:/-}-$r.json"
     $(pin 1) "$LT" run --target 127.0.0.1:$PORT --scenario "$SCENARIO" --licenses 1000 \
       --connections 64 --duration "$ROUND_SECS" --warmup 2 --quiet --json "$json"

@@ -7,6 +7,7 @@
 #   bash loadtest/recovery.sh            # LICENSES=1000000 LOAD_SECS=30
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. loadtest/lib.sh
 LICENSES="${LICENSES:-1000000}"
 LOAD_SECS="${LOAD_SECS:-30}"
 OUT="${OUT:-target/loadtest/recovery}"
@@ -18,13 +19,6 @@ LT=target/release/loadtest
 CAT="$OUT/catalog-$LICENSES.json"
 [ -f "$CAT" ] || "$T" gen-catalog --licenses "$LICENSES" --out "$CAT"
 rm -rf "$OUT/data"
-wait_up() {
-  for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "server did not come up" >&2; exit 1
-}
 # First start: the catalog is loaded and snapshotted; no periodic snapshots,
 # so every record of the load stays in the log.
 "$T" serve --listen 127.0.0.1:$PORT --data-dir "$OUT/data" --catalog "$CAT" --no-sign \

@@ -8,6 +8,7 @@
 #   bash loadtest/snapshot-p99.sh        # LICENSES=1000000 RATE=20000 SECS=40
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. loadtest/lib.sh
 LICENSES="${LICENSES:-1000000}"
 RATE="${RATE:-20000}"
 SECS="${SECS:-40}"
@@ -19,14 +20,6 @@ T=target/release/tally
 LT=target/release/loadtest
 CAT="target/loadtest/recovery/catalog-$LICENSES.json"
 [ -f "$CAT" ] || { mkdir -p "$(dirname "$CAT")"; "$T" gen-catalog --licenses "$LICENSES" --out "$CAT"; }
-pin() { if taskset -c "$1" true 2>/dev/null; then echo "taskset -c $1"; fi; }
-wait_up() {
-  for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "server did not come up" >&2; exit 1
-}
 # One data directory holding the catalog's snapshot, reused by both runs.
 if [ ! -d "$OUT/base" ]; then
   "$T" serve --listen 127.0.0.1:$PORT --data-dir "$OUT/base" --catalog "$CAT" --no-sign --snapshot-interval 0 >"$OUT/base.log" 2>&1 &

@@ -138,13 +138,7 @@ fn observe(e: &Engine) -> Model {
 }
 
 fn images(e: &Engine) -> Vec<Image> {
-    let mut v = Vec::new();
-    e.export(|i| -> Result<(), ()> {
-        v.push(i);
-        Ok(())
-    })
-    .expect("export");
-    v
+    e.images()
 }
 
 fn open(dir: &Path) -> (Engine, Store) {

@@ -274,13 +274,7 @@ fn shadow_snapshot_matches_live_state_and_cuts_the_log() {
 }
 
 fn images(e: &Engine) -> Vec<Image> {
-    let mut v = Vec::new();
-    e.export(|i| -> Result<(), ()> {
-        v.push(i);
-        Ok(())
-    })
-    .expect("export");
-    v
+    e.images()
 }
 
 /// Two stores (two servers) on one directory: the second is refused.

@@ -149,6 +149,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Every entity's image, parents first (for tests and tools; snapshots
+    /// stream them through [`Engine::export`] instead).
+    pub fn images(&self) -> Vec<Image> {
+        let mut v = Vec::new();
+        let _ = self.export(|i| -> Result<(), std::convert::Infallible> {
+            v.push(i);
+            Ok(())
+        });
+        v
+    }
+
     /// Builds an entity from its image. Small entities go through their
     /// commands; licenses are built directly with their counters.
     pub fn restore(&self, image: Image, now: Millis) -> R<()> {
@@ -180,12 +191,14 @@ impl Engine {
         };
         let mut features = Vec::with_capacity(img.features.len());
         let mut leased = !img.leases.is_empty();
-        for f in img.features {
-            let feature = self.feature_with_spec(f.id, f.spec, now);
+        let mut max_id = img.id;
+        let first_revision = super::model::next_revisions(img.features.len() as u64);
+        for (i, f) in img.features.into_iter().enumerate() {
+            let feature = self.feature_with_spec(f.id, f.spec, first_revision + i as u64, now);
             feature.meter.restore(f.meter.used, f.meter.next_reset);
             leased |= !f.leases.is_empty();
             restore_leases(&feature.floating, f.leases);
-            self.see_id(f.id);
+            max_id = max_id.max(f.id);
             features.push(feature);
         }
         let activations = SeatPool::new(
@@ -199,7 +212,7 @@ impl Engine {
         let floating = LeasePool::new(spec.floating_users);
         restore_leases(&floating, img.leases);
         for d in &img.devices {
-            self.see_id(d.id);
+            max_id = max_id.max(d.id);
         }
         let key = img.license_key.filter(|k| !k.is_empty());
         let license = Arc::new(License {
@@ -234,7 +247,9 @@ impl Engine {
         if leased {
             self.leased.insert(img.id, ());
         }
-        self.see_id(img.id);
+        // One raise of the shared sequence per license, not one per id: the
+        // licenses of a snapshot are restored on several threads at once.
+        self.see_id(max_id);
         self.licenses.insert(img.id, license);
         Ok(())
     }

@@ -1035,14 +1035,25 @@ impl Engine {
 
     fn new_feature(&self, id: Id, spec: &FeatureSpec, now: Millis) -> R<Arc<Feature>> {
         validate_feature(spec)?;
-        Ok(self.feature_with_spec(id, share_spec(&self.feature_specs, spec), now))
+        Ok(self.feature_with_spec(
+            id,
+            share_spec(&self.feature_specs, spec),
+            model::next_revision(),
+            now,
+        ))
     }
 
     /// A feature with a spec already validated and shared.
-    fn feature_with_spec(&self, id: Id, spec: Arc<FeatureSpec>, now: Millis) -> Arc<Feature> {
+    fn feature_with_spec(
+        &self,
+        id: Id,
+        spec: Arc<FeatureSpec>,
+        revision: u64,
+        now: Millis,
+    ) -> Arc<Feature> {
         Arc::new(Feature {
             id,
-            revision: AtomicU64::new(model::next_revision()),
+            revision: AtomicU64::new(revision),
             is_consumption: AtomicBool::new(spec.feature_type == FeatureType::Consumption),
             code: self.feature_codes.share_str(&spec.code),
             expires_at: AtomicI64::new(end_instant(&spec.expiry_date)),

@@ -565,3 +565,9 @@ static REVISIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 pub fn next_revision() -> u64 {
     REVISIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
+
+/// `n` consecutive revisions at once (the first is returned): one shared
+/// increment for a license's features instead of one each.
+pub fn next_revisions(n: u64) -> u64 {
+    REVISIONS.fetch_add(n.max(1), std::sync::atomic::Ordering::Relaxed)
+}

@@ -420,31 +420,42 @@ fn restore_license(
     Ok(counts)
 }
 
-/// Reads only the header of a snapshot after checking the whole file.
-pub fn inspect(path: &Path) -> Result<(SnapshotHeader, SnapshotInfo), SnapshotError> {
+/// Reads a snapshot file, checks all of it, and hands its frames (header
+/// first) with the header and a size-only summary to `then`.
+fn checked<T>(
+    path: &Path,
+    then: impl FnOnce(&[Frame<'_>], SnapshotHeader, SnapshotInfo) -> Result<T, SnapshotError>,
+) -> Result<T, SnapshotError> {
     let bytes = fs::read(path).map_err(|e| SnapshotError::Io(path.into(), e))?;
     let frames = frames(path, &bytes)?;
     let header = header(path, &frames)?;
-    let mut info = SnapshotInfo {
+    let info = SnapshotInfo {
         lsn: header.lsn,
         bytes: bytes.len() as u64,
         ..Default::default()
     };
-    for f in &frames[1..] {
-        match f.kind {
-            KIND_ENTITY => info.entities += 1,
-            KIND_LICENSE => {
-                let rec: LicenseRec = postcard::from_bytes(f.body).map_err(|e| {
-                    SnapshotError::Corrupt(path.into(), f.offset as u64, e.to_string())
-                })?;
-                info.licenses += 1;
-                info.features += rec.features.len() as u64;
-                info.devices += rec.devices.len() as u64;
+    then(&frames, header, info)
+}
+
+/// Counts what a snapshot holds after checking the whole file.
+pub fn inspect(path: &Path) -> Result<(SnapshotHeader, SnapshotInfo), SnapshotError> {
+    checked(path, |frames, header, mut info| {
+        for f in &frames[1..] {
+            match f.kind {
+                KIND_ENTITY => info.entities += 1,
+                KIND_LICENSE => {
+                    let rec: LicenseRec = postcard::from_bytes(f.body).map_err(|e| {
+                        SnapshotError::Corrupt(path.into(), f.offset as u64, e.to_string())
+                    })?;
+                    info.licenses += 1;
+                    info.features += rec.features.len() as u64;
+                    info.devices += rec.devices.len() as u64;
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    Ok((header, info))
+        Ok((header, info))
+    })
 }
 
 fn header(path: &Path, frames: &[Frame<'_>]) -> Result<SnapshotHeader, SnapshotError> {
@@ -472,14 +483,19 @@ pub fn load(
     engine: &Engine,
     now: Millis,
 ) -> Result<(SnapshotHeader, SnapshotInfo), SnapshotError> {
-    let bytes = fs::read(path).map_err(|e| SnapshotError::Io(path.into(), e))?;
-    let frames = frames(path, &bytes)?;
-    let header = header(path, &frames)?;
-    let mut info = SnapshotInfo {
-        lsn: header.lsn,
-        bytes: bytes.len() as u64,
-        ..Default::default()
-    };
+    checked(path, |frames, header, info| {
+        restore_all(path, engine, now, frames, header, info)
+    })
+}
+
+fn restore_all(
+    path: &Path,
+    engine: &Engine,
+    now: Millis,
+    frames: &[Frame<'_>],
+    header: SnapshotHeader,
+    mut info: SnapshotInfo,
+) -> Result<(SnapshotHeader, SnapshotInfo), SnapshotError> {
     let corrupt =
         |f: &Frame<'_>, why: String| SnapshotError::Corrupt(path.into(), f.offset as u64, why);
     let refused = |f: &Frame<'_>, why: String| {
