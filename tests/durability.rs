@@ -446,3 +446,33 @@ fn graceful_stop_snapshots_and_restart_replays_nothing() {
     let mut server = server;
     kill9(&mut server);
 }
+
+/// A second server on the same data directory refuses to start and names the first.
+#[test]
+fn second_server_on_one_directory_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, catalog().to_string()).expect("catalog");
+    let mut first = start(&dir, &cat, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-sign",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("second server");
+    assert!(!out.status.success());
+    let err = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        err.contains("in use by another tally process")
+            && err.contains(&first.child.id().to_string()),
+        "{err}"
+    );
+    kill9(&mut first);
+}
