@@ -275,8 +275,15 @@ pub fn build_app(
             r.last_lsn
         );
     }
-    for (path, offset, what) in &r.cut {
-        tracing::warn!("log {} cut at offset {offset}: {what}", path.display());
+    if r.replayed >= crate::storage::store::STARTUP_SNAPSHOT_RECORDS_MIN {
+        // A server restarted often, before its periodic snapshots, would
+        // otherwise replay an ever longer log at every start.
+        let info = store.snapshot_quiescent(&engine, clock.now_ms())?;
+        tracing::info!(
+            "snapshot after recovery at record {}: {} bytes",
+            info.lsn,
+            info.bytes
+        );
     }
     let store = Arc::new(store);
     if let Some(path) = &cfg.catalog {

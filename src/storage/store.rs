@@ -28,6 +28,9 @@ use crate::engine::Engine;
 /// Default time between periodic snapshots, seconds.
 pub const SNAPSHOT_INTERVAL_SECS_DEFAULT: u64 = 60;
 pub const LOCK_FILE: &str = "LOCK";
+/// Records replayed at start past which the server snapshots before serving,
+/// so that the next start does not replay them again.
+pub const STARTUP_SNAPSHOT_RECORDS_MIN: u64 = 10_000;
 
 #[derive(Clone)]
 pub struct StoreOptions {
