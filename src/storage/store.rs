@@ -152,10 +152,6 @@ impl Store {
         ))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn snapshot_lsn(&self) -> u64 {
         self.snapshot_lsn.load(Ordering::Acquire)
     }

@@ -300,10 +300,6 @@ impl Log {
         self.shared.latched.load(Ordering::Acquire)
     }
 
-    pub fn mode(&self) -> FsyncMode {
-        self.shared.mode
-    }
-
     /// Refuses further commits, writes and syncs what was committed, and
     /// stops the flusher. Returns the last durable lsn, or an error if the
     /// log latched (some committed records may not be on disk).
