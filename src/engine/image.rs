@@ -225,7 +225,7 @@ impl Engine {
             activations,
             devices: RwLock::new(Devices {
                 list: img.devices,
-                vacated: img.vacated,
+                vacated: img.vacated.into_iter().collect(),
             }),
             transfer_count: AtomicU32::new(img.transfer_count),
             floating,
@@ -301,7 +301,7 @@ fn license_image(l: &License) -> LicenseImage {
         spec: l.spec.read().clone(),
         activations_used: l.activations.used(),
         devices: devs.list.clone(),
-        vacated: devs.vacated.clone(),
+        vacated: devs.vacated.to_vec(),
         transfer_count: l.transfer_count.load(Ordering::Acquire),
         leases: l.floating.holders_raw(),
         consumption: meter_image(&l.consumption),

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use once_cell::race::OnceBox;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -37,8 +38,18 @@ pub enum LeaseOutcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeasesExhausted;
 
-#[derive(Debug)]
+/// A pool of floating seats. Most features and licenses do not float, so the
+/// pool is allocated on the first change that needs it (a capacity above zero
+/// or a restored holder) and is 8 bytes until then: with 4 features per license
+/// that is most of a million-license catalog's memory (issue #3). An absent
+/// pool reads as capacity 0 with no holders, and once allocated it stays.
+#[derive(Debug, Default)]
 pub struct LeasePool {
+    cell: OnceBox<LeaseCell>,
+}
+
+#[derive(Debug)]
+struct LeaseCell {
     /// Holders and capacity, behind one lock so "count < capacity, then insert" is atomic.
     state: Mutex<LeaseState>,
     /// Holders after the last change (expired holders are counted until the next
@@ -60,7 +71,115 @@ impl LeaseState {
 
 impl LeasePool {
     pub fn new(capacity: u32) -> Self {
-        LeasePool {
+        let pool = LeasePool::default();
+        pool.set_capacity(capacity);
+        pool
+    }
+
+    /// The allocated pool, allocating it first if needed.
+    fn cell(&self) -> &LeaseCell {
+        self.cell.get_or_init(|| Box::new(LeaseCell::new(0)))
+    }
+
+    /// Takes a seat for `holder`, or renews the one it holds, until `now + timeout_ms`.
+    /// Returns the outcome and the number of holders afterwards.
+    pub fn acquire(
+        &self,
+        holder: &str,
+        now: Millis,
+        timeout_ms: Millis,
+    ) -> Result<(LeaseOutcome, u32), LeasesExhausted> {
+        match self.cell.get() {
+            Some(c) => c.acquire(holder, now, timeout_ms),
+            None => Err(LeasesExhausted),
+        }
+    }
+
+    /// Holds (taking if needed) a seat for `holder` until `until`.
+    pub fn borrow(&self, holder: &str, now: Millis, until: Millis) -> Result<u32, LeasesExhausted> {
+        match self.cell.get() {
+            Some(c) => c.borrow(holder, now, until),
+            None => Err(LeasesExhausted),
+        }
+    }
+
+    /// Extends `holder`'s seat to `now + timeout_ms` if it holds one; takes no
+    /// seat otherwise. Renewals are not logged (see `storage`): only a seat
+    /// newly taken changes which holders exist.
+    pub fn renew(&self, holder: &str, now: Millis, timeout_ms: Millis) -> Option<u32> {
+        self.cell.get()?.renew(holder, now, timeout_ms)
+    }
+
+    /// Frees `holder`'s seat at once. Returns whether it held one.
+    pub fn release(&self, holder: &str, now: Millis) -> bool {
+        self.cell.get().is_some_and(|c| c.release(holder, now))
+    }
+
+    /// Restores a holder exactly (replay, catalog import); ignores capacity.
+    pub fn restore(&self, lease: Lease) {
+        self.cell().restore(lease)
+    }
+
+    /// Every holder as stored, expired ones included (snapshots).
+    pub fn holders_raw(&self) -> Vec<Lease> {
+        self.cell
+            .get()
+            .map(LeaseCell::holders_raw)
+            .unwrap_or_default()
+    }
+
+    /// Makes each holder's seat last at least until `now + timeout_ms`
+    /// (borrowed seats keep their own end). Used after recovery: renewals are
+    /// not logged, so a restored seat is given a full timeout rather than
+    /// taken from a holder that may still be renewing it.
+    pub fn extend_all(&self, now: Millis, timeout_ms: Millis) {
+        if let Some(c) = self.cell.get() {
+            c.extend_all(now, timeout_ms)
+        }
+    }
+
+    /// Drops expired holders; returns how many were freed.
+    pub fn sweep(&self, now: Millis) -> usize {
+        self.cell.get().map_or(0, |c| c.sweep(now))
+    }
+
+    pub fn holds(&self, holder: &str, now: Millis) -> bool {
+        self.cell.get().is_some_and(|c| c.holds(holder, now))
+    }
+
+    pub fn in_use(&self, now: Millis) -> u32 {
+        self.cell.get().map_or(0, |c| c.in_use(now))
+    }
+
+    /// Holder count as of the last change, without taking the lock.
+    pub fn in_use_hint(&self) -> u32 {
+        self.cell
+            .get()
+            .map_or(0, |c| c.in_use.load(Ordering::Acquire))
+    }
+
+    pub fn holders(&self, now: Millis) -> Vec<Lease> {
+        self.cell.get().map(|c| c.holders(now)).unwrap_or_default()
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.cell.get().map_or(0, |c| c.state.lock().capacity)
+    }
+
+    /// Changes the number of seats. Holders past a lowered capacity keep their
+    /// seats until they release or expire; no new holder gets in until below it.
+    pub fn set_capacity(&self, capacity: u32) {
+        if capacity == 0 && self.cell.get().is_none() {
+            return;
+        }
+        self.cell().state.lock().capacity = capacity.min(LEASE_POOL_SEATS_MAX);
+    }
+}
+
+/// The pool itself; its methods are documented on [`LeasePool`].
+impl LeaseCell {
+    fn new(capacity: u32) -> Self {
+        LeaseCell {
             state: Mutex::new(LeaseState {
                 capacity: capacity.min(LEASE_POOL_SEATS_MAX),
                 holders: Vec::new(),
@@ -69,9 +188,7 @@ impl LeasePool {
         }
     }
 
-    /// Takes a seat for `holder`, or renews the one it holds, until `now + timeout_ms`.
-    /// Returns the outcome and the number of holders afterwards.
-    pub fn acquire(
+    fn acquire(
         &self,
         holder: &str,
         now: Millis,
@@ -108,8 +225,7 @@ impl LeasePool {
         Ok((outcome, n))
     }
 
-    /// Holds (taking if needed) a seat for `holder` until `until`.
-    pub fn borrow(&self, holder: &str, now: Millis, until: Millis) -> Result<u32, LeasesExhausted> {
+    fn borrow(&self, holder: &str, now: Millis, until: Millis) -> Result<u32, LeasesExhausted> {
         let mut st = self.state.lock();
         st.purge(now);
         if let Some(lease) = st.holders.iter_mut().find(|l| &*l.holder == holder) {
@@ -131,10 +247,7 @@ impl LeasePool {
         Ok(n)
     }
 
-    /// Extends `holder`'s seat to `now + timeout_ms` if it holds one; takes no
-    /// seat otherwise. Renewals are not logged (see `storage`): only a seat
-    /// newly taken changes which holders exist.
-    pub fn renew(&self, holder: &str, now: Millis, timeout_ms: Millis) -> Option<u32> {
+    fn renew(&self, holder: &str, now: Millis, timeout_ms: Millis) -> Option<u32> {
         let mut st = self.state.lock();
         let lease = st
             .holders
@@ -144,8 +257,7 @@ impl LeasePool {
         Some(self.in_use.load(Ordering::Acquire))
     }
 
-    /// Frees `holder`'s seat at once. Returns whether it held one.
-    pub fn release(&self, holder: &str, now: Millis) -> bool {
+    fn release(&self, holder: &str, now: Millis) -> bool {
         let mut st = self.state.lock();
         st.purge(now);
         let before = st.holders.len();
@@ -155,8 +267,7 @@ impl LeasePool {
         n < before
     }
 
-    /// Restores a holder exactly (replay, catalog import); ignores capacity.
-    pub fn restore(&self, lease: Lease) {
+    fn restore(&self, lease: Lease) {
         let mut st = self.state.lock();
         st.holders.retain(|l| l.holder != lease.holder);
         st.holders.push(lease);
@@ -164,16 +275,11 @@ impl LeasePool {
             .store(st.holders.len() as u32, Ordering::Release);
     }
 
-    /// Every holder as stored, expired ones included (snapshots).
-    pub fn holders_raw(&self) -> Vec<Lease> {
+    fn holders_raw(&self) -> Vec<Lease> {
         self.state.lock().holders.clone()
     }
 
-    /// Makes each holder's seat last at least until `now + timeout_ms`
-    /// (borrowed seats keep their own end). Used after recovery: renewals are
-    /// not logged, so a restored seat is given a full timeout rather than
-    /// taken from a holder that may still be renewing it.
-    pub fn extend_all(&self, now: Millis, timeout_ms: Millis) {
+    fn extend_all(&self, now: Millis, timeout_ms: Millis) {
         let mut st = self.state.lock();
         let until = now.saturating_add(timeout_ms);
         for l in st.holders.iter_mut() {
@@ -183,8 +289,7 @@ impl LeasePool {
         }
     }
 
-    /// Drops expired holders; returns how many were freed.
-    pub fn sweep(&self, now: Millis) -> usize {
+    fn sweep(&self, now: Millis) -> usize {
         let mut st = self.state.lock();
         let before = st.holders.len();
         st.purge(now);
@@ -193,7 +298,7 @@ impl LeasePool {
         before - st.holders.len()
     }
 
-    pub fn holds(&self, holder: &str, now: Millis) -> bool {
+    fn holds(&self, holder: &str, now: Millis) -> bool {
         self.state
             .lock()
             .holders
@@ -201,17 +306,12 @@ impl LeasePool {
             .any(|l| &*l.holder == holder && l.expires_at > now)
     }
 
-    pub fn in_use(&self, now: Millis) -> u32 {
+    fn in_use(&self, now: Millis) -> u32 {
         let st = self.state.lock();
         st.holders.iter().filter(|l| l.expires_at > now).count() as u32
     }
 
-    /// Holder count as of the last change, without taking the lock.
-    pub fn in_use_hint(&self) -> u32 {
-        self.in_use.load(Ordering::Acquire)
-    }
-
-    pub fn holders(&self, now: Millis) -> Vec<Lease> {
+    fn holders(&self, now: Millis) -> Vec<Lease> {
         let st = self.state.lock();
         st.holders
             .iter()
@@ -219,22 +319,42 @@ impl LeasePool {
             .cloned()
             .collect()
     }
-
-    pub fn capacity(&self) -> u32 {
-        self.state.lock().capacity
-    }
-
-    /// Changes the number of seats. Holders past a lowered capacity keep their
-    /// seats until they release or expire; no new holder gets in until below it.
-    pub fn set_capacity(&self, capacity: u32) {
-        self.state.lock().capacity = capacity.min(LEASE_POOL_SEATS_MAX);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// An unallocated pool is one of capacity 0; raising the capacity or
+    /// restoring a holder allocates it.
+    #[test]
+    fn absent_pool_is_capacity_zero_until_raised() {
+        let p = LeasePool::new(0);
+        assert!(p.cell.get().is_none());
+        assert_eq!(p.acquire("a", 0, 10), Err(LeasesExhausted));
+        assert_eq!(p.borrow("a", 0, 10), Err(LeasesExhausted));
+        assert_eq!(p.renew("a", 0, 10), None);
+        assert!(!p.release("a", 0) && !p.holds("a", 0));
+        assert_eq!(
+            (p.in_use(0), p.in_use_hint(), p.capacity(), p.sweep(0)),
+            (0, 0, 0, 0)
+        );
+        assert!(p.holders(0).is_empty() && p.holders_raw().is_empty());
+        p.set_capacity(0);
+        assert!(p.cell.get().is_none(), "capacity 0 allocates nothing");
+        p.set_capacity(1);
+        assert_eq!(p.acquire("a", 0, 10), Ok((LeaseOutcome::Acquired, 1)));
+        assert_eq!(p.acquire("b", 0, 10), Err(LeasesExhausted));
+        let q = LeasePool::default();
+        q.restore(Lease {
+            holder: "r".into(),
+            since: 0,
+            expires_at: 50,
+            borrowed_until: None,
+        });
+        assert_eq!((q.in_use(49), q.in_use(50), q.capacity()), (1, 0, 0));
+    }
 
     #[test]
     fn acquire_renew_expire_release() {

@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 
+use once_cell::race::OnceBox;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -69,8 +70,17 @@ fn period_of(code: u8) -> Option<Period> {
     }
 }
 
-#[derive(Debug)]
+/// A meter. Most features do not meter, so the counter is allocated on the
+/// first change that needs it (limits other than the default, a non-zero
+/// total) and is 8 bytes until then (issue #3's memory target). An absent meter
+/// reads exactly as a default one holding zero, and once allocated it stays.
+#[derive(Debug, Default)]
 pub struct Meter {
+    cell: OnceBox<MeterCell>,
+}
+
+#[derive(Debug)]
+struct MeterCell {
     used: AtomicI64,
     max: AtomicI64,
     max_overages: AtomicI64,
@@ -87,7 +97,96 @@ pub struct Meter {
 
 impl Meter {
     pub fn new(limits: MeterLimits, used: i64, now: Millis) -> Self {
-        let m = Meter {
+        let m = Meter::default();
+        m.set_limits(limits, now);
+        m.set_used(used);
+        m
+    }
+
+    /// The allocated meter, allocating a default one first if needed.
+    fn cell(&self) -> &MeterCell {
+        self.cell
+            .get_or_init(|| Box::new(MeterCell::new(MeterLimits::default(), 0, 0)))
+    }
+
+    pub fn limits(&self) -> MeterLimits {
+        self.cell.get().map(MeterCell::limits).unwrap_or_default()
+    }
+
+    /// Changes the limits. A period change starts the next reset from `now`.
+    pub fn set_limits(&self, l: MeterLimits, now: Millis) {
+        if l == MeterLimits::default() && self.cell.get().is_none() {
+            return;
+        }
+        self.cell().set_limits(l, now)
+    }
+
+    /// Starts from zero if `now` is past the period boundary.
+    #[inline]
+    pub fn roll(&self, now: Millis) {
+        if let Some(c) = self.cell.get() {
+            c.roll(now)
+        }
+    }
+
+    /// Adds `amount` atomically, refusing what the limits forbid.
+    pub fn add(&self, amount: i64, now: Millis) -> Result<MeterAdd, MeterError> {
+        match self.cell.get() {
+            Some(c) => c.add(amount, now),
+            // What a default meter holding zero answers (max 0, no overages,
+            // no negative use), without allocating one for a refused add.
+            None if amount < 0 => Err(MeterError::NegativeNotAllowed),
+            None if amount > 0 => Err(MeterError::LimitReached),
+            None => Ok(MeterAdd {
+                total: 0,
+                excess: false,
+            }),
+        }
+    }
+
+    /// Total in the period that contains `now`: zero once `now` is past the
+    /// period boundary. A read never changes the meter (only adds roll it), so
+    /// that replaying the logged commands rebuilds exactly the same state.
+    pub fn used(&self, now: Millis) -> i64 {
+        self.cell.get().map_or(0, |c| c.used(now))
+    }
+
+    /// Total without rolling: what the counter holds right now.
+    pub fn used_raw(&self) -> i64 {
+        self.cell
+            .get()
+            .map_or(0, |c| c.used.load(Ordering::Acquire))
+    }
+
+    pub fn set_used(&self, used: i64) {
+        if used == 0 && self.cell.get().is_none() {
+            return;
+        }
+        self.cell().used.store(used, Ordering::Release)
+    }
+
+    /// The counter and its next boundary exactly (`i64::MAX`: none), for snapshots.
+    pub fn state(&self) -> (i64, Millis) {
+        self.cell.get().map_or((0, i64::MAX), MeterCell::state)
+    }
+
+    /// Puts back what [`Meter::state`] gave (snapshot recovery).
+    pub fn restore(&self, used: i64, next_reset: Millis) {
+        if used == 0 && next_reset == i64::MAX && self.cell.get().is_none() {
+            return;
+        }
+        self.cell().restore(used, next_reset)
+    }
+
+    pub fn next_reset(&self) -> Option<Millis> {
+        self.cell.get().and_then(MeterCell::next_reset)
+    }
+}
+
+/// The meter itself; its methods are documented on [`Meter`].
+impl MeterCell {
+    fn new(limits: MeterLimits, used: i64, now: Millis) -> Self {
+        let m = MeterCell {
             used: AtomicI64::new(used),
             max: AtomicI64::new(0),
             max_overages: AtomicI64::new(0),
@@ -103,7 +202,7 @@ impl Meter {
         m
     }
 
-    pub fn limits(&self) -> MeterLimits {
+    fn limits(&self) -> MeterLimits {
         MeterLimits {
             max: self.max.load(Ordering::Acquire),
             allow_overages: self.allow_overages.load(Ordering::Acquire),
@@ -115,8 +214,7 @@ impl Meter {
         }
     }
 
-    /// Changes the limits. A period change starts the next reset from `now`.
-    pub fn set_limits(&self, l: MeterLimits, now: Millis) {
+    fn set_limits(&self, l: MeterLimits, now: Millis) {
         let _g = self.reset_lock.lock();
         self.max.store(l.max, Ordering::Release);
         self.max_overages
@@ -135,9 +233,8 @@ impl Meter {
         self.next_reset.store(next, Ordering::Release);
     }
 
-    /// Starts from zero if `now` is past the period boundary.
     #[inline]
-    pub fn roll(&self, now: Millis) {
+    fn roll(&self, now: Millis) {
         if now < self.next_reset.load(Ordering::Acquire) {
             return;
         }
@@ -155,8 +252,7 @@ impl Meter {
         self.next_reset.store(next, Ordering::Release);
     }
 
-    /// Adds `amount` atomically, refusing what the limits forbid.
-    pub fn add(&self, amount: i64, now: Millis) -> Result<MeterAdd, MeterError> {
+    fn add(&self, amount: i64, now: Millis) -> Result<MeterAdd, MeterError> {
         if amount < 0 && !self.allow_negative.load(Ordering::Acquire) {
             return Err(MeterError::NegativeNotAllowed);
         }
@@ -193,10 +289,7 @@ impl Meter {
         }
     }
 
-    /// Total in the period that contains `now`: zero once `now` is past the
-    /// period boundary. A read never changes the meter (only adds roll it), so
-    /// that replaying the logged commands rebuilds exactly the same state.
-    pub fn used(&self, now: Millis) -> i64 {
+    fn used(&self, now: Millis) -> i64 {
         let used = self.used.load(Ordering::Acquire);
         if now >= self.next_reset.load(Ordering::Acquire) {
             0
@@ -205,17 +298,7 @@ impl Meter {
         }
     }
 
-    /// Total without rolling: what the counter holds right now.
-    pub fn used_raw(&self) -> i64 {
-        self.used.load(Ordering::Acquire)
-    }
-
-    pub fn set_used(&self, used: i64) {
-        self.used.store(used, Ordering::Release);
-    }
-
-    /// The counter and its next boundary exactly (`i64::MAX`: none), for snapshots.
-    pub fn state(&self) -> (i64, Millis) {
+    fn state(&self) -> (i64, Millis) {
         let _g = self.reset_lock.lock();
         (
             self.used.load(Ordering::Acquire),
@@ -223,14 +306,13 @@ impl Meter {
         )
     }
 
-    /// Puts back what [`Meter::state`] gave (snapshot recovery).
-    pub fn restore(&self, used: i64, next_reset: Millis) {
+    fn restore(&self, used: i64, next_reset: Millis) {
         let _g = self.reset_lock.lock();
         self.used.store(used, Ordering::Release);
         self.next_reset.store(next_reset, Ordering::Release);
     }
 
-    pub fn next_reset(&self) -> Option<Millis> {
+    fn next_reset(&self) -> Option<Millis> {
         match self.next_reset.load(Ordering::Acquire) {
             i64::MAX => None,
             t => Some(t),
@@ -249,6 +331,36 @@ mod tests {
             max,
             ..MeterLimits::default()
         }
+    }
+
+    /// An unallocated meter answers exactly as an allocated default one, and
+    /// allocates only for a change that makes it differ.
+    #[test]
+    fn absent_meter_reads_as_a_default_one() {
+        let absent = Meter::new(MeterLimits::default(), 0, 0);
+        let present = Meter::default();
+        present.cell();
+        assert!(absent.cell.get().is_none() && present.cell.get().is_some());
+        for amount in [-1, 0, 1] {
+            assert_eq!(absent.add(amount, 5), present.add(amount, 5), "{amount}");
+        }
+        assert_eq!(absent.limits(), present.limits());
+        assert_eq!(absent.state(), present.state());
+        assert_eq!(absent.next_reset(), present.next_reset());
+        assert_eq!((absent.used(5), absent.used_raw()), (0, 0));
+        absent.set_used(0);
+        absent.restore(0, i64::MAX);
+        absent.set_limits(MeterLimits::default(), 5);
+        assert!(
+            absent.cell.get().is_none(),
+            "no-op changes allocate nothing"
+        );
+        absent.set_limits(limits(3), 5);
+        assert_eq!(absent.add(3, 5).map(|a| a.total), Ok(3));
+        assert_eq!(absent.add(1, 5), Err(MeterError::LimitReached));
+        let restored = Meter::default();
+        restored.restore(7, 100);
+        assert_eq!((restored.used(99), restored.used(100)), (7, 0));
     }
 
     #[test]

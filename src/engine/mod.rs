@@ -18,7 +18,7 @@ pub mod seat;
 pub mod share;
 pub mod time;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -696,7 +696,7 @@ impl Engine {
     }
 
     fn add_to_feature(f: &Feature, amount: i64, now: Millis) -> R<Outcome> {
-        if !f.is_consumption.load(Ordering::Acquire) {
+        if !f.is_consumption() {
             return Err(EngineError::NotConsumption);
         }
         let add = f.meter.add(amount, now).map_err(|e| match e {
@@ -1051,16 +1051,15 @@ impl Engine {
         revision: u64,
         now: Millis,
     ) -> Arc<Feature> {
-        Arc::new(Feature {
+        Arc::new(Feature::new(
             id,
-            revision: AtomicU64::new(revision),
-            is_consumption: AtomicBool::new(spec.feature_type == FeatureType::Consumption),
-            code: self.feature_codes.share_str(&spec.code),
-            expires_at: AtomicI64::new(end_instant(&spec.expiry_date)),
-            floating: LeasePool::new(spec.floating_users),
-            meter: Meter::new(spec.meter_limits(), 0, now),
-            spec: RwLock::new(spec),
-        })
+            self.feature_codes.share_str(&spec.code),
+            spec.clone(),
+            revision,
+            end_instant(&spec.expiry_date),
+            LeasePool::new(spec.floating_users),
+            Meter::new(spec.meter_limits(), 0, now),
+        ))
     }
 
     fn put_license(
@@ -1243,14 +1242,11 @@ impl Engine {
             if spec.meter_limits() != cur.meter_limits() {
                 f.meter.set_limits(spec.meter_limits(), now);
             }
+            let consumption = spec.feature_type == FeatureType::Consumption;
             *cur = share_spec(&self.feature_specs, spec);
-            f.is_consumption.store(
-                spec.feature_type == FeatureType::Consumption,
-                Ordering::Release,
-            );
             // Bumped while the spec is still locked: a reader that sees the new
             // revision then reads the new spec.
-            f.revision.store(model::next_revision(), Ordering::Release);
+            f.set_shape(model::next_revision(), consumption);
             return Ok(Outcome::Done);
         }
         if fs.len() >= FEATURES_PER_LICENSE_MAX {

@@ -443,12 +443,10 @@ impl FeatureSpec {
 #[derive(Debug)]
 pub struct Feature {
     pub id: Id,
-    /// Changes whenever the spec does (and differs between any two features
-    /// ever created), so that surfaces may cache what they render from it.
-    pub revision: std::sync::atomic::AtomicU64,
-    /// `spec.feature_type == Consumption`, mirrored so that a consumption add
-    /// reads an atomic instead of taking the spec's lock.
-    pub is_consumption: std::sync::atomic::AtomicBool,
+    /// The revision and the feature type in one word (see [`Feature::revision`],
+    /// [`Feature::is_consumption`]): they change together, and one word instead
+    /// of two keeps a feature in a smaller allocation class (issue #3's memory).
+    shape: AtomicU64,
     /// Fixed at creation: features are looked up by code on the hot path.
     /// Shared between features of equal code (see `Engine::feature_codes`).
     pub code: Arc<str>,
@@ -501,8 +499,8 @@ pub struct Device {
 pub struct Devices {
     pub list: Vec<Device>,
     /// Hardware ids whose deactivation left a seat that another device may take
-    /// as a transfer.
-    pub vacated: Vec<String>,
+    /// as a transfer. Almost always empty: a `ThinVec` is one pointer then.
+    pub vacated: thin_vec::ThinVec<String>,
 }
 
 impl Devices {
@@ -539,6 +537,60 @@ pub struct License {
     pub consumption: Meter,
     /// Few per license: a short vector scanned by code beats a map.
     pub features: RwLock<Vec<Arc<Feature>>>,
+}
+
+impl Feature {
+    /// Bit 0 of `shape`: the feature is a consumption feature.
+    const CONSUMPTION_BIT: u64 = 1;
+
+    pub fn new(
+        id: Id,
+        code: Arc<str>,
+        spec: Arc<FeatureSpec>,
+        revision: u64,
+        expires_at: Millis,
+        floating: LeasePool,
+        meter: Meter,
+    ) -> Feature {
+        let consumption = spec.feature_type == FeatureType::Consumption;
+        let f = Feature {
+            id,
+            shape: AtomicU64::new(0),
+            code,
+            spec: RwLock::new(spec),
+            expires_at: std::sync::atomic::AtomicI64::new(expires_at),
+            floating,
+            meter,
+        };
+        f.set_shape(revision, consumption);
+        f
+    }
+
+    /// Changes whenever the spec does (and differs between any two features
+    /// ever created), so that surfaces may cache what they render from it.
+    #[inline]
+    pub fn revision(&self) -> u64 {
+        self.shape.load(Ordering::Acquire)
+    }
+
+    /// `spec.feature_type == Consumption`, mirrored so that a consumption add
+    /// reads an atomic instead of taking the spec's lock.
+    #[inline]
+    pub fn is_consumption(&self) -> bool {
+        self.revision() & Self::CONSUMPTION_BIT != 0
+    }
+
+    /// Publishes a new revision (from [`next_revision`]) with the spec's type.
+    /// Call while holding the spec's write lock, after writing it, so that a
+    /// reader that sees the new revision then reads the new spec.
+    pub fn set_shape(&self, revision: u64, consumption: bool) {
+        let bit = if consumption {
+            Self::CONSUMPTION_BIT
+        } else {
+            0
+        };
+        self.shape.store((revision << 1) | bit, Ordering::Release);
+    }
 }
 
 impl License {

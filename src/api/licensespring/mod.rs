@@ -453,7 +453,7 @@ fn feature_body(app: &App, l: &License, f: &Feature, in_use: Option<u32>, now: M
     let total = f.meter.used(now);
     // Read before the spec: a concurrent change bumps it after writing the
     // spec, so at worst a fresh render is cached under an older revision.
-    let revision = f.revision.load(std::sync::atomic::Ordering::Acquire);
+    let revision = f.revision();
     let cache = &app.licensespring.rendered;
     if let Some(r) = cache.get(&f.id) {
         if r.revision == revision && r.in_use == in_use && r.total == total {
