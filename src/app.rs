@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rsa::RsaPrivateKey;
 
 use crate::api::licensespring::LsState;
+use crate::api::qlik::QlikState;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Limits;
 use crate::credentials::Passwords;
@@ -30,6 +31,8 @@ pub struct App {
     pub passwords: Passwords,
     /// LicenseSpring surface caches (verified request signatures).
     pub licensespring: LsState,
+    /// Qlik surface state (emulated rate limits).
+    pub qlik: QlikState,
     /// The data directory's log and snapshots; None keeps state in memory
     /// only (benchmarks, and tests that are not about durability).
     pub store: Option<Arc<Store>>,
@@ -44,6 +47,8 @@ pub struct AppOptions {
     /// The engine, when it was rebuilt from a data directory (else empty).
     pub engine: Option<Engine>,
     pub store: Option<Arc<Store>>,
+    /// Enforce vendors' documented rate limits (Qlik's tiers).
+    pub emulate_rate_limits: bool,
 }
 
 impl AppOptions {
@@ -56,6 +61,7 @@ impl AppOptions {
             sign_responses: true,
             engine: None,
             store: None,
+            emulate_rate_limits: false,
         }
     }
 }
@@ -72,6 +78,7 @@ impl App {
             sign_responses: opts.sign_responses,
             passwords: Passwords::new(),
             licensespring: LsState::default(),
+            qlik: QlikState::new(opts.emulate_rate_limits),
         }
     }
 

@@ -43,6 +43,8 @@ struct CatalogDevice {
 pub struct Loaded {
     pub tenants: usize,
     pub api_keys: usize,
+    /// Tenants given a Qlik license.
+    pub qlik: usize,
     pub products: usize,
     pub customers: usize,
     pub users: usize,
@@ -149,6 +151,7 @@ struct TenantParts {
     name: Option<String>,
     parent: Option<String>,
     api_keys: Vec<Map<String, Value>>,
+    qlik: Option<Map<String, Value>>,
     products: Vec<Map<String, Value>>,
     customers: Vec<Map<String, Value>>,
     users: Vec<Map<String, Value>>,
@@ -201,6 +204,9 @@ impl Loader<'_> {
         self.n.tenants += 1;
 
         self.api_keys(tp, tenant_id, t.api_keys)?;
+        if let Some(q) = t.qlik {
+            self.qlik(tp, tenant_id, q)?;
+        }
         let mut products: Vec<(String, Id)> = Vec::new();
         for (i, mut m) in t.products.into_iter().enumerate() {
             let p = format!("{tp}.products[{i}]");
@@ -273,6 +279,62 @@ impl Loader<'_> {
             )?;
             self.n.api_keys += 1;
         }
+        Ok(())
+    }
+
+    /// A tenant's Qlik license: the license fields (as `PUT
+    /// /admin/v1/tenants/{id}/qlik` takes them) plus optional `settings`
+    /// (`autoAssignProfessional`, `autoAssignAnalyzer`) and `assignments`
+    /// (`[{"subject", "type"}]`, assigned in order).
+    fn qlik(
+        &mut self,
+        tp: &str,
+        tenant_id: Id,
+        mut m: Map<String, Value>,
+    ) -> Result<(), CatalogError> {
+        let p = format!("{tp}.qlik");
+        let settings = m.remove("settings");
+        let assignments = m.remove("assignments");
+        let spec = typed(&p, Value::Object(m))?;
+        apply(
+            self.engine,
+            &p,
+            Command::PutQlik {
+                tenant_id,
+                spec,
+                now: self.now,
+            },
+        )?;
+        if let Some(v) = settings {
+            let sp = format!("{p}.settings");
+            let s: crate::engine::qlik::QlikSettingsInput = typed(&sp, v)?;
+            apply(
+                self.engine,
+                &sp,
+                Command::QlikSettings {
+                    tenant_id,
+                    auto_assign_professional: s.auto_assign_professional,
+                    auto_assign_analyzer: s.auto_assign_analyzer,
+                },
+            )?;
+        }
+        if let Some(v) = assignments {
+            let ap = format!("{p}.assignments");
+            let list: Vec<crate::engine::qlik::AssignmentInput> = typed(&ap, v)?;
+            for (i, a) in list.into_iter().enumerate() {
+                apply(
+                    self.engine,
+                    &format!("{ap}[{i}]"),
+                    Command::QlikAssign {
+                        tenant_id,
+                        subject: Cow::Owned(a.subject),
+                        kind: a.kind,
+                        now: self.now,
+                    },
+                )?;
+            }
+        }
+        self.n.qlik += 1;
         Ok(())
     }
 
@@ -441,6 +503,7 @@ const TENANT_FIELDS: &[&str] = &[
     "customers",
     "users",
     "licenses",
+    "qlik",
 ];
 
 impl<'de> serde::de::DeserializeSeed<'de> for TenantSeed<'_, '_> {
@@ -463,7 +526,7 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
         // written with sorted keys): kept until the tenant is complete.
         let mut buffered: Option<Vec<Map<String, Value>>> = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if created.is_some() && !matches!(&*key, "licenses" | "api_keys") {
+            if created.is_some() && !matches!(&*key, "licenses" | "api_keys" | "qlik") {
                 let e = err(
                     format!("{tp}.{key}"),
                     "must come before `licenses` when licenses follow the tenant's name and products (they are then loaded as they are read)",
@@ -483,6 +546,17 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
                             }
                         }
                         None => parts.api_keys = keys,
+                    }
+                }
+                "qlik" => {
+                    let q: Map<String, Value> = map.next_value()?;
+                    match &created {
+                        Some(t) => {
+                            if let Err(e) = self.loader.qlik(&tp, t.id, q) {
+                                return Err(self.loader.fail(e));
+                            }
+                        }
+                        None => parts.qlik = Some(q),
                     }
                 }
                 "products" => parts.products = map.next_value()?,

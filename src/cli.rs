@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Do not sign LicenseSpring responses.
     #[arg(long)]
     pub no_sign: bool,
+    /// Enforce the vendors' documented rate limits (Qlik: Tier 1 1,000 and
+    /// Tier 2 100 requests a minute per tenant) with 429 and Retry-After.
+    #[arg(long)]
+    pub emulate_rate_limits: bool,
     #[arg(long, default_value_t = REQUEST_BODY_BYTES_MAX)]
     pub request_body_bytes_max: usize,
     #[arg(long, default_value_t = REQUEST_HEAD_BYTES_MAX)]
@@ -124,6 +128,7 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             catalog: self.catalog.clone(),
             sign_responses: !self.no_sign,
+            emulate_rate_limits: self.emulate_rate_limits,
             store: crate::storage::store::StoreOptions {
                 fsync: self.fsync,
                 snapshot_interval: Duration::from_secs(self.snapshot_interval),
@@ -253,6 +258,7 @@ pub fn build_app(
     opts.clock = clock.clone();
     opts.limits = cfg.limits.clone();
     opts.sign_responses = cfg.sign_responses;
+    opts.emulate_rate_limits = cfg.emulate_rate_limits;
     // Recover the stored state before anything else touches the engine.
     let engine = crate::engine::Engine::new();
     let (store, opened) =

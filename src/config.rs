@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub catalog: Option<PathBuf>,
     /// Sign LicenseSpring responses (LicenseSignature header).
     pub sign_responses: bool,
+    /// Enforce vendors' documented rate limits (`--emulate-rate-limits`).
+    pub emulate_rate_limits: bool,
     /// Durability: fsync mode, snapshot interval, repair policy.
     pub store: crate::storage::store::StoreOptions,
     pub limits: Limits,

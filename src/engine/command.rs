@@ -11,6 +11,7 @@ use super::model::{
     ApiKeySpec, CustomerSpec, DeviceInfo, FeatureSpec, Id, LicenseSpec, ProductSpec, TenantSpec,
     UserSpec,
 };
+use super::qlik::{AllotmentKind, ConsumptionRecord, QlikSpec};
 use super::time::Millis;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,7 +91,60 @@ pub enum Command<'a> {
         device_id: Id,
         now: Millis,
     },
+    /// Create or replace a tenant's Qlik license (assignments stay).
+    PutQlik {
+        tenant_id: Id,
+        spec: QlikSpec,
+        now: Millis,
+    },
+    /// Remove a tenant's Qlik license with its assignments and records.
+    DeleteQlik {
+        tenant_id: Id,
+    },
+    QlikSettings {
+        tenant_id: Id,
+        auto_assign_professional: Option<bool>,
+        auto_assign_analyzer: Option<bool>,
+    },
     // ------------------------------------------------------------ runtime
+    QlikAssign {
+        tenant_id: Id,
+        #[serde(borrow)]
+        subject: Cow<'a, str>,
+        kind: AllotmentKind,
+        now: Millis,
+    },
+    QlikUnassign {
+        tenant_id: Id,
+        #[serde(borrow)]
+        subject: Cow<'a, str>,
+        kind: AllotmentKind,
+    },
+    /// Move `source_subject`'s assignment (of `source_kind`, when given) to
+    /// `subject` and `kind` (unchanged when None).
+    QlikUpdate {
+        tenant_id: Id,
+        #[serde(borrow)]
+        source_subject: Cow<'a, str>,
+        source_kind: Option<AllotmentKind>,
+        #[serde(borrow)]
+        subject: Cow<'a, str>,
+        kind: Option<AllotmentKind>,
+        now: Millis,
+    },
+    /// An analyzer session's capacity use (debits analyzer_time, keeps the record).
+    QlikConsume {
+        tenant_id: Id,
+        record: ConsumptionRecord,
+        now: Millis,
+    },
+    /// An access check for `subject` (may auto-assign a seat).
+    QlikAccess {
+        tenant_id: Id,
+        #[serde(borrow)]
+        subject: Cow<'a, str>,
+        now: Millis,
+    },
     Activate {
         license_id: Id,
         #[serde(borrow)]

@@ -42,6 +42,18 @@ pub enum EngineError {
     NegativeConsumptionNotAllowed,
     ConsumptionBelowZero,
     ConsumptionOverflow,
+    // Qlik allotments.
+    /// The tenant has no Qlik license.
+    QlikLicenseNotFound,
+    /// No seat (or capacity) left in the allotment, or no such allotment.
+    NoAvailableAllotment,
+    AssignmentNotFound,
+    /// The subject already holds an assignment.
+    AlreadyAssigned,
+    /// The allotment is not assigned to subjects (analyzer_time).
+    NotAssignable,
+    /// The month's analyzer capacity (with its overage) is spent.
+    AnalyzerTimeExhausted,
     // Admin.
     Duplicate(&'static str),
     /// The object is still referenced (e.g. a product with licenses).

@@ -27,12 +27,28 @@ use super::{EngineError, FEATURES_PER_LICENSE_MAX, R};
 /// users; customers before users; products and users before licenses).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Image {
-    Tenant { id: Id, spec: TenantSpec },
-    ApiKey { spec: ApiKeySpec },
-    Product { id: Id, spec: ProductSpec },
-    Customer { id: Id, spec: CustomerSpec },
-    User { id: Id, spec: UserSpec },
+    Tenant {
+        id: Id,
+        spec: TenantSpec,
+    },
+    ApiKey {
+        spec: ApiKeySpec,
+    },
+    Product {
+        id: Id,
+        spec: ProductSpec,
+    },
+    Customer {
+        id: Id,
+        spec: CustomerSpec,
+    },
+    User {
+        id: Id,
+        spec: UserSpec,
+    },
     License(LicenseImage),
+    /// A tenant's Qlik license with its assignments and records.
+    Qlik(Box<super::qlik::QlikImage>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -140,6 +156,13 @@ impl Engine {
         for (id, spec) in sorted(self.users.iter().map(|u| (u.id, u.spec.read().clone()))) {
             sink(Image::User { id, spec })?;
         }
+        let mut qlik: Vec<Id> = self.qlik.iter().map(|q| *q.key()).collect();
+        qlik.sort_unstable();
+        for id in qlik {
+            if let Some(q) = self.qlik(id) {
+                sink(Image::Qlik(Box::new(q.image())))?;
+            }
+        }
         let mut ids: Vec<Id> = self.licenses.iter().map(|l| *l.key()).collect();
         ids.sort_unstable();
         for id in ids {
@@ -170,6 +193,14 @@ impl Engine {
             Image::Customer { id, spec } => Command::PutCustomer { id, spec },
             Image::User { id, spec } => Command::PutUser { id, spec },
             Image::License(l) => return self.restore_license(l, now),
+            Image::Qlik(img) => {
+                self.tenant(img.tenant_id)
+                    .ok_or(EngineError::TenantNotFound)?;
+                let id = img.tenant_id;
+                let q = super::qlik::QlikTenant::from_image(*img)?;
+                self.qlik.insert(id, Arc::new(q));
+                return Ok(());
+            }
         };
         self.apply(&cmd).map(|_| ())
     }

@@ -14,6 +14,7 @@ pub mod image;
 pub mod lease;
 pub mod meter;
 pub mod model;
+pub mod qlik;
 pub mod seat;
 pub mod share;
 pub mod time;
@@ -74,6 +75,14 @@ pub enum Outcome {
     Swept {
         freed: usize,
     },
+    /// A Qlik assignment was made or moved.
+    Assigned {
+        excess: bool,
+        /// A new subject got the assignment (an update that changed subject).
+        created: bool,
+    },
+    /// A Qlik access check admitted the subject.
+    Access(qlik::AccessVia),
 }
 
 impl Outcome {
@@ -89,6 +98,7 @@ impl Outcome {
                 ..
             } | Outcome::Released { held: false, .. }
                 | Outcome::Swept { freed: 0 }
+                | Outcome::Access(qlik::AccessVia::Assigned(_) | qlik::AccessVia::AnalyzerTime)
         )
     }
 }
@@ -117,6 +127,8 @@ pub struct Engine {
     /// what the lease sweeper visits. Sharded; written when a seat is newly
     /// taken or borrowed, not on renewals.
     leased: Map<Id, ()>,
+    /// tenant id -> its Qlik license, allotments and assignments (see [`qlik`]).
+    qlik: Map<Id, Arc<qlik::QlikTenant>>,
 }
 
 impl Default for Engine {
@@ -235,6 +247,7 @@ impl Engine {
             feature_specs: Sharer::default(),
             feature_codes: Sharer::default(),
             leased: new_map(),
+            qlik: new_map(),
         }
     }
 
@@ -647,7 +660,103 @@ impl Engine {
             Command::SweepLeases { now } => Ok(Outcome::Swept {
                 freed: self.sweep_leases(*now),
             }),
+            Command::PutQlik {
+                tenant_id,
+                spec,
+                now,
+            } => self.put_qlik(*tenant_id, spec, *now),
+            Command::DeleteQlik { tenant_id } => {
+                self.qlik
+                    .remove(tenant_id)
+                    .ok_or(EngineError::QlikLicenseNotFound)?;
+                Ok(Outcome::Done)
+            }
+            Command::QlikSettings {
+                tenant_id,
+                auto_assign_professional,
+                auto_assign_analyzer,
+            } => {
+                self.qlik_of(*tenant_id)?
+                    .set_settings(*auto_assign_professional, *auto_assign_analyzer);
+                Ok(Outcome::Done)
+            }
+            Command::QlikAssign {
+                tenant_id,
+                subject,
+                kind,
+                now,
+            } => {
+                let excess = self.qlik_of(*tenant_id)?.assign(subject, *kind, *now)?;
+                Ok(Outcome::Assigned {
+                    excess,
+                    created: true,
+                })
+            }
+            Command::QlikUnassign {
+                tenant_id,
+                subject,
+                kind,
+            } => {
+                self.qlik_of(*tenant_id)?.unassign(subject, *kind)?;
+                Ok(Outcome::Done)
+            }
+            Command::QlikUpdate {
+                tenant_id,
+                source_subject,
+                source_kind,
+                subject,
+                kind,
+                now,
+            } => {
+                let (excess, created) = self.qlik_of(*tenant_id)?.update(
+                    source_subject,
+                    *source_kind,
+                    subject,
+                    *kind,
+                    *now,
+                )?;
+                Ok(Outcome::Assigned { excess, created })
+            }
+            Command::QlikConsume {
+                tenant_id,
+                record,
+                now,
+            } => {
+                let q = self.qlik_of(*tenant_id)?;
+                self.see_id(record.id);
+                let (total, excess) = q.consume(record, *now)?;
+                Ok(Outcome::Consumed { total, excess })
+            }
+            Command::QlikAccess {
+                tenant_id,
+                subject,
+                now,
+            } => Ok(Outcome::Access(
+                self.qlik_of(*tenant_id)?.access(subject, *now)?,
+            )),
         }
+    }
+
+    fn put_qlik(&self, tenant_id: Id, spec: &qlik::QlikSpec, now: Millis) -> R<Outcome> {
+        self.tenant(tenant_id).ok_or(EngineError::TenantNotFound)?;
+        qlik::validate(spec)?;
+        let spec = Arc::new(spec.clone());
+        match self.qlik.entry(tenant_id) {
+            dashmap::mapref::entry::Entry::Occupied(e) => e.get().set_spec(spec, now),
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(Arc::new(qlik::QlikTenant::new(tenant_id, spec, now)));
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    fn qlik_of(&self, tenant_id: Id) -> R<Arc<qlik::QlikTenant>> {
+        self.qlik(tenant_id).ok_or(EngineError::QlikLicenseNotFound)
+    }
+
+    /// A tenant's Qlik license state.
+    pub fn qlik(&self, tenant_id: Id) -> Option<Arc<qlik::QlikTenant>> {
+        self.qlik.get(&tenant_id).map(|q| q.clone())
     }
 
     /// [`Engine::apply`] for a command whose license and feature the caller
@@ -795,6 +904,9 @@ impl Engine {
 
     fn delete_tenant(&self, id: Id) -> R<Outcome> {
         let tenant = self.tenant(id).ok_or(EngineError::TenantNotFound)?;
+        if self.qlik.contains_key(&id) {
+            return Err(EngineError::InUse("qlik license"));
+        }
         if !tenant.products_by_code.is_empty() {
             return Err(EngineError::InUse("products"));
         }

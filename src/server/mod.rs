@@ -283,6 +283,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path();
     if path.starts_with("/api/v4/") {
         crate::api::licensespring::handle(&app, req).await
+    } else if path.starts_with("/api/v1/licenses") {
+        crate::api::qlik::handle(&app, req).await
     } else if path.starts_with("/admin/v1/") || path == "/admin/v1" {
         crate::api::admin::handle(&app, req).await
     } else if path == "/healthz" {

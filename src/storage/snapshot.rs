@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::image::{FeatureImage, Image, LicenseImage, MeterImage};
 use crate::engine::lease::Lease;
 use crate::engine::model::*;
+use crate::engine::qlik::QlikImage;
 use crate::engine::time::Millis;
 use crate::engine::Engine;
 
@@ -79,6 +80,7 @@ enum Entity {
     Product { id: Id, spec: ProductSpec },
     Customer { id: Id, spec: CustomerSpec },
     User { id: Id, spec: UserSpec },
+    Qlik { image: Box<QlikImage> },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -240,6 +242,7 @@ pub fn write(
                 Image::Product { id, spec } => Entity::Product { id, spec },
                 Image::Customer { id, spec } => Entity::Customer { id, spec },
                 Image::User { id, spec } => Entity::User { id, spec },
+                Image::Qlik(image) => Entity::Qlik { image },
                 Image::License(l) => {
                     let (spec, new) = lspecs.number(&l.spec);
                     if new {
@@ -518,6 +521,7 @@ fn restore_all(
                     Entity::Product { id, spec } => Image::Product { id, spec },
                     Entity::Customer { id, spec } => Image::Customer { id, spec },
                     Entity::User { id, spec } => Image::User { id, spec },
+                    Entity::Qlik { image } => Image::Qlik(image),
                 };
                 engine
                     .restore(image, now)

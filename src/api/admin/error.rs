@@ -62,6 +62,8 @@ impl From<EngineError> for AdminError {
             FeatureNotFound => Self::not_found("feature"),
             DeviceNotFound => Self::not_found("device"),
             ApiKeyNotFound => Self::not_found("api key"),
+            QlikLicenseNotFound => Self::not_found("qlik license"),
+            AssignmentNotFound => Self::not_found("assignment"),
             Duplicate(what) => Self::new(
                 StatusCode::CONFLICT,
                 "duplicate",

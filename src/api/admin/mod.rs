@@ -7,6 +7,7 @@
 //! duplicates and objects still in use 409.
 
 mod error;
+pub mod qlik;
 pub mod render;
 
 use std::borrow::Cow;
@@ -108,6 +109,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["tenants"] if m == Method::GET => list(app, &query, Kind::Tenant),
         ["tenants"] if m == Method::POST => create(app, Kind::Tenant, body).await,
         ["tenants", id] => item(app, m, Kind::Tenant, id, body).await,
+        ["tenants", id, "qlik", rest @ ..] => qlik::route(app, m, id, rest, body).await,
         ["api-keys"] if m == Method::GET => list_keys(app, &query),
         ["api-keys"] if m == Method::POST => create_key(app, body).await,
         ["api-keys", key] if m == Method::GET => {

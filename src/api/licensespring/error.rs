@@ -230,6 +230,13 @@ impl From<EngineError> for LsError {
             TooMany(_) => TOO_MANY,
             Invalid(..) => INVALID_PARAMETERS,
             TenantNotFound | ApiKeyNotFound | Duplicate(_) | InUse(_) => INTERNAL,
+            // Qlik allotments are not reachable from this surface.
+            QlikLicenseNotFound
+            | NoAvailableAllotment
+            | AssignmentNotFound
+            | AlreadyAssigned
+            | NotAssignable
+            | AnalyzerTimeExhausted => INTERNAL,
         }
     }
 }
