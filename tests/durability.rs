@@ -37,6 +37,10 @@ fn catalog() -> Value {
     json!({"tenants": [{
         "name": "Crash",
         "api_keys": [{"api_key": API_KEY, "shared_key": SHARED_KEY, "role": "admin"}],
+        "qlik": {"licenseNumber": "42", "product": "Qlik Sense Business", "valid": "2020-01-01/.",
+                 "allotments": [{"name": "professional", "units": 5, "overage": 1},
+                                {"name": "analyzer", "units": 3},
+                                {"name": "analyzer_time", "units": 600}]},
         "products": [{"short_code": "p", "name": "P", "authorization_method": "license-key"}],
         "licenses": [
             {"product": "p", "license_key": "ACT", "max_activations": 1000000},
@@ -475,4 +479,137 @@ fn second_server_on_one_directory_is_refused() {
         "{err}"
     );
     kill9(&mut first);
+}
+
+/// One request with a bearer token; (status, JSON body).
+async fn bearer(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .body(Full::new(
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        ))
+        .expect("request");
+    let resp = client.request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Everything the Qlik surface shows of a tenant, for before/after comparisons.
+async fn qlik_state(client: &HttpClient, addr: SocketAddr) -> Value {
+    let mut v = json!({});
+    for (name, path) in [
+        (
+            "assignments",
+            "/api/v1/licenses/assignments?limit=100&sort=subject",
+        ),
+        ("overview", "/api/v1/licenses/overview"),
+        ("settings", "/api/v1/licenses/settings"),
+        ("consumption", "/api/v1/licenses/consumption?limit=100"),
+    ] {
+        let (status, body) = bearer(client, addr, Method::GET, path, API_KEY, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        v[name] = body;
+    }
+    v
+}
+
+/// Qlik assignments, moves, settings and sessions survive a SIGKILL (log
+/// replay) and a graceful stop (snapshot), exactly.
+#[test]
+fn qlik_changes_survive_sigkill_and_snapshot() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, catalog().to_string()).expect("catalog");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let mut server = start(&dir, &cat, 0);
+    let admin_token = std::fs::read_to_string(dir.join("admin_token")).expect("admin token");
+    let addr = server.addr;
+    let before = rt.block_on(async {
+        let add: Vec<Value> = (0..7)
+            .map(|i| json!({"type": "professional", "subject": format!("s{i}")}))
+            .collect();
+        let (st, v) = bearer(&client, addr, Method::POST, "/api/v1/licenses/assignments/actions/add", API_KEY, Some(json!({"add": add}))).await;
+        assert_eq!(st, 207);
+        let statuses: Vec<u64> = v["data"].as_array().unwrap().iter().map(|d| d["status"].as_u64().unwrap()).collect();
+        assert_eq!(statuses, vec![201, 201, 201, 201, 201, 201, 403]);
+        let (_, v) = bearer(&client, addr, Method::POST, "/api/v1/licenses/assignments/actions/update", API_KEY,
+            Some(json!({"update": [{"type": "analyzer", "subject": "s0"}, {"subject": "t1", "sourceSubject": "s1"}]}))).await;
+        assert_eq!(v["data"][0]["status"], 200);
+        assert_eq!(v["data"][1]["status"], 201);
+        let (_, v) = bearer(&client, addr, Method::POST, "/api/v1/licenses/assignments/actions/delete", API_KEY,
+            Some(json!({"delete": [{"type": "professional", "subject": "s2"}]}))).await;
+        assert_eq!(v["data"][0]["status"], 200);
+        let (st, _) = bearer(&client, addr, Method::PUT, "/api/v1/licenses/settings", API_KEY,
+            Some(json!({"autoAssignProfessional": true}))).await;
+        assert_eq!(st, 200);
+        let t = qlik_tenant(&client, addr, admin_token.trim()).await;
+        for m in [7, 13] {
+            let (st, _) = bearer(&client, addr, Method::POST, &format!("/admin/v1/tenants/{t}/qlik/sessions"),
+                admin_token.trim(), Some(json!({"user_id": "u", "minutes": m}))).await;
+            assert_eq!(st, 201);
+        }
+        let (st, v) = bearer(&client, addr, Method::POST, &format!("/admin/v1/tenants/{t}/qlik/access"),
+            admin_token.trim(), Some(json!({"subject": "auto"}))).await;
+        assert_eq!((st, v["access"]["via"].clone()), (200, json!("auto_assigned")));
+        qlik_state(&client, addr).await
+    });
+    assert_eq!(before["assignments"]["data"].as_array().unwrap().len(), 6);
+    assert_eq!(before["overview"]["allotments"][2]["unitsUsed"], 30);
+    kill9(&mut server);
+
+    // Replayed from the log.
+    let mut server = start(&dir, &cat, 0);
+    let after = rt.block_on(qlik_state(&client, server.addr));
+    assert_eq!(normalise(&after), normalise(&before));
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(server.child.wait().expect("wait").success());
+
+    // Rebuilt from the snapshot alone.
+    let mut server = start(&dir, &cat, 0);
+    let log = server.log.lock().expect("log").join("\n");
+    assert!(log.contains("0 log records replayed"), "{log}");
+    let again = rt.block_on(qlik_state(&client, server.addr));
+    assert_eq!(normalise(&again), normalise(&before));
+    kill9(&mut server);
+}
+
+/// The state without what depends on the request (link hosts).
+fn normalise(v: &Value) -> Value {
+    let mut v = v.clone();
+    v["assignments"]["links"] = Value::Null;
+    v["consumption"]["links"] = Value::Null;
+    v
+}
+
+async fn qlik_tenant(client: &HttpClient, addr: SocketAddr, admin: &str) -> u64 {
+    let (_, v) = bearer(
+        client,
+        addr,
+        Method::GET,
+        &format!("/admin/v1/api-keys/{API_KEY}"),
+        admin,
+        None,
+    )
+    .await;
+    v["tenant_id"].as_u64().expect("tenant id")
 }

@@ -15,7 +15,10 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qlik_api_client_works_unchanged() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/qlik");
-    if !std::path::Path::new(dir).join("node_modules/@qlik/api").exists() {
+    if !std::path::Path::new(dir)
+        .join("node_modules/@qlik/api")
+        .exists()
+    {
         assert!(
             std::env::var("CI").is_err(),
             "CI must install the Qlik client (npm ci --prefix tests/sdk/qlik; see .ci/run)"
@@ -47,6 +50,9 @@ async fn qlik_api_client_works_unchanged() {
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "sdk script failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "sdk script failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("sdk: all calls passed"), "{stdout}");
 }

@@ -236,6 +236,7 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
         Scenario::Check | Scenario::Mixed => Op::Check { license: 1 },
         Scenario::Floating => Op::SeatTake { device: 0 },
         Scenario::Consume => Op::Consume { license: 1 },
+        Scenario::Qlik => Op::QlikOverview,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -276,7 +277,8 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
     wait_healthy(addr, &mut s.child, "baseline")?;
     servers.push(s);
 
-    let with_redis = !a.no_redis && a.pipeline <= 1;
+    // The Redis peer implements the LicenseSpring operations only.
+    let with_redis = !a.no_redis && a.pipeline <= 1 && a.scenario != Scenario::Qlik;
     let mut _redis_guard = None;
     if with_redis {
         let raddr = free_port().map_err(|e| e.to_string())?;

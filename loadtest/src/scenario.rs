@@ -32,6 +32,9 @@ pub enum Scenario {
     Consume,
     /// 90 % check, 5 % floating, 5 % consume.
     Mixed,
+    /// Qlik: half the requests read the license overview, half churn an
+    /// assignment (add this connection's subject, then delete it).
+    Qlik,
 }
 
 impl Scenario {
@@ -41,6 +44,7 @@ impl Scenario {
             Scenario::Floating => "floating",
             Scenario::Consume => "consume",
             Scenario::Mixed => "mixed",
+            Scenario::Qlik => "qlik",
         }
     }
 }
@@ -127,7 +131,13 @@ pub enum Op {
     SeatTake { device: u64 },
     SeatRelease { device: u64 },
     Consume { license: u64 },
+    QlikOverview,
+    QlikAssign { subject: u64 },
+    QlikUnassign { subject: u64 },
 }
+
+/// The Qlik scenario's share of overview reads, percent.
+pub const QLIK_OVERVIEW_PERCENT: u64 = 50;
 
 /// Per-connection scenario state: which request comes next.
 pub struct Script {
@@ -137,6 +147,8 @@ pub struct Script {
     device: u64,
     /// A release owed after a seat take.
     owed_release: bool,
+    /// A Qlik delete owed after an add.
+    owed_unassign: bool,
     rng: Rng,
 }
 
@@ -147,6 +159,7 @@ impl Script {
             licenses: licenses.max(1),
             device: connection,
             owed_release: false,
+            owed_unassign: false,
             rng: Rng::new(seed ^ connection.wrapping_mul(0x1000_0001)),
         }
     }
@@ -156,6 +169,12 @@ impl Script {
             self.owed_release = false;
             return Op::SeatRelease {
                 device: self.device,
+            };
+        }
+        if self.owed_unassign {
+            self.owed_unassign = false;
+            return Op::QlikUnassign {
+                subject: self.device,
             };
         }
         let floating = |s: &mut Self| {
@@ -168,6 +187,16 @@ impl Script {
             },
             Scenario::Floating => floating(self),
             Scenario::Consume => self.consume(),
+            Scenario::Qlik => {
+                if self.rng.below(100) < QLIK_OVERVIEW_PERCENT {
+                    Op::QlikOverview
+                } else {
+                    self.owed_unassign = true;
+                    Op::QlikAssign {
+                        subject: self.device,
+                    }
+                }
+            }
             Scenario::Mixed => {
                 let r = self.rng.below(100);
                 if r < MIXED_CHECK_PERCENT {
@@ -195,6 +224,9 @@ impl Script {
 
 /// Appends the HTTP/1.1 request for `op` to `out`.
 pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: Op) {
+    if write_qlik(out, host, op) {
+        return;
+    }
     auth.refresh();
     let mut body = [0u8; 256];
     let (method, path_kind, body_len) = match op {
@@ -224,6 +256,7 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: 
             );
             ("POST", "floating/feature_release", n)
         }
+        Op::QlikOverview | Op::QlikAssign { .. } | Op::QlikUnassign { .. } => return,
         Op::Consume { license } => {
             let (key, hw) = generated_license(license);
             let n = json_body(
@@ -255,6 +288,45 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: 
     }
 }
 
+/// Qlik requests (bearer API key); false for other operations.
+fn write_qlik(out: &mut Vec<u8>, host: &str, op: Op) -> bool {
+    let mut body = [0u8; 256];
+    let (path, n) = match op {
+        Op::QlikOverview => {
+            let _ = write!(
+                out,
+                "GET /api/v1/licenses/overview HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GENERATED_API_KEY}\r\n\r\n"
+            );
+            return true;
+        }
+        Op::QlikAssign { subject } => (
+            "add",
+            json_body(
+                &mut body,
+                format_args!(
+                    r#"{{"add":[{{"type":"professional","subject":"bench\\c{subject}"}}]}}"#
+                ),
+            ),
+        ),
+        Op::QlikUnassign { subject } => (
+            "delete",
+            json_body(
+                &mut body,
+                format_args!(
+                    r#"{{"delete":[{{"type":"professional","subject":"bench\\c{subject}"}}]}}"#
+                ),
+            ),
+        ),
+        _ => return false,
+    };
+    let _ = write!(
+        out,
+        "POST /api/v1/licenses/assignments/actions/{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GENERATED_API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+    );
+    out.extend_from_slice(&body[..n]);
+    true
+}
+
 fn json_body(buf: &mut [u8; 256], args: std::fmt::Arguments<'_>) -> usize {
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     let _ = cursor.write_fmt(args);
@@ -271,6 +343,27 @@ mod tests {
         assert!(matches!(s.next_op(), Op::SeatTake { device: 3 }));
         assert!(matches!(s.next_op(), Op::SeatRelease { device: 3 }));
         assert!(matches!(s.next_op(), Op::SeatTake { device: 3 }));
+    }
+
+    #[test]
+    fn qlik_churns_its_own_subject() {
+        let mut s = Script::new(Scenario::Qlik, 10, 5, 1);
+        let mut auth = AuthHeaders::new();
+        for _ in 0..20 {
+            let op = s.next_op();
+            let mut out = Vec::new();
+            write_request(&mut out, "h", &mut auth, op);
+            let text = String::from_utf8(out).expect("utf8");
+            assert!(text.contains("Authorization: Bearer "), "{text}");
+            if let Op::QlikAssign { subject } = op {
+                assert_eq!(subject, 5);
+                assert!(
+                    text.ends_with(r#"{"add":[{"type":"professional","subject":"bench\\c5"}]}"#),
+                    "{text}"
+                );
+                assert!(matches!(s.next_op(), Op::QlikUnassign { subject: 5 }));
+            }
+        }
     }
 
     #[test]
