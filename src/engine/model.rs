@@ -158,7 +158,10 @@ pub struct Product {
     pub authorization_method: AuthMethod,
     pub spec: RwLock<ProductSpec>,
     /// license key -> license, for key-based products (sharded; the hot lookup).
-    pub licenses_by_key: Map<Box<str>, Arc<License>>,
+    /// Keys of up to 24 bytes sit inline in the table (`CompactString`): the
+    /// lookup compares them without following a pointer to cold memory, which
+    /// at a million licenses was a tenth of a check's CPU (a cache miss).
+    pub licenses_by_key: Map<compact_str::CompactString, Arc<License>>,
 }
 
 // ---------------------------------------------------------------- customers, users
