@@ -285,6 +285,86 @@ async fn admin_provisioning_is_validated() {
 }
 
 #[tokio::test]
+async fn every_license_field_reads_back() {
+    let s = TestServer::start().await;
+    let t = demo_tenant(&s);
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("/tenants/{t}/qlik"),
+            Some(json!({
+                "licenseNumber": "77", "secondaryNumber": "8", "licenseKey": "key.jwt", "product": "Qlik Cloud",
+                "valid": "2026-01-01T00:00:00Z/2026-12-31T00:00:00Z", "trial": true, "origin": "External",
+                "status": "Blacklisted", "deactivated": true, "extensionStatus": "Pending", "keyType": "2.0",
+                "customerId": "c-1", "licenseType": "trial", "capabilityBankId": "bank-9",
+                "parentLicenseNumber": "70", "latestValidTime": "2026-12-31T00:00:00Z",
+                "parameters": [{"name": "p", "valid": "./2026-06-01", "access": {"allotment": "analyzer"}, "values": {"k": 1}}],
+                "allotments": [{"name": "analyzer", "units": 3, "overage": -1}]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    let v = get(&s, "/overview").await.json();
+    for (k, want) in [
+        ("licenseNumber", json!("77")),
+        ("secondaryNumber", json!("8")),
+        ("licenseKey", json!("key.jwt")),
+        ("product", json!("Qlik Cloud")),
+        ("valid", json!("2026-01-01T00:00:00Z/2026-12-31T00:00:00Z")),
+        ("trial", json!(true)),
+        ("origin", json!("External")),
+        ("status", json!("Blacklisted")),
+        ("customerId", json!("c-1")),
+        ("licenseType", json!("trial")),
+        ("capabilityBankId", json!("bank-9")),
+        ("parentLicenseNumber", json!("70")),
+        ("latestValidTime", json!("2026-12-31T00:00:00Z")),
+    ] {
+        assert_eq!(v[k], want, "{k}");
+    }
+    assert_eq!(
+        v["parameters"][0],
+        json!({"name": "p", "valid": "./2026-06-01", "access": {"allotment": "analyzer"}, "values": {"k": 1}})
+    );
+    assert_eq!(
+        v["allotments"][0],
+        json!({"name": "analyzer", "units": 3, "overage": -1, "unitsUsed": 1, "usageClass": "assigned"})
+    );
+    let st = get(&s, "/status").await.json();
+    assert_eq!(
+        (
+            st["type"].clone(),
+            st["deactivated"].clone(),
+            st["extensionStatus"].clone()
+        ),
+        (json!("2.0"), json!(true), json!("Pending"))
+    );
+    // Unbounded overage (the demo's analyzer assignment stays): past units all are excess, none refused.
+    let add: Vec<Value> = (0..6)
+        .map(|i| json!({"type": "analyzer", "subject": format!("x{i}")}))
+        .collect();
+    let r = post(&s, "/assignments/actions/add", json!({ "add": add })).await;
+    assert!(r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["status"] == 201));
+    let v = get(&s, "/assignments?filter=excess%20eq%20true")
+        .await
+        .json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 4);
+    // A deactivated or blacklisted license admits no one.
+    let r = s
+        .admin(
+            Method::POST,
+            &format!("/tenants/{t}/qlik/access"),
+            Some(json!({"subject": "x0"})),
+        )
+        .await;
+    assert_eq!(r.json()["error"]["code"], "license_not_active");
+}
+
+#[tokio::test]
 async fn settings_get_and_put() {
     let s = TestServer::start().await;
     assert_eq!(
