@@ -45,6 +45,8 @@ pub struct Loaded {
     pub api_keys: usize,
     /// Tenants given a Qlik license.
     pub qlik: usize,
+    /// Tenants given a Yext account.
+    pub yext: usize,
     pub products: usize,
     pub customers: usize,
     pub users: usize,
@@ -152,6 +154,7 @@ struct TenantParts {
     parent: Option<String>,
     api_keys: Vec<Map<String, Value>>,
     qlik: Option<Map<String, Value>>,
+    yext: Option<Map<String, Value>>,
     products: Vec<Map<String, Value>>,
     customers: Vec<Map<String, Value>>,
     users: Vec<Map<String, Value>>,
@@ -206,6 +209,9 @@ impl Loader<'_> {
         self.api_keys(tp, tenant_id, t.api_keys)?;
         if let Some(q) = t.qlik {
             self.qlik(tp, tenant_id, q)?;
+        }
+        if let Some(y) = t.yext {
+            self.yext(tp, tenant_id, y)?;
         }
         let mut products: Vec<(String, Id)> = Vec::new();
         for (i, mut m) in t.products.into_iter().enumerate() {
@@ -335,6 +341,52 @@ impl Loader<'_> {
             }
         }
         self.n.qlik += 1;
+        Ok(())
+    }
+
+    /// A tenant's Yext account: the admin API's body (`accountId`, `packs`)
+    /// plus optional `assignments` (`[{"pack", "entity", "expirationDate"?}]`).
+    fn yext(
+        &mut self,
+        tp: &str,
+        tenant_id: Id,
+        mut m: Map<String, Value>,
+    ) -> Result<(), CatalogError> {
+        let p = format!("{tp}.yext");
+        let assignments = m.remove("assignments");
+        let spec = typed(&p, Value::Object(m))?;
+        apply(self.engine, &p, Command::PutYext { tenant_id, spec })?;
+        if let Some(v) = assignments {
+            let ap = format!("{p}.assignments");
+            let list: Vec<crate::engine::yext::YextAssignmentInput> = typed(&ap, v)?;
+            for (i, a) in list.into_iter().enumerate() {
+                let at = format!("{ap}[{i}]");
+                apply(
+                    self.engine,
+                    &at,
+                    Command::YextAssign {
+                        tenant_id,
+                        pack: Cow::Borrowed(&a.pack),
+                        entity: Cow::Borrowed(&a.entity),
+                        now: self.now,
+                    },
+                )?;
+                if a.expiration_date.is_some() {
+                    apply(
+                        self.engine,
+                        &at,
+                        Command::YextSchedule {
+                            tenant_id,
+                            pack: Cow::Borrowed(&a.pack),
+                            entity: Cow::Borrowed(&a.entity),
+                            expiration: a.expiration_date.clone(),
+                            now: self.now,
+                        },
+                    )?;
+                }
+            }
+        }
+        self.n.yext += 1;
         Ok(())
     }
 
@@ -504,6 +556,7 @@ const TENANT_FIELDS: &[&str] = &[
     "users",
     "licenses",
     "qlik",
+    "yext",
 ];
 
 impl<'de> serde::de::DeserializeSeed<'de> for TenantSeed<'_, '_> {
@@ -526,7 +579,7 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
         // written with sorted keys): kept until the tenant is complete.
         let mut buffered: Option<Vec<Map<String, Value>>> = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if created.is_some() && !matches!(&*key, "licenses" | "api_keys" | "qlik") {
+            if created.is_some() && !matches!(&*key, "licenses" | "api_keys" | "qlik" | "yext") {
                 let e = err(
                     format!("{tp}.{key}"),
                     "must come before `licenses` when licenses follow the tenant's name and products (they are then loaded as they are read)",
@@ -557,6 +610,17 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
                             }
                         }
                         None => parts.qlik = Some(q),
+                    }
+                }
+                "yext" => {
+                    let y: Map<String, Value> = map.next_value()?;
+                    match &created {
+                        Some(t) => {
+                            if let Err(e) = self.loader.yext(&tp, t.id, y) {
+                                return Err(self.loader.fail(e));
+                            }
+                        }
+                        None => parts.yext = Some(y),
                     }
                 }
                 "products" => parts.products = map.next_value()?,

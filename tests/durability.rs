@@ -41,6 +41,7 @@ fn catalog() -> Value {
                  "allotments": [{"name": "professional", "units": 5, "overage": 1},
                                 {"name": "analyzer", "units": 3},
                                 {"name": "analyzer_time", "units": 600}]},
+        "yext": {"accountId": "acc-1", "packs": [{"id": "p", "name": "P", "total": 3}]},
         "products": [{"short_code": "p", "name": "P", "authorization_method": "license-key"}],
         "licenses": [
             {"product": "p", "license_key": "ACT", "max_activations": 1000000},
@@ -518,16 +519,29 @@ async fn qlik_state(client: &HttpClient, addr: SocketAddr) -> Value {
         ("overview", "/api/v1/licenses/overview"),
         ("settings", "/api/v1/licenses/settings"),
         ("consumption", "/api/v1/licenses/consumption?limit=100"),
+        (
+            "packs",
+            "/v2/accounts/me/licensepacks?v=20261125&api_key=crash-key",
+        ),
+        (
+            "yext",
+            "/v2/accounts/me/licensepacks/-/assignments?v=20261125&api_key=crash-key",
+        ),
     ] {
         let (status, body) = bearer(client, addr, Method::GET, path, API_KEY, None).await;
         assert_eq!(status, 200, "{path}: {body}");
         v[name] = body;
     }
+    // The envelope's uuid differs per request.
+    for name in ["packs", "yext"] {
+        v[name]["meta"]["uuid"] = Value::Null;
+    }
     v
 }
 
-/// Qlik assignments, moves, settings and sessions survive a SIGKILL (log
-/// replay) and a graceful stop (snapshot), exactly.
+/// Qlik assignments, moves, settings and sessions, and Yext assignments and
+/// scheduled removals, survive a SIGKILL (log replay) and a graceful stop
+/// (snapshot), exactly.
 #[test]
 fn qlik_changes_survive_sigkill_and_snapshot() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -566,10 +580,31 @@ fn qlik_changes_survive_sigkill_and_snapshot() {
         let (st, v) = bearer(&client, addr, Method::POST, &format!("/admin/v1/tenants/{t}/qlik/access"),
             admin_token.trim(), Some(json!({"subject": "auto"}))).await;
         assert_eq!((st, v["access"]["via"].clone()), (200, json!("auto_assigned")));
+        // Yext: three assigns (one twice), a removal, a scheduled removal.
+        for e in ["e1", "e2", "e2", "e3"] {
+            let (st, _) = bearer(&client, addr, Method::POST,
+                &format!("/v2/accounts/acc-1/licensepacks/p/assignments/{e}?v=20261125&api_key={API_KEY}"), API_KEY, None).await;
+            assert_eq!(st, 200);
+        }
+        let (st, _) = bearer(&client, addr, Method::DELETE,
+            &format!("/v2/accounts/acc-1/licensepacks/p/assignments/e1?v=20261125&api_key={API_KEY}"), API_KEY, None).await;
+        assert_eq!(st, 200);
+        let (st, _) = bearer(&client, addr, Method::PUT,
+            &format!("/v2/accounts/acc-1/licensepacks/p/assignments/e3?v=20261125&api_key={API_KEY}"), API_KEY,
+            Some(json!({"expirationDate": "2999-01-01"}))).await;
+        assert_eq!(st, 200);
         qlik_state(&client, addr).await
     });
     assert_eq!(before["assignments"]["data"].as_array().unwrap().len(), 6);
     assert_eq!(before["overview"]["allotments"][2]["unitsUsed"], 30);
+    assert_eq!(
+        before["packs"]["response"]["licensePacks"][0]["assigned"],
+        2
+    );
+    assert_eq!(
+        before["yext"]["response"]["assignments"][1]["expirationDate"],
+        "2999-01-01"
+    );
     kill9(&mut server);
 
     // Replayed from the log.

@@ -4,3 +4,4 @@
 pub mod admin;
 pub mod licensespring;
 pub mod qlik;
+pub mod yext;

@@ -13,6 +13,7 @@ use super::model::{
 };
 use super::qlik::{AllotmentKind, ConsumptionRecord, QlikSpec};
 use super::time::Millis;
+use super::yext::YextSpec;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -106,7 +107,45 @@ pub enum Command<'a> {
         auto_assign_professional: Option<bool>,
         auto_assign_analyzer: Option<bool>,
     },
+    /// Create or replace a tenant's Yext account and packs (assignments stay).
+    PutYext {
+        tenant_id: Id,
+        spec: YextSpec,
+    },
+    DeleteYext {
+        tenant_id: Id,
+    },
     // ------------------------------------------------------------ runtime
+    YextAssign {
+        tenant_id: Id,
+        #[serde(borrow)]
+        pack: Cow<'a, str>,
+        #[serde(borrow)]
+        entity: Cow<'a, str>,
+        now: Millis,
+    },
+    YextUnassign {
+        tenant_id: Id,
+        #[serde(borrow)]
+        pack: Cow<'a, str>,
+        #[serde(borrow)]
+        entity: Cow<'a, str>,
+        now: Millis,
+    },
+    /// Schedule (a `YYYY-MM-DD` day) or cancel (None) an assignment's removal.
+    YextSchedule {
+        tenant_id: Id,
+        #[serde(borrow)]
+        pack: Cow<'a, str>,
+        #[serde(borrow)]
+        entity: Cow<'a, str>,
+        expiration: Option<String>,
+        now: Millis,
+    },
+    /// Remove every scheduled assignment due by `now` (the expiry sweep).
+    SweepExpired {
+        now: Millis,
+    },
     QlikAssign {
         tenant_id: Id,
         #[serde(borrow)]

@@ -54,6 +54,13 @@ pub enum EngineError {
     NotAssignable,
     /// The month's analyzer capacity (with its overage) is spent.
     AnalyzerTimeExhausted,
+    // Yext license packs.
+    /// The tenant has no Yext account, or the path names another account.
+    YextAccountNotFound,
+    /// No such (active) pack in the account.
+    PackNotFound,
+    /// Every license of the pack is assigned.
+    NoLicensesLeft,
     // Admin.
     Duplicate(&'static str),
     /// The object is still referenced (e.g. a product with licenses).

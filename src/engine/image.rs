@@ -49,6 +49,8 @@ pub enum Image {
     License(LicenseImage),
     /// A tenant's Qlik license with its assignments and records.
     Qlik(Box<super::qlik::QlikImage>),
+    /// A tenant's Yext account with its assignments.
+    Yext(Box<super::yext::YextImage>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +165,13 @@ impl Engine {
                 sink(Image::Qlik(Box::new(q.image())))?;
             }
         }
+        let mut yext: Vec<Id> = self.yext.iter().map(|a| *a.key()).collect();
+        yext.sort_unstable();
+        for id in yext {
+            if let Some(a) = self.yext(id) {
+                sink(Image::Yext(Box::new(a.image())))?;
+            }
+        }
         let mut ids: Vec<Id> = self.licenses.iter().map(|l| *l.key()).collect();
         ids.sort_unstable();
         for id in ids {
@@ -199,6 +208,16 @@ impl Engine {
                 let id = img.tenant_id;
                 let q = super::qlik::QlikTenant::from_image(*img)?;
                 self.qlik.insert(id, Arc::new(q));
+                return Ok(());
+            }
+            Image::Yext(img) => {
+                self.tenant(img.tenant_id)
+                    .ok_or(EngineError::TenantNotFound)?;
+                let id = img.tenant_id;
+                let a = super::yext::YextAccount::from_image(*img)?;
+                let account = a.spec.read().account_id.clone();
+                self.yext.insert(id, Arc::new(a));
+                self.yext_accounts.insert(account.as_str().into(), id);
                 return Ok(());
             }
         };

@@ -18,6 +18,7 @@ pub mod qlik;
 pub mod seat;
 pub mod share;
 pub mod time;
+pub mod yext;
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -129,6 +130,10 @@ pub struct Engine {
     leased: Map<Id, ()>,
     /// tenant id -> its Qlik license, allotments and assignments (see [`qlik`]).
     qlik: Map<Id, Arc<qlik::QlikTenant>>,
+    /// tenant id -> its Yext account and packs (see [`yext`]).
+    yext: Map<Id, Arc<yext::YextAccount>>,
+    /// Yext account id -> tenant id (account ids are unique across tenants).
+    yext_accounts: Map<Box<str>, Id>,
 }
 
 impl Default for Engine {
@@ -148,6 +153,14 @@ fn end_instant(s: &Option<String>) -> Millis {
             None => i64::MAX,
         },
     }
+}
+
+/// The first instant (UTC) of a `YYYY-MM-DD` day.
+fn yext_day(d: &str) -> R<Millis> {
+    if d.len() != 10 {
+        return Err(EngineError::Invalid("expirationDate", "must be YYYY-MM-DD"));
+    }
+    parse_instant(d).ok_or(EngineError::Invalid("expirationDate", "must be YYYY-MM-DD"))
 }
 
 fn start_instant(s: &Option<String>) -> Millis {
@@ -248,6 +261,8 @@ impl Engine {
             feature_codes: Sharer::default(),
             leased: new_map(),
             qlik: new_map(),
+            yext: new_map(),
+            yext_accounts: new_map(),
         }
     }
 
@@ -665,6 +680,55 @@ impl Engine {
                 spec,
                 now,
             } => self.put_qlik(*tenant_id, spec, *now),
+            Command::PutYext { tenant_id, spec } => self.put_yext(*tenant_id, spec),
+            Command::DeleteYext { tenant_id } => {
+                let (_, a) = self
+                    .yext
+                    .remove(tenant_id)
+                    .ok_or(EngineError::YextAccountNotFound)?;
+                let account = a.spec.read().account_id.clone();
+                self.yext_accounts.remove(account.as_str());
+                Ok(Outcome::Done)
+            }
+            Command::YextAssign {
+                tenant_id,
+                pack,
+                entity,
+                now,
+            } => {
+                let new = self.yext_of(*tenant_id)?.assign(pack, entity, *now)?;
+                Ok(Outcome::Assigned {
+                    excess: false,
+                    created: new,
+                })
+            }
+            Command::YextUnassign {
+                tenant_id,
+                pack,
+                entity,
+                now,
+            } => {
+                self.yext_of(*tenant_id)?.unassign(pack, entity, *now)?;
+                Ok(Outcome::Done)
+            }
+            Command::YextSchedule {
+                tenant_id,
+                pack,
+                entity,
+                expiration,
+                now,
+            } => {
+                let exp = match expiration {
+                    None => None,
+                    Some(d) => Some((d.clone(), yext_day(d)?)),
+                };
+                self.yext_of(*tenant_id)?
+                    .schedule(pack, entity, exp, *now)?;
+                Ok(Outcome::Done)
+            }
+            Command::SweepExpired { now } => Ok(Outcome::Swept {
+                freed: self.yext.iter().map(|a| a.sweep(*now)).sum(),
+            }),
             Command::DeleteQlik { tenant_id } => {
                 self.qlik
                     .remove(tenant_id)
@@ -748,6 +812,49 @@ impl Engine {
             }
         }
         Ok(Outcome::Done)
+    }
+
+    fn put_yext(&self, tenant_id: Id, spec: &yext::YextSpec) -> R<Outcome> {
+        self.tenant(tenant_id).ok_or(EngineError::TenantNotFound)?;
+        yext::validate(spec)?;
+        // The account id must not name another tenant's account.
+        if let Some(owner) = self.yext_accounts.get(spec.account_id.as_str()) {
+            if *owner != tenant_id {
+                return Err(EngineError::Duplicate("yext account id"));
+            }
+        }
+        let spec = Arc::new(spec.clone());
+        let old = match self.yext.entry(tenant_id) {
+            dashmap::mapref::entry::Entry::Occupied(e) => {
+                let old = e.get().spec.read().account_id.clone();
+                e.get().set_spec(spec.clone());
+                Some(old)
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(Arc::new(yext::YextAccount::new(tenant_id, spec.clone())));
+                None
+            }
+        };
+        if let Some(old) = old.filter(|o| *o != spec.account_id) {
+            self.yext_accounts.remove(old.as_str());
+        }
+        self.yext_accounts
+            .insert(spec.account_id.as_str().into(), tenant_id);
+        Ok(Outcome::Done)
+    }
+
+    fn yext_of(&self, tenant_id: Id) -> R<Arc<yext::YextAccount>> {
+        self.yext(tenant_id).ok_or(EngineError::YextAccountNotFound)
+    }
+
+    /// A tenant's Yext account.
+    pub fn yext(&self, tenant_id: Id) -> Option<Arc<yext::YextAccount>> {
+        self.yext.get(&tenant_id).map(|a| a.clone())
+    }
+
+    /// The tenant whose Yext account has this id.
+    pub fn yext_account_tenant(&self, account_id: &str) -> Option<Id> {
+        self.yext_accounts.get(account_id).map(|t| *t)
     }
 
     fn qlik_of(&self, tenant_id: Id) -> R<Arc<qlik::QlikTenant>> {
@@ -906,6 +1013,9 @@ impl Engine {
         let tenant = self.tenant(id).ok_or(EngineError::TenantNotFound)?;
         if self.qlik.contains_key(&id) {
             return Err(EngineError::InUse("qlik license"));
+        }
+        if self.yext.contains_key(&id) {
+            return Err(EngineError::InUse("yext account"));
         }
         if !tenant.products_by_code.is_empty() {
             return Err(EngineError::InUse("products"));

@@ -251,11 +251,20 @@ async fn sweep_leases(app: Arc<App>) {
     loop {
         tick.tick().await;
         let now = app.now();
-        if let Err(e) = app
-            .commit(&crate::engine::Command::SweepLeases { now })
-            .await
-        {
-            tracing::debug!("lease sweep not done: {e:?}");
+        sweep_once(&app, now).await;
+    }
+}
+
+/// One pass of the periodic sweeps: expired floating seats, and scheduled
+/// Yext removals that fell due (reads already hide them; this frees them for
+/// good). Each is a logged command when it changed anything.
+pub async fn sweep_once(app: &App, now: crate::engine::time::Millis) {
+    for cmd in [
+        crate::engine::Command::SweepLeases { now },
+        crate::engine::Command::SweepExpired { now },
+    ] {
+        if let Err(e) = app.commit(&cmd).await {
+            tracing::debug!("sweep not done: {e:?}");
         }
     }
 }
@@ -283,6 +292,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path();
     if path.starts_with("/api/v4/") {
         crate::api::licensespring::handle(&app, req).await
+    } else if path.starts_with("/v2/accounts/") {
+        crate::api::yext::handle(&app, req).await
     } else if path.starts_with("/api/v1/licenses") {
         crate::api::qlik::handle(&app, req).await
     } else if path.starts_with("/admin/v1/") || path == "/admin/v1" {

@@ -75,12 +75,31 @@ pub struct SnapshotInfo {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Entity {
-    Tenant { id: Id, spec: TenantSpec },
-    ApiKey { spec: ApiKeySpec },
-    Product { id: Id, spec: ProductSpec },
-    Customer { id: Id, spec: CustomerSpec },
-    User { id: Id, spec: UserSpec },
-    Qlik { image: Box<QlikImage> },
+    Tenant {
+        id: Id,
+        spec: TenantSpec,
+    },
+    ApiKey {
+        spec: ApiKeySpec,
+    },
+    Product {
+        id: Id,
+        spec: ProductSpec,
+    },
+    Customer {
+        id: Id,
+        spec: CustomerSpec,
+    },
+    User {
+        id: Id,
+        spec: UserSpec,
+    },
+    Qlik {
+        image: Box<QlikImage>,
+    },
+    Yext {
+        image: Box<crate::engine::yext::YextImage>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -243,6 +262,7 @@ pub fn write(
                 Image::Customer { id, spec } => Entity::Customer { id, spec },
                 Image::User { id, spec } => Entity::User { id, spec },
                 Image::Qlik(image) => Entity::Qlik { image },
+                Image::Yext(image) => Entity::Yext { image },
                 Image::License(l) => {
                     let (spec, new) = lspecs.number(&l.spec);
                     if new {
@@ -522,6 +542,7 @@ fn restore_all(
                     Entity::Customer { id, spec } => Image::Customer { id, spec },
                     Entity::User { id, spec } => Image::User { id, spec },
                     Entity::Qlik { image } => Image::Qlik(image),
+                    Entity::Yext { image } => Image::Yext(image),
                 };
                 engine
                     .restore(image, now)

@@ -64,6 +64,8 @@ impl From<EngineError> for AdminError {
             ApiKeyNotFound => Self::not_found("api key"),
             QlikLicenseNotFound => Self::not_found("qlik license"),
             AssignmentNotFound => Self::not_found("assignment"),
+            YextAccountNotFound => Self::not_found("yext account"),
+            PackNotFound => Self::not_found("license pack"),
             Duplicate(what) => Self::new(
                 StatusCode::CONFLICT,
                 "duplicate",

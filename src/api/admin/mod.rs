@@ -9,6 +9,7 @@
 mod error;
 pub mod qlik;
 pub mod render;
+pub mod yext;
 
 use std::borrow::Cow;
 
@@ -110,6 +111,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["tenants"] if m == Method::POST => create(app, Kind::Tenant, body).await,
         ["tenants", id] => item(app, m, Kind::Tenant, id, body).await,
         ["tenants", id, "qlik", rest @ ..] => qlik::route(app, m, id, rest, body).await,
+        ["tenants", id, "yext"] => yext::route(app, m, id, body).await,
         ["api-keys"] if m == Method::GET => list_keys(app, &query),
         ["api-keys"] if m == Method::POST => create_key(app, body).await,
         ["api-keys", key] if m == Method::GET => {

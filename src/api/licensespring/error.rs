@@ -236,7 +236,10 @@ impl From<EngineError> for LsError {
             | AssignmentNotFound
             | AlreadyAssigned
             | NotAssignable
-            | AnalyzerTimeExhausted => INTERNAL,
+            | AnalyzerTimeExhausted
+            | YextAccountNotFound
+            | PackNotFound
+            | NoLicensesLeft => INTERNAL,
         }
     }
 }

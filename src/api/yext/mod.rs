@@ -1,0 +1,441 @@
+//! Yext License Packs and License Assignments (`/v2/accounts/{accountId}/
+//! licensepacks/...`) on the engine's Yext accounts ([`crate::engine::yext`]).
+//!
+//! Every request carries `v` (a `YYYYMMDD` date) and `api_key` (a key of the
+//! account's tenant; `me` as the account id means the key's own account).
+//! Answers are Yext's envelope: `{"meta": {"uuid", "errors": [{"code",
+//! "type", "message"}]}, "response": {...}}`. The path spellings of Yext's
+//! OpenAPI description (`license-packs`, `assigned-entities`) are accepted too.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::engine::time::{format_date, Millis};
+use crate::engine::yext::{PackView, YextAccount, YextAssignment};
+use crate::engine::{Command, EngineError};
+use crate::server::http::{json_value, read_body, BodyError, Query, Resp};
+use crate::storage::wal::CommitError;
+
+/// List pages: default and largest `pageSize`.
+pub const PAGE_SIZE_DEFAULT: usize = 10;
+pub const PAGE_SIZE_MAX: usize = 50;
+/// Longest page token accepted, bytes.
+const PAGE_TOKEN_BYTES_MAX: usize = 1024;
+
+/// A Yext error: HTTP status, code and message (type is always FATAL_ERROR).
+#[derive(Debug)]
+pub struct YError {
+    status: StatusCode,
+    code: u32,
+    message: String,
+}
+
+// Error codes (Tally's; the README lists them).
+const INVALID_VERSION: u32 = 2001;
+const UNAUTHORIZED: u32 = 2002;
+const FORBIDDEN: u32 = 2003;
+const PACK_NOT_FOUND: u32 = 2004;
+const ASSIGNMENT_NOT_FOUND: u32 = 2005;
+const NO_LICENSES_LEFT: u32 = 2006;
+const INVALID_REQUEST: u32 = 2007;
+const INVALID_PAGE: u32 = 2008;
+const NOT_FOUND: u32 = 2009;
+const METHOD_NOT_ALLOWED: u32 = 2010;
+const UNAVAILABLE: u32 = 2011;
+const TOO_MANY: u32 = 2012;
+
+impl YError {
+    fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
+        YError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad(code: u32, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn response(self) -> Resp {
+        json_value(
+            self.status,
+            &json!({
+                "meta": {"uuid": crate::util::random_uuid(), "errors": [
+                    {"code": self.code, "type": "FATAL_ERROR", "message": self.message}
+                ]},
+                "response": {},
+            }),
+        )
+    }
+}
+
+impl From<CommitError> for YError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Unavailable => YError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "Changes cannot be stored right now; the change was not made.",
+            ),
+            CommitError::Engine(e) => match e {
+                EngineError::PackNotFound => YError::new(
+                    StatusCode::NOT_FOUND,
+                    PACK_NOT_FOUND,
+                    "License pack not found.",
+                ),
+                EngineError::AssignmentNotFound => YError::new(
+                    StatusCode::NOT_FOUND,
+                    ASSIGNMENT_NOT_FOUND,
+                    "The entity holds no license of this pack.",
+                ),
+                EngineError::NoLicensesLeft => YError::new(
+                    StatusCode::CONFLICT,
+                    NO_LICENSES_LEFT,
+                    "No licenses of this pack are left to assign.",
+                ),
+                EngineError::TooMany(what) => YError::new(
+                    StatusCode::CONFLICT,
+                    TOO_MANY,
+                    format!("The account's {what} limit is reached."),
+                ),
+                EngineError::Invalid(field, why) => {
+                    YError::bad(INVALID_REQUEST, format!("{field}: {why}."))
+                }
+                EngineError::YextAccountNotFound => {
+                    YError::new(StatusCode::NOT_FOUND, NOT_FOUND, "Account not found.")
+                }
+                other => YError::bad(INVALID_REQUEST, other.to_string()),
+            },
+        }
+    }
+}
+
+type R<T> = Result<T, YError>;
+
+fn ok(response: Value) -> Resp {
+    json_value(
+        StatusCode::OK,
+        &json!({"meta": {"uuid": crate::util::random_uuid(), "errors": []}, "response": response}),
+    )
+}
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
+    match handle_inner(app, req).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+/// `v`: a real date written `YYYYMMDD`.
+fn check_version(v: Option<&str>) -> R<()> {
+    let v =
+        v.ok_or_else(|| YError::bad(INVALID_VERSION, "The v parameter (YYYYMMDD) is required."))?;
+    let valid = v.len() == 8
+        && v.bytes().all(|b| b.is_ascii_digit())
+        && crate::engine::time::parse_instant(&format!("{}-{}-{}", &v[0..4], &v[4..6], &v[6..8]))
+            .is_some();
+    if valid {
+        Ok(())
+    } else {
+        Err(YError::bad(
+            INVALID_VERSION,
+            format!("Invalid v parameter '{v}': expected a date YYYYMMDD."),
+        ))
+    }
+}
+
+/// The account the key may act on, after checking the path's account id.
+fn account(app: &App, query: &Query<'_>, account_id: &str) -> R<std::sync::Arc<YextAccount>> {
+    let key = query
+        .get("api_key")
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            YError::new(
+                StatusCode::UNAUTHORIZED,
+                UNAUTHORIZED,
+                "The api_key parameter is required.",
+            )
+        })?;
+    let key = app
+        .engine
+        .api_key(key)
+        .filter(|k| !k.revoked.load(std::sync::atomic::Ordering::Acquire))
+        .ok_or_else(|| YError::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED, "Invalid api_key."))?;
+    let acc = app.engine.yext(key.tenant_id).ok_or_else(|| {
+        YError::new(
+            StatusCode::FORBIDDEN,
+            FORBIDDEN,
+            "This key belongs to no Yext account.",
+        )
+    })?;
+    if account_id != "me" && acc.spec.read().account_id != account_id {
+        return Err(YError::new(
+            StatusCode::FORBIDDEN,
+            FORBIDDEN,
+            format!("This key may not act on account {account_id}."),
+        ));
+    }
+    Ok(acc)
+}
+
+fn page_size(query: &Query<'_>) -> R<usize> {
+    match query.get("pageSize") {
+        None => Ok(PAGE_SIZE_DEFAULT),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=PAGE_SIZE_MAX).contains(&n) => Ok(n),
+            _ => Err(YError::bad(
+                INVALID_PAGE,
+                format!("pageSize must be 1 to {PAGE_SIZE_MAX}."),
+            )),
+        },
+    }
+}
+
+fn token<T: serde::Serialize>(v: &T) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn untoken<T: serde::de::DeserializeOwned>(query: &Query<'_>) -> R<Option<T>> {
+    let Some(t) = query.get("pageToken").filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = || YError::bad(INVALID_PAGE, "Invalid pageToken.");
+    if t.len() > PAGE_TOKEN_BYTES_MAX {
+        return Err(bad());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .map_err(|_| bad())?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|_| bad())
+}
+
+fn pack_json(p: &PackView) -> Value {
+    json!({"id": p.id, "name": p.name, "total": p.total, "assigned": p.assigned,
+           "available": p.total.saturating_sub(p.assigned)})
+}
+
+fn assignment_json(a: &YextAssignment) -> Value {
+    let mut v = json!({"entityId": a.entity, "licensePackId": a.pack});
+    if let Some((day, _)) = &a.expiration {
+        v["expirationDate"] = day.as_str().into();
+    }
+    v
+}
+
+async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let query_string = req.uri().query().map(str::to_string);
+    let query = Query::parse(query_string.as_deref());
+    let packs = |s: &str| s == "licensepacks" || s == "license-packs";
+    let assigns = |s: &str| s == "assignments" || s == "assigned-entities";
+    enum Route<'p> {
+        Packs,
+        List(&'p str),
+        One(&'p str, &'p str),
+    }
+    let (account_id, route) = match segs.as_slice() {
+        ["v2", "accounts", a, p] if packs(p) => (*a, Route::Packs),
+        ["v2", "accounts", a, p, id, s] if packs(p) && assigns(s) => (*a, Route::List(id)),
+        ["v2", "accounts", a, p, id, s, e] if packs(p) && assigns(s) => (*a, Route::One(id, e)),
+        _ => {
+            return Err(YError::new(
+                StatusCode::NOT_FOUND,
+                NOT_FOUND,
+                "No such endpoint.",
+            ))
+        }
+    };
+    let allowed = match route {
+        Route::Packs | Route::List(_) => method == Method::GET,
+        Route::One(..) => matches!(method, Method::POST | Method::DELETE | Method::PUT),
+    };
+    if !allowed {
+        return Err(YError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            METHOD_NOT_ALLOWED,
+            "Method not allowed here.",
+        ));
+    }
+    check_version(query.get("v"))?;
+    let acc = account(app, &query, &percent(account_id))?;
+    let now = app.now();
+    match route {
+        Route::Packs => {
+            let size = page_size(&query)?;
+            let after: Option<String> = untoken(&query)?;
+            let all = acc.packs(now);
+            let count = all.len();
+            let rest: Vec<&PackView> = all
+                .iter()
+                .filter(|p| after.as_ref().is_none_or(|a| p.id.as_str() > a.as_str()))
+                .collect();
+            let page: Vec<Value> = rest.iter().take(size).map(|p| pack_json(p)).collect();
+            let mut response = json!({"count": count, "licensePacks": page});
+            if rest.len() > size {
+                response["nextPageToken"] = token(&rest[size - 1].id).into();
+            }
+            Ok(ok(response))
+        }
+        Route::List(pack) => {
+            let pack = percent(pack);
+            let size = page_size(&query)?;
+            let after: Option<(String, String)> = untoken(&query)?;
+            let pack = (pack != "-").then_some(pack);
+            if let Some(p) = &pack {
+                if !acc.has_pack(p) {
+                    return Err(YError::new(
+                        StatusCode::NOT_FOUND,
+                        PACK_NOT_FOUND,
+                        "License pack not found.",
+                    ));
+                }
+            }
+            let entity = query.get("assignedEntity").filter(|e| !e.is_empty());
+            let (items, more) = acc.assignments(pack.as_deref(), entity, after.as_ref(), size, now);
+            let (count, _) = acc.assignments(pack.as_deref(), entity, None, usize::MAX, now);
+            let mut response = json!({
+                "count": count.len(),
+                "assignments": items.iter().map(assignment_json).collect::<Vec<_>>(),
+            });
+            if more {
+                if let Some(last) = items.last() {
+                    response["nextPageToken"] =
+                        token(&(last.pack.clone(), last.entity.clone())).into();
+                }
+            }
+            Ok(ok(response))
+        }
+        Route::One(pack, entity) => {
+            let (pack, entity) = (percent(pack), percent(entity));
+            if pack == "-" {
+                return Err(YError::bad(
+                    INVALID_REQUEST,
+                    "The wildcard pack '-' only lists.",
+                ));
+            }
+            let tenant_id = acc.tenant_id;
+            match method {
+                Method::POST => {
+                    let cmd = Command::YextAssign {
+                        tenant_id,
+                        pack: Cow::Borrowed(&pack),
+                        entity: Cow::Borrowed(&entity),
+                        now,
+                    };
+                    app.commit(&cmd).await?;
+                    Ok(ok(current(&acc, &pack, &entity, now)))
+                }
+                Method::DELETE => {
+                    let cmd = Command::YextUnassign {
+                        tenant_id,
+                        pack: Cow::Borrowed(&pack),
+                        entity: Cow::Borrowed(&entity),
+                        now,
+                    };
+                    app.commit(&cmd).await?;
+                    Ok(ok(json!({})))
+                }
+                _ => {
+                    let body = match read_body(
+                        req,
+                        app.limits.request_body_bytes_max,
+                        app.limits.request_timeout,
+                    )
+                    .await
+                    {
+                        Ok(b) => b,
+                        Err(BodyError::TooLarge(n)) => {
+                            return Err(YError::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                INVALID_REQUEST,
+                                format!("Body over {n} bytes."),
+                            ))
+                        }
+                        Err(_) => {
+                            return Err(YError::bad(INVALID_REQUEST, "Body could not be read."))
+                        }
+                    };
+                    let expiration = expiration_of(&body, now)?;
+                    let cmd = Command::YextSchedule {
+                        tenant_id,
+                        pack: Cow::Borrowed(&pack),
+                        entity: Cow::Borrowed(&entity),
+                        expiration,
+                        now,
+                    };
+                    app.commit(&cmd).await?;
+                    Ok(ok(current(&acc, &pack, &entity, now)))
+                }
+            }
+        }
+    }
+}
+
+/// The assignment as it stands after a change.
+fn current(acc: &YextAccount, pack: &str, entity: &str, now: Millis) -> Value {
+    let (items, _) = acc.assignments(Some(pack), Some(entity), None, 1, now);
+    items
+        .first()
+        .map(assignment_json)
+        .unwrap_or_else(|| json!({"entityId": entity, "licensePackId": pack}))
+}
+
+/// `{"expirationDate": "YYYY-MM-DD" | null}` (empty body or omitted: None).
+fn expiration_of(body: &[u8], now: Millis) -> R<Option<String>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| YError::bad(INVALID_REQUEST, format!("Body is not valid JSON: {e}.")))?;
+    let Value::Object(m) = v else {
+        return Err(YError::bad(INVALID_REQUEST, "Body must be a JSON object."));
+    };
+    if let Some(k) = m.keys().find(|k| *k != "expirationDate") {
+        return Err(YError::bad(
+            INVALID_REQUEST,
+            format!("Unknown field '{k}'."),
+        ));
+    }
+    match m.get("expirationDate") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(d)) => {
+            let valid = d.len() == 10 && crate::engine::time::parse_instant(d).is_some();
+            if !valid {
+                return Err(YError::bad(
+                    INVALID_REQUEST,
+                    format!("expirationDate '{d}' is not a date YYYY-MM-DD."),
+                ));
+            }
+            if d.as_str() <= format_date(now).as_str() {
+                return Err(YError::bad(
+                    INVALID_REQUEST,
+                    format!("expirationDate must be after today ({}).", format_date(now)),
+                ));
+            }
+            Ok(Some(d.clone()))
+        }
+        Some(_) => Err(YError::bad(
+            INVALID_REQUEST,
+            "expirationDate must be a string YYYY-MM-DD or null.",
+        )),
+    }
+}
+
+/// A path segment, percent-decoded (entity ids may hold reserved characters).
+fn percent(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let protected = s.replace('+', "%2B");
+    form_urlencoded::parse(format!("x={protected}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}

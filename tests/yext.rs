@@ -1,0 +1,702 @@
+//! Yext License Packs and Assignments over HTTP on a real socket: packs and
+//! assignments with token pages, the wildcard pack, assign / remove /
+//! scheduled removal (across midnight with an injected clock), the envelope
+//! and every error, and concurrent assigns on a pack's last seat.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{at, Resp, TestServer};
+use http_body_util::Full;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+const KEY: &str = "demo-api-key";
+const V: &str = "20261125";
+
+async fn y(s: &TestServer, method: Method, path: &str, query: &str, body: Option<Value>) -> Resp {
+    let sep = if query.is_empty() { "" } else { "&" };
+    let uri = s.url(&format!("{path}?v={V}&api_key={KEY}{sep}{query}"));
+    s.send(
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(
+                body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+            ))
+            .unwrap(),
+    )
+    .await
+}
+
+/// Asserts the envelope of a success and returns its response.
+fn ok(r: &Resp) -> Value {
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.bytes)
+    );
+    let v = r.json();
+    assert_eq!(v["meta"]["errors"], json!([]));
+    assert_eq!(v["meta"]["uuid"].as_str().unwrap().len(), 36);
+    v["response"].clone()
+}
+
+/// Asserts the envelope of an error and returns its code.
+fn fail(r: &Resp, status: u16) -> u64 {
+    assert_eq!(
+        r.status.as_u16(),
+        status,
+        "{}",
+        String::from_utf8_lossy(&r.bytes)
+    );
+    let v = r.json();
+    let e = &v["meta"]["errors"][0];
+    assert_eq!(e["type"], "FATAL_ERROR");
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(v["response"], json!({}));
+    e["code"].as_u64().unwrap()
+}
+
+fn tenant(s: &TestServer) -> u64 {
+    s.app.engine.api_key(KEY).unwrap().tenant_id
+}
+
+async fn provision(s: &TestServer, packs: Value) {
+    let t = tenant(s);
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("/tenants/{t}/yext"),
+            Some(json!({"accountId": "1234567", "packs": packs})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.json());
+}
+
+#[tokio::test]
+async fn packs_list_with_token_pages() {
+    let s = TestServer::start().await;
+    let r = ok(&y(
+        &s,
+        Method::GET,
+        "/v2/accounts/1234567/licensepacks",
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(r["count"], 2, "the inactive pack is not listed");
+    assert_eq!(
+        r["licensePacks"],
+        json!([
+            {"id": "listings", "name": "Listings", "total": 5, "assigned": 2, "available": 3},
+            {"id": "reviews", "name": "Reviews", "total": 2, "assigned": 1, "available": 1},
+        ])
+    );
+    assert!(r.get("nextPageToken").is_none());
+    // `me` is the key's own account; Yext's OpenAPI spelling works too.
+    let me = ok(&y(&s, Method::GET, "/v2/accounts/me/license-packs", "", None).await);
+    assert_eq!(me["licensePacks"], r["licensePacks"]);
+
+    let packs: Vec<Value> = (0..7)
+        .map(|i| json!({"id": format!("p{i}"), "name": format!("Pack {i}"), "total": i}))
+        .collect();
+    provision(&s, Value::Array(packs)).await;
+    let mut ids = Vec::new();
+    let mut q = "pageSize=3".to_string();
+    let mut pages = 0;
+    loop {
+        let r = ok(&y(&s, Method::GET, "/v2/accounts/me/licensepacks", &q, None).await);
+        assert_eq!(r["count"], 7);
+        ids.extend(
+            r["licensePacks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_string()),
+        );
+        pages += 1;
+        match r["nextPageToken"].as_str() {
+            Some(t) => q = format!("pageSize=3&pageToken={t}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(ids, (0..7).map(|i| format!("p{i}")).collect::<Vec<_>>());
+    // Assignments the old packs held stay on them until removed.
+    let r = ok(&y(
+        &s,
+        Method::GET,
+        "/v2/accounts/me/licensepacks/-/assignments",
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(r["count"], 3);
+}
+
+#[tokio::test]
+async fn assign_remove_and_list_assignments() {
+    let s = TestServer::start().await;
+    let base = "/v2/accounts/1234567/licensepacks";
+    // Assign: a seat is taken once, however often it is asked.
+    let r = ok(&y(
+        &s,
+        Method::POST,
+        &format!("{base}/reviews/assignments/store-002"),
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(
+        r,
+        json!({"entityId": "store-002", "licensePackId": "reviews"})
+    );
+    let r = ok(&y(
+        &s,
+        Method::POST,
+        &format!("{base}/reviews/assignments/store-002"),
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(r["entityId"], "store-002");
+    let packs = ok(&y(&s, Method::GET, base, "", None).await);
+    assert_eq!(packs["licensePacks"][1]["assigned"], 2);
+    assert_eq!(packs["licensePacks"][1]["available"], 0);
+    // The pack is full.
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::POST,
+                &format!("{base}/reviews/assignments/store-003"),
+                "",
+                None
+            )
+            .await,
+            409
+        ),
+        2006
+    );
+    // Unknown and inactive packs.
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::POST,
+                &format!("{base}/nope/assignments/store-003"),
+                "",
+                None
+            )
+            .await,
+            404
+        ),
+        2004
+    );
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::POST,
+                &format!("{base}/legacy/assignments/store-003"),
+                "",
+                None
+            )
+            .await,
+            404
+        ),
+        2004
+    );
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::GET,
+                &format!("{base}/nope/assignments"),
+                "",
+                None
+            )
+            .await,
+            404
+        ),
+        2004
+    );
+
+    // One pack, all packs ('-'), one entity's packs.
+    let r = ok(&y(
+        &s,
+        Method::GET,
+        &format!("{base}/listings/assignments"),
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(r["count"], 2);
+    assert_eq!(
+        r["assignments"],
+        json!([
+            {"entityId": "store-001", "licensePackId": "listings"},
+            {"entityId": "store-002", "licensePackId": "listings"},
+        ])
+    );
+    let r = ok(&y(&s, Method::GET, &format!("{base}/-/assignments"), "", None).await);
+    assert_eq!(r["count"], 4);
+    let r = ok(&y(
+        &s,
+        Method::GET,
+        &format!("{base}/-/assignments"),
+        "assignedEntity=store-001",
+        None,
+    )
+    .await);
+    let packs: Vec<&str> = r["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["licensePackId"].as_str().unwrap())
+        .collect();
+    assert_eq!(packs, vec!["listings", "reviews"]);
+    let r = ok(&y(
+        &s,
+        Method::GET,
+        &format!("{base}/reviews/assignments"),
+        "assignedEntity=store-001",
+        None,
+    )
+    .await);
+    assert_eq!(r["count"], 1);
+
+    // Remove at once; removing again is 404.
+    assert_eq!(
+        ok(&y(
+            &s,
+            Method::DELETE,
+            &format!("{base}/reviews/assignments/store-002"),
+            "",
+            None
+        )
+        .await),
+        json!({})
+    );
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::DELETE,
+                &format!("{base}/reviews/assignments/store-002"),
+                "",
+                None
+            )
+            .await,
+            404
+        ),
+        2005
+    );
+    let packs = ok(&y(&s, Method::GET, base, "", None).await);
+    assert_eq!(packs["licensePacks"][1]["available"], 1);
+    // Entity ids may hold reserved characters, percent-encoded.
+    let r = ok(&y(
+        &s,
+        Method::POST,
+        &format!("{base}/listings/assignments/store%20%23%2B9"),
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(r["entityId"], "store #+9");
+}
+
+#[tokio::test]
+async fn assignment_pages_cover_everything_once() {
+    let s = TestServer::start().await;
+    provision(
+        &s,
+        json!([{"id": "a", "total": 30}, {"id": "b", "total": 30}]),
+    )
+    .await;
+    let base = "/v2/accounts/me/licensepacks";
+    for i in 0..12 {
+        for p in ["a", "b"] {
+            ok(&y(
+                &s,
+                Method::POST,
+                &format!("{base}/{p}/assignments/e{i:02}"),
+                "",
+                None,
+            )
+            .await);
+        }
+    }
+    for (pack, query, want) in [
+        ("-", "", 24 + 3),
+        ("a", "", 12),
+        ("-", "assignedEntity=e05", 2),
+    ] {
+        let mut seen = Vec::new();
+        let mut q = format!("pageSize=5&{query}");
+        loop {
+            let r = ok(&y(
+                &s,
+                Method::GET,
+                &format!("{base}/{pack}/assignments"),
+                &q,
+                None,
+            )
+            .await);
+            assert_eq!(r["count"], want);
+            for a in r["assignments"].as_array().unwrap() {
+                seen.push(format!(
+                    "{}/{}",
+                    a["licensePackId"].as_str().unwrap(),
+                    a["entityId"].as_str().unwrap()
+                ));
+            }
+            match r["nextPageToken"].as_str() {
+                Some(t) => q = format!("pageSize=5&{query}&pageToken={t}"),
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "{pack} {query}: no item twice");
+        assert_eq!(seen.len(), want as usize, "{pack} {query}");
+    }
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::GET,
+                &format!("{base}/-/assignments"),
+                "pageToken=%%%",
+                None
+            )
+            .await,
+            400
+        ),
+        2008
+    );
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::GET,
+                &format!("{base}/-/assignments"),
+                "pageSize=0",
+                None
+            )
+            .await,
+            400
+        ),
+        2008
+    );
+    assert_eq!(
+        fail(&y(&s, Method::GET, base, "pageSize=51", None).await, 400),
+        2008
+    );
+}
+
+#[tokio::test]
+async fn scheduled_removal_happens_at_midnight() {
+    let s = TestServer::start().await;
+    let one = "/v2/accounts/me/licensepacks/reviews/assignments/store-001";
+    // Bad bodies.
+    for (body, why) in [
+        (json!({"expirationDate": "2026-11-25"}), "today"),
+        (json!({"expirationDate": "2026-02-30"}), "no such day"),
+        (json!({"expirationDate": "26-12-01"}), "format"),
+        (json!({"expirationDate": 20261201}), "type"),
+        (json!({"expiry": "2026-12-01"}), "unknown field"),
+        (json!([1]), "not an object"),
+    ] {
+        assert_eq!(
+            fail(&y(&s, Method::PUT, one, "", Some(body)).await, 400),
+            2007,
+            "{why}"
+        );
+    }
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::PUT,
+                "/v2/accounts/me/licensepacks/reviews/assignments/nobody",
+                "",
+                Some(json!({"expirationDate": "2026-11-26"}))
+            )
+            .await,
+            404
+        ),
+        2005
+    );
+    // Schedule for tomorrow; cancel with null; schedule again.
+    let r = ok(&y(
+        &s,
+        Method::PUT,
+        one,
+        "",
+        Some(json!({"expirationDate": "2026-11-26"})),
+    )
+    .await);
+    assert_eq!(
+        r,
+        json!({"entityId": "store-001", "licensePackId": "reviews", "expirationDate": "2026-11-26"})
+    );
+    let r = ok(&y(
+        &s,
+        Method::PUT,
+        one,
+        "",
+        Some(json!({"expirationDate": null})),
+    )
+    .await);
+    assert_eq!(
+        r,
+        json!({"entityId": "store-001", "licensePackId": "reviews"})
+    );
+    ok(&y(
+        &s,
+        Method::PUT,
+        one,
+        "",
+        Some(json!({"expirationDate": "2026-11-27"})),
+    )
+    .await);
+    let r = ok(&y(&s, Method::PUT, one, "", Some(json!({}))).await);
+    assert!(
+        r.get("expirationDate").is_none(),
+        "an omitted date cancels too"
+    );
+    ok(&y(
+        &s,
+        Method::PUT,
+        one,
+        "",
+        Some(json!({"expirationDate": "2026-11-26"})),
+    )
+    .await);
+    let full = ok(&y(
+        &s,
+        Method::POST,
+        "/v2/accounts/me/licensepacks/reviews/assignments/store-009",
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(full["entityId"], "store-009");
+    // The pack is full until midnight.
+    s.clock.set(at("2026-11-25T23:59:59.999Z"));
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::POST,
+                "/v2/accounts/me/licensepacks/reviews/assignments/store-010",
+                "",
+                None
+            )
+            .await,
+            409
+        ),
+        2006
+    );
+    let r = ok(&y(
+        &s,
+        Method::GET,
+        "/v2/accounts/me/licensepacks/reviews/assignments",
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(r["count"], 2);
+    // At midnight it is gone and its seat is free, before any sweep ran...
+    s.clock.set(at("2026-11-26T00:00:00Z"));
+    let r = ok(&y(
+        &s,
+        Method::GET,
+        "/v2/accounts/me/licensepacks/reviews/assignments",
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(
+        r["assignments"],
+        json!([{"entityId": "store-009", "licensePackId": "reviews"}])
+    );
+    let packs = ok(&y(&s, Method::GET, "/v2/accounts/me/licensepacks", "", None).await);
+    assert_eq!(packs["licensePacks"][1]["assigned"], 1);
+    // ...and the expiry sweeper removes it for good.
+    let acc = s.app.engine.yext(tenant(&s)).unwrap();
+    assert_eq!(acc.image().assignments.len(), 4);
+    tally::server::sweep_once(&s.app, s.now()).await;
+    assert_eq!(acc.image().assignments.len(), 3);
+    ok(&y(
+        &s,
+        Method::POST,
+        "/v2/accounts/me/licensepacks/reviews/assignments/store-010",
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(
+        fail(
+            &y(
+                &s,
+                Method::POST,
+                "/v2/accounts/me/licensepacks/reviews/assignments/store-011",
+                "",
+                None
+            )
+            .await,
+            409
+        ),
+        2006
+    );
+}
+
+#[tokio::test]
+async fn envelope_errors() {
+    let s = TestServer::start().await;
+    let get = |uri: String| {
+        let s = &s;
+        async move {
+            s.send(
+                Request::builder()
+                    .uri(s.url(&uri))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let p = "/v2/accounts/1234567/licensepacks";
+    assert_eq!(fail(&get(format!("{p}?api_key={KEY}")).await, 400), 2001);
+    assert_eq!(
+        fail(&get(format!("{p}?v=2026&api_key={KEY}")).await, 400),
+        2001
+    );
+    assert_eq!(
+        fail(&get(format!("{p}?v=20261332&api_key={KEY}")).await, 400),
+        2001
+    );
+    assert_eq!(fail(&get(format!("{p}?v={V}")).await, 401), 2002);
+    assert_eq!(
+        fail(&get(format!("{p}?v={V}&api_key=nope")).await, 401),
+        2002
+    );
+    assert_eq!(
+        fail(
+            &get(format!("/v2/accounts/999/licensepacks?v={V}&api_key={KEY}")).await,
+            403
+        ),
+        2003
+    );
+    assert_eq!(
+        fail(
+            &get(format!("/v2/accounts/me/other?v={V}&api_key={KEY}")).await,
+            404
+        ),
+        2009
+    );
+    assert_eq!(fail(&y(&s, Method::DELETE, p, "", None).await, 405), 2010);
+    assert_eq!(
+        fail(
+            &y(&s, Method::POST, &format!("{p}/-/assignments/e1"), "", None).await,
+            400
+        ),
+        2007
+    );
+    // A key of a tenant without a Yext account.
+    let t = s
+        .admin(Method::POST, "/tenants", Some(json!({"name": "Other"})))
+        .await
+        .json()["id"]
+        .as_u64()
+        .unwrap();
+    let k = s
+        .admin(
+            Method::POST,
+            "/api-keys",
+            Some(json!({"tenant_id": t, "role": "admin"})),
+        )
+        .await
+        .json();
+    let key = k["api_key"].as_str().unwrap();
+    assert_eq!(
+        fail(
+            &get(format!("/v2/accounts/me/licensepacks?v={V}&api_key={key}")).await,
+            403
+        ),
+        2003
+    );
+    // Admin validation: account ids are unique, packs are checked.
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("/tenants/{t}/yext"),
+            Some(json!({"accountId": "1234567"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    for bad in [
+        json!({"accountId": "me"}),
+        json!({"accountId": "a", "packs": [{"id": "-", "total": 1}]}),
+        json!({"accountId": "a", "packs": [{"id": "x", "total": -1}]}),
+        json!({"accountId": "a/b"}),
+    ] {
+        let r = s
+            .admin(
+                Method::PUT,
+                &format!("/tenants/{t}/yext"),
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.json());
+    }
+    let r = s.admin(Method::PUT, &format!("/tenants/{t}/yext"),
+        Some(json!({"accountId": "a", "packs": [{"id": "x", "total": 1}, {"id": "x", "total": 2}]}))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_assigns_on_the_last_seat_have_one_winner() {
+    let s = Arc::new(TestServer::start().await);
+    provision(&s, json!([{"id": "last", "total": 1}])).await;
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            y(
+                &s,
+                Method::POST,
+                &format!("/v2/accounts/me/licensepacks/last/assignments/e{i}"),
+                "",
+                None,
+            )
+            .await
+            .status
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::OK => won += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let r = ok(&y(
+        &s,
+        Method::GET,
+        "/v2/accounts/me/licensepacks/last/assignments",
+        "",
+        None,
+    )
+    .await);
+    assert_eq!(r["count"], 1);
+}
