@@ -33,6 +33,8 @@ pub struct App {
     pub licensespring: LsState,
     /// Qlik surface state (emulated rate limits).
     pub qlik: QlikState,
+    /// Informatica surface state (sessions).
+    pub infa: crate::api::infa::InfaState,
     /// The data directory's log and snapshots; None keeps state in memory
     /// only (benchmarks, and tests that are not about durability).
     pub store: Option<Arc<Store>>,
@@ -79,6 +81,7 @@ impl App {
             passwords: Passwords::new(),
             licensespring: LsState::default(),
             qlik: QlikState::new(opts.emulate_rate_limits),
+            infa: Default::default(),
         }
     }
 

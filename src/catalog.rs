@@ -47,6 +47,8 @@ pub struct Loaded {
     pub qlik: usize,
     /// Tenants given a Yext account.
     pub yext: usize,
+    /// Tenants given an Informatica org.
+    pub informatica: usize,
     pub products: usize,
     pub customers: usize,
     pub users: usize,
@@ -155,6 +157,7 @@ struct TenantParts {
     api_keys: Vec<Map<String, Value>>,
     qlik: Option<Map<String, Value>>,
     yext: Option<Map<String, Value>>,
+    informatica: Option<Map<String, Value>>,
     products: Vec<Map<String, Value>>,
     customers: Vec<Map<String, Value>>,
     users: Vec<Map<String, Value>>,
@@ -212,6 +215,9 @@ impl Loader<'_> {
         }
         if let Some(y) = t.yext {
             self.yext(tp, tenant_id, y)?;
+        }
+        if let Some(o) = t.informatica {
+            self.infa(tp, tenant_id, o)?;
         }
         let mut products: Vec<(String, Id)> = Vec::new();
         for (i, mut m) in t.products.into_iter().enumerate() {
@@ -390,6 +396,23 @@ impl Loader<'_> {
         Ok(())
     }
 
+    /// A tenant's Informatica org, as the admin API takes it (users'
+    /// passwords are hashed here).
+    fn infa(
+        &mut self,
+        tp: &str,
+        tenant_id: Id,
+        mut m: Map<String, Value>,
+    ) -> Result<(), CatalogError> {
+        let p = format!("{tp}.informatica");
+        crate::api::admin::infa::hash_passwords(&mut m, &format!("{p}."))
+            .map_err(|(path, e)| err(path, e))?;
+        let spec = typed(&p, Value::Object(m))?;
+        apply(self.engine, &p, Command::PutInfa { tenant_id, spec })?;
+        self.n.informatica += 1;
+        Ok(())
+    }
+
     fn license(
         &mut self,
         tenant: &Tenant,
@@ -557,6 +580,7 @@ const TENANT_FIELDS: &[&str] = &[
     "licenses",
     "qlik",
     "yext",
+    "informatica",
 ];
 
 impl<'de> serde::de::DeserializeSeed<'de> for TenantSeed<'_, '_> {
@@ -579,7 +603,12 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
         // written with sorted keys): kept until the tenant is complete.
         let mut buffered: Option<Vec<Map<String, Value>>> = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if created.is_some() && !matches!(&*key, "licenses" | "api_keys" | "qlik" | "yext") {
+            if created.is_some()
+                && !matches!(
+                    &*key,
+                    "licenses" | "api_keys" | "qlik" | "yext" | "informatica"
+                )
+            {
                 let e = err(
                     format!("{tp}.{key}"),
                     "must come before `licenses` when licenses follow the tenant's name and products (they are then loaded as they are read)",
@@ -610,6 +639,17 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
                             }
                         }
                         None => parts.qlik = Some(q),
+                    }
+                }
+                "informatica" => {
+                    let o: Map<String, Value> = map.next_value()?;
+                    match &created {
+                        Some(t) => {
+                            if let Err(e) = self.loader.infa(&tp, t.id, o) {
+                                return Err(self.loader.fail(e));
+                            }
+                        }
+                        None => parts.informatica = Some(o),
                     }
                 }
                 "yext" => {

@@ -75,6 +75,17 @@ impl Passwords {
         mac.finalize().into_bytes().into()
     }
 
+    /// Verifies `password` against an argon2 PHC string (slow by design: run
+    /// it off the runtime's threads).
+    pub fn verify_hash(hash: &str, password: &str) -> bool {
+        password.len() <= PASSWORD_BYTES_MAX
+            && PasswordHash::new(hash).is_ok_and(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+    }
+
     pub fn verify(&self, user: &LicenseUser, password: &str) -> bool {
         if password.len() > PASSWORD_BYTES_MAX {
             return false;

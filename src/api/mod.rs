@@ -2,6 +2,7 @@
 //! and never reaches into another surface.
 
 pub mod admin;
+pub mod infa;
 pub mod licensespring;
 pub mod qlik;
 pub mod yext;

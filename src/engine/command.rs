@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use super::infa::{InfaLicenses, InfaSpec};
 use super::model::{
     ApiKeySpec, CustomerSpec, DeviceInfo, FeatureSpec, Id, LicenseSpec, ProductSpec, TenantSpec,
     UserSpec,
@@ -115,7 +116,28 @@ pub enum Command<'a> {
     DeleteYext {
         tenant_id: Id,
     },
+    /// Create or replace a tenant's Informatica org (users, licenses).
+    PutInfa {
+        tenant_id: Id,
+        spec: InfaSpec,
+    },
+    DeleteInfa {
+        tenant_id: Id,
+    },
     // ------------------------------------------------------------ runtime
+    /// Overwrite an org's licenses, if `expected_version` (when given) is current.
+    InfaSetLicenses {
+        tenant_id: Id,
+        licenses: InfaLicenses,
+        expected_version: Option<u64>,
+    },
+    /// Draw `amount` on one of an org's custom limits.
+    InfaConsume {
+        tenant_id: Id,
+        #[serde(borrow)]
+        limit: Cow<'a, str>,
+        amount: i64,
+    },
     YextAssign {
         tenant_id: Id,
         #[serde(borrow)]

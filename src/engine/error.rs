@@ -61,6 +61,15 @@ pub enum EngineError {
     PackNotFound,
     /// Every license of the pack is assigned.
     NoLicensesLeft,
+    // Informatica orgs.
+    /// No org by that id (or the tenant has none).
+    InfaOrgNotFound,
+    /// An update named a version (ETag) that is no longer current.
+    VersionMismatch,
+    /// No such custom limit definition.
+    LimitNotFound,
+    /// The custom limit is used up.
+    LimitReached,
     // Admin.
     Duplicate(&'static str),
     /// The object is still referenced (e.g. a product with licenses).

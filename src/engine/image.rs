@@ -51,6 +51,8 @@ pub enum Image {
     Qlik(Box<super::qlik::QlikImage>),
     /// A tenant's Yext account with its assignments.
     Yext(Box<super::yext::YextImage>),
+    /// A tenant's Informatica org with its limits' use.
+    Infa(Box<super::infa::InfaImage>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -172,6 +174,13 @@ impl Engine {
                 sink(Image::Yext(Box::new(a.image())))?;
             }
         }
+        let mut infa: Vec<Id> = self.infa.iter().map(|o| *o.key()).collect();
+        infa.sort_unstable();
+        for id in infa {
+            if let Some(o) = self.infa(id) {
+                sink(Image::Infa(Box::new(o.image())))?;
+            }
+        }
         let mut ids: Vec<Id> = self.licenses.iter().map(|l| *l.key()).collect();
         ids.sort_unstable();
         for id in ids {
@@ -218,6 +227,15 @@ impl Engine {
                 let account = a.spec.read().account_id.clone();
                 self.yext.insert(id, Arc::new(a));
                 self.yext_accounts.insert(account.as_str().into(), id);
+                return Ok(());
+            }
+            Image::Infa(img) => {
+                self.tenant(img.tenant_id)
+                    .ok_or(EngineError::TenantNotFound)?;
+                let id = img.tenant_id;
+                let org = super::infa::InfaOrg::from_image(*img)?;
+                self.index_infa(id, &org.spec.read().clone());
+                self.infa.insert(id, Arc::new(org));
                 return Ok(());
             }
         };

@@ -11,6 +11,7 @@
 pub mod command;
 pub mod error;
 pub mod image;
+pub mod infa;
 pub mod lease;
 pub mod meter;
 pub mod model;
@@ -134,6 +135,11 @@ pub struct Engine {
     yext: Map<Id, Arc<yext::YextAccount>>,
     /// Yext account id -> tenant id (account ids are unique across tenants).
     yext_accounts: Map<Box<str>, Id>,
+    /// tenant id -> its Informatica org (see [`infa`]).
+    infa: Map<Id, Arc<infa::InfaOrg>>,
+    /// Informatica org id -> tenant id; username -> tenant id. Unique across tenants.
+    infa_orgs: Map<Box<str>, Id>,
+    infa_users: Map<Box<str>, Id>,
 }
 
 impl Default for Engine {
@@ -263,6 +269,9 @@ impl Engine {
             qlik: new_map(),
             yext: new_map(),
             yext_accounts: new_map(),
+            infa: new_map(),
+            infa_orgs: new_map(),
+            infa_users: new_map(),
         }
     }
 
@@ -681,6 +690,35 @@ impl Engine {
                 now,
             } => self.put_qlik(*tenant_id, spec, *now),
             Command::PutYext { tenant_id, spec } => self.put_yext(*tenant_id, spec),
+            Command::PutInfa { tenant_id, spec } => self.put_infa(*tenant_id, spec),
+            Command::DeleteInfa { tenant_id } => {
+                let (_, org) = self
+                    .infa
+                    .remove(tenant_id)
+                    .ok_or(EngineError::InfaOrgNotFound)?;
+                self.unindex_infa(&org.spec.read());
+                Ok(Outcome::Done)
+            }
+            Command::InfaSetLicenses {
+                tenant_id,
+                licenses,
+                expected_version,
+            } => {
+                self.infa_of(*tenant_id)?
+                    .set_licenses(licenses, *expected_version)?;
+                Ok(Outcome::Done)
+            }
+            Command::InfaConsume {
+                tenant_id,
+                limit,
+                amount,
+            } => {
+                let total = self.infa_of(*tenant_id)?.consume(limit, *amount)?;
+                Ok(Outcome::Consumed {
+                    total,
+                    excess: false,
+                })
+            }
             Command::DeleteYext { tenant_id } => {
                 let (_, a) = self
                     .yext
@@ -841,6 +879,74 @@ impl Engine {
         self.yext_accounts
             .insert(spec.account_id.as_str().into(), tenant_id);
         Ok(Outcome::Done)
+    }
+
+    fn put_infa(&self, tenant_id: Id, spec: &infa::InfaSpec) -> R<Outcome> {
+        self.tenant(tenant_id).ok_or(EngineError::TenantNotFound)?;
+        infa::validate(spec)?;
+        if self
+            .infa_orgs
+            .get(spec.org_id.as_str())
+            .is_some_and(|t| *t != tenant_id)
+        {
+            return Err(EngineError::Duplicate("informatica org id"));
+        }
+        for u in &spec.users {
+            if self
+                .infa_users
+                .get(u.username.as_str())
+                .is_some_and(|t| *t != tenant_id)
+            {
+                return Err(EngineError::Duplicate("username"));
+            }
+        }
+        let spec = Arc::new(spec.clone());
+        match self.infa.entry(tenant_id) {
+            dashmap::mapref::entry::Entry::Occupied(e) => {
+                self.unindex_infa(&e.get().spec.read().clone());
+                e.get().set_spec(spec.clone());
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(Arc::new(infa::InfaOrg::new(tenant_id, spec.clone(), 1)));
+            }
+        }
+        self.index_infa(tenant_id, &spec);
+        Ok(Outcome::Done)
+    }
+
+    fn index_infa(&self, tenant_id: Id, spec: &infa::InfaSpec) {
+        self.infa_orgs
+            .insert(spec.org_id.as_str().into(), tenant_id);
+        for u in &spec.users {
+            self.infa_users
+                .insert(u.username.as_str().into(), tenant_id);
+        }
+    }
+
+    fn unindex_infa(&self, spec: &infa::InfaSpec) {
+        self.infa_orgs.remove(spec.org_id.as_str());
+        for u in &spec.users {
+            self.infa_users.remove(u.username.as_str());
+        }
+    }
+
+    fn infa_of(&self, tenant_id: Id) -> R<Arc<infa::InfaOrg>> {
+        self.infa(tenant_id).ok_or(EngineError::InfaOrgNotFound)
+    }
+
+    /// A tenant's Informatica org.
+    pub fn infa(&self, tenant_id: Id) -> Option<Arc<infa::InfaOrg>> {
+        self.infa.get(&tenant_id).map(|o| o.clone())
+    }
+
+    /// The tenant of an Informatica org id.
+    pub fn infa_org_tenant(&self, org_id: &str) -> Option<Id> {
+        self.infa_orgs.get(org_id).map(|t| *t)
+    }
+
+    /// The tenant of an Informatica username.
+    pub fn infa_user_tenant(&self, username: &str) -> Option<Id> {
+        self.infa_users.get(username).map(|t| *t)
     }
 
     fn yext_of(&self, tenant_id: Id) -> R<Arc<yext::YextAccount>> {
@@ -1016,6 +1122,9 @@ impl Engine {
         }
         if self.yext.contains_key(&id) {
             return Err(EngineError::InUse("yext account"));
+        }
+        if self.infa.contains_key(&id) {
+            return Err(EngineError::InUse("informatica org"));
         }
         if !tenant.products_by_code.is_empty() {
             return Err(EngineError::InUse("products"));

@@ -292,6 +292,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path();
     if path.starts_with("/api/v4/") {
         crate::api::licensespring::handle(&app, req).await
+    } else if path.starts_with("/saas/") || path.starts_with("/public/core/") {
+        crate::api::infa::handle(&app, req).await
     } else if path.starts_with("/v2/accounts/") {
         crate::api::yext::handle(&app, req).await
     } else if path.starts_with("/api/v1/licenses") {

@@ -100,6 +100,9 @@ enum Entity {
     Yext {
         image: Box<crate::engine::yext::YextImage>,
     },
+    Infa {
+        image: Box<crate::engine::infa::InfaImage>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -263,6 +266,7 @@ pub fn write(
                 Image::User { id, spec } => Entity::User { id, spec },
                 Image::Qlik(image) => Entity::Qlik { image },
                 Image::Yext(image) => Entity::Yext { image },
+                Image::Infa(image) => Entity::Infa { image },
                 Image::License(l) => {
                     let (spec, new) = lspecs.number(&l.spec);
                     if new {
@@ -543,6 +547,7 @@ fn restore_all(
                     Entity::User { id, spec } => Image::User { id, spec },
                     Entity::Qlik { image } => Image::Qlik(image),
                     Entity::Yext { image } => Image::Yext(image),
+                    Entity::Infa { image } => Image::Infa(image),
                 };
                 engine
                     .restore(image, now)

@@ -66,6 +66,8 @@ impl From<EngineError> for AdminError {
             AssignmentNotFound => Self::not_found("assignment"),
             YextAccountNotFound => Self::not_found("yext account"),
             PackNotFound => Self::not_found("license pack"),
+            InfaOrgNotFound => Self::not_found("informatica org"),
+            LimitNotFound => Self::not_found("custom limit"),
             Duplicate(what) => Self::new(
                 StatusCode::CONFLICT,
                 "duplicate",

@@ -7,6 +7,7 @@
 //! duplicates and objects still in use 409.
 
 mod error;
+pub mod infa;
 pub mod qlik;
 pub mod render;
 pub mod yext;
@@ -112,6 +113,9 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["tenants", id] => item(app, m, Kind::Tenant, id, body).await,
         ["tenants", id, "qlik", rest @ ..] => qlik::route(app, m, id, rest, body).await,
         ["tenants", id, "yext"] => yext::route(app, m, id, body).await,
+        ["tenants", id, "informatica", rest @ ..] => {
+            infa::route(app, m, id, rest, &query, body).await
+        }
         ["api-keys"] if m == Method::GET => list_keys(app, &query),
         ["api-keys"] if m == Method::POST => create_key(app, body).await,
         ["api-keys", key] if m == Method::GET => {

@@ -239,7 +239,11 @@ impl From<EngineError> for LsError {
             | AnalyzerTimeExhausted
             | YextAccountNotFound
             | PackNotFound
-            | NoLicensesLeft => INTERNAL,
+            | NoLicensesLeft
+            | InfaOrgNotFound
+            | VersionMismatch
+            | LimitNotFound
+            | LimitReached => INTERNAL,
         }
     }
 }

@@ -1,0 +1,384 @@
+//! Informatica IICS REST API v3: `POST /saas/public/core/v3/login` and the
+//! `license` resource (`GET|PUT /saas/public/core/v3/license/org/{orgId}`,
+//! also without the `/saas` prefix), on the engine's orgs
+//! ([`crate::engine::infa`]).
+//!
+//! A login gives a session (`INFA-SESSION-ID`) that expires after
+//! [`SESSION_IDLE_MS`] without use; sessions live in memory only (a restart
+//! asks clients to log in again, as an expired session does). Errors are the
+//! vendor's `{"error": {"code", "message", "requestId", "details"}}`.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ETAG};
+use hyper::{Method, Request, StatusCode};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::engine::infa::{InfaLicenses, InfaOrg};
+use crate::engine::model::Id;
+use crate::engine::time::{Millis, MINUTE_MS};
+use crate::engine::{Command, EngineError};
+use crate::server::http::{json_value, read_body, BodyError, Resp};
+use crate::storage::wal::CommitError;
+
+/// A session ends after this long without a request.
+pub const SESSION_IDLE_MS: Millis = 30 * MINUTE_MS;
+/// Sessions held at once; past it expired ones are dropped, then the oldest.
+pub const SESSIONS_MAX: usize = 100_000;
+
+#[derive(Clone, Debug)]
+struct Session {
+    tenant_id: Id,
+    username: String,
+    last_used: Millis,
+}
+
+/// Surface state: sessions (no entitlement state lives here).
+#[derive(Default)]
+pub struct InfaState {
+    /// session id -> session. One mutex: logins and session checks are a
+    /// lookup and a timestamp each.
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+#[derive(Debug)]
+pub struct IError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        IError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn unauthorized(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "AUTH_01", message)
+    }
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "AUTH_02", message)
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "VALIDATION_01", message)
+    }
+    fn response(self) -> Resp {
+        json_value(
+            self.status,
+            &json!({"error": {"code": self.code, "message": self.message,
+                               "requestId": crate::util::random_token(22), "details": null}}),
+        )
+    }
+}
+
+impl From<CommitError> for IError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Unavailable => IError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_01",
+                "Changes cannot be stored right now; the change was not made.",
+            ),
+            CommitError::Engine(EngineError::VersionMismatch) => IError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PRECONDITION_01",
+                "The organization's licenses changed since they were read (If-Match).",
+            ),
+            CommitError::Engine(EngineError::InfaOrgNotFound) => {
+                IError::new(StatusCode::NOT_FOUND, "ORG_01", "Organization not found.")
+            }
+            CommitError::Engine(EngineError::Invalid(field, why)) => {
+                IError::bad(format!("{field}: {why}."))
+            }
+            CommitError::Engine(EngineError::Duplicate(what)) => {
+                IError::bad(format!("Duplicate {what}."))
+            }
+            CommitError::Engine(e) => IError::bad(e.to_string()),
+        }
+    }
+}
+
+type R<T> = Result<T, IError>;
+
+pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
+    match handle_inner(app, req).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+async fn body_of(app: &App, req: Request<Incoming>) -> R<Bytes> {
+    match read_body(
+        req,
+        app.limits.request_body_bytes_max,
+        app.limits.request_timeout,
+    )
+    .await
+    {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge(n)) => Err(IError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "VALIDATION_02",
+            format!("Body over {n} bytes."),
+        )),
+        Err(_) => Err(IError::bad("The body could not be read.")),
+    }
+}
+
+async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix("/saas").unwrap_or(&path);
+    let method = req.method().clone();
+    if rest == "/public/core/v3/login" {
+        if method != Method::POST {
+            return Err(IError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "REQUEST_02",
+                "Use POST to log in.",
+            ));
+        }
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let body = body_of(app, req).await?;
+        return login(app, &body, &host).await;
+    }
+    let Some(org_id) = rest.strip_prefix("/public/core/v3/license/org/") else {
+        return Err(IError::new(
+            StatusCode::NOT_FOUND,
+            "REQUEST_01",
+            "No such resource.",
+        ));
+    };
+    let org_id = org_id.trim_end_matches('/').to_string();
+    if method != Method::GET && method != Method::PUT {
+        return Err(IError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "REQUEST_02",
+            "Use GET or PUT.",
+        ));
+    }
+    let session = session(app, &req)?;
+    let if_match = req
+        .headers()
+        .get(hyper::header::IF_MATCH)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_string());
+    let target_tenant = app.engine.infa_org_tenant(&org_id).ok_or_else(|| {
+        IError::new(
+            StatusCode::NOT_FOUND,
+            "ORG_01",
+            format!("Organization {org_id} not found."),
+        )
+    })?;
+    let org = app.engine.infa(target_tenant).ok_or_else(|| {
+        IError::new(
+            StatusCode::NOT_FOUND,
+            "ORG_01",
+            format!("Organization {org_id} not found."),
+        )
+    })?;
+    let is_child = app
+        .engine
+        .tenant(target_tenant)
+        .is_some_and(|t| t.spec.read().parent_id == Some(session.tenant_id));
+    if method == Method::GET {
+        if target_tenant != session.tenant_id && !is_child {
+            return Err(IError::forbidden(format!(
+                "Organization {org_id} is neither your organization nor one of its sub-organizations."
+            )));
+        }
+        return Ok(license_response(app, &org));
+    }
+    // PUT: an administrator of the parent organization, on a child.
+    if target_tenant == session.tenant_id {
+        return Err(IError::forbidden(
+            "An organization cannot update its own licenses.",
+        ));
+    }
+    if !is_child {
+        return Err(IError::forbidden(format!(
+            "Organization {org_id} is not a sub-organization of yours."
+        )));
+    }
+    let admin = app.engine.infa(session.tenant_id).is_some_and(|o| {
+        o.spec
+            .read()
+            .users
+            .iter()
+            .any(|u| u.username == session.username && u.admin)
+    });
+    if !admin {
+        return Err(IError::forbidden(
+            "Only an administrator of the parent organization may update licenses.",
+        ));
+    }
+    let expected = match if_match.as_deref() {
+        None => None,
+        Some("*") => None,
+        Some(tag) => Some(
+            tag.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .parse::<u64>()
+                // A tag this server never issued matches nothing.
+                .unwrap_or(u64::MAX),
+        ),
+    };
+    let body = body_of(app, req).await?;
+    let licenses = licenses_of(&body, &org_id)?;
+    app.commit(&Command::InfaSetLicenses {
+        tenant_id: target_tenant,
+        licenses,
+        expected_version: expected,
+    })
+    .await?;
+    Ok(license_response(app, &org))
+}
+
+/// The session named by `INFA-SESSION-ID`, if it is live (its idle clock restarts).
+fn session(app: &App, req: &Request<Incoming>) -> R<Session> {
+    let id = req
+        .headers()
+        .get("INFA-SESSION-ID")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| IError::unauthorized("Missing INFA-SESSION-ID header."))?;
+    let now = app.now();
+    let mut sessions = app.infa.sessions.lock();
+    match sessions.get_mut(id) {
+        Some(s) if now - s.last_used < SESSION_IDLE_MS => {
+            s.last_used = now;
+            Ok(s.clone())
+        }
+        Some(_) => {
+            sessions.remove(id);
+            Err(IError::unauthorized("Session expired. Log in again."))
+        }
+        None => Err(IError::unauthorized("Invalid session ID.")),
+    }
+}
+
+fn parent_org_id(app: &App, org: &InfaOrg) -> Value {
+    app.engine
+        .tenant(org.tenant_id)
+        .and_then(|t| t.spec.read().parent_id)
+        .and_then(|p| app.engine.infa(p))
+        .map_or(Value::Null, |p| p.spec.read().org_id.clone().into())
+}
+
+fn license_response(app: &App, org: &InfaOrg) -> Resp {
+    let spec = org.spec.read().clone();
+    let version = org.version.load(std::sync::atomic::Ordering::Acquire);
+    let mut v = serde_json::to_value(&spec.licenses).unwrap_or_else(|_| json!({}));
+    v["id"] = spec.org_id.clone().into();
+    v["parentOrg"] = parent_org_id(app, org);
+    let mut r = json_value(StatusCode::OK, &v);
+    if let Ok(tag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        r.headers_mut().insert(ETAG, tag);
+    }
+    r
+}
+
+/// The PUT body: the licenses, with the GET answer's `id` and `parentOrg`
+/// allowed (a client sends back what it read) but not changing anything.
+fn licenses_of(body: &[u8], org_id: &str) -> R<InfaLicenses> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| IError::bad(format!("The body is not valid JSON: {e}.")))?;
+    let Value::Object(mut m) = v else {
+        return Err(IError::bad("The body must be a JSON object."));
+    };
+    if let Some(id) = m.remove("id") {
+        if id != Value::String(org_id.to_string()) {
+            return Err(IError::bad(
+                "id does not match the organization in the path.",
+            ));
+        }
+    }
+    m.remove("parentOrg");
+    let l: InfaLicenses = serde_path_to_error::deserialize(Value::Object(m)).map_err(|e| {
+        let path = e.path().to_string();
+        IError::bad(format!("{path}: {}", e.into_inner()))
+    })?;
+    crate::engine::infa::validate_licenses(&l).map_err(|e| IError::from(CommitError::Engine(e)))?;
+    Ok(l)
+}
+
+async fn login(app: &App, body: &[u8], host: &str) -> R<Resp> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| IError::bad("The body must be JSON with username and password."))?;
+    let (Some(username), Some(password)) = (v["username"].as_str(), v["password"].as_str()) else {
+        return Err(IError::bad("username and password are required."));
+    };
+    let denied = || IError::unauthorized("Invalid user name or password.");
+    let tenant = app.engine.infa_user_tenant(username).ok_or_else(denied)?;
+    let org = app.engine.infa(tenant).ok_or_else(denied)?;
+    let hash = org
+        .spec
+        .read()
+        .users
+        .iter()
+        .find(|u| u.username == username)
+        .map(|u| u.password_hash.clone())
+        .ok_or_else(denied)?;
+    let pw = password.to_string();
+    // argon2 takes tens of milliseconds: not on the runtime's threads.
+    let ok =
+        tokio::task::spawn_blocking(move || crate::credentials::Passwords::verify_hash(&hash, &pw))
+            .await
+            .unwrap_or(false);
+    if !ok {
+        return Err(denied());
+    }
+    let now = app.now();
+    let id = crate::util::random_token(32);
+    {
+        let mut sessions = app.infa.sessions.lock();
+        if sessions.len() >= SESSIONS_MAX {
+            sessions.retain(|_, s| now - s.last_used < SESSION_IDLE_MS);
+        }
+        if sessions.len() >= SESSIONS_MAX {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                tenant_id: tenant,
+                username: username.to_string(),
+                last_used: now,
+            },
+        );
+    }
+    let spec = org.spec.read().clone();
+    Ok(json_value(
+        StatusCode::OK,
+        &json!({
+            "products": [{"name": "Integration Cloud", "baseApiUrl": format!("http://{host}/saas")}],
+            "userInfo": {
+                "sessionId": id,
+                "id": format!("{}-{}", spec.org_id, username),
+                "name": username,
+                "parentOrgId": parent_org_id(app, &org),
+                "orgId": spec.org_id,
+                "orgName": spec.name,
+                "groups": {},
+                "status": "Active",
+            },
+        }),
+    ))
+}
