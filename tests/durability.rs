@@ -42,6 +42,7 @@ fn catalog() -> Value {
                                 {"name": "analyzer", "units": 3},
                                 {"name": "analyzer_time", "units": 600}]},
         "yext": {"accountId": "acc-1", "packs": [{"id": "p", "name": "P", "total": 3}]},
+        "informatica": {"orgId": "org-parent", "users": [{"username": "boss", "password": "pw", "admin": true}]},
         "products": [{"short_code": "p", "name": "P", "authorization_method": "license-key"}],
         "licenses": [
             {"product": "p", "license_key": "ACT", "max_activations": 1000000},
@@ -52,6 +53,9 @@ fn catalog() -> Value {
             {"product": "p", "license_key": "POOL", "max_activations": 16, "devices": pool_devices,
              "features": [{"code": "seat", "is_floating_cloud": true, "floating_users": POOL_SEATS, "floating_timeout": 30}]}
         ]
+    }, {
+        "name": "CrashChild", "parent": "Crash",
+        "informatica": {"orgId": "org-child", "licenses": {"customLimits": [{"limitDefinition": "rows", "value": 100}]}}
     }]})
 }
 
@@ -539,11 +543,12 @@ async fn qlik_state(client: &HttpClient, addr: SocketAddr) -> Value {
     v
 }
 
-/// Qlik assignments, moves, settings and sessions, and Yext assignments and
-/// scheduled removals, survive a SIGKILL (log replay) and a graceful stop
+/// Qlik assignments, moves, settings and sessions, Yext assignments and
+/// scheduled removals, and Informatica license updates (with their version)
+/// and limit use survive a SIGKILL (log replay) and a graceful stop
 /// (snapshot), exactly.
 #[test]
-fn qlik_changes_survive_sigkill_and_snapshot() {
+fn vendor_surface_changes_survive_sigkill_and_snapshot() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("data");
     let cat = tmp.path().join("catalog.json");
@@ -593,8 +598,30 @@ fn qlik_changes_survive_sigkill_and_snapshot() {
             &format!("/v2/accounts/acc-1/licensepacks/p/assignments/e3?v=20261125&api_key={API_KEY}"), API_KEY,
             Some(json!({"expirationDate": "2999-01-01"}))).await;
         assert_eq!(st, 200);
-        qlik_state(&client, addr).await
+        // Informatica: the parent's admin overwrites the child (version 2), then rows are drawn.
+        let login = Request::builder().method(Method::POST).uri(format!("http://{addr}/saas/public/core/v3/login"))
+            .body(Full::new(Bytes::from(json!({"username": "boss", "password": "pw"}).to_string()))).unwrap();
+        let resp = client.request(login).await.expect("login");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let sid = serde_json::from_slice::<Value>(&body).unwrap()["userInfo"]["sessionId"].as_str().unwrap().to_string();
+        let put = Request::builder().method(Method::PUT).uri(format!("http://{addr}/saas/public/core/v3/license/org/org-child"))
+            .header("INFA-SESSION-ID", &sid).header("If-Match", "\"1\"")
+            .body(Full::new(Bytes::from(json!({"customLimits": [{"limitDefinition": "rows", "value": 50}],
+                "customLicenses": [{"licenseDef": "L", "licenseType": "FREE"}]}).to_string()))).unwrap();
+        assert_eq!(client.request(put).await.expect("put").status(), 200);
+        let child = infa_tenant(&client, addr, admin_token.trim()).await;
+        for _ in 0..3 {
+            let (st, _) = bearer(&client, addr, Method::POST, &format!("/admin/v1/tenants/{child}/informatica/consume"),
+                admin_token.trim(), Some(json!({"limitDefinition": "rows", "amount": 7}))).await;
+            assert_eq!(st, 200);
+        }
+        let mut v = qlik_state(&client, addr).await;
+        let (_, org) = bearer(&client, addr, Method::GET, &format!("/admin/v1/tenants/{child}/informatica"), admin_token.trim(), None).await;
+        v["informatica"] = org;
+        v
     });
+    assert_eq!(before["informatica"]["version"], 2);
+    assert_eq!(before["informatica"]["limits"][0]["used"], 21);
     assert_eq!(before["assignments"]["data"].as_array().unwrap().len(), 6);
     assert_eq!(before["overview"]["allotments"][2]["unitsUsed"], 30);
     assert_eq!(
@@ -609,7 +636,21 @@ fn qlik_changes_survive_sigkill_and_snapshot() {
 
     // Replayed from the log.
     let mut server = start(&dir, &cat, 0);
-    let after = rt.block_on(qlik_state(&client, server.addr));
+    let after = rt.block_on(async {
+        let mut v = qlik_state(&client, server.addr).await;
+        let t = infa_tenant(&client, server.addr, admin_token.trim()).await;
+        v["informatica"] = bearer(
+            &client,
+            server.addr,
+            Method::GET,
+            &format!("/admin/v1/tenants/{t}/informatica"),
+            admin_token.trim(),
+            None,
+        )
+        .await
+        .1;
+        v
+    });
     assert_eq!(normalise(&after), normalise(&before));
     let pid = server.child.id().to_string();
     let status = Command::new("kill")
@@ -623,7 +664,21 @@ fn qlik_changes_survive_sigkill_and_snapshot() {
     let mut server = start(&dir, &cat, 0);
     let log = server.log.lock().expect("log").join("\n");
     assert!(log.contains("0 log records replayed"), "{log}");
-    let again = rt.block_on(qlik_state(&client, server.addr));
+    let again = rt.block_on(async {
+        let mut v = qlik_state(&client, server.addr).await;
+        let t = infa_tenant(&client, server.addr, admin_token.trim()).await;
+        v["informatica"] = bearer(
+            &client,
+            server.addr,
+            Method::GET,
+            &format!("/admin/v1/tenants/{t}/informatica"),
+            admin_token.trim(),
+            None,
+        )
+        .await
+        .1;
+        v
+    });
     assert_eq!(normalise(&again), normalise(&before));
     kill9(&mut server);
 }
@@ -647,4 +702,24 @@ async fn qlik_tenant(client: &HttpClient, addr: SocketAddr, admin: &str) -> u64 
     )
     .await;
     v["tenant_id"].as_u64().expect("tenant id")
+}
+
+/// The tenant of the Informatica sub-organisation.
+async fn infa_tenant(client: &HttpClient, addr: SocketAddr, admin: &str) -> u64 {
+    let (_, v) = bearer(
+        client,
+        addr,
+        Method::GET,
+        "/admin/v1/tenants?limit=1000",
+        admin,
+        None,
+    )
+    .await;
+    v["items"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["name"] == "CrashChild")
+        .and_then(|t| t["id"].as_u64())
+        .expect("child tenant")
 }
