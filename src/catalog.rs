@@ -405,7 +405,7 @@ impl Loader<'_> {
         mut m: Map<String, Value>,
     ) -> Result<(), CatalogError> {
         let p = format!("{tp}.informatica");
-        crate::api::admin::infa::hash_passwords(&mut m, &format!("{p}."))
+        crate::credentials::hash_passwords(&mut m, &format!("{p}."))
             .map_err(|(path, e)| err(path, e))?;
         let spec = typed(&p, Value::Object(m))?;
         apply(self.engine, &p, Command::PutInfa { tenant_id, spec })?;

@@ -113,6 +113,49 @@ impl Passwords {
     }
 }
 
+/// Replaces each of a JSON object's `users[].password` by its argon2
+/// `passwordHash` (Informatica users, from the admin API or a catalog);
+/// Err((path, why)) names the offending field under `path`.
+pub fn hash_passwords(
+    m: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Result<(), (String, String)> {
+    let Some(serde_json::Value::Array(users)) = m.get_mut("users") else {
+        return Ok(());
+    };
+    for (i, u) in users.iter_mut().enumerate() {
+        let serde_json::Value::Object(u) = u else {
+            continue;
+        };
+        match u.remove("password") {
+            Some(serde_json::Value::String(pw)) => {
+                let hash =
+                    Passwords::hash(&pw).map_err(|e| (format!("{path}users[{i}].password"), e))?;
+                u.insert("passwordHash".into(), hash.into());
+            }
+            Some(_) => {
+                return Err((
+                    format!("{path}users[{i}].password"),
+                    "must be a string".into(),
+                ))
+            }
+            None => {
+                let valid = u
+                    .get("passwordHash")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(Passwords::is_valid_hash);
+                if !valid {
+                    return Err((
+                        format!("{path}users[{i}].password"),
+                        "password (or an argon2 passwordHash) is required".into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -88,3 +88,26 @@ impl<'a> Query<'a> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 }
+
+/// A path segment, percent-decoded (`+` stays a plus: that rule is for query
+/// strings). Ids in paths may hold reserved characters.
+pub fn percent_decode_segment(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let protected = s.replace('+', "%2B");
+    let decoded: String = form_urlencoded::parse(format!("x={protected}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    Cow::Owned(decoded)
+}
+
+/// The request's `Host` header (for links and URLs that point back here).
+pub fn host_of<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string()
+}

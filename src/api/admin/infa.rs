@@ -11,51 +11,14 @@
 //!   the license or edition grants now (not past its expiration date).
 
 use hyper::{Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::error::AdminError;
 use super::{apply, from_value, object, parse_id, R};
 use crate::app::App;
-use crate::credentials::Passwords;
 use crate::engine::infa::{Grant, InfaOrg, InfaSpec};
 use crate::engine::{Command, EngineError, Outcome};
 use crate::server::http::{json, json_value, Query, Resp};
-
-/// Replaces each user's `password` by its argon2 `passwordHash`.
-pub fn hash_passwords(m: &mut Map<String, Value>, path: &str) -> Result<(), (String, String)> {
-    let Some(Value::Array(users)) = m.get_mut("users") else {
-        return Ok(());
-    };
-    for (i, u) in users.iter_mut().enumerate() {
-        let Value::Object(u) = u else { continue };
-        match u.remove("password") {
-            Some(Value::String(pw)) => {
-                let hash =
-                    Passwords::hash(&pw).map_err(|e| (format!("{path}users[{i}].password"), e))?;
-                u.insert("passwordHash".into(), hash.into());
-            }
-            Some(_) => {
-                return Err((
-                    format!("{path}users[{i}].password"),
-                    "must be a string".into(),
-                ))
-            }
-            None => {
-                let valid = u
-                    .get("passwordHash")
-                    .and_then(Value::as_str)
-                    .is_some_and(Passwords::is_valid_hash);
-                if !valid {
-                    return Err((
-                        format!("{path}users[{i}].password"),
-                        "password (or an argon2 passwordHash) is required".into(),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
 
 pub fn render(app: &App, o: &InfaOrg) -> Value {
     let spec = o.spec.read().clone();
@@ -106,7 +69,8 @@ pub async fn route(
         [] if m == Method::GET => Ok(json_value(StatusCode::OK, &render(app, &*org()?))),
         [] if m == Method::PUT => {
             let mut b = object(body)?;
-            hash_passwords(&mut b, "").map_err(|(p, e)| AdminError::bad(p, e))?;
+            crate::credentials::hash_passwords(&mut b, "")
+                .map_err(|(p, e)| AdminError::bad(p, e))?;
             let spec: InfaSpec = from_value(Value::Object(b))?;
             let created = app.engine.infa(tid).is_none();
             apply(

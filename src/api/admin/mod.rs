@@ -24,7 +24,9 @@ use crate::config::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use crate::credentials::{constant_time_eq, Passwords};
 use crate::engine::model::*;
 use crate::engine::Command;
-use crate::server::http::{json, json_value, read_body, BodyError, Query, Resp};
+use crate::server::http::{
+    json, json_value, percent_decode_segment, read_body, BodyError, Query, Resp,
+};
 pub use error::AdminError;
 
 type R<T> = Result<T, AdminError>;
@@ -68,7 +70,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         .to_string();
     let query_string = req.uri().query().map(str::to_string);
     let query = Query::parse(query_string.as_deref());
-    let segs: Vec<Cow<str>> = path.split('/').map(|s| percent_decode(s)).collect();
+    let segs: Vec<Cow<str>> = path.split('/').map(percent_decode_segment).collect();
     let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     let body = match method {
         Method::POST | Method::PUT | Method::PATCH => Some(
@@ -199,19 +201,6 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             format!("no route for {method} /admin/v1/{path}"),
         )),
     }
-}
-
-fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
-        return Cow::Borrowed(s);
-    }
-    // form_urlencoded turns '+' into a space; path segments keep '+' literal.
-    let protected = s.replace('+', "%2B");
-    let decoded: String = form_urlencoded::parse(format!("x={protected}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    Cow::Owned(decoded)
 }
 
 async fn apply(app: &App, cmd: Command<'_>) -> R<crate::engine::Outcome> {

@@ -144,12 +144,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 "Use POST to log in.",
             ));
         }
-        let host = req
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost")
-            .to_string();
+        let host = crate::server::http::host_of(&req);
         let body = body_of(app, req).await?;
         return login(app, &body, &host).await;
     }

@@ -184,12 +184,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     if writes && !caller.admin {
         return Err(QError::forbidden());
     }
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
+    let host = crate::server::http::host_of(&req);
     let query_string = req.uri().query().map(str::to_string);
     let body = if writes {
         Some(
@@ -680,30 +675,40 @@ fn echo(v: &mut Value, item: &Value, from: &str, to: &str) {
     }
 }
 
-async fn add(app: &App, q: &QlikTenant, body: &Bytes, now: Millis) -> R<Resp> {
-    let items = batch(body, "add")?;
+/// An add or delete item's `subject` and `type`, both required.
+fn subject_and_type(item: &Value) -> Result<(&str, AllotmentKind), ItemError> {
+    let kind =
+        kind_field(item, "type")?.ok_or_else(|| ItemError::invalid("type is required.".into()))?;
+    let subject =
+        field(item, "subject")?.ok_or_else(|| ItemError::invalid("subject is required.".into()))?;
+    Ok((subject, kind))
+}
+
+/// Add and delete: each item makes one command from its subject and type;
+/// a success answers `ok_status`.
+async fn simple_batch(
+    app: &App,
+    body: &Bytes,
+    name: &str,
+    ok_status: u16,
+    command: impl for<'a> Fn(&'a str, AllotmentKind) -> Command<'a>,
+) -> R<Resp> {
+    let items = batch(body, name)?;
     let mut results = Vec::with_capacity(items.len());
     for item in &items {
         let mut v = json!({});
         echo(&mut v, item, "type", "type");
         echo(&mut v, item, "subject", "subject");
-        let r = async {
-            let kind = kind_field(item, "type")?
-                .ok_or_else(|| ItemError::invalid("type is required.".into()))?;
-            let subject = field(item, "subject")?
-                .ok_or_else(|| ItemError::invalid("subject is required.".into()))?;
-            let cmd = Command::QlikAssign {
-                tenant_id: q.tenant_id,
-                subject: Cow::Borrowed(subject),
-                kind,
-                now,
-            };
-            app.commit(&cmd).await.map_err(ItemError::from)
-        }
-        .await;
+        let r = match subject_and_type(item) {
+            Ok((subject, kind)) => app
+                .commit(&command(subject, kind))
+                .await
+                .map_err(ItemError::from),
+            Err(e) => Err(e),
+        };
         results.push(match r {
             Ok(_) => {
-                v["status"] = 201.into();
+                v["status"] = ok_status.into();
                 v
             }
             Err(e) => failed(v, e),
@@ -712,35 +717,27 @@ async fn add(app: &App, q: &QlikTenant, body: &Bytes, now: Millis) -> R<Resp> {
     Ok(multi_status(results))
 }
 
+async fn add(app: &App, q: &QlikTenant, body: &Bytes, now: Millis) -> R<Resp> {
+    let tenant_id = q.tenant_id;
+    simple_batch(app, body, "add", 201, |subject, kind| Command::QlikAssign {
+        tenant_id,
+        subject: Cow::Borrowed(subject),
+        kind,
+        now,
+    })
+    .await
+}
+
 async fn delete(app: &App, q: &QlikTenant, body: &Bytes) -> R<Resp> {
-    let items = batch(body, "delete")?;
-    let mut results = Vec::with_capacity(items.len());
-    for item in &items {
-        let mut v = json!({});
-        echo(&mut v, item, "type", "type");
-        echo(&mut v, item, "subject", "subject");
-        let r = async {
-            let kind = kind_field(item, "type")?
-                .ok_or_else(|| ItemError::invalid("type is required.".into()))?;
-            let subject = field(item, "subject")?
-                .ok_or_else(|| ItemError::invalid("subject is required.".into()))?;
-            let cmd = Command::QlikUnassign {
-                tenant_id: q.tenant_id,
-                subject: Cow::Borrowed(subject),
-                kind,
-            };
-            app.commit(&cmd).await.map_err(ItemError::from)
+    let tenant_id = q.tenant_id;
+    simple_batch(app, body, "delete", 200, |subject, kind| {
+        Command::QlikUnassign {
+            tenant_id,
+            subject: Cow::Borrowed(subject),
+            kind,
         }
-        .await;
-        results.push(match r {
-            Ok(_) => {
-                v["status"] = 200.into();
-                v
-            }
-            Err(e) => failed(v, e),
-        });
-    }
-    Ok(multi_status(results))
+    })
+    .await
 }
 
 async fn update(app: &App, q: &QlikTenant, body: &Bytes, now: Millis) -> R<Resp> {

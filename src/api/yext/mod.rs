@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::engine::time::{format_date, Millis};
 use crate::engine::yext::{PackView, YextAccount, YextAssignment};
 use crate::engine::{Command, EngineError};
-use crate::server::http::{json_value, read_body, BodyError, Query, Resp};
+use crate::server::http::{json_value, percent_decode_segment, read_body, BodyError, Query, Resp};
 use crate::storage::wal::CommitError;
 
 /// List pages: default and largest `pageSize`.
@@ -264,7 +264,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ));
     }
     check_version(query.get("v"))?;
-    let acc = account(app, &query, &percent(account_id))?;
+    let acc = account(app, &query, &percent_decode_segment(account_id))?;
     let now = app.now();
     match route {
         Route::Packs => {
@@ -284,7 +284,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             Ok(ok(response))
         }
         Route::List(pack) => {
-            let pack = percent(pack);
+            let pack = percent_decode_segment(pack);
             let size = page_size(&query)?;
             let after: Option<(String, String)> = untoken(&query)?;
             let pack = (pack != "-").then_some(pack);
@@ -313,7 +313,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             Ok(ok(response))
         }
         Route::One(pack, entity) => {
-            let (pack, entity) = (percent(pack), percent(entity));
+            let (pack, entity) = (percent_decode_segment(pack), percent_decode_segment(entity));
             if pack == "-" {
                 return Err(YError::bad(
                     INVALID_REQUEST,
@@ -426,16 +426,4 @@ fn expiration_of(body: &[u8], now: Millis) -> R<Option<String>> {
             "expirationDate must be a string YYYY-MM-DD or null.",
         )),
     }
-}
-
-/// A path segment, percent-decoded (entity ids may hold reserved characters).
-fn percent(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    let protected = s.replace('+', "%2B");
-    form_urlencoded::parse(format!("x={protected}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
