@@ -1,4 +1,7 @@
-//! Model-based property test of durability: random sequences of changes,
+//! Model-based property test of durability: random sequences of changes
+//! (LicenseSpring activations, floating seats and consumption; Qlik
+//! assignments and moves; Yext assignments and scheduled removals;
+//! Informatica limit use),
 //! periodic snapshots, graceful restarts and crashes, run against the engine
 //! with its store on real files and against a simple reference model. After
 //! every restart the recovered state equals the model's, and equals the state
@@ -19,7 +22,17 @@ const NOW: i64 = 1_795_000_000_000;
 const DEVICES: u8 = 5;
 const ACTIVATIONS: usize = 3;
 const POOL: usize = 2;
+/// Qlik professional units and overage, analyzer units; Yext pack size;
+/// Informatica limit.
+const PRO: usize = 2;
+const PRO_OVERAGE: usize = 1;
+const ANALYZER: usize = 2;
+const PACK: usize = 2;
+const ROWS: i64 = 50;
 const CATALOG: &str = r#"{"tenants":[{"name":"M","api_keys":[{"api_key":"mk","shared_key":"ms","role":"admin"}],
+"qlik":{"licenseNumber":"1","product":"P","valid":"2020-01-01/.","allotments":[{"name":"professional","units":2,"overage":1},{"name":"analyzer","units":2}]},
+"yext":{"accountId":"acc","packs":[{"id":"y","total":2}]},
+"informatica":{"orgId":"org","licenses":{"customLimits":[{"limitDefinition":"rows","value":50}]}},
 "products":[{"short_code":"p","name":"P","authorization_method":"license-key"}],
 "licenses":[
  {"product":"p","license_key":"METER","features":[{"code":"units","feature_type":"consumption","allow_unlimited_consumptions":true,"allow_negative_consumptions":true}]},
@@ -33,8 +46,21 @@ enum Op {
     Deactivate(u8),
     Acquire(u8),
     Release(u8),
+    /// Qlik: assign subject n professional (true) or analyzer; delete it
+    /// (of that type); move subject a's assignment to subject b.
+    QlikAdd(u8, bool),
+    QlikDelete(u8, bool),
+    QlikMove(u8, u8),
+    /// Yext: assign entity n; remove it; schedule (Some(day)) or cancel its removal.
+    YextAssign(u8),
+    YextRemove(u8),
+    YextSchedule(u8, Option<u8>),
+    /// Informatica: draw rows on the custom limit.
+    InfaConsume(i64),
     Snapshot,
-    Restart { graceful: bool },
+    Restart {
+        graceful: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,6 +70,13 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..DEVICES).prop_map(Op::Deactivate),
         3 => (0..DEVICES).prop_map(Op::Acquire),
         2 => (0..DEVICES).prop_map(Op::Release),
+        2 => (0..DEVICES, any::<bool>()).prop_map(|(s, p)| Op::QlikAdd(s, p)),
+        1 => (0..DEVICES, any::<bool>()).prop_map(|(s, p)| Op::QlikDelete(s, p)),
+        1 => (0..DEVICES, 0..DEVICES).prop_map(|(a, b)| Op::QlikMove(a, b)),
+        2 => (0..DEVICES).prop_map(Op::YextAssign),
+        1 => (0..DEVICES).prop_map(Op::YextRemove),
+        1 => (0..DEVICES, proptest::option::of(1u8..28)).prop_map(|(e, d)| Op::YextSchedule(e, d)),
+        1 => (1i64..20).prop_map(Op::InfaConsume),
         1 => Just(Op::Snapshot),
         1 => any::<bool>().prop_map(|graceful| Op::Restart { graceful }),
     ]
@@ -56,6 +89,16 @@ struct Model {
     /// hardware id -> active
     devices: BTreeMap<String, bool>,
     holders: BTreeSet<String>,
+    /// Qlik subject -> (professional, excess).
+    qlik: BTreeMap<String, (bool, bool)>,
+    /// Yext entity -> scheduled removal day.
+    yext: BTreeMap<String, Option<String>>,
+    rows: i64,
+}
+
+fn yext_day(d: u8) -> String {
+    // NOW is 2026-11-18; days of December 2026 are all after it.
+    format!("2026-12-{d:02}")
 }
 
 impl Model {
@@ -86,6 +129,51 @@ impl Model {
             }
             Op::Release(d) => {
                 self.holders.remove(&format!("pool-{d}"));
+            }
+            Op::QlikAdd(n, pro) => {
+                let s = format!("s{n}");
+                let held = self.qlik.values().filter(|(p, _)| p == pro).count();
+                let (units, limit) = if *pro {
+                    (PRO, PRO + PRO_OVERAGE)
+                } else {
+                    (ANALYZER, ANALYZER)
+                };
+                if !self.qlik.contains_key(&s) && held < limit {
+                    self.qlik.insert(s, (*pro, held >= units));
+                }
+            }
+            Op::QlikDelete(n, pro) => {
+                let s = format!("s{n}");
+                if self.qlik.get(&s).is_some_and(|(p, _)| p == pro) {
+                    self.qlik.remove(&s);
+                }
+            }
+            Op::QlikMove(a, b) => {
+                let (a, b) = (format!("s{a}"), format!("s{b}"));
+                if a != b && !self.qlik.contains_key(&b) {
+                    if let Some(v) = self.qlik.remove(&a) {
+                        self.qlik.insert(b, v);
+                    }
+                }
+            }
+            Op::YextAssign(n) => {
+                let e = format!("e{n}");
+                if !self.yext.contains_key(&e) && self.yext.len() < PACK {
+                    self.yext.insert(e, None);
+                }
+            }
+            Op::YextRemove(n) => {
+                self.yext.remove(&format!("e{n}"));
+            }
+            Op::YextSchedule(n, d) => {
+                if let Some(x) = self.yext.get_mut(&format!("e{n}")) {
+                    *x = d.map(yext_day);
+                }
+            }
+            Op::InfaConsume(n) => {
+                if self.rows + n <= ROWS {
+                    self.rows += n;
+                }
             }
             Op::Snapshot | Op::Restart { .. } => {}
         }
@@ -123,7 +211,41 @@ fn observe(e: &Engine) -> Model {
         .iter()
         .map(|d| (d.hardware_id.clone(), d.active))
         .collect();
+    let tenant = e.api_key("mk").expect("key").tenant_id;
+    let q = e.qlik(tenant).expect("qlik");
+    let qlik = q
+        .book
+        .lock()
+        .assignments
+        .values()
+        .map(|a| {
+            let pro = a.kind == tally::engine::qlik::AllotmentKind::Professional;
+            (a.subject.clone(), (pro, a.excess))
+        })
+        .collect();
+    let y = e.yext(tenant).expect("yext");
+    let yext = y
+        .assignments(None, None, None, usize::MAX, NOW)
+        .0
+        .into_iter()
+        .map(|a| (a.entity, a.expiration.map(|(d, _)| d)))
+        .collect();
+    let infa = e.infa(tenant).expect("informatica");
+    let rows = infa.limit_use()[0].2;
+    assert_eq!(
+        q.professional.used() as usize,
+        q.book
+            .lock()
+            .assignments
+            .values()
+            .filter(|a| a.kind == tally::engine::qlik::AllotmentKind::Professional)
+            .count(),
+        "pool count"
+    );
     Model {
+        qlik,
+        yext,
+        rows,
         units: meter.feature("units").expect("units").meter.used(NOW),
         devices,
         holders: pool
@@ -154,6 +276,18 @@ fn open(dir: &Path) -> (Engine, Store) {
         store.snapshot_quiescent(&engine, NOW).expect("snapshot");
     }
     (engine, store)
+}
+
+fn tenant(e: &Engine) -> Id {
+    e.api_key("mk").expect("key").tenant_id
+}
+
+fn kind(pro: bool) -> tally::engine::qlik::AllotmentKind {
+    if pro {
+        tally::engine::qlik::AllotmentKind::Professional
+    } else {
+        tally::engine::qlik::AllotmentKind::Analyzer
+    }
 }
 
 /// Applies `op` the way the server does (a renewal first, else a commit).
@@ -189,6 +323,49 @@ fn run(engine: &Engine, store: &Store, op: &Op) {
             feature_id: Some(i.pool.1),
             hardware_id: Cow::Owned(format!("pool-{d}")),
             now: NOW,
+        },
+        Op::QlikAdd(n, pro) => Command::QlikAssign {
+            tenant_id: tenant(engine),
+            subject: Cow::Owned(format!("s{n}")),
+            kind: kind(*pro),
+            now: NOW,
+        },
+        Op::QlikDelete(n, pro) => Command::QlikUnassign {
+            tenant_id: tenant(engine),
+            subject: Cow::Owned(format!("s{n}")),
+            kind: kind(*pro),
+        },
+        Op::QlikMove(a, b) => Command::QlikUpdate {
+            tenant_id: tenant(engine),
+            source_subject: Cow::Owned(format!("s{a}")),
+            source_kind: None,
+            subject: Cow::Owned(format!("s{b}")),
+            kind: None,
+            now: NOW,
+        },
+        Op::YextAssign(n) => Command::YextAssign {
+            tenant_id: tenant(engine),
+            pack: Cow::Borrowed("y"),
+            entity: Cow::Owned(format!("e{n}")),
+            now: NOW,
+        },
+        Op::YextRemove(n) => Command::YextUnassign {
+            tenant_id: tenant(engine),
+            pack: Cow::Borrowed("y"),
+            entity: Cow::Owned(format!("e{n}")),
+            now: NOW,
+        },
+        Op::YextSchedule(n, d) => Command::YextSchedule {
+            tenant_id: tenant(engine),
+            pack: Cow::Borrowed("y"),
+            entity: Cow::Owned(format!("e{n}")),
+            expiration: d.map(yext_day),
+            now: NOW,
+        },
+        Op::InfaConsume(n) => Command::InfaConsume {
+            tenant_id: tenant(engine),
+            limit: Cow::Borrowed("rows"),
+            amount: *n,
         },
         Op::Snapshot => {
             store.snapshot_shadow(NOW).expect("shadow snapshot");
