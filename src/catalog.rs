@@ -408,7 +408,16 @@ impl Loader<'_> {
         crate::credentials::hash_passwords(&mut m, &format!("{p}."))
             .map_err(|(path, e)| err(path, e))?;
         let spec = typed(&p, Value::Object(m))?;
-        apply(self.engine, &p, Command::PutInfa { tenant_id, spec })?;
+        let first_version = self.engine.next_id();
+        apply(
+            self.engine,
+            &p,
+            Command::PutInfa {
+                tenant_id,
+                spec,
+                first_version,
+            },
+        )?;
         self.n.informatica += 1;
         Ok(())
     }

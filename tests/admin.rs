@@ -329,6 +329,20 @@ async fn bad_input_names_the_field() {
         s.admin(Method::GET, "/nothing", None).await.status,
         StatusCode::NOT_FOUND
     );
+    // Metadata nested deeper than the log and snapshots can carry is refused
+    // (it would make the data directory unreadable at the next start).
+    let deep = (0..40).fold(json!(1), |v, _| json!([v]));
+    let r = s
+        .admin(
+            Method::POST,
+            "/customers",
+            Some(json!({"tenant_id": tenant, "email": "deep@x.y", "metadata": deep})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["path"].clone()),
+        (StatusCode::BAD_REQUEST, json!("metadata"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

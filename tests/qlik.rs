@@ -97,6 +97,11 @@ async fn fresh(s: &TestServer, allotments: Value) {
     provision(s, allotments, json!([])).await;
 }
 
+/// A JSON value nested `n` levels deep.
+fn deep_json(n: usize) -> Value {
+    (0..n).fold(json!(1), |v, _| json!({ "k": v }))
+}
+
 #[tokio::test]
 async fn authentication_and_roles() {
     let s = TestServer::start().await;
@@ -247,6 +252,10 @@ async fn admin_provisioning_is_validated() {
         (json!({"status": "Fine"}), "status"),
         (json!({"latestValidTime": "later"}), "latestValidTime"),
         (json!({"bogus": 1}), ""),
+        (
+            json!({"parameters": [{"name": "p", "values": deep_json(40)}]}),
+            "parameters.values",
+        ),
     ] {
         let mut body = base.clone();
         for (k, v) in patch.as_object().unwrap() {
@@ -430,6 +439,8 @@ async fn add_delete_update_answer_207_per_item() {
             {"type": "analyzer"},
             {"type": "analyzer", "subject": 7, "name": "deprecated", "userId": "u"},
             {"type": "analyzer", "subject": "qlik\\nalle", "name": "Nalle", "userId": "u1"},
+            {"type": "analyzer", "subject": "bell\u{7}"},
+            {"type": "analyzer", "subject": "x".repeat(257)},
         ]}),
     )
     .await;
@@ -469,7 +480,14 @@ async fn add_delete_update_answer_207_per_item() {
         (json!(400), json!("LICENSES-015"))
     );
     assert_eq!(d[8]["status"], 201);
-    assert_eq!(d.as_array().unwrap().len(), 9);
+    for i in [9, 10] {
+        assert_eq!(
+            (d[i]["status"].clone(), d[i]["code"].clone()),
+            (json!(400), json!("LICENSES-015")),
+            "control characters and over-long subjects"
+        );
+    }
+    assert_eq!(d.as_array().unwrap().len(), 11);
     // The second professional seat is past units, inside the overage.
     let v = get(&s, "/assignments?sort=subject").await.json();
     let excess: Vec<(String, bool)> = v["data"]

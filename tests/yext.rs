@@ -409,6 +409,7 @@ async fn scheduled_removal_happens_at_midnight() {
         (json!({"expirationDate": "2026-11-25"}), "today"),
         (json!({"expirationDate": "2026-02-30"}), "no such day"),
         (json!({"expirationDate": "26-12-01"}), "format"),
+        (json!({"expirationDate": "2026-12-5 "}), "not canonical"),
         (json!({"expirationDate": 20261201}), "type"),
         (json!({"expiry": "2026-12-01"}), "unknown field"),
         (json!([1]), "not an object"),

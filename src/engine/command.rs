@@ -116,10 +116,13 @@ pub enum Command<'a> {
     DeleteYext {
         tenant_id: Id,
     },
-    /// Create or replace a tenant's Informatica org (users, licenses).
+    /// Create or replace a tenant's Informatica org (users, licenses). A new
+    /// org's version (its ETag) starts at `first_version`, a fresh id, so an
+    /// ETag of an earlier org of the same id never matches it.
     PutInfa {
         tenant_id: Id,
         spec: InfaSpec,
+        first_version: u64,
     },
     DeleteInfa {
         tenant_id: Id,

@@ -256,7 +256,6 @@ impl MeterCell {
         if amount < 0 && !self.allow_negative.load(Ordering::Acquire) {
             return Err(MeterError::NegativeNotAllowed);
         }
-        self.roll(now);
         let max = self.max.load(Ordering::Acquire);
         let limit = if self.unlimited.load(Ordering::Acquire) {
             i64::MAX
@@ -265,6 +264,18 @@ impl MeterCell {
         } else {
             max
         };
+        if now >= self.next_reset.load(Ordering::Acquire) {
+            // A refused add must leave the meter as it was: refusals are not
+            // logged, so a reset done by one would be missing from a replay.
+            // On a fresh period the total is zero.
+            if amount > 0 && amount > limit {
+                return Err(MeterError::LimitReached);
+            }
+            if amount < 0 {
+                return Err(MeterError::BelowZero);
+            }
+            self.roll(now);
+        }
         let mut cur = self.used.load(Ordering::Acquire);
         loop {
             let new = cur.checked_add(amount).ok_or(MeterError::Overflow)?;

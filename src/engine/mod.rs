@@ -188,7 +188,37 @@ fn check_date(field: &'static str, s: &Option<String>) -> R<()> {
     }
 }
 
+/// Deepest nesting of free-form JSON (metadata, Qlik parameter values) an
+/// admin may store. The log and snapshots wrap a stored value a few levels
+/// deeper and decode it with serde_json's limit of 128: a value accepted here
+/// must never be one that recovery cannot read back.
+pub const JSON_DEPTH_MAX: usize = 32;
+
+/// Refuses free-form JSON nested deeper than [`JSON_DEPTH_MAX`].
+pub fn check_json_depth(field: &'static str, v: &serde_json::Value) -> R<()> {
+    fn depth(v: &serde_json::Value, d: usize) -> usize {
+        if d > JSON_DEPTH_MAX {
+            return d;
+        }
+        match v {
+            serde_json::Value::Array(a) => a.iter().map(|x| depth(x, d + 1)).max().unwrap_or(d + 1),
+            serde_json::Value::Object(m) => {
+                m.values().map(|x| depth(x, d + 1)).max().unwrap_or(d + 1)
+            }
+            _ => d,
+        }
+    }
+    if depth(v, 0) > JSON_DEPTH_MAX {
+        return Err(EngineError::Invalid(
+            field,
+            "nested too deeply (at most 32 levels)",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_license(spec: &LicenseSpec) -> R<()> {
+    check_json_depth("metadata", &spec.metadata)?;
     check_date("validity_period", &spec.validity_period)?;
     check_date("start_date", &spec.start_date)?;
     check_date("maintenance_period", &spec.maintenance_period)?;
@@ -217,6 +247,7 @@ fn validate_license(spec: &LicenseSpec) -> R<()> {
 }
 
 fn validate_feature(spec: &FeatureSpec) -> R<()> {
+    check_json_depth("metadata", &spec.metadata)?;
     if spec.code.is_empty() || spec.code.len() > 256 {
         return Err(EngineError::Invalid("code", "must be 1 to 256 bytes"));
     }
@@ -690,7 +721,11 @@ impl Engine {
                 now,
             } => self.put_qlik(*tenant_id, spec, *now),
             Command::PutYext { tenant_id, spec } => self.put_yext(*tenant_id, spec),
-            Command::PutInfa { tenant_id, spec } => self.put_infa(*tenant_id, spec),
+            Command::PutInfa {
+                tenant_id,
+                spec,
+                first_version,
+            } => self.put_infa(*tenant_id, spec, *first_version),
             Command::DeleteInfa { tenant_id } => {
                 let (_, org) = self
                     .infa
@@ -881,7 +916,7 @@ impl Engine {
         Ok(Outcome::Done)
     }
 
-    fn put_infa(&self, tenant_id: Id, spec: &infa::InfaSpec) -> R<Outcome> {
+    fn put_infa(&self, tenant_id: Id, spec: &infa::InfaSpec, first_version: u64) -> R<Outcome> {
         self.tenant(tenant_id).ok_or(EngineError::TenantNotFound)?;
         infa::validate(spec)?;
         if self
@@ -907,7 +942,11 @@ impl Engine {
                 e.get().set_spec(spec.clone());
             }
             dashmap::mapref::entry::Entry::Vacant(v) => {
-                v.insert(Arc::new(infa::InfaOrg::new(tenant_id, spec.clone(), 1)));
+                // Each creation starts its versions in a range of its own
+                // (2^24 updates wide), so no ETag of an earlier org of the
+                // same id can match a later one.
+                let start = first_version.max(1).saturating_mul(1 << 24);
+                v.insert(Arc::new(infa::InfaOrg::new(tenant_id, spec.clone(), start)));
             }
         }
         self.index_infa(tenant_id, &spec);
@@ -1184,6 +1223,7 @@ impl Engine {
         if spec.short_code.is_empty() || spec.short_code.len() > 128 {
             return Err(EngineError::Invalid("short_code", "must be 1 to 128 bytes"));
         }
+        check_json_depth("metadata", &spec.metadata)?;
         if let Some(existing) = self.product(id) {
             if existing.tenant_id != spec.tenant_id || *existing.short_code != *spec.short_code {
                 return Err(EngineError::Invalid(
@@ -1242,6 +1282,7 @@ impl Engine {
         if !self.tenants.contains_key(&spec.tenant_id) {
             return Err(EngineError::TenantNotFound);
         }
+        check_json_depth("metadata", &spec.metadata)?;
         if let Some(existing) = self.customer(id) {
             if existing.spec.read().tenant_id != spec.tenant_id {
                 return Err(EngineError::Invalid("tenant_id", "cannot change"));

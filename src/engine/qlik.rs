@@ -32,9 +32,13 @@ pub const QLIK_ASSIGNMENTS_MAX: usize = 200_000;
 pub const QLIK_USERS_MAX: usize = 200_000;
 /// Consumption records kept per tenant; past it the oldest is dropped (the
 /// meter keeps the total; records are the detail).
-pub const QLIK_CONSUMPTION_RECORDS_MAX: usize = 100_000;
-/// Length of a subject, an id or a short text field, bytes.
-pub const QLIK_TEXT_BYTES_MAX: usize = 512;
+pub const QLIK_CONSUMPTION_RECORDS_MAX: usize = 50_000;
+/// Length of an id or a short text field, bytes.
+pub const QLIK_TEXT_BYTES_MAX: usize = 256;
+/// Length of a subject, bytes. With [`QLIK_ASSIGNMENTS_MAX`] and
+/// [`QLIK_CONSUMPTION_RECORDS_MAX`] this keeps a tenant's snapshot frame well
+/// under the frame limit even with every character escaped.
+pub const QLIK_SUBJECT_BYTES_MAX: usize = 256;
 /// Parameter sets of one license.
 pub const QLIK_PARAMETERS_MAX: usize = 256;
 /// Analyzer capacity is used in chunks of this many minutes of active time.
@@ -244,6 +248,9 @@ pub fn validate(spec: &QlikSpec) -> Result<(), EngineError> {
     }
     for p in &spec.parameters {
         text("parameters.name", &p.name)?;
+        if let Some(v) = &p.values {
+            super::check_json_depth("parameters.values", v)?;
+        }
         if parse_interval(&p.valid).is_none() {
             return Err(EngineError::Invalid(
                 "parameters.valid",
@@ -279,7 +286,16 @@ pub fn check_subject(s: &str) -> Result<(), EngineError> {
     if s.is_empty() {
         return Err(EngineError::Invalid("subject", "must not be empty"));
     }
-    text("subject", s)
+    if s.len() > QLIK_SUBJECT_BYTES_MAX {
+        return Err(EngineError::Invalid("subject", "too long"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(EngineError::Invalid(
+            "subject",
+            "must not hold control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// One assignment of an allotment seat to a subject (one per subject).

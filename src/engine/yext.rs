@@ -5,10 +5,12 @@
 //! Every change to an account's assignments runs under its `book` mutex, so
 //! "not yet assigned, then take a seat" is atomic and assigning twice never
 //! takes a second seat. A scheduled removal takes effect at its instant: reads
-//! stop showing it then (they are pure), any change to the account first
-//! removes what is due (with the change's own `now`, so a replay does the
-//! same), and the expiry sweep ([`super::Command::SweepExpired`]) removes the
-//! rest.
+//! stop showing it then (they are pure), any change to the account that
+//! succeeds first removes what is due (with the change's own `now`, so a
+//! replay does the same), and the expiry sweep
+//! ([`super::Command::SweepExpired`]) removes the rest. A refused change
+//! changes nothing at all: refusals are not logged, so anything one changed
+//! would be missing from a replay.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,10 +25,12 @@ use super::EngineError;
 
 /// Packs of one account.
 pub const YEXT_PACKS_MAX: usize = 1_000;
-/// Assignments of one account.
-pub const YEXT_ASSIGNMENTS_MAX: usize = 1_000_000;
+/// Assignments of one account. An account is one snapshot frame: this with
+/// [`YEXT_ID_BYTES_MAX`] keeps it well under the frame limit even with every
+/// character escaped.
+pub const YEXT_ASSIGNMENTS_MAX: usize = 200_000;
 /// Length of an account, pack or entity id, or a pack name, bytes.
-pub const YEXT_ID_BYTES_MAX: usize = 256;
+pub const YEXT_ID_BYTES_MAX: usize = 128;
 /// The largest pack.
 pub const YEXT_PACK_TOTAL_MAX: u64 = 100_000_000;
 
@@ -181,6 +185,13 @@ impl YextBook {
         true
     }
 
+    /// Assignments due by `now` but not yet removed.
+    fn due_by(&self, now: Millis) -> usize {
+        self.due
+            .range(..=(now, String::from('\u{10ffff}'), String::new()))
+            .count()
+    }
+
     /// Assignments of `pack` due by `now` but not yet removed.
     fn due_in(&self, pack: &str, now: Millis) -> u64 {
         self.due
@@ -241,17 +252,25 @@ impl YextAccount {
         check_id("entityId", entity)?;
         let spec = self.pack_spec(pack).filter(|p| p.active);
         let mut book = self.book.lock();
-        book.purge(now);
         let Some(_) = spec else {
             return Err(EngineError::PackNotFound);
         };
         let key = (pack.to_string(), entity.to_string());
-        if book.assignments.contains_key(&key) {
-            return Ok(false);
+        match book.assignments.get(&key) {
+            Some(exp) if book.live(exp, now) => return Ok(false),
+            _ => {}
         }
-        if book.assignments.len() >= YEXT_ASSIGNMENTS_MAX {
+        if book.assignments.len() >= YEXT_ASSIGNMENTS_MAX && book.due_by(now) == 0 {
             return Err(EngineError::TooMany("assignments"));
         }
+        let pool = book.pools.get(pack).ok_or(EngineError::PackNotFound)?;
+        let free = pool.used() < pool.capacity() || book.due_in(pack, now) > 0;
+        if !free {
+            return Err(EngineError::NoLicensesLeft);
+        }
+        // From here on the command succeeds: only now may it change state
+        // (refusals are not logged; see the module doc).
+        book.purge(now);
         let pool = book.pools.get(pack).ok_or(EngineError::PackNotFound)?;
         pool.try_acquire()
             .map_err(|_| EngineError::NoLicensesLeft)?;
@@ -263,12 +282,16 @@ impl YextAccount {
     /// Removes `entity`'s license of `pack` at once.
     pub fn unassign(&self, pack: &str, entity: &str, now: Millis) -> Result<(), EngineError> {
         let mut book = self.book.lock();
-        book.purge(now);
-        if book.remove(pack, entity) {
-            Ok(())
-        } else {
-            Err(EngineError::AssignmentNotFound)
+        match book
+            .assignments
+            .get(&(pack.to_string(), entity.to_string()))
+        {
+            Some(exp) if book.live(exp, now) => {}
+            _ => return Err(EngineError::AssignmentNotFound),
         }
+        book.purge(now);
+        book.remove(pack, entity);
+        Ok(())
     }
 
     /// Schedules (or with None cancels) the removal of `entity`'s license of
@@ -287,11 +310,12 @@ impl YextAccount {
             ));
         }
         let mut book = self.book.lock();
-        book.purge(now);
         let key = (pack.to_string(), entity.to_string());
-        let Some(old) = book.assignments.get(&key).cloned() else {
-            return Err(EngineError::AssignmentNotFound);
+        let old = match book.assignments.get(&key) {
+            Some(exp) if book.live(exp, now) => exp.clone(),
+            _ => return Err(EngineError::AssignmentNotFound),
         };
+        book.purge(now);
         if let Some((_, at)) = old {
             book.due.remove(&(at, key.0.clone(), key.1.clone()));
         }
@@ -327,6 +351,29 @@ impl YextAccount {
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+
+    /// How many live assignments [`YextAccount::assignments`] would list in
+    /// all, from the pools' counts (no walk over the assignments).
+    pub fn count(&self, pack: Option<&str>, entity: Option<&str>, now: Millis) -> usize {
+        let book = self.book.lock();
+        match (pack, entity) {
+            (_, Some(e)) => book
+                .by_entity
+                .range((e.to_string(), String::new())..)
+                .take_while(|(ent, _)| ent == e)
+                .filter(|(_, p)| pack.is_none_or(|want| want == p))
+                .filter(|(ent, p)| book.live(&book.assignments[&(p.clone(), ent.clone())], now))
+                .count(),
+            (Some(p), None) => {
+                let used = book.pools.get(p).map_or(0, SeatPool::used);
+                used.saturating_sub(book.due_in(p, now)) as usize
+            }
+            (None, None) => {
+                let used: u64 = book.pools.values().map(SeatPool::used).sum();
+                (used as usize).saturating_sub(book.due_by(now))
+            }
+        }
     }
 
     pub fn has_pack(&self, pack: &str) -> bool {

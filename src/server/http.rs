@@ -89,18 +89,10 @@ impl<'a> Query<'a> {
     }
 }
 
-/// A path segment, percent-decoded (`+` stays a plus: that rule is for query
-/// strings). Ids in paths may hold reserved characters.
+/// A path segment, percent-decoded as a path (`+` and `&` are themselves;
+/// invalid UTF-8 becomes U+FFFD). Ids in paths may hold reserved characters.
 pub fn percent_decode_segment(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
-        return Cow::Borrowed(s);
-    }
-    let protected = s.replace('+', "%2B");
-    let decoded: String = form_urlencoded::parse(format!("x={protected}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    Cow::Owned(decoded)
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy()
 }
 
 /// The request's `Host` header (for links and URLs that point back here).

@@ -69,15 +69,36 @@ pub async fn route(
         [] if m == Method::GET => Ok(json_value(StatusCode::OK, &render(app, &*org()?))),
         [] if m == Method::PUT => {
             let mut b = object(body)?;
-            crate::credentials::hash_passwords(&mut b, "")
-                .map_err(|(p, e)| AdminError::bad(p, e))?;
+            let users = b.get("users").and_then(Value::as_array).map_or(0, Vec::len);
+            if users > crate::engine::infa::INFA_USERS_MAX {
+                return Err(AdminError::new(
+                    StatusCode::BAD_REQUEST,
+                    "too_many",
+                    "too many users",
+                ));
+            }
+            // argon2 takes tens of milliseconds a password: not on the runtime.
+            let b = tokio::task::spawn_blocking(move || {
+                crate::credentials::hash_passwords(&mut b, "").map(|_| b)
+            })
+            .await
+            .map_err(|_| {
+                AdminError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "hashing failed",
+                )
+            })?
+            .map_err(|(p, e)| AdminError::bad(p, e))?;
             let spec: InfaSpec = from_value(Value::Object(b))?;
             let created = app.engine.infa(tid).is_none();
+            let first_version = app.engine.next_id();
             apply(
                 app,
                 Command::PutInfa {
                     tenant_id: tid,
                     spec,
+                    first_version,
                 },
             )
             .await?;

@@ -166,7 +166,7 @@ async fn session(app: &App, tid: Id, body: Option<&[u8]>, now: Millis) -> R<Resp
     let q = qlik_of(app, tid)?;
     let s: SessionIn = from_value(Value::Object(object(body)?))?;
     if s.user_id.is_empty() || s.user_id.len() > crate::engine::qlik::QLIK_TEXT_BYTES_MAX {
-        return Err(AdminError::bad("user_id", "must be 1 to 512 bytes"));
+        return Err(AdminError::bad("user_id", "must be 1 to 256 bytes"));
     }
     for (f, v) in [("app_id", &s.app_id), ("session_id", &s.session_id)] {
         if v.len() > crate::engine::qlik::QLIK_TEXT_BYTES_MAX {

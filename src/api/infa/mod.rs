@@ -34,6 +34,9 @@ pub const SESSIONS_MAX: usize = 100_000;
 struct Session {
     tenant_id: Id,
     username: String,
+    /// The user's password hash at login: a changed password (or a removed
+    /// user) ends the session.
+    password_hash: String,
     last_used: Millis,
 }
 
@@ -155,7 +158,8 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             "No such resource.",
         ));
     };
-    let org_id = org_id.trim_end_matches('/').to_string();
+    let org_id =
+        crate::server::http::percent_decode_segment(org_id.trim_end_matches('/')).into_owned();
     if method != Method::GET && method != Method::PUT {
         return Err(IError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -250,17 +254,30 @@ fn session(app: &App, req: &Request<Incoming>) -> R<Session> {
         .ok_or_else(|| IError::unauthorized("Missing INFA-SESSION-ID header."))?;
     let now = app.now();
     let mut sessions = app.infa.sessions.lock();
-    match sessions.get_mut(id) {
-        Some(s) if now - s.last_used < SESSION_IDLE_MS => {
-            s.last_used = now;
-            Ok(s.clone())
-        }
+    let s = match sessions.get_mut(id) {
+        Some(s) if now - s.last_used < SESSION_IDLE_MS => s,
         Some(_) => {
             sessions.remove(id);
-            Err(IError::unauthorized("Session expired. Log in again."))
+            return Err(IError::unauthorized("Session expired. Log in again."));
         }
-        None => Err(IError::unauthorized("Invalid session ID.")),
+        None => return Err(IError::unauthorized("Invalid session ID.")),
+    };
+    // The user must still exist with the password it logged in with.
+    let still = app.engine.infa(s.tenant_id).is_some_and(|o| {
+        o.spec
+            .read()
+            .users
+            .iter()
+            .any(|u| u.username == s.username && u.password_hash == s.password_hash)
+    });
+    if !still {
+        sessions.remove(id);
+        return Err(IError::unauthorized(
+            "Session ended: the user or its password changed.",
+        ));
     }
+    s.last_used = now;
+    Ok(s.clone())
 }
 
 fn parent_org_id(app: &App, org: &InfaOrg) -> Value {
@@ -326,6 +343,7 @@ async fn login(app: &App, body: &[u8], host: &str) -> R<Resp> {
         .map(|u| u.password_hash.clone())
         .ok_or_else(denied)?;
     let pw = password.to_string();
+    let current_hash = hash.clone();
     // argon2 takes tens of milliseconds: not on the runtime's threads.
     let ok =
         tokio::task::spawn_blocking(move || crate::credentials::Passwords::verify_hash(&hash, &pw))
@@ -355,6 +373,7 @@ async fn login(app: &App, body: &[u8], host: &str) -> R<Resp> {
             Session {
                 tenant_id: tenant,
                 username: username.to_string(),
+                password_hash: current_hash,
                 last_used: now,
             },
         );

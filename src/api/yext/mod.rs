@@ -286,7 +286,19 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         Route::List(pack) => {
             let pack = percent_decode_segment(pack);
             let size = page_size(&query)?;
-            let after: Option<(String, String)> = untoken(&query)?;
+            let entity = query.get("assignedEntity").filter(|e| !e.is_empty());
+            // A token names the list it was made for and its last item.
+            let list = (pack.to_string(), entity.unwrap_or_default().to_string());
+            let after = match untoken::<((String, String), (String, String))>(&query)? {
+                Some((l, last)) if l == list => Some(last),
+                Some(_) => {
+                    return Err(YError::bad(
+                        INVALID_PAGE,
+                        "This pageToken belongs to another list.",
+                    ))
+                }
+                None => None,
+            };
             let pack = (pack != "-").then_some(pack);
             if let Some(p) = &pack {
                 if !acc.has_pack(p) {
@@ -297,17 +309,16 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                     ));
                 }
             }
-            let entity = query.get("assignedEntity").filter(|e| !e.is_empty());
             let (items, more) = acc.assignments(pack.as_deref(), entity, after.as_ref(), size, now);
-            let (count, _) = acc.assignments(pack.as_deref(), entity, None, usize::MAX, now);
+            let count = acc.count(pack.as_deref(), entity, now);
             let mut response = json!({
-                "count": count.len(),
+                "count": count,
                 "assignments": items.iter().map(assignment_json).collect::<Vec<_>>(),
             });
             if more {
                 if let Some(last) = items.last() {
                     response["nextPageToken"] =
-                        token(&(last.pack.clone(), last.entity.clone())).into();
+                        token(&(&list, (last.pack.clone(), last.entity.clone()))).into();
                 }
             }
             Ok(ok(response))
@@ -406,7 +417,9 @@ fn expiration_of(body: &[u8], now: Millis) -> R<Option<String>> {
     match m.get("expirationDate") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(d)) => {
-            let valid = d.len() == 10 && crate::engine::time::parse_instant(d).is_some();
+            // Canonical only: the day as written must be the day it parses to.
+            let valid = d.len() == 10
+                && crate::engine::time::parse_instant(d).is_some_and(|t| format_date(t) == *d);
             if !valid {
                 return Err(YError::bad(
                     INVALID_REQUEST,
