@@ -775,16 +775,21 @@ pub fn generated_pool_device(i: u64) -> String {
 /// Professional and analyzer seats of the generated tenant's Qlik license
 /// (more than a load test's connections, so assignment churn succeeds).
 pub const GENERATED_QLIK_SEATS: u64 = 100_000;
+/// The generated tenant's Yext account and its one pack (of
+/// [`GENERATED_QLIK_SEATS`] licenses).
+pub const GENERATED_YEXT_ACCOUNT: &str = "bench-account";
+pub const GENERATED_YEXT_PACK: &str = "bench-pack";
 
 /// Writes a synthetic catalog: one tenant, one key-based product, `licenses`
 /// licenses each with `features` features (cycling activation, floating,
 /// consumption, unlimited consumption) and one activated device, plus the
 /// shared floating pool license described at [`GENERATED_POOL_LICENSE`]; the
-/// tenant also holds a Qlik license of [`GENERATED_QLIK_SEATS`] seats each.
+/// tenant also holds a Qlik license of [`GENERATED_QLIK_SEATS`] seats each
+/// and a Yext account with one pack of as many licenses.
 pub fn generate(out: &mut impl Write, licenses: u64, features: u32) -> std::io::Result<()> {
     write!(
         out,
-        r#"{{"tenants":[{{"name":"Bench","api_keys":[{{"api_key":"{GENERATED_API_KEY}","shared_key":"{GENERATED_SHARED_KEY}","role":"admin"}}],"qlik":{{"licenseNumber":"BENCH","product":"Bench","valid":"2020-01-01/.","allotments":[{{"name":"professional","units":{GENERATED_QLIK_SEATS}}},{{"name":"analyzer","units":{GENERATED_QLIK_SEATS}}},{{"name":"analyzer_time","units":{GENERATED_QLIK_SEATS}}}]}},"products":[{{"short_code":"{GENERATED_PRODUCT}","name":"Bench","authorization_method":"license-key","max_borrow_time":24}}],"licenses":["#
+        r#"{{"tenants":[{{"name":"Bench","api_keys":[{{"api_key":"{GENERATED_API_KEY}","shared_key":"{GENERATED_SHARED_KEY}","role":"admin"}}],"qlik":{{"licenseNumber":"BENCH","product":"Bench","valid":"2020-01-01/.","allotments":[{{"name":"professional","units":{GENERATED_QLIK_SEATS}}},{{"name":"analyzer","units":{GENERATED_QLIK_SEATS}}},{{"name":"analyzer_time","units":{GENERATED_QLIK_SEATS}}}]}},"yext":{{"accountId":"{GENERATED_YEXT_ACCOUNT}","packs":[{{"id":"{GENERATED_YEXT_PACK}","name":"Bench","total":{GENERATED_QLIK_SEATS}}}]}},"products":[{{"short_code":"{GENERATED_PRODUCT}","name":"Bench","authorization_method":"license-key","max_borrow_time":24}}],"licenses":["#
     )?;
     for i in 0..licenses {
         if i > 0 {

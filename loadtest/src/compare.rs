@@ -237,6 +237,7 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
         Scenario::Floating => Op::SeatTake { device: 0 },
         Scenario::Consume => Op::Consume { license: 1 },
         Scenario::Qlik => Op::QlikOverview,
+        Scenario::Yext => Op::YextPacks,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -278,7 +279,8 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
     servers.push(s);
 
     // The Redis peer implements the LicenseSpring operations only.
-    let with_redis = !a.no_redis && a.pipeline <= 1 && a.scenario != Scenario::Qlik;
+    let with_redis =
+        !a.no_redis && a.pipeline <= 1 && !matches!(a.scenario, Scenario::Qlik | Scenario::Yext);
     let mut _redis_guard = None;
     if with_redis {
         let raddr = free_port().map_err(|e| e.to_string())?;

@@ -10,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tally::catalog::{
     generated_license, generated_pool_device, GENERATED_API_KEY, GENERATED_POOL_FEATURE,
-    GENERATED_POOL_LICENSE, GENERATED_PRODUCT, GENERATED_SHARED_KEY,
+    GENERATED_POOL_LICENSE, GENERATED_PRODUCT, GENERATED_SHARED_KEY, GENERATED_YEXT_ACCOUNT,
+    GENERATED_YEXT_PACK,
 };
 
 /// The share of `consume` requests that go to the one hot license, percent.
@@ -35,6 +36,9 @@ pub enum Scenario {
     /// Qlik: half the requests read the license overview, half churn an
     /// assignment (add this connection's subject, then delete it).
     Qlik,
+    /// Yext: half the steps list the account's packs, half assign this
+    /// connection's entity a license of the pack and then remove it.
+    Yext,
 }
 
 impl Scenario {
@@ -45,6 +49,7 @@ impl Scenario {
             Scenario::Consume => "consume",
             Scenario::Mixed => "mixed",
             Scenario::Qlik => "qlik",
+            Scenario::Yext => "yext",
         }
     }
 }
@@ -134,6 +139,9 @@ pub enum Op {
     QlikOverview,
     QlikAssign { subject: u64 },
     QlikUnassign { subject: u64 },
+    YextPacks,
+    YextAssign { entity: u64 },
+    YextRemove { entity: u64 },
 }
 
 /// The Qlik scenario's share of overview reads, percent.
@@ -147,7 +155,7 @@ pub struct Script {
     device: u64,
     /// A release owed after a seat take.
     owed_release: bool,
-    /// A Qlik delete owed after an add.
+    /// A Qlik delete (or Yext removal) owed after an add.
     owed_unassign: bool,
     rng: Rng,
 }
@@ -173,8 +181,14 @@ impl Script {
         }
         if self.owed_unassign {
             self.owed_unassign = false;
-            return Op::QlikUnassign {
-                subject: self.device,
+            return if self.scenario == Scenario::Yext {
+                Op::YextRemove {
+                    entity: self.device,
+                }
+            } else {
+                Op::QlikUnassign {
+                    subject: self.device,
+                }
             };
         }
         let floating = |s: &mut Self| {
@@ -187,6 +201,16 @@ impl Script {
             },
             Scenario::Floating => floating(self),
             Scenario::Consume => self.consume(),
+            Scenario::Yext => {
+                if self.rng.below(100) < QLIK_OVERVIEW_PERCENT {
+                    Op::YextPacks
+                } else {
+                    self.owed_unassign = true;
+                    Op::YextAssign {
+                        entity: self.device,
+                    }
+                }
+            }
             Scenario::Qlik => {
                 if self.rng.below(100) < QLIK_OVERVIEW_PERCENT {
                     Op::QlikOverview
@@ -256,7 +280,12 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: 
             );
             ("POST", "floating/feature_release", n)
         }
-        Op::QlikOverview | Op::QlikAssign { .. } | Op::QlikUnassign { .. } => return,
+        Op::QlikOverview
+        | Op::QlikAssign { .. }
+        | Op::QlikUnassign { .. }
+        | Op::YextPacks
+        | Op::YextAssign { .. }
+        | Op::YextRemove { .. } => return,
         Op::Consume { license } => {
             let (key, hw) = generated_license(license);
             let n = json_body(
@@ -288,10 +317,37 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: 
     }
 }
 
-/// Qlik requests (bearer API key); false for other operations.
+/// Qlik requests (bearer API key) and Yext requests (`api_key` in the
+/// query); false for other operations.
 fn write_qlik(out: &mut Vec<u8>, host: &str, op: Op) -> bool {
     let mut body = [0u8; 256];
+    let yext = |out: &mut Vec<u8>, method: &str, path: std::fmt::Arguments<'_>| {
+        let _ = write!(
+            out,
+            "{method} /v2/accounts/{GENERATED_YEXT_ACCOUNT}/licensepacks{path}?v=20261125&api_key={GENERATED_API_KEY} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n"
+        );
+    };
     let (path, n) = match op {
+        Op::YextPacks => {
+            yext(out, "GET", format_args!(""));
+            return true;
+        }
+        Op::YextAssign { entity } => {
+            yext(
+                out,
+                "POST",
+                format_args!("/{GENERATED_YEXT_PACK}/assignments/c{entity}"),
+            );
+            return true;
+        }
+        Op::YextRemove { entity } => {
+            yext(
+                out,
+                "DELETE",
+                format_args!("/{GENERATED_YEXT_PACK}/assignments/c{entity}"),
+            );
+            return true;
+        }
         Op::QlikOverview => {
             let _ = write!(
                 out,
@@ -364,6 +420,31 @@ mod tests {
                 assert!(matches!(s.next_op(), Op::QlikUnassign { subject: 5 }));
             }
         }
+    }
+
+    #[test]
+    fn yext_churns_its_own_entity() {
+        let mut s = Script::new(Scenario::Yext, 10, 7, 3);
+        let mut auth = AuthHeaders::new();
+        let mut assigned = 0;
+        for _ in 0..40 {
+            let op = s.next_op();
+            let mut out = Vec::new();
+            write_request(&mut out, "h", &mut auth, op);
+            let text = String::from_utf8(out).expect("utf8");
+            assert!(
+                text.contains("api_key=") && text.ends_with("\r\n\r\n"),
+                "{text}"
+            );
+            if let Op::YextAssign { entity } = op {
+                assigned += 1;
+                assert!(text.starts_with(&format!(
+                    "POST /v2/accounts/{GENERATED_YEXT_ACCOUNT}/licensepacks/{GENERATED_YEXT_PACK}/assignments/c{entity}?"
+                )));
+                assert!(matches!(s.next_op(), Op::YextRemove { entity: 7 }));
+            }
+        }
+        assert!(assigned > 0);
     }
 
     #[test]

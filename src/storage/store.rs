@@ -311,6 +311,11 @@ fn background_priority() {
     }
 }
 
+/// How often, and how long apart, taking a lock held under this process's
+/// own pid is retried (see [`lock_dir`]).
+const LOCK_OWN_RETRIES: u32 = 100;
+const LOCK_OWN_RETRY_MS: u64 = 10;
+
 /// Takes the data directory's lock file, exclusively, for this process.
 fn lock_dir(dir: &Path) -> Result<fs::File, StoreError> {
     use std::io::{Read, Seek, Write};
@@ -322,26 +327,38 @@ fn lock_dir(dir: &Path) -> Result<fs::File, StoreError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| StoreError::Io(path.clone(), e))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let holder = if holder.is_empty() {
-                String::new()
-            } else {
-                format!(" (pid {holder})")
-            };
-            return Err(StoreError::Locked(dir.to_path_buf(), holder));
+    let own = std::process::id().to_string();
+    let mut tries = 0;
+    loop {
+        match f.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = f.rewind();
+                let _ = f.read_to_string(&mut holder);
+                let holder = holder.trim().to_string();
+                // Held under our own pid: a store of this process that was
+                // just dropped, whose descriptor a child being forked at that
+                // moment may still carry until it execs. That passes at once.
+                if holder == own && tries < LOCK_OWN_RETRIES {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(LOCK_OWN_RETRY_MS));
+                    continue;
+                }
+                let holder = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
+                return Err(StoreError::Locked(dir.to_path_buf(), holder));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io(path, e)),
         }
-        Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io(path, e)),
     }
-    let pid = std::process::id().to_string();
     let r = f
         .set_len(0)
         .and_then(|_| f.rewind())
-        .and_then(|_| f.write_all(pid.as_bytes()));
+        .and_then(|_| f.write_all(own.as_bytes()));
     r.map_err(|e| StoreError::Io(path, e))?;
     Ok(f)
 }
