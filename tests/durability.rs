@@ -641,21 +641,7 @@ fn vendor_surface_changes_survive_sigkill_and_snapshot() {
 
     // Replayed from the log.
     let mut server = start(&dir, &cat, 0);
-    let after = rt.block_on(async {
-        let mut v = qlik_state(&client, server.addr).await;
-        let t = infa_tenant(&client, server.addr, admin_token.trim()).await;
-        v["informatica"] = bearer(
-            &client,
-            server.addr,
-            Method::GET,
-            &format!("/admin/v1/tenants/{t}/informatica"),
-            admin_token.trim(),
-            None,
-        )
-        .await
-        .1;
-        v
-    });
+    let after = rt.block_on(full_state(&client, server.addr, admin_token.trim()));
     assert_eq!(normalise(&after), normalise(&before));
     let pid = server.child.id().to_string();
     let status = Command::new("kill")
@@ -669,21 +655,7 @@ fn vendor_surface_changes_survive_sigkill_and_snapshot() {
     let mut server = start(&dir, &cat, 0);
     let log = server.log.lock().expect("log").join("\n");
     assert!(log.contains("0 log records replayed"), "{log}");
-    let again = rt.block_on(async {
-        let mut v = qlik_state(&client, server.addr).await;
-        let t = infa_tenant(&client, server.addr, admin_token.trim()).await;
-        v["informatica"] = bearer(
-            &client,
-            server.addr,
-            Method::GET,
-            &format!("/admin/v1/tenants/{t}/informatica"),
-            admin_token.trim(),
-            None,
-        )
-        .await
-        .1;
-        v
-    });
+    let again = rt.block_on(full_state(&client, server.addr, admin_token.trim()));
     assert_eq!(normalise(&again), normalise(&before));
     kill9(&mut server);
 }
@@ -727,4 +699,21 @@ async fn infa_tenant(client: &HttpClient, addr: SocketAddr, admin: &str) -> u64 
         .find(|t| t["name"] == "CrashChild")
         .and_then(|t| t["id"].as_u64())
         .expect("child tenant")
+}
+
+/// Everything the vendor surfaces show, plus the Informatica org's admin view.
+async fn full_state(client: &HttpClient, addr: SocketAddr, admin: &str) -> Value {
+    let mut v = qlik_state(client, addr).await;
+    let t = infa_tenant(client, addr, admin).await;
+    v["informatica"] = bearer(
+        client,
+        addr,
+        Method::GET,
+        &format!("/admin/v1/tenants/{t}/informatica"),
+        admin,
+        None,
+    )
+    .await
+    .1;
+    v
 }

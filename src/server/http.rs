@@ -45,6 +45,27 @@ pub enum BodyError {
     Read,
 }
 
+impl BodyError {
+    /// The status and sentence that refuse this body, for each surface to put
+    /// in its own error shape.
+    pub fn status_and_message(&self) -> (StatusCode, String) {
+        match self {
+            BodyError::TooLarge(n) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Body over {n} bytes."),
+            ),
+            BodyError::TimedOut => (
+                StatusCode::REQUEST_TIMEOUT,
+                "The body did not arrive in time.".into(),
+            ),
+            BodyError::Read => (
+                StatusCode::BAD_REQUEST,
+                "The body could not be read.".into(),
+            ),
+        }
+    }
+}
+
 /// Reads the whole body, refusing more than `max` bytes or a body that has
 /// not arrived within `timeout`. Body reading is the only wait a request
 /// makes after its head (handlers do no I/O), so this is where the request

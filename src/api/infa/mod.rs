@@ -22,7 +22,7 @@ use crate::engine::infa::{InfaLicenses, InfaOrg};
 use crate::engine::model::Id;
 use crate::engine::time::{Millis, MINUTE_MS};
 use crate::engine::{Command, EngineError};
-use crate::server::http::{json_value, read_body, BodyError, Resp};
+use crate::server::http::{json_value, read_body, Resp};
 use crate::storage::wal::CommitError;
 
 /// A session ends after this long without a request.
@@ -126,12 +126,10 @@ async fn body_of(app: &App, req: Request<Incoming>) -> R<Bytes> {
     .await
     {
         Ok(b) => Ok(b),
-        Err(BodyError::TooLarge(n)) => Err(IError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "VALIDATION_02",
-            format!("Body over {n} bytes."),
-        )),
-        Err(_) => Err(IError::bad("The body could not be read.")),
+        Err(e) => {
+            let (status, message) = e.status_and_message();
+            Err(IError::new(status, "VALIDATION_02", message))
+        }
     }
 }
 

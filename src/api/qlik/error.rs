@@ -82,6 +82,16 @@ impl QError {
             Some(detail.into()),
         )
     }
+    /// A body that could not be read (too large, too slow, broken).
+    pub fn body(e: crate::server::http::BodyError) -> Self {
+        let (status, message) = e.status_and_message();
+        Self::new(
+            status,
+            BAD_REQUEST,
+            "Body is invalid or missing.",
+            Some(message),
+        )
+    }
     pub fn license_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

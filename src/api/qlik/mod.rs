@@ -31,7 +31,7 @@ use crate::engine::qlik::{
 };
 use crate::engine::time::{format_instant, Millis, MINUTE_MS};
 use crate::engine::{Command, EngineError, Outcome};
-use crate::server::http::{json_value, read_body, BodyError, Query, Resp};
+use crate::server::http::{json_value, read_body, Query, Resp};
 use crate::storage::wal::CommitError;
 use error::QError;
 use page::{Cursor, SortKey};
@@ -196,13 +196,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             .await
             {
                 Ok(b) => b,
-                Err(BodyError::TooLarge(n)) => {
-                    return Err(QError::bad_request(format!("Body over {n} bytes.")))
-                }
-                Err(BodyError::Read) => return Err(QError::bad_request("Body could not be read.")),
-                Err(BodyError::TimedOut) => {
-                    return Err(QError::bad_request("Body did not arrive in time."))
-                }
+                Err(e) => return Err(QError::body(e)),
             },
         )
     } else {

@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::engine::time::{format_date, Millis};
 use crate::engine::yext::{PackView, YextAccount, YextAssignment};
 use crate::engine::{Command, EngineError};
-use crate::server::http::{json_value, percent_decode_segment, read_body, BodyError, Query, Resp};
+use crate::server::http::{json_value, percent_decode_segment, read_body, Query, Resp};
 use crate::storage::wal::CommitError;
 
 /// List pages: default and largest `pageSize`.
@@ -362,15 +362,9 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                     .await
                     {
                         Ok(b) => b,
-                        Err(BodyError::TooLarge(n)) => {
-                            return Err(YError::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                INVALID_REQUEST,
-                                format!("Body over {n} bytes."),
-                            ))
-                        }
-                        Err(_) => {
-                            return Err(YError::bad(INVALID_REQUEST, "Body could not be read."))
+                        Err(e) => {
+                            let (status, message) = e.status_and_message();
+                            return Err(YError::new(status, INVALID_REQUEST, message));
                         }
                     };
                     let expiration = expiration_of(&body, now)?;
