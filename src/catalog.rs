@@ -873,6 +873,55 @@ mod tests {
         assert!(e.message.contains("trailing"), "{e}");
     }
 
+    /// Vendor sections load, in any key order, and their errors name the field.
+    #[test]
+    fn vendor_sections_load_and_name_their_errors() {
+        let e = Engine::new();
+        let doc = format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[],
+              "yext":{{"accountId":"a","packs":[{{"id":"p","total":2}}],"assignments":[{{"pack":"p","entity":"e1","expirationDate":"2999-01-01"}}]}},
+              "qlik":{{"licenseNumber":"1","product":"P","valid":"2020-01-01/.","allotments":[{{"name":"analyzer","units":1}}],
+                       "settings":{{"autoAssignAnalyzer":true}},"assignments":[{{"subject":"s","type":"analyzer"}}]}},
+              "informatica":{{"orgId":"o","users":[{{"username":"u","password":"pw","admin":true}}]}}}},
+              {{"name":"child","parent":"t","informatica":{{"orgId":"c"}}}}]}}"#
+        );
+        let n = load_slice(&e, doc.as_bytes(), 0).expect("load");
+        assert_eq!((n.qlik, n.yext, n.informatica), (1, 1, 2));
+        let t = e.infa_org_tenant("o").expect("org");
+        assert_eq!(e.qlik(t).expect("qlik").book.lock().assignments.len(), 1);
+        assert_eq!(e.yext(t).expect("yext").count(None, None, 0), 1);
+        assert!(e.infa_user_tenant("u").is_some());
+        for (section, path) in [
+            (
+                r#""qlik":{"licenseNumber":"1","product":"P","valid":"never"}"#,
+                "tenants[0].qlik.valid",
+            ),
+            (
+                r#""qlik":{"licenseNumber":"1","product":"P","valid":"./.","assignments":[{"subject":"s","type":"boss"}]}"#,
+                "tenants[0].qlik.assignments[0].type",
+            ),
+            (
+                r#""yext":{"accountId":"a","packs":[{"id":"p","total":"two"}]}"#,
+                "tenants[0].yext.packs[0].total",
+            ),
+            (
+                r#""yext":{"accountId":"a","assignments":[{"pack":"nope","entity":"e"}]}"#,
+                "tenants[0].yext.assignments[0]",
+            ),
+            (
+                r#""informatica":{"orgId":"o","users":[{"username":"u"}]}"#,
+                "tenants[0].informatica.users[0].password",
+            ),
+            (
+                r#""informatica":{"orgId":"o","licenses":{"customLimits":[{"limitDefinition":"l","value":-5}]}}"#,
+                "tenants[0].informatica.customLimits.value",
+            ),
+        ] {
+            let e = load_err(&format!(r#"{{"tenants":[{{"name":"t",{section}}}]}}"#));
+            assert_eq!(e.path, path, "{section}: {e}");
+        }
+    }
+
     #[test]
     fn users_after_streamed_licenses_are_refused() {
         let e = load_err(&format!(
