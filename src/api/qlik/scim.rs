@@ -413,6 +413,26 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Any text, however broken, parses or is refused: never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(f in "\\PC{0,80}") {
+            let _ = parse(&f, SCHEMA);
+        }
+
+        /// Text built from the grammar's own pieces, shuffled.
+        #[test]
+        fn grammar_pieces_parse_or_are_refused(parts in proptest::collection::vec(
+            proptest::sample::select(vec!["subject", "excess", "created", "eq", "co", "pr", "and", "or", "not",
+                "(", ")", "\"a\"", "\"2024-01-01T00:00:00Z\"", "true", "null", "\"\\\"", "é"]), 0..16)) {
+            let f = parts.join(" ");
+            if let Ok(filter) = parse(&f, SCHEMA) {
+                let vals = [Val::Str("a"), Val::Str("t"), Val::Bool(true), Val::Time(0)];
+                let _ = filter.matches(&vals);
+            }
+        }
+    }
+
     #[test]
     fn errors_say_where() {
         let e = parse(r#"subject eq "a" and nope eq "b""#, SCHEMA).unwrap_err();
