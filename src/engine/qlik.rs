@@ -219,6 +219,16 @@ fn text(field: &'static str, s: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
+fn check_interval(field: &'static str, s: &str) -> Result<(), EngineError> {
+    match parse_interval(s) {
+        Some(_) => Ok(()),
+        None => Err(EngineError::Invalid(
+            field,
+            "must be an ISO 8601 interval start/end",
+        )),
+    }
+}
+
 pub fn validate(spec: &QlikSpec) -> Result<(), EngineError> {
     if spec.license_number.trim().is_empty() {
         return Err(EngineError::Invalid("licenseNumber", "must not be empty"));
@@ -229,12 +239,7 @@ pub fn validate(spec: &QlikSpec) -> Result<(), EngineError> {
     if spec.license_key.len() > 16 * QLIK_TEXT_BYTES_MAX {
         return Err(EngineError::Invalid("licenseKey", "too long"));
     }
-    if parse_interval(&spec.valid).is_none() {
-        return Err(EngineError::Invalid(
-            "valid",
-            "must be an ISO 8601 interval start/end",
-        ));
-    }
+    check_interval("valid", &spec.valid)?;
     if let Some(t) = &spec.latest_valid_time {
         if parse_instant(t).is_none() {
             return Err(EngineError::Invalid(
@@ -251,12 +256,7 @@ pub fn validate(spec: &QlikSpec) -> Result<(), EngineError> {
         if let Some(v) = &p.values {
             super::check_json_depth("parameters.values", v)?;
         }
-        if parse_interval(&p.valid).is_none() {
-            return Err(EngineError::Invalid(
-                "parameters.valid",
-                "must be an ISO 8601 interval start/end",
-            ));
-        }
+        check_interval("parameters.valid", &p.valid)?;
     }
     let mut seen = HashSet::new();
     for a in &spec.allotments {
