@@ -230,7 +230,7 @@ impl From<EngineError> for LsError {
             TooMany(_) => TOO_MANY,
             Invalid(..) => INVALID_PARAMETERS,
             TenantNotFound | ApiKeyNotFound | Duplicate(_) | InUse(_) => INTERNAL,
-            // Qlik allotments are not reachable from this surface.
+            // Other surfaces' state (Qlik, Yext, Informatica) is not reachable from here.
             QlikLicenseNotFound
             | NoAvailableAllotment
             | AssignmentNotFound
