@@ -155,9 +155,8 @@ struct TenantParts {
     name: Option<String>,
     parent: Option<String>,
     api_keys: Vec<Map<String, Value>>,
-    qlik: Option<Map<String, Value>>,
-    yext: Option<Map<String, Value>>,
-    informatica: Option<Map<String, Value>>,
+    /// Vendor sections (`qlik`, `yext`, `informatica`) in file order.
+    vendors: Vec<(String, Map<String, Value>)>,
     products: Vec<Map<String, Value>>,
     customers: Vec<Map<String, Value>>,
     users: Vec<Map<String, Value>>,
@@ -210,14 +209,8 @@ impl Loader<'_> {
         self.n.tenants += 1;
 
         self.api_keys(tp, tenant_id, t.api_keys)?;
-        if let Some(q) = t.qlik {
-            self.qlik(tp, tenant_id, q)?;
-        }
-        if let Some(y) = t.yext {
-            self.yext(tp, tenant_id, y)?;
-        }
-        if let Some(o) = t.informatica {
-            self.infa(tp, tenant_id, o)?;
+        for (section, m) in t.vendors {
+            self.vendor(tp, tenant_id, &section, m)?;
         }
         let mut products: Vec<(String, Id)> = Vec::new();
         for (i, mut m) in t.products.into_iter().enumerate() {
@@ -298,6 +291,21 @@ impl Loader<'_> {
     /// /admin/v1/tenants/{id}/qlik` takes them) plus optional `settings`
     /// (`autoAssignProfessional`, `autoAssignAnalyzer`) and `assignments`
     /// (`[{"subject", "type"}]`, assigned in order).
+    /// A tenant's vendor section, by its name.
+    fn vendor(
+        &mut self,
+        tp: &str,
+        tenant_id: Id,
+        section: &str,
+        m: Map<String, Value>,
+    ) -> Result<(), CatalogError> {
+        match section {
+            "qlik" => self.qlik(tp, tenant_id, m),
+            "yext" => self.yext(tp, tenant_id, m),
+            _ => self.infa(tp, tenant_id, m),
+        }
+    }
+
     fn qlik(
         &mut self,
         tp: &str,
@@ -639,37 +647,15 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
                         None => parts.api_keys = keys,
                     }
                 }
-                "qlik" => {
-                    let q: Map<String, Value> = map.next_value()?;
+                section @ ("qlik" | "yext" | "informatica") => {
+                    let m: Map<String, Value> = map.next_value()?;
                     match &created {
                         Some(t) => {
-                            if let Err(e) = self.loader.qlik(&tp, t.id, q) {
+                            if let Err(e) = self.loader.vendor(&tp, t.id, section, m) {
                                 return Err(self.loader.fail(e));
                             }
                         }
-                        None => parts.qlik = Some(q),
-                    }
-                }
-                "informatica" => {
-                    let o: Map<String, Value> = map.next_value()?;
-                    match &created {
-                        Some(t) => {
-                            if let Err(e) = self.loader.infa(&tp, t.id, o) {
-                                return Err(self.loader.fail(e));
-                            }
-                        }
-                        None => parts.informatica = Some(o),
-                    }
-                }
-                "yext" => {
-                    let y: Map<String, Value> = map.next_value()?;
-                    match &created {
-                        Some(t) => {
-                            if let Err(e) = self.loader.yext(&tp, t.id, y) {
-                                return Err(self.loader.fail(e));
-                            }
-                        }
-                        None => parts.yext = Some(y),
+                        None => parts.vendors.push((section.to_string(), m)),
                     }
                 }
                 "products" => parts.products = map.next_value()?,

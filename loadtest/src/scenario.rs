@@ -248,7 +248,7 @@ impl Script {
 
 /// Appends the HTTP/1.1 request for `op` to `out`.
 pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: Op) {
-    if write_qlik(out, host, op) {
+    if write_vendor(out, host, op) {
         return;
     }
     auth.refresh();
@@ -319,7 +319,7 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: 
 
 /// Qlik requests (bearer API key) and Yext requests (`api_key` in the
 /// query); false for other operations.
-fn write_qlik(out: &mut Vec<u8>, host: &str, op: Op) -> bool {
+fn write_vendor(out: &mut Vec<u8>, host: &str, op: Op) -> bool {
     let mut body = [0u8; 256];
     let yext = |out: &mut Vec<u8>, method: &str, path: std::fmt::Arguments<'_>| {
         let _ = write!(

@@ -151,6 +151,21 @@ impl Meter {
         self.cell.get().map_or(0, |c| c.used(now))
     }
 
+    /// How much more an add could take in the period that contains `now`
+    /// (overage included; `i64::MAX` when unlimited).
+    pub fn headroom(&self, now: Millis) -> i64 {
+        let l = self.limits();
+        if l.unlimited {
+            return i64::MAX;
+        }
+        let limit = if l.allow_overages {
+            l.max.saturating_add(l.max_overages)
+        } else {
+            l.max
+        };
+        limit.saturating_sub(self.used(now)).max(0)
+    }
+
     /// Total without rolling: what the counter holds right now.
     pub fn used_raw(&self) -> i64 {
         self.cell

@@ -997,11 +997,6 @@ impl Engine {
         self.yext.get(&tenant_id).map(|a| a.clone())
     }
 
-    /// The tenant whose Yext account has this id.
-    pub fn yext_account_tenant(&self, account_id: &str) -> Option<Id> {
-        self.yext_accounts.get(account_id).map(|t| *t)
-    }
-
     fn qlik_of(&self, tenant_id: Id) -> R<Arc<qlik::QlikTenant>> {
         self.qlik(tenant_id).ok_or(EngineError::QlikLicenseNotFound)
     }

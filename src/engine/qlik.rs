@@ -369,9 +369,6 @@ pub struct QlikTenant {
     pub users: RwLock<Arc<HashSet<String>>>,
     /// When the spec was last put (ms).
     pub updated: AtomicI64,
-    /// The parsed `valid` interval.
-    pub valid_from: AtomicI64,
-    pub valid_to: AtomicI64,
     pub professional: SeatPool,
     pub analyzer: SeatPool,
     pub analyzer_time: Meter,
@@ -429,8 +426,6 @@ impl QlikTenant {
             spec: RwLock::new(spec.clone()),
             users: RwLock::new(Arc::new(HashSet::new())),
             updated: AtomicI64::new(now),
-            valid_from: AtomicI64::new(i64::MIN),
-            valid_to: AtomicI64::new(i64::MAX),
             professional: SeatPool::new(0, 0, false),
             analyzer: SeatPool::new(0, 0, false),
             analyzer_time: Meter::default(),
@@ -453,9 +448,6 @@ impl QlikTenant {
         if self.analyzer_time.limits() != limits {
             self.analyzer_time.set_limits(limits, now);
         }
-        let (from, to) = parse_interval(&spec.valid).unwrap_or((i64::MIN, i64::MAX));
-        self.valid_from.store(from, Ordering::Release);
-        self.valid_to.store(to, Ordering::Release);
         *self.users.write() = Arc::new(spec.users.iter().cloned().collect());
         self.updated.store(now, Ordering::Release);
         *self.spec.write() = spec;
@@ -472,11 +464,10 @@ impl QlikTenant {
     /// The status the license has at `now`: an `Ok` license outside its
     /// validity interval reads as `Expired`.
     pub fn status(&self, now: Millis) -> QlikStatus {
-        let s = self.spec.read().status;
-        let (from, to) = (
-            self.valid_from.load(Ordering::Acquire),
-            self.valid_to.load(Ordering::Acquire),
-        );
+        let spec = self.spec.read();
+        let s = spec.status;
+        // The spec was validated: its interval parses.
+        let (from, to) = parse_interval(&spec.valid).unwrap_or((i64::MIN, i64::MAX));
         if s == QlikStatus::Ok && (now < from || now >= to) {
             QlikStatus::Expired
         } else {
@@ -526,7 +517,7 @@ impl QlikTenant {
     ) -> Result<bool, EngineError> {
         check_subject(subject)?;
         let mut book = self.book.lock();
-        Self::assign_locked(self, &mut book, subject, kind, now)
+        self.assign_locked(&mut book, subject, kind, now)
     }
 
     fn assign_locked(
@@ -692,14 +683,15 @@ impl QlikTenant {
 
     /// Capacity minutes that can still be debited this month (overage included).
     pub fn analyzer_time_left(&self, now: Millis) -> i64 {
-        let spec = self.spec.read();
-        let Some(a) = spec.allotment(AllotmentKind::AnalyzerTime) else {
+        if self
+            .spec
+            .read()
+            .allotment(AllotmentKind::AnalyzerTime)
+            .is_none()
+        {
             return 0;
-        };
-        if a.overage == -1 {
-            return i64::MAX;
         }
-        (a.units + a.overage - self.analyzer_time.used(now)).max(0)
+        self.analyzer_time.headroom(now)
     }
 
     pub fn set_settings(&self, professional: Option<bool>, analyzer: Option<bool>) {

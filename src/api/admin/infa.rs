@@ -14,7 +14,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::AdminError;
-use super::{apply, from_value, object, parse_id, R};
+use super::{apply, existing_tenant, from_value, object, R};
 use crate::app::App;
 use crate::engine::infa::{Grant, InfaOrg, InfaSpec};
 use crate::engine::{Command, EngineError, Outcome};
@@ -56,10 +56,7 @@ pub async fn route(
     query: &Query<'_>,
     body: Option<&[u8]>,
 ) -> R<Resp> {
-    let tid = parse_id(id, "tenant")?;
-    app.engine
-        .tenant(tid)
-        .ok_or_else(|| AdminError::not_found("tenant"))?;
+    let tid = existing_tenant(app, id)?;
     let org = || {
         app.engine
             .infa(tid)

@@ -218,6 +218,15 @@ fn parse_id(s: &str, what: &str) -> R<Id> {
     s.parse().map_err(|_| AdminError::not_found(what))
 }
 
+/// The id of an existing tenant named by a path segment (404 otherwise).
+fn existing_tenant(app: &App, id: &str) -> R<Id> {
+    let id = parse_id(id, "tenant")?;
+    app.engine
+        .tenant(id)
+        .ok_or_else(|| AdminError::not_found("tenant"))?;
+    Ok(id)
+}
+
 fn license(app: &App, id: &str) -> R<std::sync::Arc<License>> {
     app.engine
         .license(parse_id(id, "license")?)

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::AdminError;
-use super::{apply, from_value, object, parse_id, R};
+use super::{apply, existing_tenant, from_value, object, R};
 use crate::app::App;
 use crate::engine::model::Id;
 use crate::engine::qlik::{chunks_of, AccessVia, ConsumptionRecord, QlikSpec, QlikTenant};
@@ -27,14 +27,6 @@ use crate::server::http::{json, json_value, Resp};
 
 /// Longest analyzer session one report may carry, minutes (31 days).
 pub const SESSION_MINUTES_MAX: i64 = 31 * 24 * 60;
-
-fn tenant_id(app: &App, id: &str) -> R<Id> {
-    let id = parse_id(id, "tenant")?;
-    app.engine
-        .tenant(id)
-        .ok_or_else(|| AdminError::not_found("tenant"))?;
-    Ok(id)
-}
 
 fn qlik_of(app: &App, id: Id) -> R<std::sync::Arc<QlikTenant>> {
     app.engine
@@ -53,6 +45,10 @@ pub fn render(q: &QlikTenant, now: Millis) -> Value {
         })
         .collect();
     let s = q.settings();
+    let book = {
+        let b = q.book.lock();
+        (b.assignments.len(), b.consumption.len())
+    };
     json!({
         "tenant_id": q.tenant_id,
         "spec": *spec,
@@ -61,13 +57,13 @@ pub fn render(q: &QlikTenant, now: Millis) -> Value {
         "allotments": allotments,
         "settings": {"autoAssignProfessional": s.auto_assign_professional,
                      "autoAssignAnalyzer": s.auto_assign_analyzer},
-        "assignments": q.book.lock().assignments.len(),
-        "consumption_records": q.book.lock().consumption.len(),
+        "assignments": book.0,
+        "consumption_records": book.1,
     })
 }
 
 pub async fn route(app: &App, m: &Method, id: &str, rest: &[&str], body: Option<&[u8]>) -> R<Resp> {
-    let tid = tenant_id(app, id)?;
+    let tid = existing_tenant(app, id)?;
     let now = app.now();
     match rest {
         [] if m == Method::GET => Ok(json_value(

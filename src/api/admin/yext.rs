@@ -7,7 +7,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::error::AdminError;
-use super::{apply, from_value, object, parse_id, R};
+use super::{apply, existing_tenant, from_value, object, R};
 use crate::app::App;
 use crate::engine::yext::{YextAccount, YextSpec};
 use crate::engine::Command;
@@ -24,10 +24,7 @@ pub fn render(a: &YextAccount, now: crate::engine::time::Millis) -> Value {
 }
 
 pub async fn route(app: &App, m: &Method, id: &str, body: Option<&[u8]>) -> R<Resp> {
-    let tid = parse_id(id, "tenant")?;
-    app.engine
-        .tenant(tid)
-        .ok_or_else(|| AdminError::not_found("tenant"))?;
+    let tid = existing_tenant(app, id)?;
     let now = app.now();
     let get = |app: &App| {
         app.engine

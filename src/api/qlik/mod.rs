@@ -211,7 +211,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     };
     let body = body.unwrap_or_default();
     match route {
-        Route::Assignments => list_assignments(&q, &query, &host, now),
+        Route::Assignments => list_assignments(&q, &query, &host),
         Route::Consumption => list_consumption(&q, &query, &host),
         Route::Overview => Ok(json_value(StatusCode::OK, &overview(&q, now))),
         Route::Status => Ok(json_value(StatusCode::OK, &status(&q, now))),
@@ -226,10 +226,6 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
 }
 
 // ---------------------------------------------------------------- reads
-
-fn valid_of(q: &QlikTenant) -> String {
-    q.spec.read().valid.clone()
-}
 
 fn origin(o: QlikOrigin) -> &'static str {
     match o {
@@ -316,7 +312,7 @@ fn status(q: &QlikTenant, now: Millis) -> Value {
     json!({
         "type": key_type(spec.key_type),
         "trial": spec.trial,
-        "valid": valid_of(q),
+        "valid": spec.valid,
         "origin": origin(spec.origin),
         "status": status_str(q.status(now)),
         "product": spec.product,
@@ -385,7 +381,7 @@ fn assignment_key(a: &Assignment, field: usize) -> SortKey {
     }
 }
 
-fn list_assignments(q: &QlikTenant, query: &Query<'_>, host: &str, _now: Millis) -> R<Resp> {
+fn list_assignments(q: &QlikTenant, query: &Query<'_>, host: &str) -> R<Resp> {
     let limit = limit_of(query)?;
     let filter = match query.get("filter").filter(|f| !f.trim().is_empty()) {
         Some(f) => Some(
