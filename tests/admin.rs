@@ -386,7 +386,7 @@ async fn lists_are_paginated_by_id() {
             None => break,
         }
     }
-    assert_eq!(seen.len(), 10, "3 demo studio licenses + 7 new");
+    assert_eq!(seen.len(), 11, "4 demo studio licenses + 7 new");
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
 }
 

@@ -150,7 +150,7 @@ impl Default for Engine {
 
 /// Instant from an optional ISO 8601 string. A bare date (`2031-03-16`) as an end
 /// means "through that day": the instant is the next midnight.
-fn end_instant(s: &Option<String>) -> Millis {
+pub fn end_instant(s: &Option<String>) -> Millis {
     match s.as_deref().map(str::trim) {
         None | Some("") => i64::MAX,
         Some(v) => match parse_instant(v) {
@@ -213,6 +213,61 @@ pub fn check_json_depth(field: &'static str, v: &serde_json::Value) -> R<()> {
             field,
             "nested too deeply (at most 32 levels)",
         ));
+    }
+    Ok(())
+}
+
+/// Longest text of a release's fields (URLs, versions, hashes), bytes.
+pub const RELEASE_TEXT_BYTES_MAX: usize = 2048;
+
+fn validate_releases(releases: &[ReleaseSpec]) -> R<()> {
+    if releases.len() > PRODUCT_RELEASES_MAX {
+        return Err(EngineError::Invalid("releases", "too many (at most 1000)"));
+    }
+    for r in releases {
+        if r.version.is_empty() || r.installation_file.is_empty() {
+            return Err(EngineError::Invalid(
+                "releases",
+                "each needs a version and an installation_file",
+            ));
+        }
+        let texts = [
+            &r.version,
+            &r.installation_file,
+            &r.environment,
+            &r.channel,
+            &r.hash_md5,
+            &r.size,
+            &r.eula_link,
+            &r.release_notes_link,
+            &r.requires_version,
+        ];
+        if texts.iter().any(|t| t.len() > RELEASE_TEXT_BYTES_MAX) {
+            return Err(EngineError::Invalid(
+                "releases",
+                "a text field is longer than 2048 bytes",
+            ));
+        }
+        check_date("release_date", &r.release_date)?;
+    }
+    Ok(())
+}
+
+fn validate_bundle(spec: &ProductSpec) -> R<()> {
+    let codes = &spec.bundle_products;
+    if codes.len() > BUNDLE_PRODUCTS_MAX {
+        return Err(EngineError::Invalid(
+            "bundle_products",
+            "too many (at most 100)",
+        ));
+    }
+    for (i, c) in codes.iter().enumerate() {
+        if c.is_empty() || c.len() > 128 || *c == spec.short_code || codes[..i].contains(c) {
+            return Err(EngineError::Invalid(
+                "bundle_products",
+                "short codes of other products, each once",
+            ));
+        }
     }
     Ok(())
 }
@@ -1219,6 +1274,8 @@ impl Engine {
             return Err(EngineError::Invalid("short_code", "must be 1 to 128 bytes"));
         }
         check_json_depth("metadata", &spec.metadata)?;
+        validate_releases(&spec.releases)?;
+        validate_bundle(spec)?;
         if let Some(existing) = self.product(id) {
             if existing.tenant_id != spec.tenant_id || *existing.short_code != *spec.short_code {
                 return Err(EngineError::Invalid(

@@ -147,6 +147,51 @@ pub struct ProductSpec {
     pub trial_days: u32,
     #[serde(default = "empty_object")]
     pub metadata: Value,
+    /// Installation files of the product's versions, oldest first (LicenseSpring
+    /// `versions` and `installation_file`), at most [`PRODUCT_RELEASES_MAX`].
+    #[serde(default)]
+    pub releases: Vec<ReleaseSpec>,
+    /// A bundle's products, by short code (LicenseSpring `activate_bundle`,
+    /// `check_bundle`, `deactivate_bundle`); empty for a plain product. A
+    /// bundle license is the license with the bundle's key on each of them.
+    #[serde(default)]
+    pub bundle_products: Vec<String>,
+}
+
+/// Versions with installation files a product may list.
+pub const PRODUCT_RELEASES_MAX: usize = 1_000;
+/// Products one bundle may hold.
+pub const BUNDLE_PRODUCTS_MAX: usize = 100;
+
+/// One installation file of one version of a product, for one environment
+/// (`win64`, `linux`, `mac`, ...) and release channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// Answered as the installation file's `id`; its position (from 1) if absent.
+    #[serde(default)]
+    pub id: Option<u64>,
+    pub version: String,
+    /// Download URL.
+    pub installation_file: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub channel: String,
+    #[serde(default)]
+    pub release_date: Option<String>,
+    #[serde(default)]
+    pub hash_md5: String,
+    #[serde(default)]
+    pub size: String,
+    #[serde(default)]
+    pub eula_link: String,
+    #[serde(default)]
+    pub release_notes_link: String,
+    #[serde(default)]
+    pub requires_version: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
 }
 
 #[derive(Debug)]

@@ -107,6 +107,16 @@ impl TestServer {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        if headers.contains_key("licensesignature") {
+            // LicenseSpring's Node SDK verifies the signature over
+            // JSON.stringify(JSON.parse(body)): every signed body must be
+            // what JavaScript writes for it.
+            assert_eq!(
+                String::from_utf8_lossy(&js_round_trip(&bytes)),
+                String::from_utf8_lossy(&bytes),
+                "a signed body is not what JavaScript's JSON.stringify writes"
+            );
+        }
         Resp {
             status,
             headers,
@@ -183,5 +193,159 @@ impl Drop for TestServer {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// `JSON.stringify(JSON.parse(bytes))` as JavaScript computes it: keys in
+/// insertion order except array-index keys, which come first in ascending
+/// order; numbers as doubles printed by `Number.prototype.toString`.
+pub fn js_round_trip(bytes: &[u8]) -> Vec<u8> {
+    let text = std::str::from_utf8(bytes).expect("utf-8 body");
+    let mut p = JsParser { s: text, i: 0 };
+    let v = p.value();
+    p.ws();
+    assert_eq!(p.i, text.len(), "trailing text after the JSON value");
+    let mut out = String::new();
+    v.write(&mut out);
+    out.into_bytes()
+}
+
+enum JsVal {
+    Lit(&'static str),
+    Num(f64),
+    Str(String),
+    Arr(Vec<JsVal>),
+    Obj(Vec<(String, JsVal)>),
+}
+
+impl JsVal {
+    fn write(&self, out: &mut String) {
+        match self {
+            JsVal::Lit(l) => out.push_str(l),
+            JsVal::Num(n) => out.push_str(&tally::api::licensespring::js::js_number(*n)),
+            JsVal::Str(s) => out.push_str(&serde_json::to_string(s).expect("string")),
+            JsVal::Arr(a) => {
+                out.push('[');
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write(out);
+                }
+                out.push(']');
+            }
+            JsVal::Obj(m) => {
+                let index = |k: &str| {
+                    (k == "0" || (!k.starts_with('0') && !k.is_empty() && k.len() <= 10))
+                        .then(|| k.parse::<u64>().ok())
+                        .flatten()
+                        .filter(|n| *n < (1 << 32) - 1)
+                };
+                let mut keys: Vec<(Option<u64>, usize)> = m
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (index(k), i))
+                    .collect();
+                keys.sort_by_key(|(n, i)| match n {
+                    Some(n) => (0, *n, 0),
+                    None => (1, 0, *i),
+                });
+                out.push('{');
+                for (j, (_, i)) in keys.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    let (k, v) = &m[*i];
+                    out.push_str(&serde_json::to_string(k).expect("key"));
+                    out.push(':');
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+struct JsParser<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl JsParser<'_> {
+    fn ws(&mut self) {
+        while self.s[self.i..].starts_with([' ', '\n', '\r', '\t']) {
+            self.i += 1;
+        }
+    }
+    fn eat(&mut self, c: char) -> bool {
+        self.ws();
+        let hit = self.s[self.i..].starts_with(c);
+        if hit {
+            self.i += 1;
+        }
+        hit
+    }
+    fn value(&mut self) -> JsVal {
+        self.ws();
+        let rest = &self.s[self.i..];
+        for lit in ["null", "true", "false"] {
+            if rest.starts_with(lit) {
+                self.i += lit.len();
+                return JsVal::Lit(lit);
+            }
+        }
+        if self.eat('[') {
+            let mut a = Vec::new();
+            if !self.eat(']') {
+                loop {
+                    a.push(self.value());
+                    if self.eat(']') {
+                        break;
+                    }
+                    assert!(self.eat(','), "expected , in array");
+                }
+            }
+            return JsVal::Arr(a);
+        }
+        if self.eat('{') {
+            let mut m: Vec<(String, JsVal)> = Vec::new();
+            if !self.eat('}') {
+                loop {
+                    self.ws();
+                    let k = self.string();
+                    assert!(self.eat(':'), "expected : in object");
+                    let v = self.value();
+                    // JSON.parse keeps the first position and the last value.
+                    match m.iter_mut().find(|(x, _)| *x == k) {
+                        Some(slot) => slot.1 = v,
+                        None => m.push((k, v)),
+                    }
+                    if self.eat('}') {
+                        break;
+                    }
+                    assert!(self.eat(','), "expected , in object");
+                }
+            }
+            return JsVal::Obj(m);
+        }
+        if rest.starts_with('"') {
+            return JsVal::Str(self.string());
+        }
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+            .unwrap_or(rest.len());
+        self.i += end;
+        JsVal::Num(rest[..end].parse().expect("number"))
+    }
+    fn string(&mut self) -> String {
+        let rest = &self.s[self.i..];
+        assert!(rest.starts_with('"'), "expected a string");
+        let mut j = 1;
+        let b = rest.as_bytes();
+        while b[j] != b'"' {
+            j += if b[j] == b'\\' { 2 } else { 1 };
+        }
+        self.i += j + 1;
+        serde_json::from_str(&rest[..=j]).expect("string")
     }
 }

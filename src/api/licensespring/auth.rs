@@ -81,10 +81,16 @@ fn parse_authorization(h: &str) -> Option<AuthHeader<'_>> {
 
 /// The signature LicenseSpring expects for `date` under `shared_key`.
 pub fn sign_date(shared_key: &str, date: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(shared_key.as_bytes())
-        .expect("hmac takes any key length");
-    mac.update(b"licenseSpring\ndate: ");
-    mac.update(date.as_bytes());
+    hmac_b64(shared_key, &[b"licenseSpring\ndate: ", date.as_bytes()])
+}
+
+/// Base64 of HMAC-SHA256 with `key` over the concatenated `parts`.
+pub fn hmac_b64(key: &str, parts: &[&[u8]]) -> String {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("hmac takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 

@@ -190,6 +190,37 @@ pub const TRIAL_NOT_ALLOWED: LsError = e(
     "This product does not offer trials",
 );
 pub const CUSTOMER_NOT_FOUND: LsError = e(400, "customer_not_found", "Customer not found");
+pub const ACTIVE_LICENSE_REQUIRED: LsError =
+    e(400, "active_license_required", "Active license is required");
+pub const VERSION_NOT_FOUND: LsError = e(
+    400,
+    "version_not_found",
+    "File at requested version does not exist",
+);
+/// Tally has no identity provider: every customer account is one without SSO.
+pub const SSO_NOT_CONFIGURED: LsError = e(
+    400,
+    "sso_customer_account_url_error",
+    "Single sign-on is not set up for this customer account",
+);
+pub const SSO_TOKEN_ERROR: LsError = e(
+    400,
+    "sso_customer_account_token_error",
+    "Single sign-on token is invalid: single sign-on is not set up",
+);
+/// Tally's own: the product named as a bundle has no bundled products.
+pub const NOT_A_BUNDLE: LsError = e(400, "product_not_bundle", "Product is not a bundle");
+pub const MISSING_CONTENT: LsError = e(400, "missing_content", "Offline request is empty");
+pub const OFFLINE_REQUEST_INVALID: LsError = e(
+    400,
+    "authorization_missing_params",
+    "Offline request is not base64 of a JSON request with its data, signature, date and api_key",
+);
+pub const OFFLINE_SIGNATURE_MISMATCH: LsError = e(
+    401,
+    "signature_mismatch",
+    "Offline request signature does not match",
+);
 pub const TOO_MANY: LsError = e(400, "limit_exceeded", "Too many items");
 /// A failed write latches the server read-only (see storage); mutations answer this.
 pub const UNAVAILABLE: LsError = e(

@@ -8,8 +8,13 @@
 //! `LicenseSignature` header.
 
 pub mod auth;
+mod bundle;
 pub mod error;
+pub mod js;
+mod offline;
 mod params;
+mod releases;
+mod users;
 pub mod wire;
 
 use std::borrow::Cow;
@@ -82,6 +87,15 @@ enum Endpoint {
     CustomerLicenseUsers,
     TrackDeviceVariables,
     GetDeviceVariables,
+    ChangePassword,
+    Versions,
+    InstallationFile,
+    SsoUrl,
+    ActivateBundle,
+    CheckBundle,
+    DeactivateBundle,
+    ActivateOffline,
+    DeactivateOffline,
 }
 
 impl Endpoint {
@@ -105,6 +119,15 @@ impl Endpoint {
             "customer_license_users" => (CustomerLicenseUsers, Method::GET, false),
             "track_device_variables" => (TrackDeviceVariables, Method::POST, true),
             "get_device_variables" => (GetDeviceVariables, Method::GET, false),
+            "change_password" => (ChangePassword, Method::POST, true),
+            "versions" => (Versions, Method::GET, false),
+            "installation_file" => (InstallationFile, Method::GET, false),
+            "sso_url" => (SsoUrl, Method::GET, false),
+            "activate_bundle" => (ActivateBundle, Method::POST, true),
+            "check_bundle" => (CheckBundle, Method::GET, false),
+            "deactivate_bundle" => (DeactivateBundle, Method::POST, true),
+            "activate_offline" => (ActivateOffline, Method::POST, true),
+            "deactivate_offline" => (DeactivateOffline, Method::POST, true),
             _ => return None,
         })
     }
@@ -147,6 +170,18 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
             Err(BodyError::Read) => return INVALID_JSON.response(),
             Err(BodyError::TimedOut) => return REQUEST_TIMEOUT.response(),
         };
+        if let Some(activate) = match endpoint {
+            Endpoint::ActivateOffline => Some(true),
+            Endpoint::DeactivateOffline => Some(false),
+            _ => None,
+        } {
+            // A base64 request file (text/plain), not a JSON object.
+            let answer = offline::handle(app, &key, activate, &body, now).await;
+            return match answer {
+                Ok(body) => signed(app, body),
+                Err(e) => e.response(),
+            };
+        }
         let map = if body.iter().all(u8::is_ascii_whitespace) {
             Map::new()
         } else {
@@ -212,7 +247,7 @@ async fn dispatch(
                 },
             )
             .await?;
-            to_vec(&json!({"license_id": t.license.id, "hardware_id": &*hw, "deactivated": true}))
+            Ok(string_answer(LICENSE_DEACTIVATED))
         }
         CheckLicense => check_license(app, tenant, p, now).await,
         CheckLicenseFeature => check_feature(app, tenant, p, now).await,
@@ -230,7 +265,7 @@ async fn dispatch(
                 },
             )
             .await?;
-            license_body(app, &t, p.text("hardware_id").as_deref(), now)
+            license_body(app, &t, &Render::of(p, p.text_ref("hardware_id")), now)
         }
         AddFeatureConsumption => {
             let t = resolve(app, tenant, p, false)?;
@@ -262,14 +297,9 @@ async fn dispatch(
                 hardware_id: Cow::Borrowed(&hw),
                 now,
             };
-            let Outcome::Released { held, in_use } = apply(app, cmd).await? else {
-                return Err(INTERNAL);
-            };
-            let mut v = json!({"license_id": t.license.id, "hardware_id": &*hw, "released": held, "floating_in_use_devices": in_use});
-            if let Some(f) = &f {
-                v["feature"] = (*f.code).into();
-            }
-            to_vec(&v)
+            // LicenseSpring answers an empty body (its SDKs ignore it).
+            apply(app, cmd).await?;
+            Ok(Body::Fresh(Vec::new()))
         }
         FloatingBorrow | FloatingFeatureBorrow => {
             borrow(app, tenant, p, now, endpoint == FloatingFeatureBorrow).await
@@ -280,6 +310,9 @@ async fn dispatch(
             let mut v = wire::product_details(&product);
             if p.bool("include_custom_fields") {
                 v["custom_fields"] = json!([]);
+            }
+            if p.bool("include_latest_version") {
+                v["latest_version"] = wire::latest_version(&product, p.text_ref("env"));
             }
             to_vec(&v)
         }
@@ -306,12 +339,37 @@ async fn dispatch(
             let hw = p.required("hardware_id")?;
             device_variables(app, &t.license, &hw)
         }
+        ChangePassword => users::change_password(app, tenant, p).await,
+        Versions => releases::versions(app, tenant, p, now),
+        InstallationFile => releases::installation_file(app, tenant, p, now),
+        SsoUrl => {
+            p.required("product")?;
+            p.required("customer_account_code")?;
+            Err(SSO_NOT_CONFIGURED)
+        }
+        ActivateBundle => bundle::activate(app, tenant, p, now).await,
+        CheckBundle => bundle::check(app, tenant, p, now).await,
+        DeactivateBundle => bundle::deactivate(app, tenant, p, now).await,
+        // Answered in `handle` (their body is not JSON).
+        ActivateOffline | DeactivateOffline => Err(INTERNAL),
     }
 }
 
-fn to_vec(v: &impl serde::Serialize) -> Answer {
-    serde_json::to_vec(v).map(Body::Fresh).map_err(|_| INTERNAL)
+/// JSON as JavaScript writes it (see [`js`]): the Node SDK verifies
+/// `LicenseSignature` over `JSON.stringify` of the parsed body.
+fn to_vec(v: &Value) -> Answer {
+    js::to_vec(&js::Js(v))
+        .map(Body::Fresh)
+        .map_err(|_| INTERNAL)
 }
+
+/// The answer of the endpoints that answer a bare string (`license_deactivated`,
+/// `password_changed`): a JSON string, which the SDKs read as the string.
+fn string_answer(s: &str) -> Body {
+    Body::Fresh(format!("\"{s}\"").into_bytes())
+}
+
+const LICENSE_DEACTIVATED: &str = "license_deactivated";
 
 async fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LsError> {
     app.commit(&cmd).await.map_err(commit_error)
@@ -350,7 +408,17 @@ fn resolve<'p>(
     p: &'p Params,
     need_password: bool,
 ) -> Result<Target<'p>, LsError> {
-    let product = product(app, tenant, p)?;
+    resolve_in(app, tenant, &*product(app, tenant, p)?, p, need_password)
+}
+
+/// [`resolve`] on a product given (a bundle's product) rather than named.
+fn resolve_in<'p>(
+    app: &App,
+    tenant: Id,
+    product: &Product,
+    p: &'p Params,
+    need_password: bool,
+) -> Result<Target<'p>, LsError> {
     match product.authorization_method {
         AuthMethod::LicenseKey => {
             let key = p.text("license_key").ok_or(MISSING_PARAMETERS)?;
@@ -365,7 +433,9 @@ fn resolve<'p>(
             })
         }
         AuthMethod::User => {
-            let username = p.text("username").ok_or(MISSING_PARAMETERS)?;
+            let Some(username) = p.text("username") else {
+                return Err(sso_or_missing(p));
+            };
             let user = app
                 .engine
                 .user_by_email(tenant, &username)
@@ -391,6 +461,17 @@ fn resolve<'p>(
     }
 }
 
+/// A request that names its user by an SSO token instead of a user name:
+/// Tally has no identity provider, so it answers as LicenseSpring does for a
+/// customer account without SSO. Otherwise, the user name is missing.
+fn sso_or_missing(p: &Params) -> LsError {
+    if p.text("id_token").is_some() || p.text("code").is_some() {
+        SSO_TOKEN_ERROR
+    } else {
+        MISSING_PARAMETERS
+    }
+}
+
 /// The license is usable now and the request's device is activated on it.
 fn usable_on_device(app: &App, l: &License, p: &Params<'_>, now: Millis) -> Result<(), LsError> {
     {
@@ -411,40 +492,95 @@ fn feature(app: &App, l: &License, p: &Params<'_>, now: Millis) -> Result<Arc<Fe
 
 // ---------------------------------------------------------------- bodies
 
+/// How one request asks for a license object.
+#[derive(Default, Clone, Copy)]
+struct Render<'a> {
+    hardware_id: Option<&'a str>,
+    /// `env` and `channel`: the installation-file fields describe the newest
+    /// release of the product for them (any, where not given).
+    env: Option<&'a str>,
+    channel: Option<&'a str>,
+    /// `check_license` without `include_expired_features`: features past
+    /// their expiry date are left out.
+    hide_expired_features: bool,
+}
+
+impl<'a> Render<'a> {
+    /// `env` and `channel` from the request, `hardware_id` as given.
+    fn of(p: &'a Params<'a>, hardware_id: Option<&'a str>) -> Self {
+        Render {
+            hardware_id,
+            env: p.text_ref("env"),
+            channel: p.text_ref("channel"),
+            hide_expired_features: false,
+        }
+    }
+}
+
 /// The license object with `license_signature` (over
-/// `hardware_id#key_or_user#validity`, lower-cased, as the SDKs check it) and
-/// `license_signature_v2` (over the compact JSON of the object without both
-/// signature fields, keys sorted).
-fn license_object(app: &App, t: &Target, hw: Option<&str>, now: Millis) -> Map<String, Value> {
+/// `hardware_id#key_or_user#validity`, lower-cased, the validity as
+/// JavaScript's `toISOString` writes it: the Node SDK checks it so) and
+/// `license_signature_v2` (over the object's JavaScript JSON without both
+/// signature fields, as the SDKs check offline answers). `extra` fields
+/// (an offline answer's `date` and `offline_signature`) are signed too.
+fn license_object(
+    app: &App,
+    t: &Target,
+    r: &Render,
+    now: Millis,
+    extra: Map<String, Value>,
+) -> Map<String, Value> {
+    let product = app.engine.product(t.license.product_id);
+    let pspec = product.as_ref().map(|p| p.spec.read().clone());
+    let release = pspec.as_ref().and_then(|ps| {
+        releases::newest(ps, &t.license.spec.read(), r.env, r.channel).map(|(_, rel)| rel.clone())
+    });
     let mut m = LicenseView {
         engine: &app.engine,
         license: &t.license,
-        hardware_id: hw,
+        hardware_id: r.hardware_id,
         now,
+        release: release.as_ref(),
+        hide_expired_features: r.hide_expired_features,
     }
     .render();
-    let b64 = |s: Arc<str>| Value::from(&*s);
+    m.insert("offline_signature".into(), Value::from(""));
+    m.extend(extra);
     let validity = m
         .get("validity_period")
         .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let v1 = format!("{}#{}#{}", hw.unwrap_or(""), t.auth_value, validity).to_lowercase();
-    let v2_input = serde_json::to_vec(&m).unwrap_or_default();
-    m.insert(
-        "license_signature".into(),
-        b64(app.signer.sign(v1.as_bytes())),
-    );
-    m.insert(
-        "license_signature_v2".into(),
-        b64(app.signer.sign(&v2_input)),
-    );
-    m.insert("offline_signature".into(), Value::from(""));
+        .map(js_iso_instant)
+        .unwrap_or_default();
+    let v1 = format!(
+        "{}#{}#{}",
+        r.hardware_id.unwrap_or(""),
+        t.auth_value,
+        validity
+    )
+    .to_lowercase();
+    let unsigned = Value::Object(m);
+    let v2_input = js::to_vec(&js::Js(&unsigned)).unwrap_or_default();
+    let Value::Object(mut m) = unsigned else {
+        unreachable!("built as an object")
+    };
+    let sig = |bytes: &[u8]| Value::from(&*app.signer.sign(bytes));
+    m.insert("license_signature".into(), sig(v1.as_bytes()));
+    m.insert("license_signature_v2".into(), sig(&v2_input));
     m
 }
 
-fn license_body(app: &App, t: &Target, hw: Option<&str>, now: Millis) -> Answer {
-    to_vec(&license_object(app, t, hw, now))
+/// `dayjs(value).toISOString()` as the Node SDK computes it for
+/// `license_signature`: the instant in UTC with milliseconds. A date or
+/// date-time without an offset is read as UTC (dayjs reads it in the client's
+/// zone, so a client outside UTC sees what LicenseSpring's own answers give it).
+fn js_iso_instant(value: &str) -> String {
+    parse_instant(value)
+        .map(format_instant)
+        .unwrap_or_else(|| value.to_string())
+}
+
+fn license_body(app: &App, t: &Target, r: &Render, now: Millis) -> Answer {
+    to_vec(&Value::Object(license_object(app, t, r, now, Map::new())))
 }
 
 /// The feature-check answer, rendered and signed once per state of the
@@ -490,7 +626,7 @@ fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
         .iter()
         .map(|x| wire::variable(d.id, x))
         .collect();
-    to_vec(&vars)
+    to_vec(&Value::Array(vars))
 }
 
 // ---------------------------------------------------------------- handlers
@@ -498,6 +634,19 @@ fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
 async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let t = resolve(app, tenant, p, true)?;
     let hw = p.required("hardware_id")?;
+    activate_device(app, &t.license, p, &hw, now).await?;
+    license_body(app, &t, &Render::of(p, Some(&hw)), now)
+}
+
+/// Activates device `hw` on `license` with the device details and variables
+/// the request carries.
+async fn activate_device(
+    app: &App,
+    license: &License,
+    p: &Params<'_>,
+    hw: &str,
+    now: Millis,
+) -> Result<(), LsError> {
     let s = |k: &str| p.str(k).map(Cow::into_owned).unwrap_or_default();
     let info = DeviceInfo {
         os_ver: s("os_ver"),
@@ -514,8 +663,8 @@ async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer 
     apply(
         app,
         Command::Activate {
-            license_id: t.license.id,
-            hardware_id: Cow::Borrowed(&hw),
+            license_id: license.id,
+            hardware_id: Cow::Borrowed(hw),
             info,
             device_id,
             now,
@@ -526,38 +675,47 @@ async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer 
         apply(
             app,
             Command::TrackDeviceVariables {
-                license_id: t.license.id,
-                hardware_id: Cow::Borrowed(&hw),
+                license_id: license.id,
+                hardware_id: Cow::Borrowed(hw),
                 variables,
                 now,
             },
         )
         .await?;
     }
-    license_body(app, &t, Some(&hw), now)
+    Ok(())
 }
 
 async fn check_license(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let t = resolve(app, tenant, p, false)?;
-    usable_on_device(app, &t.license, p, now)?;
     let hw = p.required("hardware_id")?;
+    check_in_use(app, &t.license, &hw, now).await?;
+    let r = Render {
+        hide_expired_features: !p.bool("include_expired_features"),
+        ..Render::of(p, Some(&hw))
+    };
+    license_body(app, &t, &r, now)
+}
+
+/// The license is usable now on device `hw`; a floating license takes or
+/// renews the device's seat.
+async fn check_in_use(app: &App, license: &License, hw: &str, now: Millis) -> Result<(), LsError> {
     let floating = {
-        let s = t.license.spec.read();
+        let s = license.spec.read();
+        app.engine.check_usable(license, &s, now)?;
         s.is_floating || s.is_floating_cloud
     };
+    app.engine.check_device(license, hw)?;
     if floating {
-        apply(
-            app,
-            Command::FloatingAcquire {
-                license_id: t.license.id,
-                feature_id: None,
-                hardware_id: Cow::Borrowed(&hw),
-                now,
-            },
-        )
-        .await?;
+        let cmd = Command::FloatingAcquire {
+            license_id: license.id,
+            feature_id: None,
+            hardware_id: Cow::Borrowed(hw),
+            now,
+        };
+        apply(app, cmd).await?;
     }
-    license_body(app, &t, Some(&hw), now)
+    Ok(())
 }
 
 /// The hot path: one license lookup, one feature scan, at most one lease renewal.
@@ -628,7 +786,7 @@ async fn borrow(app: &App, tenant: Id, p: &Params<'_>, now: Millis, for_feature:
             v["is_borrowed"] = true.into();
             to_vec(&v)
         }
-        None => license_body(app, &t, Some(&hw), now),
+        None => license_body(app, &t, &Render::of(p, Some(&hw)), now),
     }
 }
 
@@ -774,8 +932,9 @@ fn trial_answer(
             license,
             auth_value,
         },
-        None,
+        &Render::default(),
         now,
+        Map::new(),
     );
     if let Some(e) = email.filter(|_| product.authorization_method == AuthMethod::User) {
         m.insert("license_user".into(), e.into());
@@ -784,11 +943,11 @@ fn trial_answer(
             initial_password.map(Value::from).unwrap_or(Value::Null),
         );
     }
-    to_vec(&m)
+    to_vec(&Value::Object(m))
 }
 
 fn user_licenses(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let username = p.text("username").ok_or(MISSING_PARAMETERS)?;
+    let username = p.text("username").ok_or_else(|| sso_or_missing(p))?;
     let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
     let user = app
         .engine
@@ -816,10 +975,10 @@ fn user_licenses(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
                 license,
                 auth_value: Cow::Borrowed(&username),
             };
-            json!({"license": license_object(app, &t, None, now), "user": u})
+            json!({"license": license_object(app, &t, &Render::default(), now, Map::new()), "user": u})
         })
         .collect();
-    to_vec(&items)
+    to_vec(&Value::Array(items))
 }
 
 fn customer_license_users(app: &App, tenant: Id, p: &Params) -> Answer {

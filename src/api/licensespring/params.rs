@@ -27,6 +27,16 @@ impl Params<'_> {
         }
     }
 
+    /// A present, non-empty string parameter, borrowed from the request
+    /// (`None` for a number or boolean in a JSON body).
+    pub fn text_ref(&self, k: &str) -> Option<&str> {
+        match self {
+            Params::Query(q) => q.get(k),
+            Params::Json(m) => m.get(k).and_then(Value::as_str),
+        }
+        .filter(|s| !s.is_empty())
+    }
+
     /// A present, non-empty string.
     pub fn text(&self, k: &str) -> Option<Cow<'_, str>> {
         self.str(k).filter(|s| !s.is_empty())

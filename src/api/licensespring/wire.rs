@@ -30,6 +30,42 @@ pub fn product_details(p: &Product) -> Value {
         "authorization_method": p.authorization_method.as_str(), "metadata": s.metadata,
         "allow_trial": s.trial_days > 0, "trial_days": s.trial_days,
         "floating_timeout": s.floating_timeout, "max_borrow_time": s.max_borrow_time,
+        "prevent_vm": false, "allow_overages": false, "max_overages": 0,
+        "is_bundle": !s.bundle_products.is_empty(), "company": {"id": p.tenant_id},
+    })
+}
+
+/// `product_details`' `latest_version`: the newest enabled release (of `env`
+/// where given).
+pub fn latest_version(p: &Product, env: Option<&str>) -> Value {
+    let s = p.spec.read();
+    let Some((index, r)) = s
+        .releases
+        .iter()
+        .enumerate()
+        .rfind(|(_, r)| r.enabled && env.is_none_or(|e| r.environment == e))
+    else {
+        return Value::Null;
+    };
+    let filename = r.installation_file.rsplit('/').next().unwrap_or_default();
+    let or_null = |s: &str| if s.is_empty() { Value::Null } else { s.into() };
+    json!({
+        "id": r.id.unwrap_or(index as u64 + 1),
+        "version": r.version,
+        "full_link": r.installation_file,
+        "filename": filename,
+        "release_date": r.release_date.as_deref().map(release_date),
+        "hash_md5": r.hash_md5,
+        "environment": r.environment,
+        "eula_link": r.eula_link,
+        "release_notes_link": r.release_notes_link,
+        "size": or_null(&r.size),
+        "requires_version": or_null(&r.requires_version),
+        "channel": or_null(&r.channel),
+        "created_at": null,
+        "updated_at": null,
+        "enabled": r.enabled,
+        "product_id": p.id,
     })
 }
 
@@ -98,7 +134,7 @@ pub struct FeatureCheck<'a> {
     pub license_id: Id,
     pub max_consumption: i64,
     pub max_overages: i64,
-    pub metadata: &'a Value,
+    pub metadata: super::js::Js<'a>,
     pub name: &'a str,
     pub reset_consumption: bool,
     pub total_consumptions: i64,
@@ -132,7 +168,7 @@ impl<'a> FeatureCheck<'a> {
             license_id,
             max_consumption: s.max_consumption,
             max_overages: s.max_overages,
-            metadata: &s.metadata,
+            metadata: super::js::Js(&s.metadata),
             name: &s.name,
             reset_consumption: s.reset_consumption,
             total_consumptions: total,
@@ -149,6 +185,10 @@ pub struct LicenseView<'a> {
     pub license: &'a License,
     pub hardware_id: Option<&'a str>,
     pub now: Millis,
+    /// The release whose installation file the object describes.
+    pub release: Option<&'a ReleaseSpec>,
+    /// Leave out features past their expiry date.
+    pub hide_expired_features: bool,
 }
 
 impl LicenseView<'_> {
@@ -200,15 +240,20 @@ impl LicenseView<'_> {
             "is_air_gapped": false,
             "device_id": device.as_ref().map(|d| d.id),
             "custom_fields": s.custom_fields,
-            "product_features": l.features.read().iter().map(|f| feature_in_license(f, now)).collect::<Vec<_>>(),
+            "product_features": l.features.read().iter()
+                .filter(|f| !self.hide_expired_features || e.check_feature(f, now).is_ok())
+                .map(|f| feature_in_license(f, now)).collect::<Vec<_>>(),
             "customer": customer(s.customer_id.and_then(|c| e.customer(c)).as_deref()),
             "product_details": product.as_deref().map(product_details).unwrap_or(Value::Null),
             "metadata": s.metadata,
             "company": {"id": l.tenant_id},
-            "channel": "", "environment": "", "eula_link": "", "hash_md5": "", "installation_file": "",
-            "release_date": "", "release_notes_link": "", "requires_version": "", "size": "", "version": "",
         });
         let m = v.as_object_mut().expect("object literal");
+        installation_fields(m, self.release);
+        if let Some(hw) = self.hardware_id {
+            // Read back by the SDKs when they load a saved answer offline.
+            m.insert("hardware_id".into(), hw.into());
+        }
         if let Some(k) = &l.license_key {
             m.insert("license_key".into(), (**k).into());
         }
@@ -254,6 +299,57 @@ impl LicenseView<'_> {
         }
         v.as_object().cloned().unwrap_or_default()
     }
+}
+
+/// A license object's installation-file fields: those of `release`, or empty.
+fn installation_fields(m: &mut Map<String, Value>, release: Option<&ReleaseSpec>) {
+    let field = |f: fn(&ReleaseSpec) -> &str| release.map(f).unwrap_or("");
+    let date = release
+        .and_then(|r| r.release_date.as_deref())
+        .map(release_date)
+        .unwrap_or_default();
+    let fields: [(&str, &str); 10] = [
+        ("channel", field(|r| &r.channel)),
+        ("environment", field(|r| &r.environment)),
+        ("eula_link", field(|r| &r.eula_link)),
+        ("hash_md5", field(|r| &r.hash_md5)),
+        ("installation_file", field(|r| &r.installation_file)),
+        ("release_date", &date),
+        ("release_notes_link", field(|r| &r.release_notes_link)),
+        ("requires_version", field(|r| &r.requires_version)),
+        ("size", field(|r| &r.size)),
+        ("version", field(|r| &r.version)),
+    ];
+    for (k, v) in fields {
+        m.insert(k.into(), v.into());
+    }
+}
+
+/// A release date as LicenseSpring writes it (`2020-11-30T00:00:00.000Z`).
+pub fn release_date(s: &str) -> String {
+    crate::engine::time::parse_instant(s)
+        .map(format_instant)
+        .unwrap_or_else(|| s.to_string())
+}
+
+/// An installation file as `installation_file` answers it. `index` is the
+/// release's position in the product's list (its id when none was given).
+pub fn installation_file(r: &ReleaseSpec, index: usize, tenant_id: Id) -> Value {
+    let or_null = |s: &str| if s.is_empty() { Value::Null } else { s.into() };
+    json!({
+        "id": r.id.unwrap_or(index as u64 + 1),
+        "version": r.version,
+        "installation_file": r.installation_file,
+        "release_date": r.release_date.as_deref().map(release_date),
+        "hash_md5": r.hash_md5,
+        "environment": r.environment,
+        "eula_link": r.eula_link,
+        "release_notes_link": r.release_notes_link,
+        "size": or_null(&r.size),
+        "requires_version": or_null(&r.requires_version),
+        "channel": or_null(&r.channel),
+        "company": {"id": tenant_id},
+    })
 }
 
 pub fn variable(device_id: Id, x: &DeviceVariable) -> Value {

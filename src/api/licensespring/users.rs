@@ -1,0 +1,34 @@
+//! License users' own calls: `change_password`.
+
+use super::*;
+use crate::credentials::Passwords;
+
+/// `POST change_password` `{username, password, new_password}`: the current
+/// password must be right; the new one replaces it (its hash is logged like
+/// every change), which ends the cached verifications of the old one.
+/// Answers the string `password_changed`.
+pub(super) async fn change_password(app: &App, tenant: Id, p: &Params<'_>) -> Answer {
+    let username = p.required("username")?;
+    let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
+    let new_password = p.required("new_password")?;
+    let user = app
+        .engine
+        .user_by_email(tenant, &username)
+        .ok_or(WRONG_CREDENTIALS)?;
+    if !app.passwords.verify(&user, &password) {
+        return Err(WRONG_CREDENTIALS);
+    }
+    let new_password = new_password.into_owned();
+    // argon2 is slow by design: off the runtime's threads.
+    let hash = tokio::task::spawn_blocking(move || Passwords::hash(&new_password))
+        .await
+        .map_err(|_| INTERNAL)?
+        .map_err(|_| INVALID_PARAMETERS)?;
+    let mut spec = user.spec.read().clone();
+    spec.password_hash = hash;
+    spec.is_initial_password = false;
+    apply(app, Command::PutUser { id: user.id, spec }).await?;
+    Ok(string_answer(PASSWORD_CHANGED))
+}
+
+const PASSWORD_CHANGED: &str = "password_changed";
