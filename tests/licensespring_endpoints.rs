@@ -510,3 +510,78 @@ async fn signed_bodies_are_what_javascript_writes() {
     let plain = serde_json::to_vec(&metadata).expect("json");
     assert_ne!(js_round_trip(&plain), plain);
 }
+
+#[tokio::test]
+async fn offline_bundles() {
+    let s = TestServer::start().await;
+    let request = json!({
+        "product": "suite", "license_key": SUITE, "hardware_id": "off-b",
+        "request": "activation", "request_id": "req-b", "api_key": API_KEY, "date": "x",
+    });
+    let r = post_text(
+        &s,
+        "activate_bundle_offline",
+        request_file(&request, SHARED_KEY),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    let mut answer = r.json();
+    let licenses = answer["licenses"].as_array().cloned().expect("licenses");
+    assert_eq!(licenses.len(), 2);
+    assert!(licenses
+        .iter()
+        .all(|l| l["request_id"] == "req-b" && l["date"].is_string()));
+    // bundle_signature_v2 covers the answer without it, as JavaScript writes it.
+    let sig = answer["bundle_signature_v2"]
+        .as_str()
+        .expect("signature")
+        .to_string();
+    answer
+        .as_object_mut()
+        .expect("object")
+        .remove("bundle_signature_v2");
+    let message =
+        tally::api::licensespring::js::to_vec(&tally::api::licensespring::js::Js(&answer))
+            .expect("json");
+    assert!(s.signed_by_server(&message, &sig).await);
+    assert!(!s.signed_by_server(b"something else", &sig).await);
+    // Each license's v2 covers it without its two signatures.
+    let mut first = licenses[0].clone();
+    let v2 = first["license_signature_v2"]
+        .as_str()
+        .expect("v2")
+        .to_string();
+    let m = first.as_object_mut().expect("object");
+    m.remove("license_signature");
+    m.remove("license_signature_v2");
+    let message = tally::api::licensespring::js::to_vec(&tally::api::licensespring::js::Js(&first))
+        .expect("json");
+    assert!(s.signed_by_server(&message, &v2).await);
+    assert_eq!(
+        s.ls_get("check_bundle", &q("suite", SUITE, "off-b"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let request = json!({
+        "product": "suite", "license_key": SUITE, "hardware_id": "off-b",
+        "request": "deactivation", "api_key": API_KEY, "date": "x",
+    });
+    let r = post_text(
+        &s,
+        "deactivate_bundle_offline",
+        request_file(&request, SHARED_KEY),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.bytes[..]),
+        (StatusCode::OK, &br#""license_deactivated""#[..])
+    );
+    assert_eq!(
+        s.ls_get("check_bundle", &q("suite", SUITE, "off-b"))
+            .await
+            .code(),
+        "device_not_found"
+    );
+}

@@ -36,34 +36,7 @@ async fn licensespring_node_sdk_works_unchanged() {
         .expect("pem")
         .to_string();
     // The floating demo license may borrow for the script's floatingBorrow.
-    let id = s
-        .ls_get(
-            "check_license",
-            &[
-                ("product", "studio"),
-                ("license_key", "DEMO-FLOAT-0001"),
-                ("hardware_id", "x"),
-            ],
-        )
-        .await;
-    assert_eq!(id.code(), "device_not_found");
-    let lic = s
-        .admin(Method::GET, "/licenses?limit=100", None)
-        .await
-        .json();
-    let float_id = lic["items"]
-        .as_array()
-        .and_then(|a| a.iter().find(|l| l["license_key"] == "DEMO-FLOAT-0001"))
-        .map(|l| l["id"].clone())
-        .expect("DEMO-FLOAT-0001");
-    let r = s
-        .admin(
-            Method::PATCH,
-            &format!("/licenses/{float_id}"),
-            Some(serde_json::json!({"can_borrow": true, "max_borrow_time": 24})),
-        )
-        .await;
-    assert_eq!(r.status, hyper::StatusCode::OK, "{:?}", r.json());
+    s.allow_demo_float_borrowing().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let pem_path = tmp.path().join("public.pem");
     std::fs::write(&pem_path, pem).expect("write pem");

@@ -32,6 +32,8 @@ async fn licensespring_python_sdk_works_unchanged() {
         .as_str()
         .expect("pem")
         .to_string();
+    // The floating demo license may borrow for the script's floating_borrow.
+    s.allow_demo_float_borrowing().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let pem_path = dir.path().join("public.pem");
     std::fs::write(&pem_path, pem).expect("write pem");

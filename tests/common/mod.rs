@@ -124,6 +124,48 @@ impl TestServer {
         }
     }
 
+    /// Whether `signature` (base64) is Tally's RSA-SHA256 signature of
+    /// `message`, checked with the public key the admin API publishes.
+    pub async fn signed_by_server(&self, message: &[u8], signature: &str) -> bool {
+        use base64::Engine as _;
+        use rsa::pkcs8::DecodePublicKey;
+        use rsa::signature::Verifier;
+        let pem = self.admin(Method::GET, "/signing-key", None).await.json()["public_key_pem"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(
+            rsa::RsaPublicKey::from_public_key_pem(&pem).expect("public key"),
+        );
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(signature) else {
+            return false;
+        };
+        rsa::pkcs1v15::Signature::try_from(bytes.as_slice())
+            .is_ok_and(|sig| key.verify(message, &sig).is_ok())
+    }
+
+    /// Lets the demo floating license `DEMO-FLOAT-0001` borrow for up to 24
+    /// hours (the SDK tests borrow it).
+    pub async fn allow_demo_float_borrowing(&self) {
+        let list = self
+            .admin(Method::GET, "/licenses?limit=100", None)
+            .await
+            .json();
+        let id = list["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|l| l["license_key"] == "DEMO-FLOAT-0001"))
+            .map(|l| l["id"].clone())
+            .expect("DEMO-FLOAT-0001");
+        let r = self
+            .admin(
+                Method::PATCH,
+                &format!("/licenses/{id}"),
+                Some(serde_json::json!({"can_borrow": true, "max_borrow_time": 24})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

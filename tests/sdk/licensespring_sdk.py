@@ -6,8 +6,11 @@ Environment: TALLY_ADDR (host:port), TALLY_PUBLIC_KEY_PEM (path). Uses the demo
 catalog (examples/demo.json). Exits non-zero on the first failure.
 """
 
+import base64
+import json
 import os
 import sys
+from datetime import datetime, timedelta, timezone
 
 from Crypto.PublicKey import RSA
 from Crypto.Signature.pkcs1_15 import PKCS115_SigScheme
@@ -68,7 +71,7 @@ def main():
     assert cons["total_consumptions"] == 7, cons
 
     released = c.floating_feature_release(product="studio", license_key=key, hardware_id=hw, feature="export-4k")
-    assert "export-4k" in released, released
+    assert released == "", released  # LicenseSpring answers an empty body
 
     c.track_device_variables(product="studio", license_key=key, hardware_id=hw, variables={"seat": "A1"})
     got = c.get_device_variables(product="studio", license_key=key, hardware_id=hw)
@@ -77,8 +80,58 @@ def main():
     details = c.product_details(product="studio")
     assert details["short_code"] == "studio", details
 
-    meter = c.add_consumption(product="studio", license_key="DEMO-METER-0001", hardware_id=hw, consumptions=1) if False else None
-    del meter
+    # Versions and installation files, and the license object's file fields.
+    versions = c.versions(product="studio", license_key=key, hardware_id=hw, env="linux")
+    assert [v["version"] for v in versions] == ["1.0.0", "1.1.0"], versions
+    inst = c.installation_file(product="studio", license_key=key, hardware_id=hw, env="win64", channel="prod")
+    assert inst["version"] == "1.1.0" and inst["environment"] == "win64", inst
+    expect_error("version_not_found", c.installation_file, product="studio", license_key=key, hardware_id=hw, version="9.9.9")
+    chk = c.check_license(product="studio", license_key=key, hardware_id=hw, include_expired_features=True, env="win64")
+    assert chk["environment"] == "win64" and chk["version"] == "2.0.0-beta", chk  # any channel
+    details = c.product_details(product="studio", include_latest_version=True)
+    assert details["latest_version"]["version"] == "2.0.0-beta", details
+
+    # Floating: a license-level seat released (an empty answer) and borrowed.
+    until = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    fl = "DEMO-FLOAT-0001"
+    c.activate_license(product="studio", license_key=fl, hardware_id=hw, is_vm=False, vm_info="")
+    assert c.floating_release(product="studio", license_key=fl, hardware_id=hw) == ""
+    b = c.floating_borrow(product="studio", license_key=fl, hardware_id=hw, borrowed_until=until)
+    assert b["is_borrowed"], b
+    fb = c.borrow_license_feature(product="studio", feature="export-4k", borrowed_until=until, license_key=key, hardware_id=hw)
+    assert fb["is_borrowed"] and fb["code"] == "export-4k", fb
+
+    # A consumption license; a trial.
+    meter = "DEMO-METER-0001"
+    c.activate_license(product="studio", license_key=meter, hardware_id=hw, is_vm=False, vm_info="")
+    m = c.add_consumption(product="studio", license_key=meter, hardware_id=hw, consumptions=4)
+    assert m["total_consumptions"] == 4, m
+    t = c.trial_key(product="studio", hardware_id="py-trial-1")
+    assert t["is_trial"] and t["license_key"], t
+
+    # Bundles.
+    suite = dict(product="suite", license_key="DEMO-SUITE-0001", hardware_id=hw)
+    lst = c.activate_bundle(is_vm=False, vm_info="", **suite)
+    assert [x["product_details"]["short_code"] for x in lst] == ["studio", "viewer"], lst
+    assert len(c.check_bundle(include_expired_features=False, env="linux", **suite)) == 2
+    assert "license_deactivated" in c.deactivate_bundle(**suite)
+
+    # Offline: the SDK's request files, its answer checks, the answer loaded as a file.
+    req = c.activate_offline_dump(product="studio", license_key=meter, hardware_id="py-offline-1", is_vm=False, vm_info="")
+    ans = c.activate_offline(req)
+    assert ans["license_key"] == meter and ans["request_id"], ans
+    loaded = c.activate_offline_load(base64.b64encode(json.dumps(ans).encode()).decode())
+    assert loaded["hardware_id"] == "py-offline-1", loaded
+    dreq = c.deactivate_offline_dump(product="studio", license_key=meter, hardware_id="py-offline-1")
+    assert "license_deactivated" in c.deactivate_offline(dreq)
+
+    # Customer users; a password change; SSO, which Tally does not offer.
+    users = c.customer_license_users(product="cloud", customer="buyer@example.com")
+    assert users["users"][0]["email"] == "alice@example.com", users
+    assert "password_changed" in c.change_password("alice@example.com", "alice-password", "alice-2")
+    expect_error("wrong_credentials", c.user_licenses, product="cloud", username="alice@example.com", password="alice-password")
+    assert "password_changed" in c.change_password("alice@example.com", "alice-2", "alice-password")
+    expect_error("sso_customer_account_url_error", c.sso_url, product="cloud", customer_account_code="acme")
 
     ul = c.user_licenses(product="cloud", username="alice@example.com", password="alice-password")
     assert len(ul) == 1 and ul[0]["user"]["email"] == "alice@example.com", ul
@@ -98,5 +151,8 @@ if __name__ == "__main__":
     try:
         main()
     except Exception as e:  # report and fail
+        import traceback
+
+        traceback.print_exc()
         print(f"sdk: FAILED: {e!r}", file=sys.stderr)
         sys.exit(1)

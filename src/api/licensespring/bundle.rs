@@ -46,17 +46,28 @@ fn licenses_body(app: &App, targets: &[Target], r: &Render, now: Millis) -> Answ
     to_vec(&Value::Array(list))
 }
 
-/// Activates the device on every license of the bundle, or on none: a
-/// refusal of one undoes the activations made before it.
 pub(super) async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let targets = targets(app, tenant, p, true)?;
     let hw = p.required("hardware_id")?;
+    let targets = activate_all(app, tenant, p, &hw, now).await?;
+    licenses_body(app, &targets, &Render::of(p, Some(&hw)), now)
+}
+
+/// Activates device `hw` on every license of the bundle, or on none: a
+/// refusal of one undoes the activations made before it.
+pub(super) async fn activate_all<'p>(
+    app: &App,
+    tenant: Id,
+    p: &'p Params<'p>,
+    hw: &str,
+    now: Millis,
+) -> Result<Vec<Target<'p>>, LsError> {
+    let targets = targets(app, tenant, p, true)?;
     let mut activated: Vec<&License> = Vec::new();
     for t in &targets {
-        let was_active = app.engine.check_device(&t.license, &hw).is_ok();
-        if let Err(e) = activate_device(app, &t.license, p, &hw, now).await {
+        let was_active = app.engine.check_device(&t.license, hw).is_ok();
+        if let Err(e) = activate_device(app, &t.license, p, hw, now).await {
             for l in activated {
-                undo_activation(app, l, &hw, now).await;
+                undo_activation(app, l, hw, now).await;
             }
             return Err(e);
         }
@@ -64,7 +75,7 @@ pub(super) async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis)
             activated.push(&t.license);
         }
     }
-    licenses_body(app, &targets, &Render::of(p, Some(&hw)), now)
+    Ok(targets)
 }
 
 /// Deactivates `hw` on `license` after a later bundle member refused it. A
@@ -94,13 +105,24 @@ pub(super) async fn check(app: &App, tenant: Id, p: &Params<'_>, now: Millis) ->
     licenses_body(app, &targets, &r, now)
 }
 
-/// Deactivates the device on every license of the bundle it is active on.
 pub(super) async fn deactivate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let targets = targets(app, tenant, p, false)?;
     let hw = p.required("hardware_id")?;
+    deactivate_all(app, tenant, p, &hw, now).await?;
+    Ok(string_answer(LICENSE_DEACTIVATED))
+}
+
+/// Deactivates device `hw` on every license of the bundle it is active on.
+pub(super) async fn deactivate_all(
+    app: &App,
+    tenant: Id,
+    p: &Params<'_>,
+    hw: &str,
+    now: Millis,
+) -> Result<(), LsError> {
+    let targets = targets(app, tenant, p, false)?;
     let active: Vec<&Target> = targets
         .iter()
-        .filter(|t| app.engine.check_device(&t.license, &hw).is_ok())
+        .filter(|t| app.engine.check_device(&t.license, hw).is_ok())
         .collect();
     if active.is_empty() {
         return Err(DEVICE_NOT_FOUND);
@@ -108,10 +130,10 @@ pub(super) async fn deactivate(app: &App, tenant: Id, p: &Params<'_>, now: Milli
     for t in active {
         let cmd = Command::Deactivate {
             license_id: t.license.id,
-            hardware_id: Cow::Borrowed(&hw),
+            hardware_id: Cow::Borrowed(hw),
             now,
         };
         apply(app, cmd).await?;
     }
-    Ok(string_answer(LICENSE_DEACTIVATED))
+    Ok(())
 }

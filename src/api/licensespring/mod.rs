@@ -96,6 +96,8 @@ enum Endpoint {
     DeactivateBundle,
     ActivateOffline,
     DeactivateOffline,
+    ActivateBundleOffline,
+    DeactivateBundleOffline,
 }
 
 impl Endpoint {
@@ -128,6 +130,8 @@ impl Endpoint {
             "deactivate_bundle" => (DeactivateBundle, Method::POST, true),
             "activate_offline" => (ActivateOffline, Method::POST, true),
             "deactivate_offline" => (DeactivateOffline, Method::POST, true),
+            "activate_bundle_offline" => (ActivateBundleOffline, Method::POST, true),
+            "deactivate_bundle_offline" => (DeactivateBundleOffline, Method::POST, true),
             _ => return None,
         })
     }
@@ -170,13 +174,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
             Err(BodyError::Read) => return INVALID_JSON.response(),
             Err(BodyError::TimedOut) => return REQUEST_TIMEOUT.response(),
         };
-        if let Some(activate) = match endpoint {
-            Endpoint::ActivateOffline => Some(true),
-            Endpoint::DeactivateOffline => Some(false),
-            _ => None,
-        } {
+        if let Some(kind) = offline::Kind::of(endpoint) {
             // A base64 request file (text/plain), not a JSON object.
-            let answer = offline::handle(app, &key, activate, &body, now).await;
+            let answer = offline::handle(app, &key, kind, &body, now).await;
             return match answer {
                 Ok(body) => signed(app, body),
                 Err(e) => e.response(),
@@ -351,7 +351,9 @@ async fn dispatch(
         CheckBundle => bundle::check(app, tenant, p, now).await,
         DeactivateBundle => bundle::deactivate(app, tenant, p, now).await,
         // Answered in `handle` (their body is not JSON).
-        ActivateOffline | DeactivateOffline => Err(INTERNAL),
+        ActivateOffline | DeactivateOffline | ActivateBundleOffline | DeactivateBundleOffline => {
+            Err(INTERNAL)
+        }
     }
 }
 

@@ -29,19 +29,46 @@ struct Wrapped<'a> {
     signature: String,
 }
 
+/// The four endpoints that take a request file.
+#[derive(Clone, Copy)]
+pub(super) enum Kind {
+    Activate,
+    Deactivate,
+    ActivateBundle,
+    DeactivateBundle,
+}
+
+impl Kind {
+    pub(super) fn of(endpoint: Endpoint) -> Option<Kind> {
+        Some(match endpoint {
+            Endpoint::ActivateOffline => Kind::Activate,
+            Endpoint::DeactivateOffline => Kind::Deactivate,
+            Endpoint::ActivateBundleOffline => Kind::ActivateBundle,
+            Endpoint::DeactivateBundleOffline => Kind::DeactivateBundle,
+            _ => return None,
+        })
+    }
+}
+
 pub(super) async fn handle(
     app: &App,
     key: &ApiKey,
-    activate: bool,
+    kind: Kind,
     body: &[u8],
     now: Millis,
 ) -> Answer {
     let (request, signer) = open(app, key, body)?;
     let p = Params::Json(request);
-    if activate {
-        activate_offline(app, key.tenant_id, &p, &signer, now).await
-    } else {
-        deactivate_offline(app, key.tenant_id, &p, now).await
+    let tenant = key.tenant_id;
+    match kind {
+        Kind::Activate => activate_offline(app, tenant, &p, &signer, now).await,
+        Kind::Deactivate => deactivate_offline(app, tenant, &p, now).await,
+        Kind::ActivateBundle => activate_bundle_offline(app, tenant, &p, &signer, now).await,
+        Kind::DeactivateBundle => {
+            let hw = p.required("hardware_id")?;
+            bundle::deactivate_all(app, tenant, &p, &hw, now).await?;
+            Ok(string_answer(LICENSE_DEACTIVATED))
+        }
     }
 }
 
@@ -117,13 +144,28 @@ async fn activate_offline(
     let t = resolve(app, tenant, p, true)?;
     let hw = p.required("hardware_id")?;
     activate_device(app, &t.license, p, &hw, now).await?;
+    to_vec(&Value::Object(offline_license(
+        app, &t, p, signer, &hw, now,
+    )))
+}
+
+/// A license object as an offline answer carries it: with `date`, its
+/// `offline_signature` and the request's `request` and `request_id`.
+fn offline_license(
+    app: &App,
+    t: &Target,
+    p: &Params,
+    signer: &ApiKey,
+    hw: &str,
+    now: Millis,
+) -> Map<String, Value> {
     let date = httpdate::fmt_http_date(
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.max(0) as u64),
     );
     let mut extra = Map::new();
     extra.insert(
         "offline_signature".into(),
-        offline_signature(signer, &date, &t.auth_value, &hw).into(),
+        offline_signature(signer, &date, &t.auth_value, hw).into(),
     );
     extra.insert("date".into(), date.into());
     for k in ["request", "request_id"] {
@@ -131,8 +173,38 @@ async fn activate_offline(
             extra.insert(k.into(), v.into());
         }
     }
-    let r = Render::of(p, Some(&hw));
-    to_vec(&Value::Object(license_object(app, &t, &r, now, extra)))
+    license_object(app, t, &Render::of(p, Some(hw)), now, extra)
+}
+
+/// `{"licenses": [...], "bundle_signature_v2"}`: each license as
+/// `activate_offline` answers it, and a signature over the JavaScript JSON
+/// of `{"licenses": [...]}` (the answer without it, as each license's
+/// `license_signature_v2` covers the license without its signatures).
+async fn activate_bundle_offline(
+    app: &App,
+    tenant: Id,
+    p: &Params<'_>,
+    signer: &ApiKey,
+    now: Millis,
+) -> Answer {
+    let hw = p.required("hardware_id")?;
+    let targets = bundle::activate_all(app, tenant, p, &hw, now).await?;
+    let licenses = targets
+        .iter()
+        .map(|t| Value::Object(offline_license(app, t, p, signer, &hw, now)))
+        .collect();
+    let mut answer = Map::new();
+    answer.insert("licenses".into(), Value::Array(licenses));
+    let unsigned = Value::Object(answer);
+    let signed = js::to_vec(&js::Js(&unsigned)).map_err(|_| INTERNAL)?;
+    let Value::Object(mut answer) = unsigned else {
+        unreachable!("built as an object")
+    };
+    answer.insert(
+        "bundle_signature_v2".into(),
+        app.signer.sign(&signed).to_string().into(),
+    );
+    to_vec(&Value::Object(answer))
 }
 
 /// Deactivates the device, first adding the license consumption the file
