@@ -634,7 +634,8 @@ fn vendor_surface_changes_survive_sigkill_and_snapshot() {
         2
     );
     assert_eq!(
-        before["yext"]["response"]["assignments"][1]["expirationDate"],
+        before["yext"]["response"]["licenseAssignments"][0]["assignedEntities"][1]
+            ["expirationDate"],
         "2999-01-01"
     );
     kill9(&mut server);

@@ -56,9 +56,48 @@ fn fail(r: &Resp, status: u16) -> u64 {
     let v = r.json();
     let e = &v["meta"]["errors"][0];
     assert_eq!(e["type"], "FATAL_ERROR");
+    assert!(e["name"].as_str().is_some_and(|n| !n.is_empty()), "{e}");
     assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(v["response"], json!({}));
     e["code"].as_u64().unwrap()
+}
+
+/// The (pack, entity, expirationDate) triples of a `licenseAssignments`
+/// answer, each group checked to be `{licensePack, assignedEntities}` with a
+/// whole pack object and entities of `{entityId, expirationDate?}` only.
+fn flat(r: &Value) -> Vec<(String, String, Option<String>)> {
+    assert!(r.get("count").is_none(), "no count in Yext's shape: {r}");
+    let mut out = Vec::new();
+    for group in r["licenseAssignments"]
+        .as_array()
+        .expect("licenseAssignments")
+    {
+        let keys: Vec<&String> = group.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["assignedEntities", "licensePack"], "{group}");
+        let pack = &group["licensePack"];
+        let pack_keys: Vec<&String> = pack.as_object().expect("pack").keys().collect();
+        assert_eq!(
+            pack_keys,
+            ["assigned", "available", "id", "name", "notes", "total"],
+            "{pack}"
+        );
+        for e in group["assignedEntities"]
+            .as_array()
+            .expect("assignedEntities")
+        {
+            let m = e.as_object().expect("entity");
+            assert!(
+                m.keys().all(|k| k == "entityId" || k == "expirationDate"),
+                "{e}"
+            );
+            out.push((
+                pack["id"].as_str().expect("id").to_string(),
+                e["entityId"].as_str().expect("entityId").to_string(),
+                e["expirationDate"].as_str().map(str::to_string),
+            ));
+        }
+    }
+    out
 }
 
 fn tenant(s: &TestServer) -> u64 {
@@ -88,13 +127,15 @@ async fn packs_list_with_token_pages() {
         None,
     )
     .await);
-    assert_eq!(r["count"], 2, "the inactive pack is not listed");
+    assert!(r.get("count").is_none(), "no count in Yext's shape");
     assert_eq!(
         r["licensePacks"],
         json!([
-            {"id": "listings", "name": "Listings", "total": 5, "assigned": 2, "available": 3},
-            {"id": "reviews", "name": "Reviews", "total": 2, "assigned": 1, "available": 1},
-        ])
+            {"id": "listings", "name": "Listings", "total": 5, "assigned": 2, "available": 3,
+             "notes": "Local listings on every publisher"},
+            {"id": "reviews", "name": "Reviews", "total": 2, "assigned": 1, "available": 1, "notes": ""},
+        ]),
+        "the inactive pack is not listed"
     );
     assert!(r.get("nextPageToken").is_none());
     // `me` is the key's own account; Yext's OpenAPI spelling works too.
@@ -110,7 +151,6 @@ async fn packs_list_with_token_pages() {
     let mut pages = 0;
     loop {
         let r = ok(&y(&s, Method::GET, "/v2/accounts/me/licensepacks", &q, None).await);
-        assert_eq!(r["count"], 7);
         ids.extend(
             r["licensePacks"]
                 .as_array()
@@ -135,7 +175,7 @@ async fn packs_list_with_token_pages() {
         None,
     )
     .await);
-    assert_eq!(r["count"], 3);
+    assert_eq!(flat(&r).len(), 3);
 }
 
 #[tokio::test]
@@ -151,9 +191,14 @@ async fn assign_remove_and_list_assignments() {
         None,
     )
     .await);
+    // A LicenseAssignment: the pack as it now stands and the entity.
     assert_eq!(
         r,
-        json!({"entityId": "store-002", "licensePackId": "reviews"})
+        json!({
+            "licensePack": {"id": "reviews", "name": "Reviews", "total": 2, "assigned": 2,
+                            "available": 0, "notes": ""},
+            "assignedEntities": [{"entityId": "store-002"}],
+        })
     );
     let r = ok(&y(
         &s,
@@ -163,7 +208,7 @@ async fn assign_remove_and_list_assignments() {
         None,
     )
     .await);
-    assert_eq!(r["entityId"], "store-002");
+    assert_eq!(r["assignedEntities"], json!([{"entityId": "store-002"}]));
     let packs = ok(&y(&s, Method::GET, base, "", None).await);
     assert_eq!(packs["licensePacks"][1]["assigned"], 2);
     assert_eq!(packs["licensePacks"][1]["available"], 0);
@@ -235,16 +280,21 @@ async fn assign_remove_and_list_assignments() {
         None,
     )
     .await);
-    assert_eq!(r["count"], 2);
     assert_eq!(
-        r["assignments"],
-        json!([
-            {"entityId": "store-001", "licensePackId": "listings"},
-            {"entityId": "store-002", "licensePackId": "listings"},
-        ])
+        r,
+        json!({"licenseAssignments": [{
+            "licensePack": {"id": "listings", "name": "Listings", "total": 5, "assigned": 2,
+                            "available": 3, "notes": "Local listings on every publisher"},
+            "assignedEntities": [{"entityId": "store-001"}, {"entityId": "store-002"}],
+        }]})
     );
     let r = ok(&y(&s, Method::GET, &format!("{base}/-/assignments"), "", None).await);
-    assert_eq!(r["count"], 4);
+    assert_eq!(flat(&r).len(), 4);
+    assert_eq!(
+        r["licenseAssignments"].as_array().map(Vec::len),
+        Some(2),
+        "one group per pack"
+    );
     let r = ok(&y(
         &s,
         Method::GET,
@@ -253,12 +303,7 @@ async fn assign_remove_and_list_assignments() {
         None,
     )
     .await);
-    let packs: Vec<&str> = r["assignments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["licensePackId"].as_str().unwrap())
-        .collect();
+    let packs: Vec<String> = flat(&r).into_iter().map(|(p, _, _)| p).collect();
     assert_eq!(packs, vec!["listings", "reviews"]);
     let r = ok(&y(
         &s,
@@ -268,7 +313,7 @@ async fn assign_remove_and_list_assignments() {
         None,
     )
     .await);
-    assert_eq!(r["count"], 1);
+    assert_eq!(flat(&r).len(), 1);
 
     // Remove at once; removing again is 404.
     assert_eq!(
@@ -307,7 +352,7 @@ async fn assign_remove_and_list_assignments() {
         None,
     )
     .await);
-    assert_eq!(r["entityId"], "store #+9");
+    assert_eq!(r["assignedEntities"][0]["entityId"], "store #+9");
 }
 
 #[tokio::test]
@@ -347,13 +392,8 @@ async fn assignment_pages_cover_everything_once() {
                 None,
             )
             .await);
-            assert_eq!(r["count"], want);
-            for a in r["assignments"].as_array().unwrap() {
-                seen.push(format!(
-                    "{}/{}",
-                    a["licensePackId"].as_str().unwrap(),
-                    a["entityId"].as_str().unwrap()
-                ));
+            for (p, e, _) in flat(&r) {
+                seen.push(format!("{p}/{e}"));
             }
             match r["nextPageToken"].as_str() {
                 Some(t) => q = format!("pageSize=5&{query}&pageToken={t}"),
@@ -443,9 +483,10 @@ async fn scheduled_removal_happens_at_midnight() {
         Some(json!({"expirationDate": "2026-11-26"})),
     )
     .await);
+    assert_eq!(r["licensePack"]["id"], "reviews");
     assert_eq!(
-        r,
-        json!({"entityId": "store-001", "licensePackId": "reviews", "expirationDate": "2026-11-26"})
+        r["assignedEntities"],
+        json!([{"entityId": "store-001", "expirationDate": "2026-11-26"}])
     );
     let r = ok(&y(
         &s,
@@ -455,10 +496,7 @@ async fn scheduled_removal_happens_at_midnight() {
         Some(json!({"expirationDate": null})),
     )
     .await);
-    assert_eq!(
-        r,
-        json!({"entityId": "store-001", "licensePackId": "reviews"})
-    );
+    assert_eq!(r["assignedEntities"], json!([{"entityId": "store-001"}]));
     ok(&y(
         &s,
         Method::PUT,
@@ -488,7 +526,7 @@ async fn scheduled_removal_happens_at_midnight() {
         None,
     )
     .await);
-    assert_eq!(full["entityId"], "store-009");
+    assert_eq!(full["assignedEntities"][0]["entityId"], "store-009");
     // The pack is full until midnight.
     s.clock.set(at("2026-11-25T23:59:59.999Z"));
     assert_eq!(
@@ -513,7 +551,7 @@ async fn scheduled_removal_happens_at_midnight() {
         None,
     )
     .await);
-    assert_eq!(r["count"], 2);
+    assert_eq!(flat(&r).len(), 2);
     // At midnight it is gone and its seat is free, before any sweep ran...
     s.clock.set(at("2026-11-26T00:00:00Z"));
     let r = ok(&y(
@@ -525,8 +563,8 @@ async fn scheduled_removal_happens_at_midnight() {
     )
     .await);
     assert_eq!(
-        r["assignments"],
-        json!([{"entityId": "store-009", "licensePackId": "reviews"}])
+        flat(&r),
+        vec![("reviews".to_string(), "store-009".to_string(), None)]
     );
     let packs = ok(&y(&s, Method::GET, "/v2/accounts/me/licensepacks", "", None).await);
     assert_eq!(packs["licensePacks"][1]["assigned"], 1);
@@ -699,5 +737,108 @@ async fn concurrent_assigns_on_the_last_seat_have_one_winner() {
         None,
     )
     .await);
-    assert_eq!(r["count"], 1);
+    assert_eq!(flat(&r).len(), 1);
+}
+
+/// What Yext's Go client (`yext-go`) and its OpenAPI description send and
+/// expect beyond the other tests: the `api-key` header, a `null` create body,
+/// an update body carrying `entityId`, and a pack listed with no entities.
+#[tokio::test]
+async fn documented_clients_requests_and_shapes() {
+    let s = TestServer::start().await;
+    let send = |method: Method, path: &str, header_key: Option<&str>, body: &'static str| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(s.url(&format!("{path}?v={V}")));
+        if let Some(k) = header_key {
+            b = b.header("api-key", k);
+        }
+        s.send(b.body(Full::new(Bytes::from(body))).unwrap())
+    };
+    // The header scheme.
+    let r = ok(&send(Method::GET, "/v2/accounts/me/license-packs", Some(KEY), "").await);
+    assert_eq!(r["licensePacks"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        fail(
+            &send(Method::GET, "/v2/accounts/me/license-packs", None, "").await,
+            401
+        ),
+        2002
+    );
+    assert_eq!(
+        fail(
+            &send(
+                Method::GET,
+                "/v2/accounts/me/license-packs",
+                Some("nope"),
+                ""
+            )
+            .await,
+            401
+        ),
+        2002
+    );
+    // Create with a `null` body, as the Go client posts it.
+    let one = "/v2/accounts/me/license-packs/reviews/assigned-entities/store-007";
+    let r = ok(&send(Method::POST, one, Some(KEY), "null").await);
+    assert_eq!(r["assignedEntities"], json!([{"entityId": "store-007"}]));
+    // Update with the entity in the body; another entity there is refused.
+    let r = ok(&send(
+        Method::PUT,
+        one,
+        Some(KEY),
+        r#"{"expirationDate":"2026-12-01","entityId":"store-007"}"#,
+    )
+    .await);
+    assert_eq!(
+        r["assignedEntities"],
+        json!([{"entityId": "store-007", "expirationDate": "2026-12-01"}])
+    );
+    assert_eq!(
+        fail(
+            &send(Method::PUT, one, Some(KEY), r#"{"entityId":"store-008"}"#).await,
+            400
+        ),
+        2007
+    );
+    // The Go client's update without a date cancels the removal.
+    let r = ok(&send(Method::PUT, one, Some(KEY), r#"{"entityId":"store-007"}"#).await);
+    assert_eq!(r["assignedEntities"], json!([{"entityId": "store-007"}]));
+    // Delete answers an empty object.
+    assert_eq!(
+        ok(&send(Method::DELETE, one, Some(KEY), "").await),
+        json!({})
+    );
+
+    // A pack without assignments is listed with no entities; the wildcard
+    // over an account without assignments lists nothing.
+    provision(&s, json!([{"id": "empty", "total": 3, "notes": "n"}])).await;
+    let r = ok(&send(
+        Method::GET,
+        "/v2/accounts/me/license-packs/empty/assigned-entities",
+        Some(KEY),
+        "",
+    )
+    .await);
+    assert_eq!(
+        r,
+        json!({"licenseAssignments": [{
+            "licensePack": {"id": "empty", "name": "", "total": 3, "assigned": 0, "available": 3, "notes": "n"},
+            "assignedEntities": [],
+        }]})
+    );
+    let t = tenant(&s);
+    let r = s
+        .admin(Method::DELETE, &format!("/tenants/{t}/yext"), None)
+        .await;
+    assert!(r.status.is_success());
+    provision(&s, json!([{"id": "fresh", "total": 1}])).await;
+    let r = ok(&send(
+        Method::GET,
+        "/v2/accounts/me/licensepacks/-/assignments",
+        Some(KEY),
+        "",
+    )
+    .await);
+    assert_eq!(r, json!({"licenseAssignments": []}));
 }

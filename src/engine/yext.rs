@@ -45,7 +45,13 @@ pub struct YextPackSpec {
     /// Inactive packs are not listed and take no new assignments.
     #[serde(default = "yes")]
     pub active: bool,
+    /// Free text Yext shows with the pack, at most [`YEXT_NOTES_BYTES_MAX`].
+    #[serde(default)]
+    pub notes: String,
 }
+
+/// Longest pack `notes`, bytes.
+pub const YEXT_NOTES_BYTES_MAX: usize = 4096;
 
 fn yes() -> bool {
     true
@@ -93,6 +99,9 @@ pub fn validate(spec: &YextSpec) -> Result<(), EngineError> {
         }
         if p.name.len() > YEXT_ID_BYTES_MAX {
             return Err(EngineError::Invalid("packs.name", "too long"));
+        }
+        if p.notes.len() > YEXT_NOTES_BYTES_MAX {
+            return Err(EngineError::Invalid("packs.notes", "too long"));
         }
         if p.total > YEXT_PACK_TOTAL_MAX {
             return Err(EngineError::Invalid("packs.total", "too large"));
@@ -153,9 +162,21 @@ pub struct PackView {
     pub name: String,
     pub total: u64,
     pub assigned: u64,
+    pub notes: String,
 }
 
 impl YextBook {
+    fn view(&self, p: &YextPackSpec, now: Millis) -> PackView {
+        let used = self.pools.get(&p.id).map_or(0, SeatPool::used);
+        PackView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            total: p.total,
+            assigned: used.saturating_sub(self.due_in(&p.id, now)),
+            notes: p.notes.clone(),
+        }
+    }
+
     /// Removes every assignment due by `now`; returns how many.
     fn purge(&mut self, now: Millis) -> usize {
         let mut n = 0;
@@ -339,18 +360,31 @@ impl YextAccount {
             .packs
             .iter()
             .filter(|p| p.active)
-            .map(|p| {
-                let used = book.pools.get(&p.id).map_or(0, SeatPool::used);
-                PackView {
-                    id: p.id.clone(),
-                    name: p.name.clone(),
-                    total: p.total,
-                    assigned: used.saturating_sub(book.due_in(&p.id, now)),
-                }
-            })
+            .map(|p| book.view(p, now))
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+
+    /// One pack at `now`, active or not (assignments of an inactive pack
+    /// still name it); a pack an admin removed while it had assignments is
+    /// seen with no licenses (total 0) until they are removed.
+    pub fn pack(&self, id: &str, now: Millis) -> Option<PackView> {
+        let spec = self.spec.read().clone();
+        let book = self.book.lock();
+        match spec.packs.iter().find(|p| p.id == id) {
+            Some(p) => Some(book.view(p, now)),
+            None => book.pools.contains_key(id).then(|| {
+                let removed = YextPackSpec {
+                    id: id.to_string(),
+                    name: String::new(),
+                    total: 0,
+                    active: false,
+                    notes: String::new(),
+                };
+                book.view(&removed, now)
+            }),
+        }
     }
 
     /// How many live assignments [`YextAccount::assignments`] would list in
@@ -509,6 +543,7 @@ mod tests {
                     name: "Pack".into(),
                     total,
                     active: true,
+                    notes: String::new(),
                 }],
             }),
         )

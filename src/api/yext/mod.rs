@@ -1,11 +1,17 @@
 //! Yext License Packs and License Assignments (`/v2/accounts/{accountId}/
 //! licensepacks/...`) on the engine's Yext accounts ([`crate::engine::yext`]).
 //!
-//! Every request carries `v` (a `YYYYMMDD` date) and `api_key` (a key of the
-//! account's tenant; `me` as the account id means the key's own account).
-//! Answers are Yext's envelope: `{"meta": {"uuid", "errors": [{"code",
-//! "type", "message"}]}, "response": {...}}`. The path spellings of Yext's
-//! OpenAPI description (`license-packs`, `assigned-entities`) are accepted too.
+//! Every request carries `v` (a `YYYYMMDD` date) and an API key (the
+//! `api_key` query parameter or the `api-key` header, Yext's two security
+//! schemes: a key of the account's tenant; `me` as the account id means the
+//! key's own account). Answers are Yext's envelope: `{"meta": {"uuid",
+//! "errors": [{"name", "code", "type", "message"}]}, "response": {...}}`, with
+//! the shapes of Yext's OpenAPI description and its Go client (`yext-go`):
+//! packs as `{id, name, total, assigned, available, notes}`, assignments
+//! grouped by pack as `{licensePack, assignedEntities: [{entityId,
+//! expirationDate?}]}`. Both path spellings are accepted: the OpenAPI
+//! description's `license-packs/{id}/assigned-entities` and `licensepacks/{id}/
+//! assignments`.
 
 use std::borrow::Cow;
 
@@ -33,6 +39,26 @@ pub struct YError {
     status: StatusCode,
     code: u32,
     message: String,
+}
+
+/// The `name` of an error entry: Yext's schema has the field but documents
+/// no values, so Tally names its own codes.
+fn error_name(code: u32) -> &'static str {
+    match code {
+        INVALID_VERSION => "INVALID_VERSION",
+        UNAUTHORIZED => "UNAUTHORIZED",
+        FORBIDDEN => "FORBIDDEN",
+        PACK_NOT_FOUND => "LICENSE_PACK_NOT_FOUND",
+        ASSIGNMENT_NOT_FOUND => "LICENSE_ASSIGNMENT_NOT_FOUND",
+        NO_LICENSES_LEFT => "NO_LICENSES_AVAILABLE",
+        INVALID_REQUEST => "INVALID_REQUEST",
+        INVALID_PAGE => "INVALID_PAGE",
+        NOT_FOUND => "NOT_FOUND",
+        METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        UNAVAILABLE => "UNAVAILABLE",
+        TOO_MANY => "LIMIT_REACHED",
+        _ => "ERROR",
+    }
 }
 
 // Error codes (Tally's; the README lists them).
@@ -65,7 +91,8 @@ impl YError {
             self.status,
             &json!({
                 "meta": {"uuid": crate::util::random_uuid(), "errors": [
-                    {"code": self.code, "type": "FATAL_ERROR", "message": self.message}
+                    {"name": error_name(self.code), "code": self.code, "type": "FATAL_ERROR",
+                     "message": self.message}
                 ]},
                 "response": {},
             }),
@@ -149,15 +176,23 @@ fn check_version(v: Option<&str>) -> R<()> {
 }
 
 /// The account the key may act on, after checking the path's account id.
-fn account(app: &App, query: &Query<'_>, account_id: &str) -> R<std::sync::Arc<YextAccount>> {
+/// The key comes in the `api_key` parameter or, failing that, the `api-key`
+/// header.
+fn account(
+    app: &App,
+    query: &Query<'_>,
+    header_key: Option<&str>,
+    account_id: &str,
+) -> R<std::sync::Arc<YextAccount>> {
     let key = query
         .get("api_key")
         .filter(|k| !k.is_empty())
+        .or(header_key.filter(|k| !k.is_empty()))
         .ok_or_else(|| {
             YError::new(
                 StatusCode::UNAUTHORIZED,
                 UNAUTHORIZED,
-                "The api_key parameter is required.",
+                "An API key is required: the api_key parameter or the api-key header.",
             )
         })?;
     let key = app
@@ -214,17 +249,47 @@ fn untoken<T: serde::de::DeserializeOwned>(query: &Query<'_>) -> R<Option<T>> {
     serde_json::from_slice(&bytes).map(Some).map_err(|_| bad())
 }
 
+/// `LicensePack`.
 fn pack_json(p: &PackView) -> Value {
     json!({"id": p.id, "name": p.name, "total": p.total, "assigned": p.assigned,
-           "available": p.total.saturating_sub(p.assigned)})
+           "available": p.total.saturating_sub(p.assigned), "notes": p.notes})
 }
 
-fn assignment_json(a: &YextAssignment) -> Value {
-    let mut v = json!({"entityId": a.entity, "licensePackId": a.pack});
+/// `AssignedEntity`: `expirationDate` only when a removal is scheduled (the
+/// Go client's `omitempty`).
+fn assigned_entity(a: &YextAssignment) -> Value {
+    let mut v = json!({"entityId": a.entity});
     if let Some((day, _)) = &a.expiration {
         v["expirationDate"] = day.as_str().into();
     }
     v
+}
+
+/// `LicenseAssignment`s: `assignments` (in pack order) grouped by pack, each
+/// with its pack as it stands at `now`; `always` is listed even when none of
+/// the assignments is its.
+fn license_assignments(
+    acc: &YextAccount,
+    assignments: &[YextAssignment],
+    always: Option<&str>,
+    now: Millis,
+) -> Vec<Value> {
+    let mut out: Vec<(String, Vec<Value>)> = Vec::new();
+    if let Some(p) = always {
+        out.push((p.to_string(), Vec::new()));
+    }
+    for a in assignments {
+        match out.iter_mut().find(|(p, _)| *p == a.pack) {
+            Some((_, list)) => list.push(assigned_entity(a)),
+            None => out.push((a.pack.clone(), vec![assigned_entity(a)])),
+        }
+    }
+    out.into_iter()
+        .filter_map(|(pack, entities)| {
+            let view = acc.pack(&pack, now)?;
+            Some(json!({"licensePack": pack_json(&view), "assignedEntities": entities}))
+        })
+        .collect()
 }
 
 async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
@@ -264,20 +329,29 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ));
     }
     check_version(query.get("v"))?;
-    let acc = account(app, &query, &percent_decode_segment(account_id))?;
+    let header_key = req
+        .headers()
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let acc = account(
+        app,
+        &query,
+        header_key.as_deref(),
+        &percent_decode_segment(account_id),
+    )?;
     let now = app.now();
     match route {
         Route::Packs => {
             let size = page_size(&query)?;
             let after: Option<String> = untoken(&query)?;
             let all = acc.packs(now);
-            let count = all.len();
             let rest: Vec<&PackView> = all
                 .iter()
                 .filter(|p| after.as_ref().is_none_or(|a| p.id.as_str() > a.as_str()))
                 .collect();
             let page: Vec<Value> = rest.iter().take(size).map(|p| pack_json(p)).collect();
-            let mut response = json!({"count": count, "licensePacks": page});
+            let mut response = json!({"licensePacks": page});
             if rest.len() > size {
                 response["nextPageToken"] = token(&rest[size - 1].id).into();
             }
@@ -310,10 +384,8 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 }
             }
             let (items, more) = acc.assignments(pack.as_deref(), entity, after.as_ref(), size, now);
-            let count = acc.count(pack.as_deref(), entity, now);
             let mut response = json!({
-                "count": count,
-                "assignments": items.iter().map(assignment_json).collect::<Vec<_>>(),
+                "licenseAssignments": license_assignments(&acc, &items, pack.as_deref(), now),
             });
             if more {
                 if let Some(last) = items.last() {
@@ -367,7 +439,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                             return Err(YError::new(status, INVALID_REQUEST, message));
                         }
                     };
-                    let expiration = expiration_of(&body, now)?;
+                    let expiration = expiration_of(&body, &entity, now)?;
                     let cmd = Command::YextSchedule {
                         tenant_id,
                         pack: Cow::Borrowed(&pack),
@@ -383,17 +455,19 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     }
 }
 
-/// The assignment as it stands after a change.
+/// The `LicenseAssignment` of one entity after a change: its pack and the
+/// entity's assignment.
 fn current(acc: &YextAccount, pack: &str, entity: &str, now: Millis) -> Value {
     let (items, _) = acc.assignments(Some(pack), Some(entity), None, 1, now);
-    items
-        .first()
-        .map(assignment_json)
-        .unwrap_or_else(|| json!({"entityId": entity, "licensePackId": pack}))
+    license_assignments(acc, &items, Some(pack), now)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| json!({}))
 }
 
 /// `{"expirationDate": "YYYY-MM-DD" | null}` (empty body or omitted: None).
-fn expiration_of(body: &[u8], now: Millis) -> R<Option<String>> {
+/// `entityId`, which Yext's Go client sends along, must name the path's entity.
+fn expiration_of(body: &[u8], entity: &str, now: Millis) -> R<Option<String>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -402,10 +476,21 @@ fn expiration_of(body: &[u8], now: Millis) -> R<Option<String>> {
     let Value::Object(m) = v else {
         return Err(YError::bad(INVALID_REQUEST, "Body must be a JSON object."));
     };
-    if let Some(k) = m.keys().find(|k| *k != "expirationDate") {
+    if let Some(k) = m
+        .keys()
+        .find(|k| *k != "expirationDate" && *k != "entityId")
+    {
         return Err(YError::bad(
             INVALID_REQUEST,
             format!("Unknown field '{k}'."),
+        ));
+    }
+    if m.get("entityId")
+        .is_some_and(|e| e.as_str() != Some(entity))
+    {
+        return Err(YError::bad(
+            INVALID_REQUEST,
+            "entityId in the body must be the entity of the path.",
         ));
     }
     match m.get("expirationDate") {
