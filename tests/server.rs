@@ -20,7 +20,11 @@ async fn health_and_unknown_paths() {
         .expect("req");
     let r = s.send(req).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["objects"]["licenses"], 6, "the demo catalog's licenses");
+    assert_eq!(
+        r.json()["objects"]["licenses"],
+        6,
+        "the demo catalog's licenses"
+    );
     let req = hyper::Request::builder()
         .uri(s.url("/nope"))
         .body(http_body_util::Full::default())

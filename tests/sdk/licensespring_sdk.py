@@ -97,9 +97,9 @@ def main():
     c.activate_license(product="studio", license_key=fl, hardware_id=hw, is_vm=False, vm_info="")
     assert c.floating_release(product="studio", license_key=fl, hardware_id=hw) == ""
     b = c.floating_borrow(product="studio", license_key=fl, hardware_id=hw, borrowed_until=until)
-    assert b["is_borrowed"], b
+    assert b["borrowed_until"] == until and b["max_borrow_time"] == 24, b
     fb = c.borrow_license_feature(product="studio", feature="export-4k", borrowed_until=until, license_key=key, hardware_id=hw)
-    assert fb["is_borrowed"] and fb["code"] == "export-4k", fb
+    assert fb["borrowed_until"] == until and fb["license_id"] == chk["id"], fb
 
     # A consumption license; a trial.
     meter = "DEMO-METER-0001"

@@ -771,25 +771,20 @@ async fn borrow(app: &App, tenant: Id, p: &Params<'_>, now: Millis, for_feature:
         until,
         now,
     };
-    let Outcome::Borrowed { until, in_use } = apply(app, cmd).await? else {
+    let Outcome::Borrowed { until, .. } = apply(app, cmd).await? else {
         return Err(INTERNAL);
     };
-    match f {
-        Some(f) => {
-            let mut v = serde_json::to_value(FeatureCheck::new(
-                t.license.id,
-                &f,
-                &f.spec.read(),
-                Some(in_use),
-                f.meter.used(now),
-            ))
-            .map_err(|_| INTERNAL)?;
-            v["borrowed_until"] = format_instant(until).into();
-            v["is_borrowed"] = true.into();
-            to_vec(&v)
-        }
-        None => license_body(app, &t, &Render::of(p, Some(&hw)), now),
-    }
+    // LicenseSpring's FloatingBorrowResponse, for a license and a feature alike.
+    let device_id = app.engine.device(&t.license, &hw).map(|d| d.id);
+    // Hours: the license's own limit, or else its product's.
+    let max_borrow_time = app.engine.max_borrow_ms(&t.license) / crate::engine::time::HOUR_MS;
+    to_vec(&json!({
+        "borrowed_until": format_instant(until),
+        "max_borrow_time": max_borrow_time,
+        "device_id": device_id,
+        "license_id": t.license.id,
+        "company": {"id": t.license.tenant_id},
+    }))
 }
 
 async fn trial_key(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
