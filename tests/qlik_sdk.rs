@@ -15,15 +15,10 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qlik_api_client_works_unchanged() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/qlik");
-    if !std::path::Path::new(dir)
-        .join("node_modules/@qlik/api")
-        .exists()
-    {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must install the Qlik client (npm ci --prefix tests/sdk/qlik; see .ci/run)"
-        );
-        eprintln!("skipping: run `npm ci --prefix tests/sdk/qlik` to install @qlik/api");
+    if !client_installed(
+        &format!("{dir}/node_modules/@qlik/api"),
+        "npm ci --prefix tests/sdk/qlik",
+    ) {
         return;
     }
     let s = TestServer::start().await;
@@ -48,11 +43,5 @@ async fn qlik_api_client_works_unchanged() {
         .output()
         .await
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "sdk script failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("sdk: all calls passed"), "{stdout}");
+    assert_client_passed(&out);
 }

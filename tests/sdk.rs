@@ -8,35 +8,22 @@
 mod common;
 
 use common::*;
-use hyper::Method;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn licensespring_python_sdk_works_unchanged() {
-    let python = match std::env::var("TALLY_SDK_PYTHON") {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI must provide TALLY_SDK_PYTHON (see .ci/run)"
-            );
-            eprintln!(
-                "skipping: TALLY_SDK_PYTHON is not set (a python with `pip install licensespring`)"
-            );
-            return;
-        }
-    };
+    let python = std::env::var("TALLY_SDK_PYTHON").unwrap_or_default();
+    if !client_installed(
+        &python,
+        "TALLY_SDK_PYTHON=<a python with `pip install licensespring==4.0.0`>",
+    ) {
+        return;
+    }
     // The SDK signs with the wall clock: serve with the system clock.
     let s =
         TestServer::start_with(|o| o.clock = std::sync::Arc::new(tally::clock::SystemClock)).await;
-    let pem = s.admin(Method::GET, "/signing-key", None).await.json()["public_key_pem"]
-        .as_str()
-        .expect("pem")
-        .to_string();
     // The floating demo license may borrow for the script's floating_borrow.
     s.allow_demo_float_borrowing().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pem_path = dir.path().join("public.pem");
-    std::fs::write(&pem_path, pem).expect("write pem");
+    let (_dir, pem) = s.public_key_pem_file().await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/sdk/licensespring_sdk.py"
@@ -44,15 +31,9 @@ async fn licensespring_python_sdk_works_unchanged() {
     let out = tokio::process::Command::new(python)
         .arg(script)
         .env("TALLY_ADDR", s.addr.to_string())
-        .env("TALLY_PUBLIC_KEY_PEM", &pem_path)
+        .env("TALLY_PUBLIC_KEY_PEM", &pem)
         .output()
         .await
         .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "sdk script failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("sdk: all calls passed"), "{stdout}");
+    assert_client_passed(&out);
 }

@@ -144,6 +144,19 @@ impl TestServer {
             .is_ok_and(|sig| key.verify(message, &sig).is_ok())
     }
 
+    /// The server's public key (`LicenseSignature`) in a PEM file, in a
+    /// temporary directory that lives as long as the returned guard.
+    pub async fn public_key_pem_file(&self) -> (tempfile::TempDir, std::path::PathBuf) {
+        let pem = self.admin(Method::GET, "/signing-key", None).await.json()["public_key_pem"]
+            .as_str()
+            .expect("pem")
+            .to_string();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("public.pem");
+        std::fs::write(&path, pem).expect("write pem");
+        (dir, path)
+    }
+
     /// Lets the demo floating license `DEMO-FLOAT-0001` borrow for up to 24
     /// hours (the SDK tests borrow it).
     pub async fn allow_demo_float_borrowing(&self) {
@@ -390,4 +403,31 @@ impl JsParser<'_> {
         self.i += j + 1;
         serde_json::from_str(&rest[..=j]).expect("string")
     }
+}
+
+/// Whether a vendor client the tests drive is installed (`marker` exists).
+/// Outside CI a missing one is reported and the test passes; under
+/// `CI=true` (where `.ci/run` installs it with `install`) it is a failure.
+pub fn client_installed(marker: &str, install: &str) -> bool {
+    if std::path::Path::new(marker).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI must install this client: {install} (see .ci/run)"
+    );
+    eprintln!("skipping: run `{install}` to install the client this test drives");
+    false
+}
+
+/// Runs a client script and asserts it ended well and printed its last line.
+pub fn assert_client_passed(out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sdk script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("sdk: all calls passed"), "{stdout}");
+    println!("{stdout}");
 }

@@ -474,6 +474,24 @@ fn sso_or_missing(p: &Params) -> LsError {
     }
 }
 
+/// The user `username` names, if the request's `password` is theirs.
+fn signed_in(
+    app: &App,
+    tenant: Id,
+    username: &str,
+    p: &Params,
+) -> Result<Arc<LicenseUser>, LsError> {
+    let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
+    let user = app
+        .engine
+        .user_by_email(tenant, username)
+        .ok_or(WRONG_CREDENTIALS)?;
+    if !app.passwords.verify(&user, &password) {
+        return Err(WRONG_CREDENTIALS);
+    }
+    Ok(user)
+}
+
 /// The license is usable now and the request's device is activated on it.
 fn usable_on_device(app: &App, l: &License, p: &Params<'_>, now: Millis) -> Result<(), LsError> {
     {
@@ -945,14 +963,7 @@ fn trial_answer(
 
 fn user_licenses(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let username = p.text("username").ok_or_else(|| sso_or_missing(p))?;
-    let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
-    let user = app
-        .engine
-        .user_by_email(tenant, &username)
-        .ok_or(WRONG_CREDENTIALS)?;
-    if !app.passwords.verify(&user, &password) {
-        return Err(WRONG_CREDENTIALS);
-    }
+    let user = signed_in(app, tenant, &username, p)?;
     let product = match p.text("product") {
         Some(code) => Some(
             app.engine

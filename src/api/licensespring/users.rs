@@ -9,15 +9,8 @@ use crate::credentials::Passwords;
 /// Answers the string `password_changed`.
 pub(super) async fn change_password(app: &App, tenant: Id, p: &Params<'_>) -> Answer {
     let username = p.required("username")?;
-    let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
     let new_password = p.required("new_password")?;
-    let user = app
-        .engine
-        .user_by_email(tenant, &username)
-        .ok_or(WRONG_CREDENTIALS)?;
-    if !app.passwords.verify(&user, &password) {
-        return Err(WRONG_CREDENTIALS);
-    }
+    let user = signed_in(app, tenant, &username, p)?;
     let new_password = new_password.into_owned();
     // argon2 is slow by design: off the runtime's threads.
     let hash = tokio::task::spawn_blocking(move || Passwords::hash(&new_password))

@@ -47,13 +47,28 @@ pub fn latest_version(p: &Product, env: Option<&str>) -> Value {
     else {
         return Value::Null;
     };
+    let mut v = release(r, index);
     let filename = r.installation_file.rsplit('/').next().unwrap_or_default();
+    for (k, x) in [
+        ("full_link", Value::from(r.installation_file.as_str())),
+        ("filename", filename.into()),
+        ("created_at", Value::Null),
+        ("updated_at", Value::Null),
+        ("enabled", r.enabled.into()),
+        ("product_id", p.id.into()),
+    ] {
+        v.insert(k.into(), x);
+    }
+    Value::Object(v)
+}
+
+/// The fields a release has in every LicenseSpring answer that shows one.
+/// `index` is its position in the product's list (its id when none was given).
+fn release(r: &ReleaseSpec, index: usize) -> Map<String, Value> {
     let or_null = |s: &str| if s.is_empty() { Value::Null } else { s.into() };
-    json!({
+    let v = json!({
         "id": r.id.unwrap_or(index as u64 + 1),
         "version": r.version,
-        "full_link": r.installation_file,
-        "filename": filename,
         "release_date": r.release_date.as_deref().map(release_date),
         "hash_md5": r.hash_md5,
         "environment": r.environment,
@@ -62,11 +77,11 @@ pub fn latest_version(p: &Product, env: Option<&str>) -> Value {
         "size": or_null(&r.size),
         "requires_version": or_null(&r.requires_version),
         "channel": or_null(&r.channel),
-        "created_at": null,
-        "updated_at": null,
-        "enabled": r.enabled,
-        "product_id": p.id,
-    })
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("an object literal"),
+    }
 }
 
 pub fn user(engine: &Engine, u: &LicenseUser) -> Value {
@@ -332,24 +347,15 @@ pub fn release_date(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-/// An installation file as `installation_file` answers it. `index` is the
-/// release's position in the product's list (its id when none was given).
+/// An installation file as `installation_file` answers it.
 pub fn installation_file(r: &ReleaseSpec, index: usize, tenant_id: Id) -> Value {
-    let or_null = |s: &str| if s.is_empty() { Value::Null } else { s.into() };
-    json!({
-        "id": r.id.unwrap_or(index as u64 + 1),
-        "version": r.version,
-        "installation_file": r.installation_file,
-        "release_date": r.release_date.as_deref().map(release_date),
-        "hash_md5": r.hash_md5,
-        "environment": r.environment,
-        "eula_link": r.eula_link,
-        "release_notes_link": r.release_notes_link,
-        "size": or_null(&r.size),
-        "requires_version": or_null(&r.requires_version),
-        "channel": or_null(&r.channel),
-        "company": {"id": tenant_id},
-    })
+    let mut v = release(r, index);
+    v.insert(
+        "installation_file".into(),
+        r.installation_file.as_str().into(),
+    );
+    v.insert("company".into(), json!({"id": tenant_id}));
+    Value::Object(v)
 }
 
 pub fn variable(device_id: Id, x: &DeviceVariable) -> Value {
