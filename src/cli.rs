@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 use crate::app::{App, AppOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    Limits, ServeConfig, CONNECTIONS_MAX, REQUEST_BODY_BYTES_MAX, REQUEST_HEAD_BYTES_MAX,
-    REQUEST_TIMEOUT_MS,
+    Limits, ServeConfig, CONNECTIONS_MAX, KEEP_ALIVE_IDLE_MS, REQUEST_BODY_BYTES_MAX,
+    REQUEST_HEAD_BYTES_MAX, REQUEST_HEAD_TIMEOUT_MS, REQUEST_TIMEOUT_MS, RESPONSE_WRITE_TIMEOUT_MS,
 };
 
 #[derive(Parser, Debug)]
@@ -109,6 +109,16 @@ pub struct ServeArgs {
     pub request_head_bytes_max: usize,
     #[arg(long, default_value_t = REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
+    /// Time to receive a request's head once its first byte arrived.
+    #[arg(long, default_value_t = REQUEST_HEAD_TIMEOUT_MS)]
+    pub request_head_timeout_ms: u64,
+    /// Time a keep-alive connection may sit idle before it is closed.
+    #[arg(long, default_value_t = KEEP_ALIVE_IDLE_MS)]
+    pub keep_alive_idle_ms: u64,
+    /// Time a response may stall unread by the client before the connection
+    /// is closed.
+    #[arg(long, default_value_t = RESPONSE_WRITE_TIMEOUT_MS)]
+    pub response_write_timeout_ms: u64,
     #[arg(long, default_value_t = CONNECTIONS_MAX)]
     pub connections_max: usize,
     /// Runtime worker threads, or per-core runtimes (default: one per core
@@ -139,8 +149,12 @@ impl ServeArgs {
                 request_body_bytes_max: self.request_body_bytes_max,
                 request_head_bytes_max: self.request_head_bytes_max,
                 request_timeout: Duration::from_millis(self.request_timeout_ms),
+                request_head_timeout: Duration::from_millis(self.request_head_timeout_ms.max(1)),
+                keep_alive_idle: Duration::from_millis(self.keep_alive_idle_ms.max(1)),
+                response_write_timeout: Duration::from_millis(
+                    self.response_write_timeout_ms.max(1),
+                ),
                 connections_max: self.connections_max.max(1),
-                ..Limits::default()
             },
         }
     }

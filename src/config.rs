@@ -13,6 +13,11 @@ pub const REQUEST_HEAD_BYTES_MAX: usize = 16 * 1024;
 pub const REQUEST_HEAD_TIMEOUT_MS: u64 = 10_000;
 /// Time from a request's head to its response (body read included).
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Time a keep-alive connection may wait with no request and no byte moving.
+pub const KEEP_ALIVE_IDLE_MS: u64 = 60_000;
+/// Time a response may stall unwritten (a client that does not read its
+/// answers) before the connection is closed.
+pub const RESPONSE_WRITE_TIMEOUT_MS: u64 = 10_000;
 /// Open client connections; the acceptor waits for a slot past this.
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Admin list pages: default and largest page size.
@@ -29,6 +34,8 @@ pub struct Limits {
     pub request_head_bytes_max: usize,
     pub request_head_timeout: Duration,
     pub request_timeout: Duration,
+    pub keep_alive_idle: Duration,
+    pub response_write_timeout: Duration,
     pub connections_max: usize,
 }
 
@@ -39,6 +46,8 @@ impl Default for Limits {
             request_head_bytes_max: REQUEST_HEAD_BYTES_MAX,
             request_head_timeout: Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS),
             request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
+            keep_alive_idle: Duration::from_millis(KEEP_ALIVE_IDLE_MS),
+            response_write_timeout: Duration::from_millis(RESPONSE_WRITE_TIMEOUT_MS),
             connections_max: CONNECTIONS_MAX,
         }
     }

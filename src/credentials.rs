@@ -1,27 +1,84 @@
-//! License-user passwords: stored only as salted argon2 hashes; a successful
-//! verification is remembered as a keyed digest of the presented password so
-//! repeated requests with the same password cost one HMAC, not one argon2 run.
+//! Passwords: stored only as salted argon2 hashes, hashed and verified on a
+//! small pool of worker threads with a bounded queue, never on the runtime's
+//! threads, and guarded against guessing.
 //!
-//! A wrong password always pays the full hash (no shortcut for guessing), and a
-//! password change bumps the user's epoch, which voids cached verifications.
+//! - **Bounded work.** [`PASSWORD_QUEUE_JOBS_MAX`] jobs wait for
+//!   [`password_workers`] threads (about one per core, at the lowest
+//!   scheduling priority so checks keep their CPU); past the queue a request
+//!   is refused at once ([`Refused::Busy`]) instead of waiting. Each worker
+//!   verifies in its own reused argon2 memory, so a login flood costs at most
+//!   workers x 19 MiB, however many requests arrive.
+//! - **Cached successes.** A successful verification is remembered as a
+//!   keyed digest of the presented password, so repeated requests with the
+//!   same password cost one HMAC, not one argon2 run. A wrong password is
+//!   never cached, and a password change bumps the user's epoch, which voids
+//!   cached verifications.
+//! - **Backoff on failures.** Failed verifications are counted per account
+//!   and per source address ([`Who`]); past [`FAILED_ATTEMPTS_FREE`] each
+//!   further attempt must wait [`BACKOFF_BASE_MS`] doubled per failure, at most
+//!   [`BACKOFF_MAX_MS`] ([`Refused::Throttled`]), without running argon2. A
+//!   user whose own password is cached is not locked out by someone else's
+//!   guessing; a source that guesses is.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::engine::model::{Id, LicenseUser};
+use crate::engine::time::{Millis, MINUTE_MS};
 
 /// Cached verifications kept; the cache is cleared past this (it only costs
 /// re-hashing, never correctness).
 pub const PASSWORD_CACHE_ENTRIES_MAX: usize = 1_000_000;
 /// Longest password accepted, bytes (argon2 cost must not be driven by input).
 pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// Password jobs that may wait for a worker; past this, refused at once.
+pub const PASSWORD_QUEUE_JOBS_MAX: usize = 32;
+/// Largest argon2 memory a stored hash may ask for, 1 KiB blocks (64 MiB;
+/// Tally's own hashes use argon2's default, 19 MiB).
+pub const PASSWORD_MEMORY_BLOCKS_MAX: usize = 64 * 1024;
+/// Failed verifications an account or source may have before backoff.
+pub const FAILED_ATTEMPTS_FREE: u32 = 5;
+/// The first backoff; it doubles with each further failure.
+pub const BACKOFF_BASE_MS: Millis = 1_000;
+/// The longest backoff.
+pub const BACKOFF_MAX_MS: Millis = 60_000;
+/// Failures older than this are forgotten.
+pub const FAILURES_FORGOTTEN_MS: Millis = 15 * MINUTE_MS;
+/// Accounts and sources whose failures are remembered at once.
+pub const FAILURE_ENTRIES_MAX: usize = 100_000;
+
+/// Password worker threads: one per core the process may run on.
+pub fn password_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Why password work was not done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Every worker is busy and the queue is full.
+    Busy,
+    /// Too many failures: try again after this long.
+    Throttled { retry_after_ms: Millis },
+}
+
+/// Who failed a verification.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Who {
+    /// A LicenseSpring license user.
+    User(Id),
+    /// Another surface's account (`surface:tenant:name`).
+    Account(Box<str>),
+    /// The client's address.
+    Source(IpAddr),
+}
 
 #[derive(Clone, Copy)]
 struct Verified {
@@ -29,11 +86,36 @@ struct Verified {
     digest: [u8; 32],
 }
 
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Millis,
+}
+
+impl Failures {
+    /// How long an attempt must still wait, if at all.
+    fn wait(&self, now: Millis) -> Option<Millis> {
+        if self.count < FAILED_ATTEMPTS_FREE {
+            return None;
+        }
+        let doublings = (self.count - FAILED_ATTEMPTS_FREE).min(16);
+        let backoff = (BACKOFF_BASE_MS << doublings).min(BACKOFF_MAX_MS);
+        let until = self.last.saturating_add(backoff);
+        (now < until).then(|| until - now)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
 pub struct Passwords {
     /// Random per process: the digests mean nothing outside it.
     secret: [u8; 32],
     /// user id -> digest of the last password verified for it (sharded map).
     cache: DashMap<Id, Verified>,
+    /// Failures per account and source (sharded map, bounded).
+    failures: DashMap<Who, Failures>,
+    /// The workers' queue (bounded; the workers end when it is dropped).
+    jobs: crossbeam_channel::Sender<Job>,
 }
 
 impl Default for Passwords {
@@ -44,13 +126,47 @@ impl Default for Passwords {
 
 impl Passwords {
     pub fn new() -> Self {
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(PASSWORD_QUEUE_JOBS_MAX);
+        for i in 0..password_workers() {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("tally-password-{i}"))
+                .spawn(move || {
+                    lowest_priority();
+                    // argon2 memory, reused: allocated once, at most
+                    // PASSWORD_MEMORY_BLOCKS_MAX blocks.
+                    let mut memory = Vec::new();
+                    while let Ok(job) = queue.recv() {
+                        job(&mut memory);
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!("password worker {i} not started: {e}");
+            }
+        }
         Passwords {
             secret: rand::random(),
             cache: DashMap::new(),
+            failures: DashMap::new(),
+            jobs,
         }
     }
 
-    /// A salted argon2id hash in PHC string form.
+    /// Runs `f` on a password worker; refused at once when the queue is full.
+    pub async fn work<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ = tx.send(f(memory));
+        });
+        self.jobs.try_send(job).map_err(|_| Refused::Busy)?;
+        rx.await.map_err(|_| Refused::Busy)
+    }
+
+    /// A salted argon2id hash in PHC string form (slow: for catalogs loaded
+    /// before serving; requests use [`Passwords::hash_on_worker`]).
     pub fn hash(password: &str) -> Result<String, String> {
         if password.len() > PASSWORD_BYTES_MAX {
             return Err(format!("password longer than {PASSWORD_BYTES_MAX} bytes"));
@@ -60,6 +176,15 @@ impl Passwords {
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| e.to_string())
+    }
+
+    /// [`Passwords::hash`] on a worker. The outer error is a refusal, the
+    /// inner one a password that cannot be hashed.
+    pub async fn hash_on_worker(
+        &self,
+        password: String,
+    ) -> Result<Result<String, String>, Refused> {
+        self.work(move |_| Self::hash(&password)).await
     }
 
     /// Whether `hash` is a PHC string this server can verify.
@@ -75,41 +200,155 @@ impl Passwords {
         mac.finalize().into_bytes().into()
     }
 
-    /// Verifies `password` against an argon2 PHC string (slow by design: run
-    /// it off the runtime's threads).
-    pub fn verify_hash(hash: &str, password: &str) -> bool {
-        password.len() <= PASSWORD_BYTES_MAX
-            && PasswordHash::new(hash).is_ok_and(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-    }
-
-    pub fn verify(&self, user: &LicenseUser, password: &str) -> bool {
+    /// Verifies a license user's password: from the cache when this password
+    /// verified before, else on a worker, subject to the backoff of the user
+    /// and of `source`.
+    pub async fn verify_user(
+        &self,
+        user: &LicenseUser,
+        password: &str,
+        source: Option<IpAddr>,
+        now: Millis,
+    ) -> Result<bool, Refused> {
         if password.len() > PASSWORD_BYTES_MAX {
-            return false;
+            return Ok(false);
         }
+        let source = source.map(Who::Source);
+        self.check(source.as_ref(), now)?;
         let epoch = user.password_epoch.load(Ordering::Acquire);
         let digest = self.digest(user.id, password);
         if let Some(v) = self.cache.get(&user.id) {
             if v.epoch == epoch && constant_time_eq(&v.digest, &digest) {
-                return true;
+                return Ok(true);
             }
         }
+        let account = Who::User(user.id);
+        self.check(Some(&account), now)?;
         let hash = user.spec.read().password_hash.clone();
-        let ok = PasswordHash::new(&hash).is_ok_and(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        });
+        let pw = password.to_string();
+        let ok = self
+            .work(move |memory| verify_in(memory, &hash, &pw))
+            .await?;
+        self.record(ok, account, source, now);
         if ok {
             if self.cache.len() >= PASSWORD_CACHE_ENTRIES_MAX {
                 self.cache.clear();
             }
             self.cache.insert(user.id, Verified { epoch, digest });
         }
-        ok
+        Ok(ok)
+    }
+
+    /// Verifies another surface's account password against its stored hash,
+    /// on a worker, subject to the backoff of the account and of `source`.
+    pub async fn verify_account(
+        &self,
+        account: Who,
+        hash: String,
+        password: String,
+        source: Option<IpAddr>,
+        now: Millis,
+    ) -> Result<bool, Refused> {
+        if password.len() > PASSWORD_BYTES_MAX {
+            return Ok(false);
+        }
+        let source = source.map(Who::Source);
+        self.check(source.as_ref(), now)?;
+        self.check(Some(&account), now)?;
+        let ok = self
+            .work(move |memory| verify_in(memory, &hash, &password))
+            .await?;
+        self.record(ok, account, source, now);
+        Ok(ok)
+    }
+
+    fn check(&self, who: Option<&Who>, now: Millis) -> Result<(), Refused> {
+        let Some(who) = who else { return Ok(()) };
+        match self.failures.get(who).and_then(|f| f.wait(now)) {
+            Some(retry_after_ms) => Err(Refused::Throttled { retry_after_ms }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failure against the account and the source; a success
+    /// clears the account's failures (not the source's).
+    fn record(&self, ok: bool, account: Who, source: Option<Who>, now: Millis) {
+        if ok {
+            self.failures.remove(&account);
+            return;
+        }
+        if self.failures.len() >= FAILURE_ENTRIES_MAX {
+            self.failures
+                .retain(|_, f| now - f.last < FAILURES_FORGOTTEN_MS);
+        }
+        for who in std::iter::once(account).chain(source) {
+            if self.failures.len() >= FAILURE_ENTRIES_MAX && !self.failures.contains_key(&who) {
+                // Full of recent failures: the new name goes uncounted
+                // rather than pushing out one that is backing off.
+                continue;
+            }
+            let mut f = self.failures.entry(who).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
+            if now - f.last >= FAILURES_FORGOTTEN_MS {
+                f.count = 0;
+            }
+            f.count = f.count.saturating_add(1);
+            f.last = now;
+        }
+    }
+}
+
+/// Verifies `password` against the argon2 PHC string `phc`, in `memory`
+/// (grown once to what the hash asks for, at most
+/// [`PASSWORD_MEMORY_BLOCKS_MAX`] blocks).
+pub fn verify_in(memory: &mut Vec<Block>, phc: &str, password: &str) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(h.algorithm), Params::try_from(&h))
+    else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let blocks = params.block_count();
+    if blocks > PASSWORD_MEMORY_BLOCKS_MAX || password.len() > PASSWORD_BYTES_MAX {
+        return false;
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory[..blocks])
+        .is_ok()
+        && constant_time_eq(out, expected.as_bytes())
+}
+
+/// Password workers run at the lowest priority of the normal class: under
+/// load, checks keep the CPU and logins wait (and past the queue, are
+/// refused), instead of the other way round.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::warn!("password worker keeps normal priority: {e:?}");
     }
 }
 

@@ -11,6 +11,16 @@ use hyper::{Request, Response, StatusCode};
 
 pub type Resp = Response<Full<Bytes>>;
 
+/// The client's address, in every request's extensions (the server puts it
+/// there): password backoff counts failures per source.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// The client's IP address, when the server recorded it.
+pub fn peer_ip<B>(req: &Request<B>) -> Option<std::net::IpAddr> {
+    req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
+}
+
 pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {

@@ -2,6 +2,7 @@
 //! keep-alive, routes each request to its surface by path prefix, isolates
 //! panics and enforces the time and size limits of [`crate::config::Limits`].
 
+mod guard;
 pub mod http;
 
 use std::convert::Infallible;
@@ -45,14 +46,20 @@ async fn serve_listener(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(app.limits.connections_max));
+    let pressure = guard::Pressure::default();
+    let limits = guard::ConnLimits {
+        head: app.limits.request_head_timeout,
+        idle: app.limits.keep_alive_idle,
+        write: app.limits.response_write_timeout,
+    };
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = slot(&slots, &pressure) => match p { Some(p) => p, None => break },
             _ = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -67,8 +74,19 @@ async fn serve_listener(
         let _ = stream.set_nodelay(true);
         let builder = http1_builder(&app.limits);
         let app = app.clone();
-        let svc = service_fn(move |req| handle(app.clone(), req));
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let state = Arc::new(guard::ConnState::default());
+        let io = guard::Guarded::new(stream, state.clone(), limits, &pressure);
+        let svc = service_fn(move |req| {
+            let (app, state) = (app.clone(), state.clone());
+            let mut req: Request<Incoming> = req;
+            req.extensions_mut().insert(http::PeerAddr(peer));
+            async move {
+                state.begin();
+                let _end = EndOnDrop(&state);
+                handle(app, req).await
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _permit = permit;
@@ -82,6 +100,36 @@ async fn serve_listener(
         }
     }
     Ok(())
+}
+
+/// A connection slot. While none is free, connections that have been idle,
+/// stalled or slow for [`guard::EVICTABLE_AFTER_MS`] are asked to give theirs
+/// up, again every such interval. `None` once the semaphore is closed.
+async fn slot(
+    slots: &Arc<Semaphore>,
+    pressure: &guard::Pressure,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(p) = slots.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    let every = Duration::from_millis(guard::EVICTABLE_AFTER_MS);
+    loop {
+        pressure.raise();
+        tokio::select! {
+            p = slots.clone().acquire_owned() => return p.ok(),
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Marks a connection's request as answered, even when the connection
+/// drops the handler midway.
+struct EndOnDrop<'a>(&'a guard::ConnState);
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 /// The runtime `tally serve` runs on: multi-threaded, one worker per core the
@@ -231,13 +279,17 @@ pub fn run_per_core(
     join_all(handles)
 }
 
-/// Per-connection HTTP/1.1 settings (shared with the load harness's baseline).
+/// Per-connection HTTP/1.1 settings (shared with the load harness's
+/// baseline). `max_buf_size` bounds both the head and the read-ahead of
+/// pipelined requests a connection may buffer, and its write buffer; the
+/// time limits are [`guard::Guarded`]'s (hyper's own head timer would also
+/// close idle keep-alive connections at the head limit).
 pub fn http1_builder(limits: &crate::config::Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(limits.request_head_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.request_head_bytes_max.max(8192));
     builder
 }

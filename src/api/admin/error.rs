@@ -47,6 +47,17 @@ impl AdminError {
     }
 }
 
+/// The password workers are busy (admin writes that hash passwords).
+impl From<crate::credentials::Refused> for AdminError {
+    fn from(_: crate::credentials::Refused) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many password hashes in progress; try again shortly",
+        )
+    }
+}
+
 /// Maps an engine refusal of an admin command. Unknown ids referenced from a
 /// body are the body's fault (400 at that field); duplicates and objects still
 /// in use conflict (409).

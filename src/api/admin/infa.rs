@@ -74,19 +74,13 @@ pub async fn route(
                     "too many users",
                 ));
             }
-            // argon2 takes tens of milliseconds a password: not on the runtime.
-            let b = tokio::task::spawn_blocking(move || {
-                crate::credentials::hash_passwords(&mut b, "").map(|_| b)
-            })
-            .await
-            .map_err(|_| {
-                AdminError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "hashing failed",
-                )
-            })?
-            .map_err(|(p, e)| AdminError::bad(p, e))?;
+            // argon2 takes tens of milliseconds a password: on the password
+            // workers, not the runtime.
+            let b = app
+                .passwords
+                .work(move |_| crate::credentials::hash_passwords(&mut b, "").map(|_| b))
+                .await?
+                .map_err(|(p, e)| AdminError::bad(p, e))?;
             let spec: InfaSpec = from_value(Value::Object(b))?;
             let created = app.engine.infa(tid).is_none();
             let first_version = app.engine.next_id();

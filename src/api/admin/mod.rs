@@ -365,7 +365,7 @@ impl Kind {
     }
 
     /// Builds the put command from a JSON spec.
-    fn put(
+    async fn put(
         self,
         app: &App,
         id: Id,
@@ -394,7 +394,12 @@ impl Kind {
                     if p.is_empty() {
                         return Err(AdminError::bad("password", "must not be empty"));
                     }
-                    let hash = Passwords::hash(p).map_err(|e| AdminError::bad("password", e))?;
+                    // argon2 runs on the password workers, not the runtime.
+                    let hash = app
+                        .passwords
+                        .hash_on_worker(p.to_string())
+                        .await?
+                        .map_err(|e| AdminError::bad("password", e))?;
                     v.insert("password_hash".into(), hash.into());
                 } else if let Some(h) = v.get("password_hash") {
                     if !h.as_str().is_some_and(Passwords::is_valid_hash) {
@@ -501,7 +506,7 @@ async fn create(app: &App, kind: Kind, body: Option<&[u8]>) -> R<Resp> {
         return Err(AdminError::bad("id", "ids are assigned by the server"));
     }
     let id = app.engine.next_id();
-    let cmd = kind.put(app, id, v, true)?;
+    let cmd = kind.put(app, id, v, true).await?;
     apply(app, cmd).await?;
     let out = kind
         .render(app, id)
@@ -550,7 +555,7 @@ async fn item(app: &App, m: &Method, kind: Kind, id: &str, body: Option<&[u8]>) 
                 }
                 patch
             };
-            let cmd = kind.put(app, id, v, false)?;
+            let cmd = kind.put(app, id, v, false).await?;
             apply(app, cmd).await?;
             Ok(json_value(
                 StatusCode::OK,

@@ -53,6 +53,8 @@ pub struct IError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header.
+    retry_after_s: Option<u64>,
 }
 
 impl IError {
@@ -61,6 +63,7 @@ impl IError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
         }
     }
     fn unauthorized(message: &str) -> Self {
@@ -73,11 +76,38 @@ impl IError {
         Self::new(StatusCode::BAD_REQUEST, "VALIDATION_01", message)
     }
     fn response(self) -> Resp {
-        json_value(
+        let mut r = json_value(
             self.status,
             &json!({"error": {"code": self.code, "message": self.message,
                                "requestId": crate::util::random_token(22), "details": null}}),
-        )
+        );
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut().insert(hyper::header::RETRY_AFTER, s.into());
+        }
+        r
+    }
+}
+
+impl From<crate::credentials::Refused> for IError {
+    fn from(r: crate::credentials::Refused) -> Self {
+        match r {
+            crate::credentials::Refused::Busy => IError {
+                retry_after_s: Some(1),
+                ..IError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SERVICE_02",
+                    "Too many logins in progress; try again shortly.",
+                )
+            },
+            crate::credentials::Refused::Throttled { retry_after_ms } => IError {
+                retry_after_s: Some(((retry_after_ms + 999) / 1000).max(1) as u64),
+                ..IError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "AUTH_03",
+                    "Too many failed logins for this user or address; wait before trying again.",
+                )
+            },
+        }
     }
 }
 
@@ -146,8 +176,9 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             ));
         }
         let host = crate::server::http::host_of(&req);
+        let peer = crate::server::http::peer_ip(&req);
         let body = body_of(app, req).await?;
-        return login(app, &body, &host).await;
+        return login(app, &body, &host, peer).await;
     }
     let Some(org_id) = rest.strip_prefix("/public/core/v3/license/org/") else {
         return Err(IError::new(
@@ -323,7 +354,7 @@ fn licenses_of(body: &[u8], org_id: &str) -> R<InfaLicenses> {
     Ok(l)
 }
 
-async fn login(app: &App, body: &[u8], host: &str) -> R<Resp> {
+async fn login(app: &App, body: &[u8], host: &str, peer: Option<std::net::IpAddr>) -> R<Resp> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| IError::bad("The body must be JSON with username and password."))?;
     let (Some(username), Some(password)) = (v["username"].as_str(), v["password"].as_str()) else {
@@ -340,13 +371,14 @@ async fn login(app: &App, body: &[u8], host: &str) -> R<Resp> {
         .find(|u| u.username == username)
         .map(|u| u.password_hash.clone())
         .ok_or_else(denied)?;
-    let pw = password.to_string();
     let current_hash = hash.clone();
-    // argon2 takes tens of milliseconds: not on the runtime's threads.
-    let ok =
-        tokio::task::spawn_blocking(move || crate::credentials::Passwords::verify_hash(&hash, &pw))
-            .await
-            .unwrap_or(false);
+    // argon2 takes tens of milliseconds: on the password workers, with
+    // backoff per user and per client address.
+    let account = crate::credentials::Who::Account(format!("infa:{username}").into());
+    let ok = app
+        .passwords
+        .verify_account(account, hash, password.to_string(), peer, app.now())
+        .await?;
     if !ok {
         return Err(denied());
     }

@@ -9,10 +9,10 @@
 use super::*;
 
 /// The licenses the request names on each of the bundle's products.
-fn targets<'p>(
+async fn targets<'p>(
     app: &App,
     tenant: Id,
-    p: &'p Params,
+    p: &'p Params<'p>,
     need_password: bool,
 ) -> Result<Vec<Target<'p>>, LsError> {
     let bundle = product(app, tenant, p)?;
@@ -26,7 +26,7 @@ fn targets<'p>(
             .engine
             .product_by_code(tenant, code)
             .ok_or(UNKNOWN_PRODUCT)?;
-        match resolve_in(app, tenant, &member, p, need_password) {
+        match resolve_in(app, tenant, &member, p, need_password).await {
             Ok(t) => out.push(t),
             Err(e) if e == LICENSE_NOT_FOUND => continue,
             Err(e) => return Err(e),
@@ -61,7 +61,7 @@ pub(super) async fn activate_all<'p>(
     hw: &str,
     now: Millis,
 ) -> Result<Vec<Target<'p>>, LsError> {
-    let targets = targets(app, tenant, p, true)?;
+    let targets = targets(app, tenant, p, true).await?;
     let mut activated: Vec<&License> = Vec::new();
     for t in &targets {
         let was_active = app.engine.check_device(&t.license, hw).is_ok();
@@ -93,7 +93,7 @@ async fn undo_activation(app: &App, license: &License, hw: &str, now: Millis) {
 /// Checks every license of the bundle on the device (taking or renewing
 /// floating seats as `check_license` does).
 pub(super) async fn check(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let targets = targets(app, tenant, p, false)?;
+    let targets = targets(app, tenant, p, false).await?;
     let hw = p.required("hardware_id")?;
     for t in &targets {
         check_in_use(app, &t.license, &hw, now).await?;
@@ -119,7 +119,7 @@ pub(super) async fn deactivate_all(
     hw: &str,
     now: Millis,
 ) -> Result<(), LsError> {
-    let targets = targets(app, tenant, p, false)?;
+    let targets = targets(app, tenant, p, false).await?;
     let active: Vec<&Target> = targets
         .iter()
         .filter(|t| app.engine.check_device(&t.license, hw).is_ok())

@@ -18,6 +18,8 @@ pub struct LsError {
     pub status: u16,
     pub code: &'static str,
     pub message: &'static str,
+    /// Seconds for a `Retry-After` header (0: none).
+    pub retry_after_s: u32,
 }
 
 const fn e(status: u16, code: &'static str, message: &'static str) -> LsError {
@@ -25,6 +27,7 @@ const fn e(status: u16, code: &'static str, message: &'static str) -> LsError {
         status,
         code,
         message,
+        retry_after_s: 0,
     }
 }
 
@@ -190,6 +193,18 @@ pub const TRIAL_NOT_ALLOWED: LsError = e(
     "This product does not offer trials",
 );
 pub const CUSTOMER_NOT_FOUND: LsError = e(400, "customer_not_found", "Customer not found");
+/// Tally's own: every password worker is busy and the queue is full.
+pub const PASSWORDS_BUSY: LsError = e(
+    503,
+    "service_busy",
+    "Too many password checks in progress; try again shortly",
+);
+/// Tally's own: too many failed password checks for this user or address.
+pub const TOO_MANY_ATTEMPTS: LsError = e(
+    429,
+    "too_many_attempts",
+    "Too many failed password attempts; wait before trying again",
+);
 pub const ACTIVE_LICENSE_REQUIRED: LsError =
     e(400, "active_license_required", "Active license is required");
 pub const VERSION_NOT_FOUND: LsError = e(
@@ -279,6 +294,21 @@ impl From<EngineError> for LsError {
     }
 }
 
+impl From<crate::credentials::Refused> for LsError {
+    fn from(r: crate::credentials::Refused) -> Self {
+        match r {
+            crate::credentials::Refused::Busy => LsError {
+                retry_after_s: 1,
+                ..PASSWORDS_BUSY
+            },
+            crate::credentials::Refused::Throttled { retry_after_ms } => LsError {
+                retry_after_s: ((retry_after_ms + 999) / 1000).clamp(1, u32::MAX as i64) as u32,
+                ..TOO_MANY_ATTEMPTS
+            },
+        }
+    }
+}
+
 impl LsError {
     /// The error body; built from constants, so it never fails.
     pub fn response(self) -> Resp {
@@ -288,9 +318,14 @@ impl LsError {
             self.code,
             self.message.replace('"', "\\\"")
         );
-        json(
+        let mut r = json(
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST),
             Bytes::from(body),
-        )
+        );
+        if self.retry_after_s > 0 {
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, self.retry_after_s.into());
+        }
+        r
     }
 }

@@ -32,6 +32,7 @@ use crate::app::App;
 use crate::engine::model::*;
 use crate::engine::time::{format_instant, parse_instant, Millis, DAY_MS};
 use crate::engine::{Command, Outcome};
+use crate::server::http::peer_ip;
 use crate::server::http::{json as json_resp, read_body, BodyError, Query, Resp};
 use crate::storage::wal::CommitError;
 pub use auth::{client_headers, sign_date};
@@ -162,8 +163,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         Ok(k) => k,
         Err(e) => return e.response(),
     };
+    let peer = peer_ip(&req);
     let answer = if method == Method::GET {
-        let params = Params::Query(Query::parse(req.uri().query()));
+        let params = Params::query(Query::parse(req.uri().query()), peer);
         dispatch(app, &key, endpoint, &params, now).await
     } else {
         let limits = &app.limits;
@@ -176,7 +178,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         };
         if let Some(kind) = offline::Kind::of(endpoint) {
             // A base64 request file (text/plain), not a JSON object.
-            let answer = offline::handle(app, &key, kind, &body, now).await;
+            let answer = offline::handle(app, &key, kind, &body, peer, now).await;
             return match answer {
                 Ok(body) => signed(app, body),
                 Err(e) => e.response(),
@@ -190,7 +192,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
                 _ => return INVALID_JSON.response(),
             }
         };
-        dispatch(app, &key, endpoint, &Params::Json(map), now).await
+        dispatch(app, &key, endpoint, &Params::json(map, peer), now).await
     };
     match answer {
         Ok(body) => signed(app, body),
@@ -236,7 +238,7 @@ async fn dispatch(
     match endpoint {
         ActivateLicense => activate(app, tenant, p, now).await,
         DeactivateLicense => {
-            let t = resolve(app, tenant, p, false)?;
+            let t = resolve(app, tenant, p, false).await?;
             let hw = p.required("hardware_id")?;
             apply(
                 app,
@@ -252,7 +254,7 @@ async fn dispatch(
         CheckLicense => check_license(app, tenant, p, now).await,
         CheckLicenseFeature => check_feature(app, tenant, p, now).await,
         AddConsumption => {
-            let t = resolve(app, tenant, p, false)?;
+            let t = resolve(app, tenant, p, false).await?;
             usable_on_device(app, &t.license, p, now)?;
             let amount = p.int("consumptions")?.ok_or(MISSING_PARAMETERS)?;
             apply(
@@ -268,7 +270,7 @@ async fn dispatch(
             license_body(app, &t, &Render::of(p, p.text_ref("hardware_id")), now)
         }
         AddFeatureConsumption => {
-            let t = resolve(app, tenant, p, false)?;
+            let t = resolve(app, tenant, p, false).await?;
             usable_on_device(app, &t.license, p, now)?;
             let f = feature(app, &t.license, p, now)?;
             let amount = p.int("consumptions")?.ok_or(MISSING_PARAMETERS)?;
@@ -284,7 +286,7 @@ async fn dispatch(
             feature_body(app, &t.license, &f, None, now)
         }
         FloatingRelease | FloatingFeatureRelease => {
-            let t = resolve(app, tenant, p, false)?;
+            let t = resolve(app, tenant, p, false).await?;
             let hw = p.required("hardware_id")?;
             let f = if endpoint == FloatingFeatureRelease {
                 Some(feature(app, &t.license, p, now)?)
@@ -316,10 +318,10 @@ async fn dispatch(
             }
             to_vec(&v)
         }
-        UserLicenses => user_licenses(app, tenant, p, now),
+        UserLicenses => user_licenses(app, tenant, p, now).await,
         CustomerLicenseUsers => customer_license_users(app, tenant, p),
         TrackDeviceVariables => {
-            let t = resolve(app, tenant, p, false)?;
+            let t = resolve(app, tenant, p, false).await?;
             let hw = p.required("hardware_id")?;
             let vars = p.variables()?;
             apply(
@@ -335,13 +337,13 @@ async fn dispatch(
             device_variables(app, &t.license, &hw)
         }
         GetDeviceVariables => {
-            let t = resolve(app, tenant, p, false)?;
+            let t = resolve(app, tenant, p, false).await?;
             let hw = p.required("hardware_id")?;
             device_variables(app, &t.license, &hw)
         }
         ChangePassword => users::change_password(app, tenant, p).await,
-        Versions => releases::versions(app, tenant, p, now),
-        InstallationFile => releases::installation_file(app, tenant, p, now),
+        Versions => releases::versions(app, tenant, p, now).await,
+        InstallationFile => releases::installation_file(app, tenant, p, now).await,
         SsoUrl => {
             p.required("product")?;
             p.required("customer_account_code")?;
@@ -404,21 +406,21 @@ fn product(app: &App, tenant: Id, p: &Params) -> Result<Arc<Product>, LsError> {
 /// Finds the license: by `license_key` on key-based products; by `username`
 /// (and `password` when `need_password`) on user-based ones, `license_id`
 /// choosing among the user's licenses.
-fn resolve<'p>(
+async fn resolve<'p>(
     app: &App,
     tenant: Id,
-    p: &'p Params,
+    p: &'p Params<'p>,
     need_password: bool,
 ) -> Result<Target<'p>, LsError> {
-    resolve_in(app, tenant, &*product(app, tenant, p)?, p, need_password)
+    resolve_in(app, tenant, &*product(app, tenant, p)?, p, need_password).await
 }
 
 /// [`resolve`] on a product given (a bundle's product) rather than named.
-fn resolve_in<'p>(
+async fn resolve_in<'p>(
     app: &App,
     tenant: Id,
     product: &Product,
-    p: &'p Params,
+    p: &'p Params<'p>,
     need_password: bool,
 ) -> Result<Target<'p>, LsError> {
     match product.authorization_method {
@@ -443,10 +445,7 @@ fn resolve_in<'p>(
                 .user_by_email(tenant, &username)
                 .ok_or(LICENSE_NOT_FOUND)?;
             if need_password {
-                let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
-                if !app.passwords.verify(&user, &password) {
-                    return Err(WRONG_CREDENTIALS);
-                }
+                verify_password(app, &user, p).await?;
             }
             let wanted = p.int("license_id")?;
             let licenses = app.engine.licenses_of_user(&user, Some(product.id));
@@ -475,21 +474,32 @@ fn sso_or_missing(p: &Params) -> LsError {
 }
 
 /// The user `username` names, if the request's `password` is theirs.
-fn signed_in(
+async fn signed_in(
     app: &App,
     tenant: Id,
     username: &str,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<Arc<LicenseUser>, LsError> {
-    let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
     let user = app
         .engine
         .user_by_email(tenant, username)
         .ok_or(WRONG_CREDENTIALS)?;
-    if !app.passwords.verify(&user, &password) {
-        return Err(WRONG_CREDENTIALS);
-    }
+    verify_password(app, &user, p).await?;
     Ok(user)
+}
+
+/// The request's `password` is `user`'s: checked on the password workers,
+/// refused while the user or the client's address backs off.
+async fn verify_password(app: &App, user: &LicenseUser, p: &Params<'_>) -> Result<(), LsError> {
+    let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
+    match app
+        .passwords
+        .verify_user(user, &password, p.peer, app.now())
+        .await?
+    {
+        true => Ok(()),
+        false => Err(WRONG_CREDENTIALS),
+    }
 }
 
 /// The license is usable now and the request's device is activated on it.
@@ -652,7 +662,7 @@ fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
 // ---------------------------------------------------------------- handlers
 
 async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let t = resolve(app, tenant, p, true)?;
+    let t = resolve(app, tenant, p, true).await?;
     let hw = p.required("hardware_id")?;
     activate_device(app, &t.license, p, &hw, now).await?;
     license_body(app, &t, &Render::of(p, Some(&hw)), now)
@@ -707,7 +717,7 @@ async fn activate_device(
 }
 
 async fn check_license(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let t = resolve(app, tenant, p, false)?;
+    let t = resolve(app, tenant, p, false).await?;
     let hw = p.required("hardware_id")?;
     check_in_use(app, &t.license, &hw, now).await?;
     let r = Render {
@@ -740,7 +750,7 @@ async fn check_in_use(app: &App, license: &License, hw: &str, now: Millis) -> Re
 
 /// The hot path: one license lookup, one feature scan, at most one lease renewal.
 async fn check_feature(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let t = resolve(app, tenant, p, false)?;
+    let t = resolve(app, tenant, p, false).await?;
     usable_on_device(app, &t.license, p, now)?;
     let f = feature(app, &t.license, p, now)?;
     let floating = f.spec.read().floating();
@@ -763,7 +773,7 @@ async fn check_feature(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> An
 }
 
 async fn borrow(app: &App, tenant: Id, p: &Params<'_>, now: Millis, for_feature: bool) -> Answer {
-    let t = resolve(app, tenant, p, false)?;
+    let t = resolve(app, tenant, p, false).await?;
     usable_on_device(app, &t.license, p, now)?;
     let hw = p.required("hardware_id")?;
     let f = if for_feature {
@@ -852,8 +862,11 @@ async fn trial_key(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer
                 Some(u) => (Some(u.id), None),
                 None => {
                     let password = crate::util::random_token(12);
-                    let hash =
-                        crate::credentials::Passwords::hash(&password).map_err(|_| INTERNAL)?;
+                    let hash = app
+                        .passwords
+                        .hash_on_worker(password.clone())
+                        .await?
+                        .map_err(|_| INTERNAL)?;
                     let id = app.engine.next_id();
                     let spec = UserSpec {
                         tenant_id: tenant,
@@ -961,9 +974,9 @@ fn trial_answer(
     to_vec(&Value::Object(m))
 }
 
-fn user_licenses(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
+async fn user_licenses(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let username = p.text("username").ok_or_else(|| sso_or_missing(p))?;
-    let user = signed_in(app, tenant, &username, p)?;
+    let user = signed_in(app, tenant, &username, p).await?;
     let product = match p.text("product") {
         Some(code) => Some(
             app.engine

@@ -55,10 +55,11 @@ pub(super) async fn handle(
     key: &ApiKey,
     kind: Kind,
     body: &[u8],
+    peer: Option<std::net::IpAddr>,
     now: Millis,
 ) -> Answer {
     let (request, signer) = open(app, key, body)?;
-    let p = Params::Json(request);
+    let p = Params::json(request, peer);
     let tenant = key.tenant_id;
     match kind {
         Kind::Activate => activate_offline(app, tenant, &p, &signer, now).await,
@@ -141,7 +142,7 @@ async fn activate_offline(
     signer: &ApiKey,
     now: Millis,
 ) -> Answer {
-    let t = resolve(app, tenant, p, true)?;
+    let t = resolve(app, tenant, p, true).await?;
     let hw = p.required("hardware_id")?;
     activate_device(app, &t.license, p, &hw, now).await?;
     to_vec(&Value::Object(offline_license(
@@ -210,7 +211,7 @@ async fn activate_bundle_offline(
 /// Deactivates the device, first adding the license consumption the file
 /// reports (`consumptions`) and storing its `variables`.
 async fn deactivate_offline(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let t = resolve(app, tenant, p, false)?;
+    let t = resolve(app, tenant, p, false).await?;
     let hw = p.required("hardware_id")?;
     app.engine.check_device(&t.license, &hw)?;
     let amount = p.int("consumptions")?.unwrap_or(0);

@@ -9,16 +9,37 @@ use serde_json::{Map, Value};
 use super::error::*;
 use crate::server::http::Query;
 
-pub enum Params<'a> {
+pub struct Params<'a> {
+    pub values: Values<'a>,
+    /// The client's address: failed password checks back off per source.
+    pub peer: Option<std::net::IpAddr>,
+}
+
+pub enum Values<'a> {
     Query(Query<'a>),
     Json(Map<String, Value>),
 }
 
+impl<'a> Params<'a> {
+    pub fn query(q: Query<'a>, peer: Option<std::net::IpAddr>) -> Self {
+        Params {
+            values: Values::Query(q),
+            peer,
+        }
+    }
+    pub fn json(m: Map<String, Value>, peer: Option<std::net::IpAddr>) -> Self {
+        Params {
+            values: Values::Json(m),
+            peer,
+        }
+    }
+}
+
 impl Params<'_> {
     pub fn str(&self, k: &str) -> Option<Cow<'_, str>> {
-        match self {
-            Params::Query(q) => q.get(k).map(Cow::Borrowed),
-            Params::Json(m) => match m.get(k)? {
+        match &self.values {
+            Values::Query(q) => q.get(k).map(Cow::Borrowed),
+            Values::Json(m) => match m.get(k)? {
                 Value::String(s) => Some(Cow::Borrowed(s.as_str())),
                 Value::Number(n) => Some(Cow::Owned(n.to_string())),
                 Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
@@ -30,9 +51,9 @@ impl Params<'_> {
     /// A present, non-empty string parameter, borrowed from the request
     /// (`None` for a number or boolean in a JSON body).
     pub fn text_ref(&self, k: &str) -> Option<&str> {
-        match self {
-            Params::Query(q) => q.get(k),
-            Params::Json(m) => m.get(k).and_then(Value::as_str),
+        match &self.values {
+            Values::Query(q) => q.get(k),
+            Values::Json(m) => m.get(k).and_then(Value::as_str),
         }
         .filter(|s| !s.is_empty())
     }
@@ -47,8 +68,8 @@ impl Params<'_> {
     }
 
     pub fn int(&self, k: &str) -> Result<Option<i64>, LsError> {
-        match self {
-            Params::Json(m) => match m.get(k) {
+        match &self.values {
+            Values::Json(m) => match m.get(k) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(INVALID_PARAMETERS),
                 Some(Value::String(s)) => {
@@ -56,7 +77,7 @@ impl Params<'_> {
                 }
                 Some(_) => Err(INVALID_PARAMETERS),
             },
-            Params::Query(q) => match q.get(k) {
+            Values::Query(q) => match q.get(k) {
                 None | Some("") => Ok(None),
                 Some(s) => s.trim().parse().map(Some).map_err(|_| INVALID_PARAMETERS),
             },
@@ -64,14 +85,14 @@ impl Params<'_> {
     }
 
     pub fn bool(&self, k: &str) -> bool {
-        match self {
-            Params::Json(m) => match m.get(k) {
+        match &self.values {
+            Values::Json(m) => match m.get(k) {
                 Some(Value::Bool(b)) => *b,
                 Some(Value::String(s)) => s.eq_ignore_ascii_case("true") || s == "1",
                 Some(Value::Number(n)) => n.as_i64() == Some(1),
                 _ => false,
             },
-            Params::Query(q) => q
+            Values::Query(q) => q
                 .get(k)
                 .is_some_and(|s| s.eq_ignore_ascii_case("true") || s == "1"),
         }
@@ -80,7 +101,7 @@ impl Params<'_> {
     /// `variables` as name/value pairs: an object `{name: value}` or a list of
     /// `{"variable": name, "value": value}`.
     pub fn variables(&self) -> Result<Vec<(String, String)>, LsError> {
-        let Params::Json(m) = self else {
+        let Values::Json(m) = &self.values else {
             return Ok(Vec::new());
         };
         let scalar = |v: &Value| match v {

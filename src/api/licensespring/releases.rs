@@ -44,8 +44,13 @@ pub(super) fn newest<'a>(
 }
 
 /// The license the request names, usable now, on an activated device.
-fn licensed<'p>(app: &App, tenant: Id, p: &'p Params, now: Millis) -> Result<Target<'p>, LsError> {
-    let t = resolve(app, tenant, p, false)?;
+async fn licensed<'p>(
+    app: &App,
+    tenant: Id,
+    p: &'p Params<'p>,
+    now: Millis,
+) -> Result<Target<'p>, LsError> {
+    let t = resolve(app, tenant, p, false).await?;
     {
         let s = t.license.spec.read();
         app.engine
@@ -59,8 +64,8 @@ fn licensed<'p>(app: &App, tenant: Id, p: &'p Params, now: Millis) -> Result<Tar
 
 /// `GET versions`: `[{"version", "release_date"}]`, oldest first, each
 /// version once.
-pub(super) fn versions(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let t = licensed(app, tenant, p, now)?;
+pub(super) async fn versions(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
+    let t = licensed(app, tenant, p, now).await?;
     let product = app.engine.product(t.license.product_id).ok_or(INTERNAL)?;
     let ps = product.spec.read();
     let ls = t.license.spec.read();
@@ -81,8 +86,13 @@ pub(super) fn versions(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> An
 
 /// `GET installation_file`: the file of `version`, or of the newest version,
 /// for `env` and `channel`.
-pub(super) fn installation_file(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
-    let t = licensed(app, tenant, p, now)?;
+pub(super) async fn installation_file(
+    app: &App,
+    tenant: Id,
+    p: &Params<'_>,
+    now: Millis,
+) -> Answer {
+    let t = licensed(app, tenant, p, now).await?;
     let product = app.engine.product(t.license.product_id).ok_or(INTERNAL)?;
     let ps = product.spec.read();
     let ls = t.license.spec.read();

@@ -1,7 +1,6 @@
 //! License users' own calls: `change_password`.
 
 use super::*;
-use crate::credentials::Passwords;
 
 /// `POST change_password` `{username, password, new_password}`: the current
 /// password must be right; the new one replaces it (its hash is logged like
@@ -10,12 +9,13 @@ use crate::credentials::Passwords;
 pub(super) async fn change_password(app: &App, tenant: Id, p: &Params<'_>) -> Answer {
     let username = p.required("username")?;
     let new_password = p.required("new_password")?;
-    let user = signed_in(app, tenant, &username, p)?;
+    let user = signed_in(app, tenant, &username, p).await?;
     let new_password = new_password.into_owned();
-    // argon2 is slow by design: off the runtime's threads.
-    let hash = tokio::task::spawn_blocking(move || Passwords::hash(&new_password))
-        .await
-        .map_err(|_| INTERNAL)?
+    // argon2 is slow by design: on the password workers.
+    let hash = app
+        .passwords
+        .hash_on_worker(new_password)
+        .await?
         .map_err(|_| INVALID_PARAMETERS)?;
     let mut spec = user.spec.read().clone();
     spec.password_hash = hash;
