@@ -284,3 +284,193 @@ fn auth_headers_helper_matches_server_signature() {
     let sig = tally::api::licensespring::sign_date("s", date);
     assert!(text.contains(&format!("signature=\"{sig}\"")), "{text}");
 }
+
+/// Sends `raw` on a fresh connection and returns what comes back before the
+/// server closes it or `wait` passes.
+fn raw_exchange(addr: std::net::SocketAddr, raw: &[u8], wait: Duration) -> String {
+    let mut c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(wait)).expect("timeout");
+    c.write_all(raw).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = c.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Requests refused before a surface reads them (no Host, two Hosts, raw or
+/// percent-encoded bytes that are not UTF-8) get 400 in that surface's
+/// error shape, not hyper's empty 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_each_surfaces_error_shape() {
+    let s = TestServer::start().await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let cases: [(&[u8], &str); 7] = [
+            (b"GET /api/v4/check_license HTTP/1.1\r\nConnection: close\r\n\r\n", "\"code\":\"missing_headers\""),
+            (
+                b"GET /api/v4/check_license HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+                "\"code\":\"invalid_headers\"",
+            ),
+            (
+                b"GET /api/v4/check_license?product=\xff\xfe HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                "\"code\":\"validation_error\"",
+            ),
+            (
+                b"GET /v2/accounts/me/license-packs/%ff?v=20261125 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                "\"code\":2007",
+            ),
+            (
+                b"GET /api/v1/licenses/overview?\xc3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                "LICENSES-009",
+            ),
+            (
+                b"GET /saas/public/core/v3/license/org/\xff HTTP/1.1\r\nConnection: close\r\n\r\n",
+                "\"error\":{\"code\":\"VALIDATION_01\"",
+            ),
+            (b"GET /admin/v1/tenants HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n", "\"code\":\"invalid\""),
+        ];
+        for (raw, want) in cases {
+            let text = raw_exchange(addr, raw, Duration::from_secs(3));
+            assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+            assert!(text.contains(want), "{want}: {text}");
+        }
+    })
+    .await
+    .expect("malformed");
+}
+
+/// A body the server will not read says `Connection: close`; a declared
+/// length over the limit with `Expect: 100-continue` gets 413 at once, never
+/// `100 Continue`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bodies_close_the_connection_and_skip_100_continue() {
+    let s = TestServer::start_with(|o| o.limits.request_body_bytes_max = 1024).await;
+    let (date, auth) = tally::api::licensespring::client_headers(
+        API_KEY,
+        SHARED_KEY,
+        tally::clock::Clock::now_ms(&*s.clock),
+    );
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let head = format!(
+            "POST /api/v4/activate_license HTTP/1.1\r\nHost: x\r\nDate: {date}\r\nAuthorization: {auth}\r\nContent-Length: 999999\r\nExpect: 100-continue\r\n\r\n"
+        );
+        let text = raw_exchange(addr, head.as_bytes(), Duration::from_secs(3));
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(!text.contains("100 Continue"), "{text}");
+        assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+        let head = format!(
+            "POST /admin/v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 5000\r\n\r\n{}",
+            "x".repeat(5000)
+        );
+        let text = raw_exchange(addr, head.as_bytes(), Duration::from_secs(3));
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    })
+    .await
+    .expect("bodies");
+}
+
+/// The admin API reads ids as ids are written and refuses totals below zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_ids_are_canonical_and_totals_not_negative() {
+    let s = TestServer::start().await;
+    let lic = s.admin(Method::GET, "/licenses?limit=1", None).await.json()["items"][0].clone();
+    let id = lic["id"].as_u64().expect("id");
+    assert_eq!(
+        s.admin(Method::GET, &format!("/licenses/{id}"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for alias in [format!("+{id}"), format!("0{id}"), format!("{id}%20")] {
+        let r = s
+            .admin(Method::GET, &format!("/licenses/{alias}"), None)
+            .await;
+        assert_ne!(r.status, StatusCode::OK, "{alias:?} named license {id}");
+    }
+    let r = s.admin(Method::GET, "/licenses?after=+1", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("/licenses/{id}/consumption"),
+            Some(serde_json::json!({"total": -1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.json());
+    assert_eq!(r.json()["error"]["path"], "total");
+}
+
+/// A keep-alive connection nobody uses, and a head trickled byte by byte,
+/// lose their connection at the named limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed() {
+    let s = TestServer::start_with(|o| {
+        o.limits.keep_alive_idle = Duration::from_millis(400);
+        o.limits.request_head_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        // Idle after one answer: closed (EOF) well before the client gives up.
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let started = std::time::Instant::now();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("no close within 5 s: {e}"),
+            }
+        }
+        assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // A head trickled slower than the head limit: closed without an answer.
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let started = std::time::Instant::now();
+        let mut closed = false;
+        for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+            .iter()
+            .cycle()
+            .take(200)
+        {
+            if c.write_all(&[*b]).is_err() {
+                closed = true;
+                break;
+            }
+            match c.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => panic!("answered a head that never ended"),
+                Err(_) => {}
+            }
+        }
+        assert!(closed, "a trickled head kept its connection");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await
+    .expect("connections");
+}

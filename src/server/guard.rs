@@ -19,6 +19,11 @@
 //!
 //! Bodies have their own limit (`http::read_body`), and a handler's own work
 //! is not timed here: only waiting on the client is.
+//!
+//! One more service to the surfaces: raw bytes above 0x7F in a request line
+//! are percent-encoded on their way to hyper, whose URI parser would refuse
+//! them with an empty 400; the server then refuses the request in the
+//! surface's own error shape (`http::Malformed::TargetNotUtf8`).
 
 use std::future::Future;
 use std::io;
@@ -100,6 +105,10 @@ pub struct Guarded<S> {
     pressure: Arc<Notify>,
     /// Registered while the connection waits on its client.
     evict: Option<Pin<Box<OwnedNotified>>>,
+    /// Inside a request line (from a head's first byte to its first `\n`).
+    in_request_line: bool,
+    /// Rewritten bytes that did not fit the caller's buffer yet.
+    pending: Vec<u8>,
 }
 
 impl<S> Guarded<S> {
@@ -115,7 +124,36 @@ impl<S> Guarded<S> {
             write_timer: None,
             pressure: pressure.notify.clone(),
             evict: None,
+            in_request_line: false,
+            pending: Vec::new(),
         }
+    }
+
+    /// Percent-encodes bytes above 0x7F in the request line among the
+    /// `from..` bytes just read into `buf` (see the module docs).
+    fn encode_request_line(&mut self, buf: &mut ReadBuf<'_>, from: usize) {
+        let fresh = &buf.filled()[from..];
+        let line_end = fresh.iter().position(|&b| b == b'\n');
+        let line = &fresh[..line_end.unwrap_or(fresh.len())];
+        if line_end.is_some() {
+            self.in_request_line = false;
+        }
+        if line.is_ascii() {
+            return;
+        }
+        let mut out = Vec::with_capacity(fresh.len() + 2 * line.len());
+        for &b in line {
+            if b.is_ascii() {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+        }
+        out.extend_from_slice(&fresh[line.len()..]);
+        buf.set_filled(from);
+        let fit = out.len().min(buf.remaining());
+        buf.put_slice(&out[..fit]);
+        self.pending.extend_from_slice(&out[fit..]);
     }
 
     /// The head being read, if any (forgotten once its request started).
@@ -184,6 +222,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(buf.remaining());
+            buf.put_slice(&this.pending[..n]);
+            this.pending.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         let now = Instant::now();
@@ -194,6 +238,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     if this.head_started().is_none() && this.state.idle() {
                         let started = this.state.started.load(Ordering::Acquire);
                         this.head = Some((now, started));
+                        this.in_request_line = true;
+                    }
+                    if this.in_request_line {
+                        this.encode_request_line(buf, before);
                     }
                 }
                 // A head trickled byte by byte is timed even though reads

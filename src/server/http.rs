@@ -16,6 +16,50 @@ pub type Resp = Response<Full<Bytes>>;
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
+/// A request the server refuses before a surface reads it; each surface
+/// answers it in its own error shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// HTTP/1.1 without a `Host` header (RFC 9112 §3.2).
+    MissingHost,
+    /// More than one `Host` header.
+    DuplicateHost,
+    /// The path or query holds bytes that are not UTF-8 (raw or
+    /// percent-encoded).
+    TargetNotUtf8,
+}
+
+impl Malformed {
+    pub fn message(self) -> &'static str {
+        match self {
+            Malformed::MissingHost => "An HTTP/1.1 request needs a Host header.",
+            Malformed::DuplicateHost => "A request may carry one Host header only.",
+            Malformed::TargetNotUtf8 => "The path and query must be UTF-8.",
+        }
+    }
+
+    /// What is wrong with `req`'s framing, if anything.
+    pub fn of<B>(req: &Request<B>) -> Option<Malformed> {
+        let hosts = req.headers().get_all(hyper::header::HOST).iter().count();
+        if hosts > 1 {
+            return Some(Malformed::DuplicateHost);
+        }
+        if hosts == 0 && req.version() == hyper::Version::HTTP_11 {
+            return Some(Malformed::MissingHost);
+        }
+        let utf8 = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .is_ok()
+        };
+        let uri = req.uri();
+        if !utf8(uri.path()) || !uri.query().is_none_or(utf8) {
+            return Some(Malformed::TargetNotUtf8);
+        }
+        None
+    }
+}
+
 /// The client's IP address, when the server recorded it.
 pub fn peer_ip<B>(req: &Request<B>) -> Option<std::net::IpAddr> {
     req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
@@ -85,6 +129,12 @@ pub async fn read_body(
     max: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, BodyError> {
+    // A declared length over the limit is refused before the body is polled,
+    // so that a client that sent `Expect: 100-continue` is not invited to
+    // send it.
+    if hyper::body::Body::size_hint(req.body()).lower() > max as u64 {
+        return Err(BodyError::TooLarge(max));
+    }
     match tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await {
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),

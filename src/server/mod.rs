@@ -326,47 +326,104 @@ pub async fn sweep_once(app: &App, now: crate::engine::time::Millis) {
 /// `header_read_timeout`) and reading its body (`http::read_body`); handlers
 /// themselves do no I/O, so the hot path arms no timer.
 async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    Ok(
-        match AssertUnwindSafe(route(app, req)).catch_unwind().await {
-            Ok(resp) => resp,
-            Err(_panic) => {
-                tracing::error!("request handler panicked");
-                http::json(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &br#"{"error":"internal error"}"#[..],
-                )
-            }
-        },
-    )
+    let mut resp = match AssertUnwindSafe(route(app, req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(_panic) => {
+            tracing::error!("request handler panicked");
+            http::json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &br#"{"error":"internal error"}"#[..],
+            )
+        }
+    };
+    // A body refused as too large or too slow was not read: the next bytes on
+    // the connection are the rest of it, not a request. Tell the client the
+    // connection ends with this answer (hyper then closes it).
+    if matches!(
+        resp.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(resp)
+}
+
+/// The surfaces, by path prefix.
+#[derive(Clone, Copy)]
+enum Surface {
+    LicenseSpring,
+    Informatica,
+    Yext,
+    Qlik,
+    Admin,
+    Server,
+}
+
+impl Surface {
+    fn of(path: &str) -> Surface {
+        if path.starts_with("/api/v4/") {
+            Surface::LicenseSpring
+        } else if path.starts_with("/saas/") || path.starts_with("/public/core/") {
+            Surface::Informatica
+        } else if path.starts_with("/v2/accounts/") {
+            Surface::Yext
+        } else if path.starts_with("/api/v1/licenses") {
+            Surface::Qlik
+        } else if path.starts_with("/admin/v1/") || path == "/admin/v1" {
+            Surface::Admin
+        } else {
+            Surface::Server
+        }
+    }
+
+    /// A refusal before the surface reads the request, in its shape.
+    fn malformed(self, m: http::Malformed) -> Resp {
+        use crate::api::*;
+        match self {
+            Surface::LicenseSpring => licensespring::malformed(m),
+            Surface::Informatica => infa::malformed(m),
+            Surface::Yext => yext::malformed(m),
+            Surface::Qlik => qlik::malformed(m),
+            Surface::Admin => admin::malformed(m),
+            Surface::Server => http::json_value(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": m.message()}),
+            ),
+        }
+    }
 }
 
 async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
-    let path = req.uri().path();
-    if path.starts_with("/api/v4/") {
-        crate::api::licensespring::handle(&app, req).await
-    } else if path.starts_with("/saas/") || path.starts_with("/public/core/") {
-        crate::api::infa::handle(&app, req).await
-    } else if path.starts_with("/v2/accounts/") {
-        crate::api::yext::handle(&app, req).await
-    } else if path.starts_with("/api/v1/licenses") {
-        crate::api::qlik::handle(&app, req).await
-    } else if path.starts_with("/admin/v1/") || path == "/admin/v1" {
-        crate::api::admin::handle(&app, req).await
-    } else if path == "/healthz" {
-        let stats: serde_json::Map<String, serde_json::Value> = app
-            .engine
-            .stats()
-            .iter()
-            .map(|(k, v)| (k.to_string(), (*v).into()))
-            .collect();
-        http::json_value(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok", "objects": stats}),
-        )
-    } else {
-        http::json(
+    let surface = Surface::of(req.uri().path());
+    if let Some(m) = http::Malformed::of(&req) {
+        return surface.malformed(m);
+    }
+    match surface {
+        Surface::LicenseSpring => crate::api::licensespring::handle(&app, req).await,
+        Surface::Informatica => crate::api::infa::handle(&app, req).await,
+        Surface::Yext => crate::api::yext::handle(&app, req).await,
+        Surface::Qlik => crate::api::qlik::handle(&app, req).await,
+        Surface::Admin => crate::api::admin::handle(&app, req).await,
+        Surface::Server if req.uri().path() == "/healthz" => healthz(&app),
+        Surface::Server => http::json(
             StatusCode::NOT_FOUND,
             &br#"{"error":"no such endpoint"}"#[..],
-        )
+        ),
     }
+}
+
+fn healthz(app: &App) -> Resp {
+    let stats: serde_json::Map<String, serde_json::Value> = app
+        .engine
+        .stats()
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    http::json_value(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok", "objects": stats}),
+    )
 }

@@ -31,6 +31,11 @@ pub use error::AdminError;
 
 type R<T> = Result<T, AdminError>;
 
+/// A request the server refused before reading it, in this surface's shape.
+pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+    AdminError::new(StatusCode::BAD_REQUEST, "invalid", m.message()).into_response()
+}
+
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     match handle_inner(app, req).await {
         Ok(r) => r,
@@ -215,7 +220,17 @@ async fn apply(app: &App, cmd: Command<'_>) -> R<crate::engine::Outcome> {
 }
 
 fn parse_id(s: &str, what: &str) -> R<Id> {
-    s.parse().map_err(|_| AdminError::not_found(what))
+    canonical_id(s).ok_or_else(|| AdminError::not_found(what))
+}
+
+/// An id written as ids are: decimal digits without a sign or leading zeros
+/// (`+7` or `007` name no id, rather than silently naming 7).
+fn canonical_id(s: &str) -> Option<Id> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// The id of an existing tenant named by a path segment (404 otherwise).
@@ -277,9 +292,7 @@ fn merge(target: &mut Value, patch: Value) {
 
 fn page_params(q: &Query) -> R<(Id, usize)> {
     let after = match q.get("after") {
-        Some(a) => a
-            .parse()
-            .map_err(|_| AdminError::bad("after", "must be an id"))?,
+        Some(a) => canonical_id(a).ok_or_else(|| AdminError::bad("after", "must be an id"))?,
         None => 0,
     };
     let limit = match q.get("limit") {
@@ -295,10 +308,7 @@ fn page_params(q: &Query) -> R<(Id, usize)> {
 
 fn opt_id(q: &Query, name: &'static str) -> R<Option<Id>> {
     q.get(name)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| AdminError::bad(name, "must be an id"))
-        })
+        .map(|v| canonical_id(v).ok_or_else(|| AdminError::bad(name, "must be an id")))
         .transpose()
 }
 
@@ -737,6 +747,10 @@ async fn set_consumption(app: &App, license_id: &str, body: Option<&[u8]>) -> R<
         feature_id: Option<Id>,
     }
     let b: Body = from_value(Value::Object(object(body)?))?;
+    if b.total < 0 {
+        // No meter's total is ever below zero (negative adds stop at zero).
+        return Err(AdminError::bad("total", "must not be below zero"));
+    }
     apply(
         app,
         Command::SetConsumption {

@@ -140,6 +140,11 @@ impl From<CommitError> for IError {
 
 type R<T> = Result<T, IError>;
 
+/// A request the server refused before reading it, in this surface's shape.
+pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+    IError::bad(m.message()).response()
+}
+
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     match handle_inner(app, req).await {
         Ok(r) => r,

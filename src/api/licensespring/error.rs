@@ -33,6 +33,8 @@ const fn e(status: u16, code: &'static str, message: &'static str) -> LsError {
 
 // Authentication.
 pub const MISSING_HEADERS: LsError = e(400, "missing_headers", "Some headers are missing");
+/// Tally's own: a header the request may carry once came twice.
+pub const INVALID_HEADERS: LsError = e(400, "invalid_headers", "A header is repeated or malformed");
 pub const AUTHORIZATION_MALFORMED: LsError = e(
     400,
     "authorization_invalid_headers",

@@ -141,6 +141,17 @@ impl Endpoint {
 /// A handler's answer: the body, or an error.
 type Answer = Result<Body, LsError>;
 
+/// A request the server refused before reading it, in this surface's shape.
+pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+    use crate::server::http::Malformed::*;
+    match m {
+        MissingHost => MISSING_HEADERS,
+        DuplicateHost => INVALID_HEADERS,
+        TargetNotUtf8 => INVALID_PARAMETERS,
+    }
+    .response()
+}
+
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     let path = req
         .uri()

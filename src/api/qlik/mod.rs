@@ -99,6 +99,11 @@ impl QlikState {
 
 type R<T> = Result<T, QError>;
 
+/// A request the server refused before reading it, in this surface's shape.
+pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+    QError::bad_query(m.message()).response()
+}
+
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     match handle_inner(app, req).await {
         Ok(r) => r,

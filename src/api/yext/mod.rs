@@ -150,6 +150,11 @@ fn ok(response: Value) -> Resp {
     )
 }
 
+/// A request the server refused before reading it, in this surface's shape.
+pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+    YError::bad(INVALID_REQUEST, m.message()).response()
+}
+
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
     match handle_inner(app, req).await {
         Ok(r) => r,
