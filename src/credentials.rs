@@ -398,3 +398,109 @@ pub fn hash_passwords(
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_verifies_in_parallel_and_refuses_past_its_queue() {
+        let p = std::sync::Arc::new(Passwords::new());
+        let hash = Passwords::hash("right").expect("hash");
+        let mut tasks = Vec::new();
+        for i in 0..4u8 {
+            let (p, hash) = (p.clone(), hash.clone());
+            tasks.push(tokio::spawn(async move {
+                let who = Who::Account(format!("t:{i}").into());
+                p.verify_account(who, hash, "right".into(), None, 0).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("task"), Ok(true));
+        }
+        // Workers busy and the queue full: the next job is refused at once.
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(password_workers() + 1));
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut held = Vec::new();
+        for _ in 0..password_workers() {
+            let (p, gate, running) = (p.clone(), gate.clone(), running.clone());
+            held.push(tokio::spawn(async move {
+                p.work(move |_| {
+                    running.fetch_add(1, Ordering::AcqRel);
+                    gate.wait();
+                })
+                .await
+            }));
+        }
+        while running.load(Ordering::Acquire) < password_workers() {
+            tokio::task::yield_now().await;
+        }
+        let mut queued = Vec::new();
+        for _ in 0..PASSWORD_QUEUE_JOBS_MAX {
+            let p = p.clone();
+            queued.push(tokio::spawn(async move { p.work(|_| ()).await }));
+        }
+        while p.jobs.len() < PASSWORD_QUEUE_JOBS_MAX {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(p.work(|_| ()).await, Err(Refused::Busy));
+        tokio::task::spawn_blocking(move || gate.wait())
+            .await
+            .expect("gate");
+        for t in held.into_iter().chain(queued) {
+            assert!(t.await.expect("task").is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_and_a_cached_password_is_not_locked_out() {
+        let p = Passwords::new();
+        let source: IpAddr = "10.0.0.1".parse().expect("ip");
+        let who = || Who::Account("t:someone".into());
+        let hash = Passwords::hash("right").expect("hash");
+        for _ in 0..FAILED_ATTEMPTS_FREE {
+            let r = p
+                .verify_account(who(), hash.clone(), "wrong".into(), Some(source), 0)
+                .await;
+            assert_eq!(r, Ok(false));
+        }
+        // The sixth attempt within the first backoff is refused without
+        // running argon2, even with the right password; so is the source.
+        let r = p
+            .verify_account(who(), hash.clone(), "right".into(), None, 500)
+            .await;
+        assert_eq!(
+            r,
+            Err(Refused::Throttled {
+                retry_after_ms: 500
+            })
+        );
+        let other = Who::Account("t:other".into());
+        let r = p
+            .verify_account(other, hash.clone(), "right".into(), Some(source), 500)
+            .await;
+        assert_eq!(
+            r,
+            Err(Refused::Throttled {
+                retry_after_ms: 500
+            })
+        );
+        // After the backoff the right password works and clears the account.
+        let r = p
+            .verify_account(who(), hash.clone(), "right".into(), None, 1_000)
+            .await;
+        assert_eq!(r, Ok(true));
+        assert!(p.failures.get(&who()).is_none());
+        // Backoff doubles per failure up to its cap, and failures are forgotten.
+        let f = Failures {
+            count: FAILED_ATTEMPTS_FREE + 3,
+            last: 0,
+        };
+        assert_eq!(f.wait(0), Some(8 * BACKOFF_BASE_MS));
+        let f = Failures {
+            count: 100,
+            last: 0,
+        };
+        assert_eq!(f.wait(0), Some(BACKOFF_MAX_MS));
+    }
+}
