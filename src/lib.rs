@@ -33,6 +33,8 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod server;
 pub mod signing;
 pub mod storage;

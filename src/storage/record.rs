@@ -93,6 +93,28 @@ pub fn append_record(buf: &mut Vec<u8>, lsn: u64, cmd: &Command<'_>) -> Result<(
     Ok(())
 }
 
+/// Appends a record whose command JSON is `json` as given (the fuzz targets
+/// frame arbitrary payloads with it); truncated to the payload limit.
+pub fn append_raw_record(buf: &mut Vec<u8>, lsn: u64, json: &[u8]) {
+    let json = &json[..json.len().min(RECORD_PAYLOAD_BYTES_MAX - 9)];
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
+    buf.push(PAYLOAD_JSON_V1);
+    buf.extend_from_slice(&lsn.to_le_bytes());
+    buf.extend_from_slice(json);
+    let len = buf.len() - start - RECORD_HEADER_BYTES;
+    let len_bytes = (len as u32).to_le_bytes();
+    let crc = crc32c_append(crc32c(&len_bytes), &buf[start + RECORD_HEADER_BYTES..]);
+    buf[start..start + 4].copy_from_slice(&len_bytes);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Bytes checksummed at most while looking past a bad record for a valid
+/// one (each later offset costs a checksum over its claimed length); past
+/// this the bad record counts as corruption, which refuses to start unless
+/// told to truncate: the conservative answer.
+pub const SCAN_AFTER_BAD_BYTES_MAX: usize = 256 * 1024 * 1024;
+
 /// One record read back: its lsn, its command's JSON and where the next begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawRecord<'a> {
@@ -179,7 +201,7 @@ pub fn scan_segment(bytes: &[u8]) -> Result<Scan<'_>, &'static str> {
                 records.push(r);
             }
             Err(why) => {
-                let valid_after = (off + 1..bytes.len()).any(|o| read_record(bytes, o).is_ok());
+                let valid_after = valid_record_after(bytes, off + 1);
                 bad = Some((off, why, valid_after));
                 break;
             }
@@ -190,6 +212,31 @@ pub fn scan_segment(bytes: &[u8]) -> Result<Scan<'_>, &'static str> {
         records,
         bad,
     })
+}
+
+/// Whether a valid record starts anywhere from `from` on; `true` (taken for
+/// corruption) once [`SCAN_AFTER_BAD_BYTES_MAX`] bytes were checksummed.
+fn valid_record_after(bytes: &[u8], from: usize) -> bool {
+    let mut hashed = 0usize;
+    for o in from..bytes.len() {
+        let rest = &bytes[o..];
+        if rest.len() >= RECORD_HEADER_BYTES {
+            // read_record checksums only a length it could hold.
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if (9..=RECORD_PAYLOAD_BYTES_MAX).contains(&len)
+                && len <= rest.len() - RECORD_HEADER_BYTES
+            {
+                hashed += len;
+            }
+        }
+        if hashed > SCAN_AFTER_BAD_BYTES_MAX {
+            return true;
+        }
+        if read_record(bytes, o).is_ok() {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -431,3 +431,13 @@ async fn login(app: &App, body: &[u8], host: &str, peer: Option<std::net::IpAddr
         }),
     ))
 }
+
+/// Everything this surface parses from a client's bytes, for the fuzz
+/// targets (`fuzz/`) and their corpus replay (`tests/fuzz_corpus.rs`).
+#[doc(hidden)]
+pub mod fuzz {
+    /// A license document (`PUT .../license/org/{id}`).
+    pub fn document(data: &[u8]) {
+        let _ = super::licenses_of(data, "org");
+    }
+}

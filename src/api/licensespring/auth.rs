@@ -48,14 +48,14 @@ struct Verified {
 }
 
 /// The fields of the Authorization header.
-struct AuthHeader<'a> {
+pub(crate) struct AuthHeader<'a> {
     algorithm: &'a str,
     headers: &'a str,
     signature: &'a str,
-    api_key: &'a str,
+    pub(crate) api_key: &'a str,
 }
 
-fn parse_authorization(h: &str) -> Option<AuthHeader<'_>> {
+pub(crate) fn parse_authorization(h: &str) -> Option<AuthHeader<'_>> {
     let (mut algorithm, mut headers, mut signature, mut api_key) = (None, None, None, None);
     for part in h.split(',') {
         let (k, v) = part.split_once('=')?;

@@ -1050,3 +1050,60 @@ fn customer_license_users(app: &App, tenant: Id, p: &Params) -> Answer {
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Everything this surface parses from a client's bytes, for the fuzz
+/// targets (`fuzz/`) and their corpus replay (`tests/fuzz_corpus.rs`).
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    const NAMES: [&str; 10] = [
+        "product",
+        "license_key",
+        "hardware_id",
+        "feature",
+        "consumptions",
+        "license_id",
+        "include_expired_features",
+        "borrowed_until",
+        "env",
+        "password",
+    ];
+
+    fn read_all(p: &Params<'_>) {
+        for k in NAMES {
+            let _ = (p.str(k), p.text_ref(k), p.int(k), p.bool(k));
+        }
+        let _ = p.variables();
+    }
+
+    /// A `Date` line, then an `Authorization` header.
+    pub fn auth(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        let (date, authorization) = text.split_once('\n').unwrap_or((&text, ""));
+        let _ = httpdate::parse_http_date(date.trim());
+        if let Some(h) = auth::parse_authorization(authorization) {
+            let _ = auth::sign_date(h.api_key, date);
+        }
+    }
+
+    /// A query string.
+    pub fn query(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        read_all(&Params::query(Query::parse(Some(&text)), None));
+    }
+
+    /// A JSON body.
+    pub fn body(data: &[u8]) {
+        if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(data) {
+            read_all(&Params::json(m, None));
+        }
+    }
+
+    /// An offline request file.
+    pub fn offline_request(data: &[u8]) {
+        if let Ok((request, _, _)) = offline::decode(data) {
+            read_all(&Params::json(request, None));
+        }
+    }
+}

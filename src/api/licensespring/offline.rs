@@ -80,23 +80,10 @@ fn open(
     key: &ApiKey,
     body: &[u8],
 ) -> Result<(Map<String, Value>, Arc<ApiKey>), LsError> {
-    let text = body.trim_ascii();
-    if text.is_empty() {
-        return Err(MISSING_CONTENT);
-    }
-    if text.len() > OFFLINE_REQUEST_BYTES_MAX {
-        return Err(BODY_TOO_LARGE);
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|_| OFFLINE_REQUEST_INVALID)?;
-    let (raw, signature, wrapped) = match serde_json::from_slice::<Wrapped>(&decoded) {
-        Ok(w) => (w.request.get().as_bytes(), w.signature, true),
-        Err(_) => (&decoded[..], String::new(), false),
-    };
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(raw) else {
-        return Err(OFFLINE_REQUEST_INVALID);
-    };
+    let (request, raw, signature) = decode(body)?;
+    let wrapped = signature.is_some();
+    let signature = signature.unwrap_or_default();
+    let raw = &raw[..];
     let named = request
         .get("api_key")
         .and_then(Value::as_str)
@@ -122,6 +109,31 @@ fn open(
         return Err(OFFLINE_SIGNATURE_MISMATCH);
     }
     Ok((request, signer))
+}
+
+/// A request file's request, the request's bytes as the client wrote them
+/// and the file's signature over them (`None` for a bare request).
+pub(super) fn decode(
+    body: &[u8],
+) -> Result<(Map<String, Value>, Vec<u8>, Option<String>), LsError> {
+    let text = body.trim_ascii();
+    if text.is_empty() {
+        return Err(MISSING_CONTENT);
+    }
+    if text.len() > OFFLINE_REQUEST_BYTES_MAX {
+        return Err(BODY_TOO_LARGE);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| OFFLINE_REQUEST_INVALID)?;
+    let (raw, signature) = match serde_json::from_slice::<Wrapped>(&decoded) {
+        Ok(w) => (w.request.get().as_bytes().to_vec(), Some(w.signature)),
+        Err(_) => (decoded, None),
+    };
+    match serde_json::from_slice::<Value>(&raw) {
+        Ok(Value::Object(request)) => Ok((request, raw, signature)),
+        _ => Err(OFFLINE_REQUEST_INVALID),
+    }
 }
 
 /// `licenseSpring\ndate: <date>\n<key or user>\n<hardware_id>\n<api_key>`

@@ -804,3 +804,41 @@ async fn put_settings(app: &App, q: &QlikTenant, body: &Bytes) -> R<Resp> {
     app.commit(&cmd).await.map_err(QError::from)?;
     Ok(json_value(StatusCode::OK, &settings_json(q)))
 }
+
+/// Everything this surface parses from a client's bytes, for the fuzz
+/// targets (`fuzz/`) and their corpus replay (`tests/fuzz_corpus.rs`).
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    /// A filter, sort or page token, as each list reads it.
+    pub fn query(data: &[u8]) {
+        let s = String::from_utf8_lossy(data);
+        let _ = scim::parse(&s, ASSIGNMENT_SCHEMA);
+        let _ = scim::parse(&s, CONSUMPTION_SCHEMA);
+        for fields in [
+            &["subject", "type", "excess", "created"][..],
+            &["endTime", "minutesUsed", "capacityUsed", "id"][..],
+        ] {
+            let _ = page::Sort::parse(Some(&s), fields, 0);
+            if let Ok(sort) = page::Sort::parse(None, fields, 0) {
+                let _ = Cursor::parse(Some(&s), &sort);
+            }
+        }
+    }
+
+    /// A batch body (add, delete, update) and a settings body.
+    pub fn body(data: &[u8]) {
+        let body = Bytes::copy_from_slice(data);
+        let _ = parse_body(&body);
+        for name in ["add", "delete", "update"] {
+            if let Ok(items) = batch(&body, name) {
+                for item in &items {
+                    let _ = subject_and_type(item);
+                    let _ = field(item, "subject");
+                    let _ = kind_field(item, "type");
+                }
+            }
+        }
+    }
+}

@@ -244,6 +244,10 @@ fn untoken<T: serde::de::DeserializeOwned>(query: &Query<'_>) -> R<Option<T>> {
     let Some(t) = query.get("pageToken").filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
+    decode_token(t).map(Some)
+}
+
+fn decode_token<T: serde::de::DeserializeOwned>(t: &str) -> R<T> {
     let bad = || YError::bad(INVALID_PAGE, "Invalid pageToken.");
     if t.len() > PAGE_TOKEN_BYTES_MAX {
         return Err(bad());
@@ -251,7 +255,7 @@ fn untoken<T: serde::de::DeserializeOwned>(query: &Query<'_>) -> R<Option<T>> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(t)
         .map_err(|_| bad())?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|_| bad())
+    serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
 /// `LicensePack`.
@@ -522,5 +526,24 @@ fn expiration_of(body: &[u8], entity: &str, now: Millis) -> R<Option<String>> {
             INVALID_REQUEST,
             "expirationDate must be a string YYYY-MM-DD or null.",
         )),
+    }
+}
+
+/// Everything this surface parses from a client's bytes, for the fuzz
+/// targets (`fuzz/`) and their corpus replay (`tests/fuzz_corpus.rs`).
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    /// A page token, as each list reads it.
+    pub fn page_token(data: &[u8]) {
+        let t = String::from_utf8_lossy(data);
+        let _ = decode_token::<String>(&t);
+        let _ = decode_token::<((String, String), (String, String))>(&t);
+    }
+
+    /// An update body.
+    pub fn body(data: &[u8]) {
+        let _ = expiration_of(data, "entity", 0);
     }
 }
