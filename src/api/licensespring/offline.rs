@@ -113,9 +113,9 @@ fn open(
 
 /// A request file's request, the request's bytes as the client wrote them
 /// and the file's signature over them (`None` for a bare request).
-pub(super) fn decode(
-    body: &[u8],
-) -> Result<(Map<String, Value>, Vec<u8>, Option<String>), LsError> {
+type Decoded = (Map<String, Value>, Vec<u8>, Option<String>);
+
+pub(super) fn decode(body: &[u8]) -> Result<Decoded, LsError> {
     let text = body.trim_ascii();
     if text.is_empty() {
         return Err(MISSING_CONTENT);
