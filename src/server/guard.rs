@@ -181,6 +181,39 @@ impl<S> Guarded<S> {
         }
     }
 
+    /// A wait on the client that began at `since` and may last until
+    /// `deadline`: past it, give up; once it is evictable, listen for
+    /// pressure; until then only a timer is armed (a busy connection never
+    /// touches the shared pressure signal).
+    fn wait(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+        since: Instant,
+        deadline: Instant,
+        why: &'static str,
+        side: Side,
+    ) -> Wait {
+        if now >= deadline {
+            return Wait::GiveUp(why);
+        }
+        let evictable_at = since + Duration::from_millis(EVICTABLE_AFTER_MS);
+        let wake_at = if now >= evictable_at {
+            if self.poll_evicted(cx, now) {
+                return Wait::GiveUp("closed to free a connection slot");
+            }
+            deadline
+        } else {
+            evictable_at.min(deadline)
+        };
+        let timer = match side {
+            Side::Read => &mut self.read_timer,
+            Side::Write => &mut self.write_timer,
+        };
+        arm(timer, wake_at, cx);
+        Wait::Pending
+    }
+
     /// Registers for pressure and answers whether it came and this
     /// connection should give its slot up.
     fn poll_evicted(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
@@ -202,13 +235,33 @@ impl<S> Guarded<S> {
     }
 }
 
-/// Arms `timer` for `deadline` and polls it: ready means the deadline passed.
-fn expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
-    let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    if t.deadline() != deadline {
-        t.as_mut().reset(deadline);
+/// Makes sure the task is woken by `at` (a future instant). The timer is
+/// moved only when it would fire too late or has fired: a connection that
+/// stays busy pushes its deadlines forward with every request, and moving
+/// the timer each time would cost a timer-wheel update per request; firing
+/// early only means one more look (the task re-checks and re-arms).
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant, cx: &mut Context<'_>) {
+    let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+    if t.is_elapsed() || t.deadline() > at {
+        t.as_mut().reset(at);
     }
-    t.as_mut().poll(cx).is_ready()
+    if t.as_mut().poll(cx).is_ready() {
+        // Fired in between: look again now.
+        cx.waker().wake_by_ref();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Read,
+    Write,
+}
+
+/// What a connection waiting on its client should do: give up (its
+/// deadline passed, or the server is full and it is evictable), or wait.
+enum Wait {
+    GiveUp(&'static str),
+    Pending,
 }
 
 fn timed_out(what: &str) -> io::Error {
@@ -256,21 +309,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let deadline = match this.head_started() {
-                    Some(at) => Some(at + this.limits.head),
-                    None if this.state.idle() => Some(this.active_at + this.limits.idle),
+                let waiting = match this.head_started() {
+                    Some(at) => Some((at, at + this.limits.head, "request head too slow")),
+                    None if this.state.idle() => Some((
+                        this.active_at,
+                        this.active_at + this.limits.idle,
+                        "connection idle",
+                    )),
                     // A handler is running; the body has its own limit.
                     None => None,
                 };
-                if let Some(d) = deadline {
-                    if expired(&mut this.read_timer, d, cx) {
-                        return Poll::Ready(Err(timed_out("connection idle or head too slow")));
-                    }
+                let Some((since, deadline, why)) = waiting else {
+                    return Poll::Pending;
+                };
+                match this.wait(cx, now, since, deadline, why, Side::Read) {
+                    Wait::GiveUp(why) => Poll::Ready(Err(timed_out(why))),
+                    Wait::Pending => Poll::Pending,
                 }
-                if this.poll_evicted(cx, now) {
-                    return Poll::Ready(Err(timed_out("closed to free a connection slot")));
-                }
-                Poll::Pending
             }
         }
     }
@@ -295,13 +350,18 @@ impl<S: AsyncWrite + Unpin> Guarded<S> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 let since = *self.stalled_since.get_or_insert(now);
-                if expired(&mut self.write_timer, since + self.limits.write, cx) {
-                    return Poll::Ready(Err(timed_out("response not read by the client")));
+                let deadline = since + self.limits.write;
+                match self.wait(
+                    cx,
+                    now,
+                    since,
+                    deadline,
+                    "response not read by the client",
+                    Side::Write,
+                ) {
+                    Wait::GiveUp(why) => Poll::Ready(Err(timed_out(why))),
+                    Wait::Pending => Poll::Pending,
                 }
-                if self.poll_evicted(cx, now) {
-                    return Poll::Ready(Err(timed_out("closed to free a connection slot")));
-                }
-                Poll::Pending
             }
         }
     }

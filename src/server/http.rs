@@ -11,11 +11,6 @@ use hyper::{Request, Response, StatusCode};
 
 pub type Resp = Response<Full<Bytes>>;
 
-/// The client's address, in every request's extensions (the server puts it
-/// there): password backoff counts failures per source.
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub std::net::SocketAddr);
-
 /// A request the server refuses before a surface reads it; each surface
 /// answers it in its own error shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,10 +42,13 @@ impl Malformed {
         if hosts == 0 && req.version() == hyper::Version::HTTP_11 {
             return Some(Malformed::MissingHost);
         }
+        // hyper's URIs are ASCII: only percent-escapes can decode to bytes
+        // that are not UTF-8.
         let utf8 = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .is_ok()
+            !s.contains('%')
+                || percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .is_ok()
         };
         let uri = req.uri();
         if !utf8(uri.path()) || !uri.query().is_none_or(utf8) {
@@ -58,11 +56,6 @@ impl Malformed {
         }
         None
     }
-}
-
-/// The client's IP address, when the server recorded it.
-pub fn peer_ip<B>(req: &Request<B>) -> Option<std::net::IpAddr> {
-    req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
 }
 
 pub const JSON: HeaderValue = HeaderValue::from_static("application/json");

@@ -78,12 +78,10 @@ async fn serve_listener(
         let io = guard::Guarded::new(stream, state.clone(), limits, &pressure);
         let svc = service_fn(move |req| {
             let (app, state) = (app.clone(), state.clone());
-            let mut req: Request<Incoming> = req;
-            req.extensions_mut().insert(http::PeerAddr(peer));
             async move {
                 state.begin();
                 let _end = EndOnDrop(&state);
-                handle(app, req).await
+                handle(app, req, peer.ip()).await
             }
         });
         let conn = builder.serve_connection(TokioIo::new(io), svc);
@@ -325,8 +323,12 @@ pub async fn sweep_once(app: &App, now: crate::engine::time::Millis) {
 /// is enforced where a request can wait: reading its head (hyper's
 /// `header_read_timeout`) and reading its body (`http::read_body`); handlers
 /// themselves do no I/O, so the hot path arms no timer.
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    let mut resp = match AssertUnwindSafe(route(app, req)).catch_unwind().await {
+async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Result<Resp, Infallible> {
+    let mut resp = match AssertUnwindSafe(route(app, req, peer)).catch_unwind().await {
         Ok(resp) => resp,
         Err(_panic) => {
             tracing::error!("request handler panicked");
@@ -396,14 +398,15 @@ impl Surface {
     }
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>) -> Resp {
+/// `peer`: the client's address (password backoff counts failures per source).
+async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
     let surface = Surface::of(req.uri().path());
     if let Some(m) = http::Malformed::of(&req) {
         return surface.malformed(m);
     }
     match surface {
-        Surface::LicenseSpring => crate::api::licensespring::handle(&app, req).await,
-        Surface::Informatica => crate::api::infa::handle(&app, req).await,
+        Surface::LicenseSpring => crate::api::licensespring::handle(&app, req, peer).await,
+        Surface::Informatica => crate::api::infa::handle(&app, req, peer).await,
         Surface::Yext => crate::api::yext::handle(&app, req).await,
         Surface::Qlik => crate::api::qlik::handle(&app, req).await,
         Surface::Admin => crate::api::admin::handle(&app, req).await,

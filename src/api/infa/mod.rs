@@ -145,8 +145,9 @@ pub fn malformed(m: crate::server::http::Malformed) -> Resp {
     IError::bad(m.message()).response()
 }
 
-pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
-    match handle_inner(app, req).await {
+/// `peer`: the client's address (failed logins back off per source).
+pub async fn handle(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
+    match handle_inner(app, req, peer).await {
         Ok(r) => r,
         Err(e) => e.response(),
     }
@@ -168,7 +169,7 @@ async fn body_of(app: &App, req: Request<Incoming>) -> R<Bytes> {
     }
 }
 
-async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
+async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -> R<Resp> {
     let path = req.uri().path().to_string();
     let rest = path.strip_prefix("/saas").unwrap_or(&path);
     let method = req.method().clone();
@@ -181,9 +182,8 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             ));
         }
         let host = crate::server::http::host_of(&req);
-        let peer = crate::server::http::peer_ip(&req);
         let body = body_of(app, req).await?;
-        return login(app, &body, &host, peer).await;
+        return login(app, &body, &host, Some(peer)).await;
     }
     let Some(org_id) = rest.strip_prefix("/public/core/v3/license/org/") else {
         return Err(IError::new(

@@ -32,7 +32,6 @@ use crate::app::App;
 use crate::engine::model::*;
 use crate::engine::time::{format_instant, parse_instant, Millis, DAY_MS};
 use crate::engine::{Command, Outcome};
-use crate::server::http::peer_ip;
 use crate::server::http::{json as json_resp, read_body, BodyError, Query, Resp};
 use crate::storage::wal::CommitError;
 pub use auth::{client_headers, sign_date};
@@ -152,7 +151,8 @@ pub fn malformed(m: crate::server::http::Malformed) -> Resp {
     .response()
 }
 
-pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
+/// `peer`: the client's address (failed password checks back off per source).
+pub async fn handle(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
     let path = req
         .uri()
         .path()
@@ -174,7 +174,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
         Ok(k) => k,
         Err(e) => return e.response(),
     };
-    let peer = peer_ip(&req);
+    let peer = Some(peer);
     let answer = if method == Method::GET {
         let params = Params::query(Query::parse(req.uri().query()), peer);
         dispatch(app, &key, endpoint, &params, now).await
