@@ -12,11 +12,14 @@
 //! - [`storage`]: the data directory: write-ahead log (commit lock, group
 //!   commit, fsync modes, latch), snapshots, recovery, lock file; signing
 //!   key and admin token.
-//! - [`server`]: the hyper front-end: connection limits, routing by path
-//!   prefix, timeouts, panic isolation.
+//! - [`server`]: the hyper front-end: connection limits and the socket's
+//!   time limits (`server::guard`), routing by path prefix, panic isolation.
 //! - [`api`]: one module per surface, each translating its wire format to
-//!   engine commands: [`api::licensespring`] (License API v4) and
-//!   [`api::admin`] (the native admin API).
+//!   engine commands: [`api::licensespring`] (License API v4),
+//!   [`api::qlik`] (Qlik Cloud Licenses), [`api::yext`] (Yext License Packs),
+//!   [`api::infa`] (Informatica IICS license resource) and [`api::admin`]
+//!   (the native admin API).
+//! - [`fuzzing`]: one entry point per parser, for the fuzz targets (`fuzz/`).
 //! - [`catalog`]: loading a JSON catalog at start; generating synthetic ones.
 //! - [`app`]: the state a running server shares across requests, and
 //!   `App::commit`, the one path by which surfaces change state.
