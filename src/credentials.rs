@@ -42,6 +42,12 @@ pub const PASSWORD_QUEUE_JOBS_MAX: usize = 32;
 /// Largest argon2 memory a stored hash may ask for, 1 KiB blocks (64 MiB;
 /// Tally's own hashes use argon2's default, 19 MiB).
 pub const PASSWORD_MEMORY_BLOCKS_MAX: usize = 64 * 1024;
+/// A worker gives its argon2 memory back after this long without a job.
+pub const PASSWORD_MEMORY_IDLE_MS: u64 = 1_000;
+/// Blocks (1 KiB) reserved for argon2 memory at least: past glibc's largest
+/// dynamic mmap threshold (32 MiB on 64-bit), so the reservation is always a
+/// mapping of its own, unmapped when freed.
+const MMAP_ALWAYS_BLOCKS: usize = 33 * 1024;
 /// Failed verifications an account or source may have before backoff.
 pub const FAILED_ATTEMPTS_FREE: u32 = 5;
 /// The first backoff; it doubles with each further failure.
@@ -131,15 +137,7 @@ impl Passwords {
             let queue = queue.clone();
             let started = std::thread::Builder::new()
                 .name(format!("tally-password-{i}"))
-                .spawn(move || {
-                    lowest_priority();
-                    // argon2 memory, reused: allocated once, at most
-                    // PASSWORD_MEMORY_BLOCKS_MAX blocks.
-                    let mut memory = Vec::new();
-                    while let Ok(job) = queue.recv() {
-                        job(&mut memory);
-                    }
-                });
+                .spawn(move || worker(queue));
             if let Err(e) = started {
                 tracing::error!("password worker {i} not started: {e}");
             }
@@ -300,6 +298,29 @@ impl Passwords {
     }
 }
 
+/// A password worker: runs jobs in its own argon2 memory, reused while jobs
+/// keep coming and given back to the system once none came for
+/// [`PASSWORD_MEMORY_IDLE_MS`].
+fn worker(queue: crossbeam_channel::Receiver<Job>) {
+    lowest_priority();
+    let idle = std::time::Duration::from_millis(PASSWORD_MEMORY_IDLE_MS);
+    let mut memory = Vec::new();
+    loop {
+        let job = match queue.recv_timeout(idle) {
+            Ok(job) => job,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                memory = Vec::new();
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
+        job(&mut memory);
+    }
+}
+
 /// Verifies `password` against the argon2 PHC string `phc`, in `memory`
 /// (grown once to what the hash asks for, at most
 /// [`PASSWORD_MEMORY_BLOCKS_MAX`] blocks).
@@ -324,6 +345,12 @@ pub fn verify_in(memory: &mut Vec<Block>, phc: &str, password: &str) -> bool {
         return false;
     }
     if memory.len() < blocks {
+        // Reserved past glibc's largest mmap threshold (32 MiB), so the
+        // memory is always its own mapping and returns to the system when
+        // the worker lets it go; only the blocks used are ever touched.
+        if memory.capacity() < blocks {
+            *memory = Vec::with_capacity(blocks.max(MMAP_ALWAYS_BLOCKS));
+        }
         memory.resize(blocks, Block::default());
     }
     let mut salt_bytes = [0u8; 64];

@@ -451,7 +451,8 @@ fn a_login_flood_does_not_eat_memory() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The workers give their argon2 memory back a second after the last job.
+    std::thread::sleep(Duration::from_millis(2_000));
     let after = server.rss_kib();
     sampling.store(true, Ordering::Release);
     let _ = sampler.join();
@@ -467,7 +468,7 @@ fn a_login_flood_does_not_eat_memory() {
     assert!(statuses.lock().contains_key(&200), "no login succeeded");
     assert!(peak <= idle + 64 * 1024, "peak {peak} KiB, idle {idle} KiB");
     assert!(
-        after <= idle + 64 * 1024,
+        after <= idle + 16 * 1024,
         "after {after} KiB, idle {idle} KiB"
     );
 }
