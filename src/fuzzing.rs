@@ -27,6 +27,7 @@ pub const TARGETS: &[Target] = &[
     ("yext_page_token", crate::api::yext::fuzz::page_token),
     ("yext_body", crate::api::yext::fuzz::body),
     ("informatica_document", crate::api::infa::fuzz::document),
+    ("admin_body", crate::api::admin::fuzz::body),
     ("catalog", catalog),
     ("wal_segment", wal_segment),
     ("wal_record", wal_record),

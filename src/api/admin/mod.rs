@@ -765,3 +765,33 @@ async fn set_consumption(app: &App, license_id: &str, body: Option<&[u8]>) -> R<
         &render::license(&app.engine, &lic, app.now()),
     ))
 }
+
+/// Everything this surface parses from a client's bytes, for the fuzz
+/// targets (`fuzz/`) and their corpus replay (`tests/fuzz_corpus.rs`).
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+    use crate::engine::model::{
+        CustomerSpec, FeatureSpec, LicenseSpec, ProductSpec, TenantSpec, UserSpec,
+    };
+
+    /// A body, as every write reads it: an object, merged into an existing
+    /// spec (PATCH), then typed as each kind of spec, and its ids as ids.
+    pub fn body(data: &[u8]) {
+        let Ok(m) = object(Some(data)) else { return };
+        let mut base = serde_json::json!({"tenant_id": 1, "name": "t", "metadata": {}});
+        merge(&mut base, Value::Object(m.clone()));
+        for v in [Value::Object(m), base] {
+            let _ = from_value::<TenantSpec>(v.clone());
+            let _ = from_value::<ProductSpec>(v.clone());
+            let _ = from_value::<CustomerSpec>(v.clone());
+            let _ = from_value::<UserSpec>(v.clone());
+            let _ = from_value::<LicenseSpec>(v.clone());
+            let _ = from_value::<FeatureSpec>(v.clone());
+            let _ = from_value::<crate::engine::qlik::QlikSpec>(v.clone());
+            let _ = from_value::<crate::engine::yext::YextSpec>(v.clone());
+            let _ = from_value::<crate::engine::infa::InfaSpec>(v);
+        }
+        let _ = canonical_id(&String::from_utf8_lossy(data));
+    }
+}
