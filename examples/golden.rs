@@ -1,0 +1,55 @@
+//! Writes a data directory in today's stored format for `tests/golden.rs`:
+//! a snapshot of the demo catalog (every entity and vendor state), then a log
+//! that holds every kind of command. Run once per stored-format version; the
+//! files it wrote are kept under `tests/data/` and never rewritten (the
+//! stored format is forever: see ARCHITECTURE.md).
+//!
+//!     cargo run --example golden -- tests/data/golden-2026-11-30
+
+use std::path::PathBuf;
+
+use tally::engine::{Command, Engine};
+use tally::storage::store::{Store, StoreOptions};
+use tally::storage::wal::FsyncMode;
+
+/// The instant every command of the golden log carries (2026-11-30T12:00:00Z).
+const NOW: i64 = 1_796_040_000_000;
+
+fn main() {
+    let dir = PathBuf::from(std::env::args().nth(1).expect("usage: golden DIR"));
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let engine = Engine::new();
+    let opts = StoreOptions {
+        fsync: FsyncMode::Always,
+        snapshot_interval: std::time::Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    let (store, opened) = Store::open(&dir, &opts, &engine, NOW).expect("open");
+    assert!(opened.fresh, "{} already holds state", dir.display());
+    let catalog = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json"))
+        .expect("demo catalog");
+    tally::catalog::load_slice(&engine, &catalog, NOW).expect("catalog");
+    store.snapshot_quiescent(&engine, NOW).expect("snapshot");
+    for (i, line) in COMMANDS.lines().map(str::trim).enumerate() {
+        if line.is_empty() || line.starts_with("//") {
+            continue;
+        }
+        let cmd: Command = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let c = store
+            .log
+            .commit(&cmd, || engine.apply(&cmd))
+            .unwrap_or_else(|e| panic!("command {i} refused: {line}: {e:?}"));
+        if let Some(lsn) = c.lsn {
+            store.log.wait_blocking(lsn).expect("durable");
+        }
+    }
+    store.log.close().expect("close");
+    for (k, v) in engine.stats() {
+        println!("{k}: {v}");
+    }
+}
+
+/// Every command, as the log stores it. Ids from 20000 up are new; the
+/// demo catalog's (tenant 10000, product studio 10001, ...) are printed by
+/// `tally inspect --records` on the result.
+const COMMANDS: &str = include_str!("golden-commands.jsonl");

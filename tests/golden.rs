@@ -1,0 +1,260 @@
+//! The stored format is forever: a data directory written by the code of
+//! 2026-11-30 (`tests/data/golden-2026-11-30`: a snapshot of the demo catalog,
+//! with every entity and vendor state, then a log holding every kind of
+//! command, written by `cargo run --example golden`) must load with every
+//! later version, to the state asserted here value by value. New fields get
+//! defaults; nothing is renamed or removed without a versioned migration;
+//! these files are never rewritten (a new format adds a new golden directory
+//! beside this one).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use tally::engine::model::Role;
+use tally::engine::qlik::AllotmentKind;
+use tally::engine::Engine;
+use tally::storage::store::{Store, StoreOptions};
+
+/// 2026-11-30T12:00:00Z, the `now` of the golden log.
+const NOW: i64 = 1_796_040_000_000;
+
+fn open_golden() -> (tempfile::TempDir, Engine) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-2026-11-30");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(&src).expect("golden directory") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    let engine = Engine::new();
+    let (store, opened) =
+        Store::open(dir.path(), &StoreOptions::default(), &engine, NOW).expect("recovery");
+    assert!(!opened.fresh, "the golden directory holds state");
+    drop(store);
+    (dir, engine)
+}
+
+#[test]
+fn the_stored_format_of_2026_11_30_still_loads() {
+    let (_dir, e) = open_golden();
+    let stats: Vec<(&str, usize)> = e.stats().to_vec();
+    assert_eq!(
+        stats,
+        [
+            ("tenants", 4),
+            ("api_keys", 4),
+            ("products", 7),
+            ("customers", 2),
+            ("users", 2),
+            ("licenses", 8),
+        ]
+    );
+    admin_entities(&e);
+    golden_license(&e);
+    vendor_states(&e);
+}
+
+fn admin_entities(e: &Engine) {
+    let t = e.tenant(20000).expect("golden tenant");
+    assert_eq!(t.spec.read().name, "Golden Ltd");
+    assert!(e.tenant(20012).is_none(), "deleted tenant");
+    let k = e.api_key("golden-key").expect("key");
+    assert_eq!((k.tenant_id, k.role), (20000, Role::ReadWrite));
+    assert!(!k.revoked.load(Ordering::Acquire));
+    let revoked = e.api_key("golden-revoked").expect("revoked key");
+    assert!(revoked.revoked.load(Ordering::Acquire));
+    assert!(e.api_key("golden-doomed").is_none());
+    assert!(e.api_key("demo-api-key").is_some());
+
+    let p = e.product_by_code(20000, "gp").expect("product");
+    let ps = p.spec.read();
+    assert_eq!(
+        (p.id, ps.name.as_str(), ps.trial_days),
+        (20001, "Golden Product", 5)
+    );
+    assert_eq!(ps.releases.len(), 1);
+    let r = &ps.releases[0];
+    assert_eq!(
+        (
+            r.version.as_str(),
+            r.environment.as_str(),
+            r.channel.as_str()
+        ),
+        ("1.0", "linux", "prod")
+    );
+    assert_eq!(
+        r.installation_file,
+        "https://downloads.golden.example/1.0.zip"
+    );
+    assert_eq!(r.release_date.as_deref(), Some("2026-11-01"));
+    let bundle = e.product_by_code(20000, "gbundle").expect("bundle");
+    assert_eq!(bundle.spec.read().bundle_products, ["gp"]);
+    assert!(e.product(20002).is_none(), "deleted product");
+    assert!(e.product_by_code(20000, "gu").is_some());
+    assert!(e.product_by_code(10000, "studio").is_some());
+
+    let c = e.customer(20003).expect("customer");
+    let cs = c.spec.read();
+    assert_eq!(
+        (
+            cs.email.as_str(),
+            cs.company_name.as_str(),
+            cs.reference.as_str()
+        ),
+        ("c@golden.example", "Golden Customer", "G-1")
+    );
+    assert!(e.customer(20004).is_none(), "deleted customer");
+    let u = e.user_by_email(20000, "u@golden.example").expect("user");
+    let us = u.spec.read();
+    assert_eq!(
+        (
+            u.id,
+            us.first_name.as_str(),
+            us.customer_id,
+            us.max_activations
+        ),
+        (20005, "Una", Some(20003), 2)
+    );
+    assert!(us.password_hash.starts_with("$argon2id$"));
+    assert!(e.user(20006).is_none(), "deleted user");
+    let ul = e.license(20019).expect("user license");
+    let uls = ul.spec.read();
+    assert_eq!(
+        (uls.user_id, uls.validity_period.as_deref()),
+        (Some(20005), Some("2031-03-16"))
+    );
+    assert!(e.license(20011).is_none(), "deleted license");
+}
+
+fn golden_license(e: &Engine) {
+    let l = e.license(20007).expect("golden license");
+    {
+        let s = l.spec.read();
+        assert_eq!(l.license_key.as_deref(), Some("GOLD-0001"));
+        assert_eq!(
+            (s.max_consumptions, s.max_activations, s.floating_users),
+            (100, 3, 2)
+        );
+        assert_eq!(s.metadata["tier"], "gold");
+        assert_eq!(
+            (s.metadata["10"].as_i64(), s.metadata["9"].as_i64()),
+            (Some(1), Some(2))
+        );
+        assert_eq!(s.customer_id, Some(20003));
+    }
+    let codes: Vec<String> = l
+        .features
+        .read()
+        .iter()
+        .map(|f| f.code.to_string())
+        .collect();
+    assert_eq!(codes, ["gf", "gfloat"]);
+    let gf = l.feature("gf").expect("meter feature");
+    assert_eq!((gf.id, gf.meter.used(NOW)), (20008, 9));
+    let gfloat = l.feature("gfloat").expect("floating feature");
+    assert_eq!((gfloat.id, gfloat.floating.in_use(NOW)), (20009, 0));
+    assert_eq!(l.consumption.used(NOW), 7);
+    assert_eq!(l.activations.used(), 1);
+
+    let d1 = e.device(&l, "g-hw-1").expect("device 1");
+    assert!(d1.active && !d1.blacklisted);
+    assert_eq!(
+        (d1.id, d1.info.hostname.as_str(), d1.info.os_ver.as_str()),
+        (20013, "g1", "Linux 6.1")
+    );
+    let vars: Vec<(&str, &str)> = d1
+        .variables
+        .iter()
+        .map(|v| (v.variable.as_str(), v.value.as_str()))
+        .collect();
+    assert_eq!(vars, [("seat", "G1"), ("site", "lab")]);
+    let d2 = e.device(&l, "g-hw-2").expect("device 2");
+    assert!(!d2.active);
+    assert_eq!(d2.deactivated_at, Some(NOW));
+    assert!(e.device(&l, "g-hw-3").expect("device 3").blacklisted);
+
+    // The license-level seat of g-hw-1, borrowed for an hour.
+    let holders = l.floating.holders(NOW);
+    assert_eq!(holders.len(), 1);
+    assert_eq!(&*holders[0].holder, "g-hw-1");
+    assert_eq!(holders[0].borrowed_until, Some(NOW + 3_600_000));
+    // The sweep freed the seat taken on the demo floating license.
+    let float = e.license(10012).expect("DEMO-FLOAT-0001");
+    assert_eq!(float.floating.in_use(NOW), 0);
+}
+
+fn vendor_states(e: &Engine) {
+    // Qlik, on the demo tenant.
+    let q = e.qlik(10000).expect("qlik").image();
+    let mut subjects: Vec<(&str, AllotmentKind)> = q
+        .assignments
+        .iter()
+        .filter(|a| a.subject.starts_with("golden"))
+        .map(|a| (a.subject.as_str(), a.kind))
+        .collect();
+    subjects.sort_by_key(|s| s.0);
+    assert_eq!(
+        subjects,
+        [
+            ("golden\\auto", AllotmentKind::Professional),
+            ("golden\\moved", AllotmentKind::Analyzer),
+        ]
+    );
+    // Professional turned on by the log, analyzer as the catalog left it.
+    assert!(q.settings.auto_assign_professional && q.settings.auto_assign_analyzer);
+    let record = q
+        .consumption
+        .iter()
+        .find(|r| r.id == 20016)
+        .expect("consumption record");
+    assert_eq!(
+        (
+            record.user_id.as_str(),
+            record.minutes_used,
+            record.capacity_used
+        ),
+        ("golden\\moved", 12, 2)
+    );
+    assert!(e.qlik(20000).is_none(), "deleted Qlik license");
+
+    // Yext, on the demo account.
+    let y = e.yext(10000).expect("yext").image();
+    let listings: Vec<(&str, Option<&str>)> = y
+        .assignments
+        .iter()
+        .filter(|a| a.pack == "listings")
+        .map(|a| {
+            (
+                a.entity.as_str(),
+                a.expiration.as_ref().map(|x| x.0.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listings,
+        [("golden-1", Some("2026-12-15")), ("store-001", None)],
+        "golden-2 unassigned, store-002 swept"
+    );
+    assert!(e.yext(20000).is_none(), "deleted Yext account");
+
+    // Informatica, on the demo sub-org.
+    let i = e.infa(10020).expect("informatica").image();
+    let defs: Vec<&str> = i
+        .spec
+        .licenses
+        .custom_licenses
+        .iter()
+        .map(|l| l.license_def.as_str())
+        .collect();
+    assert_eq!(defs, ["goldenDef"]);
+    let rows = i
+        .used
+        .iter()
+        .find(|(k, _)| k == "rowsPerMonth")
+        .map(|(_, v)| *v);
+    assert_eq!(
+        rows,
+        Some(28),
+        "25 drawn, the cap raised (use kept), 3 more"
+    );
+    assert!(e.infa(20000).is_none(), "deleted org");
+}
