@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The measurements behind the README's Performance section, on one machine in
+# The measurements behind docs/performance.md, on one machine in
 # one run. Takes about 40 minutes on a 2-core machine; results land in
 # target/loadtest/ (JSON, SVG) and a summary is printed.
 #

@@ -4,7 +4,7 @@
 //! authorization page, the SDK error table and each endpoint's exceptions).
 //! Where LicenseSpring publishes no code for a situation Tally distinguishes
 //! (a start date in the future, an expired feature, a VM refusal, a full
-//! license-level meter, a latched store), the code is Tally's own; the README
+//! license-level meter, a latched store), the code is Tally's own; docs/licensespring.md
 //! marks those with *.
 
 use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! Qlik error bodies: `{"errors": [{"code", "title", "detail"}], "error",
 //! "message"}` (the last two deprecated by the vendor, still sent).
 //!
-//! Codes (see the README for the whole catalogue): the vendor's own
+//! Codes (see docs/qlik.md for the whole catalogue): the vendor's own
 //! LICENSES-011 (no available allotment) and LICENSES-016 (assignment not
 //! found), and Tally's for the rest.
 

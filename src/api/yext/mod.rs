@@ -61,7 +61,7 @@ fn error_name(code: u32) -> &'static str {
     }
 }
 
-// Error codes (Tally's; the README lists them).
+// Error codes (Tally's; docs/yext.md lists them).
 const INVALID_VERSION: u32 = 2001;
 const UNAUTHORIZED: u32 = 2002;
 const FORBIDDEN: u32 = 2003;
