@@ -1,4 +1,7 @@
 #![recursion_limit = "256"]
+// A server must not panic on what it can report: no unwrap outside tests
+// (an `expect` states the invariant that makes it safe).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 //! # Tally
 //!
 //! An in-memory entitlement engine that speaks vendors' license APIs.
