@@ -14,7 +14,27 @@ use crate::engine::time::Millis;
 use crate::engine::{Command, Engine, EngineError, Outcome};
 use crate::signing::Signer;
 use crate::storage::store::Store;
-use crate::storage::wal::CommitError;
+use crate::storage::wal::LogError;
+
+/// Why a change was not made, or is not known to be durable: what every
+/// surface maps to its own error shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitError {
+    /// The engine refused the command; nothing changed.
+    Engine(EngineError),
+    /// Storage failed (or the log is shutting down): the change was refused,
+    /// or was applied in memory but cannot be acknowledged as durable.
+    Unavailable,
+}
+
+impl From<LogError> for CommitError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Engine(e) => CommitError::Engine(e),
+            LogError::Unavailable => CommitError::Unavailable,
+        }
+    }
+}
 
 pub struct App {
     /// All entitlement state; internally sharded, shared by every request.

@@ -15,6 +15,8 @@
 //! - [`storage`]: the data directory: write-ahead log (commit lock, group
 //!   commit, fsync modes, latch), snapshots, recovery, lock file; signing
 //!   key and admin token.
+//! - [`http`]: what every surface and the server share of HTTP: bodies
+//!   read with limits, queries, JSON answers, requests refused before routing.
 //! - [`server`]: the hyper front-end: connection limits and the socket's
 //!   time limits (`server::guard`), routing by path prefix, panic isolation.
 //! - [`api`]: one module per surface, each translating its wire format to
@@ -41,6 +43,7 @@ pub mod credentials;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod server;
 pub mod signing;
 pub mod storage;

@@ -18,7 +18,7 @@ use tally::storage::disk::{Disk, DiskFile, RealDisk};
 use tally::storage::record::scan_segment;
 use tally::storage::recovery::RecoveryError;
 use tally::storage::store::{Opened, Store, StoreError, StoreOptions};
-use tally::storage::wal::{CommitError, FsyncMode};
+use tally::storage::wal::{FsyncMode, LogError as CommitError};
 
 const NOW: i64 = 1_795_000_000_000;
 const CATALOG: &str = r#"{"tenants":[{"name":"R","api_keys":[{"api_key":"rk","shared_key":"rs","role":"admin"}],

@@ -3,7 +3,6 @@
 //! panics and enforces the time and size limits of [`crate::config::Limits`].
 
 mod guard;
-pub mod http;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::config::{LEASE_SWEEP_INTERVAL_MS, SHUTDOWN_GRACE_MS};
-use http::Resp;
+use crate::http::{self, Resp};
 
 /// Serves `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (up to [`SHUTDOWN_GRACE_MS`]); sweeps expired floating seats

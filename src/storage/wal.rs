@@ -14,7 +14,7 @@
 //!
 //! **Latch.** A failed write or sync latches the log: the records after the
 //! last durable one are never acknowledged, and every later commit is refused
-//! ([`CommitError::Unavailable`]) before it touches the engine. Reads go on.
+//! ([`LogError::Unavailable`]) before it touches the engine. Reads go on.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,9 +74,10 @@ impl std::fmt::Display for FsyncMode {
     }
 }
 
-/// Why a commit did not happen (or is not known to be durable).
+/// Why the log did not take a command (or cannot say it is durable). The
+/// app layer turns it into its own `app::CommitError` for the surfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitError {
+pub enum LogError {
     /// The engine refused the command; nothing changed.
     Engine(EngineError),
     /// Storage failed (or the log is shutting down): the change was refused,
@@ -84,9 +85,9 @@ pub enum CommitError {
     Unavailable,
 }
 
-impl From<EngineError> for CommitError {
+impl From<EngineError> for LogError {
     fn from(e: EngineError) -> Self {
-        CommitError::Engine(e)
+        LogError::Engine(e)
     }
 }
 
@@ -184,20 +185,20 @@ impl Log {
         &self,
         cmd: &Command<'_>,
         apply: impl FnOnce() -> Result<Outcome, EngineError>,
-    ) -> Result<Committed, CommitError> {
+    ) -> Result<Committed, LogError> {
         let sh = &*self.shared;
         if sh.latched.load(Ordering::Acquire) {
-            return Err(CommitError::Unavailable);
+            return Err(LogError::Unavailable);
         }
         let mut st = sh.state.lock();
         while st.pending_bytes >= PENDING_BYTES_MAX && !st.closing {
             if sh.latched.load(Ordering::Acquire) {
-                return Err(CommitError::Unavailable);
+                return Err(LogError::Unavailable);
             }
             sh.room.wait_for(&mut st, Duration::from_millis(100));
         }
         if st.closing || sh.latched.load(Ordering::Acquire) {
-            return Err(CommitError::Unavailable);
+            return Err(LogError::Unavailable);
         }
         let outcome = apply()?;
         if !outcome.changed_state() {
@@ -213,7 +214,7 @@ impl Log {
             });
         }
         let Some(batch) = st.batches.last_mut() else {
-            return Err(CommitError::Unavailable);
+            return Err(LogError::Unavailable);
         };
         let before = batch.bytes.len();
         if let Err(e) = append_record(&mut batch.bytes, lsn, cmd) {
@@ -222,7 +223,7 @@ impl Log {
             tracing::error!("cannot encode log record {lsn}: {e}; latching");
             drop(st);
             latch(sh);
-            return Err(CommitError::Unavailable);
+            return Err(LogError::Unavailable);
         }
         batch.last_lsn = lsn;
         let added = batch.bytes.len() - before;
@@ -237,7 +238,7 @@ impl Log {
     }
 
     /// Completes when `lsn` is durable; fails if the log latched first.
-    pub async fn wait(&self, lsn: u64) -> Result<(), CommitError> {
+    pub async fn wait(&self, lsn: u64) -> Result<(), LogError> {
         let sh = &*self.shared;
         if sh.durable.load(Ordering::Acquire) >= lsn {
             return Ok(());
@@ -251,12 +252,12 @@ impl Log {
         if sh.durable.load(Ordering::Acquire) >= lsn {
             Ok(())
         } else {
-            Err(CommitError::Unavailable)
+            Err(LogError::Unavailable)
         }
     }
 
     /// [`Log::wait`] for threads that may block.
-    pub fn wait_blocking(&self, lsn: u64) -> Result<(), CommitError> {
+    pub fn wait_blocking(&self, lsn: u64) -> Result<(), LogError> {
         let sh = &*self.shared;
         let (lock, cv) = &sh.flushed;
         let mut g = lock.lock();
@@ -265,7 +266,7 @@ impl Log {
                 return Ok(());
             }
             if sh.latched.load(Ordering::Acquire) {
-                return Err(CommitError::Unavailable);
+                return Err(LogError::Unavailable);
             }
             cv.wait_for(&mut g, Duration::from_millis(50));
         }
@@ -303,14 +304,14 @@ impl Log {
     /// Refuses further commits, writes and syncs what was committed, and
     /// stops the flusher. Returns the last durable lsn, or an error if the
     /// log latched (some committed records may not be on disk).
-    pub fn close(&self) -> Result<u64, CommitError> {
+    pub fn close(&self) -> Result<u64, LogError> {
         self.shared.state.lock().closing = true;
         self.shared.work.notify_all();
         if let Some(h) = self.flusher.lock().take() {
             let _ = h.join();
         }
         if self.is_latched() {
-            Err(CommitError::Unavailable)
+            Err(LogError::Unavailable)
         } else {
             Ok(self.durable_lsn())
         }

@@ -4,7 +4,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::engine::EngineError;
-use crate::server::http::{json_value, Resp};
+use crate::http::{json_value, Resp};
 
 #[derive(Debug)]
 pub struct AdminError {

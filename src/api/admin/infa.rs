@@ -18,7 +18,7 @@ use super::{apply, existing_tenant, from_value, object, R};
 use crate::app::App;
 use crate::engine::infa::{Grant, InfaOrg, InfaSpec};
 use crate::engine::{Command, EngineError, Outcome};
-use crate::server::http::{json, json_value, Query, Resp};
+use crate::http::{json, json_value, Query, Resp};
 
 pub fn render(app: &App, o: &InfaOrg) -> Value {
     let spec = o.spec.read().clone();
@@ -133,15 +133,15 @@ pub async fn route(
                     StatusCode::OK,
                     &json!({"limitDefinition": limit}),
                 )),
-                Err(crate::storage::wal::CommitError::Engine(EngineError::LimitReached)) => {
+                Err(crate::app::CommitError::Engine(EngineError::LimitReached)) => {
                     Err(AdminError::new(
                         StatusCode::FORBIDDEN,
                         "limit_reached",
                         format!("custom limit {limit} is used up"),
                     ))
                 }
-                Err(crate::storage::wal::CommitError::Engine(e)) => Err(AdminError::from(e)),
-                Err(crate::storage::wal::CommitError::Unavailable) => Err(AdminError::new(
+                Err(crate::app::CommitError::Engine(e)) => Err(AdminError::from(e)),
+                Err(crate::app::CommitError::Unavailable) => Err(AdminError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "changes cannot be stored right now (storage failed); reads still work",

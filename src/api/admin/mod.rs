@@ -24,15 +24,13 @@ use crate::config::{PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use crate::credentials::{constant_time_eq, Passwords};
 use crate::engine::model::*;
 use crate::engine::Command;
-use crate::server::http::{
-    json, json_value, percent_decode_segment, read_body, BodyError, Query, Resp,
-};
+use crate::http::{json, json_value, percent_decode_segment, read_body, BodyError, Query, Resp};
 pub use error::AdminError;
 
 type R<T> = Result<T, AdminError>;
 
 /// A request the server refused before reading it, in this surface's shape.
-pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+pub fn malformed(m: crate::http::Malformed) -> Resp {
     AdminError::new(StatusCode::BAD_REQUEST, "invalid", m.message()).into_response()
 }
 
@@ -210,8 +208,8 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
 
 async fn apply(app: &App, cmd: Command<'_>) -> R<crate::engine::Outcome> {
     app.commit(&cmd).await.map_err(|e| match e {
-        crate::storage::wal::CommitError::Engine(e) => AdminError::from(e),
-        crate::storage::wal::CommitError::Unavailable => AdminError::new(
+        crate::app::CommitError::Engine(e) => AdminError::from(e),
+        crate::app::CommitError::Unavailable => AdminError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "changes cannot be stored right now (storage failed); reads still work",

@@ -23,7 +23,7 @@ use crate::engine::model::Id;
 use crate::engine::qlik::{chunks_of, AccessVia, ConsumptionRecord, QlikSpec, QlikTenant};
 use crate::engine::time::{format_instant, parse_instant, Millis, MINUTE_MS};
 use crate::engine::{Command, EngineError, Outcome};
-use crate::server::http::{json, json_value, Resp};
+use crate::http::{json, json_value, Resp};
 
 /// Longest analyzer session one report may carry, minutes (31 days).
 pub const SESSION_MINUTES_MAX: i64 = 31 * 24 * 60;
@@ -131,8 +131,8 @@ fn instant(field: &'static str, s: &Option<String>) -> R<Option<Millis>> {
     }
 }
 
-fn refused(e: crate::storage::wal::CommitError) -> AdminError {
-    use crate::storage::wal::CommitError;
+fn refused(e: crate::app::CommitError) -> AdminError {
+    use crate::app::CommitError;
     match e {
         CommitError::Engine(EngineError::AnalyzerTimeExhausted) => AdminError::new(
             StatusCode::FORBIDDEN,

@@ -11,7 +11,7 @@ use super::{apply, existing_tenant, from_value, object, R};
 use crate::app::App;
 use crate::engine::yext::{YextAccount, YextSpec};
 use crate::engine::Command;
-use crate::server::http::{json, json_value, Resp};
+use crate::http::{json, json_value, Resp};
 
 pub fn render(a: &YextAccount, now: crate::engine::time::Millis) -> Value {
     let spec = a.spec.read().clone();

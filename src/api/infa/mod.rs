@@ -18,12 +18,12 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::app::CommitError;
 use crate::engine::infa::{InfaLicenses, InfaOrg};
 use crate::engine::model::Id;
 use crate::engine::time::{Millis, MINUTE_MS};
 use crate::engine::{Command, EngineError};
-use crate::server::http::{json_value, read_body, Resp};
-use crate::storage::wal::CommitError;
+use crate::http::{json_value, read_body, Resp};
 
 /// A session ends after this long without a request.
 pub const SESSION_IDLE_MS: Millis = 30 * MINUTE_MS;
@@ -141,7 +141,7 @@ impl From<CommitError> for IError {
 type R<T> = Result<T, IError>;
 
 /// A request the server refused before reading it, in this surface's shape.
-pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+pub fn malformed(m: crate::http::Malformed) -> Resp {
     IError::bad(m.message()).response()
 }
 
@@ -181,7 +181,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
                 "Use POST to log in.",
             ));
         }
-        let host = crate::server::http::host_of(&req);
+        let host = crate::http::host_of(&req);
         let body = body_of(app, req).await?;
         return login(app, &body, &host, Some(peer)).await;
     }
@@ -192,8 +192,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
             "No such resource.",
         ));
     };
-    let org_id =
-        crate::server::http::percent_decode_segment(org_id.trim_end_matches('/')).into_owned();
+    let org_id = crate::http::percent_decode_segment(org_id.trim_end_matches('/')).into_owned();
     if method != Method::GET && method != Method::PUT {
         return Err(IError::new(
             StatusCode::METHOD_NOT_ALLOWED,

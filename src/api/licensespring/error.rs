@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 
 use crate::engine::EngineError;
-use crate::server::http::{json, Resp};
+use crate::http::{json, Resp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LsError {

@@ -29,11 +29,11 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::app::App;
+use crate::app::CommitError;
 use crate::engine::model::*;
 use crate::engine::time::{format_instant, parse_instant, Millis, DAY_MS};
 use crate::engine::{Command, Outcome};
-use crate::server::http::{json as json_resp, read_body, BodyError, Query, Resp};
-use crate::storage::wal::CommitError;
+use crate::http::{json as json_resp, read_body, BodyError, Query, Resp};
 pub use auth::{client_headers, sign_date};
 use error::*;
 use params::Params;
@@ -141,8 +141,8 @@ impl Endpoint {
 type Answer = Result<Body, LsError>;
 
 /// A request the server refused before reading it, in this surface's shape.
-pub fn malformed(m: crate::server::http::Malformed) -> Resp {
-    use crate::server::http::Malformed::*;
+pub fn malformed(m: crate::http::Malformed) -> Resp {
+    use crate::http::Malformed::*;
     match m {
         MissingHost => MISSING_HEADERS,
         DuplicateHost => INVALID_HEADERS,

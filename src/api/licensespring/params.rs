@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::error::*;
-use crate::server::http::Query;
+use crate::http::Query;
 
 pub struct Params<'a> {
     pub values: Values<'a>,

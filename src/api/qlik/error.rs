@@ -8,8 +8,8 @@
 use hyper::StatusCode;
 use serde_json::json;
 
-use crate::server::http::{json_value, Resp};
-use crate::storage::wal::CommitError;
+use crate::app::CommitError;
+use crate::http::{json_value, Resp};
 
 pub const BAD_REQUEST: &str = "LICENSES-001";
 pub const UNAUTHORIZED: &str = "LICENSES-002";
@@ -83,7 +83,7 @@ impl QError {
         )
     }
     /// A body that could not be read (too large, too slow, broken).
-    pub fn body(e: crate::server::http::BodyError) -> Self {
+    pub fn body(e: crate::http::BodyError) -> Self {
         let (status, message) = e.status_and_message();
         Self::new(
             status,

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use crate::app::App;
+use crate::app::CommitError;
 use crate::engine::model::{Id, Role};
 use crate::engine::qlik::{
     AllotmentKind, Assignment, ConsumptionRecord, QlikExtensionStatus, QlikKeyType, QlikOrigin,
@@ -31,8 +32,7 @@ use crate::engine::qlik::{
 };
 use crate::engine::time::{format_instant, Millis, MINUTE_MS};
 use crate::engine::{Command, EngineError, Outcome};
-use crate::server::http::{json_value, read_body, Query, Resp};
-use crate::storage::wal::CommitError;
+use crate::http::{json_value, read_body, Query, Resp};
 use error::QError;
 use page::{Cursor, SortKey};
 use scim::{Kind, Val};
@@ -100,7 +100,7 @@ impl QlikState {
 type R<T> = Result<T, QError>;
 
 /// A request the server refused before reading it, in this surface's shape.
-pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+pub fn malformed(m: crate::http::Malformed) -> Resp {
     QError::bad_query(m.message()).response()
 }
 
@@ -189,7 +189,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     if writes && !caller.admin {
         return Err(QError::forbidden());
     }
-    let host = crate::server::http::host_of(&req);
+    let host = crate::http::host_of(&req);
     let query_string = req.uri().query().map(str::to_string);
     let body = if writes {
         Some(

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::server::http::Query;
+use crate::http::Query;
 
 /// Longest page token accepted, bytes.
 const PAGE_TOKEN_BYTES_MAX: usize = 2048;

@@ -21,11 +21,11 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::app::CommitError;
 use crate::engine::time::{format_date, Millis};
 use crate::engine::yext::{PackView, YextAccount, YextAssignment};
 use crate::engine::{Command, EngineError};
-use crate::server::http::{json_value, percent_decode_segment, read_body, Query, Resp};
-use crate::storage::wal::CommitError;
+use crate::http::{json_value, percent_decode_segment, read_body, Query, Resp};
 
 /// List pages: default and largest `pageSize`.
 pub const PAGE_SIZE_DEFAULT: usize = 10;
@@ -151,7 +151,7 @@ fn ok(response: Value) -> Resp {
 }
 
 /// A request the server refused before reading it, in this surface's shape.
-pub fn malformed(m: crate::server::http::Malformed) -> Resp {
+pub fn malformed(m: crate::http::Malformed) -> Resp {
     YError::bad(INVALID_REQUEST, m.message()).response()
 }
 
