@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 use crate::app::{App, AppOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    Limits, ServeConfig, CONNECTIONS_MAX, KEEP_ALIVE_IDLE_MS, REQUEST_BODY_BYTES_MAX,
-    REQUEST_HEAD_BYTES_MAX, REQUEST_HEAD_TIMEOUT_MS, REQUEST_TIMEOUT_MS, RESPONSE_WRITE_TIMEOUT_MS,
+    Limits, ServeConfig, CONNECTIONS_MAX, CONNECTION_SEND_BUFFER_BYTES, KEEP_ALIVE_IDLE_MS,
+    REQUEST_BODY_BYTES_MAX, REQUEST_HEAD_BYTES_MAX, REQUEST_HEAD_TIMEOUT_MS, REQUEST_TIMEOUT_MS,
+    RESPONSE_WRITE_TIMEOUT_MS,
 };
 
 #[derive(Parser, Debug)]
@@ -119,6 +120,10 @@ pub struct ServeArgs {
     /// is closed.
     #[arg(long, default_value_t = RESPONSE_WRITE_TIMEOUT_MS)]
     pub response_write_timeout_ms: u64,
+    /// Kernel send buffer of each client connection: bounds what a client
+    /// that does not read can have the server produce for it.
+    #[arg(long, default_value_t = CONNECTION_SEND_BUFFER_BYTES)]
+    pub connection_send_buffer_bytes: u32,
     #[arg(long, default_value_t = CONNECTIONS_MAX)]
     pub connections_max: usize,
     /// Runtime worker threads, or per-core runtimes (default: one per core
@@ -154,6 +159,7 @@ impl ServeArgs {
                 response_write_timeout: Duration::from_millis(
                     self.response_write_timeout_ms.max(1),
                 ),
+                connection_send_buffer_bytes: self.connection_send_buffer_bytes.max(4096),
                 connections_max: self.connections_max.max(1),
             },
         }
@@ -378,7 +384,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+        let send_buffer = Some(cfg.limits.connection_send_buffer_bytes);
+        let listener = match crate::server::listener(cfg.listen, false, send_buffer) {
             Ok(l) => l,
             Err(e) => return fail(format!("bind {}: {e}", cfg.listen)),
         };

@@ -18,6 +18,10 @@ pub const KEEP_ALIVE_IDLE_MS: u64 = 60_000;
 /// Time a response may stall unwritten (a client that does not read its
 /// answers) before the connection is closed.
 pub const RESPONSE_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Kernel send buffer of each client connection, bytes: what a client that
+/// does not read its answers can have the server produce for it before its
+/// writes stall (and the connection becomes evictable, then is closed).
+pub const CONNECTION_SEND_BUFFER_BYTES: u32 = 256 * 1024;
 /// Open client connections; the acceptor waits for a slot past this.
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Admin list pages: default and largest page size.
@@ -36,6 +40,7 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub keep_alive_idle: Duration,
     pub response_write_timeout: Duration,
+    pub connection_send_buffer_bytes: u32,
     pub connections_max: usize,
 }
 
@@ -48,6 +53,7 @@ impl Default for Limits {
             request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
             keep_alive_idle: Duration::from_millis(KEEP_ALIVE_IDLE_MS),
             response_write_timeout: Duration::from_millis(RESPONSE_WRITE_TIMEOUT_MS),
+            connection_send_buffer_bytes: CONNECTION_SEND_BUFFER_BYTES,
             connections_max: CONNECTIONS_MAX,
         }
     }

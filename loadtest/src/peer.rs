@@ -65,9 +65,10 @@ where
             // As `tally serve --runtime current-thread`: one runtime and one
             // SO_REUSEPORT listener per core.
             let threads = tally::server::per_core_threads(workers);
-            let (bound, handles) = tally::server::spawn_per_core(listen, threads, move |l| {
-                accept_loop(l, handler.clone())
-            })?;
+            let (bound, handles) =
+                tally::server::spawn_per_core(listen, threads, None, move |l| {
+                    accept_loop(l, handler.clone())
+                })?;
             eprintln!("listening on http://{bound} ({threads} current-thread runtimes)");
             tally::server::join_all(handles)
         }

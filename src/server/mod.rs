@@ -166,14 +166,27 @@ pub fn per_core_threads(workers: Option<usize>) -> usize {
 /// Listener backlog of each SO_REUSEPORT listener, connections.
 pub const LISTEN_BACKLOG_CONNECTIONS: u32 = 1024;
 
-pub fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+/// A listener on `addr` (port 0 picks one), with SO_REUSEPORT when asked
+/// (the per-core runtimes share an address), and with `send_buffer_bytes` as
+/// the kernel send buffer its connections inherit (Linux; none: the
+/// kernel's autotuning).
+pub fn listener(
+    addr: std::net::SocketAddr,
+    reuseport: bool,
+    send_buffer_bytes: Option<u32>,
+) -> std::io::Result<TcpListener> {
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     sock.set_reuseaddr(true)?;
-    sock.set_reuseport(true)?;
+    if reuseport {
+        sock.set_reuseport(true)?;
+    }
+    if let Some(n) = send_buffer_bytes {
+        sock.set_send_buffer_size(n)?;
+    }
     sock.bind(addr)?;
     sock.listen(LISTEN_BACKLOG_CONNECTIONS)
 }
@@ -185,6 +198,7 @@ pub fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpList
 pub fn spawn_per_core<F, Fut>(
     addr: std::net::SocketAddr,
     threads: usize,
+    send_buffer_bytes: Option<u32>,
     serve: F,
 ) -> std::io::Result<(
     std::net::SocketAddr,
@@ -198,7 +212,7 @@ where
     let first = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(async { reuseport_listener(addr) })?;
+        .block_on(async { listener(addr, true, send_buffer_bytes) })?;
     let bound = first.local_addr()?;
     let mut first = Some(first.into_std()?);
     let mut handles = Vec::new();
@@ -214,7 +228,7 @@ where
                 rt.block_on(async move {
                     let listener = match std_listener {
                         Some(l) => TcpListener::from_std(l)?,
-                        None => reuseport_listener(bound)?,
+                        None => listener(bound, true, send_buffer_bytes)?,
                     };
                     serve(listener).await
                 })
@@ -251,7 +265,8 @@ pub fn run_per_core(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let serving = app.clone();
-    let (bound, handles) = spawn_per_core(addr, threads, move |listener| {
+    let send_buffer = Some(app.limits.connection_send_buffer_bytes);
+    let (bound, handles) = spawn_per_core(addr, threads, send_buffer, move |listener| {
         let app = serving.clone();
         let mut stop = stop_rx.clone();
         async move {
