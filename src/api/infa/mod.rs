@@ -49,7 +49,7 @@ pub struct InfaState {
 }
 
 #[derive(Debug)]
-pub struct IError {
+pub struct InfaError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -57,9 +57,9 @@ pub struct IError {
     retry_after_s: Option<u64>,
 }
 
-impl IError {
+impl InfaError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        IError {
+        InfaError {
             status,
             code,
             message: message.into(),
@@ -88,20 +88,20 @@ impl IError {
     }
 }
 
-impl From<crate::credentials::Refused> for IError {
+impl From<crate::credentials::Refused> for InfaError {
     fn from(r: crate::credentials::Refused) -> Self {
         match r {
-            crate::credentials::Refused::Busy => IError {
+            crate::credentials::Refused::Busy => InfaError {
                 retry_after_s: Some(1),
-                ..IError::new(
+                ..InfaError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "SERVICE_02",
                     "Too many logins in progress; try again shortly.",
                 )
             },
-            crate::credentials::Refused::Throttled { retry_after_ms } => IError {
+            crate::credentials::Refused::Throttled { retry_after_ms } => InfaError {
                 retry_after_s: Some(((retry_after_ms + 999) / 1000).max(1) as u64),
-                ..IError::new(
+                ..InfaError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "AUTH_03",
                     "Too many failed logins for this user or address; wait before trying again.",
@@ -111,38 +111,38 @@ impl From<crate::credentials::Refused> for IError {
     }
 }
 
-impl From<CommitError> for IError {
+impl From<CommitError> for InfaError {
     fn from(e: CommitError) -> Self {
         match e {
-            CommitError::Unavailable => IError::new(
+            CommitError::Unavailable => InfaError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVICE_01",
                 "Changes cannot be stored right now; the change was not made.",
             ),
-            CommitError::Engine(EngineError::VersionMismatch) => IError::new(
+            CommitError::Engine(EngineError::VersionMismatch) => InfaError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "PRECONDITION_01",
                 "The organization's licenses changed since they were read (If-Match).",
             ),
             CommitError::Engine(EngineError::InfaOrgNotFound) => {
-                IError::new(StatusCode::NOT_FOUND, "ORG_01", "Organization not found.")
+                InfaError::new(StatusCode::NOT_FOUND, "ORG_01", "Organization not found.")
             }
             CommitError::Engine(EngineError::Invalid(field, why)) => {
-                IError::bad(format!("{field}: {why}."))
+                InfaError::bad(format!("{field}: {why}."))
             }
             CommitError::Engine(EngineError::Duplicate(what)) => {
-                IError::bad(format!("Duplicate {what}."))
+                InfaError::bad(format!("Duplicate {what}."))
             }
-            CommitError::Engine(e) => IError::bad(e.to_string()),
+            CommitError::Engine(e) => InfaError::bad(e.to_string()),
         }
     }
 }
 
-type R<T> = Result<T, IError>;
+type R<T> = Result<T, InfaError>;
 
 /// A request the server refused before reading it, in this surface's shape.
 pub fn malformed(m: crate::http::Malformed) -> Resp {
-    IError::bad(m.message()).response()
+    InfaError::bad(m.message()).response()
 }
 
 /// `peer`: the client's address (failed logins back off per source).
@@ -164,7 +164,7 @@ async fn body_of(app: &App, req: Request<Incoming>) -> R<Bytes> {
         Ok(b) => Ok(b),
         Err(e) => {
             let (status, message) = e.status_and_message();
-            Err(IError::new(status, "VALIDATION_02", message))
+            Err(InfaError::new(status, "VALIDATION_02", message))
         }
     }
 }
@@ -175,7 +175,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
     let method = req.method().clone();
     if rest == "/public/core/v3/login" {
         if method != Method::POST {
-            return Err(IError::new(
+            return Err(InfaError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "REQUEST_02",
                 "Use POST to log in.",
@@ -186,7 +186,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
         return login(app, &body, &host, Some(peer)).await;
     }
     let Some(org_id) = rest.strip_prefix("/public/core/v3/license/org/") else {
-        return Err(IError::new(
+        return Err(InfaError::new(
             StatusCode::NOT_FOUND,
             "REQUEST_01",
             "No such resource.",
@@ -194,7 +194,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
     };
     let org_id = crate::http::percent_decode_segment(org_id.trim_end_matches('/')).into_owned();
     if method != Method::GET && method != Method::PUT {
-        return Err(IError::new(
+        return Err(InfaError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "REQUEST_02",
             "Use GET or PUT.",
@@ -206,14 +206,14 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
         .get(hyper::header::IF_MATCH)
         .map(|v| v.to_str().unwrap_or("\u{0}").to_string());
     let target_tenant = app.engine.infa_org_tenant(&org_id).ok_or_else(|| {
-        IError::new(
+        InfaError::new(
             StatusCode::NOT_FOUND,
             "ORG_01",
             format!("Organization {org_id} not found."),
         )
     })?;
     let org = app.engine.infa(target_tenant).ok_or_else(|| {
-        IError::new(
+        InfaError::new(
             StatusCode::NOT_FOUND,
             "ORG_01",
             format!("Organization {org_id} not found."),
@@ -225,7 +225,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
         .is_some_and(|t| t.spec.read().parent_id == Some(session.tenant_id));
     if method == Method::GET {
         if target_tenant != session.tenant_id && !is_child {
-            return Err(IError::forbidden(format!(
+            return Err(InfaError::forbidden(format!(
                 "Organization {org_id} is neither your organization nor one of its sub-organizations."
             )));
         }
@@ -233,12 +233,12 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
     }
     // PUT: an administrator of the parent organization, on a child.
     if target_tenant == session.tenant_id {
-        return Err(IError::forbidden(
+        return Err(InfaError::forbidden(
             "An organization cannot update its own licenses.",
         ));
     }
     if !is_child {
-        return Err(IError::forbidden(format!(
+        return Err(InfaError::forbidden(format!(
             "Organization {org_id} is not a sub-organization of yours."
         )));
     }
@@ -250,7 +250,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
             .any(|u| u.username == session.username && u.admin)
     });
     if !admin {
-        return Err(IError::forbidden(
+        return Err(InfaError::forbidden(
             "Only an administrator of the parent organization may update licenses.",
         ));
     }
@@ -284,16 +284,16 @@ fn session(app: &App, req: &Request<Incoming>) -> R<Session> {
         .get("INFA-SESSION-ID")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| IError::unauthorized("Missing INFA-SESSION-ID header."))?;
+        .ok_or_else(|| InfaError::unauthorized("Missing INFA-SESSION-ID header."))?;
     let now = app.now();
     let mut sessions = app.infa.sessions.lock();
     let s = match sessions.get_mut(id) {
         Some(s) if now - s.last_used < SESSION_IDLE_MS => s,
         Some(_) => {
             sessions.remove(id);
-            return Err(IError::unauthorized("Session expired. Log in again."));
+            return Err(InfaError::unauthorized("Session expired. Log in again."));
         }
-        None => return Err(IError::unauthorized("Invalid session ID.")),
+        None => return Err(InfaError::unauthorized("Invalid session ID.")),
     };
     // The user must still exist with the password it logged in with.
     let still = app.engine.infa(s.tenant_id).is_some_and(|o| {
@@ -305,7 +305,7 @@ fn session(app: &App, req: &Request<Incoming>) -> R<Session> {
     });
     if !still {
         sessions.remove(id);
-        return Err(IError::unauthorized(
+        return Err(InfaError::unauthorized(
             "Session ended: the user or its password changed.",
         ));
     }
@@ -338,13 +338,13 @@ fn license_response(app: &App, org: &InfaOrg) -> Resp {
 /// allowed (a client sends back what it read) but not changing anything.
 fn licenses_of(body: &[u8], org_id: &str) -> R<InfaLicenses> {
     let v: Value = serde_json::from_slice(body)
-        .map_err(|e| IError::bad(format!("The body is not valid JSON: {e}.")))?;
+        .map_err(|e| InfaError::bad(format!("The body is not valid JSON: {e}.")))?;
     let Value::Object(mut m) = v else {
-        return Err(IError::bad("The body must be a JSON object."));
+        return Err(InfaError::bad("The body must be a JSON object."));
     };
     if let Some(id) = m.remove("id") {
         if id != Value::String(org_id.to_string()) {
-            return Err(IError::bad(
+            return Err(InfaError::bad(
                 "id does not match the organization in the path.",
             ));
         }
@@ -352,19 +352,20 @@ fn licenses_of(body: &[u8], org_id: &str) -> R<InfaLicenses> {
     m.remove("parentOrg");
     let l: InfaLicenses = serde_path_to_error::deserialize(Value::Object(m)).map_err(|e| {
         let path = e.path().to_string();
-        IError::bad(format!("{path}: {}", e.into_inner()))
+        InfaError::bad(format!("{path}: {}", e.into_inner()))
     })?;
-    crate::engine::infa::validate_licenses(&l).map_err(|e| IError::from(CommitError::Engine(e)))?;
+    crate::engine::infa::validate_licenses(&l)
+        .map_err(|e| InfaError::from(CommitError::Engine(e)))?;
     Ok(l)
 }
 
 async fn login(app: &App, body: &[u8], host: &str, peer: Option<std::net::IpAddr>) -> R<Resp> {
     let v: Value = serde_json::from_slice(body)
-        .map_err(|_| IError::bad("The body must be JSON with username and password."))?;
+        .map_err(|_| InfaError::bad("The body must be JSON with username and password."))?;
     let (Some(username), Some(password)) = (v["username"].as_str(), v["password"].as_str()) else {
-        return Err(IError::bad("username and password are required."));
+        return Err(InfaError::bad("username and password are required."));
     };
-    let denied = || IError::unauthorized("Invalid user name or password.");
+    let denied = || InfaError::unauthorized("Invalid user name or password.");
     let tenant = app.engine.infa_user_tenant(username).ok_or_else(denied)?;
     let org = app.engine.infa(tenant).ok_or_else(denied)?;
     let hash = org

@@ -113,7 +113,7 @@ impl AuthCache {
         headers: &HeaderMap,
         now: Millis,
         write: bool,
-    ) -> Result<Arc<ApiKey>, LsError> {
+    ) -> Result<Arc<ApiKey>, LicenseSpringError> {
         let date = headers
             .get(hyper::header::DATE)
             .and_then(|v| v.to_str().ok());

@@ -14,7 +14,7 @@ async fn targets<'p>(
     tenant: Id,
     p: &'p Params<'p>,
     need_password: bool,
-) -> Result<Vec<Target<'p>>, LsError> {
+) -> Result<Vec<Target<'p>>, LicenseSpringError> {
     let bundle = product(app, tenant, p)?;
     let codes = bundle.spec.read().bundle_products.clone();
     if codes.is_empty() {
@@ -60,7 +60,7 @@ pub(super) async fn activate_all<'p>(
     p: &'p Params<'p>,
     hw: &str,
     now: Millis,
-) -> Result<Vec<Target<'p>>, LsError> {
+) -> Result<Vec<Target<'p>>, LicenseSpringError> {
     let targets = targets(app, tenant, p, true).await?;
     let mut activated: Vec<&License> = Vec::new();
     for t in &targets {
@@ -118,7 +118,7 @@ pub(super) async fn deactivate_all(
     p: &Params<'_>,
     hw: &str,
     now: Millis,
-) -> Result<(), LsError> {
+) -> Result<(), LicenseSpringError> {
     let targets = targets(app, tenant, p, false).await?;
     let active: Vec<&Target> = targets
         .iter()

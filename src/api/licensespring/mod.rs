@@ -138,7 +138,7 @@ impl Endpoint {
 }
 
 /// A handler's answer: the body, or an error.
-type Answer = Result<Body, LsError>;
+type Answer = Result<Body, LicenseSpringError>;
 
 /// A request the server refused before reading it, in this surface's shape.
 pub fn malformed(m: crate::http::Malformed) -> Resp {
@@ -386,13 +386,13 @@ fn string_answer(s: &str) -> Body {
 
 const LICENSE_DEACTIVATED: &str = "license_deactivated";
 
-async fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LsError> {
+async fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LicenseSpringError> {
     app.commit(&cmd).await.map_err(commit_error)
 }
 
-fn commit_error(e: CommitError) -> LsError {
+fn commit_error(e: CommitError) -> LicenseSpringError {
     match e {
-        CommitError::Engine(e) => LsError::from(e),
+        CommitError::Engine(e) => LicenseSpringError::from(e),
         CommitError::Unavailable => UNAVAILABLE,
     }
 }
@@ -407,7 +407,7 @@ struct Target<'p> {
     auth_value: Cow<'p, str>,
 }
 
-fn product(app: &App, tenant: Id, p: &Params) -> Result<Arc<Product>, LsError> {
+fn product(app: &App, tenant: Id, p: &Params) -> Result<Arc<Product>, LicenseSpringError> {
     let code = p.required("product")?;
     app.engine
         .product_by_code(tenant, &code)
@@ -422,7 +422,7 @@ async fn resolve<'p>(
     tenant: Id,
     p: &'p Params<'p>,
     need_password: bool,
-) -> Result<Target<'p>, LsError> {
+) -> Result<Target<'p>, LicenseSpringError> {
     resolve_in(app, tenant, &*product(app, tenant, p)?, p, need_password).await
 }
 
@@ -433,7 +433,7 @@ async fn resolve_in<'p>(
     product: &Product,
     p: &'p Params<'p>,
     need_password: bool,
-) -> Result<Target<'p>, LsError> {
+) -> Result<Target<'p>, LicenseSpringError> {
     match product.authorization_method {
         AuthMethod::LicenseKey => {
             let key = p.text("license_key").ok_or(MISSING_PARAMETERS)?;
@@ -476,7 +476,7 @@ async fn resolve_in<'p>(
 /// A request that names its user by an SSO token instead of a user name:
 /// Tally has no identity provider, so it answers as LicenseSpring does for a
 /// customer account without SSO. Otherwise, the user name is missing.
-fn sso_or_missing(p: &Params) -> LsError {
+fn sso_or_missing(p: &Params) -> LicenseSpringError {
     if p.text("id_token").is_some() || p.text("code").is_some() {
         SSO_TOKEN_ERROR
     } else {
@@ -490,7 +490,7 @@ async fn signed_in(
     tenant: Id,
     username: &str,
     p: &Params<'_>,
-) -> Result<Arc<LicenseUser>, LsError> {
+) -> Result<Arc<LicenseUser>, LicenseSpringError> {
     let user = app
         .engine
         .user_by_email(tenant, username)
@@ -501,7 +501,11 @@ async fn signed_in(
 
 /// The request's `password` is `user`'s: checked on the password workers,
 /// refused while the user or the client's address backs off.
-async fn verify_password(app: &App, user: &LicenseUser, p: &Params<'_>) -> Result<(), LsError> {
+async fn verify_password(
+    app: &App,
+    user: &LicenseUser,
+    p: &Params<'_>,
+) -> Result<(), LicenseSpringError> {
     let password = p.str("password").ok_or(MISSING_PARAMETERS)?;
     match app
         .passwords
@@ -514,7 +518,12 @@ async fn verify_password(app: &App, user: &LicenseUser, p: &Params<'_>) -> Resul
 }
 
 /// The license is usable now and the request's device is activated on it.
-fn usable_on_device(app: &App, l: &License, p: &Params<'_>, now: Millis) -> Result<(), LsError> {
+fn usable_on_device(
+    app: &App,
+    l: &License,
+    p: &Params<'_>,
+    now: Millis,
+) -> Result<(), LicenseSpringError> {
     {
         let s = l.spec.read();
         app.engine.check_usable(l, &s, now)?;
@@ -524,7 +533,12 @@ fn usable_on_device(app: &App, l: &License, p: &Params<'_>, now: Millis) -> Resu
     Ok(())
 }
 
-fn feature(app: &App, l: &License, p: &Params<'_>, now: Millis) -> Result<Arc<Feature>, LsError> {
+fn feature(
+    app: &App,
+    l: &License,
+    p: &Params<'_>,
+    now: Millis,
+) -> Result<Arc<Feature>, LicenseSpringError> {
     let code = p.required("feature")?;
     let f = l.feature(&code).ok_or(INVALID_FEATURE)?;
     app.engine.check_feature(&f, now)?;
@@ -687,7 +701,7 @@ async fn activate_device(
     p: &Params<'_>,
     hw: &str,
     now: Millis,
-) -> Result<(), LsError> {
+) -> Result<(), LicenseSpringError> {
     let s = |k: &str| p.str(k).map(Cow::into_owned).unwrap_or_default();
     let info = DeviceInfo {
         os_ver: s("os_ver"),
@@ -740,7 +754,12 @@ async fn check_license(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> An
 
 /// The license is usable now on device `hw`; a floating license takes or
 /// renews the device's seat.
-async fn check_in_use(app: &App, license: &License, hw: &str, now: Millis) -> Result<(), LsError> {
+async fn check_in_use(
+    app: &App,
+    license: &License,
+    hw: &str,
+    now: Millis,
+) -> Result<(), LicenseSpringError> {
     let floating = {
         let s = license.spec.read();
         app.engine.check_usable(license, &s, now)?;

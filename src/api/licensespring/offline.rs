@@ -79,7 +79,7 @@ fn open(
     app: &App,
     key: &ApiKey,
     body: &[u8],
-) -> Result<(Map<String, Value>, Arc<ApiKey>), LsError> {
+) -> Result<(Map<String, Value>, Arc<ApiKey>), LicenseSpringError> {
     let (request, raw, signature) = decode(body)?;
     let wrapped = signature.is_some();
     let signature = signature.unwrap_or_default();
@@ -115,7 +115,7 @@ fn open(
 /// and the file's signature over them (`None` for a bare request).
 type Decoded = (Map<String, Value>, Vec<u8>, Option<String>);
 
-pub(super) fn decode(body: &[u8]) -> Result<Decoded, LsError> {
+pub(super) fn decode(body: &[u8]) -> Result<Decoded, LicenseSpringError> {
     let text = body.trim_ascii();
     if text.is_empty() {
         return Err(MISSING_CONTENT);

@@ -63,11 +63,11 @@ impl Params<'_> {
         self.str(k).filter(|s| !s.is_empty())
     }
 
-    pub fn required(&self, k: &str) -> Result<Cow<'_, str>, LsError> {
+    pub fn required(&self, k: &str) -> Result<Cow<'_, str>, LicenseSpringError> {
         self.text(k).ok_or(MISSING_PARAMETERS)
     }
 
-    pub fn int(&self, k: &str) -> Result<Option<i64>, LsError> {
+    pub fn int(&self, k: &str) -> Result<Option<i64>, LicenseSpringError> {
         match &self.values {
             Values::Json(m) => match m.get(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -100,7 +100,7 @@ impl Params<'_> {
 
     /// `variables` as name/value pairs: an object `{name: value}` or a list of
     /// `{"variable": name, "value": value}`.
-    pub fn variables(&self) -> Result<Vec<(String, String)>, LsError> {
+    pub fn variables(&self) -> Result<Vec<(String, String)>, LicenseSpringError> {
         let Values::Json(m) = &self.values else {
             return Ok(Vec::new());
         };

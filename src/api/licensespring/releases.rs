@@ -49,7 +49,7 @@ async fn licensed<'p>(
     tenant: Id,
     p: &'p Params<'p>,
     now: Millis,
-) -> Result<Target<'p>, LsError> {
+) -> Result<Target<'p>, LicenseSpringError> {
     let t = resolve(app, tenant, p, false).await?;
     {
         let s = t.license.spec.read();

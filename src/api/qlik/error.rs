@@ -29,21 +29,21 @@ pub const ASSIGNMENT_NOT_FOUND: &str = "LICENSES-016";
 pub const TOO_MANY_ASSIGNMENTS: &str = "LICENSES-017";
 
 #[derive(Debug)]
-pub struct QError {
+pub struct QlikError {
     pub status: StatusCode,
     pub code: &'static str,
     pub title: &'static str,
     pub detail: Option<String>,
 }
 
-impl QError {
+impl QlikError {
     fn new(
         status: StatusCode,
         code: &'static str,
         title: &'static str,
         detail: Option<String>,
     ) -> Self {
-        QError {
+        QlikError {
             status,
             code,
             title,
@@ -148,19 +148,19 @@ impl QError {
     }
 }
 
-impl From<CommitError> for QError {
+impl From<CommitError> for QlikError {
     fn from(e: CommitError) -> Self {
         match e {
-            CommitError::Unavailable => QError::new(
+            CommitError::Unavailable => QlikError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
                 "Service unavailable.",
                 Some("The change was not made; storage cannot accept changes right now.".into()),
             ),
             CommitError::Engine(crate::engine::EngineError::QlikLicenseNotFound) => {
-                QError::license_not_found()
+                QlikError::license_not_found()
             }
-            CommitError::Engine(e) => QError::bad_request(e.to_string()),
+            CommitError::Engine(e) => QlikError::bad_request(e.to_string()),
         }
     }
 }

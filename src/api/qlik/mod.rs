@@ -33,7 +33,7 @@ use crate::engine::qlik::{
 use crate::engine::time::{format_instant, Millis, MINUTE_MS};
 use crate::engine::{Command, EngineError, Outcome};
 use crate::http::{json_value, read_body, Query, Resp};
-use error::QError;
+use error::QlikError;
 use page::{Cursor, SortKey};
 use scim::{Kind, Val};
 
@@ -97,11 +97,11 @@ impl QlikState {
     }
 }
 
-type R<T> = Result<T, QError>;
+type R<T> = Result<T, QlikError>;
 
 /// A request the server refused before reading it, in this surface's shape.
 pub fn malformed(m: crate::http::Malformed) -> Resp {
-    QError::bad_query(m.message()).response()
+    QlikError::bad_query(m.message()).response()
 }
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
@@ -128,12 +128,12 @@ fn authenticate(app: &App, req: &Request<Incoming>) -> R<Caller> {
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| QError::unauthorized("Missing bearer token."))?;
+        .ok_or_else(|| QlikError::unauthorized("Missing bearer token."))?;
     let key = app
         .engine
         .api_key(token)
         .filter(|k| !k.revoked.load(std::sync::atomic::Ordering::Acquire))
-        .ok_or_else(|| QError::unauthorized("Invalid or revoked API key."))?;
+        .ok_or_else(|| QlikError::unauthorized("Invalid or revoked API key."))?;
     Ok(Caller {
         tenant_id: key.tenant_id,
         admin: key.role == Role::Admin,
@@ -164,7 +164,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         "/overview" => Route::Overview,
         "/settings" => Route::Settings,
         "/status" => Route::Status,
-        _ => return Err(QError::not_found_endpoint()),
+        _ => return Err(QlikError::not_found_endpoint()),
     };
     let method = req.method().clone();
     let allowed = match route {
@@ -173,21 +173,21 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         _ => method == Method::GET,
     };
     if !allowed {
-        return Err(QError::method_not_allowed());
+        return Err(QlikError::method_not_allowed());
     }
     let caller = authenticate(app, &req)?;
     let now = app.now();
     let writes = method != Method::GET;
     let tier = if writes { 2 } else { 1 };
     if let Err(wait) = app.qlik.admit(caller.tenant_id, tier, now) {
-        let mut r = QError::rate_limited(tier).response();
+        let mut r = QlikError::rate_limited(tier).response();
         if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
             r.headers_mut().insert(RETRY_AFTER, v);
         }
         return Ok(r);
     }
     if writes && !caller.admin {
-        return Err(QError::forbidden());
+        return Err(QlikError::forbidden());
     }
     let host = crate::http::host_of(&req);
     let query_string = req.uri().query().map(str::to_string);
@@ -201,7 +201,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             .await
             {
                 Ok(b) => b,
-                Err(e) => return Err(QError::body(e)),
+                Err(e) => return Err(QlikError::body(e)),
             },
         )
     } else {
@@ -212,7 +212,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         if route == Route::Status {
             return Ok(json_value(StatusCode::OK, &missing_status()));
         }
-        return Err(QError::license_not_found());
+        return Err(QlikError::license_not_found());
     };
     let body = body.unwrap_or_default();
     match route {
@@ -354,7 +354,7 @@ fn limit_of(query: &Query<'_>) -> R<usize> {
         None => Ok(LIST_LIMIT_DEFAULT),
         Some(s) => match s.trim().parse::<usize>() {
             Ok(n) if (1..=LIST_LIMIT_MAX).contains(&n) => Ok(n),
-            _ => Err(QError::bad_query(format!(
+            _ => Err(QlikError::bad_query(format!(
                 "limit must be an integer from 1 to {LIST_LIMIT_MAX}."
             ))),
         },
@@ -391,7 +391,7 @@ fn list_assignments(q: &QlikTenant, query: &Query<'_>, host: &str) -> R<Resp> {
     let filter = match query.get("filter").filter(|f| !f.trim().is_empty()) {
         Some(f) => Some(
             scim::parse(f, ASSIGNMENT_SCHEMA)
-                .map_err(|e| QError::bad_query(format!("Invalid filter: {}.", e.0)))?,
+                .map_err(|e| QlikError::bad_query(format!("Invalid filter: {}.", e.0)))?,
         ),
         None => None,
     };
@@ -399,15 +399,15 @@ fn list_assignments(q: &QlikTenant, query: &Query<'_>, host: &str) -> R<Resp> {
         None => false,
         Some("true") => true,
         Some("false") => false,
-        Some(_) => return Err(QError::bad_query("orphans must be true or false.")),
+        Some(_) => return Err(QlikError::bad_query("orphans must be true or false.")),
     };
     let sort = page::Sort::parse(
         query.get("sort"),
         &["subject", "type", "excess", "created"],
         0,
     )
-    .map_err(QError::bad_query)?;
-    let cursor = Cursor::parse(query.get("page"), &sort).map_err(QError::bad_query)?;
+    .map_err(QlikError::bad_query)?;
+    let cursor = Cursor::parse(query.get("page"), &sort).map_err(QlikError::bad_query)?;
     let users = q.users.read().clone();
     let mut items: Vec<(SortKey, String, Assignment)> = {
         let book = q.book.lock();
@@ -496,7 +496,7 @@ fn list_consumption(q: &QlikTenant, query: &Query<'_>, host: &str) -> R<Resp> {
     let filter = match query.get("filter").filter(|f| !f.trim().is_empty()) {
         Some(f) => Some(
             scim::parse(f, CONSUMPTION_SCHEMA)
-                .map_err(|e| QError::bad_query(format!("Invalid filter: {}.", e.0)))?,
+                .map_err(|e| QlikError::bad_query(format!("Invalid filter: {}.", e.0)))?,
         ),
         None => None,
     };
@@ -505,8 +505,8 @@ fn list_consumption(q: &QlikTenant, query: &Query<'_>, host: &str) -> R<Resp> {
         &["endTime", "minutesUsed", "capacityUsed", "id"],
         0,
     )
-    .map_err(QError::bad_query)?;
-    let cursor = Cursor::parse(query.get("page"), &sort).map_err(QError::bad_query)?;
+    .map_err(QlikError::bad_query)?;
+    let cursor = Cursor::parse(query.get("page"), &sort).map_err(QlikError::bad_query)?;
     let mut items: Vec<(SortKey, String, ConsumptionRecord)> = {
         let book = q.book.lock();
         book.consumption
@@ -543,8 +543,10 @@ fn list_consumption(q: &QlikTenant, query: &Query<'_>, host: &str) -> R<Resp> {
 fn parse_body(body: &Bytes) -> R<Map<String, Value>> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(QError::bad_request("Body must be a JSON object.")),
-        Err(e) => Err(QError::bad_request(format!("Body is not valid JSON: {e}."))),
+        Ok(_) => Err(QlikError::bad_request("Body must be a JSON object.")),
+        Err(e) => Err(QlikError::bad_request(format!(
+            "Body is not valid JSON: {e}."
+        ))),
     }
 }
 
@@ -553,12 +555,14 @@ fn batch(body: &Bytes, name: &str) -> R<Vec<Value>> {
     let mut m = parse_body(body)?;
     match m.remove(name) {
         Some(Value::Array(items)) if items.len() <= BATCH_ITEMS_MAX => Ok(items),
-        Some(Value::Array(items)) => Err(QError::bad_request(format!(
+        Some(Value::Array(items)) => Err(QlikError::bad_request(format!(
             "{name} holds {} items; at most {BATCH_ITEMS_MAX} per request.",
             items.len()
         ))),
-        Some(_) => Err(QError::bad_request(format!("{name} must be an array."))),
-        None => Err(QError::bad_request(format!("Body lacks the {name} array."))),
+        Some(_) => Err(QlikError::bad_request(format!("{name} must be an array."))),
+        None => Err(QlikError::bad_request(format!(
+            "Body lacks the {name} array."
+        ))),
     }
 }
 
@@ -793,7 +797,7 @@ async fn put_settings(app: &App, q: &QlikTenant, body: &Bytes) -> R<Resp> {
         match m.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(QError::bad_request(format!("{name} must be a boolean."))),
+            Some(_) => Err(QlikError::bad_request(format!("{name} must be a boolean."))),
         }
     };
     let cmd = Command::QlikSettings {
@@ -801,7 +805,7 @@ async fn put_settings(app: &App, q: &QlikTenant, body: &Bytes) -> R<Resp> {
         auto_assign_professional: flag("autoAssignProfessional")?,
         auto_assign_analyzer: flag("autoAssignAnalyzer")?,
     };
-    app.commit(&cmd).await.map_err(QError::from)?;
+    app.commit(&cmd).await.map_err(QlikError::from)?;
     Ok(json_value(StatusCode::OK, &settings_json(q)))
 }
 

@@ -35,7 +35,7 @@ const PAGE_TOKEN_BYTES_MAX: usize = 1024;
 
 /// A Yext error: HTTP status, code and message (type is always FATAL_ERROR).
 #[derive(Debug)]
-pub struct YError {
+pub struct YextError {
     status: StatusCode,
     code: u32,
     message: String,
@@ -75,9 +75,9 @@ const METHOD_NOT_ALLOWED: u32 = 2010;
 const UNAVAILABLE: u32 = 2011;
 const TOO_MANY: u32 = 2012;
 
-impl YError {
+impl YextError {
     fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
-        YError {
+        YextError {
             status,
             code,
             message: message.into(),
@@ -100,48 +100,48 @@ impl YError {
     }
 }
 
-impl From<CommitError> for YError {
+impl From<CommitError> for YextError {
     fn from(e: CommitError) -> Self {
         match e {
-            CommitError::Unavailable => YError::new(
+            CommitError::Unavailable => YextError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
                 "Changes cannot be stored right now; the change was not made.",
             ),
             CommitError::Engine(e) => match e {
-                EngineError::PackNotFound => YError::new(
+                EngineError::PackNotFound => YextError::new(
                     StatusCode::NOT_FOUND,
                     PACK_NOT_FOUND,
                     "License pack not found.",
                 ),
-                EngineError::AssignmentNotFound => YError::new(
+                EngineError::AssignmentNotFound => YextError::new(
                     StatusCode::NOT_FOUND,
                     ASSIGNMENT_NOT_FOUND,
                     "The entity holds no license of this pack.",
                 ),
-                EngineError::NoLicensesLeft => YError::new(
+                EngineError::NoLicensesLeft => YextError::new(
                     StatusCode::CONFLICT,
                     NO_LICENSES_LEFT,
                     "No licenses of this pack are left to assign.",
                 ),
-                EngineError::TooMany(what) => YError::new(
+                EngineError::TooMany(what) => YextError::new(
                     StatusCode::CONFLICT,
                     TOO_MANY,
                     format!("The account's {what} limit is reached."),
                 ),
                 EngineError::Invalid(field, why) => {
-                    YError::bad(INVALID_REQUEST, format!("{field}: {why}."))
+                    YextError::bad(INVALID_REQUEST, format!("{field}: {why}."))
                 }
                 EngineError::YextAccountNotFound => {
-                    YError::new(StatusCode::NOT_FOUND, NOT_FOUND, "Account not found.")
+                    YextError::new(StatusCode::NOT_FOUND, NOT_FOUND, "Account not found.")
                 }
-                other => YError::bad(INVALID_REQUEST, other.to_string()),
+                other => YextError::bad(INVALID_REQUEST, other.to_string()),
             },
         }
     }
 }
 
-type R<T> = Result<T, YError>;
+type R<T> = Result<T, YextError>;
 
 fn ok(response: Value) -> Resp {
     json_value(
@@ -152,7 +152,7 @@ fn ok(response: Value) -> Resp {
 
 /// A request the server refused before reading it, in this surface's shape.
 pub fn malformed(m: crate::http::Malformed) -> Resp {
-    YError::bad(INVALID_REQUEST, m.message()).response()
+    YextError::bad(INVALID_REQUEST, m.message()).response()
 }
 
 pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
@@ -164,8 +164,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
 
 /// `v`: a real date written `YYYYMMDD`.
 fn check_version(v: Option<&str>) -> R<()> {
-    let v =
-        v.ok_or_else(|| YError::bad(INVALID_VERSION, "The v parameter (YYYYMMDD) is required."))?;
+    let v = v.ok_or_else(|| {
+        YextError::bad(INVALID_VERSION, "The v parameter (YYYYMMDD) is required.")
+    })?;
     let valid = v.len() == 8
         && v.bytes().all(|b| b.is_ascii_digit())
         && crate::engine::time::parse_instant(&format!("{}-{}-{}", &v[0..4], &v[4..6], &v[6..8]))
@@ -173,7 +174,7 @@ fn check_version(v: Option<&str>) -> R<()> {
     if valid {
         Ok(())
     } else {
-        Err(YError::bad(
+        Err(YextError::bad(
             INVALID_VERSION,
             format!("Invalid v parameter '{v}': expected a date YYYYMMDD."),
         ))
@@ -194,7 +195,7 @@ fn account(
         .filter(|k| !k.is_empty())
         .or(header_key.filter(|k| !k.is_empty()))
         .ok_or_else(|| {
-            YError::new(
+            YextError::new(
                 StatusCode::UNAUTHORIZED,
                 UNAUTHORIZED,
                 "An API key is required: the api_key parameter or the api-key header.",
@@ -204,16 +205,18 @@ fn account(
         .engine
         .api_key(key)
         .filter(|k| !k.revoked.load(std::sync::atomic::Ordering::Acquire))
-        .ok_or_else(|| YError::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED, "Invalid api_key."))?;
+        .ok_or_else(|| {
+            YextError::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED, "Invalid api_key.")
+        })?;
     let acc = app.engine.yext(key.tenant_id).ok_or_else(|| {
-        YError::new(
+        YextError::new(
             StatusCode::FORBIDDEN,
             FORBIDDEN,
             "This key belongs to no Yext account.",
         )
     })?;
     if account_id != "me" && acc.spec.read().account_id != account_id {
-        return Err(YError::new(
+        return Err(YextError::new(
             StatusCode::FORBIDDEN,
             FORBIDDEN,
             format!("This key may not act on account {account_id}."),
@@ -227,7 +230,7 @@ fn page_size(query: &Query<'_>) -> R<usize> {
         None => Ok(PAGE_SIZE_DEFAULT),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=PAGE_SIZE_MAX).contains(&n) => Ok(n),
-            _ => Err(YError::bad(
+            _ => Err(YextError::bad(
                 INVALID_PAGE,
                 format!("pageSize must be 1 to {PAGE_SIZE_MAX}."),
             )),
@@ -248,7 +251,7 @@ fn untoken<T: serde::de::DeserializeOwned>(query: &Query<'_>) -> R<Option<T>> {
 }
 
 fn decode_token<T: serde::de::DeserializeOwned>(t: &str) -> R<T> {
-    let bad = || YError::bad(INVALID_PAGE, "Invalid pageToken.");
+    let bad = || YextError::bad(INVALID_PAGE, "Invalid pageToken.");
     if t.len() > PAGE_TOKEN_BYTES_MAX {
         return Err(bad());
     }
@@ -319,7 +322,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["v2", "accounts", a, p, id, s] if packs(p) && assigns(s) => (*a, Route::List(id)),
         ["v2", "accounts", a, p, id, s, e] if packs(p) && assigns(s) => (*a, Route::One(id, e)),
         _ => {
-            return Err(YError::new(
+            return Err(YextError::new(
                 StatusCode::NOT_FOUND,
                 NOT_FOUND,
                 "No such endpoint.",
@@ -331,7 +334,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         Route::One(..) => matches!(method, Method::POST | Method::DELETE | Method::PUT),
     };
     if !allowed {
-        return Err(YError::new(
+        return Err(YextError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             METHOD_NOT_ALLOWED,
             "Method not allowed here.",
@@ -375,7 +378,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             let after = match untoken::<((String, String), (String, String))>(&query)? {
                 Some((l, last)) if l == list => Some(last),
                 Some(_) => {
-                    return Err(YError::bad(
+                    return Err(YextError::bad(
                         INVALID_PAGE,
                         "This pageToken belongs to another list.",
                     ))
@@ -385,7 +388,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             let pack = (pack != "-").then_some(pack);
             if let Some(p) = &pack {
                 if !acc.has_pack(p) {
-                    return Err(YError::new(
+                    return Err(YextError::new(
                         StatusCode::NOT_FOUND,
                         PACK_NOT_FOUND,
                         "License pack not found.",
@@ -407,7 +410,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         Route::One(pack, entity) => {
             let (pack, entity) = (percent_decode_segment(pack), percent_decode_segment(entity));
             if pack == "-" {
-                return Err(YError::bad(
+                return Err(YextError::bad(
                     INVALID_REQUEST,
                     "The wildcard pack '-' only lists.",
                 ));
@@ -445,7 +448,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                         Ok(b) => b,
                         Err(e) => {
                             let (status, message) = e.status_and_message();
-                            return Err(YError::new(status, INVALID_REQUEST, message));
+                            return Err(YextError::new(status, INVALID_REQUEST, message));
                         }
                     };
                     let expiration = expiration_of(&body, &entity, now)?;
@@ -481,15 +484,18 @@ fn expiration_of(body: &[u8], entity: &str, now: Millis) -> R<Option<String>> {
         return Ok(None);
     }
     let v: Value = serde_json::from_slice(body)
-        .map_err(|e| YError::bad(INVALID_REQUEST, format!("Body is not valid JSON: {e}.")))?;
+        .map_err(|e| YextError::bad(INVALID_REQUEST, format!("Body is not valid JSON: {e}.")))?;
     let Value::Object(m) = v else {
-        return Err(YError::bad(INVALID_REQUEST, "Body must be a JSON object."));
+        return Err(YextError::bad(
+            INVALID_REQUEST,
+            "Body must be a JSON object.",
+        ));
     };
     if let Some(k) = m
         .keys()
         .find(|k| *k != "expirationDate" && *k != "entityId")
     {
-        return Err(YError::bad(
+        return Err(YextError::bad(
             INVALID_REQUEST,
             format!("Unknown field '{k}'."),
         ));
@@ -497,7 +503,7 @@ fn expiration_of(body: &[u8], entity: &str, now: Millis) -> R<Option<String>> {
     if m.get("entityId")
         .is_some_and(|e| e.as_str() != Some(entity))
     {
-        return Err(YError::bad(
+        return Err(YextError::bad(
             INVALID_REQUEST,
             "entityId in the body must be the entity of the path.",
         ));
@@ -509,20 +515,20 @@ fn expiration_of(body: &[u8], entity: &str, now: Millis) -> R<Option<String>> {
             let valid = d.len() == 10
                 && crate::engine::time::parse_instant(d).is_some_and(|t| format_date(t) == *d);
             if !valid {
-                return Err(YError::bad(
+                return Err(YextError::bad(
                     INVALID_REQUEST,
                     format!("expirationDate '{d}' is not a date YYYY-MM-DD."),
                 ));
             }
             if d.as_str() <= format_date(now).as_str() {
-                return Err(YError::bad(
+                return Err(YextError::bad(
                     INVALID_REQUEST,
                     format!("expirationDate must be after today ({}).", format_date(now)),
                 ));
             }
             Ok(Some(d.clone()))
         }
-        Some(_) => Err(YError::bad(
+        Some(_) => Err(YextError::bad(
             INVALID_REQUEST,
             "expirationDate must be a string YYYY-MM-DD or null.",
         )),
