@@ -1,0 +1,251 @@
+//! Reads and the hot path's checks: lookups by id and key, pages for the
+//! admin API, and the checks a request makes before it changes anything.
+
+use super::*;
+
+impl Engine {
+    // ================================================================ reads
+
+    pub fn tenant(&self, id: Id) -> Option<Arc<Tenant>> {
+        self.tenants.get(&id).map(|t| t.clone())
+    }
+    pub fn api_key(&self, key: &str) -> Option<Arc<ApiKey>> {
+        self.api_keys.get(key).map(|k| k.clone())
+    }
+    pub fn product(&self, id: Id) -> Option<Arc<Product>> {
+        self.products.get(&id).map(|p| p.clone())
+    }
+    pub fn customer(&self, id: Id) -> Option<Arc<Customer>> {
+        self.customers.get(&id).map(|c| c.clone())
+    }
+    pub fn user(&self, id: Id) -> Option<Arc<LicenseUser>> {
+        self.users.get(&id).map(|u| u.clone())
+    }
+    pub fn license(&self, id: Id) -> Option<Arc<License>> {
+        self.licenses.get(&id).map(|l| l.clone())
+    }
+
+    pub fn product_by_code(&self, tenant_id: Id, code: &str) -> Option<Arc<Product>> {
+        self.tenants
+            .get(&tenant_id)?
+            .products_by_code
+            .get(code)
+            .map(|p| p.clone())
+    }
+
+    /// Emails match case-insensitively; the index holds lower-cased emails.
+    pub fn user_by_email(&self, tenant_id: Id, email: &str) -> Option<Arc<LicenseUser>> {
+        let tenant = self.tenants.get(&tenant_id)?;
+        if email.bytes().any(|b| b.is_ascii_uppercase()) {
+            tenant
+                .users_by_email
+                .get(email.to_ascii_lowercase().as_str())
+                .map(|u| u.clone())
+        } else {
+            tenant.users_by_email.get(email).map(|u| u.clone())
+        }
+    }
+
+    /// Licenses of a user, optionally of one product, in id order.
+    pub fn licenses_of_user(
+        &self,
+        user: &LicenseUser,
+        product_id: Option<Id>,
+    ) -> Vec<Arc<License>> {
+        let ids = user.licenses.read().clone();
+        let mut out: Vec<Arc<License>> = ids
+            .iter()
+            .filter_map(|id| self.license(*id))
+            .filter(|l| product_id.is_none_or(|p| l.product_id == p))
+            .collect();
+        out.sort_by_key(|l| l.id);
+        out
+    }
+
+    /// Counts of each kind of object (for /healthz and the CLI).
+    pub fn stats(&self) -> [(&'static str, usize); 6] {
+        [
+            ("tenants", self.tenants.len()),
+            ("api_keys", self.api_keys.len()),
+            ("products", self.products.len()),
+            ("customers", self.customers.len()),
+            ("users", self.users.len()),
+            ("licenses", self.licenses.len()),
+        ]
+    }
+
+    /// One page of ids in ascending order after `after`, matching `keep`.
+    pub(super) fn page<T>(
+        map: &Map<Id, Arc<T>>,
+        after: Id,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> (Vec<Arc<T>>, bool) {
+        let mut ids: Vec<(Id, Arc<T>)> = map
+            .iter()
+            .filter(|e| *e.key() > after && keep(e.value()))
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        (ids.into_iter().map(|(_, v)| v).collect(), more)
+    }
+
+    pub fn list_tenants(&self, after: Id, limit: usize) -> (Vec<Arc<Tenant>>, bool) {
+        Self::page(&self.tenants, after, limit, |_| true)
+    }
+    pub fn list_products(
+        &self,
+        tenant: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> (Vec<Arc<Product>>, bool) {
+        Self::page(&self.products, after, limit, |p| {
+            tenant.is_none_or(|t| p.tenant_id == t)
+        })
+    }
+    pub fn list_customers(
+        &self,
+        tenant: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> (Vec<Arc<Customer>>, bool) {
+        Self::page(&self.customers, after, limit, |c| {
+            tenant.is_none_or(|t| c.spec.read().tenant_id == t)
+        })
+    }
+    pub fn list_users(
+        &self,
+        tenant: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> (Vec<Arc<LicenseUser>>, bool) {
+        Self::page(&self.users, after, limit, |u| {
+            tenant.is_none_or(|t| u.tenant_id == t)
+        })
+    }
+    pub fn list_licenses(
+        &self,
+        tenant: Option<Id>,
+        product: Option<Id>,
+        after: Id,
+        limit: usize,
+    ) -> (Vec<Arc<License>>, bool) {
+        Self::page(&self.licenses, after, limit, |l| {
+            tenant.is_none_or(|t| l.tenant_id == t) && product.is_none_or(|p| l.product_id == p)
+        })
+    }
+    /// API keys of a tenant (or all), ordered by key.
+    pub fn list_api_keys(
+        &self,
+        tenant: Option<Id>,
+        after: &str,
+        limit: usize,
+    ) -> (Vec<Arc<ApiKey>>, bool) {
+        let mut keys: Vec<Arc<ApiKey>> = self
+            .api_keys
+            .iter()
+            .filter(|k| &**k.key() > after && tenant.is_none_or(|t| k.tenant_id == t))
+            .map(|k| k.value().clone())
+            .collect();
+        keys.sort_unstable_by(|a, b| a.api_key.cmp(&b.api_key));
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        (keys, more)
+    }
+
+    pub fn customers_of_tenant(&self, tenant_id: Id) -> Vec<Arc<Customer>> {
+        self.list_customers(Some(tenant_id), 0, usize::MAX).0
+    }
+
+    /// Users of a tenant whose licenses belong to `customer` (LicenseSpring's
+    /// customer_license_users), in id order.
+    pub fn users_of_customer(&self, tenant_id: Id, customer_id: Id) -> Vec<Arc<LicenseUser>> {
+        let mut out: Vec<Arc<LicenseUser>> = self
+            .users
+            .iter()
+            .filter(|u| u.tenant_id == tenant_id)
+            .filter(|u| {
+                u.spec.read().customer_id == Some(customer_id)
+                    || u.licenses.read().iter().any(|id| {
+                        self.license(*id)
+                            .is_some_and(|l| l.spec.read().customer_id == Some(customer_id))
+                    })
+            })
+            .map(|u| u.value().clone())
+            .collect();
+        out.sort_by_key(|u| u.id);
+        out
+    }
+
+    // ================================================================ checks (hot path, no mutation)
+
+    /// Whether the license may be used at `now`: enabled, active, started, not expired.
+    pub fn check_usable(&self, license: &License, spec: &LicenseSpec, now: Millis) -> R<()> {
+        if !spec.enabled {
+            return Err(EngineError::LicenseNotEnabled);
+        }
+        if !spec.active {
+            return Err(EngineError::LicenseNotActive);
+        }
+        if now < license.starts_at.load(Ordering::Acquire) {
+            return Err(EngineError::LicenseNotStarted);
+        }
+        if now >= self.usable_until(license, spec) {
+            return Err(EngineError::LicenseExpired);
+        }
+        Ok(())
+    }
+
+    /// End of validity plus the grace period, if any.
+    pub fn usable_until(&self, license: &License, spec: &LicenseSpec) -> Millis {
+        let until = license.valid_until.load(Ordering::Acquire);
+        if spec.allow_grace_period && until != i64::MAX {
+            until.saturating_add(spec.grace_period as Millis * HOUR_MS)
+        } else {
+            until
+        }
+    }
+
+    pub fn is_expired(&self, license: &License, now: Millis) -> bool {
+        now >= license.valid_until.load(Ordering::Acquire)
+    }
+
+    /// The device is activated on the license and not blacklisted.
+    pub fn check_device(&self, license: &License, hardware_id: &str) -> R<()> {
+        let devices = license.devices.read();
+        match devices.list.iter().find(|d| d.hardware_id == hardware_id) {
+            Some(d) if d.blacklisted => Err(EngineError::DeviceBlacklisted),
+            Some(d) if d.active => Ok(()),
+            _ => Err(EngineError::DeviceNotFound),
+        }
+    }
+
+    pub fn check_feature(&self, feature: &Feature, now: Millis) -> R<()> {
+        if now >= feature.expires_at.load(Ordering::Acquire) {
+            return Err(EngineError::FeatureExpired);
+        }
+        Ok(())
+    }
+
+    pub fn device(&self, license: &License, hardware_id: &str) -> Option<Device> {
+        license
+            .devices
+            .read()
+            .list
+            .iter()
+            .find(|d| d.hardware_id == hardware_id)
+            .cloned()
+    }
+
+    /// Active devices of a user across all of its licenses.
+    pub fn user_activations(&self, user: &LicenseUser) -> u64 {
+        user.licenses
+            .read()
+            .iter()
+            .filter_map(|id| self.license(*id))
+            .map(|l| l.activations.used())
+            .sum()
+    }
+}
