@@ -1,4 +1,5 @@
-//! License users' own calls: `change_password`.
+//! License users' own calls: `user_licenses`, `change_password`, and a
+//! customer's users (`customer_license_users`).
 
 use super::*;
 
@@ -25,3 +26,64 @@ pub(super) async fn change_password(app: &App, tenant: Id, p: &Params<'_>) -> An
 }
 
 const PASSWORD_CHANGED: &str = "password_changed";
+
+pub(super) async fn user_licenses(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
+    let username = p.text("username").ok_or_else(|| sso_or_missing(p))?;
+    let user = signed_in(app, tenant, &username, p).await?;
+    let product = match p.text("product") {
+        Some(code) => Some(
+            app.engine
+                .product_by_code(tenant, &code)
+                .ok_or(UNKNOWN_PRODUCT)?
+                .id,
+        ),
+        None => None,
+    };
+    let u = wire::user(&app.engine, &user);
+    let items: Vec<Value> = app
+        .engine
+        .licenses_of_user(&user, product)
+        .into_iter()
+        .map(|license| {
+            let t = Target {
+                license,
+                auth_value: Cow::Borrowed(&username),
+            };
+            json!({"license": license_object(app, &t, &Render::default(), now, Map::new()), "user": u})
+        })
+        .collect();
+    to_vec(&Value::Array(items))
+}
+
+pub(super) fn customer_license_users(app: &App, tenant: Id, p: &Params) -> Answer {
+    let product = product(app, tenant, p)?;
+    let wanted = p.required("customer")?;
+    let customer = app
+        .engine
+        .customers_of_tenant(tenant)
+        .into_iter()
+        .find(|c| {
+            let s = c.spec.read();
+            s.email.eq_ignore_ascii_case(&wanted)
+                || s.reference == *wanted
+                || c.id.to_string() == *wanted
+        })
+        .ok_or(CUSTOMER_NOT_FOUND)?;
+    let users: Vec<Value> = app
+        .engine
+        .users_of_customer(tenant, customer.id)
+        .iter()
+        .map(|u| {
+            let mut v = wire::user(&app.engine, u);
+            let ids: Vec<Id> = app
+                .engine
+                .licenses_of_user(u, Some(product.id))
+                .iter()
+                .map(|l| l.id)
+                .collect();
+            v["license_ids"] = ids.into();
+            v
+        })
+        .collect();
+    to_vec(&json!({"customer": wire::customer(Some(&customer)), "users": users}))
+}

@@ -1,0 +1,147 @@
+//! Answer bodies: license objects with their signatures, the cached
+//! feature-check answer, device variables.
+
+use super::*;
+
+/// How one request asks for a license object.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Render<'a> {
+    pub(super) hardware_id: Option<&'a str>,
+    /// `env` and `channel`: the installation-file fields describe the newest
+    /// release of the product for them (any, where not given).
+    pub(super) env: Option<&'a str>,
+    pub(super) channel: Option<&'a str>,
+    /// `check_license` without `include_expired_features`: features past
+    /// their expiry date are left out.
+    pub(super) hide_expired_features: bool,
+}
+
+impl<'a> Render<'a> {
+    /// `env` and `channel` from the request, `hardware_id` as given.
+    pub(super) fn of(p: &'a Params<'a>, hardware_id: Option<&'a str>) -> Self {
+        Render {
+            hardware_id,
+            env: p.text_ref("env"),
+            channel: p.text_ref("channel"),
+            hide_expired_features: false,
+        }
+    }
+}
+
+/// The license object with `license_signature` (over
+/// `hardware_id#key_or_user#validity`, lower-cased, the validity as
+/// JavaScript's `toISOString` writes it: the Node SDK checks it so) and
+/// `license_signature_v2` (over the object's JavaScript JSON without both
+/// signature fields, as the SDKs check offline answers). `extra` fields
+/// (an offline answer's `date` and `offline_signature`) are signed too.
+pub(super) fn license_object(
+    app: &App,
+    t: &Target,
+    r: &Render,
+    now: Millis,
+    extra: Map<String, Value>,
+) -> Map<String, Value> {
+    let product = app.engine.product(t.license.product_id);
+    let pspec = product.as_ref().map(|p| p.spec.read().clone());
+    let release = pspec.as_ref().and_then(|ps| {
+        releases::newest(ps, &t.license.spec.read(), r.env, r.channel).map(|(_, rel)| rel.clone())
+    });
+    let mut m = LicenseView {
+        engine: &app.engine,
+        license: &t.license,
+        hardware_id: r.hardware_id,
+        now,
+        release: release.as_ref(),
+        hide_expired_features: r.hide_expired_features,
+    }
+    .render();
+    m.insert("offline_signature".into(), Value::from(""));
+    m.extend(extra);
+    let validity = m
+        .get("validity_period")
+        .and_then(Value::as_str)
+        .map(js_iso_instant)
+        .unwrap_or_default();
+    let v1 = format!(
+        "{}#{}#{}",
+        r.hardware_id.unwrap_or(""),
+        t.auth_value,
+        validity
+    )
+    .to_lowercase();
+    let unsigned = Value::Object(m);
+    let v2_input = js::to_vec(&js::Js(&unsigned)).unwrap_or_default();
+    let Value::Object(mut m) = unsigned else {
+        unreachable!("built as an object")
+    };
+    let sig = |bytes: &[u8]| Value::from(&*app.signer.sign(bytes));
+    m.insert("license_signature".into(), sig(v1.as_bytes()));
+    m.insert("license_signature_v2".into(), sig(&v2_input));
+    m
+}
+
+/// `dayjs(value).toISOString()` as the Node SDK computes it for
+/// `license_signature`: the instant in UTC with milliseconds. A date or
+/// date-time without an offset is read as UTC (dayjs reads it in the client's
+/// zone, so a client outside UTC sees what LicenseSpring's own answers give it).
+pub(super) fn js_iso_instant(value: &str) -> String {
+    parse_instant(value)
+        .map(format_instant)
+        .unwrap_or_else(|| value.to_string())
+}
+
+pub(super) fn license_body(app: &App, t: &Target, r: &Render, now: Millis) -> Answer {
+    to_vec(&Value::Object(license_object(app, t, r, now, Map::new())))
+}
+
+/// The feature-check answer, rendered and signed once per state of the
+/// feature: a repeated check costs a map lookup, not JSON and a SHA-256.
+pub(super) fn feature_body(
+    app: &App,
+    l: &License,
+    f: &Feature,
+    in_use: Option<u32>,
+    now: Millis,
+) -> Answer {
+    let total = f.meter.used(now);
+    // Read before the spec: a concurrent change bumps it after writing the
+    // spec, so at worst a fresh render is cached under an older revision.
+    let revision = f.revision();
+    let cache = &app.licensespring.rendered;
+    if let Some(r) = cache.get(&f.id) {
+        if r.revision == revision && r.in_use == in_use && r.total == total {
+            return Ok(Body::Rendered(r.clone()));
+        }
+    }
+    let body = {
+        let s = f.spec.read();
+        serde_json::to_vec(&FeatureCheck::new(l.id, f, &s, in_use, total)).map_err(|_| INTERNAL)?
+    };
+    let rendered = Arc::new(Rendered {
+        revision,
+        in_use,
+        total,
+        signature: signature(app, &body),
+        body: Bytes::from(body),
+    });
+    // Full: keep what is cached (replacing only this feature's own entry)
+    // rather than clearing everything under traffic.
+    if cache.len() < RENDERED_FEATURES_MAX || cache.contains_key(&f.id) {
+        cache.insert(f.id, rendered.clone());
+    }
+    Ok(Body::Rendered(rendered))
+}
+
+pub(super) fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
+    let d = app
+        .engine
+        .device(l, hw)
+        .filter(|d| d.active)
+        .ok_or(DEVICE_NOT_FOUND)?;
+    let vars: Vec<Value> = d
+        .variables
+        .iter()
+        .map(|x| wire::variable(d.id, x))
+        .collect();
+    to_vec(&Value::Array(vars))
+}
