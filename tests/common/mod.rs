@@ -3,6 +3,10 @@
 //! talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod infa;
+pub mod qlik;
+pub mod yext;
+
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
