@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use common::qlik::*;
-use common::{at, TestServer};
+use common::{at, Resp, TestServer};
 use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
@@ -328,17 +328,17 @@ async fn settings_get_and_put() {
     );
 }
 
-#[tokio::test]
-async fn add_delete_update_answer_207_per_item() {
-    let s = TestServer::start().await;
+/// A fresh Qlik license (professional 1 + 1 overage, analyzer 2) and the
+/// add batch the next tests start from; its answer.
+async fn added(s: &TestServer) -> Resp {
     fresh(
-        &s,
+        s,
         json!([{"name": "professional", "units": 1, "overage": 1}, {"name": "analyzer", "units": 2},
                      {"name": "analyzer_time", "units": 60}]),
     )
     .await;
-    let r = post(
-        &s,
+    post(
+        s,
         "/assignments/actions/add",
         json!({"add": [
             {"type": "professional", "subject": "qlik\\kalle"},
@@ -354,7 +354,33 @@ async fn add_delete_update_answer_207_per_item() {
             {"type": "analyzer", "subject": "x".repeat(257)},
         ]}),
     )
-    .await;
+    .await
+}
+
+/// [`added`], then the delete batch; its answer.
+async fn deleted(s: &TestServer) -> Resp {
+    added(s).await;
+    // Delete: 200, or 404 for no such assignment (also of another type).
+    post(
+        s,
+        "/assignments/actions/delete",
+        json!({"delete": [
+            {"type": "professional", "subject": "qlik\\olle"},
+            {"type": "analyzer", "subject": "qlik\\kalle"},
+            {"type": "analyzer", "subject": "qlik\\no"},
+        ]}),
+    )
+    .await
+}
+
+fn units(v: &Value, i: usize) -> Value {
+    v["allotments"][i]["unitsUsed"].clone()
+}
+
+#[tokio::test]
+async fn add_answers_207_per_item() {
+    let s = TestServer::start().await;
+    let r = added(&s).await;
     assert_eq!(r.status, StatusCode::MULTI_STATUS);
     let d = r.json()["data"].clone();
     assert_eq!(
@@ -421,21 +447,14 @@ async fn add_delete_update_answer_207_per_item() {
         ]
     );
     assert_eq!(v["data"][0]["created"], "2026-11-25T12:00:00.000Z");
-    let units = |v: &Value, i: usize| v["allotments"][i]["unitsUsed"].clone();
     let o = get(&s, "/overview").await.json();
     assert_eq!((units(&o, 0), units(&o, 1)), (json!(2), json!(1)));
+}
 
-    // Delete: 200, or 404 for no such assignment (also of another type).
-    let r = post(
-        &s,
-        "/assignments/actions/delete",
-        json!({"delete": [
-            {"type": "professional", "subject": "qlik\\olle"},
-            {"type": "analyzer", "subject": "qlik\\kalle"},
-            {"type": "analyzer", "subject": "qlik\\no"},
-        ]}),
-    )
-    .await;
+#[tokio::test]
+async fn delete_answers_200_or_404() {
+    let s = TestServer::start().await;
+    let r = deleted(&s).await;
     assert_eq!(r.status, StatusCode::MULTI_STATUS);
     let d = r.json()["data"].clone();
     assert_eq!(
@@ -447,7 +466,12 @@ async fn add_delete_update_answer_207_per_item() {
         json!({"type": "analyzer", "subject": "qlik\\kalle", "status": 404, "code": "LICENSES-016", "title": "Assignment not found."})
     );
     assert_eq!(d[2]["code"], "LICENSES-016");
+}
 
+#[tokio::test]
+async fn update_moves_types_and_subjects() {
+    let s = TestServer::start().await;
+    deleted(&s).await;
     // Update: type (200), subject (201), not found, no seat (nothing changes).
     let r = post(
         &s,
@@ -599,11 +623,11 @@ fn subjects(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn list_filter_sort_pages_and_orphans() {
-    let s = TestServer::start().await;
+/// A Qlik license with three users, the demo assignments, and 12 more added
+/// a minute apart (every fourth professional).
+async fn twelve_more(s: &TestServer) {
     provision(
-        &s,
+        s,
         json!([{"name": "professional", "units": 5}, {"name": "analyzer", "units": 100}]),
         json!(["u00", "u01", "u02"]),
     )
@@ -617,19 +641,26 @@ async fn list_filter_sort_pages_and_orphans() {
             "analyzer"
         };
         let r = post(
-            &s,
+            s,
             "/assignments/actions/add",
             json!({"add": [{"type": ty, "subject": format!("u{i:02}")}]}),
         )
         .await;
         assert_eq!(r.json()["data"][0]["status"], 201);
     }
-    let f = |filter: &str| {
-        format!(
-            "/assignments?limit=100&sort=subject&filter={}",
-            urlencode(filter)
-        )
-    };
+}
+
+fn filter_url(filter: &str) -> String {
+    format!(
+        "/assignments?limit=100&sort=subject&filter={}",
+        urlencode(filter)
+    )
+}
+
+#[tokio::test]
+async fn list_filters_and_where_bad_ones_fail() {
+    let s = TestServer::start().await;
+    twelve_more(&s).await;
     let cases = [
         (r#"subject eq "u03""#, vec!["u03"]),
         (
@@ -667,7 +698,7 @@ async fn list_filter_sort_pages_and_orphans() {
         ),
     ];
     for (filter, want) in cases {
-        let r = get(&s, &f(filter)).await;
+        let r = get(&s, &filter_url(filter)).await;
         assert_eq!(
             r.status,
             StatusCode::OK,
@@ -677,7 +708,7 @@ async fn list_filter_sort_pages_and_orphans() {
         assert_eq!(subjects(&r.json()), want, "{filter}");
     }
     // Bad filters and sorts say where.
-    let r = get(&s, &f(r#"subject eq "a" and colour eq "b""#)).await;
+    let r = get(&s, &filter_url(r#"subject eq "a" and colour eq "b""#)).await;
     let e = err(&r, 400, "LICENSES-009");
     assert!(
         e["detail"]
@@ -686,10 +717,14 @@ async fn list_filter_sort_pages_and_orphans() {
             .contains("unknown attribute 'colour' at offset 19"),
         "{e}"
     );
-    let e = err(&get(&s, &f(r#"subject eq "a"#)).await, 400, "LICENSES-009");
+    let e = err(
+        &get(&s, &filter_url(r#"subject eq "a"#)).await,
+        400,
+        "LICENSES-009",
+    );
     assert!(e["detail"].as_str().unwrap().contains("offset"), "{e}");
     err(
-        &get(&s, &f(r#"created gt "tuesday""#)).await,
+        &get(&s, &filter_url(r#"created gt "tuesday""#)).await,
         400,
         "LICENSES-009",
     );
@@ -714,7 +749,12 @@ async fn list_filter_sort_pages_and_orphans() {
         400,
         "LICENSES-009",
     );
+}
 
+#[tokio::test]
+async fn list_sorts_limits_and_orphans() {
+    let s = TestServer::start().await;
+    twelve_more(&s).await;
     // Sorting both ways on each field.
     let v = get(&s, "/assignments?limit=3&sort=-created").await.json();
     assert_eq!(subjects(&v), vec!["u11", "u10", "u09"]);
@@ -743,7 +783,12 @@ async fn list_filter_sort_pages_and_orphans() {
     let orphans = subjects(&v);
     assert_eq!(orphans.len(), 11);
     assert!(!orphans.contains(&"u00".to_string()) && orphans.contains(&"qlik\\kalle".to_string()));
+}
 
+#[tokio::test]
+async fn list_pages_survive_inserts_and_tokens_bind_to_sorts() {
+    let s = TestServer::start().await;
+    twelve_more(&s).await;
     // Pages of 4 forward, with an insert in between, then back.
     let mut seen = Vec::new();
     let mut next = "/assignments?limit=4&sort=subject".to_string();
