@@ -42,9 +42,28 @@ pub enum EngineError {
     NegativeConsumptionNotAllowed,
     ConsumptionBelowZero,
     ConsumptionOverflow,
-    // Qlik allotments.
+    /// A refusal of a tenant's Qlik license.
+    Qlik(QlikRefusal),
+    /// A refusal of a tenant's Yext account.
+    Yext(YextRefusal),
+    /// A refusal of a tenant's Informatica org.
+    Infa(InfaRefusal),
+    // Admin.
+    Duplicate(&'static str),
+    /// The object is still referenced (e.g. a product with licenses).
+    InUse(&'static str),
+    /// A spec field is invalid: (field path, reason).
+    Invalid(&'static str, &'static str),
+    /// Device variables past their limit.
+    TooMany(&'static str),
+}
+
+/// Refusals of a tenant's Qlik license: only the Qlik surface (and the
+/// admin API) name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QlikRefusal {
     /// The tenant has no Qlik license.
-    QlikLicenseNotFound,
+    LicenseNotFound,
     /// No seat (or capacity) left in the allotment, or no such allotment.
     NoAvailableAllotment,
     AssignmentNotFound,
@@ -54,30 +73,30 @@ pub enum EngineError {
     NotAssignable,
     /// The month's analyzer capacity (with its overage) is spent.
     AnalyzerTimeExhausted,
-    // Yext license packs.
+}
+
+/// Refusals of a tenant's Yext account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YextRefusal {
     /// The tenant has no Yext account, or the path names another account.
-    YextAccountNotFound,
+    AccountNotFound,
     /// No such (active) pack in the account.
     PackNotFound,
     /// Every license of the pack is assigned.
     NoLicensesLeft,
-    // Informatica orgs.
+}
+
+/// Refusals of a tenant's Informatica org.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InfaRefusal {
     /// No org by that id (or the tenant has none).
-    InfaOrgNotFound,
+    OrgNotFound,
     /// An update named a version (ETag) that is no longer current.
     VersionMismatch,
     /// No such custom limit definition.
     LimitNotFound,
     /// The custom limit is used up.
     LimitReached,
-    // Admin.
-    Duplicate(&'static str),
-    /// The object is still referenced (e.g. a product with licenses).
-    InUse(&'static str),
-    /// A spec field is invalid: (field path, reason).
-    Invalid(&'static str, &'static str),
-    /// Device variables past their limit.
-    TooMany(&'static str),
 }
 
 impl fmt::Display for EngineError {

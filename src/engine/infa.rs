@@ -6,7 +6,7 @@
 //! Beyond the vendor, whose blind overwrite loses concurrent updates, every
 //! change of an org's licenses bumps its `version` (the ETag), and an update
 //! may name the version it read: a stale one is refused
-//! ([`EngineError::VersionMismatch`]), checked under the same lock that
+//! ([`EngineError::Infa(InfaRefusal::VersionMismatch)`]), checked under the same lock that
 //! writes. Custom limits are enforced: each limit definition is a [`Meter`]
 //! capped at its value (`-1` unlimited) that a native check-and-consume draws
 //! on; licenses and editions past their expiration no longer grant.
@@ -22,6 +22,7 @@ use super::meter::{Meter, MeterError, MeterLimits};
 use super::model::Id;
 use super::time::{parse_instant, Millis};
 use super::EngineError;
+use crate::engine::InfaRefusal;
 
 /// Entries of each list (licenses, editions, limits) of one org.
 pub const INFA_LICENSE_ENTRIES_MAX: usize = 1_000;
@@ -251,7 +252,7 @@ impl InfaOrg {
         let mut limits = self.limits.lock();
         let cur = self.version.load(Ordering::Acquire);
         if expected.is_some_and(|e| e != cur) {
-            return Err(EngineError::VersionMismatch);
+            return Err(EngineError::Infa(InfaRefusal::VersionMismatch));
         }
         Self::sync_limits(&mut limits, l);
         let mut spec = (**self.spec.read()).clone();
@@ -271,9 +272,11 @@ impl InfaOrg {
             .lock()
             .get(limit)
             .cloned()
-            .ok_or(EngineError::LimitNotFound)?;
+            .ok_or(EngineError::Infa(InfaRefusal::LimitNotFound))?;
         m.add(amount, 0).map(|a| a.total).map_err(|e| match e {
-            MeterError::LimitReached | MeterError::Overflow => EngineError::LimitReached,
+            MeterError::LimitReached | MeterError::Overflow => {
+                EngineError::Infa(InfaRefusal::LimitReached)
+            }
             _ => EngineError::Invalid("amount", "must be positive"),
         })
     }
@@ -405,9 +408,15 @@ mod tests {
     fn limits_cap_and_unlimited() {
         let o = org();
         assert_eq!(o.consume("rows", 10), Ok(10));
-        assert_eq!(o.consume("rows", 1), Err(EngineError::LimitReached));
+        assert_eq!(
+            o.consume("rows", 1),
+            Err(EngineError::Infa(InfaRefusal::LimitReached))
+        );
         assert_eq!(o.consume("any", 1_000_000), Ok(1_000_000));
-        assert_eq!(o.consume("nope", 1), Err(EngineError::LimitNotFound));
+        assert_eq!(
+            o.consume("nope", 1),
+            Err(EngineError::Infa(InfaRefusal::LimitNotFound))
+        );
     }
 
     #[test]
@@ -418,11 +427,14 @@ mod tests {
         l.custom_limits[0].value = 5;
         assert_eq!(
             o.set_licenses(&l, Some(7)),
-            Err(EngineError::VersionMismatch)
+            Err(EngineError::Infa(InfaRefusal::VersionMismatch))
         );
         assert_eq!(o.set_licenses(&l, Some(1)), Ok(2));
         assert_eq!(o.consume("rows", 1), Ok(5));
-        assert_eq!(o.consume("rows", 1), Err(EngineError::LimitReached));
+        assert_eq!(
+            o.consume("rows", 1),
+            Err(EngineError::Infa(InfaRefusal::LimitReached))
+        );
     }
 
     #[test]

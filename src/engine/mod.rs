@@ -54,7 +54,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 pub use command::Command;
-pub use error::EngineError;
+pub use error::{EngineError, InfaRefusal, QlikRefusal, YextRefusal};
 use lease::{LeaseOutcome, LeasePool, LeasesExhausted};
 use meter::{Meter, MeterError};
 use model::*;
@@ -389,7 +389,7 @@ impl Engine {
                 let (_, org) = self
                     .infa
                     .remove(tenant_id)
-                    .ok_or(EngineError::InfaOrgNotFound)?;
+                    .ok_or(EngineError::Infa(InfaRefusal::OrgNotFound))?;
                 self.unindex_infa(&org.spec.read());
                 Ok(Outcome::Done)
             }
@@ -417,7 +417,7 @@ impl Engine {
                 let (_, a) = self
                     .yext
                     .remove(tenant_id)
-                    .ok_or(EngineError::YextAccountNotFound)?;
+                    .ok_or(EngineError::Yext(YextRefusal::AccountNotFound))?;
                 let account = a.spec.read().account_id.clone();
                 self.yext_accounts.remove(account.as_str());
                 Ok(Outcome::Done)
@@ -464,7 +464,7 @@ impl Engine {
             Command::DeleteQlik { tenant_id } => {
                 self.qlik
                     .remove(tenant_id)
-                    .ok_or(EngineError::QlikLicenseNotFound)?;
+                    .ok_or(EngineError::Qlik(QlikRefusal::LicenseNotFound))?;
                 Ok(Outcome::Done)
             }
             Command::QlikSettings {

@@ -25,6 +25,7 @@ use super::model::Id;
 use super::seat::{SeatGrant, SeatPool};
 use super::time::{parse_instant, Millis, Period, DAY_MS};
 use super::EngineError;
+use crate::engine::QlikRefusal;
 
 /// Assignments one tenant may hold: a list request sorts them all.
 pub const QLIK_ASSIGNMENTS_MAX: usize = 200_000;
@@ -491,14 +492,16 @@ impl QlikTenant {
     // ------------------------------------------------------------ changes
 
     fn take_seat(&self, kind: AllotmentKind) -> Result<bool, EngineError> {
-        let pool = self.pool(kind).ok_or(EngineError::NotAssignable)?;
+        let pool = self
+            .pool(kind)
+            .ok_or(EngineError::Qlik(QlikRefusal::NotAssignable))?;
         if !self.spec.read().allotments.iter().any(|a| a.name == kind) {
-            return Err(EngineError::NoAvailableAllotment);
+            return Err(EngineError::Qlik(QlikRefusal::NoAvailableAllotment));
         }
         match pool.try_acquire() {
             Ok(SeatGrant::Within) => Ok(false),
             Ok(SeatGrant::Excess) => Ok(true),
-            Err(_) => Err(EngineError::NoAvailableAllotment),
+            Err(_) => Err(EngineError::Qlik(QlikRefusal::NoAvailableAllotment)),
         }
     }
 
@@ -528,10 +531,10 @@ impl QlikTenant {
         now: Millis,
     ) -> Result<bool, EngineError> {
         if kind == AllotmentKind::AnalyzerTime {
-            return Err(EngineError::NotAssignable);
+            return Err(EngineError::Qlik(QlikRefusal::NotAssignable));
         }
         if book.assignments.contains_key(subject) {
-            return Err(EngineError::AlreadyAssigned);
+            return Err(EngineError::Qlik(QlikRefusal::AlreadyAssigned));
         }
         if book.assignments.len() >= QLIK_ASSIGNMENTS_MAX {
             return Err(EngineError::TooMany("assignments"));
@@ -554,7 +557,7 @@ impl QlikTenant {
         let mut book = self.book.lock();
         match book.assignments.get(subject) {
             Some(a) if a.kind == kind => {}
-            _ => return Err(EngineError::AssignmentNotFound),
+            _ => return Err(EngineError::Qlik(QlikRefusal::AssignmentNotFound)),
         }
         book.assignments.remove(subject);
         self.give_back(kind);
@@ -576,15 +579,15 @@ impl QlikTenant {
         let mut book = self.book.lock();
         let cur = match book.assignments.get(from) {
             Some(a) if from_kind.is_none_or(|k| k == a.kind) => a.clone(),
-            _ => return Err(EngineError::AssignmentNotFound),
+            _ => return Err(EngineError::Qlik(QlikRefusal::AssignmentNotFound)),
         };
         let kind = kind.unwrap_or(cur.kind);
         if kind == AllotmentKind::AnalyzerTime {
-            return Err(EngineError::NotAssignable);
+            return Err(EngineError::Qlik(QlikRefusal::NotAssignable));
         }
         let moved = subject != from;
         if moved && book.assignments.contains_key(subject) {
-            return Err(EngineError::AlreadyAssigned);
+            return Err(EngineError::Qlik(QlikRefusal::AlreadyAssigned));
         }
         let excess = if kind != cur.kind {
             // The new seat first: if none is left nothing has changed.
@@ -622,7 +625,7 @@ impl QlikTenant {
             .allotment(AllotmentKind::AnalyzerTime)
             .is_none()
         {
-            return Err(EngineError::NoAvailableAllotment);
+            return Err(EngineError::Qlik(QlikRefusal::NoAvailableAllotment));
         }
         let mut book = self.book.lock();
         let add = self
@@ -630,7 +633,7 @@ impl QlikTenant {
             .add(rec.minutes_used, now)
             .map_err(|e| match e {
                 MeterError::LimitReached | MeterError::Overflow => {
-                    EngineError::AnalyzerTimeExhausted
+                    EngineError::Qlik(QlikRefusal::AnalyzerTimeExhausted)
                 }
                 _ => EngineError::Invalid("minutes", "must not be negative"),
             })?;
@@ -671,14 +674,14 @@ impl QlikTenant {
             }
             match self.assign_locked(&mut book, subject, kind, now) {
                 Ok(excess) => return Ok(AccessVia::AutoAssigned(kind, excess)),
-                Err(EngineError::NoAvailableAllotment) => continue,
+                Err(EngineError::Qlik(QlikRefusal::NoAvailableAllotment)) => continue,
                 Err(e) => return Err(e),
             }
         }
         if self.analyzer_time_left(now) > 0 {
             return Ok(AccessVia::AnalyzerTime);
         }
-        Err(EngineError::NoAvailableAllotment)
+        Err(EngineError::Qlik(QlikRefusal::NoAvailableAllotment))
     }
 
     /// Capacity minutes that can still be debited this month (overage included).
@@ -744,7 +747,7 @@ impl QlikTenant {
             if let Some(p) = t.pool(a.kind) {
                 p.force_acquire();
             } else {
-                return Err(EngineError::NotAssignable);
+                return Err(EngineError::Qlik(QlikRefusal::NotAssignable));
             }
             book.assignments.insert(a.subject.as_str().into(), a);
         }
@@ -825,11 +828,11 @@ mod tests {
         assert_eq!(t.assign("b", AllotmentKind::Professional, 0), Ok(true));
         assert_eq!(
             t.assign("c", AllotmentKind::Professional, 0),
-            Err(EngineError::NoAvailableAllotment)
+            Err(EngineError::Qlik(QlikRefusal::NoAvailableAllotment))
         );
         assert_eq!(
             t.assign("a", AllotmentKind::Analyzer, 0),
-            Err(EngineError::AlreadyAssigned)
+            Err(EngineError::Qlik(QlikRefusal::AlreadyAssigned))
         );
         assert_eq!(t.professional.used(), 2);
     }
@@ -842,7 +845,7 @@ mod tests {
         // No professional seat left: nothing changes.
         assert_eq!(
             t.update("a", None, "a", Some(AllotmentKind::Professional), 1),
-            Err(EngineError::NoAvailableAllotment)
+            Err(EngineError::Qlik(QlikRefusal::NoAvailableAllotment))
         );
         assert_eq!((t.analyzer.used(), t.professional.used()), (1, 1));
         t.unassign("b", AllotmentKind::Professional).unwrap();
@@ -859,7 +862,7 @@ mod tests {
         assert_eq!((t.analyzer.used(), t.professional.used()), (0, 1));
         assert_eq!(
             t.unassign("a", AllotmentKind::Professional),
-            Err(EngineError::AssignmentNotFound)
+            Err(EngineError::Qlik(QlikRefusal::AssignmentNotFound))
         );
     }
 
@@ -881,7 +884,7 @@ mod tests {
         assert_eq!(t.consume(&rec(12), 0), Ok((12, false)));
         assert_eq!(
             t.consume(&rec(6), 0),
-            Err(EngineError::AnalyzerTimeExhausted)
+            Err(EngineError::Qlik(QlikRefusal::AnalyzerTimeExhausted))
         );
         // A new month starts from zero.
         let next = Period::Monthly.next_start(0);

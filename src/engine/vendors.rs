@@ -105,7 +105,8 @@ impl Engine {
     }
 
     pub(super) fn infa_of(&self, tenant_id: Id) -> R<Arc<infa::InfaOrg>> {
-        self.infa(tenant_id).ok_or(EngineError::InfaOrgNotFound)
+        self.infa(tenant_id)
+            .ok_or(EngineError::Infa(InfaRefusal::OrgNotFound))
     }
 
     /// A tenant's Informatica org.
@@ -124,7 +125,8 @@ impl Engine {
     }
 
     pub(super) fn yext_of(&self, tenant_id: Id) -> R<Arc<yext::YextAccount>> {
-        self.yext(tenant_id).ok_or(EngineError::YextAccountNotFound)
+        self.yext(tenant_id)
+            .ok_or(EngineError::Yext(YextRefusal::AccountNotFound))
     }
 
     /// A tenant's Yext account.
@@ -133,7 +135,8 @@ impl Engine {
     }
 
     pub(super) fn qlik_of(&self, tenant_id: Id) -> R<Arc<qlik::QlikTenant>> {
-        self.qlik(tenant_id).ok_or(EngineError::QlikLicenseNotFound)
+        self.qlik(tenant_id)
+            .ok_or(EngineError::Qlik(QlikRefusal::LicenseNotFound))
     }
 
     /// A tenant's Qlik license state.

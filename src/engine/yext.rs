@@ -22,6 +22,7 @@ use super::model::Id;
 use super::seat::SeatPool;
 use super::time::Millis;
 use super::EngineError;
+use crate::engine::{QlikRefusal, YextRefusal};
 
 /// Packs of one account.
 pub const YEXT_PACKS_MAX: usize = 1_000;
@@ -274,7 +275,7 @@ impl YextAccount {
         let spec = self.pack_spec(pack).filter(|p| p.active);
         let mut book = self.book.lock();
         let Some(_) = spec else {
-            return Err(EngineError::PackNotFound);
+            return Err(EngineError::Yext(YextRefusal::PackNotFound));
         };
         let key = (pack.to_string(), entity.to_string());
         match book.assignments.get(&key) {
@@ -284,17 +285,23 @@ impl YextAccount {
         if book.assignments.len() >= YEXT_ASSIGNMENTS_MAX && book.due_by(now) == 0 {
             return Err(EngineError::TooMany("assignments"));
         }
-        let pool = book.pools.get(pack).ok_or(EngineError::PackNotFound)?;
+        let pool = book
+            .pools
+            .get(pack)
+            .ok_or(EngineError::Yext(YextRefusal::PackNotFound))?;
         let free = pool.used() < pool.capacity() || book.due_in(pack, now) > 0;
         if !free {
-            return Err(EngineError::NoLicensesLeft);
+            return Err(EngineError::Yext(YextRefusal::NoLicensesLeft));
         }
         // From here on the command succeeds: only now may it change state
         // (refusals are not logged; see the module doc).
         book.purge(now);
-        let pool = book.pools.get(pack).ok_or(EngineError::PackNotFound)?;
+        let pool = book
+            .pools
+            .get(pack)
+            .ok_or(EngineError::Yext(YextRefusal::PackNotFound))?;
         pool.try_acquire()
-            .map_err(|_| EngineError::NoLicensesLeft)?;
+            .map_err(|_| EngineError::Yext(YextRefusal::NoLicensesLeft))?;
         book.by_entity.insert((key.1.clone(), key.0.clone()));
         book.assignments.insert(key, None);
         Ok(true)
@@ -308,7 +315,7 @@ impl YextAccount {
             .get(&(pack.to_string(), entity.to_string()))
         {
             Some(exp) if book.live(exp, now) => {}
-            _ => return Err(EngineError::AssignmentNotFound),
+            _ => return Err(EngineError::Qlik(QlikRefusal::AssignmentNotFound)),
         }
         book.purge(now);
         book.remove(pack, entity);
@@ -334,7 +341,7 @@ impl YextAccount {
         let key = (pack.to_string(), entity.to_string());
         let old = match book.assignments.get(&key) {
             Some(exp) if book.live(exp, now) => exp.clone(),
-            _ => return Err(EngineError::AssignmentNotFound),
+            _ => return Err(EngineError::Qlik(QlikRefusal::AssignmentNotFound)),
         };
         book.purge(now);
         if let Some((_, at)) = old {
@@ -555,13 +562,19 @@ mod tests {
         assert_eq!(a.assign("p1", "e1", 0), Ok(true));
         assert_eq!(a.assign("p1", "e1", 0), Ok(false));
         assert_eq!(a.assign("p1", "e2", 0), Ok(true));
-        assert_eq!(a.assign("p1", "e3", 0), Err(EngineError::NoLicensesLeft));
-        assert_eq!(a.assign("nope", "e3", 0), Err(EngineError::PackNotFound));
+        assert_eq!(
+            a.assign("p1", "e3", 0),
+            Err(EngineError::Yext(YextRefusal::NoLicensesLeft))
+        );
+        assert_eq!(
+            a.assign("nope", "e3", 0),
+            Err(EngineError::Yext(YextRefusal::PackNotFound))
+        );
         assert_eq!(a.packs(0)[0].assigned, 2);
         a.unassign("p1", "e1", 0).unwrap();
         assert_eq!(
             a.unassign("p1", "e1", 0),
-            Err(EngineError::AssignmentNotFound)
+            Err(EngineError::Qlik(QlikRefusal::AssignmentNotFound))
         );
         assert_eq!(a.assign("p1", "e3", 0), Ok(true));
     }

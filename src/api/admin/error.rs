@@ -4,6 +4,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::engine::EngineError;
+use crate::engine::{InfaRefusal, QlikRefusal, YextRefusal};
 use crate::http::{json_value, Resp};
 
 #[derive(Debug)]
@@ -73,12 +74,12 @@ impl From<EngineError> for AdminError {
             FeatureNotFound => Self::not_found("feature"),
             DeviceNotFound => Self::not_found("device"),
             ApiKeyNotFound => Self::not_found("api key"),
-            QlikLicenseNotFound => Self::not_found("qlik license"),
-            AssignmentNotFound => Self::not_found("assignment"),
-            YextAccountNotFound => Self::not_found("yext account"),
-            PackNotFound => Self::not_found("license pack"),
-            InfaOrgNotFound => Self::not_found("informatica org"),
-            LimitNotFound => Self::not_found("custom limit"),
+            Qlik(QlikRefusal::LicenseNotFound) => Self::not_found("qlik license"),
+            Qlik(QlikRefusal::AssignmentNotFound) => Self::not_found("assignment"),
+            Yext(YextRefusal::AccountNotFound) => Self::not_found("yext account"),
+            Yext(YextRefusal::PackNotFound) => Self::not_found("license pack"),
+            Infa(InfaRefusal::OrgNotFound) => Self::not_found("informatica org"),
+            Infa(InfaRefusal::LimitNotFound) => Self::not_found("custom limit"),
             Duplicate(what) => Self::new(
                 StatusCode::CONFLICT,
                 "duplicate",

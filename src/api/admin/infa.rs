@@ -17,6 +17,7 @@ use super::error::AdminError;
 use super::{apply, existing_tenant, from_value, object, R};
 use crate::app::App;
 use crate::engine::infa::{Grant, InfaOrg, InfaSpec};
+use crate::engine::InfaRefusal;
 use crate::engine::{Command, EngineError, Outcome};
 use crate::http::{json, json_value, Query, Resp};
 
@@ -133,13 +134,13 @@ pub async fn route(
                     StatusCode::OK,
                     &json!({"limitDefinition": limit}),
                 )),
-                Err(crate::app::CommitError::Engine(EngineError::LimitReached)) => {
-                    Err(AdminError::new(
-                        StatusCode::FORBIDDEN,
-                        "limit_reached",
-                        format!("custom limit {limit} is used up"),
-                    ))
-                }
+                Err(crate::app::CommitError::Engine(EngineError::Infa(
+                    InfaRefusal::LimitReached,
+                ))) => Err(AdminError::new(
+                    StatusCode::FORBIDDEN,
+                    "limit_reached",
+                    format!("custom limit {limit} is used up"),
+                )),
                 Err(crate::app::CommitError::Engine(e)) => Err(AdminError::from(e)),
                 Err(crate::app::CommitError::Unavailable) => Err(AdminError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -22,6 +22,7 @@ use crate::app::App;
 use crate::engine::model::Id;
 use crate::engine::qlik::{chunks_of, AccessVia, ConsumptionRecord, QlikSpec, QlikTenant};
 use crate::engine::time::{format_instant, parse_instant, Millis, MINUTE_MS};
+use crate::engine::QlikRefusal;
 use crate::engine::{Command, EngineError, Outcome};
 use crate::http::{json, json_value, Resp};
 
@@ -134,16 +135,20 @@ fn instant(field: &'static str, s: &Option<String>) -> R<Option<Millis>> {
 fn refused(e: crate::app::CommitError) -> AdminError {
     use crate::app::CommitError;
     match e {
-        CommitError::Engine(EngineError::AnalyzerTimeExhausted) => AdminError::new(
-            StatusCode::FORBIDDEN,
-            "analyzer_time_exhausted",
-            "this month's analyzer capacity (with its overage) is spent",
-        ),
-        CommitError::Engine(EngineError::NoAvailableAllotment) => AdminError::new(
-            StatusCode::FORBIDDEN,
-            "no_available_allotment",
-            "no seat or capacity is available to this subject",
-        ),
+        CommitError::Engine(EngineError::Qlik(QlikRefusal::AnalyzerTimeExhausted)) => {
+            AdminError::new(
+                StatusCode::FORBIDDEN,
+                "analyzer_time_exhausted",
+                "this month's analyzer capacity (with its overage) is spent",
+            )
+        }
+        CommitError::Engine(EngineError::Qlik(QlikRefusal::NoAvailableAllotment)) => {
+            AdminError::new(
+                StatusCode::FORBIDDEN,
+                "no_available_allotment",
+                "no seat or capacity is available to this subject",
+            )
+        }
         CommitError::Engine(EngineError::LicenseNotActive) => AdminError::new(
             StatusCode::FORBIDDEN,
             "license_not_active",

@@ -22,6 +22,7 @@ use crate::app::CommitError;
 use crate::engine::infa::{InfaLicenses, InfaOrg};
 use crate::engine::model::Id;
 use crate::engine::time::{Millis, MINUTE_MS};
+use crate::engine::InfaRefusal;
 use crate::engine::{Command, EngineError};
 use crate::http::{json_value, read_body, Resp};
 
@@ -119,12 +120,12 @@ impl From<CommitError> for InfaError {
                 "SERVICE_01",
                 "Changes cannot be stored right now; the change was not made.",
             ),
-            CommitError::Engine(EngineError::VersionMismatch) => InfaError::new(
+            CommitError::Engine(EngineError::Infa(InfaRefusal::VersionMismatch)) => InfaError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "PRECONDITION_01",
                 "The organization's licenses changed since they were read (If-Match).",
             ),
-            CommitError::Engine(EngineError::InfaOrgNotFound) => {
+            CommitError::Engine(EngineError::Infa(InfaRefusal::OrgNotFound)) => {
                 InfaError::new(StatusCode::NOT_FOUND, "ORG_01", "Organization not found.")
             }
             CommitError::Engine(EngineError::Invalid(field, why)) => {

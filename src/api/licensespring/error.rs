@@ -292,20 +292,8 @@ impl From<EngineError> for LicenseSpringError {
             TooMany(_) => TOO_MANY,
             Invalid(..) => INVALID_PARAMETERS,
             TenantNotFound | ApiKeyNotFound | Duplicate(_) | InUse(_) => INTERNAL,
-            // Other surfaces' state (Qlik, Yext, Informatica) is not reachable from here.
-            QlikLicenseNotFound
-            | NoAvailableAllotment
-            | AssignmentNotFound
-            | AlreadyAssigned
-            | NotAssignable
-            | AnalyzerTimeExhausted
-            | YextAccountNotFound
-            | PackNotFound
-            | NoLicensesLeft
-            | InfaOrgNotFound
-            | VersionMismatch
-            | LimitNotFound
-            | LimitReached => INTERNAL,
+            // Other surfaces' state is not reachable from here.
+            Qlik(_) | Yext(_) | Infa(_) => INTERNAL,
         }
     }
 }

@@ -9,6 +9,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use crate::app::CommitError;
+use crate::engine::QlikRefusal;
 use crate::http::{json_value, Resp};
 
 pub const BAD_REQUEST: &str = "LICENSES-001";
@@ -157,7 +158,7 @@ impl From<CommitError> for QlikError {
                 "Service unavailable.",
                 Some("The change was not made; storage cannot accept changes right now.".into()),
             ),
-            CommitError::Engine(crate::engine::EngineError::QlikLicenseNotFound) => {
+            CommitError::Engine(crate::engine::EngineError::Qlik(QlikRefusal::LicenseNotFound)) => {
                 QlikError::license_not_found()
             }
             CommitError::Engine(e) => QlikError::bad_request(e.to_string()),

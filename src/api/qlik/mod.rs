@@ -31,6 +31,7 @@ use crate::engine::qlik::{
     QlikStatus, QlikTenant,
 };
 use crate::engine::time::{format_instant, Millis, MINUTE_MS};
+use crate::engine::QlikRefusal;
 use crate::engine::{Command, EngineError, Outcome};
 use crate::http::{json_value, read_body, Query, Resp};
 use error::QlikError;
@@ -617,20 +618,20 @@ impl From<CommitError> for ItemError {
                 "Service unavailable, the change was not made.",
             ),
             CommitError::Engine(e) => match e {
-                EngineError::NoAvailableAllotment => (
+                EngineError::Qlik(QlikRefusal::NoAvailableAllotment) => (
                     403,
                     error::NO_ALLOTMENT,
                     "No available allotment error, No available allotment.",
                 ),
-                EngineError::AssignmentNotFound => {
+                EngineError::Qlik(QlikRefusal::AssignmentNotFound) => {
                     (404, error::ASSIGNMENT_NOT_FOUND, "Assignment not found.")
                 }
-                EngineError::AlreadyAssigned => (
+                EngineError::Qlik(QlikRefusal::AlreadyAssigned) => (
                     409,
                     error::ALREADY_ASSIGNED,
                     "Subject already has an assignment.",
                 ),
-                EngineError::NotAssignable => (
+                EngineError::Qlik(QlikRefusal::NotAssignable) => (
                     400,
                     error::NOT_ASSIGNABLE,
                     "Allotment type cannot be assigned.",
@@ -640,7 +641,7 @@ impl From<CommitError> for ItemError {
                     error::TOO_MANY_ASSIGNMENTS,
                     "Assignment limit of the tenant reached.",
                 ),
-                EngineError::QlikLicenseNotFound => {
+                EngineError::Qlik(QlikRefusal::LicenseNotFound) => {
                     (404, error::LICENSE_NOT_FOUND, "License not found.")
                 }
                 EngineError::Invalid(..) => (400, error::INVALID_ITEM, "Invalid subject."),

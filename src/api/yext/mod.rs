@@ -25,6 +25,7 @@ use crate::app::CommitError;
 use crate::engine::time::{format_date, Millis};
 use crate::engine::yext::{PackView, YextAccount, YextAssignment};
 use crate::engine::{Command, EngineError};
+use crate::engine::{QlikRefusal, YextRefusal};
 use crate::http::{json_value, percent_decode_segment, read_body, Query, Resp};
 
 /// List pages: default and largest `pageSize`.
@@ -109,17 +110,17 @@ impl From<CommitError> for YextError {
                 "Changes cannot be stored right now; the change was not made.",
             ),
             CommitError::Engine(e) => match e {
-                EngineError::PackNotFound => YextError::new(
+                EngineError::Yext(YextRefusal::PackNotFound) => YextError::new(
                     StatusCode::NOT_FOUND,
                     PACK_NOT_FOUND,
                     "License pack not found.",
                 ),
-                EngineError::AssignmentNotFound => YextError::new(
+                EngineError::Qlik(QlikRefusal::AssignmentNotFound) => YextError::new(
                     StatusCode::NOT_FOUND,
                     ASSIGNMENT_NOT_FOUND,
                     "The entity holds no license of this pack.",
                 ),
-                EngineError::NoLicensesLeft => YextError::new(
+                EngineError::Yext(YextRefusal::NoLicensesLeft) => YextError::new(
                     StatusCode::CONFLICT,
                     NO_LICENSES_LEFT,
                     "No licenses of this pack are left to assign.",
@@ -132,7 +133,7 @@ impl From<CommitError> for YextError {
                 EngineError::Invalid(field, why) => {
                     YextError::bad(INVALID_REQUEST, format!("{field}: {why}."))
                 }
-                EngineError::YextAccountNotFound => {
+                EngineError::Yext(YextRefusal::AccountNotFound) => {
                     YextError::new(StatusCode::NOT_FOUND, NOT_FOUND, "Account not found.")
                 }
                 other => YextError::bad(INVALID_REQUEST, other.to_string()),
