@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use rsa::RsaPrivateKey;
 
-use crate::api::licensespring::LsState;
-use crate::api::qlik::QlikState;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Limits;
 use crate::credentials::Passwords;
@@ -49,12 +47,9 @@ pub struct App {
     /// Whether LicenseSpring responses carry a LicenseSignature header.
     pub sign_responses: bool,
     pub passwords: Passwords,
-    /// LicenseSpring surface caches (verified request signatures).
-    pub licensespring: LsState,
-    /// Qlik surface state (emulated rate limits).
-    pub qlik: QlikState,
-    /// Informatica surface state (sessions).
-    pub infa: crate::api::infa::InfaState,
+    /// Enforce vendors' documented rate limits (the surfaces that emulate
+    /// them read it when the server builds their state).
+    pub emulate_rate_limits: bool,
     /// The data directory's log and snapshots; None keeps state in memory
     /// only (benchmarks, and tests that are not about durability).
     pub store: Option<Arc<Store>>,
@@ -99,9 +94,7 @@ impl App {
             signer: Signer::new(opts.signing_key),
             sign_responses: opts.sign_responses,
             passwords: Passwords::new(),
-            licensespring: LsState::default(),
-            qlik: QlikState::new(opts.emulate_rate_limits),
-            infa: Default::default(),
+            emulate_rate_limits: opts.emulate_rate_limits,
         }
     }
 

@@ -23,6 +23,25 @@ use crate::app::App;
 use crate::config::{LEASE_SWEEP_INTERVAL_MS, SHUTDOWN_GRACE_MS};
 use crate::http::{self, Resp};
 
+/// The surfaces' own state (caches, sessions, rate-limit windows): owned by
+/// the server and handed to each surface's handler, so that no surface
+/// state lives in the app layer the surfaces build on.
+pub struct Surfaces {
+    pub licensespring: crate::api::licensespring::LsState,
+    pub qlik: crate::api::qlik::QlikState,
+    pub infa: crate::api::infa::InfaState,
+}
+
+impl Surfaces {
+    pub fn new(app: &App) -> Self {
+        Surfaces {
+            licensespring: Default::default(),
+            qlik: crate::api::qlik::QlikState::new(app.emulate_rate_limits),
+            infa: Default::default(),
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (up to [`SHUTDOWN_GRACE_MS`]); sweeps expired floating seats
 /// meanwhile.
@@ -32,7 +51,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweep_leases(app.clone()));
-    let result = serve_listener(listener, app, shutdown).await;
+    let surfaces = Arc::new(Surfaces::new(&app));
+    let result = serve_listener(listener, app, surfaces, shutdown).await;
     sweeper.abort();
     result
 }
@@ -42,6 +62,7 @@ pub async fn run(
 async fn serve_listener(
     listener: TcpListener,
     app: Arc<App>,
+    surfaces: Arc<Surfaces>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(app.limits.connections_max));
@@ -75,12 +96,13 @@ async fn serve_listener(
         let app = app.clone();
         let state = Arc::new(guard::ConnState::default());
         let io = guard::Guarded::new(stream, state.clone(), limits, &pressure);
+        let surfaces = surfaces.clone();
         let svc = service_fn(move |req| {
-            let (app, state) = (app.clone(), state.clone());
+            let (app, surfaces, state) = (app.clone(), surfaces.clone(), state.clone());
             async move {
                 state.begin();
                 let _end = EndOnDrop(&state);
-                handle(app, req, peer.ip()).await
+                handle(app, surfaces, req, peer.ip()).await
             }
         });
         let conn = builder.serve_connection(TokioIo::new(io), svc);
@@ -265,12 +287,14 @@ pub fn run_per_core(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let serving = app.clone();
+    let surfaces = Arc::new(Surfaces::new(&app));
     let send_buffer = Some(app.limits.connection_send_buffer_bytes);
     let (bound, handles) = spawn_per_core(addr, threads, send_buffer, move |listener| {
         let app = serving.clone();
+        let surfaces = surfaces.clone();
         let mut stop = stop_rx.clone();
         async move {
-            serve_listener(listener, app, async move {
+            serve_listener(listener, app, surfaces, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
@@ -339,10 +363,14 @@ pub async fn sweep_once(app: &App, now: crate::engine::time::Millis) {
 /// themselves do no I/O, so the hot path arms no timer.
 async fn handle(
     app: Arc<App>,
+    surfaces: Arc<Surfaces>,
     req: Request<Incoming>,
     peer: std::net::IpAddr,
 ) -> Result<Resp, Infallible> {
-    let mut resp = match AssertUnwindSafe(route(app, req, peer)).catch_unwind().await {
+    let mut resp = match AssertUnwindSafe(route(&app, &surfaces, req, peer))
+        .catch_unwind()
+        .await
+    {
         Ok(resp) => resp,
         Err(_panic) => {
             tracing::error!("request handler panicked");
@@ -413,18 +441,25 @@ impl Surface {
 }
 
 /// `peer`: the client's address (password backoff counts failures per source).
-async fn route(app: Arc<App>, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
+async fn route(
+    app: &App,
+    surfaces: &Surfaces,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Resp {
     let surface = Surface::of(req.uri().path());
     if let Some(m) = http::Malformed::of(&req) {
         return surface.malformed(m);
     }
     match surface {
-        Surface::LicenseSpring => crate::api::licensespring::handle(&app, req, peer).await,
-        Surface::Informatica => crate::api::infa::handle(&app, req, peer).await,
-        Surface::Yext => crate::api::yext::handle(&app, req).await,
-        Surface::Qlik => crate::api::qlik::handle(&app, req).await,
-        Surface::Admin => crate::api::admin::handle(&app, req).await,
-        Surface::Server if req.uri().path() == "/healthz" => healthz(&app),
+        Surface::LicenseSpring => {
+            crate::api::licensespring::handle(app, &surfaces.licensespring, req, peer).await
+        }
+        Surface::Informatica => crate::api::infa::handle(app, &surfaces.infa, req, peer).await,
+        Surface::Yext => crate::api::yext::handle(app, req).await,
+        Surface::Qlik => crate::api::qlik::handle(app, &surfaces.qlik, req).await,
+        Surface::Admin => crate::api::admin::handle(app, req).await,
+        Surface::Server if req.uri().path() == "/healthz" => healthz(app),
         Surface::Server => http::json(
             StatusCode::NOT_FOUND,
             &br#"{"error":"no such endpoint"}"#[..],

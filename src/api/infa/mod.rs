@@ -147,8 +147,15 @@ pub fn malformed(m: crate::http::Malformed) -> Resp {
 }
 
 /// `peer`: the client's address (failed logins back off per source).
-pub async fn handle(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
-    match handle_inner(app, req, peer).await {
+/// `state`: this surface's sessions, owned by the server; `peer`: the
+/// client's address (failed logins back off per source).
+pub async fn handle(
+    app: &App,
+    state: &InfaState,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Resp {
+    match handle_inner(app, state, req, peer).await {
         Ok(r) => r,
         Err(e) => e.response(),
     }
@@ -170,7 +177,12 @@ async fn body_of(app: &App, req: Request<Incoming>) -> R<Bytes> {
     }
 }
 
-async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -> R<Resp> {
+async fn handle_inner(
+    app: &App,
+    state: &InfaState,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> R<Resp> {
     let path = req.uri().path().to_string();
     let rest = path.strip_prefix("/saas").unwrap_or(&path);
     let method = req.method().clone();
@@ -184,7 +196,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
         }
         let host = crate::http::host_of(&req);
         let body = body_of(app, req).await?;
-        return login(app, &body, &host, Some(peer)).await;
+        return login(app, state, &body, &host, Some(peer)).await;
     }
     let Some(org_id) = rest.strip_prefix("/public/core/v3/license/org/") else {
         return Err(InfaError::new(
@@ -201,7 +213,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
             "Use GET or PUT.",
         ));
     }
-    let session = session(app, &req)?;
+    let session = session(app, state, &req)?;
     let if_match = req
         .headers()
         .get(hyper::header::IF_MATCH)
@@ -279,7 +291,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr)
 }
 
 /// The session named by `INFA-SESSION-ID`, if it is live (its idle clock restarts).
-fn session(app: &App, req: &Request<Incoming>) -> R<Session> {
+fn session(app: &App, state: &InfaState, req: &Request<Incoming>) -> R<Session> {
     let id = req
         .headers()
         .get("INFA-SESSION-ID")
@@ -287,7 +299,7 @@ fn session(app: &App, req: &Request<Incoming>) -> R<Session> {
         .filter(|v| !v.is_empty())
         .ok_or_else(|| InfaError::unauthorized("Missing INFA-SESSION-ID header."))?;
     let now = app.now();
-    let mut sessions = app.infa.sessions.lock();
+    let mut sessions = state.sessions.lock();
     let s = match sessions.get_mut(id) {
         Some(s) if now - s.last_used < SESSION_IDLE_MS => s,
         Some(_) => {
@@ -360,7 +372,13 @@ fn licenses_of(body: &[u8], org_id: &str) -> R<InfaLicenses> {
     Ok(l)
 }
 
-async fn login(app: &App, body: &[u8], host: &str, peer: Option<std::net::IpAddr>) -> R<Resp> {
+async fn login(
+    app: &App,
+    state: &InfaState,
+    body: &[u8],
+    host: &str,
+    peer: Option<std::net::IpAddr>,
+) -> R<Resp> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| InfaError::bad("The body must be JSON with username and password."))?;
     let (Some(username), Some(password)) = (v["username"].as_str(), v["password"].as_str()) else {
@@ -391,7 +409,7 @@ async fn login(app: &App, body: &[u8], host: &str, peer: Option<std::net::IpAddr
     let now = app.now();
     let id = crate::util::random_token(32);
     {
-        let mut sessions = app.infa.sessions.lock();
+        let mut sessions = state.sessions.lock();
         if sessions.len() >= SESSIONS_MAX {
             sessions.retain(|_, s| now - s.last_used < SESSION_IDLE_MS);
         }

@@ -96,7 +96,13 @@ pub(super) async fn check_in_use(
 }
 
 /// The hot path: one license lookup, one feature scan, at most one lease renewal.
-pub(super) async fn check_feature(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
+pub(super) async fn check_feature(
+    app: &App,
+    state: &LsState,
+    tenant: Id,
+    p: &Params<'_>,
+    now: Millis,
+) -> Answer {
     let t = resolve(app, tenant, p, false).await?;
     usable_on_device(app, &t.license, p, now)?;
     let f = feature(app, &t.license, p, now)?;
@@ -116,7 +122,7 @@ pub(super) async fn check_feature(app: &App, tenant: Id, p: &Params<'_>, now: Mi
     } else {
         None
     };
-    feature_body(app, &t.license, &f, in_use, now)
+    feature_body(app, state, &t.license, &f, in_use, now)
 }
 
 pub(super) async fn borrow(

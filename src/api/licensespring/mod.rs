@@ -160,8 +160,14 @@ pub fn malformed(m: crate::http::Malformed) -> Resp {
     .response()
 }
 
-/// `peer`: the client's address (failed password checks back off per source).
-pub async fn handle(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
+/// `state`: this surface's caches, owned by the server; `peer`: the
+/// client's address (failed password checks back off per source).
+pub async fn handle(
+    app: &App,
+    state: &LsState,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Resp {
     let path = req
         .uri()
         .path()
@@ -175,8 +181,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -
         return METHOD_NOT_ALLOWED.response();
     }
     let now = app.now();
-    let key = match app
-        .licensespring
+    let key = match state
         .auth
         .authenticate(&app.engine, req.headers(), now, write)
     {
@@ -186,7 +191,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -
     let peer = Some(peer);
     let answer = if method == Method::GET {
         let params = Params::query(Query::parse(req.uri().query()), peer);
-        dispatch(app, &key, endpoint, &params, now).await
+        dispatch(app, state, &key, endpoint, &params, now).await
     } else {
         let limits = &app.limits;
         let body = match read_body(req, limits.request_body_bytes_max, limits.request_timeout).await
@@ -212,7 +217,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -
                 _ => return INVALID_JSON.response(),
             }
         };
-        dispatch(app, &key, endpoint, &Params::json(map, peer), now).await
+        dispatch(app, state, &key, endpoint, &Params::json(map, peer), now).await
     };
     match answer {
         Ok(body) => signed(app, body),
@@ -248,6 +253,7 @@ fn signature(app: &App, body: &[u8]) -> Option<HeaderValue> {
 
 async fn dispatch(
     app: &App,
+    state: &LsState,
     key: &ApiKey,
     endpoint: Endpoint,
     p: &Params<'_>,
@@ -272,7 +278,7 @@ async fn dispatch(
             Ok(string_answer(LICENSE_DEACTIVATED))
         }
         CheckLicense => check_license(app, tenant, p, now).await,
-        CheckLicenseFeature => check_feature(app, tenant, p, now).await,
+        CheckLicenseFeature => check_feature(app, state, tenant, p, now).await,
         AddConsumption => {
             let t = resolve(app, tenant, p, false).await?;
             usable_on_device(app, &t.license, p, now)?;
@@ -303,7 +309,7 @@ async fn dispatch(
             app.commit_with(&cmd, || app.engine.apply_resolved(&cmd, &t.license, &f))
                 .await
                 .map_err(commit_error)?;
-            feature_body(app, &t.license, &f, None, now)
+            feature_body(app, state, &t.license, &f, None, now)
         }
         FloatingRelease | FloatingFeatureRelease => {
             let t = resolve(app, tenant, p, false).await?;

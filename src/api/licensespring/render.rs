@@ -98,6 +98,7 @@ pub(super) fn license_body(app: &App, t: &Target, r: &Render, now: Millis) -> An
 /// feature: a repeated check costs a map lookup, not JSON and a SHA-256.
 pub(super) fn feature_body(
     app: &App,
+    state: &LsState,
     l: &License,
     f: &Feature,
     in_use: Option<u32>,
@@ -107,7 +108,7 @@ pub(super) fn feature_body(
     // Read before the spec: a concurrent change bumps it after writing the
     // spec, so at worst a fresh render is cached under an older revision.
     let revision = f.revision();
-    let cache = &app.licensespring.rendered;
+    let cache = &state.rendered;
     if let Some(r) = cache.get(&f.id) {
         if r.revision == revision && r.in_use == in_use && r.total == total {
             return Ok(Body::Rendered(r.clone()));

@@ -105,8 +105,9 @@ pub fn malformed(m: crate::http::Malformed) -> Resp {
     QlikError::bad_query(m.message()).response()
 }
 
-pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
-    match handle_inner(app, req).await {
+/// `state`: this surface's rate-limit windows, owned by the server.
+pub async fn handle(app: &App, state: &QlikState, req: Request<Incoming>) -> Resp {
+    match handle_inner(app, state, req).await {
         Ok(r) => r,
         Err(e) => e.response(),
     }
@@ -153,7 +154,7 @@ enum Route {
     Status,
 }
 
-async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
+async fn handle_inner(app: &App, state: &QlikState, req: Request<Incoming>) -> R<Resp> {
     let path = req.uri().path().trim_end_matches('/');
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
     let route = match rest {
@@ -180,7 +181,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     let now = app.now();
     let writes = method != Method::GET;
     let tier = if writes { 2 } else { 1 };
-    if let Err(wait) = app.qlik.admit(caller.tenant_id, tier, now) {
+    if let Err(wait) = state.admit(caller.tenant_id, tier, now) {
         let mut r = QlikError::rate_limited(tier).response();
         if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
             r.headers_mut().insert(RETRY_AFTER, v);
