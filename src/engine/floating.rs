@@ -181,4 +181,63 @@ impl Engine {
         }
         n
     }
+
+    pub(super) fn floating_acquire(
+        &self,
+        license_id: Id,
+        feature_id: Option<Id>,
+        hardware_id: &str,
+        now: Millis,
+    ) -> R<Outcome> {
+        let (pool, timeout) = self.lease_pool(license_id, feature_id)?;
+        let (outcome, in_use) = pool.acquire(hardware_id, now, timeout).map_err(lease_err)?;
+        if outcome == LeaseOutcome::Acquired {
+            self.leased.insert(license_id, ());
+        }
+        Ok(Outcome::Floating { outcome, in_use })
+    }
+
+    pub(super) fn floating_release(
+        &self,
+        license_id: Id,
+        feature_id: Option<Id>,
+        hardware_id: &str,
+        now: Millis,
+    ) -> R<Outcome> {
+        let (pool, _) = self.lease_pool(license_id, feature_id)?;
+        let held = pool.release(hardware_id, now);
+        Ok(Outcome::Released {
+            held,
+            in_use: pool.in_use_hint(),
+        })
+    }
+
+    pub(super) fn add_consumption(
+        &self,
+        license_id: Id,
+        feature_id: Option<Id>,
+        amount: i64,
+        now: Millis,
+    ) -> R<Outcome> {
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
+        let add = match feature_id {
+            None => {
+                if lic.spec.read().license_type != LicenseType::Consumption {
+                    return Err(EngineError::NotConsumption);
+                }
+                lic.consumption.add(amount, now)
+            }
+            Some(fid) => {
+                let f = self.feature_by_id(&lic, fid)?;
+                return Self::add_to_feature(&f, amount, now);
+            }
+        }
+        .map_err(meter_err)?;
+        Ok(Outcome::Consumed {
+            total: add.total,
+            excess: add.excess,
+        })
+    }
 }

@@ -239,4 +239,34 @@ impl Engine {
         fs.push(self.new_feature(id, spec, now)?);
         Ok(Outcome::Done)
     }
+
+    pub(super) fn delete_feature(&self, license_id: Id, id: Id) -> R<Outcome> {
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
+        let mut fs = lic.features.write();
+        let before = fs.len();
+        fs.retain(|f| f.id != id);
+        if fs.len() == before {
+            return Err(EngineError::FeatureNotFound);
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// An admin's correction of a consumption total.
+    pub(super) fn set_consumption(
+        &self,
+        license_id: Id,
+        feature_id: Option<Id>,
+        total: i64,
+    ) -> R<Outcome> {
+        let lic = self
+            .license(license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
+        match feature_id {
+            None => lic.consumption.set_used(total),
+            Some(fid) => self.feature_by_id(&lic, fid)?.meter.set_used(total),
+        }
+        Ok(Outcome::Done)
+    }
 }

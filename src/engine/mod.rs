@@ -224,312 +224,171 @@ impl Engine {
 
     /// Applies one command. On error nothing has changed.
     pub fn apply(&self, cmd: &Command<'_>) -> R<Outcome> {
+        use Command as C;
         match cmd {
-            Command::PutTenant { id, spec } => self.put_tenant(*id, spec),
-            Command::DeleteTenant { id } => self.delete_tenant(*id),
-            Command::PutApiKey { spec } => self.put_api_key(spec),
-            Command::RevokeApiKey { api_key } => {
-                let key = self.api_key(api_key).ok_or(EngineError::ApiKeyNotFound)?;
-                key.revoked.store(true, Ordering::Release);
-                Ok(Outcome::Done)
-            }
-            Command::DeleteApiKey { api_key } => {
-                self.api_keys
-                    .remove(api_key.as_str())
-                    .ok_or(EngineError::ApiKeyNotFound)?;
-                Ok(Outcome::Done)
-            }
-            Command::PutProduct { id, spec } => self.put_product(*id, spec),
-            Command::DeleteProduct { id } => self.delete_product(*id),
-            Command::PutCustomer { id, spec } => self.put_customer(*id, spec),
-            Command::DeleteCustomer { id } => self.delete_customer(*id),
-            Command::PutUser { id, spec } => self.put_user(*id, spec),
-            Command::DeleteUser { id } => self.delete_user(*id),
-            Command::PutLicense {
+            C::PutTenant { id, spec } => self.put_tenant(*id, spec),
+            C::DeleteTenant { id } => self.delete_tenant(*id),
+            C::PutApiKey { spec } => self.put_api_key(spec),
+            C::RevokeApiKey { api_key } => self.revoke_api_key(api_key),
+            C::DeleteApiKey { api_key } => self.delete_api_key(api_key),
+            C::PutProduct { id, spec } => self.put_product(*id, spec),
+            C::DeleteProduct { id } => self.delete_product(*id),
+            C::PutCustomer { id, spec } => self.put_customer(*id, spec),
+            C::DeleteCustomer { id } => self.delete_customer(*id),
+            C::PutUser { id, spec } => self.put_user(*id, spec),
+            C::DeleteUser { id } => self.delete_user(*id),
+            C::PutLicense {
                 id,
                 spec,
                 features,
                 now,
             } => self.put_license(*id, spec, features, *now),
-            Command::DeleteLicense { id } => self.delete_license(*id),
-            Command::PutFeature {
-                license_id,
+            C::DeleteLicense { id } => self.delete_license(*id),
+            C::PutFeature {
+                license_id: l,
                 id,
                 spec,
                 now,
-            } => self.put_feature(*license_id, *id, spec, *now),
-            Command::DeleteFeature { license_id, id } => {
-                let lic = self
-                    .license(*license_id)
-                    .ok_or(EngineError::LicenseNotFound)?;
-                let mut fs = lic.features.write();
-                let before = fs.len();
-                fs.retain(|f| f.id != *id);
-                if fs.len() == before {
-                    return Err(EngineError::FeatureNotFound);
-                }
-                Ok(Outcome::Done)
-            }
-            Command::SetConsumption {
-                license_id,
-                feature_id,
+            } => self.put_feature(*l, *id, spec, *now),
+            C::DeleteFeature { license_id: l, id } => self.delete_feature(*l, *id),
+            C::SetConsumption {
+                license_id: l,
+                feature_id: f,
                 total,
-            } => {
-                let lic = self
-                    .license(*license_id)
-                    .ok_or(EngineError::LicenseNotFound)?;
-                match feature_id {
-                    None => lic.consumption.set_used(*total),
-                    Some(fid) => self.feature_by_id(&lic, *fid)?.meter.set_used(*total),
-                }
-                Ok(Outcome::Done)
-            }
-            Command::SetDeviceBlacklisted {
-                license_id,
-                hardware_id,
-                blacklisted,
-                device_id,
+            } => self.set_consumption(*l, *f, *total),
+            C::SetDeviceBlacklisted {
+                license_id: l,
+                hardware_id: hw,
+                blacklisted: b,
+                device_id: d,
                 now,
-            } => self.set_blacklisted(*license_id, hardware_id, *blacklisted, *device_id, *now),
-            Command::Activate {
-                license_id,
-                hardware_id,
+            } => self.set_blacklisted(*l, hw, *b, *d, *now),
+            C::Activate {
+                license_id: l,
+                hardware_id: hw,
                 info,
-                device_id,
+                device_id: d,
                 now,
-            } => self.activate(*license_id, hardware_id, info, *device_id, *now),
-            Command::Deactivate {
-                license_id,
-                hardware_id,
+            } => self.activate(*l, hw, info, *d, *now),
+            C::Deactivate {
+                license_id: l,
+                hardware_id: hw,
                 now,
-            } => self.deactivate(*license_id, hardware_id, *now),
-            Command::FloatingAcquire {
-                license_id,
-                feature_id,
-                hardware_id,
+            } => self.deactivate(*l, hw, *now),
+            C::FloatingAcquire {
+                license_id: l,
+                feature_id: f,
+                hardware_id: hw,
                 now,
-            } => {
-                let (pool, timeout) = self.lease_pool(*license_id, *feature_id)?;
-                let (outcome, in_use) = pool
-                    .acquire(hardware_id, *now, timeout)
-                    .map_err(lease_err)?;
-                if outcome == LeaseOutcome::Acquired {
-                    self.leased.insert(*license_id, ());
-                }
-                Ok(Outcome::Floating { outcome, in_use })
-            }
-            Command::FloatingRelease {
-                license_id,
-                feature_id,
-                hardware_id,
+            } => self.floating_acquire(*l, *f, hw, *now),
+            C::FloatingRelease {
+                license_id: l,
+                feature_id: f,
+                hardware_id: hw,
                 now,
-            } => {
-                let (pool, _) = self.lease_pool(*license_id, *feature_id)?;
-                let held = pool.release(hardware_id, *now);
-                Ok(Outcome::Released {
-                    held,
-                    in_use: pool.in_use_hint(),
-                })
-            }
-            Command::FloatingBorrow {
-                license_id,
-                feature_id,
-                hardware_id,
+            } => self.floating_release(*l, *f, hw, *now),
+            C::FloatingBorrow {
+                license_id: l,
+                feature_id: f,
+                hardware_id: hw,
                 until,
                 now,
-            } => self.borrow(*license_id, *feature_id, hardware_id, *until, *now),
-            Command::AddConsumption {
-                license_id,
-                feature_id,
+            } => self.borrow(*l, *f, hw, *until, *now),
+            C::AddConsumption {
+                license_id: l,
+                feature_id: f,
                 amount,
                 now,
-            } => {
-                let lic = self
-                    .license(*license_id)
-                    .ok_or(EngineError::LicenseNotFound)?;
-                let add = match feature_id {
-                    None => {
-                        if lic.spec.read().license_type != LicenseType::Consumption {
-                            return Err(EngineError::NotConsumption);
-                        }
-                        lic.consumption.add(*amount, *now)
-                    }
-                    Some(fid) => {
-                        let f = self.feature_by_id(&lic, *fid)?;
-                        return Self::add_to_feature(&f, *amount, *now);
-                    }
-                }
-                .map_err(meter_err)?;
-                Ok(Outcome::Consumed {
-                    total: add.total,
-                    excess: add.excess,
-                })
-            }
-            Command::TrackDeviceVariables {
-                license_id,
-                hardware_id,
-                variables,
+            } => self.add_consumption(*l, *f, *amount, *now),
+            C::TrackDeviceVariables {
+                license_id: l,
+                hardware_id: hw,
+                variables: v,
                 now,
-            } => self.track_variables(*license_id, hardware_id, variables, *now),
-            Command::SweepLeases { now } => Ok(Outcome::Swept {
+            } => self.track_variables(*l, hw, v, *now),
+            C::SweepLeases { now } => Ok(Outcome::Swept {
                 freed: self.sweep_leases(*now),
             }),
-            Command::PutQlik {
-                tenant_id,
+            C::PutQlik {
+                tenant_id: t,
                 spec,
                 now,
-            } => self.put_qlik(*tenant_id, spec, *now),
-            Command::PutYext { tenant_id, spec } => self.put_yext(*tenant_id, spec),
-            Command::PutInfa {
-                tenant_id,
-                spec,
-                first_version,
-            } => self.put_infa(*tenant_id, spec, *first_version),
-            Command::DeleteInfa { tenant_id } => {
-                let (_, org) = self
-                    .infa
-                    .remove(tenant_id)
-                    .ok_or(EngineError::Infa(InfaRefusal::OrgNotFound))?;
-                self.unindex_infa(&org.spec.read());
-                Ok(Outcome::Done)
-            }
-            Command::InfaSetLicenses {
-                tenant_id,
-                licenses,
-                expected_version,
-            } => {
-                self.infa_of(*tenant_id)?
-                    .set_licenses(licenses, *expected_version)?;
-                Ok(Outcome::Done)
-            }
-            Command::InfaConsume {
-                tenant_id,
-                limit,
-                amount,
-            } => {
-                let total = self.infa_of(*tenant_id)?.consume(limit, *amount)?;
-                Ok(Outcome::Consumed {
-                    total,
-                    excess: false,
-                })
-            }
-            Command::DeleteYext { tenant_id } => {
-                let (_, a) = self
-                    .yext
-                    .remove(tenant_id)
-                    .ok_or(EngineError::Yext(YextRefusal::AccountNotFound))?;
-                let account = a.spec.read().account_id.clone();
-                self.yext_accounts.remove(account.as_str());
-                Ok(Outcome::Done)
-            }
-            Command::YextAssign {
-                tenant_id,
+            } => self.put_qlik(*t, spec, *now),
+            C::DeleteQlik { tenant_id: t } => self.delete_qlik(*t),
+            C::QlikSettings {
+                tenant_id: t,
+                auto_assign_professional: p,
+                auto_assign_analyzer: a,
+            } => self.qlik_settings(*t, *p, *a),
+            C::QlikAssign {
+                tenant_id: t,
+                subject,
+                kind,
+                now,
+            } => self.qlik_assign(*t, subject, *kind, *now),
+            C::QlikUnassign {
+                tenant_id: t,
+                subject,
+                kind,
+            } => self.qlik_unassign(*t, subject, *kind),
+            C::QlikUpdate {
+                tenant_id: t,
+                source_subject: from,
+                source_kind: from_kind,
+                subject,
+                kind,
+                now,
+            } => self.qlik_update(*t, from, *from_kind, subject, *kind, *now),
+            C::QlikConsume {
+                tenant_id: t,
+                record,
+                now,
+            } => self.qlik_consume(*t, record, *now),
+            C::QlikAccess {
+                tenant_id: t,
+                subject,
+                now,
+            } => self.qlik_access(*t, subject, *now),
+            C::PutYext { tenant_id: t, spec } => self.put_yext(*t, spec),
+            C::DeleteYext { tenant_id: t } => self.delete_yext(*t),
+            C::YextAssign {
+                tenant_id: t,
                 pack,
                 entity,
                 now,
-            } => {
-                let new = self.yext_of(*tenant_id)?.assign(pack, entity, *now)?;
-                Ok(Outcome::Assigned {
-                    excess: false,
-                    created: new,
-                })
-            }
-            Command::YextUnassign {
-                tenant_id,
+            } => self.yext_assign(*t, pack, entity, *now),
+            C::YextUnassign {
+                tenant_id: t,
                 pack,
                 entity,
                 now,
-            } => {
-                self.yext_of(*tenant_id)?.unassign(pack, entity, *now)?;
-                Ok(Outcome::Done)
-            }
-            Command::YextSchedule {
-                tenant_id,
+            } => self.yext_unassign(*t, pack, entity, *now),
+            C::YextSchedule {
+                tenant_id: t,
                 pack,
                 entity,
                 expiration,
                 now,
-            } => {
-                let exp = match expiration {
-                    None => None,
-                    Some(d) => Some((d.clone(), yext_day(d)?)),
-                };
-                self.yext_of(*tenant_id)?
-                    .schedule(pack, entity, exp, *now)?;
-                Ok(Outcome::Done)
-            }
-            Command::SweepExpired { now } => Ok(Outcome::Swept {
+            } => self.yext_schedule(*t, pack, entity, expiration.as_deref(), *now),
+            C::SweepExpired { now } => Ok(Outcome::Swept {
                 freed: self.yext.iter().map(|a| a.sweep(*now)).sum(),
             }),
-            Command::DeleteQlik { tenant_id } => {
-                self.qlik
-                    .remove(tenant_id)
-                    .ok_or(EngineError::Qlik(QlikRefusal::LicenseNotFound))?;
-                Ok(Outcome::Done)
-            }
-            Command::QlikSettings {
-                tenant_id,
-                auto_assign_professional,
-                auto_assign_analyzer,
-            } => {
-                self.qlik_of(*tenant_id)?
-                    .set_settings(*auto_assign_professional, *auto_assign_analyzer);
-                Ok(Outcome::Done)
-            }
-            Command::QlikAssign {
-                tenant_id,
-                subject,
-                kind,
-                now,
-            } => {
-                let excess = self.qlik_of(*tenant_id)?.assign(subject, *kind, *now)?;
-                Ok(Outcome::Assigned {
-                    excess,
-                    created: true,
-                })
-            }
-            Command::QlikUnassign {
-                tenant_id,
-                subject,
-                kind,
-            } => {
-                self.qlik_of(*tenant_id)?.unassign(subject, *kind)?;
-                Ok(Outcome::Done)
-            }
-            Command::QlikUpdate {
-                tenant_id,
-                source_subject,
-                source_kind,
-                subject,
-                kind,
-                now,
-            } => {
-                let (excess, created) = self.qlik_of(*tenant_id)?.update(
-                    source_subject,
-                    *source_kind,
-                    subject,
-                    *kind,
-                    *now,
-                )?;
-                Ok(Outcome::Assigned { excess, created })
-            }
-            Command::QlikConsume {
-                tenant_id,
-                record,
-                now,
-            } => {
-                let q = self.qlik_of(*tenant_id)?;
-                self.see_id(record.id);
-                let (total, excess) = q.consume(record, *now)?;
-                Ok(Outcome::Consumed { total, excess })
-            }
-            Command::QlikAccess {
-                tenant_id,
-                subject,
-                now,
-            } => Ok(Outcome::Access(
-                self.qlik_of(*tenant_id)?.access(subject, *now)?,
-            )),
+            C::PutInfa {
+                tenant_id: t,
+                spec,
+                first_version: v,
+            } => self.put_infa(*t, spec, *v),
+            C::DeleteInfa { tenant_id: t } => self.delete_infa(*t),
+            C::InfaSetLicenses {
+                tenant_id: t,
+                licenses,
+                expected_version: v,
+            } => self.infa_set_licenses(*t, licenses, *v),
+            C::InfaConsume {
+                tenant_id: t,
+                limit,
+                amount,
+            } => self.infa_consume(*t, limit, *amount),
         }
     }
 }

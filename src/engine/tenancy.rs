@@ -288,4 +288,17 @@ impl Engine {
         self.users.remove(&id);
         Ok(Outcome::Done)
     }
+
+    pub(super) fn revoke_api_key(&self, api_key: &str) -> R<Outcome> {
+        let key = self.api_key(api_key).ok_or(EngineError::ApiKeyNotFound)?;
+        key.revoked.store(true, Ordering::Release);
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn delete_api_key(&self, api_key: &str) -> R<Outcome> {
+        self.api_keys
+            .remove(api_key)
+            .ok_or(EngineError::ApiKeyNotFound)?;
+        Ok(Outcome::Done)
+    }
 }

@@ -143,4 +143,159 @@ impl Engine {
     pub fn qlik(&self, tenant_id: Id) -> Option<Arc<qlik::QlikTenant>> {
         self.qlik.get(&tenant_id).map(|q| q.clone())
     }
+
+    pub(super) fn delete_qlik(&self, tenant_id: Id) -> R<Outcome> {
+        self.qlik
+            .remove(&tenant_id)
+            .ok_or(EngineError::Qlik(QlikRefusal::LicenseNotFound))?;
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn qlik_settings(
+        &self,
+        tenant_id: Id,
+        auto_assign_professional: Option<bool>,
+        auto_assign_analyzer: Option<bool>,
+    ) -> R<Outcome> {
+        self.qlik_of(tenant_id)?
+            .set_settings(auto_assign_professional, auto_assign_analyzer);
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn qlik_assign(
+        &self,
+        tenant_id: Id,
+        subject: &str,
+        kind: qlik::AllotmentKind,
+        now: Millis,
+    ) -> R<Outcome> {
+        let excess = self.qlik_of(tenant_id)?.assign(subject, kind, now)?;
+        Ok(Outcome::Assigned {
+            excess,
+            created: true,
+        })
+    }
+
+    pub(super) fn qlik_unassign(
+        &self,
+        tenant_id: Id,
+        subject: &str,
+        kind: qlik::AllotmentKind,
+    ) -> R<Outcome> {
+        self.qlik_of(tenant_id)?.unassign(subject, kind)?;
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn qlik_update(
+        &self,
+        tenant_id: Id,
+        source_subject: &str,
+        source_kind: Option<qlik::AllotmentKind>,
+        subject: &str,
+        kind: Option<qlik::AllotmentKind>,
+        now: Millis,
+    ) -> R<Outcome> {
+        let (excess, created) =
+            self.qlik_of(tenant_id)?
+                .update(source_subject, source_kind, subject, kind, now)?;
+        Ok(Outcome::Assigned { excess, created })
+    }
+
+    pub(super) fn qlik_consume(
+        &self,
+        tenant_id: Id,
+        record: &qlik::ConsumptionRecord,
+        now: Millis,
+    ) -> R<Outcome> {
+        let q = self.qlik_of(tenant_id)?;
+        self.see_id(record.id);
+        let (total, excess) = q.consume(record, now)?;
+        Ok(Outcome::Consumed { total, excess })
+    }
+
+    pub(super) fn qlik_access(&self, tenant_id: Id, subject: &str, now: Millis) -> R<Outcome> {
+        Ok(Outcome::Access(
+            self.qlik_of(tenant_id)?.access(subject, now)?,
+        ))
+    }
+
+    pub(super) fn delete_yext(&self, tenant_id: Id) -> R<Outcome> {
+        let (_, a) = self
+            .yext
+            .remove(&tenant_id)
+            .ok_or(EngineError::Yext(YextRefusal::AccountNotFound))?;
+        let account = a.spec.read().account_id.clone();
+        self.yext_accounts.remove(account.as_str());
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn yext_assign(
+        &self,
+        tenant_id: Id,
+        pack: &str,
+        entity: &str,
+        now: Millis,
+    ) -> R<Outcome> {
+        let new = self.yext_of(tenant_id)?.assign(pack, entity, now)?;
+        Ok(Outcome::Assigned {
+            excess: false,
+            created: new,
+        })
+    }
+
+    pub(super) fn yext_unassign(
+        &self,
+        tenant_id: Id,
+        pack: &str,
+        entity: &str,
+        now: Millis,
+    ) -> R<Outcome> {
+        self.yext_of(tenant_id)?.unassign(pack, entity, now)?;
+        Ok(Outcome::Done)
+    }
+
+    /// Schedules (a `YYYY-MM-DD` day) or cancels (None) an assignment's removal.
+    pub(super) fn yext_schedule(
+        &self,
+        tenant_id: Id,
+        pack: &str,
+        entity: &str,
+        expiration: Option<&str>,
+        now: Millis,
+    ) -> R<Outcome> {
+        let exp = match expiration {
+            None => None,
+            Some(d) => Some((d.to_string(), yext_day(d)?)),
+        };
+        self.yext_of(tenant_id)?.schedule(pack, entity, exp, now)?;
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn delete_infa(&self, tenant_id: Id) -> R<Outcome> {
+        let (_, org) = self
+            .infa
+            .remove(&tenant_id)
+            .ok_or(EngineError::Infa(InfaRefusal::OrgNotFound))?;
+        self.unindex_infa(&org.spec.read());
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn infa_set_licenses(
+        &self,
+        tenant_id: Id,
+        licenses: &infa::InfaLicenses,
+        expected_version: Option<u64>,
+    ) -> R<Outcome> {
+        self.infa_of(tenant_id)?
+            .set_licenses(licenses, expected_version)?;
+        Ok(Outcome::Done)
+    }
+
+    pub(super) fn infa_consume(&self, tenant_id: Id, limit: &str, amount: i64) -> R<Outcome> {
+        let total = self.infa_of(tenant_id)?.consume(limit, amount)?;
+        Ok(Outcome::Consumed {
+            total,
+            excess: false,
+        })
+    }
 }
