@@ -8,6 +8,7 @@
 //!
 //! Contended benchmarks report the wall time of one operation on each of the
 //! 2 threads: ops/s across both threads = 2 / time.
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 use std::borrow::Cow;
 use std::sync::Arc;

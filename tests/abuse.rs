@@ -8,6 +8,7 @@
 //! `scripts/abuse.sh` runs the long version. `TALLY_BIN` points the suite at
 //! another build of `tally` (to measure an older one the same way); the
 //! figures are printed (`--nocapture`) before they are asserted.
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Native admin API over HTTP: CRUD of every object, pagination, errors with
 //! field paths, auth.
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 mod common;
 

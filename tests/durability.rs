@@ -4,6 +4,7 @@
 //!
 //! `TALLY_CRASH_CYCLES=N` sets the number of cycles (default 20;
 //! `scripts/crash-loop.sh` runs 1,000).
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};

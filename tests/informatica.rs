@@ -3,6 +3,7 @@
 //! sub-organisations, the parent administrator's overwrite with its rules,
 //! validation, ETag / If-Match (412 on a stale write), and the native limit
 //! and grant checks.
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 mod common;
 

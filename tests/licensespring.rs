@@ -1,6 +1,7 @@
 //! LicenseSpring License API v4 over HTTP: every endpoint, its success path and
 //! its error codes, seat timeouts and period resets with an injected clock,
 //! concurrency, and response signatures.
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! `env`/`channel`, answers' exact bodies, and bodies that are what
 //! JavaScript's `JSON.stringify` writes (the harness checks every signed
 //! answer; see `tests/common`).
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 mod common;
 

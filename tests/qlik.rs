@@ -1,6 +1,7 @@
 //! The Qlik Cloud Licenses API over HTTP on a real socket: every endpoint,
 //! field and error; batch actions with 207; SCIM filters, sorting and cursor
 //! pages; consumption; auto-assign; emulated rate limits; concurrency.
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! assignments with token pages, the wildcard pack, assign / remove /
 //! scheduled removal (across midnight with an injected clock), the envelope
 //! and every error, and concurrent assigns on a pack's last seat.
+#![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
 
 mod common;
 

@@ -175,6 +175,10 @@ fn wait_healthy(addr: SocketAddr, child: &mut Child, what: &str) -> Result<(), S
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the rounds of a comparison, in the order they run"
+)]
 pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let tally_bin = a

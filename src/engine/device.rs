@@ -6,6 +6,10 @@ use super::*;
 impl Engine {
     // ---------------------------------------------------------------- devices
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the activation checks in the order they apply, under one devices lock"
+    )]
     pub(super) fn activate(
         &self,
         license_id: Id,

@@ -34,6 +34,10 @@ impl Engine {
         ))
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "a license and its features are created together, under the key index's entry"
+    )]
     pub(super) fn put_license(
         &self,
         id: Id,

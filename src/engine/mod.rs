@@ -223,6 +223,10 @@ impl Engine {
     // ================================================================ apply
 
     /// Applies one command. On error nothing has changed.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the table of the engine's verbs, one arm per command"
+    )]
     pub fn apply(&self, cmd: &Command<'_>) -> R<Outcome> {
         use Command as C;
         match cmd {

@@ -389,6 +389,62 @@ pub struct LicenseSpec {
     #[serde(default = "empty_object")]
     pub metadata: Value,
 }
+
+impl LicenseSpec {
+    /// A trial license of `product` as LicenseSpring's `trial_key` issues it:
+    /// time-limited to the product's trial days from `now`, one activation,
+    /// no floating, no consumption; `metadata` records whom it was issued to.
+    pub fn trial(
+        product_id: Id,
+        license_key: Option<String>,
+        user_id: Option<Id>,
+        product: &ProductSpec,
+        now: crate::engine::time::Millis,
+        metadata: Value,
+    ) -> LicenseSpec {
+        let days = product.trial_days as crate::engine::time::Millis;
+        LicenseSpec {
+            product_id,
+            license_key,
+            user_id,
+            customer_id: None,
+            license_type: LicenseType::TimeLimited,
+            enabled: true,
+            active: true,
+            is_trial: true,
+            trial_days: Some(product.trial_days),
+            validity_period: Some(crate::engine::time::format_instant(
+                now + days * crate::engine::time::DAY_MS,
+            )),
+            start_date: None,
+            allow_grace_period: false,
+            grace_period: 0,
+            enable_maintenance_period: false,
+            maintenance_period: None,
+            max_activations: 1,
+            allow_unlimited_activations: false,
+            max_transfers: 0,
+            prevent_vm: false,
+            is_floating: false,
+            is_floating_cloud: false,
+            floating_users: 0,
+            floating_timeout: product.floating_timeout,
+            can_borrow: false,
+            max_borrow_time: 0,
+            max_consumptions: 0,
+            allow_overages: false,
+            max_overages: 0,
+            allow_unlimited_consumptions: false,
+            allow_negative_consumptions: false,
+            reset_consumption: false,
+            consumption_period: None,
+            max_license_users: 1,
+            order_store_id: format!("trial_{now}"),
+            custom_fields: Vec::new(),
+            metadata,
+        }
+    }
+}
 fn perpetual() -> LicenseType {
     LicenseType::Perpetual
 }

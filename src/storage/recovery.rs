@@ -133,6 +133,10 @@ pub struct Rebuilt {
 
 /// Rebuilds `engine` (empty) from `dir`: the newest snapshot at or before
 /// `upto`, then the records after it up to `upto` (all when None).
+#[allow(
+    clippy::too_many_lines,
+    reason = "recovery's one sequence (snapshot, then each segment in order), read top to bottom"
+)]
 pub fn rebuild(
     dir: &Path,
     engine: &Engine,

@@ -215,6 +215,10 @@ impl<T> SpecTable<T> {
 
 /// Writes the engine (which no one may change meanwhile) as the snapshot at
 /// `lsn` into `dir`, atomically. Returns what it wrote.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one pass writing the frames in file order"
+)]
 pub fn write(
     dir: &Path,
     engine: &Engine,

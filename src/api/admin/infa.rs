@@ -49,6 +49,10 @@ pub fn render(app: &App, o: &InfaOrg) -> Value {
     })
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the route table of the Informatica provisioning endpoints, in one place"
+)]
 pub async fn route(
     app: &App,
     m: &Method,

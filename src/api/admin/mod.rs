@@ -56,6 +56,10 @@ fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     constant_time_eq(token.trim().as_bytes(), app.admin_token.as_bytes())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the admin API's route table, in one place"
+)]
 async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
     if !authorized(app, &req) {
         return Err(AdminError::new(

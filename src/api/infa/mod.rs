@@ -177,6 +177,10 @@ async fn body_of(app: &App, req: Request<Incoming>) -> R<Bytes> {
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the Informatica surface's route table, in one place"
+)]
 async fn handle_inner(
     app: &App,
     state: &InfaState,

@@ -35,7 +35,7 @@ use serde_json::{json, Map, Value};
 use crate::app::App;
 use crate::app::CommitError;
 use crate::engine::model::*;
-use crate::engine::time::{format_instant, parse_instant, Millis, DAY_MS};
+use crate::engine::time::{format_instant, parse_instant, Millis};
 use crate::engine::{Command, Outcome};
 use crate::http::{json as json_resp, read_body, BodyError, Query, Resp};
 pub use auth::{client_headers, sign_date};
@@ -251,6 +251,10 @@ fn signature(app: &App, body: &[u8]) -> Option<HeaderValue> {
     HeaderValue::from_str(&app.signer.sign(body)).ok()
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the table of LicenseSpring endpoints, one arm each"
+)]
 async fn dispatch(
     app: &App,
     state: &LsState,

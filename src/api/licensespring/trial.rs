@@ -76,45 +76,14 @@ pub(super) async fn trial_key(app: &App, tenant: Id, p: &Params<'_>, now: Millis
     };
     let key = (product.authorization_method == AuthMethod::LicenseKey)
         .then(crate::util::random_license_key);
-    let validity = format_instant(now + pspec.trial_days as Millis * DAY_MS);
-    let spec = LicenseSpec {
-        product_id: product.id,
-        license_key: key.clone(),
+    let spec = LicenseSpec::trial(
+        product.id,
+        key.clone(),
         user_id,
-        customer_id: None,
-        license_type: LicenseType::TimeLimited,
-        enabled: true,
-        active: true,
-        is_trial: true,
-        trial_days: Some(pspec.trial_days),
-        validity_period: Some(validity),
-        start_date: None,
-        allow_grace_period: false,
-        grace_period: 0,
-        enable_maintenance_period: false,
-        maintenance_period: None,
-        max_activations: 1,
-        allow_unlimited_activations: false,
-        max_transfers: 0,
-        prevent_vm: false,
-        is_floating: false,
-        is_floating_cloud: false,
-        floating_users: 0,
-        floating_timeout: pspec.floating_timeout,
-        can_borrow: false,
-        max_borrow_time: 0,
-        max_consumptions: 0,
-        allow_overages: false,
-        max_overages: 0,
-        allow_unlimited_consumptions: false,
-        allow_negative_consumptions: false,
-        reset_consumption: false,
-        consumption_period: None,
-        max_license_users: 1,
-        order_store_id: format!("trial_{}", now),
-        custom_fields: Vec::new(),
-        metadata: json!({"trial_hardware_id": &*hw, "trial_email": email}),
-    };
+        &pspec,
+        now,
+        json!({"trial_hardware_id": &*hw, "trial_email": email}),
+    );
     let id = app.engine.next_id();
     apply(
         app,

@@ -208,6 +208,10 @@ pub struct LicenseView<'a> {
 
 impl LicenseView<'_> {
     /// The full license object (check_license, activate_license, user_licenses).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the license object field by field, in LicenseSpring's order"
+    )]
     pub fn render(&self) -> Map<String, Value> {
         let (e, l, now) = (self.engine, self.license, self.now);
         let s = l.spec.read();
