@@ -82,7 +82,7 @@ impl Engine {
             _ => {}
         }
         if let Some(k) = key {
-            if k.len() > 256 {
+            if k.len() > KEY_BYTES_MAX {
                 return Err(EngineError::Invalid("license_key", "longer than 256 bytes"));
             }
         }

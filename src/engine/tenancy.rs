@@ -114,7 +114,7 @@ impl Engine {
         let tenant = self
             .tenant(spec.tenant_id)
             .ok_or(EngineError::TenantNotFound)?;
-        if spec.short_code.is_empty() || spec.short_code.len() > 128 {
+        if spec.short_code.is_empty() || spec.short_code.len() > SHORT_CODE_BYTES_MAX {
             return Err(EngineError::Invalid("short_code", "must be 1 to 128 bytes"));
         }
         check_json_depth("metadata", &spec.metadata)?;
@@ -224,7 +224,7 @@ impl Engine {
             .tenant(spec.tenant_id)
             .ok_or(EngineError::TenantNotFound)?;
         let email = spec.email.trim().to_ascii_lowercase();
-        if email.is_empty() || email.len() > 320 {
+        if email.is_empty() || email.len() > EMAIL_BYTES_MAX {
             return Err(EngineError::Invalid("email", "must be 1 to 320 bytes"));
         }
         if spec.password_hash.is_empty() {

@@ -72,6 +72,13 @@ pub fn check_json_depth(field: &'static str, v: &serde_json::Value) -> R<()> {
     Ok(())
 }
 
+/// Longest product short code, bytes.
+pub const SHORT_CODE_BYTES_MAX: usize = 128;
+/// Longest license key and feature code, bytes.
+pub const KEY_BYTES_MAX: usize = 256;
+/// Longest license user e-mail, bytes (RFC 5321's path limit).
+pub const EMAIL_BYTES_MAX: usize = 320;
+
 /// Longest text of a release's fields (URLs, versions, hashes), bytes.
 pub const RELEASE_TEXT_BYTES_MAX: usize = 2048;
 
@@ -117,7 +124,11 @@ pub(super) fn validate_bundle(spec: &ProductSpec) -> R<()> {
         ));
     }
     for (i, c) in codes.iter().enumerate() {
-        if c.is_empty() || c.len() > 128 || *c == spec.short_code || codes[..i].contains(c) {
+        if c.is_empty()
+            || c.len() > SHORT_CODE_BYTES_MAX
+            || *c == spec.short_code
+            || codes[..i].contains(c)
+        {
             return Err(EngineError::Invalid(
                 "bundle_products",
                 "short codes of other products, each once",
@@ -158,7 +169,7 @@ pub(super) fn validate_license(spec: &LicenseSpec) -> R<()> {
 
 pub(super) fn validate_feature(spec: &FeatureSpec) -> R<()> {
     check_json_depth("metadata", &spec.metadata)?;
-    if spec.code.is_empty() || spec.code.len() > 256 {
+    if spec.code.is_empty() || spec.code.len() > KEY_BYTES_MAX {
         return Err(EngineError::Invalid("code", "must be 1 to 256 bytes"));
     }
     check_date("expiry_date", &spec.expiry_date)?;
@@ -190,5 +201,53 @@ pub(super) fn meter_err(e: MeterError) -> EngineError {
         MeterError::NegativeNotAllowed => EngineError::NegativeConsumptionNotAllowed,
         MeterError::BelowZero => EngineError::ConsumptionBelowZero,
         MeterError::Overflow => EngineError::ConsumptionOverflow,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refusals are static strings; each names its limit's value.
+    #[test]
+    fn limit_messages_name_their_limits() {
+        let invalid = |r: R<()>| match r {
+            Err(EngineError::Invalid(_, why)) => why.to_string(),
+            other => panic!("{other:?}"),
+        };
+        let mut deep = serde_json::json!(1);
+        for _ in 0..=JSON_DEPTH_MAX {
+            deep = serde_json::json!([deep]);
+        }
+        assert!(invalid(check_json_depth("x", &deep)).contains(&JSON_DEPTH_MAX.to_string()));
+        let release = ReleaseSpec {
+            id: None,
+            version: "1".into(),
+            installation_file: "u".into(),
+            environment: String::new(),
+            channel: String::new(),
+            release_date: None,
+            hash_md5: String::new(),
+            size: String::new(),
+            eula_link: String::new(),
+            release_notes_link: String::new(),
+            requires_version: String::new(),
+            enabled: true,
+        };
+        let many = vec![release.clone(); PRODUCT_RELEASES_MAX + 1];
+        assert!(invalid(validate_releases(&many)).contains(&PRODUCT_RELEASES_MAX.to_string()));
+        let long = ReleaseSpec {
+            version: "v".repeat(RELEASE_TEXT_BYTES_MAX + 1),
+            ..release
+        };
+        assert!(invalid(validate_releases(&[long])).contains(&RELEASE_TEXT_BYTES_MAX.to_string()));
+        assert!(
+            DEVICE_VARIABLE_BYTES_MAX == 4096,
+            "device.rs's refusal says 4096"
+        );
+        assert!(
+            BUNDLE_PRODUCTS_MAX == 100,
+            "validate_bundle's refusal says 100"
+        );
     }
 }
