@@ -48,6 +48,21 @@ impl AdminError {
     }
 }
 
+/// A change the app did not make: the engine's refusal, or storage that
+/// cannot take changes (503; reads go on).
+impl From<crate::app::CommitError> for AdminError {
+    fn from(e: crate::app::CommitError) -> Self {
+        match e {
+            crate::app::CommitError::Engine(e) => AdminError::from(e),
+            crate::app::CommitError::Unavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "changes cannot be stored right now (storage failed); reads still work",
+            ),
+        }
+    }
+}
+
 /// The password workers are busy (admin writes that hash passwords).
 impl From<crate::credentials::Refused> for AdminError {
     fn from(_: crate::credentials::Refused) -> Self {

@@ -145,12 +145,7 @@ pub async fn route(
                     "limit_reached",
                     format!("custom limit {limit} is used up"),
                 )),
-                Err(crate::app::CommitError::Engine(e)) => Err(AdminError::from(e)),
-                Err(crate::app::CommitError::Unavailable) => Err(AdminError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "changes cannot be stored right now (storage failed); reads still work",
-                )),
+                Err(e) => Err(AdminError::from(e)),
             }
         }
         ["grants"] if m == Method::GET => {

@@ -211,14 +211,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
 }
 
 async fn apply(app: &App, cmd: Command<'_>) -> R<crate::engine::Outcome> {
-    app.commit(&cmd).await.map_err(|e| match e {
-        crate::app::CommitError::Engine(e) => AdminError::from(e),
-        crate::app::CommitError::Unavailable => AdminError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "changes cannot be stored right now (storage failed); reads still work",
-        ),
-    })
+    Ok(app.commit(&cmd).await?)
 }
 
 fn parse_id(s: &str, what: &str) -> R<Id> {

@@ -154,12 +154,7 @@ fn refused(e: crate::app::CommitError) -> AdminError {
             "license_not_active",
             "the tenant's license is not Ok (expired, blacklisted, missing or deactivated)",
         ),
-        CommitError::Engine(e) => AdminError::from(e),
-        CommitError::Unavailable => AdminError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "changes cannot be stored right now (storage failed); reads still work",
-        ),
+        other => AdminError::from(other),
     }
 }
 

@@ -298,6 +298,17 @@ impl From<EngineError> for LicenseSpringError {
     }
 }
 
+/// A change the app did not make: the engine's refusal, or storage that
+/// cannot take changes.
+impl From<crate::app::CommitError> for LicenseSpringError {
+    fn from(e: crate::app::CommitError) -> Self {
+        match e {
+            crate::app::CommitError::Engine(e) => LicenseSpringError::from(e),
+            crate::app::CommitError::Unavailable => UNAVAILABLE,
+        }
+    }
+}
+
 impl From<crate::credentials::Refused> for LicenseSpringError {
     fn from(r: crate::credentials::Refused) -> Self {
         match r {

@@ -33,7 +33,6 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::app::App;
-use crate::app::CommitError;
 use crate::engine::model::*;
 use crate::engine::time::{format_instant, parse_instant, Millis};
 use crate::engine::{Command, Outcome};
@@ -312,7 +311,7 @@ async fn dispatch(
             };
             app.commit_with(&cmd, || app.engine.apply_resolved(&cmd, &t.license, &f))
                 .await
-                .map_err(commit_error)?;
+                .map_err(LicenseSpringError::from)?;
             feature_body(app, state, &t.license, &f, None, now)
         }
         FloatingRelease | FloatingFeatureRelease => {
@@ -406,14 +405,7 @@ fn string_answer(s: &str) -> Body {
 const LICENSE_DEACTIVATED: &str = "license_deactivated";
 
 async fn apply(app: &App, cmd: Command<'_>) -> Result<Outcome, LicenseSpringError> {
-    app.commit(&cmd).await.map_err(commit_error)
-}
-
-fn commit_error(e: CommitError) -> LicenseSpringError {
-    match e {
-        CommitError::Engine(e) => LicenseSpringError::from(e),
-        CommitError::Unavailable => UNAVAILABLE,
-    }
+    Ok(app.commit(&cmd).await?)
 }
 
 /// Base64 (standard) of bytes; used by tests and tools to compare signatures.
