@@ -220,14 +220,10 @@ impl Passwords {
                 return Ok(true);
             }
         }
-        let account = Who::User(user.id);
-        self.check(Some(&account), now)?;
         let hash = user.spec.read().password_hash.clone();
-        let pw = password.to_string();
         let ok = self
-            .work(move |memory| verify_in(memory, &hash, &pw))
+            .verify_on_worker(Who::User(user.id), source, hash, password.to_string(), now)
             .await?;
-        self.record(ok, account, source, now);
         if ok {
             if self.cache.len() >= PASSWORD_CACHE_ENTRIES_MAX {
                 self.cache.clear();
@@ -252,6 +248,20 @@ impl Passwords {
         }
         let source = source.map(Who::Source);
         self.check(source.as_ref(), now)?;
+        self.verify_on_worker(account, source, hash, password, now)
+            .await
+    }
+
+    /// argon2 on a worker, unless `account` backs off; counts the outcome
+    /// against the account and the source (checked by the caller).
+    async fn verify_on_worker(
+        &self,
+        account: Who,
+        source: Option<Who>,
+        hash: String,
+        password: String,
+        now: Millis,
+    ) -> Result<bool, Refused> {
         self.check(Some(&account), now)?;
         let ok = self
             .work(move |memory| verify_in(memory, &hash, &password))
