@@ -53,9 +53,32 @@ impl Resp {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
     }
-    /// The LicenseSpring error code of an error body.
+    /// The LicenseSpring error code of an error body, after asserting the
+    /// error's whole shape: exactly `status`, `code` and `message`, `status`
+    /// equal to the HTTP status, an error status, and a message to read.
+    /// Every LicenseSpring test asserts its refusals through this one place.
     pub fn code(&self) -> String {
-        self.json()["code"].as_str().unwrap_or("").to_string()
+        let body = self.json();
+        let Some(code) = body["code"].as_str() else {
+            return String::new();
+        };
+        let keys: Vec<&str> = body
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(keys.len(), 3, "LicenseSpring error shape: {body}");
+        assert_eq!(
+            body["status"].as_u64(),
+            Some(u64::from(self.status.as_u16())),
+            "LicenseSpring error status field: {body}"
+        );
+        assert!(
+            self.status.as_u16() >= 400,
+            "error code on a success: {body}"
+        );
+        let message = body["message"].as_str().unwrap_or("");
+        assert!(!message.is_empty(), "LicenseSpring error message: {body}");
+        code.to_string()
     }
 }
 
