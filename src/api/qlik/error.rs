@@ -165,3 +165,5 @@ impl From<CommitError> for QlikError {
         }
     }
 }
+
+pub(super) type R<T> = Result<T, QlikError>;
