@@ -5,7 +5,7 @@
 //! without re-checking limits (the state was valid when it was taken).
 //!
 //! Specs travel as shared `Arc`s: a snapshot writes each distinct spec once
-//! and the reader shares it again through [`Engine::share_license_spec`] and
+//! and the reader shares it again through `Engine::share_license_spec` and
 //! [`Engine::share_feature_spec`].
 
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};

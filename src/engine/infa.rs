@@ -6,7 +6,7 @@
 //! Beyond the vendor, whose blind overwrite loses concurrent updates, every
 //! change of an org's licenses bumps its `version` (the ETag), and an update
 //! may name the version it read: a stale one is refused
-//! ([`EngineError::Infa(InfaRefusal::VersionMismatch)`]), checked under the same lock that
+//! (`EngineError::Infa(InfaRefusal::VersionMismatch)`), checked under the same lock that
 //! writes. Custom limits are enforced: each limit definition is a [`Meter`]
 //! capped at its value (`-1` unlimited) that a native check-and-consume draws
 //! on; licenses and editions past their expiration no longer grant.

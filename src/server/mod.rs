@@ -318,7 +318,7 @@ pub fn run_per_core(
 /// Per-connection HTTP/1.1 settings (shared with the load harness's
 /// baseline). `max_buf_size` bounds both the head and the read-ahead of
 /// pipelined requests a connection may buffer, and its write buffer; the
-/// time limits are [`guard::Guarded`]'s (hyper's own head timer would also
+/// time limits are `guard::Guarded`'s (hyper's own head timer would also
 /// close idle keep-alive connections at the head limit).
 pub fn http1_builder(limits: &crate::config::Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();

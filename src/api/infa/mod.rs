@@ -10,9 +10,9 @@
 //!
 //! # Layout
 //! - `mod.rs`: the route table;
-//! - [`session`]: logins and the session store ([`InfaState`]);
-//! - [`license`]: the license resource's `GET` and `PUT`;
-//! - [`error`]: [`InfaError`]; [`wire`]: the answers' shapes.
+//! - `session.rs`: logins and the session store ([`InfaState`]);
+//! - `license.rs`: the license resource's `GET` and `PUT`;
+//! - `error.rs`: [`InfaError`]; `wire.rs`: the answers' shapes.
 
 mod error;
 mod license;

@@ -12,10 +12,10 @@
 //! # Layout
 //! - `mod.rs`: the route table, bearer authentication and the emulated rate
 //!   limits ([`QlikState`]);
-//! - [`lists`]: the assignment and consumption lists; [`batch`]: the `add`,
-//!   `delete` and `update` actions; [`settings`]: the settings `PUT`;
+//! - `lists.rs`: the assignment and consumption lists; `batch.rs`: the `add`,
+//!   `delete` and `update` actions; `settings.rs`: the settings `PUT`;
 //! - [`scim`]: the filter parser; [`page`]: sorts and cursor pages;
-//! - [`error`]: [`QlikError`] and its code catalogue; [`wire`]: the answers'
+//! - `error.rs`: [`QlikError`] and its code catalogue; `wire.rs`: the answers'
 //!   shapes.
 
 mod batch;

@@ -16,9 +16,9 @@
 //! # Layout
 //! - `mod.rs`: the route table, and what every request checks first
 //!   (version, key and account, page size);
-//! - [`packs`]: listing packs; [`assignments`]: listing, assigning,
+//! - `packs.rs`: listing packs; `assignments.rs`: listing, assigning,
 //!   unassigning and scheduling removals;
-//! - [`error`]: [`YextError`] and its codes; [`wire`]: the envelope, the
+//! - `error.rs`: [`YextError`] and its codes; `wire.rs`: the envelope, the
 //!   answer shapes and page tokens.
 
 mod assignments;
