@@ -1,0 +1,275 @@
+//! Catalog files: JSON documents that provision tenants, keys, products,
+//! customers, users, licenses (with features and activated devices) at start.
+//! Objects refer to each other by natural keys (product short code, user and
+//! customer email) instead of ids. See `examples/demo.json`.
+//!
+//! # Layout
+//! - `mod.rs`: [`load_file`] and [`load_slice`], [`CatalogError`] and the
+//!   helpers every step shares;
+//! - `seed.rs`: the streaming reader, serde seeds that hand each tenant and
+//!   license to the loader as it is parsed;
+//! - `loader.rs`: one load's state and what it makes of each tenant, vendor
+//!   section and license (engine commands);
+//! - `generate.rs`: synthetic catalogs for benchmarks and load tests.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::engine::model::*;
+use crate::engine::time::Millis;
+use crate::engine::{Command, Engine};
+
+mod generate;
+mod loader;
+mod seed;
+
+pub use generate::{
+    generate, generated_license, generated_pool_device, GENERATED_API_KEY, GENERATED_POOL_DEVICES,
+    GENERATED_POOL_FEATURE, GENERATED_POOL_LICENSE, GENERATED_POOL_SEATS, GENERATED_PRODUCT,
+    GENERATED_QLIK_SEATS, GENERATED_SHARED_KEY, GENERATED_YEXT_ACCOUNT, GENERATED_YEXT_PACK,
+};
+use loader::Loader;
+use seed::CatalogSeed;
+
+#[derive(Debug)]
+pub struct CatalogError {
+    /// Where in the document, e.g. `tenants[0].licenses[3].max_activations`.
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "catalog {}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogDevice {
+    hardware_id: String,
+    #[serde(flatten)]
+    info: DeviceInfo,
+}
+
+/// What a load created.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub tenants: usize,
+    pub api_keys: usize,
+    /// Tenants given a Qlik license.
+    pub qlik: usize,
+    /// Tenants given a Yext account.
+    pub yext: usize,
+    /// Tenants given an Informatica org.
+    pub informatica: usize,
+    pub products: usize,
+    pub customers: usize,
+    pub users: usize,
+    pub licenses: usize,
+    pub features: usize,
+    pub devices: usize,
+}
+
+fn err(path: impl Into<String>, message: impl std::fmt::Display) -> CatalogError {
+    CatalogError {
+        path: path.into(),
+        message: message.to_string(),
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(path: &str, v: Value) -> Result<T, CatalogError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let inner = e.path().to_string();
+        let at = if inner == "." {
+            path.to_string()
+        } else if inner.starts_with('[') {
+            format!("{path}{inner}")
+        } else {
+            format!("{path}.{inner}")
+        };
+        err(at, e.into_inner())
+    })
+}
+
+fn apply(engine: &Engine, path: &str, cmd: Command<'_>) -> Result<(), CatalogError> {
+    engine.apply(&cmd).map(|_| ()).map_err(|e| match e {
+        crate::engine::EngineError::Invalid(field, reason) => {
+            err(format!("{path}.{field}"), reason)
+        }
+        other => err(path, other),
+    })
+}
+
+fn take_str(
+    m: &mut Map<String, Value>,
+    k: &str,
+    path: &str,
+) -> Result<Option<String>, CatalogError> {
+    match m.remove(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(err(format!("{path}.{k}"), "must be a string")),
+    }
+}
+
+pub fn load_file(engine: &Engine, path: &Path, now: Millis) -> Result<Loaded, CatalogError> {
+    let text = std::fs::read(path).map_err(|e| err("", format!("{}: {e}", path.display())))?;
+    load_slice(engine, &text, now)
+}
+
+/// Loads a catalog document. When a tenant's `licenses` follow its `name`
+/// and `products` (as in generated catalogs), they are applied as they are
+/// parsed, one at a time, so that a catalog of a million licenses never sits
+/// in memory as a parsed tree beside the engine it fills; the tenant's
+/// `customers` and `users` must then come before them too. Licenses that come
+/// earlier (a file written with sorted keys) are kept until the tenant ends.
+pub fn load_slice(engine: &Engine, text: &[u8], now: Millis) -> Result<Loaded, CatalogError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let mut loader = Loader {
+        engine,
+        now,
+        n: Loaded::default(),
+        tenants: Vec::new(),
+        failed: None,
+    };
+    let mut track = serde_path_to_error::Track::new();
+    let res = serde::de::DeserializeSeed::deserialize(
+        CatalogSeed(&mut loader),
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+    );
+    match res {
+        Ok(()) => {
+            de.end().map_err(|e| err("", e))?;
+            Ok(loader.n)
+        }
+        Err(e) => Err(loader
+            .failed
+            .take()
+            .unwrap_or_else(|| err(track.path().to_string(), e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_err(doc: &str) -> CatalogError {
+        load_slice(&Engine::new(), doc.as_bytes(), 0).expect_err("must fail")
+    }
+
+    const PRODUCT: &str = r#"{"short_code":"p","name":"p","authorization_method":"license-key"}"#;
+
+    #[test]
+    fn errors_name_their_place() {
+        let e = load_err(&format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[{{"product":"p","license_key":"a"}},{{"product":"q","license_key":"b"}}]}}]}}"#
+        ));
+        assert_eq!(e.path, "tenants[0].licenses[1].product");
+        let e = load_err(&format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[{{"product":"p","license_key":"a","features":[{{"code":"x","floating_users":"many"}}]}}]}}]}}"#
+        ));
+        assert_eq!(e.path, "tenants[0].licenses[0].features[0].floating_users");
+        let e = load_err(r#"{"tenants":[{"name":"t","colour":"red"}]}"#);
+        assert!(e.message.contains("colour"), "{e}");
+        // Broken JSON inside a license: the parser's place is reported.
+        let e = load_err(&format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[{{"product":"p","license_key":"a"}},{{"product" "p"}}]}}]}}"#
+        ));
+        assert!(e.path.starts_with("tenants[0].licenses"), "{e}");
+        let e = load_err(r#"{"tenants":[]} trailing"#);
+        assert!(e.message.contains("trailing"), "{e}");
+    }
+
+    /// Vendor sections load, in any key order, and their errors name the field.
+    #[test]
+    fn vendor_sections_load_and_name_their_errors() {
+        let e = Engine::new();
+        let doc = format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[],
+              "yext":{{"accountId":"a","packs":[{{"id":"p","total":2}}],"assignments":[{{"pack":"p","entity":"e1","expirationDate":"2999-01-01"}}]}},
+              "qlik":{{"licenseNumber":"1","product":"P","valid":"2020-01-01/.","allotments":[{{"name":"analyzer","units":1}}],
+                       "settings":{{"autoAssignAnalyzer":true}},"assignments":[{{"subject":"s","type":"analyzer"}}]}},
+              "informatica":{{"orgId":"o","users":[{{"username":"u","password":"pw","admin":true}}]}}}},
+              {{"name":"child","parent":"t","informatica":{{"orgId":"c"}}}}]}}"#
+        );
+        let n = load_slice(&e, doc.as_bytes(), 0).expect("load");
+        assert_eq!((n.qlik, n.yext, n.informatica), (1, 1, 2));
+        let t = e.infa_org_tenant("o").expect("org");
+        assert_eq!(e.qlik(t).expect("qlik").book.lock().assignments.len(), 1);
+        assert_eq!(e.yext(t).expect("yext").count(None, None, 0), 1);
+        assert!(e.infa_user_tenant("u").is_some());
+        for (section, path) in [
+            (
+                r#""qlik":{"licenseNumber":"1","product":"P","valid":"never"}"#,
+                "tenants[0].qlik.valid",
+            ),
+            (
+                r#""qlik":{"licenseNumber":"1","product":"P","valid":"./.","assignments":[{"subject":"s","type":"boss"}]}"#,
+                "tenants[0].qlik.assignments[0].type",
+            ),
+            (
+                r#""yext":{"accountId":"a","packs":[{"id":"p","total":"two"}]}"#,
+                "tenants[0].yext.packs[0].total",
+            ),
+            (
+                r#""yext":{"accountId":"a","assignments":[{"pack":"nope","entity":"e"}]}"#,
+                "tenants[0].yext.assignments[0]",
+            ),
+            (
+                r#""informatica":{"orgId":"o","users":[{"username":"u"}]}"#,
+                "tenants[0].informatica.users[0].password",
+            ),
+            (
+                r#""informatica":{"orgId":"o","licenses":{"customLimits":[{"limitDefinition":"l","value":-5}]}}"#,
+                "tenants[0].informatica.customLimits.value",
+            ),
+        ] {
+            let e = load_err(&format!(r#"{{"tenants":[{{"name":"t",{section}}}]}}"#));
+            assert_eq!(e.path, path, "{section}: {e}");
+        }
+    }
+
+    #[test]
+    fn users_after_streamed_licenses_are_refused() {
+        let e = load_err(&format!(
+            r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":[],"users":[]}}]}}"#
+        ));
+        assert_eq!(e.path, "tenants[0].users");
+        assert!(e.message.contains("before `licenses`"), "{e}");
+        let e = load_err(r#"{"tenants":[{"licenses":[]}]}"#);
+        assert_eq!(e.path, "tenants[0].name");
+    }
+
+    /// A file written with sorted keys (licenses before name and products)
+    /// loads too: its licenses are kept until the tenant is complete.
+    #[test]
+    fn sorted_keys_load() {
+        let e = Engine::new();
+        let doc = format!(
+            r#"{{"tenants":[{{"api_keys":[{{"api_key":"k","role":"admin","shared_key":"s"}}],"licenses":[{{"license_key":"k1","product":"p"}},{{"license_key":"k2","product":"p"}}],"name":"t","products":[{PRODUCT}]}}]}}"#
+        );
+        let n = load_slice(&e, doc.as_bytes(), 0).expect("load");
+        assert_eq!((n.licenses, n.api_keys), (2, 1));
+        let e2 = load_err(&format!(
+            r#"{{"tenants":[{{"licenses":[{{"license_key":"k1","product":"q"}}],"name":"t","products":[{PRODUCT}]}}]}}"#
+        ));
+        assert_eq!(e2.path, "tenants[0].licenses[0].product");
+    }
+
+    #[test]
+    fn licenses_and_tenants_load_in_order() {
+        let e = Engine::new();
+        let doc = format!(
+            r#"{{"tenants":[{{"name":"a","products":[{PRODUCT}],"licenses":[{{"product":"p","license_key":"k1","devices":[{{"hardware_id":"h"}}]}}]}},{{"name":"b","parent":"a"}}]}}"#
+        );
+        let n = load_slice(&e, doc.as_bytes(), 0).expect("load");
+        assert_eq!((n.tenants, n.products, n.licenses, n.devices), (2, 1, 1, 1));
+        let e2 = load_err(r#"{"tenants":[{"name":"b","parent":"nobody"}]}"#);
+        assert_eq!(e2.path, "tenants[0].parent");
+    }
+}

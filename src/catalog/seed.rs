@@ -1,0 +1,217 @@
+//! The streaming reader: serde seeds that walk the document and hand each
+//! tenant and license to the [`Loader`](super::loader::Loader) as it is parsed.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use super::err;
+use super::loader::{Loader, Tenant, TenantParts};
+
+/// The document: `{"tenants": [...]}`.
+pub(super) struct CatalogSeed<'l, 'a>(pub(super) &'l mut Loader<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CatalogSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CatalogSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a catalog object with `tenants`")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "tenants" => map.next_value_seed(TenantsSeed(&mut *self.0))?,
+                other => {
+                    return Err(serde::de::Error::unknown_field(other, &["tenants"]));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct TenantsSeed<'l, 'a>(&'l mut Loader<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for TenantsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TenantsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of tenants")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut ti = 0;
+        while seq
+            .next_element_seed(TenantSeed {
+                loader: &mut *self.0,
+                index: ti,
+            })?
+            .is_some()
+        {
+            ti += 1;
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct TenantSeed<'l, 'a> {
+    pub(super) loader: &'l mut Loader<'a>,
+    pub(super) index: usize,
+}
+
+pub(super) const TENANT_FIELDS: &[&str] = &[
+    "name",
+    "parent",
+    "api_keys",
+    "products",
+    "customers",
+    "users",
+    "licenses",
+    "qlik",
+    "yext",
+    "informatica",
+];
+
+impl<'de> serde::de::DeserializeSeed<'de> for TenantSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a tenant object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let tp = format!("tenants[{}]", self.index);
+        let mut parts = TenantParts::default();
+        let mut created: Option<Tenant> = None;
+        // Licenses met before the tenant's name and products (as in a file
+        // written with sorted keys): kept until the tenant is complete.
+        let mut buffered: Option<Vec<Map<String, Value>>> = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if created.is_some()
+                && !matches!(
+                    &*key,
+                    "licenses" | "api_keys" | "qlik" | "yext" | "informatica"
+                )
+            {
+                let e = err(
+                    format!("{tp}.{key}"),
+                    "must come before `licenses` when licenses follow the tenant's name and products (they are then loaded as they are read)",
+                );
+                return Err(self.loader.fail(e));
+            }
+            match &*key {
+                "name" => parts.name = Some(map.next_value()?),
+                "parent" => parts.parent = map.next_value()?,
+                "api_keys" => {
+                    let keys: Vec<Map<String, Value>> = map.next_value()?;
+                    match &created {
+                        // Licenses were streamed already: add the keys now.
+                        Some(t) => {
+                            if let Err(e) = self.loader.api_keys(&tp, t.id, keys) {
+                                return Err(self.loader.fail(e));
+                            }
+                        }
+                        None => parts.api_keys = keys,
+                    }
+                }
+                section @ ("qlik" | "yext" | "informatica") => {
+                    let m: Map<String, Value> = map.next_value()?;
+                    match &created {
+                        Some(t) => {
+                            if let Err(e) = self.loader.vendor(&tp, t.id, section, m) {
+                                return Err(self.loader.fail(e));
+                            }
+                        }
+                        None => parts.vendors.push((section.to_string(), m)),
+                    }
+                }
+                "products" => parts.products = map.next_value()?,
+                "customers" => parts.customers = map.next_value()?,
+                "users" => parts.users = map.next_value()?,
+                "licenses" if parts.name.is_none() || parts.products.is_empty() => {
+                    if buffered.is_some() {
+                        return Err(serde::de::Error::duplicate_field("licenses"));
+                    }
+                    buffered = Some(map.next_value()?);
+                }
+                "licenses" => {
+                    let tenant = match created.take() {
+                        Some(t) => t,
+                        None => match self.loader.tenant(&tp, std::mem::take(&mut parts)) {
+                            Ok(t) => t,
+                            Err(e) => return Err(self.loader.fail(e)),
+                        },
+                    };
+                    map.next_value_seed(LicensesSeed {
+                        loader: &mut *self.loader,
+                        tenant: &tenant,
+                        path: &tp,
+                    })?;
+                    created = Some(tenant);
+                }
+                other => return Err(serde::de::Error::unknown_field(other, TENANT_FIELDS)),
+            }
+        }
+        if created.is_none() {
+            let tenant = match self.loader.tenant(&tp, parts) {
+                Ok(t) => t,
+                Err(e) => return Err(self.loader.fail(e)),
+            };
+            for (li, m) in buffered.into_iter().flatten().enumerate() {
+                let p = format!("{tp}.licenses[{li}]");
+                if let Err(e) = self.loader.license(&tenant, &p, m) {
+                    return Err(self.loader.fail(e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tenant's `licenses`, each applied as soon as it is parsed.
+pub(super) struct LicensesSeed<'l, 'a, 't> {
+    pub(super) loader: &'l mut Loader<'a>,
+    pub(super) tenant: &'t Tenant,
+    pub(super) path: &'t str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for LicensesSeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for LicensesSeed<'_, '_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of licenses")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut li = 0usize;
+        while let Some(m) = seq.next_element::<Map<String, Value>>()? {
+            let p = format!("{}.licenses[{li}]", self.path);
+            if let Err(e) = self.loader.license(self.tenant, &p, m) {
+                return Err(self.loader.fail(e));
+            }
+            li += 1;
+        }
+        Ok(())
+    }
+}
