@@ -9,7 +9,7 @@
 mod error;
 pub mod infa;
 pub mod qlik;
-pub mod render;
+pub mod wire;
 pub mod yext;
 
 use std::borrow::Cow;
@@ -132,7 +132,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 .engine
                 .api_key(key)
                 .ok_or_else(|| AdminError::not_found("api key"))?;
-            Ok(json_value(StatusCode::OK, &render::api_key(&k)))
+            Ok(json_value(StatusCode::OK, &wire::api_key(&k)))
         }
         ["api-keys", key] if m == Method::DELETE => {
             apply(
@@ -156,7 +156,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 .engine
                 .api_key(key)
                 .ok_or_else(|| AdminError::not_found("api key"))?;
-            Ok(json_value(StatusCode::OK, &render::api_key(&k)))
+            Ok(json_value(StatusCode::OK, &wire::api_key(&k)))
         }
         ["products"] if m == Method::GET => list(app, &query, Kind::Product),
         ["products"] if m == Method::POST => create(app, Kind::Product, body).await,
@@ -177,7 +177,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
                 .features
                 .read()
                 .iter()
-                .map(|f| render::feature(f, now))
+                .map(|f| wire::feature(f, now))
                 .collect();
             Ok(json_value(StatusCode::OK, &json!({ "items": fs })))
         }
@@ -185,16 +185,13 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["licenses", id, "features", fid] => feature_item(app, m, id, fid, body).await,
         ["licenses", id, "devices"] if m == Method::GET => {
             let lic = license(app, id)?;
-            let devs: Vec<Value> = lic.devices.read().list.iter().map(render::device).collect();
+            let devs: Vec<Value> = lic.devices.read().list.iter().map(wire::device).collect();
             Ok(json_value(StatusCode::OK, &json!({ "items": devs })))
         }
         ["licenses", id, "devices", hw] if m == Method::PATCH => blacklist(app, id, hw, body).await,
         ["licenses", id, "floating"] if m == Method::GET => {
             let lic = license(app, id)?;
-            Ok(json_value(
-                StatusCode::OK,
-                &render::floating(&lic, app.now()),
-            ))
+            Ok(json_value(StatusCode::OK, &wire::floating(&lic, app.now())))
         }
         ["licenses", id, "consumption"] if m == Method::PUT => set_consumption(app, id, body).await,
         ["signing-key"] if m == Method::GET => Ok(json_value(
@@ -361,11 +358,11 @@ impl Kind {
         let e = &app.engine;
         let now = app.now();
         Some(match self {
-            Kind::Tenant => render::tenant(&*e.tenant(id)?),
-            Kind::Product => render::product(&*e.product(id)?),
-            Kind::Customer => render::customer(&*e.customer(id)?),
-            Kind::User => render::user(e, &*e.user(id)?),
-            Kind::License => render::license(e, &*e.license(id)?, now),
+            Kind::Tenant => wire::tenant(&*e.tenant(id)?),
+            Kind::Product => wire::product(&*e.product(id)?),
+            Kind::Customer => wire::customer(&*e.customer(id)?),
+            Kind::User => wire::user(e, &*e.user(id)?),
+            Kind::License => wire::license(e, &*e.license(id)?, now),
         })
     }
 
@@ -482,24 +479,24 @@ fn list(app: &App, q: &Query, kind: Kind) -> R<Resp> {
     let (items, more): (Vec<Value>, bool) = match kind {
         Kind::Tenant => {
             let (v, m) = e.list_tenants(after, limit);
-            (v.iter().map(|t| render::tenant(t)).collect(), m)
+            (v.iter().map(|t| wire::tenant(t)).collect(), m)
         }
         Kind::Product => {
             let (v, m) = e.list_products(tenant, after, limit);
-            (v.iter().map(|p| render::product(p)).collect(), m)
+            (v.iter().map(|p| wire::product(p)).collect(), m)
         }
         Kind::Customer => {
             let (v, m) = e.list_customers(tenant, after, limit);
-            (v.iter().map(|c| render::customer(c)).collect(), m)
+            (v.iter().map(|c| wire::customer(c)).collect(), m)
         }
         Kind::User => {
             let (v, m) = e.list_users(tenant, after, limit);
-            (v.iter().map(|u| render::user(e, u)).collect(), m)
+            (v.iter().map(|u| wire::user(e, u)).collect(), m)
         }
         Kind::License => {
             let product = opt_id(q, "product_id")?;
             let (v, m) = e.list_licenses(tenant, product, after, limit);
-            (v.iter().map(|l| render::license(e, l, now)).collect(), m)
+            (v.iter().map(|l| wire::license(e, l, now)).collect(), m)
         }
     };
     Ok(page_response(items, more))
@@ -604,7 +601,7 @@ async fn create_feature(app: &App, license_id: &str, body: Option<&[u8]>) -> R<R
         .ok_or_else(|| AdminError::not_found("feature"))?;
     Ok(json_value(
         StatusCode::CREATED,
-        &render::feature(&f, app.now()),
+        &wire::feature(&f, app.now()),
     ))
 }
 
@@ -626,7 +623,7 @@ async fn feature_item(
         .ok_or_else(|| AdminError::not_found("feature"))?;
     let now = app.now();
     match *m {
-        Method::GET => Ok(json_value(StatusCode::OK, &render::feature(&f, now))),
+        Method::GET => Ok(json_value(StatusCode::OK, &wire::feature(&f, now))),
         Method::DELETE => {
             apply(
                 app,
@@ -659,7 +656,7 @@ async fn feature_item(
                 },
             )
             .await?;
-            Ok(json_value(StatusCode::OK, &render::feature(&f, now)))
+            Ok(json_value(StatusCode::OK, &wire::feature(&f, now)))
         }
         _ => Err(AdminError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -683,7 +680,7 @@ fn list_keys(app: &App, q: &Query) -> R<Resp> {
     } else {
         Value::Null
     };
-    let items: Vec<Value> = keys.iter().map(|k| render::api_key(k)).collect();
+    let items: Vec<Value> = keys.iter().map(|k| wire::api_key(k)).collect();
     Ok(json_value(
         StatusCode::OK,
         &json!({ "items": items, "next_after_key": next }),
@@ -704,7 +701,7 @@ async fn create_key(app: &App, body: Option<&[u8]>) -> R<Resp> {
         .engine
         .api_key(&key)
         .ok_or_else(|| AdminError::not_found("api key"))?;
-    Ok(json_value(StatusCode::CREATED, &render::api_key(&k)))
+    Ok(json_value(StatusCode::CREATED, &wire::api_key(&k)))
 }
 
 // ---------------------------------------------------------------- devices, consumption
@@ -729,7 +726,7 @@ async fn blacklist(app: &App, license_id: &str, hw: &str, body: Option<&[u8]>) -
         .engine
         .device(&lic, hw)
         .ok_or_else(|| AdminError::not_found("device"))?;
-    Ok(json_value(StatusCode::OK, &render::device(&d)))
+    Ok(json_value(StatusCode::OK, &wire::device(&d)))
 }
 
 async fn set_consumption(app: &App, license_id: &str, body: Option<&[u8]>) -> R<Resp> {
@@ -757,7 +754,7 @@ async fn set_consumption(app: &App, license_id: &str, body: Option<&[u8]>) -> R<
     .await?;
     Ok(json_value(
         StatusCode::OK,
-        &render::license(&app.engine, &lic, app.now()),
+        &wire::license(&app.engine, &lic, app.now()),
     ))
 }
 

@@ -1,4 +1,4 @@
-//! JSON views of engine objects for the admin API and the CLI.
+//! The admin API's wire shapes: JSON views of engine objects.
 
 use serde_json::{json, Value};
 
