@@ -158,16 +158,11 @@ pub(super) fn validate_license(spec: &LicenseSpec) -> R<()> {
             "must not be negative",
         ));
     }
-    if spec.floating_users > lease::LEASE_POOL_SEATS_MAX {
-        return Err(EngineError::Invalid("floating_users", "too large"));
-    }
-    if spec.reset_consumption && spec.consumption_period.is_none() {
-        return Err(EngineError::Invalid(
-            "consumption_period",
-            "required when reset_consumption is true",
-        ));
-    }
-    Ok(())
+    check_floating_and_period(
+        spec.floating_users,
+        spec.reset_consumption,
+        spec.consumption_period.is_some(),
+    )
 }
 
 pub(super) fn validate_feature(spec: &FeatureSpec) -> R<()> {
@@ -182,16 +177,11 @@ pub(super) fn validate_feature(spec: &FeatureSpec) -> R<()> {
             "must not be negative",
         ));
     }
-    if spec.floating_users > lease::LEASE_POOL_SEATS_MAX {
-        return Err(EngineError::Invalid("floating_users", "too large"));
-    }
-    if spec.reset_consumption && spec.consumption_period.is_none() {
-        return Err(EngineError::Invalid(
-            "consumption_period",
-            "required when reset_consumption is true",
-        ));
-    }
-    Ok(())
+    check_floating_and_period(
+        spec.floating_users,
+        spec.reset_consumption,
+        spec.consumption_period.is_some(),
+    )
 }
 
 pub(super) fn lease_err(_: LeasesExhausted) -> EngineError {
@@ -205,6 +195,21 @@ pub(super) fn meter_err(e: MeterError) -> EngineError {
         MeterError::BelowZero => EngineError::ConsumptionBelowZero,
         MeterError::Overflow => EngineError::ConsumptionOverflow,
     }
+}
+
+/// The rules a license and a feature share: floating seats within a lease
+/// pool's limit, and a period to reset consumption in when it resets.
+fn check_floating_and_period(floating_users: u32, reset: bool, has_period: bool) -> R<()> {
+    if floating_users > lease::LEASE_POOL_SEATS_MAX {
+        return Err(EngineError::Invalid("floating_users", "too large"));
+    }
+    if reset && !has_period {
+        return Err(EngineError::Invalid(
+            "consumption_period",
+            "required when reset_consumption is true",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
