@@ -198,6 +198,7 @@ fn operations(c: &mut Criterion) {
             feature_id: Some(floating),
             hardware_id: Cow::Borrowed(hw),
             now: NOW,
+            ttl_ms: None,
         })
         .expect("renew");
     };
@@ -210,6 +211,7 @@ fn operations(c: &mut Criterion) {
                 feature_id: Some(seat),
                 hardware_id: Cow::Borrowed(&pool_device),
                 now: NOW,
+                ttl_ms: None,
             })
             .expect("acquire");
             e.apply(&Command::FloatingRelease {

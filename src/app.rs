@@ -9,6 +9,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Limits;
 use crate::credentials::Passwords;
 use crate::engine::time::Millis;
+use crate::engine::native::Reply;
 use crate::engine::{Command, Engine, EngineError, Outcome};
 use crate::signing::Signer;
 use crate::storage::store::Store;
@@ -53,6 +54,10 @@ pub struct App {
     /// The data directory's log and snapshots; None keeps state in memory
     /// only (benchmarks, and tests that are not about durability).
     pub store: Option<Arc<Store>>,
+    /// Without a store, commits still apply one at a time, as the log's
+    /// commit lock makes them with one: atomic batches and idempotency
+    /// records rely on that order.
+    serial: parking_lot::Mutex<()>,
 }
 
 pub struct AppOptions {
@@ -95,6 +100,7 @@ impl App {
             sign_responses: opts.sign_responses,
             passwords: Passwords::new(),
             emulate_rate_limits: opts.emulate_rate_limits,
+            serial: parking_lot::Mutex::new(()),
         }
     }
 
@@ -125,12 +131,32 @@ impl App {
             return Ok(renewed);
         }
         let Some(store) = &self.store else {
+            let _serial = self.serial.lock();
             return apply().map_err(CommitError::Engine);
         };
         let c = store.log.commit(cmd, apply)?;
-        if let Some(lsn) = c.lsn {
-            store.log.wait(lsn).await?;
+        match c.lsn {
+            Some(lsn) => store.log.wait(lsn).await?,
+            // A replayed idempotent change was made by a record that may
+            // not be durable yet: answer only once it is.
+            None if c.outcome == (Outcome::Idempotent { replayed: true }) => {
+                store.log.wait(store.log.last_lsn()).await?
+            }
+            None => {}
         }
         Ok(c.outcome)
+    }
+
+    /// [`App::commit`] with the [`Reply`] of the command (the native API's
+    /// answers): computed in the same order as the change itself.
+    pub async fn commit_replying(&self, cmd: &Command<'_>) -> Result<Reply, CommitError> {
+        let mut replies = Vec::with_capacity(1);
+        let outcome = self
+            .commit_with(cmd, || self.engine.apply_replying(cmd, &mut replies))
+            .await?;
+        // A renewal answered without the log pushed no reply.
+        Ok(replies
+            .pop()
+            .unwrap_or_else(|| self.engine.reply(cmd, &outcome)))
     }
 }

@@ -317,6 +317,7 @@ fn run(engine: &Engine, store: &Store, op: &Op) {
             feature_id: Some(i.pool.1),
             hardware_id: Cow::Owned(format!("pool-{d}")),
             now: NOW,
+            ttl_ms: None,
         },
         Op::Release(d) => Command::FloatingRelease {
             license_id: i.pool.0,

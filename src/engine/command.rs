@@ -223,13 +223,17 @@ pub enum Command<'a> {
         hardware_id: Cow<'a, str>,
         now: Millis,
     },
-    /// Take or renew a floating seat (license-level when `feature_id` is None).
+    /// Take or renew a floating seat (license-level when `feature_id` is None)
+    /// for the pool's timeout, or for `ttl_ms` when given (at most the
+    /// timeout; a renewal never shortens a seat).
     FloatingAcquire {
         license_id: Id,
         feature_id: Option<Id>,
         #[serde(borrow)]
         hardware_id: Cow<'a, str>,
         now: Millis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<Millis>,
     },
     FloatingRelease {
         license_id: Id,
@@ -256,6 +260,53 @@ pub enum Command<'a> {
     /// Free every floating seat that expired by `now` (the periodic sweep; a
     /// command so that a replay frees the same seats at the same point).
     SweepLeases {
+        now: Millis,
+    },
+    /// Hold `units` of a consumption feature against its limit until
+    /// `now + timeout_ms` (a two-phase use; see `engine::reserve`).
+    Reserve {
+        reservation_id: Id,
+        tenant_id: Id,
+        license_id: Id,
+        feature_id: Id,
+        units: i64,
+        timeout_ms: Millis,
+        now: Millis,
+    },
+    /// Use `units` (all when None, at most the reserved units) of a pending
+    /// reservation; the rest is free again.
+    CommitReservation {
+        tenant_id: Id,
+        reservation_id: Id,
+        units: Option<i64>,
+        now: Millis,
+    },
+    /// Free a pending reservation's units.
+    VoidReservation {
+        tenant_id: Id,
+        reservation_id: Id,
+        now: Millis,
+    },
+    /// Release the reservations pending past their expiry, and forget the
+    /// finished reservations and idempotency records past their retention.
+    SweepPending {
+        now: Millis,
+    },
+    /// `cmd` under an idempotency key: applied once; the same key with the
+    /// same request `fingerprint` within the retention answers the first
+    /// answer, with another request it is refused.
+    Idempotent {
+        tenant_id: Id,
+        key: String,
+        fingerprint: String,
+        now: Millis,
+        #[serde(borrow)]
+        cmd: Box<Command<'a>>,
+    },
+    /// Every one of `ops` or none of them, as one record.
+    Batch {
+        #[serde(borrow)]
+        ops: Vec<Command<'a>>,
         now: Millis,
     },
     TrackDeviceVariables {

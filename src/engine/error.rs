@@ -56,6 +56,16 @@ pub enum EngineError {
     Invalid(&'static str, &'static str),
     /// Device variables past their limit.
     TooMany(&'static str),
+    // Reservations and idempotency (the native API).
+    ReservationNotFound,
+    /// The reservation passed its expiry before it was committed.
+    ReservationExpired,
+    /// The reservation was already committed, voided or expired.
+    ReservationClosed,
+    /// A commit of more units than were reserved.
+    ReservationUnitsExceeded,
+    /// An idempotency key re-used with a different request.
+    IdempotencyKeyReused,
 }
 
 /// Refusals of a tenant's Qlik license: only the Qlik surface (and the

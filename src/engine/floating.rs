@@ -37,12 +37,13 @@ impl Engine {
             feature_id,
             hardware_id,
             now,
+            ttl_ms,
         } = cmd
         else {
             return None;
         };
         let (pool, timeout) = self.lease_pool(*license_id, *feature_id).ok()?;
-        let in_use = pool.renew(hardware_id, *now, timeout)?;
+        let in_use = pool.renew(hardware_id, *now, seat_ttl(timeout, *ttl_ms))?;
         Some(Outcome::Floating {
             outcome: LeaseOutcome::Renewed,
             in_use,
@@ -188,9 +189,12 @@ impl Engine {
         feature_id: Option<Id>,
         hardware_id: &str,
         now: Millis,
+        ttl_ms: Option<Millis>,
     ) -> R<Outcome> {
         let (pool, timeout) = self.lease_pool(license_id, feature_id)?;
-        let (outcome, in_use) = pool.acquire(hardware_id, now, timeout).map_err(lease_err)?;
+        let (outcome, in_use) = pool
+            .acquire(hardware_id, now, seat_ttl(timeout, ttl_ms))
+            .map_err(lease_err)?;
         if outcome == LeaseOutcome::Acquired {
             self.leased.insert(license_id, ());
         }
@@ -240,4 +244,10 @@ impl Engine {
             excess: add.excess,
         })
     }
+}
+
+/// How long a seat taken or renewed now holds: the pool's timeout, or the
+/// caller's shorter `ttl_ms` (at least a millisecond).
+fn seat_ttl(timeout: Millis, ttl_ms: Option<Millis>) -> Millis {
+    ttl_ms.map_or(timeout, |t| t.clamp(1, timeout))
 }

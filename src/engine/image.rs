@@ -53,6 +53,9 @@ pub enum Image {
     Yext(Box<super::yext::YextImage>),
     /// A tenant's Informatica org with its limits' use.
     Infa(Box<super::infa::InfaImage>),
+    /// The native API's reservations and idempotency records (after every
+    /// license: pending reservations hold units of their meters).
+    Native(Box<super::native::NativeImage>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -187,6 +190,10 @@ impl Engine {
             let Some(l) = self.license(id) else { continue };
             sink(Image::License(license_image(&l)))?;
         }
+        // Reservations hold units of the licenses' meters: after them.
+        if self.has_native_state() {
+            sink(Image::Native(Box::new(self.native_image())))?;
+        }
         Ok(())
     }
 
@@ -229,6 +236,7 @@ impl Engine {
                 self.yext_accounts.insert(account.as_str().into(), id);
                 return Ok(());
             }
+            Image::Native(img) => return self.restore_native(*img),
             Image::Infa(img) => {
                 self.tenant(img.tenant_id)
                     .ok_or(EngineError::TenantNotFound)?;
@@ -361,7 +369,7 @@ fn restore_leases(pool: &LeasePool, leases: Vec<Lease>) {
     }
 }
 
-fn license_image(l: &License) -> LicenseImage {
+pub(super) fn license_image(l: &License) -> LicenseImage {
     let devs = l.devices.read();
     LicenseImage {
         id: l.id,

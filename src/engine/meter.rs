@@ -91,7 +91,14 @@ struct MeterCell {
     period: AtomicU8,
     /// First instant of the next period; `i64::MAX` when the meter never resets.
     next_reset: AtomicI64,
-    /// Serialises the reset itself so two adders past a boundary reset once.
+    /// Units held by open reservations (two-phase use, see `engine::reserve`).
+    /// They are part of `used` (the counter the limit is checked against), so
+    /// an add and a reservation are one CAS on one word and never over-grant
+    /// together; readers subtract them to report what was really used.
+    /// Changed only under `reset_lock`, so that a period roll sees it whole.
+    reserved: AtomicI64,
+    /// Serialises the reset itself so two adders past a boundary reset once,
+    /// and every change of `reserved` with it.
     reset_lock: Mutex<()>,
 }
 
@@ -163,7 +170,39 @@ impl Meter {
         } else {
             l.max
         };
-        limit.saturating_sub(self.used(now)).max(0)
+        limit
+            .saturating_sub(self.used(now))
+            .saturating_sub(self.reserved())
+            .max(0)
+    }
+
+    /// Units held by open reservations.
+    pub fn reserved(&self) -> i64 {
+        self.cell
+            .get()
+            .map_or(0, |c| c.reserved.load(Ordering::Acquire))
+    }
+
+    /// Holds `units` (> 0) against the limit for a reservation: they count
+    /// as used for every later add and reservation until [`Meter::settle`].
+    /// Refuses, changing nothing, what an add of `units` would be refused.
+    pub fn reserve(&self, units: i64, now: Millis) -> Result<MeterAdd, MeterError> {
+        if self.cell.get().is_none() && self.limits() == MeterLimits::default() {
+            return Err(MeterError::LimitReached);
+        }
+        self.cell().reserve(units, now)
+    }
+
+    /// Ends a reservation of `reserved` units: `committed` of them (at most
+    /// `reserved`) become used, the rest are free again.
+    pub fn settle(&self, reserved: i64, committed: i64, now: Millis) {
+        self.cell().settle(reserved, committed, now)
+    }
+
+    /// Marks `units` of the restored counter as held by a reservation
+    /// (snapshot recovery: the counter already includes them).
+    pub fn hold(&self, units: i64) {
+        self.cell().hold(units)
     }
 
     /// Total without rolling: what the counter holds right now.
@@ -173,11 +212,15 @@ impl Meter {
             .map_or(0, |c| c.used.load(Ordering::Acquire))
     }
 
+    /// Sets what was used (admin correction); units held by reservations stay held.
     pub fn set_used(&self, used: i64) {
         if used == 0 && self.cell.get().is_none() {
             return;
         }
-        self.cell().used.store(used, Ordering::Release)
+        let c = self.cell();
+        let _g = c.reset_lock.lock();
+        let held = c.reserved.load(Ordering::Acquire);
+        c.used.store(used.saturating_add(held), Ordering::Release)
     }
 
     /// The counter and its next boundary exactly (`i64::MAX`: none), for snapshots.
@@ -211,6 +254,7 @@ impl MeterCell {
             reset: AtomicBool::new(false),
             period: AtomicU8::new(NO_PERIOD),
             next_reset: AtomicI64::new(i64::MAX),
+            reserved: AtomicI64::new(0),
             reset_lock: Mutex::new(()),
         };
         m.set_limits(limits, now);
@@ -254,12 +298,20 @@ impl MeterCell {
             return;
         }
         let _g = self.reset_lock.lock();
+        self.roll_locked(now);
+    }
+
+    /// [`MeterCell::roll`] with `reset_lock` held.
+    fn roll_locked(&self, now: Millis) {
         if now < self.next_reset.load(Ordering::Acquire) {
             return;
         }
-        // Zero first, then publish the new boundary: an adder that sees the new
-        // boundary is then sure to add onto the new period's counter.
-        self.used.store(0, Ordering::Release);
+        // Start again from what open reservations hold (they count in the
+        // period they are committed in), then publish the new boundary: an
+        // adder that sees the new boundary is then sure to add onto the new
+        // period's counter.
+        self.used
+            .store(self.reserved.load(Ordering::Acquire), Ordering::Release);
         let next = match period_of(self.period.load(Ordering::Acquire)) {
             Some(p) => p.next_start(now),
             None => i64::MAX,
@@ -282,8 +334,9 @@ impl MeterCell {
         if now >= self.next_reset.load(Ordering::Acquire) {
             // A refused add must leave the meter as it was: refusals are not
             // logged, so a reset done by one would be missing from a replay.
-            // On a fresh period the total is zero.
-            if amount > 0 && amount > limit {
+            // On a fresh period the total is what reservations hold.
+            let held = self.reserved.load(Ordering::Acquire);
+            if amount > 0 && amount > limit.saturating_sub(held) {
                 return Err(MeterError::LimitReached);
             }
             if amount < 0 {
@@ -297,7 +350,8 @@ impl MeterCell {
             if amount > 0 && new > limit {
                 return Err(MeterError::LimitReached);
             }
-            if amount < 0 && new < 0 {
+            // Units held by reservations are not anyone's to give back.
+            if amount < 0 && new < self.reserved.load(Ordering::Acquire) {
                 return Err(MeterError::BelowZero);
             }
             match self
@@ -305,10 +359,11 @@ impl MeterCell {
                 .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
+                    let used = new - self.reserved.load(Ordering::Acquire);
                     return Ok(MeterAdd {
-                        total: new,
-                        excess: new > max && !self.unlimited.load(Ordering::Relaxed),
-                    })
+                        total: used,
+                        excess: used > max && !self.unlimited.load(Ordering::Relaxed),
+                    });
                 }
                 Err(actual) => cur = actual,
             }
@@ -320,7 +375,78 @@ impl MeterCell {
         if now >= self.next_reset.load(Ordering::Acquire) {
             0
         } else {
-            used
+            used - self.reserved.load(Ordering::Acquire)
+        }
+    }
+
+    fn reserve(&self, units: i64, now: Millis) -> Result<MeterAdd, MeterError> {
+        assert!(units > 0, "a reservation holds a positive number of units");
+        let _g = self.reset_lock.lock();
+        // Check before rolling: a refused reservation must change nothing.
+        let limit = self.limit();
+        let start = if now >= self.next_reset.load(Ordering::Acquire) {
+            self.reserved.load(Ordering::Acquire)
+        } else {
+            self.used.load(Ordering::Acquire)
+        };
+        let new = start.checked_add(units).ok_or(MeterError::Overflow)?;
+        if new > limit {
+            return Err(MeterError::LimitReached);
+        }
+        self.roll_locked(now);
+        // Under the lock no reservation changes, but adds may still race: CAS.
+        let mut cur = self.used.load(Ordering::Acquire);
+        loop {
+            let new = cur.checked_add(units).ok_or(MeterError::Overflow)?;
+            if new > limit {
+                return Err(MeterError::LimitReached);
+            }
+            match self
+                .used
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        let held = self.reserved.fetch_add(units, Ordering::AcqRel) + units;
+        Ok(MeterAdd {
+            total: self.used.load(Ordering::Acquire) - held,
+            excess: false,
+        })
+    }
+
+    fn settle(&self, reserved: i64, committed: i64, now: Millis) {
+        assert!(
+            (0..=reserved).contains(&committed),
+            "a commit uses at most the units it reserved"
+        );
+        let _g = self.reset_lock.lock();
+        self.roll_locked(now);
+        let held = self.reserved.fetch_sub(reserved, Ordering::AcqRel);
+        assert!(held >= reserved, "reservations released more units than they held");
+        let before = self.used.fetch_sub(reserved - committed, Ordering::AcqRel);
+        assert!(
+            before - (reserved - committed) >= held - reserved,
+            "a meter's counter fell below what its reservations hold"
+        );
+    }
+
+    fn hold(&self, units: i64) {
+        let _g = self.reset_lock.lock();
+        self.reserved.fetch_add(units, Ordering::AcqRel);
+    }
+
+
+    /// The most the counter may reach: max, plus overages when allowed.
+    fn limit(&self) -> i64 {
+        let max = self.max.load(Ordering::Acquire);
+        if self.unlimited.load(Ordering::Acquire) {
+            i64::MAX
+        } else if self.allow_overages.load(Ordering::Acquire) {
+            max.saturating_add(self.max_overages.load(Ordering::Acquire))
+        } else {
+            max
         }
     }
 

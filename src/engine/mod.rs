@@ -38,8 +38,10 @@ pub mod lease;
 mod license;
 pub mod meter;
 pub mod model;
+pub mod native;
 pub mod qlik;
 mod read;
+pub mod reserve;
 pub mod seat;
 pub mod share;
 mod tenancy;
@@ -114,6 +116,23 @@ pub enum Outcome {
     },
     /// A Qlik access check admitted the subject.
     Access(qlik::AccessVia),
+    /// A reservation was made.
+    Reserved {
+        id: Id,
+        expires_at: Millis,
+    },
+    /// A reservation was committed (`committed` units used) or voided (0).
+    Settled {
+        committed: i64,
+    },
+    /// An idempotent change was made, or (`replayed`) had been made before.
+    Idempotent {
+        replayed: bool,
+    },
+    /// Every operation of a batch was applied.
+    Batch {
+        ops: u32,
+    },
 }
 
 impl Outcome {
@@ -129,6 +148,7 @@ impl Outcome {
                 ..
             } | Outcome::Released { held: false, .. }
                 | Outcome::Swept { freed: 0 }
+                | Outcome::Idempotent { replayed: true }
                 | Outcome::Access(qlik::AccessVia::Assigned(_) | qlik::AccessVia::AnalyzerTime)
         )
     }
@@ -169,6 +189,10 @@ pub struct Engine {
     /// Informatica org id -> tenant id; username -> tenant id. Unique across tenants.
     infa_orgs: Map<Box<str>, Id>,
     infa_users: Map<Box<str>, Id>,
+    /// Reservations of the native API (see [`reserve`]).
+    reservations: reserve::Reservations,
+    /// Idempotency records of the native API (see [`native`]).
+    idempotency: native::Idempotency,
 }
 
 impl Default for Engine {
@@ -197,6 +221,8 @@ impl Engine {
             infa: new_map(),
             infa_orgs: new_map(),
             infa_users: new_map(),
+            reservations: Default::default(),
+            idempotency: Default::default(),
         }
     }
 
@@ -284,7 +310,8 @@ impl Engine {
                 feature_id: f,
                 hardware_id: hw,
                 now,
-            } => self.floating_acquire(*l, *f, hw, *now),
+                ttl_ms,
+            } => self.floating_acquire(*l, *f, hw, *now, *ttl_ms),
             C::FloatingRelease {
                 license_id: l,
                 feature_id: f,
@@ -304,6 +331,37 @@ impl Engine {
                 amount,
                 now,
             } => self.add_consumption(*l, *f, *amount, *now),
+            C::Reserve {
+                reservation_id: id,
+                tenant_id: t,
+                license_id: l,
+                feature_id: f,
+                units,
+                timeout_ms,
+                now,
+            } => self.reserve(*id, *t, *l, *f, *units, *timeout_ms, *now),
+            C::CommitReservation {
+                tenant_id: t,
+                reservation_id: id,
+                units,
+                now,
+            } => self.commit_reservation(*t, *id, *units, *now),
+            C::VoidReservation {
+                tenant_id: t,
+                reservation_id: id,
+                now,
+            } => self.void_reservation(*t, *id, *now),
+            C::SweepPending { now } => Ok(Outcome::Swept {
+                freed: self.sweep_pending(*now),
+            }),
+            C::Idempotent {
+                tenant_id: t,
+                key,
+                fingerprint,
+                now,
+                cmd,
+            } => self.idempotent(*t, key, fingerprint, *now, cmd, None),
+            C::Batch { ops, .. } => self.apply_batch(ops, None),
             C::TrackDeviceVariables {
                 license_id: l,
                 hardware_id: hw,
@@ -491,6 +549,7 @@ mod tests {
                 feature_id: Some(seat.id),
                 hardware_id: std::borrow::Cow::Owned(crate::catalog::generated_pool_device(d)),
                 now: 0,
+                ttl_ms: None,
             })
             .expect("acquire");
         }

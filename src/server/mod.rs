@@ -343,13 +343,15 @@ async fn sweep_leases(app: Arc<App>) {
     }
 }
 
-/// One pass of the periodic sweeps: expired floating seats, and scheduled
+/// One pass of the periodic sweeps: expired floating seats, scheduled
 /// Yext removals that fell due (reads already hide them; this frees them for
-/// good). Each is a logged command when it changed anything.
+/// good), and the native API's expired reservations and idempotency records.
+/// Each is a logged command when it changed anything.
 pub async fn sweep_once(app: &App, now: crate::engine::time::Millis) {
     for cmd in [
         crate::engine::Command::SweepLeases { now },
         crate::engine::Command::SweepExpired { now },
+        crate::engine::Command::SweepPending { now },
     ] {
         if let Err(e) = app.commit(&cmd).await {
             tracing::debug!("sweep not done: {e:?}");

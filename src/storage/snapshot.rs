@@ -103,6 +103,10 @@ enum Entity {
     Infa {
         image: Box<crate::engine::infa::InfaImage>,
     },
+    /// Reservations and idempotency records; restored after the licenses.
+    Native {
+        image: Box<crate::engine::native::NativeImage>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -271,6 +275,7 @@ pub fn write(
                 Image::Qlik(image) => Entity::Qlik { image },
                 Image::Yext(image) => Entity::Yext { image },
                 Image::Infa(image) => Entity::Infa { image },
+                Image::Native(image) => Entity::Native { image },
                 Image::License(l) => {
                     let (spec, new) = lspecs.number(&l.spec);
                     if new {
@@ -538,6 +543,7 @@ fn restore_all(
     let mut lspecs: Vec<Arc<LicenseSpec>> = Vec::new();
     let mut fspecs: Vec<Arc<FeatureSpec>> = Vec::new();
     let mut licenses: Vec<&Frame<'_>> = Vec::new();
+    let mut native: Option<(&Frame<'_>, Image)> = None;
     for f in &frames[1..] {
         match f.kind {
             KIND_ENTITY => {
@@ -552,6 +558,10 @@ fn restore_all(
                     Entity::Qlik { image } => Image::Qlik(image),
                     Entity::Yext { image } => Image::Yext(image),
                     Entity::Infa { image } => Image::Infa(image),
+                    Entity::Native { image } => {
+                        native = Some((f, Image::Native(image)));
+                        continue;
+                    }
                 };
                 engine
                     .restore(image, now)
@@ -623,6 +633,12 @@ fn restore_all(
         info.licenses += l;
         info.features += f;
         info.devices += d;
+    }
+    if let Some((f, image)) = native {
+        engine
+            .restore(image, now)
+            .map_err(|e| refused(f, e.to_string()))?;
+        info.entities += 1;
     }
     engine.finish_restore();
     engine.restore_seq(header.seq);

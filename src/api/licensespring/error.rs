@@ -294,6 +294,12 @@ impl From<EngineError> for LicenseSpringError {
             TenantNotFound | ApiKeyNotFound | Duplicate(_) | InUse(_) => INTERNAL,
             // Other surfaces' state is not reachable from here.
             Qlik(_) | Yext(_) | Infa(_) => INTERNAL,
+            // Native API state is not reachable from here.
+            ReservationNotFound
+            | ReservationExpired
+            | ReservationClosed
+            | ReservationUnitsExceeded
+            | IdempotencyKeyReused => INTERNAL,
         }
     }
 }

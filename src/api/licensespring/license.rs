@@ -89,6 +89,7 @@ pub(super) async fn check_in_use(
             feature_id: None,
             hardware_id: Cow::Borrowed(hw),
             now,
+            ttl_ms: None,
         };
         apply(app, cmd).await?;
     }
@@ -114,6 +115,7 @@ pub(super) async fn check_feature(
             feature_id: Some(f.id),
             hardware_id: Cow::Borrowed(&hw),
             now,
+            ttl_ms: None,
         };
         match apply(app, cmd).await? {
             Outcome::Floating { in_use, .. } => Some(in_use),

@@ -1,0 +1,339 @@
+//! Reservations: two-phase use of a consumption feature's meter, modelled on
+//! TigerBeetle's pending transfers. A reservation holds units against the
+//! meter's limit (they count as used for every later add or reservation, so
+//! `remaining = max + overages - used - reserved` never goes below zero), and
+//! is then committed (some or all of its units become used, the rest are
+//! free), voided (all are free), or expired by the sweeper (`SweepPending`,
+//! a logged command) once `expires_at` has passed.
+//!
+//! Reservations live in the engine's own tables (not in the feature) so that
+//! one lookup by id finds them: `reservations` holds pending and finished
+//! ones; finished ones are kept for [`RESERVATION_RETENTION_MS`] (at most
+//! [`RESERVATIONS_FINISHED_MAX`], oldest forgotten first) so that a client
+//! can read how its reservation ended.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// Pending reservations one feature may hold at once.
+pub const RESERVATIONS_PER_FEATURE_MAX: u32 = 10_000;
+/// Longest a reservation may stay pending, ms (one day).
+pub const RESERVATION_TIMEOUT_MS_MAX: Millis = DAY_MS;
+/// How long a finished reservation can still be read, ms (one day).
+pub const RESERVATION_RETENTION_MS: Millis = DAY_MS;
+/// Finished reservations kept in all (the oldest are forgotten first).
+pub const RESERVATIONS_FINISHED_MAX: usize = 1_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: Id,
+    pub tenant_id: Id,
+    pub license_id: Id,
+    pub feature_id: Id,
+    /// Units held while pending.
+    pub units: i64,
+    pub created_at: Millis,
+    /// A pending reservation is released by the sweeper from this instant on,
+    /// and can no longer be committed.
+    pub expires_at: Millis,
+    pub state: ReservationState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ReservationState {
+    Pending,
+    Committed { units: i64, at: Millis },
+    Voided { at: Millis },
+    Expired { at: Millis },
+}
+
+impl ReservationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationState::Pending => "pending",
+            ReservationState::Committed { .. } => "committed",
+            ReservationState::Voided { .. } => "voided",
+            ReservationState::Expired { .. } => "expired",
+        }
+    }
+
+    /// When it finished, if it has.
+    pub fn finished_at(self) -> Option<Millis> {
+        match self {
+            ReservationState::Pending => None,
+            ReservationState::Committed { at, .. }
+            | ReservationState::Voided { at }
+            | ReservationState::Expired { at } => Some(at),
+        }
+    }
+}
+
+impl Reservation {
+    /// The state a reader sees at `now`: a pending reservation past its
+    /// expiry reads as expired even before the sweeper released it.
+    pub fn state_at(&self, now: Millis) -> ReservationState {
+        match self.state {
+            ReservationState::Pending if now >= self.expires_at => ReservationState::Expired {
+                at: self.expires_at,
+            },
+            s => s,
+        }
+    }
+}
+
+/// The engine's reservation tables. Changed only by commands, which the log
+/// applies one at a time; the locks keep readers (and tests without a log)
+/// safe.
+#[derive(Debug)]
+pub struct Reservations {
+    /// id -> reservation, pending or finished (sharded).
+    pub(super) all: Map<Id, Reservation>,
+    /// feature id -> its pending reservations (sharded).
+    pub(super) open: Map<Id, u32>,
+    /// Pending reservations by expiry: what the sweeper releases.
+    pub(super) by_expiry: parking_lot::Mutex<BTreeSet<(Millis, Id)>>,
+    /// Finished reservations in the order they finished: what the sweeper
+    /// forgets, oldest first.
+    pub(super) finished: parking_lot::Mutex<VecDeque<(Millis, Id)>>,
+}
+
+impl Default for Reservations {
+    fn default() -> Self {
+        Reservations {
+            all: new_map(),
+            open: new_map(),
+            by_expiry: Default::default(),
+            finished: Default::default(),
+        }
+    }
+}
+
+impl Engine {
+    /// A reservation by id, if it belongs to `tenant_id`.
+    pub fn reservation(&self, tenant_id: Id, id: Id) -> Option<Reservation> {
+        self.reservations
+            .all
+            .get(&id)
+            .filter(|r| r.tenant_id == tenant_id)
+            .map(|r| r.clone())
+    }
+
+    /// Pending reservations of a feature.
+    pub fn reservations_open(&self, feature_id: Id) -> u32 {
+        self.reservations.open.get(&feature_id).map_or(0, |n| *n)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "the fields of Command::Reserve")]
+    pub(super) fn reserve(
+        &self,
+        id: Id,
+        tenant_id: Id,
+        license_id: Id,
+        feature_id: Id,
+        units: i64,
+        timeout_ms: Millis,
+        now: Millis,
+    ) -> R<Outcome> {
+        if units <= 0 {
+            return Err(EngineError::Invalid("units", "must be a positive integer"));
+        }
+        if !(1..=RESERVATION_TIMEOUT_MS_MAX).contains(&timeout_ms) {
+            return Err(EngineError::Invalid(
+                "timeout_ms",
+                "must be 1 to 86400000 (one day)",
+            ));
+        }
+        if self.reservations.all.contains_key(&id) {
+            return Err(EngineError::Duplicate("reservation"));
+        }
+        let lic = self
+            .license(license_id)
+            .filter(|l| l.tenant_id == tenant_id)
+            .ok_or(EngineError::LicenseNotFound)?;
+        let f = self.feature_by_id(&lic, feature_id)?;
+        if !f.is_consumption() {
+            return Err(EngineError::NotConsumption);
+        }
+        if self.reservations_open(feature_id) >= RESERVATIONS_PER_FEATURE_MAX {
+            return Err(EngineError::TooMany("pending reservations"));
+        }
+        f.meter.reserve(units, now).map_err(|e| match e {
+            MeterError::LimitReached | MeterError::Overflow => {
+                EngineError::FeatureConsumptionLimitReached
+            }
+            other => meter_err(other),
+        })?;
+        *self.reservations.open.entry(feature_id).or_insert(0) += 1;
+        self.see_id(id);
+        let expires_at = now.saturating_add(timeout_ms);
+        self.reservations.all.insert(
+            id,
+            Reservation {
+                id,
+                tenant_id,
+                license_id,
+                feature_id,
+                units,
+                created_at: now,
+                expires_at,
+                state: ReservationState::Pending,
+            },
+        );
+        self.reservations.by_expiry.lock().insert((expires_at, id));
+        Ok(Outcome::Reserved { id, expires_at })
+    }
+
+    /// Commits (`Some(units)`, or all with `None`) or voids (`commit: None`
+    /// via [`Engine::void_reservation`]) a pending reservation.
+    pub(super) fn commit_reservation(
+        &self,
+        tenant_id: Id,
+        id: Id,
+        units: Option<i64>,
+        now: Millis,
+    ) -> R<Outcome> {
+        let r = self.pending(tenant_id, id, now)?;
+        let committed = units.unwrap_or(r.units);
+        if committed < 0 {
+            return Err(EngineError::Invalid("units", "must not be negative"));
+        }
+        if committed > r.units {
+            return Err(EngineError::ReservationUnitsExceeded);
+        }
+        self.finish(
+            &r,
+            committed,
+            ReservationState::Committed {
+                units: committed,
+                at: now,
+            },
+            now,
+        );
+        Ok(Outcome::Settled { committed })
+    }
+
+    pub(super) fn void_reservation(&self, tenant_id: Id, id: Id, now: Millis) -> R<Outcome> {
+        let r = self.pending(tenant_id, id, now)?;
+        self.finish(&r, 0, ReservationState::Voided { at: now }, now);
+        Ok(Outcome::Settled { committed: 0 })
+    }
+
+    /// The reservation `id` of `tenant_id`, if it is pending and not expired.
+    fn pending(&self, tenant_id: Id, id: Id, now: Millis) -> R<Reservation> {
+        let r = self
+            .reservation(tenant_id, id)
+            .ok_or(EngineError::ReservationNotFound)?;
+        match r.state_at(now) {
+            ReservationState::Pending => Ok(r),
+            ReservationState::Expired { .. } => Err(EngineError::ReservationExpired),
+            _ => Err(EngineError::ReservationClosed),
+        }
+    }
+
+    /// Settles a pending reservation on its meter and records how it ended.
+    fn finish(&self, r: &Reservation, committed: i64, state: ReservationState, now: Millis) {
+        if let Some(f) = self
+            .license(r.license_id)
+            .and_then(|l| self.feature_by_id(&l, r.feature_id).ok())
+        {
+            f.meter.settle(r.units, committed, now);
+        }
+        if let Some(mut n) = self.reservations.open.get_mut(&r.feature_id) {
+            *n = n.saturating_sub(1);
+        }
+        self.reservations.open.remove_if(&r.feature_id, |_, n| *n == 0);
+        self.reservations
+            .by_expiry
+            .lock()
+            .remove(&(r.expires_at, r.id));
+        if let Some(mut e) = self.reservations.all.get_mut(&r.id) {
+            e.state = state;
+        }
+        let mut finished = self.reservations.finished.lock();
+        finished.push_back((now, r.id));
+        while finished.len() > RESERVATIONS_FINISHED_MAX {
+            if let Some((_, old)) = finished.pop_front() {
+                self.reservations.all.remove(&old);
+            }
+        }
+    }
+
+    /// Releases what expired by `now` and forgets what finished before the
+    /// retention; returns how many reservations changed.
+    pub(super) fn sweep_reservations(&self, now: Millis) -> usize {
+        let due: Vec<(Millis, Id)> = {
+            let by_expiry = self.reservations.by_expiry.lock();
+            by_expiry
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .copied()
+                .collect()
+        };
+        let mut n = 0;
+        for (at, id) in due {
+            let Some(r) = self.reservations.all.get(&id).map(|r| r.clone()) else {
+                continue;
+            };
+            self.finish(&r, 0, ReservationState::Expired { at }, now);
+            n += 1;
+        }
+        let mut finished = self.reservations.finished.lock();
+        while let Some(&(at, id)) = finished.front() {
+            if at.saturating_add(RESERVATION_RETENTION_MS) > now {
+                break;
+            }
+            finished.pop_front();
+            self.reservations.all.remove(&id);
+            n += 1;
+        }
+        n
+    }
+
+    /// Every reservation, pending ones first, then finished ones in the
+    /// order they finished (snapshots).
+    pub fn reservations_image(&self) -> Vec<Reservation> {
+        let mut out: Vec<Reservation> = self
+            .reservations
+            .all
+            .iter()
+            .filter(|r| r.state == ReservationState::Pending)
+            .map(|r| r.clone())
+            .collect();
+        out.sort_by_key(|r| r.id);
+        let finished = self.reservations.finished.lock();
+        out.extend(
+            finished
+                .iter()
+                .filter_map(|(_, id)| self.reservations.all.get(id).map(|r| r.clone())),
+        );
+        out
+    }
+
+    /// Puts back what [`Engine::reservations_image`] gave, after the
+    /// licenses (the meters' counters already include the pending units).
+    pub fn restore_reservations(&self, list: Vec<Reservation>) -> R<()> {
+        for r in list {
+            self.see_id(r.id);
+            match r.state.finished_at() {
+                None => {
+                    let lic = self
+                        .license(r.license_id)
+                        .ok_or(EngineError::LicenseNotFound)?;
+                    self.feature_by_id(&lic, r.feature_id)?.meter.hold(r.units);
+                    *self.reservations.open.entry(r.feature_id).or_insert(0) += 1;
+                    self.reservations
+                        .by_expiry
+                        .lock()
+                        .insert((r.expires_at, r.id));
+                }
+                Some(at) => self.reservations.finished.lock().push_back((at, r.id)),
+            }
+            self.reservations.all.insert(r.id, r);
+        }
+        Ok(())
+    }
+}
