@@ -149,14 +149,18 @@ impl App {
 
     /// [`App::commit`] with the [`Reply`] of the command (the native API's
     /// answers): computed in the same order as the change itself.
-    pub async fn commit_replying(&self, cmd: &Command<'_>) -> Result<Reply, CommitError> {
+    pub async fn commit_replying(
+        &self,
+        cmd: &Command<'_>,
+    ) -> Result<(Outcome, Reply), CommitError> {
         let mut replies = Vec::with_capacity(1);
         let outcome = self
             .commit_with(cmd, || self.engine.apply_replying(cmd, &mut replies))
             .await?;
         // A renewal answered without the log pushed no reply.
-        Ok(replies
+        let reply = replies
             .pop()
-            .unwrap_or_else(|| self.engine.reply(cmd, &outcome)))
+            .unwrap_or_else(|| self.engine.reply(cmd, &outcome));
+        Ok((outcome, reply))
     }
 }

@@ -4,5 +4,6 @@
 pub mod admin;
 pub mod infa;
 pub mod licensespring;
+pub mod native;
 pub mod qlik;
 pub mod yext;

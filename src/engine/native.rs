@@ -141,7 +141,8 @@ fn batchable(op: &Command<'_>) -> bool {
     )
 }
 
-pub(super) fn meter_view(m: &Meter, now: Millis) -> MeterView {
+/// A meter as a client sees it at `now`.
+pub fn meter_view(m: &Meter, now: Millis) -> MeterView {
     let limits = m.limits();
     let period_end = match (limits.reset, limits.period) {
         (true, Some(p)) => Some(match m.next_reset() {

@@ -30,6 +30,7 @@ pub struct Surfaces {
     pub licensespring: crate::api::licensespring::LsState,
     pub qlik: crate::api::qlik::QlikState,
     pub infa: crate::api::infa::InfaState,
+    pub native: crate::api::native::NativeState,
 }
 
 impl Surfaces {
@@ -38,6 +39,7 @@ impl Surfaces {
             licensespring: Default::default(),
             qlik: crate::api::qlik::QlikState::new(app.emulate_rate_limits),
             infa: Default::default(),
+            native: Default::default(),
         }
     }
 }
@@ -405,6 +407,7 @@ enum Surface {
     Yext,
     Qlik,
     Admin,
+    Native,
     Server,
 }
 
@@ -420,6 +423,8 @@ impl Surface {
             Surface::Qlik
         } else if path.starts_with("/admin/v1/") || path == "/admin/v1" {
             Surface::Admin
+        } else if path.starts_with("/v1/") || path == "/v1" {
+            Surface::Native
         } else {
             Surface::Server
         }
@@ -434,6 +439,7 @@ impl Surface {
             Surface::Yext => yext::malformed(m),
             Surface::Qlik => qlik::malformed(m),
             Surface::Admin => admin::malformed(m),
+            Surface::Native => native::malformed(m),
             Surface::Server => http::json_value(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({"error": m.message()}),
@@ -461,6 +467,7 @@ async fn route(
         Surface::Yext => crate::api::yext::handle(app, req).await,
         Surface::Qlik => crate::api::qlik::handle(app, &surfaces.qlik, req).await,
         Surface::Admin => crate::api::admin::handle(app, req).await,
+        Surface::Native => crate::api::native::handle(app, &surfaces.native, req).await,
         Surface::Server if req.uri().path() == "/healthz" => healthz(app),
         Surface::Server => http::json(
             StatusCode::NOT_FOUND,

@@ -1,0 +1,225 @@
+//! The native API's answer shapes, built from engine values. Instants are
+//! RFC 3339 UTC strings with milliseconds; counts are integers; absent
+//! limits are `null`.
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::engine::model::{Feature, FeatureType, License};
+use crate::engine::native::{MeterView, Reply};
+use crate::engine::reserve::{Reservation, ReservationState};
+use crate::engine::time::{format_instant, Millis, MINUTE_MS};
+
+/// An instant, or null for "never" (`i64::MAX`) and "always" (`i64::MIN`).
+pub fn instant(ms: Millis) -> Value {
+    if ms == i64::MAX || ms == i64::MIN {
+        Value::Null
+    } else {
+        format_instant(ms).into()
+    }
+}
+
+pub fn meter(m: &MeterView) -> Value {
+    json!({
+        "used": m.used,
+        "reserved": m.reserved,
+        "remaining": m.remaining,
+        "max": m.max,
+        "max_overages": m.max_overages,
+        "period_end": m.period_end.map(instant),
+    })
+}
+
+/// A feature's entitlement as it stands at `now`.
+pub fn feature(app: &App, f: &Feature, now: Millis) -> Value {
+    let spec = f.spec.read().clone();
+    let mut v = json!({
+        "code": &*f.code,
+        "name": spec.name,
+        "type": spec.feature_type.as_str(),
+        "expires_at": instant(f.expires_at.load(std::sync::atomic::Ordering::Acquire)),
+        "expired": app.engine.check_feature(f, now).is_err(),
+        "floating": Value::Null,
+        "usage": Value::Null,
+    });
+    if spec.floating() {
+        v["floating"] = json!({
+            "in_use": f.floating.in_use(now),
+            "capacity": f.floating.capacity(),
+            "timeout_ms": spec.floating_timeout.max(1) as i64 * MINUTE_MS,
+        });
+    }
+    if spec.feature_type == FeatureType::Consumption {
+        let mut usage = meter(&crate::engine::native::meter_view(&f.meter, now));
+        usage["period"] = spec
+            .consumption_period
+            .filter(|_| spec.reset_consumption)
+            .map(|p| p.as_str())
+            .into();
+        usage["reservations_open"] = app.engine.reservations_open(f.id).into();
+        v["usage"] = usage;
+    }
+    v
+}
+
+/// A license's state: product, validity, activations and every feature.
+pub fn license(app: &App, l: &License, now: Millis) -> Value {
+    let spec = l.spec();
+    let product = app.engine.product(l.product_id);
+    let user = spec
+        .user_id
+        .and_then(|u| app.engine.user(u))
+        .map(|u| u.spec.read().email.clone());
+    let usable = app.engine.check_usable(l, &spec, now);
+    let features: Vec<Value> = l
+        .features
+        .read()
+        .iter()
+        .map(|f| feature(app, f, now))
+        .collect();
+    json!({
+        "id": l.id,
+        "license_key": spec.license_key,
+        "product": product.map(|p| json!({"code": &*p.short_code, "name": p.spec.read().name.clone()})),
+        "user": user,
+        "type": spec.license_type.as_str(),
+        "enabled": spec.enabled,
+        "active": spec.active,
+        "usable": usable.is_ok(),
+        "refusal": usable.err().map(|e| super::error::refusal(e).1),
+        "starts_at": instant(l.starts_at.load(std::sync::atomic::Ordering::Acquire)),
+        "valid_until": instant(l.valid_until.load(std::sync::atomic::Ordering::Acquire)),
+        "usable_until": instant(app.engine.usable_until(l, &spec)),
+        "is_trial": spec.is_trial,
+        "activations": {
+            "used": l.activations.used(),
+            "max": spec.max_activations,
+            "unlimited": spec.allow_unlimited_activations,
+        },
+        "features": features,
+    })
+}
+
+/// A reservation in `state` (its stored state in a change's answer, what a
+/// reader sees at `now` in a read) with its feature's meter.
+pub fn reservation(app: &App, r: &Reservation, m: &MeterView, state: ReservationState) -> Value {
+    let license = app.engine.license(r.license_id);
+    let feature = license.as_ref().and_then(|l| {
+        l.features
+            .read()
+            .iter()
+            .find(|f| f.id == r.feature_id)
+            .map(|f| f.code.to_string())
+    });
+    json!({
+        "id": r.id,
+        "license_key": license.and_then(|l| l.license_key.as_deref().map(str::to_string)),
+        "license_id": r.license_id,
+        "feature": feature,
+        "units": r.units,
+        "state": state.as_str(),
+        "committed_units": match state {
+            ReservationState::Committed { units, .. } => Some(units),
+            _ => None,
+        },
+        "created_at": instant(r.created_at),
+        "expires_at": instant(r.expires_at),
+        "finished_at": state.finished_at().map(instant),
+        "usage": meter(m),
+    })
+}
+
+/// The status and body that answer a change with `reply` (a function of the
+/// reply alone, so that an idempotent replay answers exactly the same).
+pub fn reply(app: &App, reply: &Reply) -> (StatusCode, Value) {
+    match reply {
+        Reply::Usage { meter: m } => (StatusCode::OK, meter(m)),
+        Reply::Reservation {
+            reservation: r,
+            meter: m,
+        } => {
+            // Only a reservation just made is pending in a change's reply.
+            let status = if r.state == ReservationState::Pending {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, reservation(app, r, m, r.state))
+        }
+        Reply::Seat {
+            holder,
+            taken,
+            since,
+            expires_at,
+            borrowed_until,
+            in_use,
+            capacity,
+        } => (
+            if *taken {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            json!({
+                "holder": holder,
+                "taken": taken,
+                "since": instant(*since),
+                "expires_at": instant(*expires_at),
+                "borrowed_until": borrowed_until.map(instant),
+                "in_use": in_use,
+                "capacity": capacity,
+            }),
+        ),
+        Reply::SeatReleased {
+            holder,
+            held,
+            in_use,
+            capacity,
+        } => (
+            StatusCode::OK,
+            json!({"holder": holder, "released": held, "in_use": in_use, "capacity": capacity}),
+        ),
+        Reply::Device {
+            hardware_id,
+            device_id,
+            new,
+            transfer,
+        } => (
+            if *new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            json!({
+                "hardware_id": hardware_id,
+                "device_id": device_id,
+                "active": true,
+                "new": new,
+                "transfer": transfer,
+            }),
+        ),
+        Reply::Deactivated { hardware_id } => (
+            StatusCode::OK,
+            json!({"hardware_id": hardware_id, "active": false}),
+        ),
+        Reply::Batch { replies } => (
+            StatusCode::OK,
+            json!({
+                "atomic": true,
+                "results": replies
+                    .iter()
+                    .map(|r| {
+                        let (s, body) = reply_inner(app, r);
+                        json!({"status": s.as_u16(), "body": body})
+                    })
+                    .collect::<Vec<_>>(),
+            }),
+        ),
+        Reply::Done => (StatusCode::OK, json!({})),
+    }
+}
+
+fn reply_inner(app: &App, r: &Reply) -> (StatusCode, Value) {
+    reply(app, r)
+}
