@@ -424,7 +424,10 @@ impl MeterCell {
         let _g = self.reset_lock.lock();
         self.roll_locked(now);
         let held = self.reserved.fetch_sub(reserved, Ordering::AcqRel);
-        assert!(held >= reserved, "reservations released more units than they held");
+        assert!(
+            held >= reserved,
+            "reservations released more units than they held"
+        );
         let before = self.used.fetch_sub(reserved - committed, Ordering::AcqRel);
         assert!(
             before - (reserved - committed) >= held - reserved,
@@ -436,7 +439,6 @@ impl MeterCell {
         let _g = self.reset_lock.lock();
         self.reserved.fetch_add(units, Ordering::AcqRel);
     }
-
 
     /// The most the counter may reach: max, plus overages when allowed.
     fn limit(&self) -> i64 {

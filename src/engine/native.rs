@@ -316,8 +316,9 @@ impl Engine {
             return Reply::Done;
         };
         let lease = pool.holders(now).into_iter().find(|l| &*l.holder == holder);
-        let (since, expires_at, borrowed_until) =
-            lease.map_or((now, now, None), |l| (l.since, l.expires_at, l.borrowed_until));
+        let (since, expires_at, borrowed_until) = lease.map_or((now, now, None), |l| {
+            (l.since, l.expires_at, l.borrowed_until)
+        });
         Reply::Seat {
             holder: holder.to_string(),
             taken: matches!(
@@ -443,7 +444,9 @@ impl Engine {
             )?;
         }
         if e.product(l.product_id).is_none() {
-            let p = self.product(l.product_id).ok_or(EngineError::ProductNotFound)?;
+            let p = self
+                .product(l.product_id)
+                .ok_or(EngineError::ProductNotFound)?;
             let mut spec = p.spec.read().clone();
             spec.releases.clear();
             spec.bundle_products.clear();
@@ -492,7 +495,10 @@ impl Engine {
             .map(|r| r.clone())
     }
 
-    #[allow(clippy::too_many_arguments, reason = "the fields of Command::Idempotent")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of Command::Idempotent"
+    )]
     pub(super) fn idempotent(
         &self,
         tenant_id: Id,
@@ -528,7 +534,11 @@ impl Engine {
             }
         }
         let vacant = matches!(entry, Entry::Vacant(_));
-        let held = self.idempotency.per_tenant.get(&tenant_id).map_or(0, |n| *n);
+        let held = self
+            .idempotency
+            .per_tenant
+            .get(&tenant_id)
+            .map_or(0, |n| *n);
         if vacant && held >= IDEMPOTENCY_KEYS_PER_TENANT_MAX {
             return Err(EngineError::TooMany("idempotency keys"));
         }

@@ -245,7 +245,9 @@ impl Engine {
         if let Some(mut n) = self.reservations.open.get_mut(&r.feature_id) {
             *n = n.saturating_sub(1);
         }
-        self.reservations.open.remove_if(&r.feature_id, |_, n| *n == 0);
+        self.reservations
+            .open
+            .remove_if(&r.feature_id, |_, n| *n == 0);
         self.reservations
             .by_expiry
             .lock()

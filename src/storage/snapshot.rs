@@ -524,6 +524,10 @@ pub fn load(
     })
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the frames in file order, the licenses in parallel, then the native state"
+)]
 fn restore_all(
     path: &Path,
     engine: &Engine,

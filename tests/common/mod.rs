@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod infa;
+pub mod native;
 pub mod qlik;
 pub mod yext;
 

@@ -152,7 +152,10 @@ pub fn authenticate(
         return signed(app, nonces, parts, body, now, key, &header);
     }
     let token = header("authorization")
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or_else(|| {
             NativeError::unauthorized(
@@ -289,7 +292,17 @@ mod tests {
                 br#"{"license_key":"DEMO-AAAA-BBBB-CCCC","feature":"export"}"#,
             )
         );
-        assert_ne!(sig, signature("other", "POST", "/v1/check", "1767225600", "n0nce-0001", b""));
+        assert_ne!(
+            sig,
+            signature(
+                "other",
+                "POST",
+                "/v1/check",
+                "1767225600",
+                "n0nce-0001",
+                b""
+            )
+        );
     }
 
     #[test]

@@ -31,7 +31,15 @@ fn operations(ctx: &Ctx<'_>, v: &Value, atomic_field: bool) -> R<(Vec<Command<'s
     let ops = list
         .iter()
         .enumerate()
-        .map(|(i, op)| ops::parse_op(ctx.app, &ctx.caller, op, format!("operations[{i}]"), ctx.now))
+        .map(|(i, op)| {
+            ops::parse_op(
+                ctx.app,
+                &ctx.caller,
+                op,
+                format!("operations[{i}]"),
+                ctx.now,
+            )
+        })
         .collect::<R<Vec<_>>>()?;
     Ok((ops, atomic))
 }
@@ -39,7 +47,14 @@ fn operations(ctx: &Ctx<'_>, v: &Value, atomic_field: bool) -> R<(Vec<Command<'s
 /// The problem of operation `index`, with its index.
 fn failed(index: usize, e: crate::engine::EngineError) -> NativeError {
     let mut p = NativeError::from(e);
-    p.detail = format!("operations[{index}]: {}", if p.detail.is_empty() { p.title } else { &p.detail });
+    p.detail = format!(
+        "operations[{index}]: {}",
+        if p.detail.is_empty() {
+            p.title
+        } else {
+            &p.detail
+        }
+    );
     p
 }
 

@@ -92,10 +92,12 @@ async fn check(ctx: &Ctx<'_>, one: &One<'_>) -> R<Value> {
         Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(refused_problem(&e)),
         Err(e) => return Err(e),
     };
-    Ok(match decide(ctx, &l, &one.feature, one.device.as_deref()).await {
-        Ok(v) => v,
-        Err(e) => refused(e, l.license_key.as_deref()),
-    })
+    Ok(
+        match decide(ctx, &l, &one.feature, one.device.as_deref()).await {
+            Ok(v) => v,
+            Err(e) => refused(e, l.license_key.as_deref()),
+        },
+    )
 }
 
 /// The answer for feature `code` of `l`, or the refusal.
@@ -105,7 +107,9 @@ async fn decide(
     code: &str,
     device: Option<&str>,
 ) -> Result<Value, Refusal> {
-    let f = l.feature(code).ok_or(Refusal::Engine(EngineError::FeatureNotFound))?;
+    let f = l
+        .feature(code)
+        .ok_or(Refusal::Engine(EngineError::FeatureNotFound))?;
     {
         let spec = l.spec.read();
         ctx.app.engine.check_usable(l, &spec, ctx.now)?;

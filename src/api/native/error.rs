@@ -39,7 +39,12 @@ impl NativeError {
 
     /// A request the API cannot read: `detail` says what is wrong.
     pub fn invalid(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request").detail(detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid request",
+        )
+        .detail(detail)
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
@@ -104,6 +109,10 @@ impl From<CommitError> for NativeError {
 }
 
 /// The code, status and title of an engine refusal.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the table of refusals, one arm each"
+)]
 pub fn refusal(e: EngineError) -> (StatusCode, &'static str, &'static str) {
     use EngineError::*;
     const NF: StatusCode = StatusCode::NOT_FOUND;
@@ -115,15 +124,27 @@ pub fn refusal(e: EngineError) -> (StatusCode, &'static str, &'static str) {
         UserNotFound => (NF, "user_not_found", "No such license user"),
         LicenseNotFound => (NF, "license_not_found", "No such license"),
         FeatureNotFound => (NF, "feature_not_found", "No such feature on this license"),
-        DeviceNotFound => (NF, "device_not_found", "The device is not activated on this license"),
+        DeviceNotFound => (
+            NF,
+            "device_not_found",
+            "The device is not activated on this license",
+        ),
         ReservationNotFound => (NF, "reservation_not_found", "No such reservation"),
         LicenseNotEnabled => (CONFLICT, "license_not_enabled", "The license is disabled"),
         LicenseNotActive => (CONFLICT, "license_not_active", "The license is not active"),
-        LicenseNotStarted => (CONFLICT, "license_not_started", "The license has not started"),
+        LicenseNotStarted => (
+            CONFLICT,
+            "license_not_started",
+            "The license has not started",
+        ),
         LicenseExpired => (CONFLICT, "license_expired", "The license has expired"),
         FeatureExpired => (CONFLICT, "feature_expired", "The feature has expired"),
         DeviceBlacklisted => (CONFLICT, "device_blacklisted", "The device is blacklisted"),
-        VmNotAllowed => (CONFLICT, "vm_not_allowed", "Virtual machines are not allowed"),
+        VmNotAllowed => (
+            CONFLICT,
+            "vm_not_allowed",
+            "Virtual machines are not allowed",
+        ),
         ActivationLimitReached => (
             CONFLICT,
             "activation_limit_reached",
@@ -139,11 +160,21 @@ pub fn refusal(e: EngineError) -> (StatusCode, &'static str, &'static str) {
             "floating_not_available",
             "Every floating seat is taken",
         ),
-        NotFloating | FeatureNotFloating => (CONFLICT, "not_floating", "The feature does not float"),
+        NotFloating | FeatureNotFloating => {
+            (CONFLICT, "not_floating", "The feature does not float")
+        }
         BorrowNotAllowed => (CONFLICT, "borrow_not_allowed", "Borrowing is not allowed"),
-        BorrowTooLong => (CONFLICT, "borrow_too_long", "Borrowed for longer than allowed"),
+        BorrowTooLong => (
+            CONFLICT,
+            "borrow_too_long",
+            "Borrowed for longer than allowed",
+        ),
         BorrowInPast => (CONFLICT, "borrow_in_past", "Borrowed until a past instant"),
-        NotConsumption => (CONFLICT, "not_consumption", "The feature does not meter usage"),
+        NotConsumption => (
+            CONFLICT,
+            "not_consumption",
+            "The feature does not meter usage",
+        ),
         ConsumptionLimitReached | FeatureConsumptionLimitReached | ConsumptionOverflow => (
             CONFLICT,
             "consumption_limit_reached",
@@ -155,7 +186,11 @@ pub fn refusal(e: EngineError) -> (StatusCode, &'static str, &'static str) {
             "Negative usage is not allowed on this feature",
         ),
         ConsumptionBelowZero => (CONFLICT, "below_zero", "Usage cannot go below zero"),
-        ReservationExpired => (CONFLICT, "reservation_expired", "The reservation has expired"),
+        ReservationExpired => (
+            CONFLICT,
+            "reservation_expired",
+            "The reservation has expired",
+        ),
         ReservationClosed => (
             CONFLICT,
             "reservation_closed",
@@ -172,7 +207,11 @@ pub fn refusal(e: EngineError) -> (StatusCode, &'static str, &'static str) {
             "The idempotency key was used for another request",
         ),
         TooMany(_) => (CONFLICT, "limit_reached", "A limit was reached"),
-        Invalid(..) => (StatusCode::BAD_REQUEST, "invalid_request", "Invalid request"),
+        Invalid(..) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid request",
+        ),
         Duplicate(_) | InUse(_) => (CONFLICT, "conflict", "Conflict"),
         Qlik(_) | Yext(_) | Infa(_) => (CONFLICT, "conflict", "Conflict"),
     }

@@ -12,7 +12,10 @@ use crate::engine::model::License;
 use crate::engine::EngineError;
 
 pub fn read(ctx: &Ctx<'_>, l: &License) -> R<Done> {
-    Ok(Done::json(StatusCode::OK, &wire::license(ctx.app, l, ctx.now)))
+    Ok(Done::json(
+        StatusCode::OK,
+        &wire::license(ctx.app, l, ctx.now),
+    ))
 }
 
 pub fn of_user(ctx: &Ctx<'_>, product: &str, user: &str) -> R<Done> {
@@ -37,7 +40,11 @@ pub fn user_license(ctx: &Ctx<'_>, product: &str, user: &str, id: &str) -> R<Arc
 
 pub async fn activate(ctx: &Ctx<'_>, l: &License, hw: &str, body: &[u8]) -> R<Done> {
     let info = ops::device_info(&body_json(body)?, "body".into())?;
-    change(ctx, ops::activate(ctx.app, l, hw.to_string(), info, ctx.now)).await
+    change(
+        ctx,
+        ops::activate(ctx.app, l, hw.to_string(), info, ctx.now),
+    )
+    .await
 }
 
 pub async fn deactivate(ctx: &Ctx<'_>, l: &License, hw: &str) -> R<Done> {

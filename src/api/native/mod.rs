@@ -164,9 +164,7 @@ fn idem_of(parts: &hyper::http::request::Parts, body: &[u8]) -> R<Option<Idem>> 
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|k| {
-            !k.is_empty() && k.len() <= crate::engine::native::IDEMPOTENCY_KEY_BYTES_MAX
-        })
+        .filter(|k| !k.is_empty() && k.len() <= crate::engine::native::IDEMPOTENCY_KEY_BYTES_MAX)
         .ok_or_else(|| {
             NativeError::invalid("Idempotency-Key: must be 1 to 255 printable ASCII bytes")
         })?;
@@ -247,13 +245,9 @@ async fn route(ctx: &Ctx<'_>, m: &Method, segs: &[&str], q: &Query<'_>, body: &[
         ["preflight"] if m == Method::POST => batch::preflight(ctx, body),
         ["batch"] if m == Method::POST => batch::batch(ctx, body).await,
         ["reservations", id] if m == Method::GET => usage::get_reservation(ctx, id),
-        ["reservations", id, "commit"] if m == Method::POST => {
-            usage::commit(ctx, id, body).await
-        }
+        ["reservations", id, "commit"] if m == Method::POST => usage::commit(ctx, id, body).await,
         ["reservations", id, "void"] if m == Method::POST => usage::void(ctx, id, body).await,
-        ["products", p, "users", u, "licenses"] if m == Method::GET => {
-            licenses::of_user(ctx, p, u)
-        }
+        ["products", p, "users", u, "licenses"] if m == Method::GET => licenses::of_user(ctx, p, u),
         ["products", p, "users", u, "licenses", id, rest @ ..] => {
             let l = licenses::user_license(ctx, p, u, id)?;
             license_route(ctx, m, &l, rest, q, body).await

@@ -96,11 +96,7 @@ impl<'a> Fields<'a> {
 
     /// Refuses fields that were not taken.
     pub fn done(self) -> R<()> {
-        match self
-            .map
-            .keys()
-            .find(|k| !self.taken.contains(&k.as_str()))
-        {
+        match self.map.keys().find(|k| !self.taken.contains(&k.as_str())) {
             Some(k) => Err(NativeError::invalid(format!(
                 "{}.{k}: unknown field",
                 self.at
@@ -153,7 +149,10 @@ pub fn license_of_user(
 ) -> R<Arc<License>> {
     let all = licenses_of_user(app, tenant, product, user)?;
     let found = match feature {
-        Some(code) => all.iter().find(|l| l.feature(code).is_some()).or(all.first()),
+        Some(code) => all
+            .iter()
+            .find(|l| l.feature(code).is_some())
+            .or(all.first()),
         None => all.first(),
     };
     found

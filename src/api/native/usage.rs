@@ -44,7 +44,13 @@ pub fn get_reservation(ctx: &Ctx<'_>, id: &str) -> R<Done> {
         .app
         .engine
         .license(r.license_id)
-        .and_then(|l| l.features.read().iter().find(|f| f.id == r.feature_id).cloned())
+        .and_then(|l| {
+            l.features
+                .read()
+                .iter()
+                .find(|f| f.id == r.feature_id)
+                .cloned()
+        })
         .map(|f| meter_view(&f.meter, ctx.now))
         .ok_or(EngineError::FeatureNotFound)?;
     let body = wire::reservation(ctx.app, &r, &meter, r.state_at(ctx.now));
