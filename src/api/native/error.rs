@@ -109,10 +109,7 @@ impl From<CommitError> for NativeError {
 }
 
 /// The code, status and title of an engine refusal.
-#[allow(
-    clippy::too_many_lines,
-    reason = "the table of refusals, one arm each"
-)]
+#[allow(clippy::too_many_lines, reason = "the table of refusals, one arm each")]
 pub fn refusal(e: EngineError) -> (StatusCode, &'static str, &'static str) {
     use EngineError::*;
     const NF: StatusCode = StatusCode::NOT_FOUND;
