@@ -41,6 +41,24 @@ pub enum Cmd {
         #[arg(long)]
         curl: bool,
     },
+    /// Print the headers of a signed native API request (docs/native.md), for curl.
+    Sign {
+        #[arg(long)]
+        api_key: String,
+        #[arg(long)]
+        shared_key: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The path with its query, exactly as the request will send it.
+        #[arg(long)]
+        path: String,
+        /// The body, exactly as the request will send it.
+        #[arg(long, default_value = "")]
+        body: String,
+        /// Print them as curl -H arguments.
+        #[arg(long)]
+        curl: bool,
+    },
     /// Print the public key that verifies LicenseSignature headers.
     PublicKey {
         #[arg(long, default_value = "./tally-data")]
@@ -184,6 +202,43 @@ pub fn main() -> ExitCode {
                 println!("-H 'Date: {date}' -H 'Authorization: {auth}'");
             } else {
                 println!("Date: {date}\nAuthorization: {auth}");
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Sign {
+            api_key,
+            shared_key,
+            method,
+            path,
+            body,
+            curl,
+        } => {
+            let ts = (SystemClock.now_ms() / 1000).to_string();
+            let nonce = crate::util::random_token(24);
+            let method = method.to_ascii_uppercase();
+            let sig = crate::api::native::signature(
+                &shared_key,
+                &method,
+                &path,
+                &ts,
+                &nonce,
+                body.as_bytes(),
+            );
+            let headers = [
+                ("X-Tally-Key", api_key.as_str()),
+                ("X-Tally-Timestamp", ts.as_str()),
+                ("X-Tally-Nonce", nonce.as_str()),
+                ("X-Tally-Signature", sig.as_str()),
+            ];
+            for (name, value) in headers {
+                if curl {
+                    print!("-H '{name}: {value}' ");
+                } else {
+                    println!("{name}: {value}");
+                }
+            }
+            if curl {
+                println!();
             }
             ExitCode::SUCCESS
         }

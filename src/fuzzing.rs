@@ -28,6 +28,7 @@ pub const TARGETS: &[Target] = &[
     ("yext_body", crate::api::yext::fuzz::body),
     ("informatica_document", crate::api::infa::fuzz::document),
     ("admin_body", crate::api::admin::fuzz::body),
+    ("native_body", crate::api::native::fuzz::body),
     ("catalog", catalog),
     ("wal_segment", wal_segment),
     ("wal_record", wal_record),

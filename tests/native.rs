@@ -1099,3 +1099,35 @@ async fn read_only_keys_cannot_change_anything() {
         (Some(0), Some(1))
     );
 }
+
+/// `tally sign` prints headers that the server accepts (the real binary,
+/// against a server on the wall clock, as curl would use them).
+#[tokio::test]
+async fn tally_sign_prints_headers_the_server_accepts() {
+    let s =
+        TestServer::start_with(|o| o.clock = std::sync::Arc::new(tally::clock::SystemClock)).await;
+    let body = json!({"license_key": STUDIO, "feature": "render"}).to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "sign",
+            "--api-key",
+            API_KEY,
+            "--shared-key",
+            common::SHARED_KEY,
+        ])
+        .args(["--method", "POST", "--path", "/v1/check", "--body", &body])
+        .output()
+        .expect("tally sign");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let mut req = hyper::Request::post(s.url("/v1/check"));
+    for line in text.lines() {
+        let (name, value) = line.split_once(": ").expect("a header line");
+        req = req.header(name, value);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+    let r = s.send(req).await;
+    assert_eq!(ok(&r, StatusCode::OK)["allowed"], true);
+}
