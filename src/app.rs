@@ -54,6 +54,12 @@ pub struct App {
     /// The data directory's log and snapshots; None keeps state in memory
     /// only (benchmarks, and tests that are not about durability).
     pub store: Option<Arc<Store>>,
+    /// Signs offline tokens (the native API); its keys rotate through the admin API.
+    pub tokens: crate::tokens::TokenKeys,
+    /// Where rotated token keys are stored (None: in memory only).
+    token_keys_dir: Option<std::path::PathBuf>,
+    /// Serialises token key rotations (store, then install).
+    rotation: parking_lot::Mutex<()>,
     /// Without a store, commits still apply one at a time, as the log's
     /// commit lock makes them with one: atomic batches and idempotency
     /// records rely on that order.
@@ -71,6 +77,10 @@ pub struct AppOptions {
     pub store: Option<Arc<Store>>,
     /// Enforce vendors' documented rate limits (Qlik's tiers).
     pub emulate_rate_limits: bool,
+    /// The offline tokens' keys (from the data directory; a fresh one otherwise).
+    pub token_keys: Vec<crate::tokens::TokenKeyRecord>,
+    /// The data directory, where rotated token keys are stored.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl AppOptions {
@@ -84,12 +94,15 @@ impl AppOptions {
             engine: None,
             store: None,
             emulate_rate_limits: false,
+            token_keys: Vec::new(),
+            data_dir: None,
         }
     }
 }
 
 impl App {
     pub fn new(opts: AppOptions) -> Self {
+        let tokens = token_keys(opts.token_keys, opts.clock.now_ms());
         App {
             engine: opts.engine.unwrap_or_default(),
             store: opts.store,
@@ -100,8 +113,24 @@ impl App {
             sign_responses: opts.sign_responses,
             passwords: Passwords::new(),
             emulate_rate_limits: opts.emulate_rate_limits,
+            tokens,
+            token_keys_dir: opts.data_dir,
+            rotation: parking_lot::Mutex::new(()),
             serial: parking_lot::Mutex::new(()),
         }
+    }
+
+    /// Retires the current token key for a new one (stored first, when
+    /// there is a data directory); returns the new key's id.
+    pub fn rotate_token_key(&self) -> Result<String, String> {
+        let _one_at_a_time = self.rotation.lock();
+        let records = self.tokens.rotated(self.now())?;
+        if let Some(dir) = &self.token_keys_dir {
+            crate::storage::save_token_keys(dir, &records).map_err(|e| e.to_string())?;
+        }
+        let kid = records.last().map(|r| r.kid.clone()).unwrap_or_default();
+        self.tokens.install(records)?;
+        Ok(kid)
     }
 
     pub fn now(&self) -> Millis {
@@ -163,4 +192,16 @@ impl App {
             .unwrap_or_else(|| self.engine.reply(cmd, &outcome));
         Ok((outcome, reply))
     }
+}
+
+/// The token keys given, or a fresh one (no data directory, or keys that
+/// cannot be read were refused before here).
+fn token_keys(
+    records: Vec<crate::tokens::TokenKeyRecord>,
+    now: Millis,
+) -> crate::tokens::TokenKeys {
+    crate::tokens::TokenKeys::new(records).unwrap_or_else(|_| {
+        crate::tokens::TokenKeys::new(vec![crate::tokens::TokenKeyRecord::generate(now)])
+            .expect("a generated key is valid")
+    })
 }

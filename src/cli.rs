@@ -334,6 +334,16 @@ pub fn build_app(
     opts.limits = cfg.limits.clone();
     opts.sign_responses = cfg.sign_responses;
     opts.emulate_rate_limits = cfg.emulate_rate_limits;
+    let (token_keys, created) =
+        crate::storage::load_or_create_token_keys(&cfg.data_dir, clock.now_ms())?;
+    if created {
+        tracing::info!(
+            "created the offline token signing key in {}",
+            cfg.data_dir.join(crate::storage::TOKEN_KEYS_FILE).display()
+        );
+    }
+    opts.token_keys = token_keys;
+    opts.data_dir = Some(cfg.data_dir.clone());
     // Recover the stored state before anything else touches the engine.
     let engine = crate::engine::Engine::new();
     let (store, opened) =

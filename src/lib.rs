@@ -22,16 +22,17 @@
 //! - [`api`]: one module per surface, each translating its wire format to
 //!   engine commands: [`api::licensespring`] (License API v4),
 //!   [`api::qlik`] (Qlik Cloud Licenses), [`api::yext`] (Yext License Packs),
-//!   [`api::infa`] (Informatica IICS license resource) and [`api::admin`]
-//!   (the native admin API).
+//!   [`api::infa`] (Informatica IICS license resource), [`api::admin`]
+//!   (the native admin API) and [`api::native`] (Tally's own API, `/v1/`).
 //! - [`fuzzing`]: one entry point per parser, for the fuzz targets (`fuzz/`).
 //! - [`catalog`]: loading a JSON catalog at start; generating synthetic ones.
 //! - [`app`]: the state a running server shares across requests, and
 //!   `App::commit`, the one path by which surfaces change state.
-//! - [`clock`], [`config`], [`credentials`], [`signing`], [`util`]: services
-//!   the surfaces share.
-//! - [`cli`]: the `tally` command line (`serve`, `auth-headers`, `public-key`,
-//!   `inspect`, `gen-catalog`).
+//! - [`clock`], [`config`], [`credentials`], [`signing`], [`tokens`],
+//!   [`util`]: services the surfaces share ([`tokens`]: offline tokens, JWS
+//!   signed with Ed25519).
+//! - [`cli`]: the `tally` command line (`serve`, `auth-headers`, `sign`,
+//!   `public-key`, `inspect`, `gen-catalog`).
 
 pub mod api;
 pub mod app;
@@ -47,4 +48,5 @@ pub mod http;
 pub mod server;
 pub mod signing;
 pub mod storage;
+pub mod tokens;
 pub mod util;

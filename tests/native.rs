@@ -1131,3 +1131,94 @@ async fn tally_sign_prints_headers_the_server_accepts() {
     let r = s.send(req).await;
     assert_eq!(ok(&r, StatusCode::OK)["allowed"], true);
 }
+
+/// An offline token verifies with an independent JWT implementation
+/// (`jsonwebtoken`) against the served JWKS, before and after a rotation.
+#[tokio::test]
+async fn offline_tokens_verify_with_an_independent_jwt_implementation() {
+    use jsonwebtoken::{decode, decode_header, jwk::JwkSet, Algorithm, DecodingKey, Validation};
+    let s =
+        TestServer::start_with(|o| o.clock = std::sync::Arc::new(tally::clock::SystemClock)).await;
+    ok(
+        &n(&s, Method::PUT, &format!("{LIC}/devices/tok-1"), None).await,
+        StatusCode::CREATED,
+    );
+    let issue = |device: &str, ttl: i64| {
+        let s = &s;
+        let body = json!({"device": device, "ttl_s": ttl});
+        async move { n(s, Method::POST, &format!("{LIC}/token"), Some(body)).await }
+    };
+    let verify = |token: &str, jwks: &JwkSet| {
+        let kid = decode_header(token).expect("header").kid.expect("kid");
+        let jwk = jwks.find(&kid).expect("key in the JWKS");
+        let key = DecodingKey::from_jwk(jwk).expect("decoding key");
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.set_required_spec_claims(&["exp", "iat", "sub"]);
+        decode::<Value>(token, &key, &v).expect("verifies").claims
+    };
+    async fn jwks(s: &TestServer) -> JwkSet {
+        let url = s.url("/v1/.well-known/jwks.json");
+        let r = s
+            .send(
+                hyper::Request::get(url)
+                    .body(Default::default())
+                    .expect("req"),
+            )
+            .await;
+        serde_json::from_slice::<JwkSet>(&r.bytes).expect("a JWK set")
+    }
+    let t = ok(&issue("tok-1", 3600).await, StatusCode::CREATED);
+    let token = t["token"].as_str().expect("token").to_string();
+    let claims = verify(&token, &jwks(&s).await);
+    assert_eq!(claims["sub"], STUDIO);
+    assert_eq!(claims["device"], "tok-1");
+    assert_eq!(
+        claims["exp"].as_i64(),
+        claims["iat"].as_i64().map(|i| i + 3600)
+    );
+    assert_eq!(claims["license"]["features"][2]["usage"]["max"], 1000);
+    // A tampered token does not verify.
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    parts[1] = parts[1].replace('A', "B");
+    let forged = parts.join(".");
+    let kid = decode_header(&token).expect("header").kid.expect("kid");
+    let set = jwks(&s).await;
+    let key = DecodingKey::from_jwk(set.find(&kid).expect("jwk")).expect("key");
+    assert!(decode::<Value>(&forged, &key, &Validation::new(Algorithm::EdDSA)).is_err());
+    // Rotation: new tokens carry the new key; old ones still verify.
+    let r = s.admin(Method::POST, "/token-keys/rotate", None).await;
+    let new_kid = r.json()["kid"].as_str().expect("kid").to_string();
+    assert_ne!(new_kid, kid);
+    let set = jwks(&s).await;
+    assert_eq!(set.keys.len(), 2);
+    verify(&token, &set);
+    let t2 = ok(&issue("tok-1", 60).await, StatusCode::CREATED);
+    let t2 = t2["token"].as_str().expect("token");
+    assert_eq!(
+        decode_header(t2).expect("header").kid.as_deref(),
+        Some(new_kid.as_str())
+    );
+    verify(t2, &set);
+    let keys = s.admin(Method::GET, "/token-keys", None).await.json();
+    assert_eq!(keys["keys"][1]["current"], true);
+    assert!(
+        keys.to_string().find("seed").is_none(),
+        "no secret is listed"
+    );
+    // Errors.
+    problem(
+        &issue("nope", 60).await,
+        StatusCode::NOT_FOUND,
+        "device_not_found",
+    );
+    problem(
+        &issue("tok-1", 0).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    problem(
+        &issue("tok-1", 90 * 86_400 + 1).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+}

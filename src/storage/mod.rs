@@ -36,9 +36,7 @@ impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StorageError::Io(p, e) => write!(f, "{}: {e}", p.display()),
-            StorageError::BadKey(p, e) => {
-                write!(f, "{}: not a PKCS#8 RSA private key: {e}", p.display())
-            }
+            StorageError::BadKey(p, e) => write!(f, "{}: not a valid key file: {e}", p.display()),
         }
     }
 }
@@ -47,6 +45,8 @@ impl std::error::Error for StorageError {}
 
 pub const SIGNING_KEY_FILE: &str = "signing_key.pem";
 pub const ADMIN_TOKEN_FILE: &str = "admin_token";
+/// The offline tokens' Ed25519 keys (JSON list of `tokens::TokenKeyRecord`).
+pub const TOKEN_KEYS_FILE: &str = "token_keys.json";
 
 fn io(p: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     move |e| StorageError::Io(p.to_path_buf(), e)
@@ -116,4 +116,33 @@ pub fn load_or_create_admin_token(
             Ok((token, true))
         }
     }
+}
+
+/// The offline tokens' signing keys, a first one created at first start.
+/// Returns them and whether they were created.
+pub fn load_or_create_token_keys(
+    dir: &Path,
+    now: crate::engine::time::Millis,
+) -> Result<(Vec<crate::tokens::TokenKeyRecord>, bool), StorageError> {
+    let path = dir.join(TOKEN_KEYS_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(|k| (k, false))
+            .map_err(|e| StorageError::BadKey(path, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keys = vec![crate::tokens::TokenKeyRecord::generate(now)];
+            save_token_keys(dir, &keys)?;
+            Ok((keys, true))
+        }
+        Err(e) => Err(StorageError::Io(path, e)),
+    }
+}
+
+/// Stores the offline tokens' keys (after a rotation), atomically.
+pub fn save_token_keys(
+    dir: &Path,
+    keys: &[crate::tokens::TokenKeyRecord],
+) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec_pretty(keys).unwrap_or_default();
+    write_private(&dir.join(TOKEN_KEYS_FILE), &bytes)
 }

@@ -45,3 +45,30 @@ pub(super) async fn create_key(app: &App, body: Option<&[u8]>) -> R<Resp> {
         .ok_or_else(|| AdminError::not_found("api key"))?;
     Ok(json_value(StatusCode::CREATED, &wire::api_key(&k)))
 }
+
+/// The offline tokens' signing keys: ids and lifetimes (never the secrets).
+pub(super) fn token_keys(app: &App) -> R<Resp> {
+    let keys: Vec<Value> = app
+        .tokens
+        .records()
+        .iter()
+        .map(|r| {
+            json!({
+                "kid": r.kid,
+                "created_at": crate::engine::time::format_instant(r.created_ms),
+                "retired_at": r.retired_ms.map(crate::engine::time::format_instant),
+                "current": r.retired_ms.is_none(),
+            })
+        })
+        .collect();
+    Ok(json_value(StatusCode::OK, &json!({ "keys": keys })))
+}
+
+/// Retires the current token key for a new one; old keys stay in the JWKS
+/// until every token they signed has expired.
+pub(super) fn rotate_token_key(app: &App) -> R<Resp> {
+    let kid = app
+        .rotate_token_key()
+        .map_err(|e| AdminError::new(StatusCode::CONFLICT, "rotation_refused", e))?;
+    Ok(json_value(StatusCode::OK, &json!({ "kid": kid })))
+}

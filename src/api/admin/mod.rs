@@ -139,6 +139,8 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["tenants", id, "informatica", rest @ ..] => {
             infa::route(app, m, id, rest, &query, body).await
         }
+        ["token-keys"] if m == Method::GET => keys::token_keys(app),
+        ["token-keys", "rotate"] if m == Method::POST => keys::rotate_token_key(app),
         ["api-keys"] if m == Method::GET => list_keys(app, &query),
         ["api-keys"] if m == Method::POST => create_key(app, body).await,
         ["api-keys", key] if m == Method::GET => {

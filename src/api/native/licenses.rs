@@ -50,3 +50,50 @@ pub async fn activate(ctx: &Ctx<'_>, l: &License, hw: &str, body: &[u8]) -> R<Do
 pub async fn deactivate(ctx: &Ctx<'_>, l: &License, hw: &str) -> R<Done> {
     change(ctx, ops::deactivate(l, hw.to_string(), ctx.now)).await
 }
+
+/// `POST .../token` `{device, ttl_s?}`: an offline token (JWS, EdDSA) of the
+/// license's state for an activated device. It expires after `ttl_s`
+/// (default a day, at most `TOKEN_TTL_S_MAX`), and never after the license's
+/// own end.
+pub fn token(ctx: &Ctx<'_>, l: &License, body: &[u8]) -> R<Done> {
+    let v = body_json(body)?;
+    let mut f = super::ops::Fields::of(&v, "body")?;
+    let device = f.str("device")?;
+    let ttl_s = f.int_opt("ttl_s")?.unwrap_or(TOKEN_TTL_S_DEFAULT);
+    f.done()?;
+    if !(1..=crate::tokens::TOKEN_TTL_S_MAX).contains(&ttl_s) {
+        return Err(NativeError::invalid(format!(
+            "ttl_s: must be 1 to {}",
+            crate::tokens::TOKEN_TTL_S_MAX
+        )));
+    }
+    ops::usable(ctx.app, l, None, ctx.now)?;
+    ctx.app.engine.check_device(l, device)?;
+    let spec = l.spec();
+    let end = ctx.app.engine.usable_until(l, &spec);
+    let iat = ctx.now / 1000;
+    let exp = (ctx.now.saturating_add(ttl_s * 1000).min(end)) / 1000;
+    let claims = json!({
+        "iss": "tally",
+        "sub": spec.license_key.clone().unwrap_or_else(|| format!("license:{}", l.id)),
+        "iat": iat,
+        "nbf": iat,
+        "exp": exp,
+        "jti": crate::util::random_token(16),
+        "tenant": ctx.caller.tenant_id,
+        "device": device,
+        "license": wire::license(ctx.app, l, ctx.now),
+    });
+    let token = ctx.app.tokens.sign(&claims);
+    Ok(Done::json(
+        StatusCode::CREATED,
+        &json!({
+            "token": token,
+            "expires_at": wire::instant(exp * 1000),
+            "jwks_uri": "/v1/.well-known/jwks.json",
+        }),
+    ))
+}
+
+/// A token's life when the request names none, seconds (one day).
+pub const TOKEN_TTL_S_DEFAULT: i64 = 86_400;

@@ -206,6 +206,10 @@ fn no_route() -> NativeError {
 }
 
 async fn handle_inner(app: &App, state: &NativeState, req: Request<Incoming>) -> R<Done> {
+    // The public documents: no key needed.
+    if req.method() == Method::GET && req.uri().path() == "/v1/.well-known/jwks.json" {
+        return Ok(Done::json(StatusCode::OK, &app.tokens.jwks()));
+    }
     let now = app.now();
     let (parts, body) = req.into_parts();
     let body = read_body(
@@ -272,6 +276,7 @@ async fn license_route(
 ) -> R<Done> {
     match rest {
         [] if m == Method::GET => licenses::read(ctx, l),
+        ["token"] if m == Method::POST => licenses::token(ctx, l, body),
         ["devices", hw] if m == Method::PUT => licenses::activate(ctx, l, hw, body).await,
         ["devices", hw] if m == Method::DELETE => licenses::deactivate(ctx, l, hw).await,
         ["features", code, "check"] if m == Method::GET => {
@@ -289,6 +294,7 @@ async fn license_route(
             usage::reserve(ctx, l, code, body).await
         }
         []
+        | ["token"]
         | ["devices", _]
         | ["features", _, "check" | "seats" | "usage" | "reservations"]
         | ["features", _, "seats", _] => Err(method_not_allowed()),
