@@ -213,33 +213,7 @@ pub fn main() -> ExitCode {
             body,
             curl,
         } => {
-            let ts = (SystemClock.now_ms() / 1000).to_string();
-            let nonce = crate::util::random_token(24);
-            let method = method.to_ascii_uppercase();
-            let sig = crate::api::native::signature(
-                &shared_key,
-                &method,
-                &path,
-                &ts,
-                &nonce,
-                body.as_bytes(),
-            );
-            let headers = [
-                ("X-Tally-Key", api_key.as_str()),
-                ("X-Tally-Timestamp", ts.as_str()),
-                ("X-Tally-Nonce", nonce.as_str()),
-                ("X-Tally-Signature", sig.as_str()),
-            ];
-            for (name, value) in headers {
-                if curl {
-                    print!("-H '{name}: {value}' ");
-                } else {
-                    println!("{name}: {value}");
-                }
-            }
-            if curl {
-                println!();
-            }
+            print_signed_headers(&api_key, &shared_key, &method, &path, &body, curl);
             ExitCode::SUCCESS
         }
         Cmd::PublicKey { data_dir, base64 } => {
@@ -494,4 +468,36 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutting down");
+}
+
+/// `tally sign`: the headers of a signed native API request made now.
+fn print_signed_headers(
+    api_key: &str,
+    shared_key: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    curl: bool,
+) {
+    let ts = (SystemClock.now_ms() / 1000).to_string();
+    let nonce = crate::util::random_token(24);
+    let method = method.to_ascii_uppercase();
+    let sig =
+        crate::api::native::signature(shared_key, &method, path, &ts, &nonce, body.as_bytes());
+    let headers = [
+        ("X-Tally-Key", api_key),
+        ("X-Tally-Timestamp", ts.as_str()),
+        ("X-Tally-Nonce", nonce.as_str()),
+        ("X-Tally-Signature", sig.as_str()),
+    ];
+    for (name, value) in headers {
+        if curl {
+            print!("-H '{name}: {value}' ");
+        } else {
+            println!("{name}: {value}");
+        }
+    }
+    if curl {
+        println!();
+    }
 }
