@@ -51,6 +51,8 @@ fn catalog() -> Value {
              "devices": [{"hardware_id": "m"}],
              "features": [{"code": "units", "feature_type": "consumption", "allow_unlimited_consumptions": true}]},
             {"product": "p", "license_key": "SEATS", "max_activations": SEATS},
+            {"product": "p", "license_key": "RES", "max_activations": 1,
+             "features": [{"code": "tokens", "feature_type": "consumption", "allow_unlimited_consumptions": true}]},
             {"product": "p", "license_key": "POOL", "max_activations": 16, "devices": pool_devices,
              "features": [{"code": "seat", "is_floating_cloud": true, "floating_users": POOL_SEATS, "floating_timeout": 30}]}
         ]
@@ -179,6 +181,36 @@ async fn ls(
     ))
 }
 
+/// One native API request with the bearer key; Some(status, body) when an
+/// answer came back.
+async fn native(
+    client: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+    body: Value,
+    idempotency_key: Option<&str>,
+) -> Option<(u16, Value)> {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}{path}"))
+        .header("Authorization", format!("Bearer {API_KEY}"));
+    if let Some(k) = idempotency_key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).ok()?;
+    let resp = client.request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// Units each native reservation holds, and each commit uses.
+const RESERVED_UNITS: i64 = 3;
+const COMMITTED_UNITS: i64 = 2;
+
 /// What the clients sent and what the server acknowledged, over all cycles.
 #[derive(Default)]
 struct Ledger {
@@ -186,6 +218,15 @@ struct Ledger {
     activations_acked: HashSet<String>,
     units_sent: u64,
     units_acked: u64,
+    /// Native reservations acknowledged (201), by id.
+    reservations_acked: HashSet<u64>,
+    /// Commits sent and acknowledged, by reservation id.
+    commits_sent: HashSet<u64>,
+    commits_acked: HashSet<u64>,
+    /// Native usage under idempotency keys: distinct keys sent (each sent
+    /// twice) and acknowledged.
+    keyed_units_sent: u64,
+    keyed_units_acked: u64,
 }
 
 async fn client_loop(
@@ -199,7 +240,71 @@ async fn client_loop(
     let mut i = 0usize;
     while !stop.load(Ordering::Acquire) {
         i += 1;
-        let answered = match i % 4 {
+        let answered = match i % 7 {
+            4 => {
+                let r = native(
+                    &client,
+                    addr,
+                    "/v1/licenses/RES/features/tokens/reservations",
+                    json!({"units": RESERVED_UNITS, "timeout_ms": 3_600_000}),
+                    None,
+                )
+                .await;
+                if let Some((201, body)) = &r {
+                    let id = body["id"].as_u64().expect("reservation id");
+                    ledger.lock().expect("ledger").reservations_acked.insert(id);
+                }
+                r.is_some()
+            }
+            5 => {
+                let next = {
+                    let l = ledger.lock().expect("ledger");
+                    l.reservations_acked
+                        .iter()
+                        .copied()
+                        .find(|id| !l.commits_sent.contains(id))
+                };
+                let Some(id) = next else { continue };
+                ledger.lock().expect("ledger").commits_sent.insert(id);
+                let r = native(
+                    &client,
+                    addr,
+                    &format!("/v1/reservations/{id}/commit"),
+                    json!({"units": COMMITTED_UNITS}),
+                    None,
+                )
+                .await;
+                if let Some((200, _)) = r {
+                    ledger.lock().expect("ledger").commits_acked.insert(id);
+                }
+                r.is_some()
+            }
+            6 => {
+                // The same keyed request twice (a client's retry): one change.
+                let key = format!("u-{cycle}-{task}-{i}");
+                ledger.lock().expect("ledger").keyed_units_sent += 1;
+                let mut acked = false;
+                let mut answered = false;
+                for _ in 0..2 {
+                    let r = native(
+                        &client,
+                        addr,
+                        "/v1/licenses/RES/features/tokens/usage",
+                        json!({"units": 1}),
+                        Some(&key),
+                    )
+                    .await;
+                    answered = r.is_some();
+                    acked |= matches!(r, Some((200, _)));
+                    if !answered {
+                        break;
+                    }
+                }
+                if acked {
+                    ledger.lock().expect("ledger").keyed_units_acked += 1;
+                }
+                answered
+            }
             0 => {
                 let hw = format!("a-{cycle}-{task}-{i}");
                 ledger
@@ -338,7 +443,70 @@ fn verify(dir: &Path, ledger: &Ledger) {
     let pool = lic("POOL");
     let seat = pool.feature("seat").expect("seat");
     assert!(seat.floating.holders_raw().len() as u32 <= POOL_SEATS);
+
+    verify_native(&engine, tenant, &lic("RES"), ledger, now);
     drop(store);
+}
+
+/// Every acknowledged reservation and commit is present, none twice, and
+/// the meter holds exactly what the reservations and keyed usage say.
+fn verify_native(
+    engine: &Engine,
+    tenant: u64,
+    res: &tally::engine::model::License,
+    ledger: &Ledger,
+    now: i64,
+) {
+    use tally::engine::reserve::ReservationState;
+    let tokens = res.feature("tokens").expect("tokens");
+    let (mut committed, mut held) = (0i64, 0i64);
+    for id in &ledger.reservations_acked {
+        let r = engine
+            .reservation(tenant, *id)
+            .unwrap_or_else(|| panic!("acknowledged reservation {id} lost"));
+        match r.state {
+            ReservationState::Pending => held += r.units,
+            ReservationState::Committed { units, .. } => committed += units,
+            other => panic!("reservation {id} ended as {other:?}"),
+        }
+        if ledger.commits_acked.contains(id) {
+            assert!(
+                matches!(
+                    r.state,
+                    ReservationState::Committed {
+                        units: COMMITTED_UNITS,
+                        ..
+                    }
+                ),
+                "acknowledged commit of {id} lost"
+            );
+        }
+    }
+    // Reservations made but not acknowledged (killed in flight) may exist:
+    // they hold or use units too, so count the meter's side from the engine.
+    let reserved = tokens.meter.reserved();
+    assert!(
+        reserved >= held,
+        "reserved {reserved} < acknowledged pending {held}"
+    );
+    let used = tokens.meter.used(now);
+    let keyed = used - committed;
+    assert!(
+        keyed >= 0,
+        "committed units missing: used {used}, committed {committed}"
+    );
+    // Commits go only to acknowledged reservations, so what is used beyond
+    // their commits is the keyed usage: each key at most once.
+    assert!(
+        keyed >= ledger.keyed_units_acked as i64,
+        "acknowledged keyed usage lost: {keyed} < {}",
+        ledger.keyed_units_acked
+    );
+    assert!(
+        keyed <= ledger.keyed_units_sent as i64,
+        "keyed usage applied twice: {keyed} > {} keys sent",
+        ledger.keyed_units_sent
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,15 +550,25 @@ async fn acknowledged_changes_survive_sigkill_crash_loop() {
     }
     let l = ledger.lock().expect("ledger");
     eprintln!(
-        "{cycles} cycles: {} of {} activations and {} of {} consumptions acknowledged",
+        "{cycles} cycles: {} of {} activations and {} of {} consumptions acknowledged; \
+         {} reservations, {} of {} commits, {} of {} keyed usages",
         l.activations_acked.len(),
         l.activations_sent.len(),
         l.units_acked,
-        l.units_sent
+        l.units_sent,
+        l.reservations_acked.len(),
+        l.commits_acked.len(),
+        l.commits_sent.len(),
+        l.keyed_units_acked,
+        l.keyed_units_sent
     );
     assert!(
         l.units_acked > 0 && !l.activations_acked.is_empty(),
         "no load got through"
+    );
+    assert!(
+        !l.reservations_acked.is_empty() && !l.commits_acked.is_empty() && l.keyed_units_acked > 0,
+        "no native load got through"
     );
     verify(&dir, &l);
 }
