@@ -1,7 +1,8 @@
 //! Model-based property test of durability: random sequences of changes
 //! (LicenseSpring activations, floating seats and consumption; Qlik
 //! assignments and moves; Yext assignments and scheduled removals;
-//! Informatica limit use),
+//! Informatica limit use; native reservations, commits, voids, expiries and
+//! changes under idempotency keys),
 //! periodic snapshots, graceful restarts and crashes, run against the engine
 //! with its store on real files and against a simple reference model. After
 //! every restart the recovered state equals the model's, and equals the state
@@ -37,7 +38,13 @@ const CATALOG: &str = r#"{"tenants":[{"name":"M","api_keys":[{"api_key":"mk","sh
 "licenses":[
  {"product":"p","license_key":"METER","features":[{"code":"units","feature_type":"consumption","allow_unlimited_consumptions":true,"allow_negative_consumptions":true}]},
  {"product":"p","license_key":"ACT","max_activations":3,"max_transfers":-1},
- {"product":"p","license_key":"POOL","max_activations":5,"features":[{"code":"seat","is_floating_cloud":true,"floating_users":2,"floating_timeout":30}]}]}]}"#;
+ {"product":"p","license_key":"POOL","max_activations":5,"features":[{"code":"seat","is_floating_cloud":true,"floating_users":2,"floating_timeout":30}]},
+ {"product":"p","license_key":"CAP","features":[{"code":"c","feature_type":"consumption","max_consumption":20}]}]}]}"#;
+/// The capped meter's limit; reservation ids used by the ops.
+const CAP: i64 = 20;
+const RESERVATION_ID: u64 = 900_000;
+/// Reservations time out an hour after NOW; the sweep op runs two hours after.
+const RESERVATION_TIMEOUT_MS: i64 = 3_600_000;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -57,6 +64,14 @@ enum Op {
     YextSchedule(u8, Option<u8>),
     /// Informatica: draw rows on the custom limit.
     InfaConsume(i64),
+    /// Native: reserve units (reservation n) on the capped meter; commit
+    /// (some or all of) reservation n; void it; the sweep two hours later
+    /// (every pending reservation expires); add units under key k.
+    Reserve(u8, i64),
+    Commit(u8, Option<i64>),
+    Void(u8),
+    SweepLater,
+    Keyed(u8, i64),
     Snapshot,
     Restart {
         graceful: bool,
@@ -77,6 +92,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..DEVICES).prop_map(Op::YextRemove),
         1 => (0..DEVICES, proptest::option::of(1u8..28)).prop_map(|(e, d)| Op::YextSchedule(e, d)),
         1 => (1i64..20).prop_map(Op::InfaConsume),
+        2 => (0u8..6, 1i64..10).prop_map(|(n, u)| Op::Reserve(n, u)),
+        2 => (0u8..6, proptest::option::of(0i64..10)).prop_map(|(n, u)| Op::Commit(n, u)),
+        1 => (0u8..6).prop_map(Op::Void),
+        1 => Just(Op::SweepLater),
+        2 => (0u8..3, 1i64..6).prop_map(|(k, u)| Op::Keyed(k, u)),
         1 => Just(Op::Snapshot),
         1 => any::<bool>().prop_map(|graceful| Op::Restart { graceful }),
     ]
@@ -94,6 +114,11 @@ struct Model {
     /// Yext entity -> scheduled removal day.
     yext: BTreeMap<String, Option<String>>,
     rows: i64,
+    /// The capped meter: used, and reservation n -> (units, state, committed).
+    cap_used: i64,
+    reservations: BTreeMap<u8, (i64, &'static str, i64)>,
+    /// Idempotency key -> the units of its request (its fingerprint).
+    keys: BTreeMap<u8, i64>,
 }
 
 fn yext_day(d: u8) -> String {
@@ -175,6 +200,48 @@ impl Model {
                     self.rows += n;
                 }
             }
+            Op::Reserve(n, u) => {
+                let held: i64 = self
+                    .reservations
+                    .values()
+                    .filter(|r| r.1 == "pending")
+                    .map(|r| r.0)
+                    .sum();
+                if !self.reservations.contains_key(n) && self.cap_used + held + u <= CAP {
+                    self.reservations.insert(*n, (*u, "pending", 0));
+                }
+            }
+            Op::Commit(n, u) => {
+                if let Some(r) = self.reservations.get_mut(n) {
+                    let c = u.unwrap_or(r.0);
+                    if r.1 == "pending" && c <= r.0 {
+                        *r = (r.0, "committed", c);
+                        self.cap_used += c;
+                    }
+                }
+            }
+            Op::Void(n) => {
+                if let Some(r) = self.reservations.get_mut(n).filter(|r| r.1 == "pending") {
+                    r.1 = "voided";
+                }
+            }
+            Op::SweepLater => {
+                for r in self.reservations.values_mut().filter(|r| r.1 == "pending") {
+                    r.1 = "expired";
+                }
+            }
+            Op::Keyed(k, u) => {
+                let held: i64 = self
+                    .reservations
+                    .values()
+                    .filter(|r| r.1 == "pending")
+                    .map(|r| r.0)
+                    .sum();
+                if !self.keys.contains_key(k) && self.cap_used + held + u <= CAP {
+                    self.cap_used += u;
+                    self.keys.insert(*k, *u);
+                }
+            }
             Op::Snapshot | Op::Restart { .. } => {}
         }
     }
@@ -184,6 +251,7 @@ struct Ids {
     meter: (Id, Id),
     act: Id,
     pool: (Id, Id),
+    cap: (Id, Id),
 }
 
 fn ids(e: &Engine) -> Ids {
@@ -196,6 +264,11 @@ fn ids(e: &Engine) -> Ids {
         meter: (meter.id, meter.feature("units").expect("units").id),
         act: lic("ACT").id,
         pool: (pool.id, pool.feature("seat").expect("seat").id),
+        cap: {
+            let cap = lic("CAP");
+            let c = cap.feature("c").expect("c").id;
+            (cap.id, c)
+        },
     }
 }
 
@@ -242,7 +315,40 @@ fn observe(e: &Engine) -> Model {
             .count(),
         "pool count"
     );
+    let cap = e.license(i.cap.0).expect("cap").feature("c").expect("c");
+    let mut reservations = BTreeMap::new();
+    for n in 0..6u8 {
+        if let Some(r) = e.reservation(tenant, RESERVATION_ID + u64::from(n)) {
+            use tally::engine::reserve::ReservationState as S;
+            let (state, committed) = match r.state {
+                S::Pending => ("pending", 0),
+                S::Committed { units, .. } => ("committed", units),
+                S::Voided { .. } => ("voided", 0),
+                S::Expired { .. } => ("expired", 0),
+            };
+            reservations.insert(n, (r.units, state, committed));
+        }
+    }
+    let held: i64 = reservations
+        .values()
+        .filter(|r| r.1 == "pending")
+        .map(|r| r.0)
+        .sum();
+    assert_eq!(
+        cap.meter.reserved(),
+        held,
+        "the meter holds what pending reservations hold"
+    );
+    let keys = (0..3u8)
+        .filter_map(|k| {
+            e.idempotency_record(tenant, &format!("k{k}"), NOW)
+                .map(|r| (k, r.fingerprint.parse().expect("units")))
+        })
+        .collect();
     Model {
+        cap_used: cap.meter.used(NOW),
+        reservations,
+        keys,
         qlik,
         yext,
         rows,
@@ -367,6 +473,41 @@ fn run(engine: &Engine, store: &Store, op: &Op) {
             tenant_id: tenant(engine),
             limit: Cow::Borrowed("rows"),
             amount: *n,
+        },
+        Op::Reserve(n, u) => Command::Reserve {
+            reservation_id: RESERVATION_ID + u64::from(*n),
+            tenant_id: tenant(engine),
+            license_id: i.cap.0,
+            feature_id: i.cap.1,
+            units: *u,
+            timeout_ms: RESERVATION_TIMEOUT_MS,
+            now: NOW,
+        },
+        Op::Commit(n, u) => Command::CommitReservation {
+            tenant_id: tenant(engine),
+            reservation_id: RESERVATION_ID + u64::from(*n),
+            units: *u,
+            now: NOW,
+        },
+        Op::Void(n) => Command::VoidReservation {
+            tenant_id: tenant(engine),
+            reservation_id: RESERVATION_ID + u64::from(*n),
+            now: NOW,
+        },
+        Op::SweepLater => Command::SweepPending {
+            now: NOW + 2 * RESERVATION_TIMEOUT_MS,
+        },
+        Op::Keyed(k, u) => Command::Idempotent {
+            tenant_id: tenant(engine),
+            key: format!("k{k}"),
+            fingerprint: u.to_string(),
+            now: NOW,
+            cmd: Box::new(Command::AddConsumption {
+                license_id: i.cap.0,
+                feature_id: Some(i.cap.1),
+                amount: *u,
+                now: NOW,
+            }),
         },
         Op::Snapshot => {
             store.snapshot_shadow(NOW).expect("shadow snapshot");
