@@ -7,6 +7,10 @@
 //! with its store on real files and against a simple reference model. After
 //! every restart the recovered state equals the model's, and equals the state
 //! before the restart entity by entity.
+#![allow(
+    clippy::too_many_lines,
+    reason = "the model and the runner are each one table of ops"
+)]
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
