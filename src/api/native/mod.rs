@@ -45,6 +45,10 @@ pub use error::NativeError;
 
 type R<T> = Result<T, NativeError>;
 
+/// This API's contract (OpenAPI 3.1), kept in the repository and served at
+/// `GET /v1/openapi.json`; CI runs Schemathesis against the server with it.
+pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi/native.json");
+
 /// The native API's own state (owned by `server::Surfaces`).
 #[derive(Default)]
 pub struct NativeState {
@@ -78,6 +82,16 @@ impl Done {
         Done {
             status,
             body: serde_json::to_vec(v).unwrap_or_default().into(),
+            replayed: false,
+            dry_run: false,
+        }
+    }
+
+    /// A body already written as JSON.
+    pub fn raw(status: StatusCode, json: &'static str) -> Self {
+        Done {
+            status,
+            body: Bytes::from_static(json.as_bytes()),
             replayed: false,
             dry_run: false,
         }
@@ -207,8 +221,14 @@ fn no_route() -> NativeError {
 
 async fn handle_inner(app: &App, state: &NativeState, req: Request<Incoming>) -> R<Done> {
     // The public documents: no key needed.
-    if req.method() == Method::GET && req.uri().path() == "/v1/.well-known/jwks.json" {
-        return Ok(Done::json(StatusCode::OK, &app.tokens.jwks()));
+    if req.method() == Method::GET {
+        match req.uri().path() {
+            "/v1/.well-known/jwks.json" => {
+                return Ok(Done::json(StatusCode::OK, &app.tokens.jwks()))
+            }
+            "/v1/openapi.json" => return Ok(Done::raw(StatusCode::OK, OPENAPI_JSON)),
+            _ => {}
+        }
     }
     let now = app.now();
     let (parts, body) = req.into_parts();
