@@ -122,13 +122,30 @@ pub async fn read_body(
     max: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, BodyError> {
+    read_incoming(req.into_body(), max, timeout).await
+}
+
+/// [`read_body`] for a body taken from its request (whose head the caller keeps).
+pub async fn read_incoming(
+    body: Incoming,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyError> {
     // A declared length over the limit is refused before the body is polled,
     // so that a client that sent `Expect: 100-continue` is not invited to
     // send it.
-    if hyper::body::Body::size_hint(req.body()).lower() > max as u64 {
+    if hyper::body::Body::size_hint(&body).lower() > max as u64 {
         return Err(BodyError::TooLarge(max));
     }
-    match tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await {
+    // A small body usually arrives with its head: take it without arming
+    // the timer (one poll; a body still on its way is then timed).
+    let mut collect = std::pin::pin!(Limited::new(body, max).collect());
+    let first = futures_util::FutureExt::now_or_never(&mut collect);
+    let done = match first {
+        Some(r) => Ok(r),
+        None => tokio::time::timeout(timeout, collect).await,
+    };
+    match done {
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
         Ok(Err(_)) => Err(BodyError::Read),

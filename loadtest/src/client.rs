@@ -319,6 +319,7 @@ async fn connection(cfg: &RunConfig, index: u64, t0: Instant, done: &AtomicU64) 
         loop {
             match parse_response(&rbuf[rpos..]) {
                 Ok(Some(r)) => {
+                    script.observe(r.status, &rbuf[rpos + r.len - r.body_len..rpos + r.len]);
                     rpos += r.len;
                     let started = inflight.pop_front().unwrap_or(now);
                     let finished = Instant::now();

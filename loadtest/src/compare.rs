@@ -242,6 +242,8 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
         Scenario::Consume => Op::Consume { license: 1 },
         Scenario::Qlik => Op::QlikOverview,
         Scenario::Yext => Op::YextPacks,
+        Scenario::NativeCheck => Op::NativeCheck { license: 1 },
+        Scenario::NativeReserve => Op::NativeReserve { license: 1 },
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -250,7 +252,7 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
     let (status, body) = rt
         .block_on(crate::client::probe(addr, probe_op))
         .map_err(|e| format!("probing tally: {e}"))?;
-    if status != 200 {
+    if !(200..300).contains(&status) {
         return Err(format!(
             "tally answered the probe with {status}: {}",
             String::from_utf8_lossy(&body)
@@ -283,8 +285,12 @@ pub fn compare(a: &CompareArgs) -> Result<Summary, String> {
     servers.push(s);
 
     // The Redis peer implements the LicenseSpring operations only.
-    let with_redis =
-        !a.no_redis && a.pipeline <= 1 && !matches!(a.scenario, Scenario::Qlik | Scenario::Yext);
+    let with_redis = !a.no_redis
+        && a.pipeline <= 1
+        && !matches!(
+            a.scenario,
+            Scenario::Qlik | Scenario::Yext | Scenario::NativeCheck | Scenario::NativeReserve
+        );
     let mut _redis_guard = None;
     if with_redis {
         let raddr = free_port().map_err(|e| e.to_string())?;

@@ -39,6 +39,12 @@ pub enum Scenario {
     /// Yext: half the steps list the account's packs, half assign this
     /// connection's entity a license of the pack and then remove it.
     Yext,
+    /// Native API: `POST /v1/check` with a bearer key on random licenses
+    /// (feature f0, the license's device), as `check` does.
+    NativeCheck,
+    /// Native API: reserve 1 unit of feature f2 on a random license, then
+    /// commit the reservation (two changes per pair).
+    NativeReserve,
 }
 
 impl Scenario {
@@ -50,6 +56,8 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::Qlik => "qlik",
             Scenario::Yext => "yext",
+            Scenario::NativeCheck => "native-check",
+            Scenario::NativeReserve => "native-reserve",
         }
     }
 }
@@ -132,16 +140,42 @@ impl Default for AuthHeaders {
 /// One request the scenario wants sent.
 #[derive(Clone, Copy, Debug)]
 pub enum Op {
-    Check { license: u64 },
-    SeatTake { device: u64 },
-    SeatRelease { device: u64 },
-    Consume { license: u64 },
+    Check {
+        license: u64,
+    },
+    SeatTake {
+        device: u64,
+    },
+    SeatRelease {
+        device: u64,
+    },
+    Consume {
+        license: u64,
+    },
     QlikOverview,
-    QlikAssign { subject: u64 },
-    QlikUnassign { subject: u64 },
+    QlikAssign {
+        subject: u64,
+    },
+    QlikUnassign {
+        subject: u64,
+    },
     YextPacks,
-    YextAssign { entity: u64 },
-    YextRemove { entity: u64 },
+    YextAssign {
+        entity: u64,
+    },
+    YextRemove {
+        entity: u64,
+    },
+    NativeCheck {
+        license: u64,
+    },
+    NativeReserve {
+        license: u64,
+    },
+    /// Commit the reservation with this id (from a `NativeReserve` answer).
+    NativeCommit {
+        id: u64,
+    },
 }
 
 /// The Qlik scenario's share of overview reads, percent.
@@ -157,6 +191,8 @@ pub struct Script {
     owed_release: bool,
     /// A Qlik delete (or Yext removal) owed after an add.
     owed_unassign: bool,
+    /// Reservations made and not yet committed (native-reserve), by id.
+    owed_commits: std::collections::VecDeque<u64>,
     rng: Rng,
 }
 
@@ -168,11 +204,25 @@ impl Script {
             device: connection,
             owed_release: false,
             owed_unassign: false,
+            owed_commits: std::collections::VecDeque::new(),
             rng: Rng::new(seed ^ connection.wrapping_mul(0x1000_0001)),
         }
     }
 
+    /// Sees an answer (in request order): a reservation's id is committed next.
+    pub fn observe(&mut self, status: u16, body: &[u8]) {
+        if self.scenario != Scenario::NativeReserve || status != 201 {
+            return;
+        }
+        if let Some(id) = reservation_id(body) {
+            self.owed_commits.push_back(id);
+        }
+    }
+
     pub fn next_op(&mut self) -> Op {
+        if let Some(id) = self.owed_commits.pop_front() {
+            return Op::NativeCommit { id };
+        }
         if self.owed_release {
             self.owed_release = false;
             return Op::SeatRelease {
@@ -200,6 +250,12 @@ impl Script {
                 license: self.rng.below(self.licenses),
             },
             Scenario::Floating => floating(self),
+            Scenario::NativeCheck => Op::NativeCheck {
+                license: self.rng.below(self.licenses),
+            },
+            Scenario::NativeReserve => Op::NativeReserve {
+                license: self.rng.below(self.licenses),
+            },
             Scenario::Consume => self.consume(),
             Scenario::Yext => {
                 if self.rng.below(100) < QLIK_OVERVIEW_PERCENT {
@@ -246,9 +302,51 @@ impl Script {
     }
 }
 
+/// The `"id"` of a reservation answer (the first `"id":` member).
+fn reservation_id(body: &[u8]) -> Option<u64> {
+    let at = body.windows(5).position(|w| w == b"\"id\":")? + 5;
+    let digits: Vec<u8> = body[at..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// Native API requests (bearer key); false for other operations.
+fn write_native(out: &mut Vec<u8>, host: &str, op: Op) -> bool {
+    let mut body = [0u8; 256];
+    let (path, n) = match op {
+        Op::NativeCheck { license } => {
+            let (key, hw) = generated_license(license);
+            let n = json_body(
+                &mut body,
+                format_args!(r#"{{"license_key":"{key}","feature":"f0","device":"{hw}"}}"#),
+            );
+            (String::from("/v1/check"), n)
+        }
+        Op::NativeReserve { license } => {
+            let (key, _) = generated_license(license);
+            let n = json_body(
+                &mut body,
+                format_args!(r#"{{"units":1,"timeout_ms":60000}}"#),
+            );
+            (format!("/v1/licenses/{key}/features/f2/reservations"), n)
+        }
+        Op::NativeCommit { id } => (format!("/v1/reservations/{id}/commit"), 0),
+        _ => return false,
+    };
+    let _ = write!(
+        out,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GENERATED_API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+    );
+    out.extend_from_slice(&body[..n]);
+    true
+}
+
 /// Appends the HTTP/1.1 request for `op` to `out`.
 pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: Op) {
-    if write_vendor(out, host, op) {
+    if write_vendor(out, host, op) || write_native(out, host, op) {
         return;
     }
     auth.refresh();
@@ -285,7 +383,10 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, auth: &mut AuthHeaders, op: 
         | Op::QlikUnassign { .. }
         | Op::YextPacks
         | Op::YextAssign { .. }
-        | Op::YextRemove { .. } => return,
+        | Op::YextRemove { .. }
+        | Op::NativeCheck { .. }
+        | Op::NativeReserve { .. }
+        | Op::NativeCommit { .. } => return,
         Op::Consume { license } => {
             let (key, hw) = generated_license(license);
             let n = json_body(
@@ -445,6 +546,30 @@ mod tests {
             }
         }
         assert!(assigned > 0);
+    }
+
+    #[test]
+    fn native_reserve_commits_the_reservation_it_was_given() {
+        let mut s = Script::new(Scenario::NativeReserve, 10, 1, 1);
+        assert!(matches!(s.next_op(), Op::NativeReserve { .. }));
+        s.observe(
+            201,
+            br#"{"committed_units":null,"id":12345,"license_id":3}"#,
+        );
+        assert!(matches!(s.next_op(), Op::NativeCommit { id: 12345 }));
+        assert!(matches!(s.next_op(), Op::NativeReserve { .. }));
+        let mut out = Vec::new();
+        write_request(
+            &mut out,
+            "h",
+            &mut AuthHeaders::new(),
+            Op::NativeCommit { id: 7 },
+        );
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.starts_with("POST /v1/reservations/7/commit HTTP/1.1\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use hyper::StatusCode;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::error::refusal;
 use super::{ops, wire, Ctx, Done, NativeError, R};
@@ -32,38 +32,75 @@ struct One<'a> {
     device: Option<Cow<'a, str>>,
 }
 
+/// One check, or `checks`: many (a struct rather than an untagged enum,
+/// which serde would buffer; this is the hot path).
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Body<'a> {
-    Many {
-        #[serde(borrow)]
-        checks: Vec<One<'a>>,
-    },
-    #[serde(borrow)]
-    One(One<'a>),
+#[serde(deny_unknown_fields)]
+struct Body<'a> {
+    #[serde(borrow, default)]
+    checks: Option<Vec<One<'a>>>,
+    #[serde(borrow, default)]
+    license_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    product: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    feature: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    device: Option<Cow<'a, str>>,
+}
+
+fn shape() -> NativeError {
+    NativeError::invalid(
+        "body: {license_key | product and username, feature, device?}, or {\"checks\": [...]}",
+    )
 }
 
 pub async fn post(ctx: &Ctx<'_>, body: &[u8]) -> R<Done> {
-    let parsed: Body<'_> = serde_json::from_slice(body).map_err(|_| {
-        NativeError::invalid(
-            "body: {license_key | product and username, feature, device?}, or {\"checks\": [...]}",
-        )
-    })?;
+    let parsed: Body<'_> = serde_json::from_slice(body).map_err(|_| shape())?;
     match parsed {
-        Body::One(one) => {
+        Body {
+            checks: None,
+            license_key,
+            product,
+            username,
+            feature: Some(feature),
+            device,
+        } => {
+            let one = One {
+                license_key,
+                product,
+                username,
+                feature,
+                device,
+            };
             let answer = check(ctx, &one).await?;
-            Ok(Done::json(StatusCode::OK, &answer))
+            Ok(Done::bytes(StatusCode::OK, answer))
         }
-        Body::Many { checks } => {
+        Body {
+            checks: Some(checks),
+            license_key: None,
+            product: None,
+            username: None,
+            feature: None,
+            device: None,
+        } => {
             if checks.is_empty() || checks.len() > CHECKS_MAX {
                 return Err(NativeError::invalid("checks: must hold 1 to 100 checks"));
             }
-            let mut results = Vec::with_capacity(checks.len());
-            for one in &checks {
-                results.push(check(ctx, one).await?);
+            let mut out = Vec::with_capacity(checks.len() * 256);
+            out.extend_from_slice(br#"{"results":["#);
+            for (i, one) in checks.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&check(ctx, one).await?);
             }
-            Ok(Done::json(StatusCode::OK, &json!({ "results": results })))
+            out.extend_from_slice(b"]}");
+            Ok(Done::bytes(StatusCode::OK, out))
         }
+        _ => Err(shape()),
     }
 }
 
@@ -71,12 +108,13 @@ pub async fn post(ctx: &Ctx<'_>, body: &[u8]) -> R<Done> {
 pub async fn get(ctx: &Ctx<'_>, l: &License, code: &str, device: Option<&str>) -> R<Done> {
     let answer = match decide(ctx, l, code, device).await {
         Ok(v) => v,
-        Err(e) => refused(e, None),
+        Err(e) => refused(e, l.license_key.as_deref()),
     };
-    Ok(Done::json(StatusCode::OK, &answer))
+    Ok(Done::bytes(StatusCode::OK, answer))
 }
 
-async fn check(ctx: &Ctx<'_>, one: &One<'_>) -> R<Value> {
+/// The answer to one check, as JSON.
+async fn check(ctx: &Ctx<'_>, one: &One<'_>) -> R<Vec<u8>> {
     let tenant = ctx.caller.tenant_id;
     let license = match (&one.license_key, &one.product, &one.username) {
         (Some(k), None, None) => ops::license_by_key(ctx.app, tenant, k),
@@ -106,7 +144,7 @@ async fn decide(
     l: &License,
     code: &str,
     device: Option<&str>,
-) -> Result<Value, Refusal> {
+) -> Result<Vec<u8>, Refusal> {
     let f = l
         .feature(code)
         .ok_or(Refusal::Engine(EngineError::FeatureNotFound))?;
@@ -142,12 +180,21 @@ async fn decide(
             })?;
         }
     }
-    Ok(json!({
-        "allowed": true,
-        "code": "ok",
-        "license_key": l.license_key.as_deref(),
-        "feature": wire::feature(ctx.app, &f, ctx.now),
-    }))
+    let answer = Allowed {
+        allowed: true,
+        code: "ok",
+        license_key: l.license_key.as_deref(),
+        feature: wire::feature(ctx.app, &f, ctx.now),
+    };
+    Ok(serde_json::to_vec(&answer).unwrap_or_default())
+}
+
+#[derive(serde::Serialize)]
+struct Allowed<'a> {
+    allowed: bool,
+    code: &'static str,
+    license_key: Option<&'a str>,
+    feature: wire::FeatureWire,
 }
 
 /// Why a check says no.
@@ -166,7 +213,7 @@ impl From<EngineError> for Refusal {
     }
 }
 
-fn refused(r: Refusal, license_key: Option<&str>) -> Value {
+fn refused(r: Refusal, license_key: Option<&str>) -> Vec<u8> {
     let (code, title) = match r {
         Refusal::Engine(e) => {
             let (_, code, title) = refusal(e);
@@ -179,9 +226,11 @@ fn refused(r: Refusal, license_key: Option<&str>) -> Value {
         Refusal::ReadOnly => ("read_only_key", "This API key may only read"),
         Refusal::Unavailable => ("unavailable", "Changes cannot be stored right now"),
     };
-    json!({"allowed": false, "code": code, "title": title, "license_key": license_key})
+    let v = json!({"allowed": false, "code": code, "title": title, "license_key": license_key});
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
-fn refused_problem(e: &NativeError) -> Value {
-    json!({"allowed": false, "code": e.code, "title": e.title, "license_key": null})
+fn refused_problem(e: &NativeError) -> Vec<u8> {
+    let v = json!({"allowed": false, "code": e.code, "title": e.title, "license_key": null});
+    serde_json::to_vec(&v).unwrap_or_default()
 }

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::engine::time::Millis;
 use crate::engine::{Command, Outcome};
-use crate::http::{percent_decode_segment, read_body, Query, Resp};
+use crate::http::{percent_decode_segment, read_incoming, Query, Resp};
 pub use auth::{signature, Nonces};
 pub use error::NativeError;
 
@@ -82,6 +82,16 @@ impl Done {
         Done {
             status,
             body: serde_json::to_vec(v).unwrap_or_default().into(),
+            replayed: false,
+            dry_run: false,
+        }
+    }
+
+    /// A body already serialised as JSON.
+    pub fn bytes(status: StatusCode, json: Vec<u8>) -> Self {
+        Done {
+            status,
+            body: json.into(),
             replayed: false,
             dry_run: false,
         }
@@ -232,8 +242,8 @@ async fn handle_inner(app: &App, state: &NativeState, req: Request<Incoming>) ->
     }
     let now = app.now();
     let (parts, body) = req.into_parts();
-    let body = read_body(
-        Request::from_parts(parts.clone(), body),
+    let body = read_incoming(
+        body,
         app.limits.request_body_bytes_max,
         app.limits.request_timeout,
     )

@@ -31,36 +31,98 @@ pub fn meter(m: &MeterView) -> Value {
     })
 }
 
-/// A feature's entitlement as it stands at `now`.
-pub fn feature(app: &App, f: &Feature, now: Millis) -> Value {
+/// A feature's entitlement as it stands at `now` (a typed shape: it is in
+/// every check's answer, the hot path).
+pub struct FeatureWire {
+    code: std::sync::Arc<str>,
+    spec: std::sync::Arc<crate::engine::model::FeatureSpec>,
+    expires_at: Millis,
+    expired: bool,
+    floating: Option<(u32, u32)>,
+    usage: Option<(MeterView, u32)>,
+}
+
+impl serde::Serialize for FeatureWire {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let spec = &self.spec;
+        let mut m = s.serialize_struct("Feature", 7)?;
+        m.serialize_field("code", &*self.code)?;
+        m.serialize_field("name", &spec.name)?;
+        m.serialize_field("type", spec.feature_type.as_str())?;
+        m.serialize_field("expires_at", &instant_opt(self.expires_at))?;
+        m.serialize_field("expired", &self.expired)?;
+        m.serialize_field(
+            "floating",
+            &self.floating.map(|(in_use, capacity)| FloatingWire {
+                in_use,
+                capacity,
+                timeout_ms: spec.floating_timeout.max(1) as i64 * MINUTE_MS,
+            }),
+        )?;
+        m.serialize_field(
+            "usage",
+            &self.usage.map(|(m, open)| UsageWire {
+                used: m.used,
+                reserved: m.reserved,
+                remaining: m.remaining,
+                max: m.max,
+                max_overages: m.max_overages,
+                period_end: m.period_end.and_then(instant_opt),
+                period: spec
+                    .consumption_period
+                    .filter(|_| spec.reset_consumption)
+                    .map(|p| p.as_str()),
+                reservations_open: open,
+            }),
+        )?;
+        m.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct FloatingWire {
+    in_use: u32,
+    capacity: u32,
+    timeout_ms: i64,
+}
+
+#[derive(serde::Serialize)]
+struct UsageWire {
+    used: i64,
+    reserved: i64,
+    remaining: Option<i64>,
+    max: i64,
+    max_overages: i64,
+    period_end: Option<String>,
+    period: Option<&'static str>,
+    reservations_open: u32,
+}
+
+/// An instant as RFC 3339, None for "never" and "always".
+fn instant_opt(ms: Millis) -> Option<String> {
+    (ms != i64::MAX && ms != i64::MIN).then(|| format_instant(ms))
+}
+
+pub fn feature(app: &App, f: &Feature, now: Millis) -> FeatureWire {
     let spec = f.spec.read().clone();
-    let mut v = json!({
-        "code": &*f.code,
-        "name": spec.name,
-        "type": spec.feature_type.as_str(),
-        "expires_at": instant(f.expires_at.load(std::sync::atomic::Ordering::Acquire)),
-        "expired": app.engine.check_feature(f, now).is_err(),
-        "floating": Value::Null,
-        "usage": Value::Null,
+    let floating = spec
+        .floating()
+        .then(|| (f.floating.in_use(now), f.floating.capacity()));
+    let usage = (spec.feature_type == FeatureType::Consumption).then(|| {
+        (
+            crate::engine::native::meter_view(&f.meter, now),
+            app.engine.reservations_open(f.id),
+        )
     });
-    if spec.floating() {
-        v["floating"] = json!({
-            "in_use": f.floating.in_use(now),
-            "capacity": f.floating.capacity(),
-            "timeout_ms": spec.floating_timeout.max(1) as i64 * MINUTE_MS,
-        });
+    FeatureWire {
+        code: f.code.clone(),
+        expires_at: f.expires_at.load(std::sync::atomic::Ordering::Acquire),
+        expired: app.engine.check_feature(f, now).is_err(),
+        spec,
+        floating,
+        usage,
     }
-    if spec.feature_type == FeatureType::Consumption {
-        let mut usage = meter(&crate::engine::native::meter_view(&f.meter, now));
-        usage["period"] = spec
-            .consumption_period
-            .filter(|_| spec.reset_consumption)
-            .map(|p| p.as_str())
-            .into();
-        usage["reservations_open"] = app.engine.reservations_open(f.id).into();
-        v["usage"] = usage;
-    }
-    v
 }
 
 /// A license's state: product, validity, activations and every feature.
@@ -76,7 +138,7 @@ pub fn license(app: &App, l: &License, now: Millis) -> Value {
         .features
         .read()
         .iter()
-        .map(|f| feature(app, f, now))
+        .map(|f| serde_json::to_value(feature(app, f, now)).unwrap_or_default())
         .collect();
     json!({
         "id": l.id,
