@@ -482,7 +482,7 @@ fn run(engine: &Engine, store: &Store, op: &Op) {
             reservation_id: RESERVATION_ID + u64::from(*n),
             tenant_id: tenant(engine),
             license_id: i.cap.0,
-            feature_id: i.cap.1,
+            feature_id: Some(i.cap.1),
             units: *u,
             timeout_ms: RESERVATION_TIMEOUT_MS,
             now: NOW,
@@ -491,6 +491,7 @@ fn run(engine: &Engine, store: &Store, op: &Op) {
             tenant_id: tenant(engine),
             reservation_id: RESERVATION_ID + u64::from(*n),
             units: *u,
+            device: None,
             now: NOW,
         },
         Op::Void(n) => Command::VoidReservation {

@@ -1222,3 +1222,133 @@ async fn offline_tokens_verify_with_an_independent_jwt_implementation() {
         "invalid_request",
     );
 }
+
+/// A seat of the license's activation pool reserved, then committed by
+/// activating a device on it, voided, or expired.
+#[tokio::test]
+async fn seat_reservations_hold_an_activation_seat() {
+    let s = TestServer::start().await;
+    let reserve = |timeout: i64| {
+        let s = &s;
+        async move {
+            n(
+                s,
+                Method::POST,
+                &format!("{LIC}/reservations"),
+                Some(json!({"timeout_ms": timeout})),
+            )
+            .await
+        }
+    };
+    // Three seats, the demo's device holds one.
+    let a = ok(&reserve(60_000).await, StatusCode::CREATED);
+    assert_eq!(
+        (
+            a["kind"].as_str(),
+            a["seats"]["used"].as_u64(),
+            a["usage"].clone()
+        ),
+        (Some("seat"), Some(2), Value::Null)
+    );
+    let b = ok(&reserve(60_000).await, StatusCode::CREATED);
+    problem(
+        &reserve(60_000).await,
+        StatusCode::CONFLICT,
+        "activation_limit_reached",
+    );
+    problem(
+        &n(&s, Method::PUT, &format!("{LIC}/devices/walk-in"), None).await,
+        StatusCode::CONFLICT,
+        "activation_limit_reached",
+    );
+    // A seat is committed by activating a device on it.
+    let (ida, idb) = (a["id"].as_u64().expect("id"), b["id"].as_u64().expect("id"));
+    problem(
+        &n(
+            &s,
+            Method::POST,
+            &format!("/v1/reservations/{ida}/commit"),
+            None,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    let c = n(
+        &s,
+        Method::POST,
+        &format!("/v1/reservations/{ida}/commit"),
+        Some(json!({"hardware_id": "seat-dev", "device": {"hostname": "seat"}})),
+    )
+    .await;
+    let c = ok(&c, StatusCode::OK);
+    assert_eq!(
+        (
+            c["state"].as_str(),
+            c["hardware_id"].as_str(),
+            c["seats"]["used"].as_u64()
+        ),
+        (Some("committed"), Some("seat-dev"), Some(3))
+    );
+    let l = read(&s).await;
+    assert_eq!(l["activations"]["used"], 3);
+    // Voided: the seat is free for anyone.
+    let v = ok(
+        &n(
+            &s,
+            Method::POST,
+            &format!("/v1/reservations/{idb}/void"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    );
+    assert_eq!(v["seats"]["used"], 2);
+    ok(
+        &n(&s, Method::PUT, &format!("{LIC}/devices/walk-in"), None).await,
+        StatusCode::CREATED,
+    );
+    // Expired: given back by the sweep.
+    ok(
+        &n(&s, Method::DELETE, &format!("{LIC}/devices/walk-in"), None).await,
+        StatusCode::OK,
+    );
+    let e = ok(&reserve(1_000).await, StatusCode::CREATED);
+    assert_eq!(e["seats"]["used"], 3);
+    s.clock.advance(1_000);
+    tally::server::sweep_once(&s.app, s.now()).await;
+    assert_eq!(read(&s).await["activations"]["used"], 2);
+    // A units reservation is not committed with a device.
+    let u = ok(
+        &n(
+            &s,
+            Method::POST,
+            &format!("{LIC}/features/ai-credits/reservations"),
+            Some(json!({"units": 1})),
+        )
+        .await,
+        StatusCode::CREATED,
+    );
+    problem(
+        &n(
+            &s,
+            Method::POST,
+            &format!("/v1/reservations/{}/commit", u["id"]),
+            Some(json!({"hardware_id": "x"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    problem(
+        &n(
+            &s,
+            Method::POST,
+            &format!("{LIC}/reservations"),
+            Some(json!({"seats": 2})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+}

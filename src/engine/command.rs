@@ -16,6 +16,15 @@ use super::qlik::{AllotmentKind, ConsumptionRecord, QlikSpec};
 use super::time::Millis;
 use super::yext::YextSpec;
 
+/// The device a seat reservation's commit activates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeatDevice {
+    pub hardware_id: String,
+    pub info: DeviceInfo,
+    /// The device's id if it is new (allocated before the command is built).
+    pub device_id: Id,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command<'a> {
@@ -263,22 +272,26 @@ pub enum Command<'a> {
         now: Millis,
     },
     /// Hold `units` of a consumption feature against its limit until
-    /// `now + timeout_ms` (a two-phase use; see `engine::reserve`).
+    /// `now + timeout_ms`, or (`feature_id` None) one activation seat of the
+    /// license (a two-phase use; see `engine::reserve`).
     Reserve {
         reservation_id: Id,
         tenant_id: Id,
         license_id: Id,
-        feature_id: Id,
+        feature_id: Option<Id>,
         units: i64,
         timeout_ms: Millis,
         now: Millis,
     },
     /// Use `units` (all when None, at most the reserved units) of a pending
-    /// reservation; the rest is free again.
+    /// reservation; the rest is free again. A seat reservation is committed
+    /// by activating `device` on the seat it holds.
     CommitReservation {
         tenant_id: Id,
         reservation_id: Id,
         units: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<SeatDevice>,
         now: Millis,
     },
     /// Free a pending reservation's units.

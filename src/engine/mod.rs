@@ -55,7 +55,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-pub use command::Command;
+pub use command::{Command, SeatDevice};
 pub use error::{EngineError, InfaRefusal, QlikRefusal, YextRefusal};
 use lease::{LeaseOutcome, LeasePool, LeasesExhausted};
 use meter::{Meter, MeterError};
@@ -344,8 +344,9 @@ impl Engine {
                 tenant_id: t,
                 reservation_id: id,
                 units,
+                device,
                 now,
-            } => self.commit_reservation(*t, *id, *units, *now),
+            } => self.commit_reservation(*t, *id, *units, device.as_ref(), *now),
             C::VoidReservation {
                 tenant_id: t,
                 reservation_id: id,

@@ -43,6 +43,14 @@ pub struct MeterView {
     pub period_end: Option<Millis>,
 }
 
+/// A license's activation seats as a client sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatsView {
+    pub used: u64,
+    pub max: u64,
+    pub unlimited: bool,
+}
+
 /// What a change did, in the terms of the counters it touched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -52,7 +60,10 @@ pub enum Reply {
     },
     Reservation {
         reservation: Reservation,
-        meter: MeterView,
+        /// A units reservation's meter.
+        meter: Option<MeterView>,
+        /// A seat reservation's activation pool.
+        seats: Option<SeatsView>,
     },
     Seat {
         holder: String,
@@ -282,25 +293,39 @@ impl Engine {
         self.feature_by_id(&l, feature_id).ok()
     }
 
-    /// A reservation and its feature's meter.
+    /// A reservation with its pool: the feature's meter, or the license's seats.
     pub fn reservation_reply(&self, tenant_id: Id, id: Id, now: Millis) -> Reply {
         let Some(r) = self.reservation(tenant_id, id) else {
             return Reply::Done;
         };
-        let meter = self
-            .feature_of(r.license_id, r.feature_id)
-            .map(|f| meter_view(&f.meter, now))
-            .unwrap_or(MeterView {
-                used: 0,
-                reserved: 0,
-                remaining: Some(0),
-                max: 0,
-                max_overages: 0,
-                period_end: None,
-            });
+        let (meter, seats) = self.reservation_pool(&r, now);
         Reply::Reservation {
             reservation: r,
             meter,
+            seats,
+        }
+    }
+
+    /// The pool a reservation holds from, as it stands at `now`.
+    pub fn reservation_pool(
+        &self,
+        r: &Reservation,
+        now: Millis,
+    ) -> (Option<MeterView>, Option<SeatsView>) {
+        match r.feature_id {
+            Some(fid) => (
+                self.feature_of(r.license_id, fid)
+                    .map(|f| meter_view(&f.meter, now)),
+                None,
+            ),
+            None => (
+                None,
+                self.license(r.license_id).map(|l| SeatsView {
+                    used: l.activations.used(),
+                    max: l.activations.capacity(),
+                    unlimited: l.activations.unlimited(),
+                }),
+            ),
         }
     }
 

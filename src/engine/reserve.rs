@@ -1,10 +1,16 @@
-//! Reservations: two-phase use of a consumption feature's meter, modelled on
-//! TigerBeetle's pending transfers. A reservation holds units against the
+//! Reservations: two-phase use of a consumption feature's meter or of a
+//! license's activation seats, modelled on TigerBeetle's pending transfers.
+//!
+//! A reservation of units holds them against the
 //! meter's limit (they count as used for every later add or reservation, so
 //! `remaining = max + overages - used - reserved` never goes below zero), and
 //! is then committed (some or all of its units become used, the rest are
 //! free), voided (all are free), or expired by the sweeper (`SweepPending`,
 //! a logged command) once `expires_at` has passed.
+//!
+//! A reservation of a seat takes one seat of the license's activation pool
+//! (so no activation can take it meanwhile); its commit activates a device
+//! on that seat, and a void or expiry gives the seat back.
 //!
 //! Reservations live in the engine's own tables (not in the feature) so that
 //! one lookup by id finds them: `reservations` holds pending and finished
@@ -18,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
-/// Pending reservations one feature may hold at once.
+/// Pending reservations one feature (or one license's seat pool) may hold at once.
 pub const RESERVATIONS_PER_FEATURE_MAX: u32 = 10_000;
 /// Longest a reservation may stay pending, ms (one day).
 pub const RESERVATION_TIMEOUT_MS_MAX: Millis = DAY_MS;
@@ -32,14 +38,26 @@ pub struct Reservation {
     pub id: Id,
     pub tenant_id: Id,
     pub license_id: Id,
-    pub feature_id: Id,
-    /// Units held while pending.
+    /// The metered feature; None for a seat of the license's activation pool.
+    pub feature_id: Option<Id>,
+    /// Units (or seats) held while pending.
     pub units: i64,
     pub created_at: Millis,
     /// A pending reservation is released by the sweeper from this instant on,
     /// and can no longer be committed.
     pub expires_at: Millis,
     pub state: ReservationState,
+    /// The device a seat reservation's commit activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_id: Option<String>,
+}
+
+impl Reservation {
+    /// The key of its pool in the per-pool count: the feature, or for a
+    /// seat the license (ids are unique across kinds).
+    fn pool(&self) -> Id {
+        self.feature_id.unwrap_or(self.license_id)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,9 +140,9 @@ impl Engine {
             .map(|r| r.clone())
     }
 
-    /// Pending reservations of a feature.
-    pub fn reservations_open(&self, feature_id: Id) -> u32 {
-        self.reservations.open.get(&feature_id).map_or(0, |n| *n)
+    /// Pending reservations of a feature (or of a license's seats, by its id).
+    pub fn reservations_open(&self, pool: Id) -> u32 {
+        self.reservations.open.get(&pool).map_or(0, |n| *n)
     }
 
     #[allow(clippy::too_many_arguments, reason = "the fields of Command::Reserve")]
@@ -133,13 +151,16 @@ impl Engine {
         id: Id,
         tenant_id: Id,
         license_id: Id,
-        feature_id: Id,
+        feature_id: Option<Id>,
         units: i64,
         timeout_ms: Millis,
         now: Millis,
     ) -> R<Outcome> {
-        if units <= 0 {
-            return Err(EngineError::Invalid("units", "must be a positive integer"));
+        if units <= 0 || (feature_id.is_none() && units != 1) {
+            return Err(EngineError::Invalid(
+                "units",
+                "must be a positive integer (1 for a seat)",
+            ));
         }
         if !(1..=RESERVATION_TIMEOUT_MS_MAX).contains(&timeout_ms) {
             return Err(EngineError::Invalid(
@@ -154,20 +175,15 @@ impl Engine {
             .license(license_id)
             .filter(|l| l.tenant_id == tenant_id)
             .ok_or(EngineError::LicenseNotFound)?;
-        let f = self.feature_by_id(&lic, feature_id)?;
-        if !f.is_consumption() {
-            return Err(EngineError::NotConsumption);
-        }
-        if self.reservations_open(feature_id) >= RESERVATIONS_PER_FEATURE_MAX {
+        let pool = feature_id.unwrap_or(license_id);
+        if self.reservations_open(pool) >= RESERVATIONS_PER_FEATURE_MAX {
             return Err(EngineError::TooMany("pending reservations"));
         }
-        f.meter.reserve(units, now).map_err(|e| match e {
-            MeterError::LimitReached | MeterError::Overflow => {
-                EngineError::FeatureConsumptionLimitReached
-            }
-            other => meter_err(other),
-        })?;
-        *self.reservations.open.entry(feature_id).or_insert(0) += 1;
+        match feature_id {
+            Some(fid) => self.hold_units(&lic, fid, units, now)?,
+            None => self.hold_seat(&lic)?,
+        }
+        *self.reservations.open.entry(pool).or_insert(0) += 1;
         self.see_id(id);
         let expires_at = now.saturating_add(timeout_ms);
         self.reservations.all.insert(
@@ -181,19 +197,53 @@ impl Engine {
                 created_at: now,
                 expires_at,
                 state: ReservationState::Pending,
+                hardware_id: None,
             },
         );
         self.reservations.by_expiry.lock().insert((expires_at, id));
         Ok(Outcome::Reserved { id, expires_at })
     }
 
-    /// Commits (`Some(units)`, or all with `None`) or voids (`commit: None`
-    /// via [`Engine::void_reservation`]) a pending reservation.
+    fn hold_units(&self, lic: &License, feature_id: Id, units: i64, now: Millis) -> R<()> {
+        let f = self.feature_by_id(lic, feature_id)?;
+        if !f.is_consumption() {
+            return Err(EngineError::NotConsumption);
+        }
+        f.meter.reserve(units, now).map_err(|e| match e {
+            MeterError::LimitReached | MeterError::Overflow => {
+                EngineError::FeatureConsumptionLimitReached
+            }
+            other => meter_err(other),
+        })?;
+        Ok(())
+    }
+
+    /// Takes one activation seat, as an activation would (the user's own
+    /// limit included), for a seat reservation.
+    fn hold_seat(&self, lic: &License) -> R<()> {
+        let user = lic.spec.read().user_id.and_then(|u| self.user(u));
+        if let Some(u) = &user {
+            let us = u.spec.read();
+            if !us.allow_unlimited_activations
+                && self.user_activations(u) >= us.max_activations as u64
+            {
+                return Err(EngineError::ActivationLimitReached);
+            }
+        }
+        lic.activations
+            .try_acquire()
+            .map_err(|_| EngineError::ActivationLimitReached)?;
+        Ok(())
+    }
+
+    /// Commits a pending reservation: `units` of its units (all with None),
+    /// or for a seat, the activation of `device` on the seat it holds.
     pub(super) fn commit_reservation(
         &self,
         tenant_id: Id,
         id: Id,
         units: Option<i64>,
+        device: Option<&SeatDevice>,
         now: Millis,
     ) -> R<Outcome> {
         let r = self.pending(tenant_id, id, now)?;
@@ -204,16 +254,53 @@ impl Engine {
         if committed > r.units {
             return Err(EngineError::ReservationUnitsExceeded);
         }
-        self.finish(
-            &r,
-            committed,
-            ReservationState::Committed {
-                units: committed,
-                at: now,
-            },
-            now,
-        );
+        let state = ReservationState::Committed {
+            units: committed,
+            at: now,
+        };
+        match (r.feature_id, device) {
+            (Some(_), None) => self.finish(&r, committed, state, now),
+            (None, Some(d)) => {
+                if committed != 1 {
+                    return Err(EngineError::Invalid("units", "a seat commits 1"));
+                }
+                self.activate_on_seat(&r, d, now)?;
+                self.finish(&r, 1, state, now);
+                if let Some(mut e) = self.reservations.all.get_mut(&r.id) {
+                    e.hardware_id = Some(d.hardware_id.clone());
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(EngineError::Invalid(
+                    "hardware_id",
+                    "only a seat reservation activates a device",
+                ))
+            }
+            (None, None) => {
+                return Err(EngineError::Invalid(
+                    "hardware_id",
+                    "a seat reservation is committed by activating a device",
+                ))
+            }
+        }
         Ok(Outcome::Settled { committed })
+    }
+
+    /// Activates `d` with the seat `r` holds: the seat is handed to the
+    /// activation (which takes one); if the activation is refused the seat
+    /// is held again, so a refused commit changes nothing.
+    fn activate_on_seat(&self, r: &Reservation, d: &SeatDevice, now: Millis) -> R<()> {
+        let lic = self
+            .license(r.license_id)
+            .ok_or(EngineError::LicenseNotFound)?;
+        lic.activations.release();
+        match self.activate(r.license_id, &d.hardware_id, &d.info, d.device_id, now) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                lic.activations.force_acquire();
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn void_reservation(&self, tenant_id: Id, id: Id, now: Millis) -> R<Outcome> {
@@ -234,20 +321,28 @@ impl Engine {
         }
     }
 
-    /// Settles a pending reservation on its meter and records how it ended.
+    /// Settles a pending reservation on its pool and records how it ended.
+    /// A committed seat was handed to its device already; any other ending
+    /// gives the seat back.
     fn finish(&self, r: &Reservation, committed: i64, state: ReservationState, now: Millis) {
-        if let Some(f) = self
-            .license(r.license_id)
-            .and_then(|l| self.feature_by_id(&l, r.feature_id).ok())
-        {
-            f.meter.settle(r.units, committed, now);
+        let lic = self.license(r.license_id);
+        match r.feature_id {
+            Some(fid) => {
+                if let Some(f) = lic.and_then(|l| self.feature_by_id(&l, fid).ok()) {
+                    f.meter.settle(r.units, committed, now);
+                }
+            }
+            None if committed == 0 => {
+                if let Some(l) = lic {
+                    l.activations.release();
+                }
+            }
+            None => {}
         }
-        if let Some(mut n) = self.reservations.open.get_mut(&r.feature_id) {
+        if let Some(mut n) = self.reservations.open.get_mut(&r.pool()) {
             *n = n.saturating_sub(1);
         }
-        self.reservations
-            .open
-            .remove_if(&r.feature_id, |_, n| *n == 0);
+        self.reservations.open.remove_if(&r.pool(), |_, n| *n == 0);
         self.reservations
             .by_expiry
             .lock()
@@ -316,7 +411,8 @@ impl Engine {
     }
 
     /// Puts back what [`Engine::reservations_image`] gave, after the
-    /// licenses (the meters' counters already include the pending units).
+    /// licenses (the meters' counters already include the pending units,
+    /// the seat pools' counts the pending seats).
     pub fn restore_reservations(&self, list: Vec<Reservation>) -> R<()> {
         for r in list {
             self.see_id(r.id);
@@ -325,8 +421,10 @@ impl Engine {
                     let lic = self
                         .license(r.license_id)
                         .ok_or(EngineError::LicenseNotFound)?;
-                    self.feature_by_id(&lic, r.feature_id)?.meter.hold(r.units);
-                    *self.reservations.open.entry(r.feature_id).or_insert(0) += 1;
+                    if let Some(fid) = r.feature_id {
+                        self.feature_by_id(&lic, fid)?.meter.hold(r.units);
+                    }
+                    *self.reservations.open.entry(r.pool()).or_insert(0) += 1;
                     self.reservations
                         .by_expiry
                         .lock()

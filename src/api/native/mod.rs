@@ -307,6 +307,7 @@ async fn license_route(
     match rest {
         [] if m == Method::GET => licenses::read(ctx, l),
         ["token"] if m == Method::POST => licenses::token(ctx, l, body),
+        ["reservations"] if m == Method::POST => usage::reserve_seat(ctx, l, body).await,
         ["devices", hw] if m == Method::PUT => licenses::activate(ctx, l, hw, body).await,
         ["devices", hw] if m == Method::DELETE => licenses::deactivate(ctx, l, hw).await,
         ["features", code, "check"] if m == Method::GET => {

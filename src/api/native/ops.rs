@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::engine::model::{AuthMethod, DeviceInfo, Feature, Id, License};
 use crate::engine::reserve::RESERVATION_TIMEOUT_MS_MAX;
 use crate::engine::time::{parse_instant, Millis};
-use crate::engine::{Command, EngineError};
+use crate::engine::{Command, EngineError, SeatDevice};
 
 type R<T> = Result<T, NativeError>;
 
@@ -221,12 +221,14 @@ pub fn parse_op(
                 _ => release_seat(&l, &feat, f.str("holder")?.to_string(), now),
             }
         }
-        "commit" => Command::CommitReservation {
-            tenant_id: caller.tenant_id,
-            reservation_id: reservation_id(&mut f)?,
-            units: f.int_opt("units")?,
-            now,
-        },
+        "commit" => {
+            let id = reservation_id(&mut f)?;
+            commit(app, caller, id, &mut f, now)?
+        }
+        "reserve_seat" => {
+            let l = target(app, caller.tenant_id, &mut f, None)?;
+            reserve_seat(app, caller, &l, f.int_opt("timeout_ms")?, now)?
+        }
         "void" => Command::VoidReservation {
             tenant_id: caller.tenant_id,
             reservation_id: reservation_id(&mut f)?,
@@ -285,12 +287,7 @@ pub fn reserve(
     now: Millis,
 ) -> R<Command<'static>> {
     usable(app, l, Some(f), now)?;
-    let timeout_ms = timeout_ms.unwrap_or(RESERVATION_TIMEOUT_MS_DEFAULT);
-    if !(1..=RESERVATION_TIMEOUT_MS_MAX).contains(&timeout_ms) {
-        return Err(NativeError::invalid(
-            "timeout_ms: must be 1 to 86400000 (one day)",
-        ));
-    }
+    let timeout_ms = timeout_of(timeout_ms)?;
     if units <= 0 {
         return Err(NativeError::invalid("units: must be a positive integer"));
     }
@@ -298,9 +295,72 @@ pub fn reserve(
         reservation_id: app.engine.next_id(),
         tenant_id: caller.tenant_id,
         license_id: l.id,
-        feature_id: f.id,
+        feature_id: Some(f.id),
         units,
         timeout_ms,
+        now,
+    })
+}
+
+fn timeout_of(timeout_ms: Option<i64>) -> R<Millis> {
+    let timeout_ms = timeout_ms.unwrap_or(RESERVATION_TIMEOUT_MS_DEFAULT);
+    if !(1..=RESERVATION_TIMEOUT_MS_MAX).contains(&timeout_ms) {
+        return Err(NativeError::invalid(
+            "timeout_ms: must be 1 to 86400000 (one day)",
+        ));
+    }
+    Ok(timeout_ms)
+}
+
+/// A reservation of one activation seat of `l`.
+pub fn reserve_seat(
+    app: &App,
+    caller: &Caller,
+    l: &License,
+    timeout_ms: Option<i64>,
+    now: Millis,
+) -> R<Command<'static>> {
+    usable(app, l, None, now)?;
+    Ok(Command::Reserve {
+        reservation_id: app.engine.next_id(),
+        tenant_id: caller.tenant_id,
+        license_id: l.id,
+        feature_id: None,
+        units: 1,
+        timeout_ms: timeout_of(timeout_ms)?,
+        now,
+    })
+}
+
+/// A commit of reservation `id`: `units` for a units reservation, or
+/// `hardware_id` (with `device` details) for a seat.
+pub fn commit(
+    app: &App,
+    caller: &Caller,
+    id: Id,
+    f: &mut Fields<'_>,
+    now: Millis,
+) -> R<Command<'static>> {
+    let units = f.int_opt("units")?;
+    let hardware_id = f.str_opt("hardware_id")?;
+    let info = match f.value("device") {
+        Some(d) => Some(device_info(d, format!("{}.device", f.at))?),
+        None => None,
+    };
+    let device = match (hardware_id, info) {
+        (Some(hw), info) => Some(SeatDevice {
+            hardware_id: hw.to_string(),
+            info: info.unwrap_or_default(),
+            device_id: app.engine.next_id(),
+        }),
+        (None, Some(_)) => return Err(f.bad("device", "needs hardware_id")),
+        (None, None) => None,
+    };
+    Ok(Command::CommitReservation {
+        tenant_id: caller.tenant_id,
+        reservation_id: id,
+        units,
+        device,
         now,
     })
 }

@@ -6,7 +6,6 @@ use hyper::StatusCode;
 use super::ops::{self, Fields};
 use super::{body_json, change, wire, Ctx, Done, NativeError, R};
 use crate::engine::model::{Id, License};
-use crate::engine::native::meter_view;
 use crate::engine::{Command, EngineError};
 
 pub async fn add(ctx: &Ctx<'_>, l: &License, code: &str, body: &[u8]) -> R<Done> {
@@ -40,34 +39,43 @@ pub fn get_reservation(ctx: &Ctx<'_>, id: &str) -> R<Done> {
         .engine
         .reservation(ctx.caller.tenant_id, reservation_id(id)?)
         .ok_or(EngineError::ReservationNotFound)?;
-    let meter = ctx
-        .app
-        .engine
-        .license(r.license_id)
-        .and_then(|l| {
-            l.features
-                .read()
-                .iter()
-                .find(|f| f.id == r.feature_id)
-                .cloned()
-        })
-        .map(|f| meter_view(&f.meter, ctx.now))
-        .ok_or(EngineError::FeatureNotFound)?;
-    let body = wire::reservation(ctx.app, &r, &meter, r.state_at(ctx.now));
+    let (meter, seats) = ctx.app.engine.reservation_pool(&r, ctx.now);
+    let body = wire::reservation(
+        ctx.app,
+        &r,
+        meter.as_ref(),
+        seats.as_ref(),
+        r.state_at(ctx.now),
+    );
     Ok(Done::json(StatusCode::OK, &body))
+}
+
+/// `POST /v1/licenses/{key}/reservations` `{"seats": 1, "timeout_ms"?}`: hold
+/// one activation seat of the license.
+pub async fn reserve_seat(ctx: &Ctx<'_>, l: &License, body: &[u8]) -> R<Done> {
+    let v = body_json(body)?;
+    let mut fields = Fields::of(&v, "body")?;
+    let seats = fields.int_opt("seats")?.unwrap_or(1);
+    let timeout = fields.int_opt("timeout_ms")?;
+    fields.done()?;
+    if seats != 1 {
+        return Err(NativeError::invalid("seats: a reservation holds 1 seat"));
+    }
+    let op = ops::reserve_seat(ctx.app, &ctx.caller, l, timeout, ctx.now)?;
+    change(ctx, op).await
 }
 
 pub async fn commit(ctx: &Ctx<'_>, id: &str, body: &[u8]) -> R<Done> {
     let v = body_json(body)?;
     let mut fields = Fields::of(&v, "body")?;
-    let units = fields.int_opt("units")?;
+    let op = ops::commit(
+        ctx.app,
+        &ctx.caller,
+        reservation_id(id)?,
+        &mut fields,
+        ctx.now,
+    )?;
     fields.done()?;
-    let op = Command::CommitReservation {
-        tenant_id: ctx.caller.tenant_id,
-        reservation_id: reservation_id(id)?,
-        units,
-        now: ctx.now,
-    };
     change(ctx, op).await
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::engine::model::{Feature, FeatureType, License};
-use crate::engine::native::{MeterView, Reply};
+use crate::engine::native::{MeterView, Reply, SeatsView};
 use crate::engine::reserve::{Reservation, ReservationState};
 use crate::engine::time::{format_instant, Millis, MINUTE_MS};
 
@@ -164,18 +164,28 @@ pub fn license(app: &App, l: &License, now: Millis) -> Value {
 }
 
 /// A reservation in `state` (its stored state in a change's answer, what a
-/// reader sees at `now` in a read) with its feature's meter.
-pub fn reservation(app: &App, r: &Reservation, m: &MeterView, state: ReservationState) -> Value {
+/// reader sees at `now` in a read) with its pool: a feature's meter, or
+/// the license's activation seats.
+pub fn reservation(
+    app: &App,
+    r: &Reservation,
+    meter: Option<&MeterView>,
+    seats: Option<&SeatsView>,
+    state: ReservationState,
+) -> Value {
     let license = app.engine.license(r.license_id);
-    let feature = license.as_ref().and_then(|l| {
-        l.features
-            .read()
-            .iter()
-            .find(|f| f.id == r.feature_id)
-            .map(|f| f.code.to_string())
+    let feature = r.feature_id.and_then(|fid| {
+        license.as_ref().and_then(|l| {
+            l.features
+                .read()
+                .iter()
+                .find(|f| f.id == fid)
+                .map(|f| f.code.to_string())
+        })
     });
     json!({
         "id": r.id,
+        "kind": if r.feature_id.is_some() { "units" } else { "seat" },
         "license_key": license.and_then(|l| l.license_key.as_deref().map(str::to_string)),
         "license_id": r.license_id,
         "feature": feature,
@@ -185,10 +195,12 @@ pub fn reservation(app: &App, r: &Reservation, m: &MeterView, state: Reservation
             ReservationState::Committed { units, .. } => Some(units),
             _ => None,
         },
+        "hardware_id": r.hardware_id,
         "created_at": instant(r.created_at),
         "expires_at": instant(r.expires_at),
         "finished_at": state.finished_at().map(instant),
-        "usage": meter(m),
+        "usage": meter.map(self::meter),
+        "seats": seats.map(|s| json!({"used": s.used, "max": s.max, "unlimited": s.unlimited})),
     })
 }
 
@@ -199,7 +211,8 @@ pub fn reply(app: &App, reply: &Reply) -> (StatusCode, Value) {
         Reply::Usage { meter: m } => (StatusCode::OK, meter(m)),
         Reply::Reservation {
             reservation: r,
-            meter: m,
+            meter,
+            seats,
         } => {
             // Only a reservation just made is pending in a change's reply.
             let status = if r.state == ReservationState::Pending {
@@ -207,7 +220,8 @@ pub fn reply(app: &App, reply: &Reply) -> (StatusCode, Value) {
             } else {
                 StatusCode::OK
             };
-            (status, reservation(app, r, m, r.state))
+            let body = reservation(app, r, meter.as_ref(), seats.as_ref(), r.state);
+            (status, body)
         }
         Reply::Seat {
             holder,
