@@ -469,11 +469,31 @@ async fn route(
         Surface::Admin => crate::api::admin::handle(app, req).await,
         Surface::Native => crate::api::native::handle(app, &surfaces.native, req).await,
         Surface::Server if req.uri().path() == "/healthz" => healthz(app),
+        Surface::Server
+            if req.method() == hyper::Method::GET && openapi(req.uri().path()).is_some() =>
+        {
+            http::json(
+                StatusCode::OK,
+                openapi(req.uri().path()).unwrap_or("{}").as_bytes(),
+            )
+        }
         Surface::Server => http::json(
             StatusCode::NOT_FOUND,
             &br#"{"error":"no such endpoint"}"#[..],
         ),
     }
+}
+
+/// The OpenAPI documents of every surface, kept in `docs/openapi/` and
+/// served under `/openapi/` (the native one also at `/v1/openapi.json`).
+fn openapi(path: &str) -> Option<&'static str> {
+    Some(match path.strip_prefix("/openapi/")? {
+        "native.json" => crate::api::native::OPENAPI_JSON,
+        "yext.json" => include_str!("../../docs/openapi/yext.json"),
+        "informatica.json" => include_str!("../../docs/openapi/informatica.json"),
+        "qlik.json" => include_str!("../../docs/openapi/qlik.json"),
+        _ => return None,
+    })
 }
 
 fn healthz(app: &App) -> Resp {
