@@ -119,3 +119,13 @@ async fn schemathesis_finds_no_failure_in_qlik() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_failure_in_licensespring() {
+    let s = TestServer::start().await;
+    // LicenseSpring's HMAC is over the Date header: one pair serves the
+    // whole run (the test clock stands still).
+    let (date, auth) = tally::api::licensespring::client_headers(API_KEY, SHARED_KEY, s.now());
+    let headers = [format!("Date: {date}"), format!("Authorization: {auth}")];
+    schemathesis(&s, "/openapi/licensespring.json", &headers).await;
+}

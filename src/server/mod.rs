@@ -492,6 +492,7 @@ fn openapi(path: &str) -> Option<&'static str> {
         "yext.json" => include_str!("../../docs/openapi/yext.json"),
         "informatica.json" => include_str!("../../docs/openapi/informatica.json"),
         "qlik.json" => include_str!("../../docs/openapi/qlik.json"),
+        "licensespring.json" => include_str!("../../docs/openapi/licensespring.json"),
         _ => return None,
     })
 }
