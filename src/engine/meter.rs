@@ -580,6 +580,58 @@ mod tests {
         assert_eq!(m.next_reset(), parse_instant("2027-01-01"));
     }
 
+    /// Reserved units count against the limit for adds and reservations
+    /// alike; a settle uses some and frees the rest.
+    #[test]
+    fn reservations_hold_units_until_settled() {
+        let m = Meter::new(limits(10), 0, 0);
+        assert_eq!(m.reserve(6, 0).map(|a| a.total), Ok(0));
+        assert_eq!((m.used(0), m.reserved(), m.headroom(0)), (0, 6, 4));
+        assert_eq!(m.add(5, 0), Err(MeterError::LimitReached));
+        assert_eq!(m.reserve(5, 0), Err(MeterError::LimitReached));
+        assert_eq!(m.add(4, 0).map(|a| a.total), Ok(4));
+        m.settle(6, 2, 0);
+        assert_eq!((m.used(0), m.reserved(), m.headroom(0)), (6, 0, 4));
+        // Negative adds cannot take back what a reservation holds.
+        let n = Meter::new(
+            MeterLimits {
+                allow_negative: true,
+                ..limits(10)
+            },
+            0,
+            0,
+        );
+        n.reserve(3, 0).expect("reserve");
+        assert_eq!(n.add(-1, 0), Err(MeterError::BelowZero));
+        // An admin correction keeps the held units held.
+        n.set_used(5);
+        assert_eq!((n.used(0), n.reserved(), n.headroom(0)), (5, 3, 2));
+    }
+
+    /// At a period boundary the new period starts at what open reservations
+    /// hold; a commit then counts in the new period.
+    #[test]
+    fn reservations_carry_over_a_period_boundary() {
+        let t0 = parse_instant("2026-11-30T23:00:00Z").expect("t0");
+        let t1 = parse_instant("2026-12-01T00:00:00Z").expect("t1");
+        let m = Meter::new(
+            MeterLimits {
+                reset: true,
+                period: Some(Period::Monthly),
+                ..limits(10)
+            },
+            0,
+            t0,
+        );
+        m.add(4, t0).expect("add");
+        m.reserve(5, t0).expect("reserve");
+        assert_eq!((m.used(t1), m.headroom(t1)), (0, 5));
+        assert_eq!(m.add(6, t1), Err(MeterError::LimitReached));
+        assert_eq!(m.add(5, t1).map(|a| a.total), Ok(5));
+        m.settle(5, 3, t1);
+        assert_eq!((m.used(t1), m.reserved(), m.headroom(t1)), (8, 0, 2));
+    }
+
     #[test]
     fn concurrent_adds_are_exact() {
         let m = Arc::new(Meter::new(
