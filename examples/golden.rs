@@ -5,6 +5,14 @@
 //! stored format is forever: see ARCHITECTURE.md).
 //!
 //!     cargo run --example golden -- tests/data/golden-2026-11-30
+//!
+//! With `--native` it goes on with the native API's commands (reservations
+//! of units and seats, commits, voids, idempotency records, atomic batches,
+//! the pending sweep, a seat with a ttl): some before a second snapshot, so
+//! that the snapshot holds reservations and idempotency records, the rest
+//! in the log after it.
+//!
+//!     cargo run --example golden -- tests/data/golden-2026-11-30-native --native
 
 use std::path::PathBuf;
 
@@ -16,7 +24,12 @@ use tally::storage::wal::FsyncMode;
 const NOW: i64 = 1_796_040_000_000;
 
 fn main() {
-    let dir = PathBuf::from(std::env::args().nth(1).expect("usage: golden DIR"));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: golden DIR [--native]"),
+    );
+    let native = std::env::args().nth(2).as_deref() == Some("--native");
     std::fs::create_dir_all(&dir).expect("create dir");
     let engine = Engine::new();
     let opts = StoreOptions {
@@ -30,7 +43,21 @@ fn main() {
         .expect("demo catalog");
     tally::catalog::load_slice(&engine, &catalog, NOW).expect("catalog");
     store.snapshot_quiescent(&engine, NOW).expect("snapshot");
-    for (i, line) in COMMANDS.lines().map(str::trim).enumerate() {
+    apply_all(&engine, &store, COMMANDS);
+    if native {
+        apply_all(&engine, &store, NATIVE_BEFORE_SNAPSHOT);
+        store.snapshot_quiescent(&engine, NOW).expect("snapshot");
+        apply_all(&engine, &store, NATIVE_AFTER_SNAPSHOT);
+    }
+    store.log.close().expect("close");
+    for (k, v) in engine.stats() {
+        println!("{k}: {v}");
+    }
+}
+
+/// Commits every command of `lines` (JSON lines; `//` comments).
+fn apply_all(engine: &Engine, store: &Store, lines: &str) {
+    for (i, line) in lines.lines().map(str::trim).enumerate() {
         if line.is_empty() || line.starts_with("//") {
             continue;
         }
@@ -43,11 +70,11 @@ fn main() {
             store.log.wait_blocking(lsn).expect("durable");
         }
     }
-    store.log.close().expect("close");
-    for (k, v) in engine.stats() {
-        println!("{k}: {v}");
-    }
 }
+
+/// The native API's commands before the second snapshot, and after it.
+const NATIVE_BEFORE_SNAPSHOT: &str = include_str!("golden-native-snapshot.jsonl");
+const NATIVE_AFTER_SNAPSHOT: &str = include_str!("golden-native-log.jsonl");
 
 /// Every command, as the log stores it. Ids from 20000 up are new; the
 /// demo catalog's (tenant 10000, product studio 10001, ...) are printed by

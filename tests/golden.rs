@@ -19,7 +19,14 @@ use tally::storage::store::{Store, StoreOptions};
 const NOW: i64 = 1_796_040_000_000;
 
 fn open_golden() -> (tempfile::TempDir, Engine) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-2026-11-30");
+    open_dir("golden-2026-11-30")
+}
+
+/// Recovers a copy of golden directory `name` (the files stay untouched).
+fn open_dir(name: &str) -> (tempfile::TempDir, Engine) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     let dir = tempfile::tempdir().expect("tempdir");
     for entry in std::fs::read_dir(&src).expect("golden directory") {
         let entry = entry.expect("entry");
@@ -257,4 +264,58 @@ fn vendor_states(e: &Engine) {
         "25 drawn, the cap raised (use kept), 3 more"
     );
     assert!(e.infa(20000).is_none(), "deleted org");
+}
+
+/// The native API's stored state of 2026-11-30
+/// (`tests/data/golden-2026-11-30-native`, `cargo run --example golden --
+/// DIR --native`): reservations of units and seats and idempotency records,
+/// some in a snapshot and some in the log after it, with an atomic batch, a
+/// seat with a ttl and a pending sweep.
+#[test]
+fn the_native_stored_format_of_2026_11_30_still_loads() {
+    use tally::engine::native::Reply;
+    use tally::engine::reserve::ReservationState as S;
+    let (_dir, e) = open_dir("golden-2026-11-30-native");
+    let state = |id| e.reservation(10000, id).expect("reservation").state;
+    assert!(
+        matches!(state(30000), S::Expired { .. }),
+        "expired by the sweep"
+    );
+    assert!(matches!(state(30001), S::Committed { units: 20, .. }));
+    assert!(matches!(state(30002), S::Expired { .. }), "a seat, expired");
+    assert!(matches!(state(30003), S::Voided { .. }));
+    assert!(matches!(state(30004), S::Committed { units: 1, .. }));
+    assert_eq!(
+        e.reservation(10000, 30004)
+            .expect("seat")
+            .hardware_id
+            .as_deref(),
+        Some("golden-seat-dev")
+    );
+    assert_eq!(state(30006), S::Pending);
+    assert!(e.reservation(20000, 30006).is_none(), "another tenant's");
+    let l = e.license(10007).expect("DEMO-STUDIO-0001");
+    let credits = l.feature("ai-credits").expect("ai-credits");
+    // 20 committed, 5 under the key, 1 in the batch; 7 held by 30006.
+    assert_eq!((credits.meter.used(NOW), credits.meter.reserved()), (26, 7));
+    assert_eq!(e.reservations_open(credits.id), 1);
+    assert_eq!(e.reservations_open(l.id), 0, "no seat held");
+    assert!(e.device(&l, "golden-seat-dev").is_some_and(|d| d.active));
+    let holders = l
+        .feature("export-4k")
+        .expect("export-4k")
+        .floating
+        .holders_raw();
+    assert!(holders.iter().any(|h| &*h.holder == "golden-holder"));
+    let first = e
+        .idempotency_record(10000, "golden-idem", NOW)
+        .expect("record");
+    assert_eq!(first.fingerprint, "golden-fp");
+    assert!(matches!(first.reply, Reply::Usage { meter } if meter.used == 25));
+    let second = e
+        .idempotency_record(10000, "golden-idem-2", NOW)
+        .expect("record");
+    assert!(
+        matches!(&second.reply, Reply::Reservation { reservation, .. } if reservation.id == 30006)
+    );
 }
