@@ -1093,6 +1093,22 @@ async fn read_only_keys_cannot_change_anything() {
         )["license_key"],
         STUDIO
     );
+    // A dry run and a preflight change nothing: a read-only key may ask them.
+    let dry = ro(
+        Method::POST,
+        format!("{LIC}/features/tokens/usage?dry_run=true"),
+        json!({"units": 1}),
+    )
+    .await;
+    assert_eq!(ok(&dry, StatusCode::OK)["used"], 1);
+    let op = json!({"op": "usage", "license_key": STUDIO, "feature": "tokens", "units": 1});
+    let pre = ro(
+        Method::POST,
+        "/v1/preflight".into(),
+        json!({"operations": [op]}),
+    )
+    .await;
+    assert_eq!(ok(&pre, StatusCode::OK)["allowed"], true);
     let t = usage_of(&read(&s).await, "tokens");
     assert_eq!(
         (t["used"].as_i64(), t["reserved"].as_i64()),

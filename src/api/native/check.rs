@@ -158,7 +158,7 @@ async fn decide(
     }
     if f.spec.read().floating() {
         let hw = device.ok_or(Refusal::DeviceRequired)?;
-        if !ctx.caller.role.can_write() {
+        if !ctx.caller.role.can_write() && !ctx.dry_run {
             return Err(Refusal::ReadOnly);
         }
         let cmd = Command::FloatingAcquire {

@@ -139,7 +139,7 @@ pub struct Ctx<'a> {
 
 /// Makes (or previews, or replays) one change and answers its reply.
 pub async fn change(ctx: &Ctx<'_>, op: Command<'_>) -> R<Done> {
-    ctx.caller.may_write()?;
+    // A dry run changes nothing: read-only keys may ask one.
     if ctx.dry_run {
         let reply = ctx
             .app
@@ -153,6 +153,7 @@ pub async fn change(ctx: &Ctx<'_>, op: Command<'_>) -> R<Done> {
         done.dry_run = true;
         return Ok(done);
     }
+    ctx.caller.may_write()?;
     let cmd = idempotent(ctx, op, None);
     let (outcome, reply) = ctx.app.commit_replying(&cmd).await?;
     let (status, body) = wire::reply(ctx.app, &reply);
