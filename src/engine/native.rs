@@ -441,14 +441,7 @@ impl Engine {
             self.copy_parents(&e, &l)?;
             e.restore(image::Image::License(image::license_image(&l)), now)?;
         }
-        let pending: Vec<Reservation> = {
-            let by_expiry = self.reservations.by_expiry.lock();
-            by_expiry
-                .iter()
-                .filter_map(|(_, id)| self.reservations.all.get(id).map(|r| r.clone()))
-                .filter(|r| licenses.contains(&r.license_id))
-                .collect()
-        };
+        let pending: Vec<Reservation> = licenses.iter().flat_map(|l| self.pending_of(*l)).collect();
         e.restore_reservations(pending)?;
         Ok(e)
     }

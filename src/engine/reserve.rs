@@ -110,8 +110,10 @@ impl Reservation {
 pub struct Reservations {
     /// id -> reservation, pending or finished (sharded).
     pub(super) all: Map<Id, Reservation>,
-    /// feature id -> its pending reservations (sharded).
+    /// feature id (or license id, for seats) -> its pending reservations (sharded).
     pub(super) open: Map<Id, u32>,
+    /// license id -> ids of its pending reservations: what a preview copies.
+    pub(super) pending_by_license: Map<Id, BTreeSet<Id>>,
     /// Pending reservations by expiry: what the sweeper releases.
     pub(super) by_expiry: parking_lot::Mutex<BTreeSet<(Millis, Id)>>,
     /// Finished reservations in the order they finished: what the sweeper
@@ -124,6 +126,7 @@ impl Default for Reservations {
         Reservations {
             all: new_map(),
             open: new_map(),
+            pending_by_license: new_map(),
             by_expiry: Default::default(),
             finished: Default::default(),
         }
@@ -201,6 +204,11 @@ impl Engine {
             },
         );
         self.reservations.by_expiry.lock().insert((expires_at, id));
+        self.reservations
+            .pending_by_license
+            .entry(license_id)
+            .or_default()
+            .insert(id);
         Ok(Outcome::Reserved { id, expires_at })
     }
 
@@ -343,6 +351,12 @@ impl Engine {
             *n = n.saturating_sub(1);
         }
         self.reservations.open.remove_if(&r.pool(), |_, n| *n == 0);
+        if let Some(mut ids) = self.reservations.pending_by_license.get_mut(&r.license_id) {
+            ids.remove(&r.id);
+        }
+        self.reservations
+            .pending_by_license
+            .remove_if(&r.license_id, |_, ids| ids.is_empty());
         self.reservations
             .by_expiry
             .lock()
@@ -426,6 +440,11 @@ impl Engine {
                     }
                     *self.reservations.open.entry(r.pool()).or_insert(0) += 1;
                     self.reservations
+                        .pending_by_license
+                        .entry(r.license_id)
+                        .or_default()
+                        .insert(r.id);
+                    self.reservations
                         .by_expiry
                         .lock()
                         .insert((r.expires_at, r.id));
@@ -435,5 +454,20 @@ impl Engine {
             self.reservations.all.insert(r.id, r);
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// The pending reservations on `license_id`, in id order.
+    pub(super) fn pending_of(&self, license_id: Id) -> Vec<Reservation> {
+        let ids: Vec<Id> = self
+            .reservations
+            .pending_by_license
+            .get(&license_id)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        ids.iter()
+            .filter_map(|id| self.reservations.all.get(id).map(|r| r.clone()))
+            .collect()
     }
 }
