@@ -1368,3 +1368,128 @@ async fn seat_reservations_hold_an_activation_seat() {
         "invalid_request",
     );
 }
+
+/// The refusals left: a disabled license, a blacklisted device, a borrow
+/// past the limit, usage below zero, an unknown product, a body too large.
+#[tokio::test]
+async fn the_other_refusals_in_their_shape() {
+    let s = TestServer::start().await;
+    let id = studio_id(&s).await;
+    // A metered feature that allows negative use: never below zero.
+    let r = s
+        .admin(
+            Method::POST,
+            &format!("/licenses/{id}/features"),
+            Some(
+                json!({"code": "neg", "feature_type": "consumption", "max_consumption": 10,
+                        "allow_negative_consumptions": true}),
+            ),
+        )
+        .await;
+    assert!(r.status.is_success());
+    let neg = format!("{LIC}/features/neg/usage");
+    ok(
+        &n(&s, Method::POST, &neg, Some(json!({"units": 3}))).await,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        ok(
+            &n(&s, Method::POST, &neg, Some(json!({"units": -2}))).await,
+            StatusCode::OK
+        )["used"],
+        1
+    );
+    problem(
+        &n(&s, Method::POST, &neg, Some(json!({"units": -2}))).await,
+        StatusCode::CONFLICT,
+        "below_zero",
+    );
+    // Borrowing longer than the product allows (72 hours in the demo).
+    problem(
+        &n(
+            &s,
+            Method::PUT,
+            &format!("{LIC}/features/export-4k/seats/b"),
+            Some(json!({"borrow_until": "2026-12-31T00:00:00Z"})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "borrow_too_long",
+    );
+    // A blacklisted device cannot activate.
+    ok(
+        &n(&s, Method::PUT, &format!("{LIC}/devices/bad-dev"), None).await,
+        StatusCode::CREATED,
+    );
+    let r = s
+        .admin(
+            Method::PATCH,
+            &format!("/licenses/{id}/devices/bad-dev"),
+            Some(json!({"blacklisted": true})),
+        )
+        .await;
+    assert!(r.status.is_success());
+    problem(
+        &n(&s, Method::PUT, &format!("{LIC}/devices/bad-dev"), None).await,
+        StatusCode::CONFLICT,
+        "device_blacklisted",
+    );
+    // A disabled license: checks say so, changes are refused.
+    let r = s
+        .admin(
+            Method::PATCH,
+            &format!("/licenses/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert!(r.status.is_success());
+    let c = ok(
+        &n(
+            &s,
+            Method::POST,
+            "/v1/check",
+            Some(json!({"license_key": STUDIO, "feature": "render"})),
+        )
+        .await,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        (c["allowed"].as_bool(), c["code"].as_str()),
+        (Some(false), Some("license_not_enabled"))
+    );
+    assert_eq!(read(&s).await["refusal"], "license_not_enabled");
+    problem(
+        &n(
+            &s,
+            Method::POST,
+            &format!("{LIC}/features/ai-credits/usage"),
+            Some(json!({"units": 1})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "license_not_enabled",
+    );
+    problem(
+        &n(
+            &s,
+            Method::GET,
+            "/v1/products/nope/users/alice@example.com/licenses",
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "product_not_found",
+    );
+    let big = json!({"units": 1, "pad": "x".repeat(1024 * 1024)});
+    problem(
+        &n(
+            &s,
+            Method::POST,
+            &format!("{LIC}/features/ai-credits/usage"),
+            Some(big),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+}

@@ -403,6 +403,14 @@ async fn failing_fsync_gives_503_in_each_surface_shape() {
         .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "unavailable");
+    // The native API: a problem with code `unavailable` and Retry-After;
+    // its reads still answer.
+    let usage = "/v1/licenses/DEMO-STUDIO-0001/features/ai-credits/usage";
+    let r = common::native::n(&s, Method::POST, usage, Some(json!({"units": 1}))).await;
+    common::native::problem(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(r.headers.get("retry-after").is_some());
+    let r = common::native::n(&s, Method::GET, "/v1/licenses/DEMO-STUDIO-0001", None).await;
+    assert_eq!(r.status, StatusCode::OK);
     let r = s
         .ls_get(
             "check_license_feature",
