@@ -147,6 +147,11 @@ impl LeasePool {
         self.cell.get().is_some_and(|c| c.holds(holder, now))
     }
 
+    /// `holder`'s seat, if it holds one at `now`.
+    pub fn lease_of(&self, holder: &str, now: Millis) -> Option<Lease> {
+        self.cell.get()?.lease_of(holder, now)
+    }
+
     pub fn in_use(&self, now: Millis) -> u32 {
         self.cell.get().map_or(0, |c| c.in_use(now))
     }
@@ -304,6 +309,15 @@ impl LeaseCell {
             .holders
             .iter()
             .any(|l| &*l.holder == holder && l.expires_at > now)
+    }
+
+    fn lease_of(&self, holder: &str, now: Millis) -> Option<Lease> {
+        self.state
+            .lock()
+            .holders
+            .iter()
+            .find(|l| &*l.holder == holder && l.expires_at > now)
+            .cloned()
     }
 
     fn in_use(&self, now: Millis) -> u32 {

@@ -340,7 +340,7 @@ impl Engine {
         let Ok((pool, _)) = self.lease_pool(license_id, feature_id) else {
             return Reply::Done;
         };
-        let lease = pool.holders(now).into_iter().find(|l| &*l.holder == holder);
+        let lease = pool.lease_of(holder, now);
         let (since, expires_at, borrowed_until) = lease.map_or((now, now, None), |l| {
             (l.since, l.expires_at, l.borrowed_until)
         });
