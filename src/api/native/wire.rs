@@ -286,7 +286,7 @@ pub fn reply(app: &App, reply: &Reply) -> (StatusCode, Value) {
                 "results": replies
                     .iter()
                     .map(|r| {
-                        let (s, body) = reply_inner(app, r);
+                        let (s, body) = self::reply(app, r);
                         json!({"status": s.as_u16(), "body": body})
                     })
                     .collect::<Vec<_>>(),
@@ -294,8 +294,4 @@ pub fn reply(app: &App, reply: &Reply) -> (StatusCode, Value) {
         ),
         Reply::Done => (StatusCode::OK, json!({})),
     }
-}
-
-fn reply_inner(app: &App, r: &Reply) -> (StatusCode, Value) {
-    reply(app, r)
 }
