@@ -15,6 +15,79 @@ use crate::signing::Signer;
 use crate::storage::store::Store;
 use crate::storage::wal::LogError;
 
+/// Who made a change, with which request: set by the server for each
+/// request (surface, request id) and by the surface once it knows the caller
+/// (actor), and stored with the change's log record.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub surface: &'static str,
+    pub request_id: String,
+    pub actor: Actor,
+}
+
+/// The caller a surface authenticated. Kept as the key itself (an `Arc`
+/// clone, no work on the hot path) and written as its id only when a change
+/// is recorded.
+#[derive(Clone, Debug, Default)]
+pub enum Actor {
+    #[default]
+    Unknown,
+    /// A tenant API key: recorded as [`key_id`], never as the key.
+    Key(Arc<crate::engine::model::ApiKey>),
+    /// The admin token's holder (`admin`) or a vendor user (`infa:<name>`).
+    Named(String),
+}
+
+tokio::task_local! {
+    /// The origin of the request this task serves (none for the server's
+    /// own changes: sweeps, catalogs, snapshots).
+    static ORIGIN: std::cell::RefCell<Origin>;
+}
+
+/// Runs `f` (a request's handling) with `origin` as its origin.
+pub async fn with_origin<F: std::future::Future>(origin: Origin, f: F) -> F::Output {
+    ORIGIN.scope(std::cell::RefCell::new(origin), f).await
+}
+
+/// Names the caller of the current request (after the surface authenticated it).
+pub fn set_actor(actor: Actor) {
+    let _ = ORIGIN.try_with(|o| o.borrow_mut().actor = actor);
+}
+
+/// The current request's origin as JSON (empty outside a request):
+/// `{"surface", "request_id", "actor"?}`.
+fn origin_json() -> Vec<u8> {
+    ORIGIN
+        .try_with(|o| {
+            let o = o.borrow();
+            let actor = match &o.actor {
+                Actor::Unknown => None,
+                Actor::Key(k) => Some(key_id(&k.api_key)),
+                Actor::Named(n) => Some(n.clone()),
+            };
+            let mut v = serde_json::json!({"surface": o.surface, "request_id": o.request_id});
+            if let Some(a) = actor {
+                v["actor"] = a.into();
+            }
+            serde_json::to_vec(&v).unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+/// An API key's id for logs and records: `key:` and the first 16 hex digits
+/// of its SHA-256. A bearer key is itself a credential, so it is never
+/// written as is.
+pub fn key_id(api_key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(api_key.as_bytes());
+    let mut s = String::with_capacity(20);
+    s.push_str("key:");
+    for b in &digest[..8] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
 /// Why a change was not made, or is not known to be durable: what every
 /// surface maps to its own error shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +236,7 @@ impl App {
             let _serial = self.serial.lock();
             return apply().map_err(CommitError::Engine);
         };
-        let c = store.log.commit(cmd, apply)?;
+        let c = store.log.commit_from(cmd, &origin_json(), apply)?;
         match c.lsn {
             Some(lsn) => store.log.wait(lsn).await?,
             // A replayed idempotent change was made by a record that may

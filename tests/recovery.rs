@@ -480,3 +480,137 @@ fn inspect_shows_what_the_directory_holds() {
     assert!(summary.contains("records 1 to 5 (5 records"), "{summary}");
     assert!(summary.contains("torn tail at offset"), "{summary}");
 }
+
+/// Every change made through a surface records its origin in its log
+/// record: the surface, the request's id (the client's `X-Request-Id`, else
+/// one made up, echoed on the answer either way) and the actor (an API
+/// key's id, never the key; `admin`); `tally inspect --records` shows it.
+#[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn changes_record_their_origin_and_answers_echo_the_request_id() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path().join("d");
+    let engine = Engine::new();
+    let (store, _) = Store::open(
+        &dir,
+        &options(false),
+        &engine,
+        common::at("2026-11-25T12:00:00Z"),
+    )
+    .expect("open");
+    let store = Arc::new(store);
+    let s = common::TestServer::start_with(move |o| {
+        o.engine = Some(engine);
+        o.store = Some(store);
+    })
+    .await;
+    // LicenseSpring, with the client's request id.
+    let mut req = s.ls_request(
+        Method::POST,
+        "activate_license",
+        &[],
+        Some(&json!({"product": "studio", "license_key": "DEMO-STUDIO-0001", "hardware_id": "origin-pc"})),
+        (common::API_KEY, common::SHARED_KEY),
+    );
+    req.headers_mut()
+        .insert("x-request-id", "req-ls-1".parse().expect("value"));
+    let r = s.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    assert_eq!(
+        r.headers.get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"req-ls-1"[..])
+    );
+    // The native API, without one: a made-up id is echoed and recorded.
+    let r = common::native::n(
+        &s,
+        Method::POST,
+        "/v1/licenses/DEMO-STUDIO-0001/features/ai-credits/usage",
+        Some(json!({"units": 2})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let made_up = r
+        .headers
+        .get("x-request-id")
+        .expect("an id")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(made_up.len(), 16);
+    // The admin API; and a request id that is not one (too long) is replaced.
+    let req = hyper::Request::post(s.url("/admin/v1/tenants"))
+        .header("Authorization", format!("Bearer {}", common::ADMIN_TOKEN))
+        .header("x-request-id", "x".repeat(129))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"name": "Origin Ltd"}).to_string(),
+        )))
+        .expect("request");
+    let r = s.send(req).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let admin_id = r
+        .headers
+        .get("x-request-id")
+        .expect("an id")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(admin_id.len(), 16);
+    // Every surface echoes it, refusals included.
+    for path in [
+        "/api/v4/check_license",
+        "/api/v1/licenses/overview",
+        "/v2/accounts/me/license-packs",
+        "/saas/public/core/v3/license/org/x",
+        "/v1/check",
+        "/healthz",
+    ] {
+        let req = hyper::Request::get(s.url(path))
+            .header("x-request-id", "echo-me")
+            .body(Default::default())
+            .expect("request");
+        let r = s.send(req).await;
+        assert_eq!(
+            r.headers.get("x-request-id").map(|v| v.as_bytes()),
+            Some(&b"echo-me"[..]),
+            "{path}"
+        );
+    }
+    let mut out = Vec::new();
+    tally::storage::inspect::records(&dir, 0, u64::MAX, &mut out).expect("records");
+    let text = String::from_utf8(out).expect("utf-8");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["origin"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no record of request {id}: {text}"))
+            .clone()
+    };
+    let ls = by_id("req-ls-1");
+    assert_eq!(ls["origin"]["surface"], "licensespring");
+    assert_eq!(ls["origin"]["actor"], tally::app::key_id(common::API_KEY));
+    assert_eq!(ls["command"]["op"], "activate");
+    let native = by_id(&made_up);
+    assert_eq!(
+        (
+            native["origin"]["surface"].as_str(),
+            native["command"]["op"].as_str()
+        ),
+        (Some("native"), Some("add_consumption"))
+    );
+    let admin = by_id(&admin_id);
+    assert_eq!(
+        (
+            admin["origin"]["actor"].as_str(),
+            admin["command"]["op"].as_str()
+        ),
+        (Some("admin"), Some("put_tenant"))
+    );
+    // No credential is written to the log.
+    for secret in [common::API_KEY, common::SHARED_KEY, common::ADMIN_TOKEN] {
+        assert!(!text.contains(secret), "{secret} in the log");
+    }
+}

@@ -371,10 +371,14 @@ async fn handle(
     req: Request<Incoming>,
     peer: std::net::IpAddr,
 ) -> Result<Resp, Infallible> {
-    let mut resp = match AssertUnwindSafe(route(&app, &surfaces, req, peer))
-        .catch_unwind()
-        .await
-    {
+    let request_id = request_id_of(&req);
+    let origin = crate::app::Origin {
+        surface: Surface::of(req.uri().path()).name(),
+        request_id: request_id.clone(),
+        actor: crate::app::Actor::Unknown,
+    };
+    let routed = crate::app::with_origin(origin, route(&app, &surfaces, req, peer));
+    let mut resp = match AssertUnwindSafe(routed).catch_unwind().await {
         Ok(resp) => resp,
         Err(_panic) => {
             tracing::error!("request handler panicked");
@@ -384,6 +388,9 @@ async fn handle(
             )
         }
     };
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
     // A body refused as too large or too slow was not read: the next bytes on
     // the connection are the rest of it, not a request. Tell the client the
     // connection ends with this answer (hyper then closes it).
@@ -399,6 +406,25 @@ async fn handle(
     Ok(resp)
 }
 
+/// The header that names a request (taken from the client, else made up,
+/// and echoed on the answer); changes record it with their origin.
+const REQUEST_ID: &str = "x-request-id";
+/// Longest request id taken from a client, bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+
+/// The client's `X-Request-Id` (1 to 128 visible ASCII characters), or a
+/// new random one.
+fn request_id_of<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .map(|v| v.as_bytes())
+        .filter(|v| {
+            (1..=REQUEST_ID_BYTES_MAX).contains(&v.len()) && v.iter().all(|b| b.is_ascii_graphic())
+        })
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_string)
+}
+
 /// The surfaces, by path prefix.
 #[derive(Clone, Copy)]
 enum Surface {
@@ -412,6 +438,19 @@ enum Surface {
 }
 
 impl Surface {
+    /// The surface's name in origins and logs.
+    fn name(self) -> &'static str {
+        match self {
+            Surface::LicenseSpring => "licensespring",
+            Surface::Informatica => "informatica",
+            Surface::Yext => "yext",
+            Surface::Qlik => "qlik",
+            Surface::Admin => "admin",
+            Surface::Native => "native",
+            Surface::Server => "server",
+        }
+    }
+
     fn of(path: &str) -> Surface {
         if path.starts_with("/api/v4/") {
             Surface::LicenseSpring

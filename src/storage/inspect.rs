@@ -97,10 +97,12 @@ pub fn records(dir: &Path, from: u64, limit: u64, out: &mut impl Write) -> R {
             }
             let command: serde_json::Value =
                 serde_json::from_slice(r.json).unwrap_or(serde_json::Value::Null);
-            serde_json::to_writer(
-                &mut *out,
-                &serde_json::json!({"lsn": r.lsn, "file": file_name(path), "offset": at, "command": command}),
-            )?;
+            let mut line = serde_json::json!({"lsn": r.lsn, "file": file_name(path), "offset": at, "command": command});
+            if !r.origin.is_empty() {
+                line["origin"] =
+                    serde_json::from_slice(r.origin).unwrap_or(serde_json::Value::Null);
+            }
+            serde_json::to_writer(&mut *out, &line)?;
             writeln!(out)?;
             printed += 1;
         }

@@ -10,8 +10,14 @@
 //!
 //! ```text
 //! len u32 LE | crc32c(len bytes ++ payload) u32 LE | payload (len bytes)
-//! payload = version u8 (1: JSON command) | lsn u64 LE | the command as JSON
+//! payload = version u8 | lsn u64 LE | version 1: the command as JSON
+//!                                    | version 2: origin length u16 LE | origin (JSON) | the command as JSON
 //! ```
+//!
+//! The origin (version 2) says who made the change: the surface, the
+//! request's id and the actor (an API key's id, `admin`, a user), as the
+//! app layer wrote it; a change the server made itself (a sweep, a catalog)
+//! is a version 1 record.
 //!
 //! Records are numbered by a log sequence number (lsn) that rises by one per
 //! record across segments, so a gap or a repeat is detected on replay.
@@ -26,6 +32,11 @@ pub const SEGMENT_HEADER_BYTES: usize = 24;
 pub const RECORD_HEADER_BYTES: usize = 8;
 /// Payload format: a JSON-encoded [`Command`].
 pub const PAYLOAD_JSON_V1: u8 = 1;
+/// Payload format: an origin, then a JSON-encoded [`Command`].
+pub const PAYLOAD_JSON_V2: u8 = 2;
+/// Largest origin a record carries, bytes (a request id of at most 128
+/// bytes, a surface and an actor); a longer one is left out.
+pub const ORIGIN_BYTES_MAX: usize = 1024;
 /// Largest record payload, bytes. A command is bounded by the request body
 /// limit (1 MiB) plus what the server adds; anything longer is corruption.
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -71,12 +82,26 @@ pub fn read_segment_header(bytes: &[u8]) -> Result<u64, &'static str> {
     Ok(u64::from_le_bytes(lsn))
 }
 
-/// Appends one record for `cmd` to `buf`. On error `buf` is left as it was.
-pub fn append_record(buf: &mut Vec<u8>, lsn: u64, cmd: &Command<'_>) -> Result<(), String> {
+/// Appends one record for `cmd` to `buf`, with `origin` (JSON; a version 1
+/// record when empty or over [`ORIGIN_BYTES_MAX`]). On error `buf` is left
+/// as it was.
+pub fn append_record(
+    buf: &mut Vec<u8>,
+    lsn: u64,
+    origin: &[u8],
+    cmd: &Command<'_>,
+) -> Result<(), String> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
-    buf.push(PAYLOAD_JSON_V1);
-    buf.extend_from_slice(&lsn.to_le_bytes());
+    if origin.is_empty() || origin.len() > ORIGIN_BYTES_MAX {
+        buf.push(PAYLOAD_JSON_V1);
+        buf.extend_from_slice(&lsn.to_le_bytes());
+    } else {
+        buf.push(PAYLOAD_JSON_V2);
+        buf.extend_from_slice(&lsn.to_le_bytes());
+        buf.extend_from_slice(&(origin.len() as u16).to_le_bytes());
+        buf.extend_from_slice(origin);
+    }
     if let Err(e) = serde_json::to_writer(&mut *buf, cmd) {
         buf.truncate(start);
         return Err(e.to_string());
@@ -115,10 +140,12 @@ pub fn append_raw_record(buf: &mut Vec<u8>, lsn: u64, json: &[u8]) {
 /// told to truncate: the conservative answer.
 pub const SCAN_AFTER_BAD_BYTES_MAX: usize = 256 * 1024 * 1024;
 
-/// One record read back: its lsn, its command's JSON and where the next begins.
+/// One record read back: its lsn, its origin (empty in version 1), its
+/// command's JSON and where the next begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawRecord<'a> {
     pub lsn: u64,
+    pub origin: &'a [u8],
     pub json: &'a [u8],
     pub end: usize,
 }
@@ -164,14 +191,27 @@ pub fn read_record(bytes: &[u8], off: usize) -> Result<RawRecord<'_>, BadRecord>
     if crc32c_append(crc32c(&rest[..4]), payload) != crc {
         return Err(BadRecord::Checksum);
     }
-    if payload[0] != PAYLOAD_JSON_V1 {
-        return Err(BadRecord::Version);
-    }
     let mut lsn = [0u8; 8];
     lsn.copy_from_slice(&payload[1..9]);
+    let (origin, json) = match payload[0] {
+        PAYLOAD_JSON_V1 => (&payload[..0], &payload[9..]),
+        PAYLOAD_JSON_V2 => {
+            let n = payload
+                .get(9..11)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+                .ok_or(BadRecord::Length)?;
+            if n > ORIGIN_BYTES_MAX {
+                return Err(BadRecord::Length);
+            }
+            let origin = payload.get(11..11 + n).ok_or(BadRecord::Length)?;
+            (origin, &payload[11 + n..])
+        }
+        _ => return Err(BadRecord::Version),
+    };
     Ok(RawRecord {
         lsn: u64::from_le_bytes(lsn),
-        json: &payload[9..],
+        origin,
+        json,
         end: off + RECORD_HEADER_BYTES + len,
     })
 }
@@ -256,7 +296,7 @@ mod tests {
     fn records_round_trip_and_damage_is_detected() {
         let mut seg = segment_header(7).to_vec();
         for i in 0..3 {
-            append_record(&mut seg, 7 + i, &cmd(i as i64)).expect("append");
+            append_record(&mut seg, 7 + i, b"", &cmd(i as i64)).expect("append");
         }
         let scan = scan_segment(&seg).expect("scan");
         assert_eq!(scan.first_lsn, 7);
@@ -281,6 +321,43 @@ mod tests {
         let scan = scan_segment(&flipped).expect("scan");
         assert_eq!(scan.records.len(), 1);
         assert!(matches!(scan.bad, Some((_, BadRecord::Checksum, true))));
+    }
+
+    /// A version 2 record carries its origin beside the command; one with
+    /// no origin (or one over the limit) is a version 1 record.
+    #[test]
+    fn origins_round_trip_in_version_2_records() {
+        let mut seg = segment_header(1).to_vec();
+        let origin = br#"{"surface":"native","request_id":"r-1","actor":"admin"}"#;
+        append_record(&mut seg, 1, origin, &cmd(5)).expect("append");
+        append_record(&mut seg, 2, b"", &cmd(6)).expect("append");
+        append_record(&mut seg, 3, &[b'x'; ORIGIN_BYTES_MAX + 1], &cmd(7)).expect("append");
+        let scan = scan_segment(&seg).expect("scan");
+        assert!(scan.bad.is_none());
+        let r = &scan.records;
+        assert_eq!(
+            (r[0].origin, r[1].origin, r[2].origin),
+            (&origin[..], &b""[..], &b""[..])
+        );
+        let back: Command = serde_json::from_slice(r[0].json).expect("json");
+        assert_eq!(back, cmd(5));
+        assert_eq!(
+            seg[SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES],
+            PAYLOAD_JSON_V2
+        );
+        // An origin length past the payload is refused, not read past.
+        let mut bad = segment_header(1).to_vec();
+        let start = bad.len();
+        append_record(&mut bad, 1, origin, &cmd(5)).expect("append");
+        let len_at = start + RECORD_HEADER_BYTES + 9;
+        bad[len_at..len_at + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+        let payload_len = bad.len() - start - RECORD_HEADER_BYTES;
+        let crc = crc32c_append(
+            crc32c(&(payload_len as u32).to_le_bytes()),
+            &bad[start + RECORD_HEADER_BYTES..],
+        );
+        bad[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(read_record(&bad, start), Err(BadRecord::Length));
     }
 
     #[test]

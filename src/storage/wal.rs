@@ -186,6 +186,17 @@ impl Log {
         cmd: &Command<'_>,
         apply: impl FnOnce() -> Result<Outcome, EngineError>,
     ) -> Result<Committed, LogError> {
+        self.commit_from(cmd, &[], apply)
+    }
+
+    /// [`Log::commit`] with the change's origin (JSON: who made it, with
+    /// which request), stored in its record.
+    pub fn commit_from(
+        &self,
+        cmd: &Command<'_>,
+        origin: &[u8],
+        apply: impl FnOnce() -> Result<Outcome, EngineError>,
+    ) -> Result<Committed, LogError> {
         let sh = &*self.shared;
         if sh.latched.load(Ordering::Acquire) {
             return Err(LogError::Unavailable);
@@ -217,7 +228,7 @@ impl Log {
             return Err(LogError::Unavailable);
         };
         let before = batch.bytes.len();
-        if let Err(e) = append_record(&mut batch.bytes, lsn, cmd) {
+        if let Err(e) = append_record(&mut batch.bytes, lsn, origin, cmd) {
             // The change is in memory but cannot be logged: refuse it and
             // everything after, as for a failed write.
             tracing::error!("cannot encode log record {lsn}: {e}; latching");

@@ -82,6 +82,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             "missing or wrong admin bearer token",
         ));
     }
+    crate::app::set_actor(crate::app::Actor::Named("admin".into()));
     let method = req.method().clone();
     let path = req
         .uri()

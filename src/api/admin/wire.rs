@@ -24,8 +24,11 @@ pub fn tenant(t: &Tenant) -> Value {
     with_id(t.id, &*t.spec.read())
 }
 
+/// A key with its id (`key:...`, how records and logs name it).
 pub fn api_key(k: &ApiKey) -> Value {
-    serde_json::to_value(k.spec()).unwrap_or(Value::Null)
+    let mut v = serde_json::to_value(k.spec()).unwrap_or(Value::Null);
+    v["key_id"] = crate::app::key_id(&k.api_key).into();
+    v
 }
 
 pub fn product(p: &Product) -> Value {

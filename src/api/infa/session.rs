@@ -72,6 +72,7 @@ pub(super) fn session(app: &App, state: &InfaState, req: &Request<Incoming>) -> 
         ));
     }
     s.last_used = now;
+    crate::app::set_actor(crate::app::Actor::Named(format!("infa:{}", s.username)));
     Ok(s.clone())
 }
 

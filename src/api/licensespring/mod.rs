@@ -187,6 +187,7 @@ pub async fn handle(
         Ok(k) => k,
         Err(e) => return e.response(),
     };
+    crate::app::set_actor(crate::app::Actor::Key(key.clone()));
     let peer = Some(peer);
     let answer = if method == Method::GET {
         let params = Params::query(Query::parse(req.uri().query()), peer);

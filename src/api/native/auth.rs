@@ -172,6 +172,7 @@ fn caller(app: &App, api_key: &str) -> Result<Caller, NativeError> {
         .api_key(api_key)
         .filter(|k| !k.revoked.load(std::sync::atomic::Ordering::Acquire))
         .ok_or_else(|| NativeError::unauthorized("unknown or revoked API key"))?;
+    crate::app::set_actor(crate::app::Actor::Key(key.clone()));
     Ok(Caller {
         tenant_id: key.tenant_id,
         role: key.role,

@@ -137,6 +137,7 @@ fn authenticate(app: &App, req: &Request<Incoming>) -> R<Caller> {
         .api_key(token)
         .filter(|k| !k.revoked.load(std::sync::atomic::Ordering::Acquire))
         .ok_or_else(|| QlikError::unauthorized("Invalid or revoked API key."))?;
+    crate::app::set_actor(crate::app::Actor::Key(key.clone()));
     Ok(Caller {
         tenant_id: key.tenant_id,
         admin: key.role == Role::Admin,

@@ -177,6 +177,7 @@ fn account(
         .ok_or_else(|| {
             YextError::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED, "Invalid api_key.")
         })?;
+    crate::app::set_actor(crate::app::Actor::Key(key.clone()));
     let acc = app.engine.yext(key.tenant_id).ok_or_else(|| {
         YextError::new(
             StatusCode::FORBIDDEN,
