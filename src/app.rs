@@ -55,37 +55,37 @@ pub fn set_actor(actor: Actor) {
 }
 
 /// The current request's origin as JSON (empty outside a request):
-/// `{"surface", "request_id", "actor"?}`.
+/// `{"surface", "request_id", "actor"?}`. Written on every logged change,
+/// so it is serialised from borrowed fields, not built as a `Value`.
 fn origin_json() -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Wire<'a> {
+        surface: &'a str,
+        request_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor: Option<&'a str>,
+    }
     ORIGIN
         .try_with(|o| {
             let o = o.borrow();
             let actor = match &o.actor {
                 Actor::Unknown => None,
-                Actor::Key(k) => Some(key_id(&k.api_key)),
-                Actor::Named(n) => Some(n.clone()),
+                Actor::Key(k) => Some(&*k.key_id),
+                Actor::Named(n) => Some(n.as_str()),
             };
-            let mut v = serde_json::json!({"surface": o.surface, "request_id": o.request_id});
-            if let Some(a) = actor {
-                v["actor"] = a.into();
-            }
-            serde_json::to_vec(&v).unwrap_or_default()
+            let wire = Wire {
+                surface: o.surface,
+                request_id: &o.request_id,
+                actor,
+            };
+            serde_json::to_vec(&wire).unwrap_or_default()
         })
         .unwrap_or_default()
 }
 
-/// An API key's id for logs and records: `key:` and the first 16 hex digits
-/// of its SHA-256. A bearer key is itself a credential, so it is never
-/// written as is.
+/// An API key's id for logs and records (see `ApiKey::id_of`).
 pub fn key_id(api_key: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(api_key.as_bytes());
-    let mut s = String::with_capacity(20);
-    s.push_str("key:");
-    for b in &digest[..8] {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::engine::model::ApiKey::id_of(api_key).into()
 }
 
 /// Why a change was not made, or is not known to be durable: what every

@@ -96,9 +96,26 @@ pub struct ApiKey {
     pub role: Role,
     /// Flipped by revocation; read on every request without a lock.
     pub revoked: AtomicBool,
+    /// How records and logs name the key (see [`ApiKey::id_of`]), computed once.
+    pub key_id: Box<str>,
 }
 
 impl ApiKey {
+    /// An API key's id: `key:` and the first 16 hex digits of its SHA-256.
+    /// A bearer key is itself a credential, so records and logs name it by
+    /// this id and never write the key.
+    pub fn id_of(api_key: &str) -> Box<str> {
+        use sha2::Digest;
+        use std::fmt::Write;
+        let digest = sha2::Sha256::digest(api_key.as_bytes());
+        let mut s = String::with_capacity(20);
+        s.push_str("key:");
+        for b in &digest[..8] {
+            let _ = write!(s, "{b:02x}");
+        }
+        s.into()
+    }
+
     pub fn spec(&self) -> ApiKeySpec {
         ApiKeySpec {
             tenant_id: self.tenant_id,

@@ -98,6 +98,7 @@ impl Engine {
             shared_key: spec.shared_key.as_str().into(),
             role: spec.role,
             revoked: spec.revoked.into(),
+            key_id: ApiKey::id_of(&spec.api_key),
         });
         match self.api_keys.entry(spec.api_key.as_str().into()) {
             dashmap::Entry::Occupied(_) => Err(EngineError::Duplicate("api key")),
