@@ -75,6 +75,10 @@ pub enum Cmd {
         /// Print the log records (one JSON object per line).
         #[arg(long)]
         records: bool,
+        /// Print the ledger entries (what each change did to which counter,
+        /// with its origin) of the records after the newest snapshot.
+        #[arg(long, conflicts_with = "records")]
+        ledger: bool,
         /// First record to print.
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -233,12 +237,15 @@ pub fn main() -> ExitCode {
         Cmd::Inspect {
             data_dir,
             records,
+            ledger,
             from,
             limit,
         } => {
             let mut out = std::io::stdout().lock();
             let r = if records {
                 crate::storage::inspect::records(&data_dir, from, limit, &mut out)
+            } else if ledger {
+                crate::storage::inspect::ledger(&data_dir, &mut out)
             } else {
                 crate::storage::inspect::summary(&data_dir, &mut out)
             };

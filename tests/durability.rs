@@ -897,3 +897,128 @@ async fn full_state(client: &HttpClient, addr: SocketAddr, admin: &str) -> Value
     .1;
     v
 }
+
+/// `tally inspect --ledger` (the real binary, on the files a killed server
+/// left): every change to a counter since the snapshot, with its origin;
+/// consumption entries add up to the meter, a keyed change retried counts
+/// once, a reservation's entries follow it from reserve to commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_ledger_derives_every_change_with_its_origin() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, catalog().to_string()).expect("catalog");
+    let mut server = start(&dir, &cat, 3600);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let addr = server.addr;
+    for _ in 0..3 {
+        let r = ls(&client, addr, Method::POST, "add_feature_consumption",
+            json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 2})).await;
+        assert_eq!(r.map(|r| r.0), Some(200));
+    }
+    let r = ls(
+        &client,
+        addr,
+        Method::POST,
+        "activate_license",
+        json!({"product": "p", "license_key": "SEATS", "hardware_id": "ledger-pc"}),
+    )
+    .await;
+    assert_eq!(r.map(|r| r.0), Some(200));
+    for _ in 0..2 {
+        let r = native(
+            &client,
+            addr,
+            "/v1/licenses/RES/features/tokens/usage",
+            json!({"units": 5}),
+            Some("ledger-key"),
+        )
+        .await;
+        assert_eq!(r.map(|r| r.0), Some(200));
+    }
+    let (status, res) = native(
+        &client,
+        addr,
+        "/v1/licenses/RES/features/tokens/reservations",
+        json!({"units": 4}),
+        None,
+    )
+    .await
+    .expect("answer");
+    assert_eq!(status, 201);
+    let id = res["id"].as_u64().expect("id");
+    let r = native(
+        &client,
+        addr,
+        &format!("/v1/reservations/{id}/commit"),
+        json!({"units": 3}),
+        None,
+    )
+    .await;
+    assert_eq!(r.map(|r| r.0), Some(200));
+    kill9(&mut server);
+    let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["inspect", "--ledger", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("tally inspect");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let of = |kind: &str| {
+        lines
+            .iter()
+            .filter(|l| l["entry"]["kind"] == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let consumed = of("units_consumed");
+    assert_eq!(
+        consumed.len(),
+        4,
+        "three LicenseSpring adds and one keyed add: {lines:?}"
+    );
+    let meter: Vec<i64> = consumed
+        .iter()
+        .filter(|l| l["origin"]["surface"] == "licensespring")
+        .map(|l| l["entry"]["after"].as_i64().expect("after"))
+        .collect();
+    assert_eq!(meter, [2, 4, 6], "before/after follow the meter");
+    let keyed = consumed
+        .iter()
+        .find(|l| l["origin"]["surface"] == "native")
+        .expect("keyed add");
+    assert_eq!(
+        (
+            keyed["entry"]["amount"].as_i64(),
+            keyed["entry"]["before"].as_i64()
+        ),
+        (Some(5), Some(0))
+    );
+    let key_id = tally::app::key_id(API_KEY);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["origin"]["actor"] == key_id.as_str()),
+        "{lines:?}"
+    );
+    let activated = of("device_activated");
+    assert_eq!(activated[0]["entry"]["subject"], "ledger-pc");
+    let reserved = of("units_reserved");
+    let committed = of("units_committed");
+    assert_eq!((reserved.len(), committed.len()), (1, 1));
+    assert_eq!(reserved[0]["entry"]["reservation_id"], id);
+    assert_eq!(
+        (
+            committed[0]["entry"]["amount"].as_i64(),
+            committed[0]["entry"]["after"].as_i64()
+        ),
+        (Some(3), Some(8))
+    );
+}

@@ -35,6 +35,7 @@ mod floating;
 pub mod image;
 pub mod infa;
 pub mod lease;
+pub mod ledger;
 mod license;
 pub mod meter;
 pub mod model;
@@ -361,8 +362,8 @@ impl Engine {
                 fingerprint,
                 now,
                 cmd,
-            } => self.idempotent(*t, key, fingerprint, *now, cmd, None),
-            C::Batch { ops, .. } => self.apply_batch(ops, None),
+            } => self.idempotent(*t, key, fingerprint, *now, cmd, None, None),
+            C::Batch { ops, .. } => self.apply_batch(ops, None, None),
             C::TrackDeviceVariables {
                 license_id: l,
                 hardware_id: hw,

@@ -180,18 +180,34 @@ impl Engine {
     /// Applies `cmd` like [`Engine::apply`] and pushes its [`Reply`] onto
     /// `replies` (one per command; a batch's is one [`Reply::Batch`]).
     pub fn apply_replying(&self, cmd: &Command<'_>, replies: &mut Vec<Reply>) -> R<Outcome> {
+        self.apply_full(cmd, Some(replies), None)
+    }
+
+    /// Applies `cmd`, with its reply pushed onto `replies` and its ledger
+    /// entries onto `ledger`, when asked for.
+    pub(super) fn apply_full(
+        &self,
+        cmd: &Command<'_>,
+        replies: Option<&mut Vec<Reply>>,
+        ledger: Option<&mut Vec<super::ledger::LedgerEntry>>,
+    ) -> R<Outcome> {
         match cmd {
-            Command::Batch { ops, .. } => self.apply_batch(ops, Some(replies)),
+            Command::Batch { ops, .. } => self.apply_batch(ops, replies, ledger),
             Command::Idempotent {
                 tenant_id,
                 key,
                 fingerprint,
                 now,
                 cmd,
-            } => self.idempotent(*tenant_id, key, fingerprint, *now, cmd, Some(replies)),
+            } => self.idempotent(*tenant_id, key, fingerprint, *now, cmd, replies, ledger),
             other => {
-                let outcome = self.apply(other)?;
-                replies.push(self.reply(other, &outcome));
+                let outcome = match ledger {
+                    Some(l) => self.apply_leaf_ledgered(other, l)?,
+                    None => self.apply(other)?,
+                };
+                if let Some(r) = replies {
+                    r.push(self.reply(other, &outcome));
+                }
                 Ok(outcome)
             }
         }
@@ -383,12 +399,16 @@ impl Engine {
         &self,
         ops: &[Command<'_>],
         replies: Option<&mut Vec<Reply>>,
+        mut ledger: Option<&mut Vec<super::ledger::LedgerEntry>>,
     ) -> R<Outcome> {
         Self::check_batch(ops)?;
         self.preview(ops).map_err(|(_, e)| e)?;
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
-            let outcome = self.apply(op)?;
+            let outcome = match ledger.as_deref_mut() {
+                Some(l) => self.apply_leaf_ledgered(op, l)?,
+                None => self.apply(op)?,
+            };
             out.push(self.reply(op, &outcome));
         }
         if let Some(r) = replies {
@@ -515,7 +535,7 @@ impl Engine {
 
     #[allow(
         clippy::too_many_arguments,
-        reason = "the fields of Command::Idempotent"
+        reason = "the fields of Command::Idempotent and the two sinks"
     )]
     pub(super) fn idempotent(
         &self,
@@ -525,6 +545,7 @@ impl Engine {
         now: Millis,
         cmd: &Command<'_>,
         replies: Option<&mut Vec<Reply>>,
+        ledger: Option<&mut Vec<super::ledger::LedgerEntry>>,
     ) -> R<Outcome> {
         if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
             return Err(EngineError::Invalid(
@@ -561,7 +582,7 @@ impl Engine {
             return Err(EngineError::TooMany("idempotency keys"));
         }
         let mut rs = Vec::with_capacity(1);
-        self.apply_replying(cmd, &mut rs)?;
+        self.apply_full(cmd, Some(&mut rs), ledger)?;
         let reply = rs.pop().unwrap_or(Reply::Done);
         if vacant {
             *self.idempotency.per_tenant.entry(tenant_id).or_insert(0) += 1;

@@ -1,0 +1,665 @@
+//! Ledger entries: every change to a counter or an assignment, as a value
+//! (what changed, by how much, from what to what), derived from a command,
+//! its outcome and the state right after it (plus, for the sweeps, what they
+//! were about to free, read just before them). The derivation is pure and
+//! runs in the serial order of the changes, so replaying the log derives the
+//! same entries again.
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    DeviceActivated,
+    DeviceTransferred,
+    DeviceDeactivated,
+    SeatTaken,
+    SeatReleased,
+    SeatBorrowed,
+    SeatExpired,
+    UnitsConsumed,
+    UnitsReserved,
+    UnitsCommitted,
+    UnitsVoided,
+    UnitsExpired,
+    SeatReserved,
+    SeatReservationCommitted,
+    SeatReservationVoided,
+    SeatReservationExpired,
+    ConsumptionSet,
+    QlikAssigned,
+    QlikUnassigned,
+    QlikMoved,
+    QlikMinutesDebited,
+    YextAssigned,
+    YextRemoved,
+    YextScheduled,
+    InfaLimitUsed,
+    InfaLicensesOverwritten,
+}
+
+/// One change to one counter or assignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub kind: EntryKind,
+    pub tenant_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_id: Option<Id>,
+    /// The device, seat holder, Qlik subject, Yext entity or Informatica limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<Id>,
+    /// Signed change of the counter (units, seats, minutes); 0 for a change
+    /// that moves or schedules without counting.
+    pub amount: i64,
+    /// The counter before and after, where the change has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    pub at: Millis,
+}
+
+impl LedgerEntry {
+    fn new(kind: EntryKind, tenant_id: Id, amount: i64, at: Millis) -> Self {
+        LedgerEntry {
+            kind,
+            tenant_id,
+            license_id: None,
+            feature_id: None,
+            subject: None,
+            reservation_id: None,
+            amount,
+            before: None,
+            after: None,
+            at,
+        }
+    }
+
+    fn on(mut self, license_id: Id, feature_id: Option<Id>) -> Self {
+        self.license_id = Some(license_id);
+        self.feature_id = feature_id;
+        self
+    }
+
+    fn subject(mut self, s: &str) -> Self {
+        self.subject = Some(s.to_string());
+        self
+    }
+
+    /// The counter's value after the change; before is after - amount.
+    fn ending_at(mut self, after: i64) -> Self {
+        self.after = Some(after);
+        self.before = Some(after - self.amount);
+        self
+    }
+}
+
+/// What a sweep is about to free, read just before it runs.
+#[derive(Debug, Default)]
+pub struct Pre {
+    /// (license, feature, holder) of floating seats past their expiry.
+    seats: Vec<(Id, Option<Id>, Box<str>)>,
+    /// Pending reservations past their expiry.
+    reservations: Vec<reserve::Reservation>,
+    /// A meter's value before an admin correction.
+    consumption: Option<i64>,
+}
+
+impl Engine {
+    /// Applies `cmd` like [`Engine::apply`] and appends its ledger entries
+    /// to `out` (a batch's operations and an idempotent change's inner
+    /// command each give their own; a replayed idempotent change gives none).
+    pub fn apply_ledgered(&self, cmd: &Command<'_>, out: &mut Vec<LedgerEntry>) -> R<Outcome> {
+        self.apply_full(cmd, None, Some(out))
+    }
+
+    /// [`Engine::apply_ledgered`] for a command that is neither a batch nor
+    /// idempotent.
+    pub(super) fn apply_leaf_ledgered(
+        &self,
+        cmd: &Command<'_>,
+        out: &mut Vec<LedgerEntry>,
+    ) -> R<Outcome> {
+        let pre = self.ledger_pre(cmd);
+        let outcome = self.apply(cmd)?;
+        self.ledger_entries(cmd, &outcome, pre, out);
+        Ok(outcome)
+    }
+
+    /// What the derivation of `cmd`'s entries needs from before it.
+    fn ledger_pre(&self, cmd: &Command<'_>) -> Pre {
+        match cmd {
+            Command::SweepLeases { now } => Pre {
+                seats: self.expired_seats(*now),
+                ..Pre::default()
+            },
+            Command::SweepPending { now } => Pre {
+                reservations: self.expired_reservations(*now),
+                ..Pre::default()
+            },
+            Command::SetConsumption {
+                license_id,
+                feature_id,
+                ..
+            } => Pre {
+                consumption: self.license(*license_id).and_then(|l| match feature_id {
+                    None => Some(l.consumption.used_raw() - l.consumption.reserved()),
+                    Some(f) => self
+                        .feature_by_id(&l, *f)
+                        .ok()
+                        .map(|f| f.meter.used_raw() - f.meter.reserved()),
+                }),
+                ..Pre::default()
+            },
+            _ => Pre::default(),
+        }
+    }
+
+    fn expired_seats(&self, now: Millis) -> Vec<(Id, Option<Id>, Box<str>)> {
+        let mut out = Vec::new();
+        let ids: Vec<Id> = self.leased.iter().map(|e| *e.key()).collect();
+        for id in ids {
+            let Some(l) = self.license(id) else { continue };
+            for h in l.floating.holders_raw() {
+                if h.expires_at <= now {
+                    out.push((id, None, h.holder));
+                }
+            }
+            for f in l.features.read().iter() {
+                for h in f.floating.holders_raw() {
+                    if h.expires_at <= now {
+                        out.push((id, Some(f.id), h.holder));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn expired_reservations(&self, now: Millis) -> Vec<reserve::Reservation> {
+        let due: Vec<Id> = self
+            .reservations
+            .by_expiry
+            .lock()
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        due.iter()
+            .filter_map(|id| self.reservations.all.get(id).map(|r| r.clone()))
+            .collect()
+    }
+
+    fn tenant_of(&self, license_id: Id) -> Id {
+        self.license(license_id).map_or(0, |l| l.tenant_id)
+    }
+
+    /// The entries of a leaf command that gave `outcome`, from the state now.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per kind of change, in the order of the command table"
+    )]
+    fn ledger_entries(
+        &self,
+        cmd: &Command<'_>,
+        outcome: &Outcome,
+        pre: Pre,
+        out: &mut Vec<LedgerEntry>,
+    ) {
+        use Command as C;
+        use EntryKind as K;
+        match (cmd, outcome) {
+            (
+                C::Activate {
+                    license_id: l,
+                    hardware_id,
+                    now,
+                    ..
+                },
+                Outcome::Activated {
+                    new: true,
+                    transfer,
+                    ..
+                },
+            ) => {
+                let used = self.license(*l).map_or(0, |x| x.activations.used() as i64);
+                let kind = if *transfer {
+                    K::DeviceTransferred
+                } else {
+                    K::DeviceActivated
+                };
+                out.push(
+                    LedgerEntry::new(kind, self.tenant_of(*l), 1, *now)
+                        .on(*l, None)
+                        .subject(hardware_id)
+                        .ending_at(used),
+                );
+            }
+            (
+                C::Deactivate {
+                    license_id: l,
+                    hardware_id,
+                    now,
+                },
+                _,
+            ) => {
+                let used = self.license(*l).map_or(0, |x| x.activations.used() as i64);
+                out.push(
+                    LedgerEntry::new(K::DeviceDeactivated, self.tenant_of(*l), -1, *now)
+                        .on(*l, None)
+                        .subject(hardware_id)
+                        .ending_at(used),
+                );
+            }
+            (
+                C::FloatingAcquire {
+                    license_id: l,
+                    feature_id: f,
+                    hardware_id,
+                    now,
+                    ..
+                },
+                Outcome::Floating {
+                    outcome: LeaseOutcome::Acquired,
+                    in_use,
+                },
+            ) => out.push(
+                LedgerEntry::new(K::SeatTaken, self.tenant_of(*l), 1, *now)
+                    .on(*l, *f)
+                    .subject(hardware_id)
+                    .ending_at(*in_use as i64),
+            ),
+            (
+                C::FloatingRelease {
+                    license_id: l,
+                    feature_id: f,
+                    hardware_id,
+                    now,
+                },
+                Outcome::Released { held: true, in_use },
+            ) => out.push(
+                LedgerEntry::new(K::SeatReleased, self.tenant_of(*l), -1, *now)
+                    .on(*l, *f)
+                    .subject(hardware_id)
+                    .ending_at(*in_use as i64),
+            ),
+            (
+                C::FloatingBorrow {
+                    license_id: l,
+                    feature_id: f,
+                    hardware_id,
+                    now,
+                    ..
+                },
+                Outcome::Borrowed { in_use, .. },
+            ) => out.push(
+                LedgerEntry::new(K::SeatBorrowed, self.tenant_of(*l), 0, *now)
+                    .on(*l, *f)
+                    .subject(hardware_id)
+                    .ending_at(*in_use as i64),
+            ),
+            (C::SweepLeases { now }, _) => {
+                for (l, f, holder) in pre.seats {
+                    out.push(
+                        LedgerEntry::new(K::SeatExpired, self.tenant_of(l), -1, *now)
+                            .on(l, f)
+                            .subject(&holder),
+                    );
+                }
+            }
+            (
+                C::AddConsumption {
+                    license_id: l,
+                    feature_id: f,
+                    amount,
+                    now,
+                },
+                Outcome::Consumed { total, .. },
+            ) => out.push(
+                LedgerEntry::new(K::UnitsConsumed, self.tenant_of(*l), *amount, *now)
+                    .on(*l, *f)
+                    .ending_at(*total),
+            ),
+            (
+                C::SetConsumption {
+                    license_id: l,
+                    feature_id: f,
+                    total,
+                },
+                _,
+            ) => {
+                let mut e = LedgerEntry::new(
+                    K::ConsumptionSet,
+                    self.tenant_of(*l),
+                    pre.consumption.map_or(0, |b| total - b),
+                    0,
+                )
+                .on(*l, *f);
+                e.before = pre.consumption;
+                e.after = Some(*total);
+                out.push(e);
+            }
+            (
+                C::Reserve {
+                    reservation_id,
+                    tenant_id,
+                    license_id: l,
+                    feature_id: f,
+                    units,
+                    now,
+                    ..
+                },
+                _,
+            ) => {
+                let (kind, after) = match f.and_then(|f| self.feature_of_license(*l, f)) {
+                    Some(feat) => (K::UnitsReserved, feat.meter.reserved()),
+                    None => (
+                        K::SeatReserved,
+                        self.license(*l).map_or(0, |x| x.activations.used() as i64),
+                    ),
+                };
+                let mut e = LedgerEntry::new(kind, *tenant_id, *units, *now)
+                    .on(*l, *f)
+                    .ending_at(after);
+                e.reservation_id = Some(*reservation_id);
+                out.push(e);
+            }
+            (
+                C::CommitReservation {
+                    tenant_id,
+                    reservation_id,
+                    now,
+                    ..
+                },
+                Outcome::Settled { committed },
+            ) => {
+                if let Some(r) = self.reservation(*tenant_id, *reservation_id) {
+                    out.push(self.settled(&r, *committed, true, *now));
+                }
+            }
+            (
+                C::VoidReservation {
+                    tenant_id,
+                    reservation_id,
+                    now,
+                },
+                _,
+            ) => {
+                if let Some(r) = self.reservation(*tenant_id, *reservation_id) {
+                    out.push(self.settled(&r, 0, false, *now));
+                }
+            }
+            (C::SweepPending { now }, _) => {
+                for r in pre.reservations {
+                    let kind = if r.feature_id.is_some() {
+                        K::UnitsExpired
+                    } else {
+                        K::SeatReservationExpired
+                    };
+                    let mut e = LedgerEntry::new(kind, r.tenant_id, -r.units, *now)
+                        .on(r.license_id, r.feature_id);
+                    e.reservation_id = Some(r.id);
+                    out.push(e);
+                }
+            }
+            _ => self.vendor_entries(cmd, outcome, out),
+        }
+    }
+
+    /// A reservation's commit (`commit`) or void: for units, the meter's
+    /// used (commit) or reserved (void) after; for a seat, the device.
+    fn settled(
+        &self,
+        r: &reserve::Reservation,
+        committed: i64,
+        commit: bool,
+        now: Millis,
+    ) -> LedgerEntry {
+        use EntryKind as K;
+        let feature = r
+            .feature_id
+            .and_then(|f| self.feature_of_license(r.license_id, f));
+        let mut e = match (&feature, commit) {
+            (Some(f), true) => LedgerEntry::new(K::UnitsCommitted, r.tenant_id, committed, now)
+                .ending_at(f.meter.used(now)),
+            (Some(f), false) => LedgerEntry::new(K::UnitsVoided, r.tenant_id, -r.units, now)
+                .ending_at(f.meter.reserved()),
+            (None, true) => LedgerEntry::new(K::SeatReservationCommitted, r.tenant_id, 1, now),
+            (None, false) => LedgerEntry::new(K::SeatReservationVoided, r.tenant_id, -1, now),
+        }
+        .on(r.license_id, r.feature_id);
+        e.reservation_id = Some(r.id);
+        e.subject = r.hardware_id.clone();
+        e
+    }
+
+    fn feature_of_license(&self, license_id: Id, feature_id: Id) -> Option<Arc<Feature>> {
+        let l = self.license(license_id)?;
+        self.feature_by_id(&l, feature_id).ok()
+    }
+
+    /// The entries of the vendors' commands (Qlik, Yext, Informatica).
+    fn vendor_entries(&self, cmd: &Command<'_>, outcome: &Outcome, out: &mut Vec<LedgerEntry>) {
+        use Command as C;
+        use EntryKind as K;
+        let entry = match (cmd, outcome) {
+            (
+                C::QlikAssign {
+                    tenant_id,
+                    subject,
+                    kind,
+                    now,
+                },
+                _,
+            ) => LedgerEntry::new(K::QlikAssigned, *tenant_id, 1, *now)
+                .subject(subject)
+                .ending_at(self.qlik_used(*tenant_id, *kind, *now)),
+            (
+                C::QlikAccess {
+                    tenant_id,
+                    subject,
+                    now,
+                },
+                Outcome::Access(qlik::AccessVia::AutoAssigned(kind, _)),
+            ) => LedgerEntry::new(K::QlikAssigned, *tenant_id, 1, *now)
+                .subject(subject)
+                .ending_at(self.qlik_used(*tenant_id, *kind, *now)),
+            (
+                C::QlikUnassign {
+                    tenant_id,
+                    subject,
+                    kind,
+                },
+                _,
+            ) => LedgerEntry::new(K::QlikUnassigned, *tenant_id, -1, 0)
+                .subject(subject)
+                .ending_at(self.qlik_used(*tenant_id, *kind, 0)),
+            (
+                C::QlikUpdate {
+                    tenant_id,
+                    subject,
+                    now,
+                    ..
+                },
+                _,
+            ) => LedgerEntry::new(K::QlikMoved, *tenant_id, 0, *now).subject(subject),
+            (
+                C::QlikConsume {
+                    tenant_id,
+                    record,
+                    now,
+                },
+                Outcome::Consumed { total, .. },
+            ) => LedgerEntry::new(K::QlikMinutesDebited, *tenant_id, record.minutes_used, *now)
+                .subject(&record.user_id)
+                .ending_at(*total),
+            (
+                C::YextAssign {
+                    tenant_id,
+                    entity,
+                    now,
+                    ..
+                },
+                Outcome::Assigned { created: true, .. },
+            ) => LedgerEntry::new(K::YextAssigned, *tenant_id, 1, *now).subject(entity),
+            (
+                C::YextUnassign {
+                    tenant_id,
+                    entity,
+                    now,
+                    ..
+                },
+                _,
+            ) => LedgerEntry::new(K::YextRemoved, *tenant_id, -1, *now).subject(entity),
+            (
+                C::YextSchedule {
+                    tenant_id,
+                    entity,
+                    now,
+                    ..
+                },
+                _,
+            ) => LedgerEntry::new(K::YextScheduled, *tenant_id, 0, *now).subject(entity),
+            (
+                C::InfaConsume {
+                    tenant_id,
+                    limit,
+                    amount,
+                },
+                Outcome::Consumed { total, .. },
+            ) => LedgerEntry::new(K::InfaLimitUsed, *tenant_id, *amount, 0)
+                .subject(limit)
+                .ending_at(*total),
+            (C::InfaSetLicenses { tenant_id, .. }, _) => {
+                LedgerEntry::new(K::InfaLicensesOverwritten, *tenant_id, 0, 0)
+            }
+            _ => return,
+        };
+        out.push(entry);
+    }
+
+    fn qlik_used(&self, tenant_id: Id, kind: qlik::AllotmentKind, now: Millis) -> i64 {
+        self.qlik
+            .get(&tenant_id)
+            .map_or(0, |q| q.units_used(kind, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    const CATALOG: &str = r#"{"tenants":[{"name":"L","api_keys":[{"api_key":"lk","shared_key":"ls","role":"admin"}],
+"products":[{"short_code":"p","name":"P","authorization_method":"license-key"}],
+"licenses":[{"product":"p","license_key":"K","features":[
+ {"code":"seat","is_floating_cloud":true,"floating_users":2,"floating_timeout":1},
+ {"code":"units","feature_type":"consumption","max_consumption":100}]}]}]}"#;
+
+    fn engine() -> (Engine, Id, Id, Id) {
+        let e = Engine::new();
+        crate::catalog::load_slice(&e, CATALOG.as_bytes(), 0).expect("catalog");
+        let t = e.api_key("lk").expect("key").tenant_id;
+        let l = e
+            .product_by_code(t, "p")
+            .and_then(|p| p.licenses_by_key.get("K").map(|l| l.clone()))
+            .expect("license");
+        let (seat, units) = (
+            l.feature("seat").expect("seat").id,
+            l.feature("units").expect("units").id,
+        );
+        (e, l.id, seat, units)
+    }
+
+    fn kinds(entries: &[LedgerEntry]) -> Vec<EntryKind> {
+        entries.iter().map(|e| e.kind).collect()
+    }
+
+    /// Sweeps name what they freed; a batch gives one entry per operation;
+    /// an admin correction knows the value it replaced.
+    #[test]
+    fn sweeps_batches_and_corrections_derive_their_entries() {
+        let (e, l, seat, units) = engine();
+        let tenant = e.license(l).expect("license").tenant_id;
+        let mut out = Vec::new();
+        let acquire = Command::FloatingAcquire {
+            license_id: l,
+            feature_id: Some(seat),
+            hardware_id: Cow::Borrowed("h1"),
+            now: 0,
+            ttl_ms: None,
+        };
+        e.apply_ledgered(&acquire, &mut out).expect("acquire");
+        let reserve = Command::Reserve {
+            reservation_id: 90_000,
+            tenant_id: tenant,
+            license_id: l,
+            feature_id: Some(units),
+            units: 10,
+            timeout_ms: 1_000,
+            now: 0,
+        };
+        e.apply_ledgered(&reserve, &mut out).expect("reserve");
+        let add = |n| Command::AddConsumption {
+            license_id: l,
+            feature_id: Some(units),
+            amount: n,
+            now: 0,
+        };
+        e.apply_ledgered(
+            &Command::Batch {
+                ops: vec![add(3), add(4)],
+                now: 0,
+            },
+            &mut out,
+        )
+        .expect("batch");
+        e.apply_ledgered(&Command::SweepLeases { now: 60_000 }, &mut out)
+            .expect("sweep");
+        e.apply_ledgered(&Command::SweepPending { now: 60_000 }, &mut out)
+            .expect("sweep");
+        e.apply_ledgered(
+            &Command::SetConsumption {
+                license_id: l,
+                feature_id: Some(units),
+                total: 50,
+            },
+            &mut out,
+        )
+        .expect("set");
+        assert_eq!(
+            kinds(&out),
+            [
+                EntryKind::SeatTaken,
+                EntryKind::UnitsReserved,
+                EntryKind::UnitsConsumed,
+                EntryKind::UnitsConsumed,
+                EntryKind::SeatExpired,
+                EntryKind::UnitsExpired,
+                EntryKind::ConsumptionSet,
+            ]
+        );
+        assert_eq!((out[2].before, out[2].after), (Some(0), Some(3)));
+        assert_eq!((out[3].before, out[3].after), (Some(3), Some(7)));
+        assert_eq!(out[4].subject.as_deref(), Some("h1"));
+        assert_eq!((out[5].amount, out[5].reservation_id), (-10, Some(90_000)));
+        assert_eq!(
+            (out[6].before, out[6].after, out[6].amount),
+            (Some(7), Some(50), 43)
+        );
+        assert!(out.iter().all(|x| x.tenant_id == tenant));
+        // A renewal and a refused change give nothing.
+        let mut none = Vec::new();
+        e.apply_ledgered(&acquire, &mut none).expect("take again");
+        e.apply_ledgered(&acquire, &mut none).expect("renew");
+        assert_eq!(kinds(&none), [EntryKind::SeatTaken]);
+        assert!(e.apply_ledgered(&add(1_000), &mut none).is_err());
+        assert_eq!(none.len(), 1);
+    }
+}
