@@ -65,19 +65,7 @@ impl Engine {
                 return Err(EngineError::TransferLimitReached);
             }
         }
-        // A user-based license also counts against its user's activations.
-        let user = spec.user_id.and_then(|u| self.user(u));
-        if let Some(u) = &user {
-            let us = u.spec.read();
-            if !us.allow_unlimited_activations
-                && self.user_activations(u) >= us.max_activations as u64
-            {
-                return Err(EngineError::ActivationLimitReached);
-            }
-        }
-        lic.activations
-            .try_acquire()
-            .map_err(|_| EngineError::ActivationLimitReached)?;
+        self.take_activation_seat(&lic, spec.user_id)?;
         if floating {
             if let Err(e) = lic.floating.acquire(hw, now, spec.floating_timeout_ms()) {
                 lic.activations.release();
@@ -121,6 +109,23 @@ impl Engine {
             new: true,
             transfer,
         })
+    }
+
+    /// Takes one activation seat of `lic`; a user-based license (`user_id`)
+    /// also counts against its user's own activation limit.
+    pub(super) fn take_activation_seat(&self, lic: &License, user_id: Option<Id>) -> R<()> {
+        if let Some(u) = user_id.and_then(|u| self.user(u)) {
+            let us = u.spec.read();
+            if !us.allow_unlimited_activations
+                && self.user_activations(&u) >= us.max_activations as u64
+            {
+                return Err(EngineError::ActivationLimitReached);
+            }
+        }
+        lic.activations
+            .try_acquire()
+            .map_err(|_| EngineError::ActivationLimitReached)?;
+        Ok(())
     }
 
     pub(super) fn deactivate(&self, license_id: Id, hw: &str, now: Millis) -> R<Outcome> {

@@ -229,19 +229,8 @@ impl Engine {
     /// Takes one activation seat, as an activation would (the user's own
     /// limit included), for a seat reservation.
     fn hold_seat(&self, lic: &License) -> R<()> {
-        let user = lic.spec.read().user_id.and_then(|u| self.user(u));
-        if let Some(u) = &user {
-            let us = u.spec.read();
-            if !us.allow_unlimited_activations
-                && self.user_activations(u) >= us.max_activations as u64
-            {
-                return Err(EngineError::ActivationLimitReached);
-            }
-        }
-        lic.activations
-            .try_acquire()
-            .map_err(|_| EngineError::ActivationLimitReached)?;
-        Ok(())
+        let user_id = lic.spec.read().user_id;
+        self.take_activation_seat(lic, user_id)
     }
 
     /// Commits a pending reservation: `units` of its units (all with None),
