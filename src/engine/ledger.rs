@@ -29,6 +29,8 @@ pub enum EntryKind {
     SeatReservationVoided,
     SeatReservationExpired,
     ConsumptionSet,
+    /// A metered feature's (or license's) period ended: its use starts again.
+    PeriodReset,
     QlikAssigned,
     QlikUnassigned,
     QlikMoved,
@@ -109,6 +111,10 @@ pub struct Pre {
     reservations: Vec<reserve::Reservation>,
     /// A meter's value before an admin correction.
     consumption: Option<i64>,
+    /// The meter an add or a reservation will touch: its use and its next
+    /// period boundary before the change (a change past the boundary first
+    /// starts the period again).
+    meter: Option<(i64, Millis)>,
 }
 
 impl Engine {
@@ -157,8 +163,52 @@ impl Engine {
                 }),
                 ..Pre::default()
             },
+            Command::AddConsumption {
+                license_id,
+                feature_id,
+                ..
+            }
+            | Command::Reserve {
+                license_id,
+                feature_id,
+                ..
+            } => Pre {
+                meter: self.license(*license_id).and_then(|l| {
+                    let m = |m: &Meter| (m.used_raw() - m.reserved(), m.state().1);
+                    match feature_id {
+                        None => Some(m(&l.consumption)),
+                        Some(f) => self.feature_by_id(&l, *f).ok().map(|f| m(&f.meter)),
+                    }
+                }),
+                ..Pre::default()
+            },
             _ => Pre::default(),
         }
+    }
+
+    /// The period reset a change at `now` made first, if the meter it
+    /// touched (`pre.meter`) was past its boundary and held any use.
+    fn period_reset(
+        &self,
+        pre: &Pre,
+        license_id: Id,
+        feature_id: Option<Id>,
+        now: Millis,
+    ) -> Option<LedgerEntry> {
+        let (used, next_reset) = pre.meter?;
+        if now < next_reset || used == 0 {
+            return None;
+        }
+        let mut e = LedgerEntry::new(
+            EntryKind::PeriodReset,
+            self.tenant_of(license_id),
+            -used,
+            now,
+        )
+        .on(license_id, feature_id);
+        e.before = Some(used);
+        e.after = Some(0);
+        Some(e)
     }
 
     fn expired_seats(&self, now: Millis) -> Vec<(Id, Option<Id>, Box<str>)> {
@@ -321,11 +371,14 @@ impl Engine {
                     now,
                 },
                 Outcome::Consumed { total, .. },
-            ) => out.push(
-                LedgerEntry::new(K::UnitsConsumed, self.tenant_of(*l), *amount, *now)
-                    .on(*l, *f)
-                    .ending_at(*total),
-            ),
+            ) => {
+                out.extend(self.period_reset(&pre, *l, *f, *now));
+                out.push(
+                    LedgerEntry::new(K::UnitsConsumed, self.tenant_of(*l), *amount, *now)
+                        .on(*l, *f)
+                        .ending_at(*total),
+                );
+            }
             (
                 C::SetConsumption {
                     license_id: l,
@@ -357,6 +410,9 @@ impl Engine {
                 },
                 _,
             ) => {
+                if f.is_some() {
+                    out.extend(self.period_reset(&pre, *l, *f, *now));
+                }
                 let (kind, after) = match f.and_then(|f| self.feature_of_license(*l, f)) {
                     Some(feat) => (K::UnitsReserved, feat.meter.reserved()),
                     None => (
@@ -661,5 +717,47 @@ mod tests {
         assert_eq!(kinds(&none), [EntryKind::SeatTaken]);
         assert!(e.apply_ledgered(&add(1_000), &mut none).is_err());
         assert_eq!(none.len(), 1);
+    }
+
+    /// An add past a monthly boundary first resets the period: an entry
+    /// says what the old period held.
+    #[test]
+    fn a_new_period_is_an_entry() {
+        let e = Engine::new();
+        let catalog = CATALOG.replace(
+            r#""max_consumption":100}"#,
+            r#""max_consumption":100,"reset_consumption":true,"consumption_period":"monthly"}"#,
+        );
+        let t0 = time::parse_instant("2026-11-30T12:00:00Z").expect("t0");
+        crate::catalog::load_slice(&e, catalog.as_bytes(), t0).expect("catalog");
+        let tenant = e.api_key("lk").expect("key").tenant_id;
+        let l = e
+            .product_by_code(tenant, "p")
+            .and_then(|p| p.licenses_by_key.get("K").map(|l| l.clone()))
+            .expect("license");
+        let units = l.feature("units").expect("units").id;
+        let add = |n, now| Command::AddConsumption {
+            license_id: l.id,
+            feature_id: Some(units),
+            amount: n,
+            now,
+        };
+        let mut out = Vec::new();
+        e.apply_ledgered(&add(30, t0), &mut out).expect("add");
+        let t1 = time::parse_instant("2026-12-01T00:00:01Z").expect("t1");
+        e.apply_ledgered(&add(5, t1), &mut out).expect("add");
+        assert_eq!(
+            kinds(&out),
+            [
+                EntryKind::UnitsConsumed,
+                EntryKind::PeriodReset,
+                EntryKind::UnitsConsumed
+            ]
+        );
+        assert_eq!(
+            (out[1].amount, out[1].before, out[1].after),
+            (-30, Some(30), Some(0))
+        );
+        assert_eq!((out[2].before, out[2].after), (Some(0), Some(5)));
     }
 }
