@@ -8,6 +8,7 @@ use rsa::RsaPrivateKey;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Limits;
 use crate::credentials::Passwords;
+use crate::engine::ledger::LedgerEntry;
 use crate::engine::native::Reply;
 use crate::engine::time::Millis;
 use crate::engine::{Command, Engine, EngineError, Outcome};
@@ -217,15 +218,32 @@ impl App {
     /// Applies `cmd` and, when it changed state, returns once it is durable
     /// (see `storage::wal`). Every surface changes state through here.
     pub async fn commit(&self, cmd: &Command<'_>) -> Result<Outcome, CommitError> {
-        self.commit_with(cmd, || self.engine.apply(cmd)).await
+        self.commit_inner(cmd, |ledger| self.engine.apply_full(cmd, None, ledger))
+            .await
     }
 
     /// [`App::commit`] with the apply supplied by the caller (which must
-    /// apply exactly `cmd`, e.g. [`Engine::apply_resolved`]).
+    /// apply exactly `cmd`, neither a batch nor an idempotent change, e.g.
+    /// [`Engine::apply_resolved`]).
     pub async fn commit_with(
         &self,
         cmd: &Command<'_>,
         apply: impl FnOnce() -> Result<Outcome, EngineError>,
+    ) -> Result<Outcome, CommitError> {
+        self.commit_inner(cmd, |ledger| match ledger {
+            Some(l) => self.engine.apply_leaf_with(cmd, apply, l),
+            None => apply(),
+        })
+        .await
+    }
+
+    /// Applies `cmd` with `apply` (given where to put the change's ledger
+    /// entries, when the store keeps a ledger) and, when it changed state,
+    /// returns once it is durable.
+    async fn commit_inner(
+        &self,
+        cmd: &Command<'_>,
+        apply: impl FnOnce(Option<&mut Vec<LedgerEntry>>) -> Result<Outcome, EngineError>,
     ) -> Result<Outcome, CommitError> {
         // A renewal of a seat already held is not logged and takes no lock
         // but the pool's.
@@ -234,9 +252,14 @@ impl App {
         }
         let Some(store) = &self.store else {
             let _serial = self.serial.lock();
-            return apply().map_err(CommitError::Engine);
+            return apply(None).map_err(CommitError::Engine);
         };
-        let c = store.log.commit_from(cmd, &origin_json(), apply)?;
+        let ledgered = store.log.is_ledgered();
+        let c = store.log.commit_ledgered(cmd, &origin_json(), || {
+            let mut entries = Vec::new();
+            let outcome = apply(ledgered.then_some(&mut entries))?;
+            Ok((outcome, entries))
+        })?;
         match c.lsn {
             Some(lsn) => store.log.wait(lsn).await?,
             // A replayed idempotent change was made by a record that may
@@ -257,13 +280,33 @@ impl App {
     ) -> Result<(Outcome, Reply), CommitError> {
         let mut replies = Vec::with_capacity(1);
         let outcome = self
-            .commit_with(cmd, || self.engine.apply_replying(cmd, &mut replies))
+            .commit_inner(cmd, |ledger| {
+                self.engine.apply_full(cmd, Some(&mut replies), ledger)
+            })
             .await?;
         // A renewal answered without the log pushed no reply.
         let reply = replies
             .pop()
             .unwrap_or_else(|| self.engine.reply(cmd, &outcome));
         Ok((outcome, reply))
+    }
+
+    /// Ledger entries after `after` (a seq) that `keep` accepts, at most
+    /// `limit`, and the seq to go on from (see `storage::ledger::read`).
+    /// None when the server keeps no data directory (and so no ledger).
+    pub fn ledger(
+        &self,
+        after: u64,
+        limit: usize,
+        keep: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<std::io::Result<(Vec<serde_json::Value>, Option<u64>)>> {
+        let store = self.store.as_ref()?;
+        Some(crate::storage::ledger::read(
+            store.dir(),
+            after,
+            limit,
+            keep,
+        ))
     }
 }
 

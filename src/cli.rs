@@ -75,8 +75,8 @@ pub enum Cmd {
         /// Print the log records (one JSON object per line).
         #[arg(long)]
         records: bool,
-        /// Print the ledger entries (what each change did to which counter,
-        /// with its origin) of the records after the newest snapshot.
+        /// Print the ledger: what each change did to which counter, with its
+        /// origin (one JSON object per line).
         #[arg(long, conflicts_with = "records")]
         ledger: bool,
         /// First record to print.

@@ -125,6 +125,21 @@ impl Engine {
         self.apply_full(cmd, None, Some(out))
     }
 
+    /// Applies a command that is neither a batch nor idempotent with
+    /// `apply` (which applies exactly `cmd`, e.g. [`Engine::apply_resolved`])
+    /// and appends its entries to `out`.
+    pub fn apply_leaf_with(
+        &self,
+        cmd: &Command<'_>,
+        apply: impl FnOnce() -> R<Outcome>,
+        out: &mut Vec<LedgerEntry>,
+    ) -> R<Outcome> {
+        let pre = self.ledger_pre(cmd);
+        let outcome = apply()?;
+        self.ledger_entries(cmd, &outcome, pre, out);
+        Ok(outcome)
+    }
+
     /// [`Engine::apply_ledgered`] for a command that is neither a batch nor
     /// idempotent.
     pub(super) fn apply_leaf_ledgered(

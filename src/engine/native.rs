@@ -185,7 +185,7 @@ impl Engine {
 
     /// Applies `cmd`, with its reply pushed onto `replies` and its ledger
     /// entries onto `ledger`, when asked for.
-    pub(super) fn apply_full(
+    pub fn apply_full(
         &self,
         cmd: &Command<'_>,
         replies: Option<&mut Vec<Reply>>,

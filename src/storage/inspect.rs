@@ -110,49 +110,21 @@ pub fn records(dir: &Path, from: u64, limit: u64, out: &mut impl Write) -> R {
     Ok(())
 }
 
-/// The ledger entries of the log's records after the newest snapshot,
-/// derived by replaying them onto that snapshot (a copy in memory; the
-/// directory is not changed), as JSON lines: `{"lsn", "index", "origin"?,
-/// "entry": {...}}`. Until the ledger has a store of its own, this is the
-/// history the log still holds.
+/// The ledger (`storage::ledger`), one entry per line as stored: `{"seq",
+/// "lsn", "index", "origin"?, "idempotency_key"?, "entry": {...}}`.
 pub fn ledger(dir: &Path, out: &mut impl Write) -> R {
-    let listing = list(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let engine = crate::engine::Engine::new();
-    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
-    let after = match listing.snapshots.last() {
-        Some((_, path)) => {
-            snapshot::load(path, &engine, now)
-                .map_err(|e| e.to_string())?
-                .0
-                .lsn
+    let mut after = 0;
+    loop {
+        let (entries, next) = super::ledger::read(dir, after, 10_000, |_| true)?;
+        for e in &entries {
+            serde_json::to_writer(&mut *out, e)?;
+            writeln!(out)?;
         }
-        None => 0,
-    };
-    let mut entries = Vec::new();
-    for (_, path) in &listing.segments {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let Ok(scan) = scan_segment(&bytes) else {
-            continue;
-        };
-        for r in scan.records.iter().filter(|r| r.lsn > after) {
-            let cmd: crate::engine::Command<'_> =
-                serde_json::from_slice(r.json).map_err(|e| format!("record {}: {e}", r.lsn))?;
-            entries.clear();
-            engine
-                .apply_ledgered(&cmd, &mut entries)
-                .map_err(|e| format!("record {} does not replay: {e}", r.lsn))?;
-            for (i, e) in entries.iter().enumerate() {
-                let mut line = serde_json::json!({"lsn": r.lsn, "index": i, "entry": e});
-                if !r.origin.is_empty() {
-                    line["origin"] =
-                        serde_json::from_slice(r.origin).unwrap_or(serde_json::Value::Null);
-                }
-                serde_json::to_writer(&mut *out, &line)?;
-                writeln!(out)?;
-            }
+        match next {
+            Some(n) => after = n,
+            None => return Ok(()),
         }
     }
-    Ok(())
 }
 
 fn file_name(p: &Path) -> String {

@@ -11,6 +11,7 @@
 
 pub mod disk;
 pub mod inspect;
+pub mod ledger;
 pub mod record;
 pub mod recovery;
 pub mod snapshot;

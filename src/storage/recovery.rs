@@ -132,7 +132,9 @@ pub struct Rebuilt {
 }
 
 /// Rebuilds `engine` (empty) from `dir`: the newest snapshot at or before
-/// `upto`, then the records after it up to `upto` (all when None).
+/// `upto`, then the records after it up to `upto` (all when None). With a
+/// `ledger`, the entries of replayed records it does not hold yet are
+/// derived and appended to it.
 #[allow(
     clippy::too_many_lines,
     reason = "recovery's one sequence (snapshot, then each segment in order), read top to bottom"
@@ -143,6 +145,7 @@ pub fn rebuild(
     now: Millis,
     upto: Option<u64>,
     repair: Repair,
+    mut ledger: Option<&mut super::ledger::Writer>,
 ) -> Result<Rebuilt, RecoveryError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -227,12 +230,12 @@ pub fn rebuild(
             let (tx, rx) = std::sync::mpsc::sync_channel(REPLAY_QUEUE_CHUNKS);
             scope.spawn(move || {
                 for chunk in records.chunks(REPLAY_CHUNK_RECORDS) {
-                    let decoded: Vec<(u64, Result<Command<'_>, String>)> = chunk
+                    let decoded: Vec<(u64, &[u8], Result<Command<'_>, String>)> = chunk
                         .iter()
                         .filter(|r| r.lsn >= skip_below)
                         .map(|r| {
                             let cmd = serde_json::from_slice(r.json).map_err(|e| e.to_string());
-                            (r.lsn, cmd)
+                            (r.lsn, r.origin, cmd)
                         })
                         .collect();
                     if tx.send(decoded).is_err() {
@@ -240,8 +243,10 @@ pub fn rebuild(
                     }
                 }
             });
+            let mut entries = Vec::new();
+            let mut frames = Vec::new();
             for chunk in rx {
-                for (lsn, cmd) in chunk {
+                for (lsn, origin, cmd) in chunk {
                     if lsn > limit {
                         return Ok(true);
                     }
@@ -260,11 +265,31 @@ pub fn rebuild(
                         lsn,
                         why: format!("undecodable command: {e}"),
                     })?;
-                    engine.apply(&cmd).map_err(|e| RecoveryError::Replay {
+                    let replay_err = |e: crate::engine::EngineError| RecoveryError::Replay {
                         path: path.clone(),
                         lsn,
                         why: e.to_string(),
-                    })?;
+                    };
+                    match ledger.as_deref_mut() {
+                        // A change the ledger is missing (a crash before its
+                        // entries were written): derived again.
+                        Some(w) if lsn > w.last_lsn => {
+                            entries.clear();
+                            engine
+                                .apply_ledgered(&cmd, &mut entries)
+                                .map_err(replay_err)?;
+                            frames.clear();
+                            let key = match &cmd {
+                                Command::Idempotent { key, .. } => Some(key.as_str()),
+                                _ => None,
+                            };
+                            super::ledger::encode(&mut frames, lsn, origin, key, &entries);
+                            w.append(&frames, lsn, lsn).map_err(io(path))?;
+                        }
+                        _ => {
+                            engine.apply(&cmd).map_err(replay_err)?;
+                        }
+                    }
                     out.replayed += 1;
                     out.last_lsn = lsn;
                     expected = lsn + 1;
@@ -325,6 +350,18 @@ pub fn rebuild(
 /// segments whose records all lie at or before `lsn` (every segment when the
 /// log is closed at `lsn`).
 pub fn prune(dir: &Path, lsn: u64, log_closed: bool) -> std::io::Result<Vec<PathBuf>> {
+    prune_upto(dir, lsn, lsn, log_closed)
+}
+
+/// [`prune`] that removes log segments only up to `log_lsn` (what the
+/// ledger holds on disk: the log must keep what the ledger may still need).
+pub fn prune_upto(
+    dir: &Path,
+    lsn: u64,
+    log_lsn: u64,
+    log_closed: bool,
+) -> std::io::Result<Vec<PathBuf>> {
+    let log_lsn = log_lsn.min(lsn);
     let listing = list(dir)?;
     let mut removed = Vec::new();
     for (s, path) in &listing.snapshots {
@@ -335,7 +372,11 @@ pub fn prune(dir: &Path, lsn: u64, log_closed: bool) -> std::io::Result<Vec<Path
     }
     let segs = &listing.segments;
     for (i, (_, path)) in segs.iter().enumerate() {
-        if log_closed || segs.get(i + 1).is_some_and(|(next, _)| *next <= lsn + 1) {
+        if log_closed
+            || segs
+                .get(i + 1)
+                .is_some_and(|(next, _)| *next <= log_lsn + 1)
+        {
             fs::remove_file(path)?;
             removed.push(path.clone());
         }

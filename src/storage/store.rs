@@ -127,12 +127,23 @@ impl Store {
         } else {
             Repair::TornTail
         };
-        let rebuilt =
-            recovery::rebuild(dir, engine, now, None, repair).map_err(StoreError::Recovery)?;
+        // The ledger: entries of records the log no longer holds are cut,
+        // entries the ledger is missing are derived while the log replays.
+        let mut ledger = super::ledger::Writer::open(dir).map_err(io(dir))?;
+        let rebuilt = recovery::rebuild(dir, engine, now, None, repair, Some(&mut ledger))
+            .map_err(StoreError::Recovery)?;
+        ledger.cut_after(rebuilt.last_lsn).map_err(io(dir))?;
+        ledger.sync().map_err(io(dir))?;
         engine.extend_restored_leases(now);
         let fresh = rebuilt.snapshot.is_none() && rebuilt.last_lsn == 0;
-        let log = Log::start(dir, rebuilt.last_lsn + 1, opts.fsync, opts.disk.clone())
-            .map_err(io(dir))?;
+        let log = Log::start_with_ledger(
+            dir,
+            rebuilt.last_lsn + 1,
+            opts.fsync,
+            opts.disk.clone(),
+            Some(ledger),
+        )
+        .map_err(io(dir))?;
         let snapshot_lsn = rebuilt.snapshot.as_ref().map_or(0, |s| s.lsn);
         Ok((
             Store {
@@ -150,6 +161,11 @@ impl Store {
                 elapsed: started.elapsed(),
             },
         ))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn snapshot_lsn(&self) -> u64 {
@@ -190,7 +206,7 @@ impl Store {
             .wait_blocking(cut)
             .map_err(|_| StoreError::Unavailable)?;
         let shadow = Engine::new();
-        let rebuilt = recovery::rebuild(&self.dir, &shadow, now, Some(cut), Repair::ReadOnly)
+        let rebuilt = recovery::rebuild(&self.dir, &shadow, now, Some(cut), Repair::ReadOnly, None)
             .map_err(StoreError::Recovery)?;
         if rebuilt.last_lsn != cut {
             return Err(StoreError::Recovery(RecoveryError::Gap {
@@ -209,7 +225,7 @@ impl Store {
 
     fn after_snapshot(&self, lsn: u64, log_closed: bool) {
         self.snapshot_lsn.store(lsn, Ordering::Release);
-        match recovery::prune(&self.dir, lsn, log_closed) {
+        match recovery::prune_upto(&self.dir, lsn, self.log.ledger_synced_lsn(), log_closed) {
             Ok(removed) => {
                 for p in removed {
                     tracing::debug!("removed {}", p.display());

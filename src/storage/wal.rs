@@ -105,6 +105,8 @@ struct Batch {
     first_lsn: u64,
     last_lsn: u64,
     bytes: Vec<u8>,
+    /// The ledger entries of these records (frames, see `storage::ledger`).
+    ledger: Vec<u8>,
 }
 
 /// Guarded by `Shared::state` (the commit lock).
@@ -135,6 +137,11 @@ struct Shared {
     flushed: (Mutex<()>, Condvar),
     /// Wakes commits waiting for room (`PENDING_BYTES_MAX`).
     room: Condvar,
+    /// Whether changes' ledger entries are kept (a ledger writer was given).
+    ledgered: bool,
+    /// The lsn up to which the ledger is on disk (synced). Written by the
+    /// flusher; the log is pruned only up to it.
+    ledger_synced: AtomicU64,
 }
 
 pub struct Log {
@@ -151,6 +158,19 @@ impl Log {
         mode: FsyncMode,
         disk: Arc<dyn Disk>,
     ) -> std::io::Result<Log> {
+        Self::start_with_ledger(dir, next_lsn, mode, disk, None)
+    }
+
+    /// [`Log::start`] with the ledger store the flusher appends changes'
+    /// entries to, once their records are written.
+    pub fn start_with_ledger(
+        dir: &Path,
+        next_lsn: u64,
+        mode: FsyncMode,
+        disk: Arc<dyn Disk>,
+        ledger: Option<super::ledger::Writer>,
+    ) -> std::io::Result<Log> {
+        let ledger_synced = ledger.as_ref().map_or(u64::MAX, |l| l.synced_lsn);
         let (durable_tx, _) = tokio::sync::watch::channel(next_lsn.saturating_sub(1));
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -168,11 +188,13 @@ impl Log {
             durable_tx,
             flushed: (Mutex::new(()), Condvar::new()),
             room: Condvar::new(),
+            ledgered: ledger.is_some(),
+            ledger_synced: AtomicU64::new(ledger_synced),
         });
         let s = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("tally-wal".into())
-            .spawn(move || flusher(s))?;
+            .spawn(move || flusher(s, ledger))?;
         Ok(Log {
             shared,
             flusher: Mutex::new(Some(flusher)),
@@ -197,6 +219,28 @@ impl Log {
         origin: &[u8],
         apply: impl FnOnce() -> Result<Outcome, EngineError>,
     ) -> Result<Committed, LogError> {
+        self.commit_ledgered(cmd, origin, || apply().map(|o| (o, Vec::new())))
+    }
+
+    /// Whether the log keeps changes' ledger entries.
+    pub fn is_ledgered(&self) -> bool {
+        self.shared.ledgered
+    }
+
+    /// The lsn up to which the ledger is on disk (`u64::MAX` without one).
+    pub fn ledger_synced_lsn(&self) -> u64 {
+        self.shared.ledger_synced.load(Ordering::Acquire)
+    }
+
+    /// [`Log::commit_from`] whose `apply` also gives the change's ledger
+    /// entries: the flusher appends them to the ledger once the record is
+    /// written.
+    pub fn commit_ledgered(
+        &self,
+        cmd: &Command<'_>,
+        origin: &[u8],
+        apply: impl FnOnce() -> Result<(Outcome, Vec<crate::engine::ledger::LedgerEntry>), EngineError>,
+    ) -> Result<Committed, LogError> {
         let sh = &*self.shared;
         if sh.latched.load(Ordering::Acquire) {
             return Err(LogError::Unavailable);
@@ -211,7 +255,7 @@ impl Log {
         if st.closing || sh.latched.load(Ordering::Acquire) {
             return Err(LogError::Unavailable);
         }
-        let outcome = apply()?;
+        let (outcome, entries) = apply()?;
         if !outcome.changed_state() {
             return Ok(Committed { outcome, lsn: None });
         }
@@ -222,6 +266,7 @@ impl Log {
                 first_lsn: lsn,
                 last_lsn: lsn,
                 bytes: Vec::with_capacity(4096),
+                ledger: Vec::new(),
             });
         }
         let Some(batch) = st.batches.last_mut() else {
@@ -237,6 +282,15 @@ impl Log {
             return Err(LogError::Unavailable);
         }
         batch.last_lsn = lsn;
+        if sh.ledgered && !entries.is_empty() {
+            super::ledger::encode(
+                &mut batch.ledger,
+                lsn,
+                origin,
+                idempotency_key(cmd),
+                &entries,
+            );
+        }
         let added = batch.bytes.len() - before;
         st.pending_bytes += added;
         st.next_lsn = lsn + 1;
@@ -293,6 +347,7 @@ impl Log {
             first_lsn: next,
             last_lsn: next.saturating_sub(1),
             bytes: Vec::new(),
+            ledger: Vec::new(),
         });
         drop(st);
         self.shared.work.notify_one();
@@ -371,7 +426,52 @@ fn open_segment(sh: &Shared, first_lsn: u64) -> std::io::Result<Segment> {
 
 /// The flusher thread: takes the pending batches, writes them, syncs per the
 /// mode, publishes the durable lsn. Exits when the log closes or latches.
-fn flusher(sh: Arc<Shared>) {
+/// The idempotency key a command was made under, if any.
+fn idempotency_key<'a>(cmd: &'a Command<'_>) -> Option<&'a str> {
+    match cmd {
+        Command::Idempotent { key, .. } => Some(key),
+        _ => None,
+    }
+}
+
+/// Longest time ledger entries stay written but not synced, ms.
+pub const LEDGER_SYNC_INTERVAL_MS: u64 = 1_000;
+
+/// Appends the batches' ledger entries (their records are written), and
+/// syncs the ledger at most every [`LEDGER_SYNC_INTERVAL_MS`] (or at the
+/// end). A failure stops the ledger for this process, not the log: the
+/// next start derives the missing entries from the log.
+fn append_ledger(
+    sh: &Shared,
+    ledger: &mut Option<super::ledger::Writer>,
+    batches: &[(u64, u64, Vec<u8>)],
+    last_sync: &mut Instant,
+    closing: bool,
+) {
+    let Some(w) = ledger else { return };
+    let result = (|| -> std::io::Result<()> {
+        for (first, last, frames) in batches {
+            w.append(frames, *first, *last)?;
+        }
+        if closing || last_sync.elapsed() >= Duration::from_millis(LEDGER_SYNC_INTERVAL_MS) {
+            w.sync()?;
+            *last_sync = Instant::now();
+            sh.ledger_synced.store(w.synced_lsn, Ordering::Release);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::error!(
+            "ledger write failed in {}: {e}; the ledger stops until the next start, which \
+             derives the missing entries from the log",
+            sh.dir.display()
+        );
+        *ledger = None;
+    }
+}
+
+fn flusher(sh: Arc<Shared>, mut ledger: Option<super::ledger::Writer>) {
+    let mut ledger_sync = Instant::now();
     let mut seg: Option<Segment> = None;
     let mut synced = true;
     let mut last_sync = Instant::now();
@@ -401,8 +501,12 @@ fn flusher(sh: Arc<Shared>) {
         };
         sh.room.notify_all();
         let mut last = None;
+        let mut entries: Vec<(u64, u64, Vec<u8>)> = Vec::new();
         let result = (|| -> std::io::Result<()> {
-            for b in batches {
+            for mut b in batches {
+                if !b.ledger.is_empty() {
+                    entries.push((b.first_lsn, b.last_lsn, std::mem::take(&mut b.ledger)));
+                }
                 if b.new_segment {
                     if let Some(mut s) = seg.take() {
                         s.file.sync_data()?;
@@ -441,6 +545,9 @@ fn flusher(sh: Arc<Shared>) {
         })();
         match result {
             Ok(()) => {
+                // The entries go to the ledger before the changes are
+                // acknowledged: an acknowledged change is in the ledger.
+                append_ledger(&sh, &mut ledger, &entries, &mut ledger_sync, closing);
                 if let Some(l) = last {
                     publish(&sh, l);
                 }

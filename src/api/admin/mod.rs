@@ -10,7 +10,8 @@
 //! - `mod.rs`: the route table and the parsing every handler shares (ids,
 //!   bodies, merge patches, pages);
 //! - `kinds.rs`: the generic kinds; `licenses.rs`: features, devices and
-//!   consumption; `keys.rs`: API keys; [`qlik`], [`yext`], [`infa`]: the
+//!   consumption; `keys.rs`: API keys and token keys; `ledger.rs`: the
+//!   ledger; [`qlik`], [`yext`], [`infa`]: the
 //!   vendor sections;
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
@@ -18,6 +19,7 @@ mod error;
 pub mod infa;
 mod keys;
 mod kinds;
+mod ledger;
 mod licenses;
 pub mod qlik;
 pub mod wire;
@@ -140,6 +142,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["tenants", id, "informatica", rest @ ..] => {
             infa::route(app, m, id, rest, &query, body).await
         }
+        ["ledger"] if m == Method::GET => ledger::list(app, &query),
         ["token-keys"] if m == Method::GET => keys::token_keys(app),
         ["token-keys", "rotate"] if m == Method::POST => keys::rotate_token_key(app),
         ["api-keys"] if m == Method::GET => list_keys(app, &query),

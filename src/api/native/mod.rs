@@ -14,13 +14,14 @@
 //!   and the license a request addresses;
 //! - `licenses.rs`: reading licenses, devices; `check.rs`: checks (the hot
 //!   path); `seats.rs`: floating seats; `usage.rs`: usage and reservations;
-//!   `batch.rs`: batches and preflights;
+//!   `batch.rs`: batches and preflights; `ledger.rs`: the tenant's ledger;
 //! - `error.rs`: [`NativeError`]; `wire.rs`: the answers' shapes.
 
 mod auth;
 mod batch;
 mod check;
 mod error;
+mod ledger;
 mod licenses;
 pub mod ops;
 mod seats;
@@ -277,6 +278,7 @@ async fn handle_inner(app: &App, state: &NativeState, req: Request<Incoming>) ->
 async fn route(ctx: &Ctx<'_>, m: &Method, segs: &[&str], q: &Query<'_>, body: &[u8]) -> R<Done> {
     match segs {
         ["check"] if m == Method::POST => check::post(ctx, body).await,
+        ["ledger"] if m == Method::GET => ledger::list(ctx, q),
         ["preflight"] if m == Method::POST => batch::preflight(ctx, body),
         ["batch"] if m == Method::POST => batch::batch(ctx, body).await,
         ["reservations", id] if m == Method::GET => usage::get_reservation(ctx, id),
@@ -291,7 +293,9 @@ async fn route(ctx: &Ctx<'_>, m: &Method, segs: &[&str], q: &Query<'_>, body: &[
             let l = ops::license_by_key(ctx.app, ctx.caller.tenant_id, key)?;
             license_route(ctx, m, &l, rest, q, body).await
         }
-        ["check" | "preflight" | "batch"] | ["reservations", ..] => Err(method_not_allowed()),
+        ["check" | "preflight" | "batch" | "ledger"] | ["reservations", ..] => {
+            Err(method_not_allowed())
+        }
         _ => Err(no_route()),
     }
 }

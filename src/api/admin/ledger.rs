@@ -1,0 +1,48 @@
+//! The ledger of every tenant: `GET /admin/v1/ledger` with filters
+//! (`tenant_id`, `license_id`, `feature_id`, `subject`, `kind`, `since`,
+//! `until`) and cursor pages in the log's order (`after` a seq, `limit`).
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use super::{opt_id, page_params, AdminError, R};
+use crate::app::App;
+use crate::engine::time::parse_instant;
+use crate::http::{json_value, Query, Resp};
+
+pub(super) fn list(app: &App, q: &Query) -> R<Resp> {
+    let (after, limit) = page_params(q)?;
+    let (tenant, license, feature) = (
+        opt_id(q, "tenant_id")?,
+        opt_id(q, "license_id")?,
+        opt_id(q, "feature_id")?,
+    );
+    let instant = |name: &'static str| -> R<Option<i64>> {
+        q.get(name)
+            .map(|v| parse_instant(v).ok_or_else(|| AdminError::bad(name, "must be an instant")))
+            .transpose()
+    };
+    let (since, until) = (instant("since")?, instant("until")?);
+    let (subject, kind) = (q.get("subject"), q.get("kind"));
+    let id_is = |v: &Value, want: Option<u64>| want.is_none_or(|id| v.as_u64() == Some(id));
+    let keep = |v: &Value| {
+        let e = &v["entry"];
+        id_is(&e["tenant_id"], tenant)
+            && id_is(&e["license_id"], license)
+            && id_is(&e["feature_id"], feature)
+            && subject.is_none_or(|s| e["subject"].as_str() == Some(s))
+            && kind.is_none_or(|k| e["kind"].as_str() == Some(k))
+            && since.is_none_or(|t| e["at"].as_i64().is_some_and(|at| at >= t))
+            && until.is_none_or(|t| e["at"].as_i64().is_some_and(|at| at < t))
+    };
+    let unavailable =
+        |why: String| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why);
+    let (items, next) = app
+        .ledger(after, limit, keep)
+        .ok_or_else(|| unavailable("this server keeps no data directory, so no ledger".into()))?
+        .map_err(|e| unavailable(format!("the ledger cannot be read: {e}")))?;
+    Ok(json_value(
+        StatusCode::OK,
+        &json!({"items": items, "next_after": next}),
+    ))
+}

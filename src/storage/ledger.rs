@@ -1,0 +1,311 @@
+//! The ledger store: every change's ledger entries (see `engine::ledger`),
+//! kept in the data directory apart from the log (which snapshots prune).
+//!
+//! Files `ledger/ledger-<first lsn, 20 digits>.seg`: the magic `TALLYLDG`,
+//! the format (u32 LE), the first lsn (u64 LE) and a CRC32C of those 20
+//! bytes; then frames `len u32 LE | crc32c(len ++ payload) u32 LE | payload`
+//! whose payload is one entry as JSON: `{"seq", "lsn", "index", "origin"?,
+//! "idempotency_key"?, "entry": {...}}`, `seq = lsn × 65,536 + index`.
+//!
+//! An entry exists if and only if its change was acknowledged: the log's
+//! flusher appends a batch's entries once the batch's records are written
+//! (and synced, per the fsync mode); at start the store cuts entries past the
+//! log's end (a log tail cut by a crash) and derives the missing ones from
+//! the log while replaying it; the log is pruned only up to what the ledger
+//! holds on disk (`Writer::synced_lsn`).
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crc32c::{crc32c, crc32c_append};
+
+use crate::engine::ledger::LedgerEntry;
+
+pub const LEDGER_DIR: &str = "ledger";
+/// A segment is closed and a new one begun past this size, bytes.
+pub const LEDGER_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Largest entry frame, bytes (an entry is a few hundred).
+pub const LEDGER_ENTRY_BYTES_MAX: usize = 64 * 1024;
+/// Entries one read looks at, at most (a filtered page answers with a
+/// cursor to go on from when it stops there).
+pub const LEDGER_SCAN_ENTRIES_MAX: usize = 100_000;
+
+const MAGIC: &[u8; 8] = b"TALLYLDG";
+const FORMAT: u32 = 1;
+const HEADER_BYTES: usize = 24;
+const FRAME_HEADER_BYTES: usize = 8;
+
+/// An entry's place in the ledger's order.
+pub fn seq_of(lsn: u64, index: usize) -> u64 {
+    (lsn << 16) | (index as u64 & 0xffff)
+}
+
+fn segment_name(first_lsn: u64) -> String {
+    format!("ledger-{first_lsn:020}.seg")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("ledger-")?.strip_suffix(".seg")?;
+    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+}
+
+fn header(first_lsn: u64) -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&FORMAT.to_le_bytes());
+    h[12..20].copy_from_slice(&first_lsn.to_le_bytes());
+    let crc = crc32c(&h[..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Appends the frames of `entries` (of the record `lsn`, with its origin
+/// JSON and idempotency key) to `buf`.
+pub fn encode(
+    buf: &mut Vec<u8>,
+    lsn: u64,
+    origin: &[u8],
+    idempotency_key: Option<&str>,
+    entries: &[LedgerEntry],
+) {
+    for (i, e) in entries.iter().enumerate() {
+        let start = buf.len();
+        buf.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+        let seq = seq_of(lsn, i);
+        let _ = write!(buf, r#"{{"seq":{seq},"lsn":{lsn},"index":{i}"#);
+        if !origin.is_empty() {
+            buf.extend_from_slice(br#","origin":"#);
+            buf.extend_from_slice(origin);
+        }
+        if let Some(k) = idempotency_key {
+            buf.extend_from_slice(br#","idempotency_key":"#);
+            let _ = serde_json::to_writer(&mut *buf, k);
+        }
+        buf.extend_from_slice(br#","entry":"#);
+        let _ = serde_json::to_writer(&mut *buf, e);
+        buf.push(b'}');
+        let len = (buf.len() - start - FRAME_HEADER_BYTES) as u32;
+        let crc = crc32c_append(
+            crc32c(&len.to_le_bytes()),
+            &buf[start + FRAME_HEADER_BYTES..],
+        );
+        buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// The frames of a segment's bytes (after its header): (offset, payload)
+/// up to the first bad or cut frame.
+fn frames(bytes: &[u8]) -> Vec<(usize, &[u8])> {
+    let mut out = Vec::new();
+    let mut off = HEADER_BYTES;
+    while let Some(h) = bytes.get(off..off + FRAME_HEADER_BYTES) {
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        if len == 0 || len > LEDGER_ENTRY_BYTES_MAX {
+            break;
+        }
+        let Some(payload) = bytes.get(off + FRAME_HEADER_BYTES..off + FRAME_HEADER_BYTES + len)
+        else {
+            break;
+        };
+        if crc32c_append(crc32c(&h[..4]), payload) != crc {
+            break;
+        }
+        out.push((off, payload));
+        off += FRAME_HEADER_BYTES + len;
+    }
+    out
+}
+
+/// The lsn of an entry's payload.
+fn lsn_of(payload: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Lsn {
+        lsn: u64,
+    }
+    serde_json::from_slice::<Lsn>(payload).ok().map(|l| l.lsn)
+}
+
+/// The ledger's segments, by first lsn.
+fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if let Some(first) = e.file_name().to_str().and_then(parse_segment_name) {
+            out.push((first, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Appends entries to the ledger; owned by the log's flusher.
+pub struct Writer {
+    dir: PathBuf,
+    file: Option<(fs::File, u64)>,
+    /// The lsn of the last entry written.
+    pub last_lsn: u64,
+    /// The lsn up to which every entry is synced to disk.
+    pub synced_lsn: u64,
+}
+
+impl Writer {
+    /// Opens the ledger of `data_dir` (created if absent) and finds its last
+    /// entry; a torn frame at the end is cut.
+    pub fn open(data_dir: &Path) -> std::io::Result<Writer> {
+        let dir = data_dir.join(LEDGER_DIR);
+        fs::create_dir_all(&dir)?;
+        let mut w = Writer {
+            dir,
+            file: None,
+            last_lsn: 0,
+            synced_lsn: 0,
+        };
+        w.cut_after(u64::MAX)?;
+        Ok(w)
+    }
+
+    /// Removes every entry of a record past `lsn` (records the log lost, or
+    /// never held) and any torn frame; the last entry's lsn is then at most
+    /// `lsn`.
+    pub fn cut_after(&mut self, lsn: u64) -> std::io::Result<()> {
+        self.file = None;
+        let mut last = 0;
+        for (first, path) in segments(&self.dir)?.into_iter().rev() {
+            if first > lsn {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            let bytes = fs::read(&path)?;
+            if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            let mut keep = HEADER_BYTES;
+            for (off, payload) in frames(&bytes) {
+                match lsn_of(payload) {
+                    Some(l) if l <= lsn => {
+                        keep = off + FRAME_HEADER_BYTES + payload.len();
+                        last = last.max(l);
+                    }
+                    _ => break,
+                }
+            }
+            if keep < bytes.len() {
+                let f = fs::OpenOptions::new().write(true).open(&path)?;
+                f.set_len(keep as u64)?;
+                f.sync_all()?;
+            }
+            if last > 0 || keep > HEADER_BYTES {
+                break;
+            }
+        }
+        self.last_lsn = last;
+        self.synced_lsn = last;
+        Ok(())
+    }
+
+    /// Appends frames of records `first_lsn..=last_lsn` (written, not synced).
+    pub fn append(&mut self, frames: &[u8], first_lsn: u64, last_lsn: u64) -> std::io::Result<()> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        if self
+            .file
+            .as_ref()
+            .is_some_and(|(_, n)| *n >= LEDGER_SEGMENT_BYTES_MAX)
+        {
+            self.sync()?;
+            self.file = None;
+        }
+        let (f, n) = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let path = self.open_last_or_new(first_lsn)?;
+                let mut f = fs::OpenOptions::new().read(true).write(true).open(path)?;
+                let n = f.seek(SeekFrom::End(0))?;
+                self.file.insert((f, n))
+            }
+        };
+        f.write_all(frames)?;
+        *n += frames.len() as u64;
+        self.last_lsn = self.last_lsn.max(last_lsn);
+        Ok(())
+    }
+
+    /// The segment to append to: the last one if it has room, else a new
+    /// one starting at `first_lsn`.
+    fn open_last_or_new(&self, first_lsn: u64) -> std::io::Result<PathBuf> {
+        if let Some((_, path)) = segments(&self.dir)?.pop() {
+            if fs::metadata(&path)?.len() < LEDGER_SEGMENT_BYTES_MAX {
+                return Ok(path);
+            }
+        }
+        let path = self.dir.join(segment_name(first_lsn));
+        let mut f = fs::File::create(&path)?;
+        f.write_all(&header(first_lsn))?;
+        f.sync_all()?;
+        fs::File::open(&self.dir)?.sync_all()?;
+        Ok(path)
+    }
+
+    /// Syncs what was appended.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if let Some((f, _)) = &mut self.file {
+            f.sync_data()?;
+        }
+        self.synced_lsn = self.last_lsn;
+        Ok(())
+    }
+}
+
+/// Reads entries after `after` (a seq) in order, keeping those `keep`
+/// accepts, at most `limit`, looking at no more than
+/// [`LEDGER_SCAN_ENTRIES_MAX`]; returns them and the seq to go on from when
+/// more may follow.
+pub fn read(
+    data_dir: &Path,
+    after: u64,
+    limit: usize,
+    mut keep: impl FnMut(&serde_json::Value) -> bool,
+) -> std::io::Result<(Vec<serde_json::Value>, Option<u64>)> {
+    let dir = data_dir.join(LEDGER_DIR);
+    let segs = match segments(&dir) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let after_lsn = after >> 16;
+    let mut out = Vec::new();
+    let mut scanned = 0usize;
+    for (i, (_, path)) in segs.iter().enumerate() {
+        // Wholly before the cursor: the next segment starts at or before it.
+        if segs.get(i + 1).is_some_and(|(next, _)| *next <= after_lsn) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        fs::File::open(path)?.read_to_end(&mut bytes)?;
+        for (_, payload) in frames(&bytes) {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+                continue;
+            };
+            let seq = v["seq"].as_u64().unwrap_or(0);
+            if seq <= after {
+                continue;
+            }
+            scanned += 1;
+            if keep(&v) {
+                out.push(v);
+                if out.len() >= limit {
+                    return Ok((out, Some(seq)));
+                }
+            }
+            if scanned >= LEDGER_SCAN_ENTRIES_MAX {
+                return Ok((out, Some(seq)));
+            }
+        }
+    }
+    Ok((out, None))
+}
