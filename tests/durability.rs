@@ -445,7 +445,71 @@ fn verify(dir: &Path, ledger: &Ledger) {
     assert!(seat.floating.holders_raw().len() as u32 <= POOL_SEATS);
 
     verify_native(&engine, tenant, &lic("RES"), ledger, now);
+    verify_ledger(dir, &engine, &lic("METER"), &lic("RES"), now);
     drop(store);
+}
+
+/// The ledger after recovery equals the acknowledged changes: its entries
+/// add up to the meters' totals, one entry per change.
+fn verify_ledger(
+    dir: &Path,
+    engine: &Engine,
+    meter: &tally::engine::model::License,
+    res: &tally::engine::model::License,
+    now: i64,
+) {
+    let (entries, next) =
+        tally::storage::ledger::read(dir, 0, usize::MAX, |_| true).expect("ledger");
+    assert!(next.is_none());
+    let sum = |license: u64, kinds: &[&str]| -> i64 {
+        entries
+            .iter()
+            .filter(|e| {
+                e["entry"]["license_id"] == license
+                    && kinds.contains(&e["entry"]["kind"].as_str().unwrap_or(""))
+            })
+            .map(|e| e["entry"]["amount"].as_i64().unwrap_or(0))
+            .sum()
+    };
+    let units = meter.feature("units").expect("units").meter.used(now);
+    assert_eq!(
+        sum(meter.id, &["units_consumed"]),
+        units,
+        "ledger and meter disagree"
+    );
+    let tokens = res.feature("tokens").expect("tokens");
+    assert_eq!(
+        sum(res.id, &["units_consumed", "units_committed"]),
+        tokens.meter.used(now)
+    );
+    assert_eq!(
+        sum(res.id, &["units_reserved", "units_voided", "units_expired"])
+            - sum(res.id, &["units_committed"])
+            - entries
+                .iter()
+                .filter(|e| e["entry"]["kind"] == "units_committed"
+                    && e["entry"]["license_id"] == res.id)
+                .map(|e| {
+                    let r = engine
+                        .reservation(
+                            e["entry"]["tenant_id"].as_u64().unwrap_or(0),
+                            e["entry"]["reservation_id"].as_u64().unwrap_or(0),
+                        )
+                        .expect("reservation");
+                    r.units - e["entry"]["amount"].as_i64().unwrap_or(0)
+                })
+                .sum::<i64>(),
+        tokens.meter.reserved(),
+        "reserved units: reserved, less committed (and what the commits freed), voided and expired"
+    );
+    let seqs: Vec<u64> = entries
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "entries in order, none twice"
+    );
 }
 
 /// Every acknowledged reservation and commit is present, none twice, and
