@@ -115,6 +115,13 @@ pub struct ServeArgs {
     /// Seconds between periodic snapshots (0: only at shutdown).
     #[arg(long, default_value_t = crate::storage::store::SNAPSHOT_INTERVAL_SECS_DEFAULT)]
     pub snapshot_interval: u64,
+    /// Days the ledger keeps entries (whole segments; 0 keeps them until the
+    /// size cap).
+    #[arg(long, default_value_t = crate::storage::ledger::LEDGER_RETENTION_DAYS_DEFAULT)]
+    pub ledger_retention: u64,
+    /// The ledger's size cap, bytes: past it the oldest segments go.
+    #[arg(long, default_value_t = crate::storage::ledger::LEDGER_BYTES_MAX_DEFAULT)]
+    pub ledger_bytes_max: u64,
     /// Start even if a log record before the end is damaged, dropping it and
     /// every record after it (the default refuses to start and names the place).
     #[arg(long)]
@@ -170,6 +177,11 @@ impl ServeArgs {
                 fsync: self.fsync,
                 snapshot_interval: Duration::from_secs(self.snapshot_interval),
                 truncate_corrupt_log: self.truncate_corrupt_log,
+                ledger_retention: match self.ledger_retention {
+                    0 => Duration::MAX,
+                    days => Duration::from_secs(days.saturating_mul(86_400)),
+                },
+                ledger_bytes_max: self.ledger_bytes_max,
                 ..Default::default()
             },
             limits: Limits {

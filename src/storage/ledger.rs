@@ -27,6 +27,11 @@ pub const LEDGER_DIR: &str = "ledger";
 pub const LEDGER_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Largest entry frame, bytes (an entry is a few hundred).
 pub const LEDGER_ENTRY_BYTES_MAX: usize = 64 * 1024;
+/// How long the ledger keeps entries by default, days.
+pub const LEDGER_RETENTION_DAYS_DEFAULT: u64 = 30;
+/// The ledger's size cap by default, bytes (8 GiB).
+pub const LEDGER_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
+
 /// Entries one read looks at, at most (a filtered page answers with a
 /// cursor to go on from when it stops there).
 pub const LEDGER_SCAN_ENTRIES_MAX: usize = 100_000;
@@ -308,4 +313,126 @@ pub fn read(
         }
     }
     Ok((out, None))
+}
+
+/// Removes whole segments, never the newest one: those last written before
+/// `now - retention`, then the oldest while the ledger is over `bytes_max`.
+/// Returns the segments removed.
+pub fn retain(
+    data_dir: &Path,
+    now: std::time::SystemTime,
+    retention: std::time::Duration,
+    bytes_max: u64,
+) -> std::io::Result<Vec<PathBuf>> {
+    let dir = data_dir.join(LEDGER_DIR);
+    let mut segs = match segments(&dir) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    segs.pop(); // the newest: being written
+    let mut sized = Vec::with_capacity(segs.len());
+    let mut total: u64 = 0;
+    for (_, path) in segs {
+        let meta = fs::metadata(&path)?;
+        total += meta.len();
+        sized.push((path, meta.len(), meta.modified()?));
+    }
+    if let Some(last) = segments(&dir)?.last() {
+        total += fs::metadata(&last.1)?.len();
+    }
+    let cutoff = now.checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
+    let mut removed = Vec::new();
+    for (path, len, modified) in sized {
+        if modified < cutoff || total > bytes_max {
+            fs::remove_file(&path)?;
+            total = total.saturating_sub(len);
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        fs::File::open(&dir)?.sync_all()?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ledger::{EntryKind, LedgerEntry};
+
+    fn entry(amount: i64) -> LedgerEntry {
+        serde_json::from_value(serde_json::json!({
+            "kind": "units_consumed", "tenant_id": 1, "amount": amount, "at": 0
+        }))
+        .expect("entry")
+    }
+
+    /// Entries round-trip through a segment; a torn frame and entries past
+    /// the log's end are cut; segments past retention or the cap are
+    /// removed, never the newest.
+    #[test]
+    fn entries_are_kept_cut_and_retained() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut w = Writer::open(tmp.path()).expect("open");
+        for lsn in 1..=3u64 {
+            let mut frames = Vec::new();
+            encode(
+                &mut frames,
+                lsn,
+                br#"{"surface":"native"}"#,
+                None,
+                &[entry(lsn as i64)],
+            );
+            w.append(&frames, lsn, lsn).expect("append");
+        }
+        w.sync().expect("sync");
+        let (all, next) = read(tmp.path(), 0, 10, |_| true).expect("read");
+        assert_eq!((all.len(), next), (3, None));
+        assert_eq!(all[1]["entry"]["amount"], 2);
+        assert_eq!(all[1]["seq"], seq_of(2, 0));
+        assert_eq!(all[1]["origin"]["surface"], "native");
+        assert_eq!(
+            all[0]["entry"]["kind"],
+            serde_json::to_value(EntryKind::UnitsConsumed).expect("kind")
+        );
+        // A torn last frame, then the log ending at record 2.
+        let seg = segments(&tmp.path().join(LEDGER_DIR)).expect("list")[0]
+            .1
+            .clone();
+        let len = fs::metadata(&seg).expect("meta").len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open")
+            .set_len(len - 3)
+            .expect("cut");
+        let mut w = Writer::open(tmp.path()).expect("reopen");
+        assert_eq!(w.last_lsn, 2);
+        w.cut_after(1).expect("cut");
+        assert_eq!(w.last_lsn, 1);
+        let (left, _) = read(tmp.path(), 0, 10, |_| true).expect("read");
+        assert_eq!(left.len(), 1);
+        // Retention: an old sealed segment goes, the newest stays.
+        let dir = tmp.path().join(LEDGER_DIR);
+        let old = dir.join(segment_name(0));
+        fs::write(&old, header(0)).expect("old segment");
+        let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7 * 86_400);
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .expect("open")
+            .set_modified(week_ago)
+            .expect("mtime");
+        let day = std::time::Duration::from_secs(86_400);
+        let removed =
+            retain(tmp.path(), std::time::SystemTime::now(), day, u64::MAX).expect("retain");
+        assert_eq!(removed, [old]);
+        // The cap: everything but the newest.
+        let older = dir.join(segment_name(0));
+        fs::write(&older, header(0)).expect("segment");
+        let removed = retain(tmp.path(), std::time::SystemTime::now(), day, 1).expect("retain");
+        assert_eq!(removed, [older]);
+        assert_eq!(segments(&dir).expect("list").len(), 1);
+    }
 }

@@ -41,6 +41,9 @@ pub struct StoreOptions {
     /// instead of refusing to start.
     pub truncate_corrupt_log: bool,
     pub disk: Arc<dyn Disk>,
+    /// How long the ledger keeps entries (whole segments), and its size cap.
+    pub ledger_retention: Duration,
+    pub ledger_bytes_max: u64,
 }
 
 impl Default for StoreOptions {
@@ -50,6 +53,10 @@ impl Default for StoreOptions {
             snapshot_interval: Duration::from_secs(SNAPSHOT_INTERVAL_SECS_DEFAULT),
             truncate_corrupt_log: false,
             disk: Arc::new(RealDisk),
+            ledger_retention: Duration::from_secs(
+                super::ledger::LEDGER_RETENTION_DAYS_DEFAULT * 86_400,
+            ),
+            ledger_bytes_max: super::ledger::LEDGER_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -104,6 +111,9 @@ pub struct Store {
     /// Stop flag for the snapshot thread, with its wake-up.
     stop: (Mutex<bool>, Condvar),
     snapshotter: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The ledger's retention and size cap (enforced after each snapshot).
+    ledger_retention: Duration,
+    ledger_bytes_max: u64,
 }
 
 impl Store {
@@ -154,6 +164,8 @@ impl Store {
                 snapshotting: Mutex::new(()),
                 stop: (Mutex::new(false), Condvar::new()),
                 snapshotter: Mutex::new(None),
+                ledger_retention: opts.ledger_retention,
+                ledger_bytes_max: opts.ledger_bytes_max,
             },
             Opened {
                 rebuilt,
@@ -161,6 +173,19 @@ impl Store {
                 elapsed: started.elapsed(),
             },
         ))
+    }
+
+    /// Removes ledger segments past the retention or the size cap.
+    pub fn retain_ledger(&self) {
+        let now = std::time::SystemTime::now();
+        match super::ledger::retain(&self.dir, now, self.ledger_retention, self.ledger_bytes_max) {
+            Ok(removed) => {
+                for p in removed {
+                    tracing::info!("ledger retention removed {}", p.display());
+                }
+            }
+            Err(e) => tracing::warn!("could not remove old ledger segments: {e}"),
+        }
     }
 
     /// The data directory.
@@ -225,6 +250,7 @@ impl Store {
 
     fn after_snapshot(&self, lsn: u64, log_closed: bool) {
         self.snapshot_lsn.store(lsn, Ordering::Release);
+        self.retain_ledger();
         match recovery::prune_upto(&self.dir, lsn, self.log.ledger_synced_lsn(), log_closed) {
             Ok(removed) => {
                 for p in removed {
