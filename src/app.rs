@@ -291,6 +291,22 @@ impl App {
         Ok((outcome, reply))
     }
 
+    /// A live tail of the ledger after `after` (a seq), and the signal that
+    /// new entries may have come; None without a data directory.
+    pub fn ledger_follow(
+        &self,
+        after: u64,
+    ) -> Option<(
+        crate::storage::ledger::Tail,
+        tokio::sync::watch::Receiver<u64>,
+    )> {
+        let store = self.store.as_ref()?;
+        Some((
+            crate::storage::ledger::Tail::new(store.dir(), after),
+            store.log.subscribe(),
+        ))
+    }
+
     /// Ledger entries after `after` (a seq) that `keep` accepts, at most
     /// `limit`, and the seq to go on from (see `storage::ledger::read`).
     /// None when the server keeps no data directory (and so no ledger).

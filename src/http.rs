@@ -9,7 +9,73 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-pub type Resp = Response<Full<Bytes>>;
+pub type Resp = Response<Body>;
+
+/// An answer's body: whole (every answer but streams), or a stream of
+/// chunks from a channel (Server-Sent Events), which ends when the sender
+/// is dropped. A stream may hold a value for as long as it runs (the server
+/// keeps its connection counted as busy with it).
+pub enum Body {
+    Full(Full<Bytes>),
+    Stream {
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+        hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    },
+}
+
+impl Body {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Body::Full(Full::new(bytes.into()))
+    }
+
+    /// Keeps `h` alive until a streaming body ends (nothing for a whole one).
+    pub fn hold(&mut self, h: Box<dyn std::any::Any + Send + Sync>) {
+        if let Body::Stream { hold, .. } = self {
+            *hold = Some(h);
+        }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Body::Stream { .. })
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::full(Bytes::new())
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Body::Full(f) => std::pin::Pin::new(f).poll_frame(cx),
+            Body::Stream { rx, .. } => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(f) => f.is_end_stream(),
+            Body::Stream { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(f) => f.size_hint(),
+            Body::Stream { .. } => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// A request the server refuses before a surface reads it; each surface
 /// answers it in its own error shape.
@@ -61,7 +127,7 @@ impl Malformed {
 pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, JSON);
     r
@@ -75,7 +141,7 @@ pub fn json_value(status: StatusCode, v: &impl serde::Serialize) -> Resp {
 }
 
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,

@@ -1211,7 +1211,7 @@ async fn the_ledger_keeps_every_acknowledged_change_across_crashes_and_restarts(
         .expect("kill");
     assert!(status.success());
     assert!(server.child.wait().expect("wait").success());
-    let server = start(&dir, &cat, 3600);
+    let mut server = start(&dir, &cat, 3600);
     let kept = get_json(&client, server.addr, "/v1/ledger", API_KEY).await;
     assert_eq!(kept["entries"], all["entries"]);
     let admin_token = std::fs::read_to_string(dir.join("admin_token")).expect("admin token");
@@ -1224,4 +1224,98 @@ async fn the_ledger_keeps_every_acknowledged_change_across_crashes_and_restarts(
     .await;
     assert_eq!(admin["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(admin["items"][0]["entry"]["amount"], 3);
+    kill9(&mut server);
+}
+
+/// Reads a stream's text until `until` holds for it (or 10 s pass).
+async fn read_stream_until(
+    body: &mut hyper::body::Incoming,
+    text: &mut String,
+    until: impl Fn(&str) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !until(text) {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("the stream answered in time")
+            .expect("a frame")
+            .expect("a good frame");
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+/// `GET /v1/ledger/stream` (Server-Sent Events) through the real binary:
+/// the entries so far, then each new change as it is acknowledged; a
+/// reconnection with `Last-Event-ID` goes on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_streams_changes_as_they_are_made_and_resumes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, catalog().to_string()).expect("catalog");
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let server = start(&dir, &cat, 3600);
+    let addr = server.addr;
+    let usage = |units: i64| {
+        let client = client.clone();
+        async move {
+            let r = native(
+                &client,
+                addr,
+                "/v1/licenses/RES/features/tokens/usage",
+                json!({"units": units}),
+                None,
+            )
+            .await;
+            assert_eq!(r.map(|r| r.0), Some(200));
+        }
+    };
+    usage(1).await;
+    let open = |last: Option<String>| {
+        let client = client.clone();
+        async move {
+            let mut req = Request::get(format!(
+                "http://{addr}/v1/ledger/stream?kind=units_consumed"
+            ))
+            .header("Authorization", format!("Bearer {API_KEY}"));
+            if let Some(id) = last {
+                req = req.header("Last-Event-ID", id);
+            }
+            let resp = client
+                .request(req.body(Full::new(Bytes::new())).expect("request"))
+                .await
+                .expect("answer");
+            assert_eq!(resp.status().as_u16(), 200);
+            assert_eq!(
+                resp.headers().get("content-type").map(|v| v.as_bytes()),
+                Some(&b"text/event-stream"[..])
+            );
+            resp.into_body()
+        }
+    };
+    let mut body = open(None).await;
+    let mut text = String::new();
+    read_stream_until(&mut body, &mut text, |t| t.contains("\"amount\":1")).await;
+    assert!(text.starts_with("retry: 2000\n\n"), "{text}");
+    usage(7).await;
+    read_stream_until(&mut body, &mut text, |t| t.contains("\"amount\":7")).await;
+    let ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ").map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 2, "{text}");
+    assert!(text.contains("event: units_consumed\n"));
+    drop(body);
+    // Resumed after the first event: the second, then what comes next.
+    let mut body = open(Some(ids[0].clone())).await;
+    let mut again = String::new();
+    usage(9).await;
+    read_stream_until(&mut body, &mut again, |t| t.contains("\"amount\":9")).await;
+    assert!(again.contains(&format!("id: {}\n", ids[1])), "{again}");
+    assert!(!again.contains(&format!("id: {}\n", ids[0])), "{again}");
+    assert!(!again.contains("\"amount\":1,"), "{again}");
+    let mut server = server;
+    kill9(&mut server);
 }

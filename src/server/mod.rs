@@ -104,7 +104,16 @@ async fn serve_listener(
             async move {
                 state.begin();
                 let _end = EndOnDrop(&state);
-                handle(app, surfaces, req, peer.ip()).await
+                let mut resp = handle(app, surfaces, req, peer.ip()).await;
+                // A stream keeps its connection busy (not idle, not evictable)
+                // for as long as it runs.
+                if let Ok(r) = &mut resp {
+                    if r.body().is_stream() {
+                        state.begin();
+                        r.body_mut().hold(Box::new(Busy(state.clone())));
+                    }
+                }
+                resp
             }
         });
         let conn = builder.serve_connection(TokioIo::new(io), svc);
@@ -140,6 +149,15 @@ async fn slot(
             p = slots.clone().acquire_owned() => return p.ok(),
             _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// A streaming answer's hold on its connection: busy until the stream ends.
+struct Busy(Arc<guard::ConnState>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 

@@ -103,8 +103,12 @@ pub fn encode(
 /// The frames of a segment's bytes (after its header): (offset, payload)
 /// up to the first bad or cut frame.
 fn frames(bytes: &[u8]) -> Vec<(usize, &[u8])> {
+    frames_at(bytes, HEADER_BYTES)
+}
+
+/// [`frames`] from offset `off`.
+fn frames_at(bytes: &[u8], mut off: usize) -> Vec<(usize, &[u8])> {
     let mut out = Vec::new();
-    let mut off = HEADER_BYTES;
     while let Some(h) = bytes.get(off..off + FRAME_HEADER_BYTES) {
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
@@ -313,6 +317,81 @@ pub fn read(
         }
     }
     Ok((out, None))
+}
+
+/// Follows the ledger from a seq on: each call reads only what was appended
+/// since the last one (a live tail for streams).
+pub struct Tail {
+    dir: PathBuf,
+    after: u64,
+    /// The segment being read (its first lsn) and the offset read up to.
+    at: Option<(u64, u64)>,
+}
+
+impl Tail {
+    pub fn new(data_dir: &Path, after: u64) -> Tail {
+        Tail {
+            dir: data_dir.join(LEDGER_DIR),
+            after,
+            at: None,
+        }
+    }
+
+    /// The seq of the last entry returned (or the start).
+    pub fn after(&self) -> u64 {
+        self.after
+    }
+
+    /// Entries after the last one returned, at most `max`.
+    pub fn next(&mut self, max: usize) -> std::io::Result<Vec<serde_json::Value>> {
+        let segs = match segments(&self.dir) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let after_lsn = self.after >> 16;
+        let mut out = Vec::new();
+        let mut i = match self.at {
+            Some((first, _)) => segs.iter().position(|(f, _)| *f == first).unwrap_or(0),
+            // The last segment that starts at or before the cursor.
+            None => segs
+                .iter()
+                .rposition(|(f, _)| *f <= after_lsn.max(1))
+                .unwrap_or(0),
+        };
+        while let Some((first, path)) = segs.get(i) {
+            let offset = match self.at {
+                Some((f, off)) if f == *first => off,
+                _ => HEADER_BYTES as u64,
+            };
+            let mut f = fs::File::open(path)?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            let mut end = offset as usize;
+            for (off, payload) in frames_at(&bytes, 0) {
+                end = offset as usize + off + FRAME_HEADER_BYTES + payload.len();
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+                    continue;
+                };
+                let seq = v["seq"].as_u64().unwrap_or(0);
+                if seq > self.after {
+                    self.after = seq;
+                    out.push(v);
+                    if out.len() >= max {
+                        self.at = Some((*first, end as u64));
+                        return Ok(out);
+                    }
+                }
+            }
+            self.at = Some((*first, end as u64));
+            if i + 1 == segs.len() {
+                break;
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
 }
 
 /// Removes whole segments, never the newest one: those last written before

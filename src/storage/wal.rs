@@ -354,6 +354,12 @@ impl Log {
         next.saturating_sub(1)
     }
 
+    /// Notified whenever records become durable (the ledger then holds
+    /// their entries).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.durable_tx.subscribe()
+    }
+
     /// The last lsn handed out (0: none yet).
     pub fn last_lsn(&self) -> u64 {
         self.shared.state.lock().next_lsn.saturating_sub(1)

@@ -71,7 +71,7 @@ impl NativeError {
 
     pub fn response(&self) -> Resp {
         let body = serde_json::to_vec(&self.to_json()).unwrap_or_default();
-        let mut r = hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
+        let mut r = hyper::Response::new(crate::http::Body::full(Bytes::from(body)));
         *r.status_mut() = self.status;
         r.headers_mut().insert(CONTENT_TYPE, PROBLEM_JSON);
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

@@ -51,10 +51,20 @@ type R<T> = Result<T, NativeError>;
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi/native.json");
 
 /// The native API's own state (owned by `server::Surfaces`).
-#[derive(Default)]
 pub struct NativeState {
     /// Nonces of signed requests within the replay window.
     pub nonces: Nonces,
+    /// Permits of the open ledger streams.
+    pub streams: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for NativeState {
+    fn default() -> Self {
+        NativeState {
+            nonces: Nonces::default(),
+            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(ledger::LEDGER_STREAMS_MAX)),
+        }
+    }
 }
 
 /// A request the server refused before reading it, in this surface's shape.
@@ -76,6 +86,8 @@ pub struct Done {
     body: Bytes,
     replayed: bool,
     dry_run: bool,
+    /// A stream of Server-Sent Events instead of `body`.
+    stream: Option<tokio::sync::mpsc::Receiver<Bytes>>,
 }
 
 impl Done {
@@ -85,6 +97,7 @@ impl Done {
             body: serde_json::to_vec(v).unwrap_or_default().into(),
             replayed: false,
             dry_run: false,
+            stream: None,
         }
     }
 
@@ -95,6 +108,7 @@ impl Done {
             body: json.into(),
             replayed: false,
             dry_run: false,
+            stream: None,
         }
     }
 
@@ -105,10 +119,30 @@ impl Done {
             body: Bytes::from_static(json.as_bytes()),
             replayed: false,
             dry_run: false,
+            stream: None,
         }
     }
 
+    /// A stream of Server-Sent Events (`text/event-stream`).
+    pub fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        let mut d = Done::bytes(StatusCode::OK, Vec::new());
+        d.stream = Some(rx);
+        d
+    }
+
     fn response(self) -> Resp {
+        if let Some(rx) = self.stream {
+            let mut r = hyper::Response::new(crate::http::Body::Stream { rx, hold: None });
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            r.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            return r;
+        }
         let mut r = crate::http::json(self.status, self.body);
         if self.replayed {
             r.headers_mut()
@@ -271,6 +305,13 @@ async fn handle_inner(app: &App, state: &NativeState, req: Request<Incoming>) ->
     let path = parts.uri.path().trim_start_matches("/v1").trim_matches('/');
     let segs: Vec<Cow<str>> = path.split('/').map(percent_decode_segment).collect();
     let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
+    if parts.method == Method::GET && segs.as_slice() == ["ledger", "stream"] {
+        let last = parts
+            .headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok());
+        return ledger::stream(&ctx, &state.streams, &query, last);
+    }
     route(&ctx, &parts.method, &segs, &query, &body).await
 }
 
