@@ -134,6 +134,8 @@ pub struct App {
     token_keys_dir: Option<std::path::PathBuf>,
     /// Serialises token key rotations (store, then install).
     rotation: parking_lot::Mutex<()>,
+    /// Set when the server stops taking requests: open streams end.
+    pub closing: tokio::sync::watch::Sender<bool>,
     /// Without a store, commits still apply one at a time, as the log's
     /// commit lock makes them with one: atomic batches and idempotency
     /// records rely on that order.
@@ -190,6 +192,7 @@ impl App {
             tokens,
             token_keys_dir: opts.data_dir,
             rotation: parking_lot::Mutex::new(()),
+            closing: tokio::sync::watch::Sender::new(false),
             serial: parking_lot::Mutex::new(()),
         }
     }

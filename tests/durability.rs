@@ -1316,6 +1316,29 @@ async fn the_ledger_streams_changes_as_they_are_made_and_resumes() {
     assert!(again.contains(&format!("id: {}\n", ids[1])), "{again}");
     assert!(!again.contains(&format!("id: {}\n", ids[0])), "{again}");
     assert!(!again.contains("\"amount\":1,"), "{again}");
+    // A graceful stop ends the open stream instead of waiting on it.
     let mut server = server;
-    kill9(&mut server);
+    let began = std::time::Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let mut rest = String::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                rest.push_str(&String::from_utf8_lossy(&f.into_data().unwrap_or_default()))
+            }
+            Ok(_) => break,
+            Err(_) => panic!("the stream did not end at the stop: {rest}"),
+        }
+    }
+    assert!(server.child.wait().expect("wait").success());
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "the stop waited {:?}",
+        began.elapsed()
+    );
 }

@@ -123,6 +123,9 @@ async fn serve_listener(
             let _ = conn.await;
         });
     }
+    // Streams end now (their clients resume with Last-Event-ID elsewhere or
+    // later), so that the graceful stop does not wait for them.
+    app.closing.send_replace(true);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(Duration::from_millis(SHUTDOWN_GRACE_MS)) => {

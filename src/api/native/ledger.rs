@@ -160,6 +160,7 @@ pub fn stream(
     })?;
     let (mut tail, mut durable) = ctx.app.ledger_follow(after).ok_or_else(no_ledger)?;
     let (tx, rx) = tokio::sync::mpsc::channel(LEDGER_STREAM_CHUNKS_MAX);
+    let mut closing = ctx.app.closing.subscribe();
     tokio::spawn(async move {
         let _permit = permit;
         if tx
@@ -196,7 +197,11 @@ pub fn stream(
                 continue;
             }
             let quiet = std::time::Duration::from_millis(LEDGER_STREAM_KEEPALIVE_MS);
+            if *closing.borrow() {
+                return;
+            }
             tokio::select! {
+                _ = closing.changed() => return,
                 changed = durable.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(quiet) => {
                     if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
