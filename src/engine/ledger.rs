@@ -31,6 +31,9 @@ pub enum EntryKind {
     ConsumptionSet,
     /// A metered feature's (or license's) period ended: its use starts again.
     PeriodReset,
+    /// An admin changed a limit (`subject` names it: `max_activations`,
+    /// `floating_users`, `max_consumption`).
+    LimitChanged,
     QlikAssigned,
     QlikUnassigned,
     QlikMoved,
@@ -102,6 +105,45 @@ impl LedgerEntry {
     }
 }
 
+/// The limits of a license an admin may change, by name.
+fn license_limits(s: &LicenseSpec) -> Vec<(&'static str, i64)> {
+    vec![
+        ("max_activations", s.max_activations as i64),
+        ("floating_users", s.floating_users as i64),
+        ("max_consumption", s.max_consumptions),
+    ]
+}
+
+/// The limits of a feature an admin may change, by name.
+fn feature_limits(s: &FeatureSpec) -> Vec<(&'static str, i64)> {
+    vec![
+        ("floating_users", s.floating_users as i64),
+        ("max_consumption", s.max_consumption),
+    ]
+}
+
+/// One `limit_changed` entry per limit whose value changed.
+fn limit_changes(
+    tenant: Id,
+    license_id: Id,
+    feature_id: Option<Id>,
+    before: &[(&'static str, i64)],
+    after: &[(&'static str, i64)],
+    now: Millis,
+    out: &mut Vec<LedgerEntry>,
+) {
+    for ((name, b), (_, a)) in before.iter().zip(after) {
+        if a != b {
+            let mut e = LedgerEntry::new(EntryKind::LimitChanged, tenant, a - b, now)
+                .on(license_id, feature_id)
+                .subject(name);
+            e.before = Some(*b);
+            e.after = Some(*a);
+            out.push(e);
+        }
+    }
+}
+
 /// What a sweep is about to free, read just before it runs.
 #[derive(Debug, Default)]
 pub struct Pre {
@@ -115,6 +157,8 @@ pub struct Pre {
     /// period boundary before the change (a change past the boundary first
     /// starts the period again).
     meter: Option<(i64, Millis)>,
+    /// A license's or feature's limits before an admin rewrote its spec.
+    limits: Vec<(&'static str, i64)>,
 }
 
 impl Engine {
@@ -195,6 +239,20 @@ impl Engine {
                         Some(f) => self.feature_by_id(&l, *f).ok().map(|f| m(&f.meter)),
                     }
                 }),
+                ..Pre::default()
+            },
+            Command::PutLicense { id, .. } => Pre {
+                limits: self
+                    .license(*id)
+                    .map(|l| license_limits(&l.spec.read()))
+                    .unwrap_or_default(),
+                ..Pre::default()
+            },
+            Command::PutFeature { license_id, id, .. } => Pre {
+                limits: self
+                    .feature_of_license(*license_id, *id)
+                    .map(|f| feature_limits(&f.spec.read()))
+                    .unwrap_or_default(),
                 ..Pre::default()
             },
             _ => Pre::default(),
@@ -477,6 +535,35 @@ impl Engine {
                         .on(r.license_id, r.feature_id);
                     e.reservation_id = Some(r.id);
                     out.push(e);
+                }
+            }
+            (C::PutLicense { id, now, .. }, _) if !pre.limits.is_empty() => {
+                if let Some(l) = self.license(*id) {
+                    let after = license_limits(&l.spec.read());
+                    limit_changes(l.tenant_id, *id, None, &pre.limits, &after, *now, out);
+                }
+            }
+            (
+                C::PutFeature {
+                    license_id,
+                    id,
+                    now,
+                    ..
+                },
+                _,
+            ) if !pre.limits.is_empty() => {
+                if let Some(f) = self.feature_of_license(*license_id, *id) {
+                    let after = feature_limits(&f.spec.read());
+                    let tenant = self.tenant_of(*license_id);
+                    limit_changes(
+                        tenant,
+                        *license_id,
+                        Some(*id),
+                        &pre.limits,
+                        &after,
+                        *now,
+                        out,
+                    );
                 }
             }
             _ => self.vendor_entries(cmd, outcome, out),
@@ -774,5 +861,32 @@ mod tests {
             (-30, Some(30), Some(0))
         );
         assert_eq!((out[2].before, out[2].after), (Some(0), Some(5)));
+    }
+
+    /// An admin raising a feature's cap is an entry; rewriting a spec with
+    /// the same limits is none.
+    #[test]
+    fn admin_limit_changes_are_entries() {
+        let (e, l, _, units) = engine();
+        let f = e.feature_of_license(l, units).expect("feature");
+        let mut spec = (**f.spec.read()).clone();
+        let put = |spec: FeatureSpec| Command::PutFeature {
+            license_id: l,
+            id: units,
+            spec,
+            now: 5,
+        };
+        let mut out = Vec::new();
+        e.apply_ledgered(&put(spec.clone()), &mut out)
+            .expect("same");
+        assert!(out.is_empty());
+        spec.max_consumption = 250;
+        e.apply_ledgered(&put(spec), &mut out).expect("raise");
+        assert_eq!(kinds(&out), [EntryKind::LimitChanged]);
+        assert_eq!(out[0].subject.as_deref(), Some("max_consumption"));
+        assert_eq!(
+            (out[0].before, out[0].after, out[0].amount),
+            (Some(100), Some(250), 150)
+        );
     }
 }
