@@ -41,6 +41,8 @@ pub enum EntryKind {
     YextAssigned,
     YextRemoved,
     YextScheduled,
+    /// A scheduled removal took effect.
+    YextExpired,
     InfaLimitUsed,
     InfaLicensesOverwritten,
 }
@@ -159,6 +161,9 @@ pub struct Pre {
     meter: Option<(i64, Millis)>,
     /// A license's or feature's limits before an admin rewrote its spec.
     limits: Vec<(&'static str, i64)>,
+    /// (tenant, pack, entity) of Yext assignments whose scheduled removal is
+    /// due: the sweep, or the account's next change, removes them first.
+    yext_due: Vec<(Id, String, String)>,
 }
 
 impl Engine {
@@ -239,6 +244,32 @@ impl Engine {
                         Some(f) => self.feature_by_id(&l, *f).ok().map(|f| m(&f.meter)),
                     }
                 }),
+                ..Pre::default()
+            },
+            Command::SweepExpired { now } => Pre {
+                yext_due: self
+                    .yext
+                    .iter()
+                    .flat_map(|a| {
+                        let t = *a.key();
+                        a.due(*now).into_iter().map(move |(p, e)| (t, p, e))
+                    })
+                    .collect(),
+                ..Pre::default()
+            },
+            Command::YextAssign { tenant_id, now, .. }
+            | Command::YextUnassign { tenant_id, now, .. }
+            | Command::YextSchedule { tenant_id, now, .. } => Pre {
+                yext_due: self
+                    .yext
+                    .get(tenant_id)
+                    .map(|a| {
+                        a.due(*now)
+                            .into_iter()
+                            .map(|(p, e)| (*tenant_id, p, e))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 ..Pre::default()
             },
             Command::PutLicense { id, .. } => Pre {
@@ -566,7 +597,22 @@ impl Engine {
                     );
                 }
             }
-            _ => self.vendor_entries(cmd, outcome, out),
+            _ => {
+                let at = match cmd {
+                    C::SweepExpired { now }
+                    | C::YextAssign { now, .. }
+                    | C::YextUnassign { now, .. }
+                    | C::YextSchedule { now, .. } => *now,
+                    _ => 0,
+                };
+                for (tenant, pack, entity) in &pre.yext_due {
+                    out.push(
+                        LedgerEntry::new(K::YextExpired, *tenant, -1, at)
+                            .subject(&format!("{pack}/{entity}")),
+                    );
+                }
+                self.vendor_entries(cmd, outcome, out)
+            }
         }
     }
 
@@ -861,6 +907,44 @@ mod tests {
             (-30, Some(30), Some(0))
         );
         assert_eq!((out[2].before, out[2].after), (Some(0), Some(5)));
+    }
+
+    /// A scheduled Yext removal taking effect (by the sweep) is an entry.
+    #[test]
+    fn yext_expiries_are_entries() {
+        let e = Engine::new();
+        let demo = include_str!("../../examples/demo.json");
+        crate::catalog::load_slice(&e, demo.as_bytes(), 0).expect("demo");
+        let t = e.api_key("demo-api-key").expect("key").tenant_id;
+        let now = time::parse_instant("2026-11-30T12:00:00Z").expect("now");
+        let mut out = Vec::new();
+        let assign = Command::YextAssign {
+            tenant_id: t,
+            pack: Cow::Borrowed("listings"),
+            entity: Cow::Borrowed("ledger-entity"),
+            now,
+        };
+        e.apply_ledgered(&assign, &mut out).expect("assign");
+        let schedule = Command::YextSchedule {
+            tenant_id: t,
+            pack: Cow::Borrowed("listings"),
+            entity: Cow::Borrowed("ledger-entity"),
+            expiration: Some("2026-12-02".into()),
+            now,
+        };
+        e.apply_ledgered(&schedule, &mut out).expect("schedule");
+        let later = time::parse_instant("2026-12-02T00:00:01Z").expect("later");
+        e.apply_ledgered(&Command::SweepExpired { now: later }, &mut out)
+            .expect("sweep");
+        assert_eq!(
+            kinds(&out),
+            [
+                EntryKind::YextAssigned,
+                EntryKind::YextScheduled,
+                EntryKind::YextExpired
+            ]
+        );
+        assert_eq!(out[2].subject.as_deref(), Some("listings/ledger-entity"));
     }
 
     /// An admin raising a feature's cap is an entry; rewriting a spec with

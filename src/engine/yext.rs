@@ -354,6 +354,18 @@ impl YextAccount {
         Ok(())
     }
 
+    /// (pack, entity) of the assignments due by `now` and not yet removed:
+    /// what the next change (or the sweep) removes first.
+    pub fn due(&self, now: Millis) -> Vec<(String, String)> {
+        self.book
+            .lock()
+            .due
+            .iter()
+            .take_while(|(at, _, _)| *at <= now)
+            .map(|(_, pack, entity)| (pack.clone(), entity.clone()))
+            .collect()
+    }
+
     /// Removes every assignment due by `now` (the expiry sweep).
     pub fn sweep(&self, now: Millis) -> usize {
         self.book.lock().purge(now)
