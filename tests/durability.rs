@@ -962,36 +962,40 @@ async fn full_state(client: &HttpClient, addr: SocketAddr, admin: &str) -> Value
     v
 }
 
-/// `tally inspect --ledger` (the real binary, on the files a killed server
-/// left): every change to a counter since the snapshot, with its origin;
-/// consumption entries add up to the meter, a keyed change retried counts
-/// once, a reservation's entries follow it from reserve to commit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inspect_ledger_derives_every_change_with_its_origin() {
+/// A temporary data directory and the crash catalog: (its guard, the data
+/// directory, the catalog file).
+fn data_and_catalog() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("data");
     let cat = tmp.path().join("catalog.json");
     std::fs::write(&cat, catalog().to_string()).expect("catalog");
-    let mut server = start(&dir, &cat, 3600);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let addr = server.addr;
+    (tmp, dir, cat)
+}
+
+/// The changes the ledger tests make: three LicenseSpring consumptions of 2
+/// on METER, (an activation of `ledger-pc` on SEATS,) a keyed native usage
+/// of 5 on RES sent twice, and a reservation of 4 committed for 3; returns
+/// the reservation's id.
+async fn ledger_changes(client: &HttpClient, addr: SocketAddr, activate: bool) -> u64 {
     for _ in 0..3 {
-        let r = ls(&client, addr, Method::POST, "add_feature_consumption",
+        let r = ls(client, addr, Method::POST, "add_feature_consumption",
             json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 2})).await;
         assert_eq!(r.map(|r| r.0), Some(200));
     }
-    let r = ls(
-        &client,
-        addr,
-        Method::POST,
-        "activate_license",
-        json!({"product": "p", "license_key": "SEATS", "hardware_id": "ledger-pc"}),
-    )
-    .await;
-    assert_eq!(r.map(|r| r.0), Some(200));
+    if activate {
+        let r = ls(
+            client,
+            addr,
+            Method::POST,
+            "activate_license",
+            json!({"product": "p", "license_key": "SEATS", "hardware_id": "ledger-pc"}),
+        )
+        .await;
+        assert_eq!(r.map(|r| r.0), Some(200));
+    }
     for _ in 0..2 {
         let r = native(
-            &client,
+            client,
             addr,
             "/v1/licenses/RES/features/tokens/usage",
             json!({"units": 5}),
@@ -1001,7 +1005,7 @@ async fn inspect_ledger_derives_every_change_with_its_origin() {
         assert_eq!(r.map(|r| r.0), Some(200));
     }
     let (status, res) = native(
-        &client,
+        client,
         addr,
         "/v1/licenses/RES/features/tokens/reservations",
         json!({"units": 4}),
@@ -1012,7 +1016,7 @@ async fn inspect_ledger_derives_every_change_with_its_origin() {
     assert_eq!(status, 201);
     let id = res["id"].as_u64().expect("id");
     let r = native(
-        &client,
+        client,
         addr,
         &format!("/v1/reservations/{id}/commit"),
         json!({"units": 3}),
@@ -1020,6 +1024,19 @@ async fn inspect_ledger_derives_every_change_with_its_origin() {
     )
     .await;
     assert_eq!(r.map(|r| r.0), Some(200));
+    id
+}
+
+/// `tally inspect --ledger` (the real binary, on the files a killed server
+/// left): every change to a counter since the snapshot, with its origin;
+/// consumption entries add up to the meter, a keyed change retried counts
+/// once, a reservation's entries follow it from reserve to commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_ledger_derives_every_change_with_its_origin() {
+    let (_tmp, dir, cat) = data_and_catalog();
+    let mut server = start(&dir, &cat, 3600);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let id = ledger_changes(&client, server.addr, true).await;
     kill9(&mut server);
     let out = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["inspect", "--ledger", "--data-dir"])
@@ -1105,48 +1122,11 @@ async fn get_json(client: &HttpClient, addr: SocketAddr, path: &str, token: &str
 /// there; the admin API reads every tenant's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_keeps_every_acknowledged_change_across_crashes_and_restarts() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("data");
-    let cat = tmp.path().join("catalog.json");
-    std::fs::write(&cat, catalog().to_string()).expect("catalog");
+    let (_tmp, dir, cat) = data_and_catalog();
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let mut server = start(&dir, &cat, 3600);
     let addr = server.addr;
-    for _ in 0..3 {
-        let r = ls(&client, addr, Method::POST, "add_feature_consumption",
-            json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 2})).await;
-        assert_eq!(r.map(|r| r.0), Some(200));
-    }
-    for _ in 0..2 {
-        let r = native(
-            &client,
-            addr,
-            "/v1/licenses/RES/features/tokens/usage",
-            json!({"units": 5}),
-            Some("ledger-key"),
-        )
-        .await;
-        assert_eq!(r.map(|r| r.0), Some(200));
-    }
-    let (_, res) = native(
-        &client,
-        addr,
-        "/v1/licenses/RES/features/tokens/reservations",
-        json!({"units": 4}),
-        None,
-    )
-    .await
-    .expect("answer");
-    let id = res["id"].as_u64().expect("id");
-    let r = native(
-        &client,
-        addr,
-        &format!("/v1/reservations/{id}/commit"),
-        json!({"units": 3}),
-        None,
-    )
-    .await;
-    assert_eq!(r.map(|r| r.0), Some(200));
+    let id = ledger_changes(&client, addr, false).await;
     let all = get_json(&client, addr, "/v1/ledger", API_KEY).await;
     let entries = all["entries"].as_array().expect("entries").clone();
     let kinds: Vec<&str> = entries
@@ -1166,6 +1146,7 @@ async fn the_ledger_keeps_every_acknowledged_change_across_crashes_and_restarts(
         "{all}"
     );
     assert_eq!(entries[3]["idempotency_key"], "ledger-key");
+    assert_eq!(entries[4]["entry"]["reservation_id"], id);
     assert_eq!(entries[0]["origin"]["actor"], tally::app::key_id(API_KEY));
     assert!(all["next_after"].is_null());
     // Filters and pages.
