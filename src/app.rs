@@ -313,19 +313,21 @@ impl App {
     /// Ledger entries after `after` (a seq) that `keep` accepts, at most
     /// `limit`, and the seq to go on from (see `storage::ledger::read`).
     /// None when the server keeps no data directory (and so no ledger).
-    pub fn ledger(
+    /// The files are read on tokio's blocking pool, not on the threads that
+    /// answer requests.
+    pub async fn ledger(
         &self,
         after: u64,
         limit: usize,
-        keep: impl FnMut(&serde_json::Value) -> bool,
+        keep: impl FnMut(&serde_json::Value) -> bool + Send + 'static,
     ) -> Option<std::io::Result<(Vec<serde_json::Value>, Option<u64>)>> {
-        let store = self.store.as_ref()?;
-        Some(crate::storage::ledger::read(
-            store.dir(),
-            after,
-            limit,
-            keep,
-        ))
+        let dir = self.store.as_ref()?.dir().to_path_buf();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::storage::ledger::read(&dir, after, limit, keep)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        Some(read)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::engine::time::parse_instant;
 use crate::http::{json_value, Query, Resp};
 
-pub(super) fn list(app: &App, q: &Query) -> R<Resp> {
+pub(super) async fn list(app: &App, q: &Query<'_>) -> R<Resp> {
     let (after, limit) = page_params(q)?;
     let (tenant, license, feature) = (
         opt_id(q, "tenant_id")?,
@@ -23,15 +23,22 @@ pub(super) fn list(app: &App, q: &Query) -> R<Resp> {
             .transpose()
     };
     let (since, until) = (instant("since")?, instant("until")?);
-    let (subject, kind) = (q.get("subject"), q.get("kind"));
+    let (subject, kind) = (
+        q.get("subject").map(str::to_string),
+        q.get("kind").map(str::to_string),
+    );
     let id_is = |v: &Value, want: Option<u64>| want.is_none_or(|id| v.as_u64() == Some(id));
-    let keep = |v: &Value| {
+    let keep = move |v: &Value| {
         let e = &v["entry"];
         id_is(&e["tenant_id"], tenant)
             && id_is(&e["license_id"], license)
             && id_is(&e["feature_id"], feature)
-            && subject.is_none_or(|s| e["subject"].as_str() == Some(s))
-            && kind.is_none_or(|k| e["kind"].as_str() == Some(k))
+            && subject
+                .as_deref()
+                .is_none_or(|s| e["subject"].as_str() == Some(s))
+            && kind
+                .as_deref()
+                .is_none_or(|k| e["kind"].as_str() == Some(k))
             && since.is_none_or(|t| e["at"].as_i64().is_some_and(|at| at >= t))
             && until.is_none_or(|t| e["at"].as_i64().is_some_and(|at| at < t))
     };
@@ -39,6 +46,7 @@ pub(super) fn list(app: &App, q: &Query) -> R<Resp> {
         |why: String| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why);
     let (items, next) = app
         .ledger(after, limit, keep)
+        .await
         .ok_or_else(|| unavailable("this server keeps no data directory, so no ledger".into()))?
         .map_err(|e| unavailable(format!("the ledger cannot be read: {e}")))?;
     Ok(json_value(

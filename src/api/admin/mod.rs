@@ -142,7 +142,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["tenants", id, "informatica", rest @ ..] => {
             infa::route(app, m, id, rest, &query, body).await
         }
-        ["ledger"] if m == Method::GET => ledger::list(app, &query),
+        ["ledger"] if m == Method::GET => ledger::list(app, &query).await,
         ["token-keys"] if m == Method::GET => keys::token_keys(app),
         ["token-keys", "rotate"] if m == Method::POST => keys::rotate_token_key(app),
         ["api-keys"] if m == Method::GET => list_keys(app, &query),

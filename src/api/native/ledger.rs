@@ -99,7 +99,7 @@ fn no_ledger() -> NativeError {
     .detail("the ledger is kept in the data directory")
 }
 
-pub fn list(ctx: &Ctx<'_>, q: &Query<'_>) -> R<Done> {
+pub async fn list(ctx: &Ctx<'_>, q: &Query<'_>) -> R<Done> {
     let filter = Filter::of(ctx, q)?;
     let after = number(q, "after", 0)?;
     let limit = number(q, "limit", LEDGER_PAGE_DEFAULT as u64)? as usize;
@@ -108,7 +108,8 @@ pub fn list(ctx: &Ctx<'_>, q: &Query<'_>) -> R<Done> {
     }
     let (entries, next) = ctx
         .app
-        .ledger(after, limit, |v| filter.keep(v))
+        .ledger(after, limit, move |v| filter.keep(v))
+        .await
         .ok_or_else(no_ledger)?
         .map_err(|e| {
             NativeError::new(

@@ -319,7 +319,7 @@ async fn handle_inner(app: &App, state: &NativeState, req: Request<Incoming>) ->
 async fn route(ctx: &Ctx<'_>, m: &Method, segs: &[&str], q: &Query<'_>, body: &[u8]) -> R<Done> {
     match segs {
         ["check"] if m == Method::POST => check::post(ctx, body).await,
-        ["ledger"] if m == Method::GET => ledger::list(ctx, q),
+        ["ledger"] if m == Method::GET => ledger::list(ctx, q).await,
         ["preflight"] if m == Method::POST => batch::preflight(ctx, body),
         ["batch"] if m == Method::POST => batch::batch(ctx, body).await,
         ["reservations", id] if m == Method::GET => usage::get_reservation(ctx, id),
