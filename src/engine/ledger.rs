@@ -230,18 +230,25 @@ impl Engine {
             Command::AddConsumption {
                 license_id,
                 feature_id,
+                now,
                 ..
             }
             | Command::Reserve {
                 license_id,
                 feature_id,
+                now,
                 ..
             } => Pre {
+                // Only a meter past its boundary is read (atomics, no lock):
+                // the hot path's adds pay one lookup for the ledger.
                 meter: self.license(*license_id).and_then(|l| {
-                    let m = |m: &Meter| (m.used_raw() - m.reserved(), m.state().1);
+                    let m = |m: &Meter| {
+                        let next = m.next_reset().unwrap_or(i64::MAX);
+                        (*now >= next).then(|| (m.used_raw() - m.reserved(), next))
+                    };
                     match feature_id {
-                        None => Some(m(&l.consumption)),
-                        Some(f) => self.feature_by_id(&l, *f).ok().map(|f| m(&f.meter)),
+                        None => m(&l.consumption),
+                        Some(f) => self.feature_by_id(&l, *f).ok().and_then(|f| m(&f.meter)),
                     }
                 }),
                 ..Pre::default()
