@@ -105,9 +105,18 @@ struct Batch {
     first_lsn: u64,
     last_lsn: u64,
     bytes: Vec<u8>,
-    /// The ledger entries of these records (frames, see `storage::ledger`).
-    ledger: Vec<u8>,
+    /// The ledger entries of these records, encoded by the flusher (off
+    /// the commit lock): (lsn, origin JSON, idempotency key, entries).
+    ledger: Vec<PendingEntries>,
 }
+
+/// One record's ledger entries, waiting for the flusher to encode them.
+type PendingEntries = (
+    u64,
+    Vec<u8>,
+    Option<String>,
+    Vec<crate::engine::ledger::LedgerEntry>,
+);
 
 /// Guarded by `Shared::state` (the commit lock).
 struct State {
@@ -283,13 +292,12 @@ impl Log {
         }
         batch.last_lsn = lsn;
         if sh.ledgered && !entries.is_empty() {
-            super::ledger::encode(
-                &mut batch.ledger,
+            batch.ledger.push((
                 lsn,
-                origin,
-                idempotency_key(cmd),
-                &entries,
-            );
+                origin.to_vec(),
+                idempotency_key(cmd).map(str::to_string),
+                entries,
+            ));
         }
         let added = batch.bytes.len() - before;
         st.pending_bytes += added;
@@ -450,14 +458,19 @@ pub const LEDGER_SYNC_INTERVAL_MS: u64 = 1_000;
 fn append_ledger(
     sh: &Shared,
     ledger: &mut Option<super::ledger::Writer>,
-    batches: &[(u64, u64, Vec<u8>)],
+    batches: &[(u64, u64, Vec<PendingEntries>)],
     last_sync: &mut Instant,
     closing: bool,
 ) {
     let Some(w) = ledger else { return };
+    let mut frames = Vec::new();
     let result = (|| -> std::io::Result<()> {
-        for (first, last, frames) in batches {
-            w.append(frames, *first, *last)?;
+        for (first, last, pending) in batches {
+            frames.clear();
+            for (lsn, origin, key, entries) in pending {
+                super::ledger::encode(&mut frames, *lsn, origin, key.as_deref(), entries);
+            }
+            w.append(&frames, *first, *last)?;
         }
         if closing || last_sync.elapsed() >= Duration::from_millis(LEDGER_SYNC_INTERVAL_MS) {
             w.sync()?;
@@ -507,7 +520,7 @@ fn flusher(sh: Arc<Shared>, mut ledger: Option<super::ledger::Writer>) {
         };
         sh.room.notify_all();
         let mut last = None;
-        let mut entries: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        let mut entries: Vec<(u64, u64, Vec<PendingEntries>)> = Vec::new();
         let result = (|| -> std::io::Result<()> {
             for mut b in batches {
                 if !b.ledger.is_empty() {
