@@ -19,10 +19,11 @@ use crate::storage::wal::LogError;
 /// Who made a change, with which request: set by the server for each
 /// request (surface, request id) and by the surface once it knows the caller
 /// (actor), and stored with the change's log record.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Origin {
     pub surface: &'static str,
-    pub request_id: String,
+    /// As the answer's `X-Request-Id` carries it (a clone shares its bytes).
+    pub request_id: hyper::header::HeaderValue,
     pub actor: Actor,
 }
 
@@ -33,7 +34,7 @@ pub struct Origin {
 pub enum Actor {
     #[default]
     Unknown,
-    /// A tenant API key: recorded as [`key_id`], never as the key.
+    /// A tenant API key: recorded as its id (`ApiKey::key_id`), never as the key.
     Key(Arc<crate::engine::model::ApiKey>),
     /// The admin token's holder (`admin`) or a vendor user (`infa:<name>`).
     Named(String),
@@ -76,17 +77,12 @@ fn origin_json() -> Vec<u8> {
             };
             let wire = Wire {
                 surface: o.surface,
-                request_id: &o.request_id,
+                request_id: o.request_id.to_str().unwrap_or_default(),
                 actor,
             };
             serde_json::to_vec(&wire).unwrap_or_default()
         })
         .unwrap_or_default()
-}
-
-/// An API key's id for logs and records (see `ApiKey::id_of`).
-pub fn key_id(api_key: &str) -> String {
-    crate::engine::model::ApiKey::id_of(api_key).into()
 }
 
 /// Why a change was not made, or is not known to be durable: what every
@@ -310,24 +306,56 @@ impl App {
         ))
     }
 
-    /// Ledger entries after `after` (a seq) that `keep` accepts, at most
+    /// Ledger entries after `after` (a seq) that `filter` accepts, at most
     /// `limit`, and the seq to go on from (see `storage::ledger::read`).
     /// None when the server keeps no data directory (and so no ledger).
-    /// The files are read on tokio's blocking pool, not on the threads that
-    /// answer requests.
     pub async fn ledger(
         &self,
         after: u64,
         limit: usize,
-        keep: impl FnMut(&serde_json::Value) -> bool + Send + 'static,
+        filter: LedgerFilter,
     ) -> Option<std::io::Result<(Vec<serde_json::Value>, Option<u64>)>> {
         let dir = self.store.as_ref()?.dir().to_path_buf();
         let read = tokio::task::spawn_blocking(move || {
-            crate::storage::ledger::read(&dir, after, limit, keep)
+            crate::storage::ledger::read(&dir, after, limit, |v| filter.keep(v))
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         Some(read)
+    }
+}
+
+/// What a reader of the ledger asks for; an absent field matches any
+/// entry. The surfaces build it from their queries (a tenant's key always
+/// names its tenant).
+#[derive(Clone, Debug, Default)]
+pub struct LedgerFilter {
+    pub tenant_id: Option<crate::engine::model::Id>,
+    pub license_id: Option<crate::engine::model::Id>,
+    pub feature_id: Option<crate::engine::model::Id>,
+    pub subject: Option<String>,
+    pub kind: Option<String>,
+    /// Entries at or after `since` and before `until`.
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+}
+
+impl LedgerFilter {
+    /// Whether a stored entry (`{"entry": {...}, ...}`) matches.
+    pub fn keep(&self, v: &serde_json::Value) -> bool {
+        let e = &v["entry"];
+        let id = |field: &str, want: Option<u64>| want.is_none_or(|w| e[field].as_u64() == Some(w));
+        let text = |field: &str, want: &Option<String>| {
+            want.as_deref().is_none_or(|w| e[field].as_str() == Some(w))
+        };
+        let at = e["at"].as_i64().unwrap_or(i64::MIN);
+        id("tenant_id", self.tenant_id)
+            && id("license_id", self.license_id)
+            && id("feature_id", self.feature_id)
+            && text("subject", &self.subject)
+            && text("kind", &self.kind)
+            && self.since.is_none_or(|t| at >= t)
+            && self.until.is_none_or(|t| at < t)
     }
 }
 

@@ -376,6 +376,22 @@ async fn client_loop(
     }
 }
 
+/// Asks the server to stop (SIGTERM: a graceful stop).
+fn sigterm(server: &Server) {
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// A graceful stop, waited for: it must end well.
+fn stop(server: &mut Server) {
+    sigterm(server);
+    assert!(server.child.wait().expect("wait").success());
+}
+
 fn kill9(server: &mut Server) {
     let _ = server.child.kill();
     let _ = server.child.wait();
@@ -658,13 +674,8 @@ fn graceful_stop_snapshots_and_restart_replays_nothing() {
         ));
         assert_eq!(r.map(|r| r.0), Some(200));
     }
-    let pid = server.child.id().to_string();
     let mut server = server;
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    sigterm(&server);
     let exit = server.child.wait().expect("wait");
     assert!(exit.success(), "{:?}", server.log.lock().expect("log"));
     let out = Command::new(env!("CARGO_BIN_EXE_tally"))
@@ -887,13 +898,7 @@ fn vendor_surface_changes_survive_sigkill_and_snapshot() {
     let mut server = start(&dir, &cat, 0);
     let after = rt.block_on(full_state(&client, server.addr, admin_token.trim()));
     assert_eq!(normalise(&after), normalise(&before));
-    let pid = server.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    assert!(server.child.wait().expect("wait").success());
+    stop(&mut server);
 
     // Rebuilt from the snapshot alone.
     let mut server = start(&dir, &cat, 0);
@@ -1082,11 +1087,9 @@ async fn inspect_ledger_derives_every_change_with_its_origin() {
         ),
         (Some(5), Some(0))
     );
-    let key_id = tally::app::key_id(API_KEY);
+    let key_id = tally::engine::model::ApiKey::id_of(API_KEY);
     assert!(
-        lines
-            .iter()
-            .all(|l| l["origin"]["actor"] == key_id.as_str()),
+        lines.iter().all(|l| l["origin"]["actor"] == *key_id),
         "{lines:?}"
     );
     let activated = of("device_activated");
@@ -1147,7 +1150,10 @@ async fn the_ledger_keeps_every_acknowledged_change_across_crashes_and_restarts(
     );
     assert_eq!(entries[3]["idempotency_key"], "ledger-key");
     assert_eq!(entries[4]["entry"]["reservation_id"], id);
-    assert_eq!(entries[0]["origin"]["actor"], tally::app::key_id(API_KEY));
+    assert_eq!(
+        entries[0]["origin"]["actor"],
+        &*tally::engine::model::ApiKey::id_of(API_KEY)
+    );
     assert!(all["next_after"].is_null());
     // Filters and pages.
     let page = get_json(
@@ -1185,13 +1191,7 @@ async fn the_ledger_keeps_every_acknowledged_change_across_crashes_and_restarts(
         "the same entries, derived from the log"
     );
     // A graceful stop prunes the log after its snapshot; the ledger stays.
-    let pid = server.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    assert!(server.child.wait().expect("wait").success());
+    stop(&mut server);
     let mut server = start(&dir, &cat, 3600);
     let kept = get_json(&client, server.addr, "/v1/ledger", API_KEY).await;
     assert_eq!(kept["entries"], all["entries"]);
@@ -1300,12 +1300,7 @@ async fn the_ledger_streams_changes_as_they_are_made_and_resumes() {
     // A graceful stop ends the open stream instead of waiting on it.
     let mut server = server;
     let began = std::time::Instant::now();
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    sigterm(&server);
     let mut rest = String::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {

@@ -87,20 +87,7 @@ const RUNS_MAX: u32 = 2;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_failure_in_the_native_api() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = tally::engine::Engine::new();
-    let (store, _) = tally::storage::store::Store::open(
-        dir.path(),
-        &tally::storage::store::StoreOptions::default(),
-        &engine,
-        at("2026-11-25T12:00:00Z"),
-    )
-    .expect("store");
-    let store = std::sync::Arc::new(store);
-    let s = TestServer::start_with(move |o| {
-        o.engine = Some(engine);
-        o.store = Some(store);
-    })
-    .await;
+    let s = TestServer::start_stored(dir.path()).await;
     schemathesis(
         &s,
         "/v1/openapi.json",

@@ -494,20 +494,7 @@ fn inspect_shows_what_the_directory_holds() {
 async fn changes_record_their_origin_and_answers_echo_the_request_id() {
     let base = tempfile::tempdir().expect("tempdir");
     let dir = base.path().join("d");
-    let engine = Engine::new();
-    let (store, _) = Store::open(
-        &dir,
-        &options(false),
-        &engine,
-        common::at("2026-11-25T12:00:00Z"),
-    )
-    .expect("open");
-    let store = Arc::new(store);
-    let s = common::TestServer::start_with(move |o| {
-        o.engine = Some(engine);
-        o.store = Some(store);
-    })
-    .await;
+    let s = common::TestServer::start_stored(&dir).await;
     // LicenseSpring, with the client's request id.
     let mut req = s.ls_request(
         Method::POST,
@@ -595,7 +582,10 @@ async fn changes_record_their_origin_and_answers_echo_the_request_id() {
     };
     let ls = by_id("req-ls-1");
     assert_eq!(ls["origin"]["surface"], "licensespring");
-    assert_eq!(ls["origin"]["actor"], tally::app::key_id(common::API_KEY));
+    assert_eq!(
+        ls["origin"]["actor"],
+        &*tally::engine::model::ApiKey::id_of(common::API_KEY)
+    );
     assert_eq!(ls["command"]["op"], "activate");
     let native = by_id(&made_up);
     assert_eq!(

@@ -409,9 +409,7 @@ async fn handle(
             )
         }
     };
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
-    }
+    resp.headers_mut().insert(REQUEST_ID, request_id);
     // A body refused as too large or too slow was not read: the next bytes on
     // the connection are the rest of it, not a request. Tell the client the
     // connection ends with this answer (hyper then closes it).
@@ -434,16 +432,20 @@ const REQUEST_ID: &str = "x-request-id";
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
 /// The client's `X-Request-Id` (1 to 128 visible ASCII characters), or a
-/// new random one.
-fn request_id_of<B>(req: &Request<B>) -> String {
+/// new random one: made once, shared by the origin and the answer.
+fn request_id_of<B>(req: &Request<B>) -> hyper::header::HeaderValue {
     req.headers()
         .get(REQUEST_ID)
-        .map(|v| v.as_bytes())
         .filter(|v| {
-            (1..=REQUEST_ID_BYTES_MAX).contains(&v.len()) && v.iter().all(|b| b.is_ascii_graphic())
+            let b = v.as_bytes();
+            (1..=REQUEST_ID_BYTES_MAX).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic())
         })
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_string)
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = bytes::Bytes::from(format!("{:016x}", rand::random::<u64>()));
+            hyper::header::HeaderValue::from_maybe_shared(id)
+                .expect("hex digits are a valid header value")
+        })
 }
 
 /// The surfaces, by path prefix.

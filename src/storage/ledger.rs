@@ -280,47 +280,21 @@ pub fn read(
     limit: usize,
     mut keep: impl FnMut(&serde_json::Value) -> bool,
 ) -> std::io::Result<(Vec<serde_json::Value>, Option<u64>)> {
-    let dir = data_dir.join(LEDGER_DIR);
-    let segs = match segments(&dir) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let after_lsn = after >> 16;
+    let mut tail = Tail::new(data_dir, after);
     let mut out = Vec::new();
     let mut scanned = 0usize;
-    for (i, (_, path)) in segs.iter().enumerate() {
-        // Wholly before the cursor: the next segment starts at or before it.
-        if segs.get(i + 1).is_some_and(|(next, _)| *next <= after_lsn) {
-            continue;
+    let stopped = tail.scan(|v| {
+        scanned += 1;
+        if keep(&v) {
+            out.push(v);
         }
-        let mut bytes = Vec::new();
-        fs::File::open(path)?.read_to_end(&mut bytes)?;
-        for (_, payload) in frames(&bytes) {
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
-                continue;
-            };
-            let seq = v["seq"].as_u64().unwrap_or(0);
-            if seq <= after {
-                continue;
-            }
-            scanned += 1;
-            if keep(&v) {
-                out.push(v);
-                if out.len() >= limit {
-                    return Ok((out, Some(seq)));
-                }
-            }
-            if scanned >= LEDGER_SCAN_ENTRIES_MAX {
-                return Ok((out, Some(seq)));
-            }
-        }
-    }
-    Ok((out, None))
+        out.len() < limit && scanned < LEDGER_SCAN_ENTRIES_MAX
+    })?;
+    Ok((out, stopped.then(|| tail.after())))
 }
 
 /// Follows the ledger from a seq on: each call reads only what was appended
-/// since the last one (a live tail for streams).
+/// since the last one (a live tail for streams; [`read`] is one pass of it).
 pub struct Tail {
     dir: PathBuf,
     after: u64,
@@ -344,13 +318,20 @@ impl Tail {
 
     /// Entries after the last one returned, at most `max`.
     pub fn next(&mut self, max: usize) -> std::io::Result<Vec<serde_json::Value>> {
-        let segs = match segments(&self.dir) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let after_lsn = self.after >> 16;
         let mut out = Vec::new();
+        self.scan(|v| {
+            out.push(v);
+            out.len() < max
+        })?;
+        Ok(out)
+    }
+
+    /// Hands each entry after the cursor to `visit`, in order, moving the
+    /// cursor past it, until `visit` answers false (then true is returned)
+    /// or the ledger's end (false).
+    fn scan(&mut self, mut visit: impl FnMut(serde_json::Value) -> bool) -> std::io::Result<bool> {
+        let segs = segments_if_any(&self.dir)?;
+        let after_lsn = self.after >> 16;
         let mut i = match self.at {
             Some((first, _)) => segs.iter().position(|(f, _)| *f == first).unwrap_or(0),
             // The last segment that starts at or before the cursor.
@@ -368,29 +349,35 @@ impl Tail {
             f.seek(SeekFrom::Start(offset))?;
             let mut bytes = Vec::new();
             f.read_to_end(&mut bytes)?;
-            let mut end = offset as usize;
             for (off, payload) in frames_at(&bytes, 0) {
-                end = offset as usize + off + FRAME_HEADER_BYTES + payload.len();
+                let end = offset + (off + FRAME_HEADER_BYTES + payload.len()) as u64;
+                self.at = Some((*first, end));
                 let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
                     continue;
                 };
                 let seq = v["seq"].as_u64().unwrap_or(0);
-                if seq > self.after {
-                    self.after = seq;
-                    out.push(v);
-                    if out.len() >= max {
-                        self.at = Some((*first, end as u64));
-                        return Ok(out);
-                    }
+                if seq <= self.after {
+                    continue;
+                }
+                self.after = seq;
+                if !visit(v) {
+                    return Ok(true);
                 }
             }
-            self.at = Some((*first, end as u64));
-            if i + 1 == segs.len() {
-                break;
+            if self.at.is_none_or(|(f, _)| f != *first) {
+                self.at = Some((*first, offset));
             }
             i += 1;
         }
-        Ok(out)
+        Ok(false)
+    }
+}
+
+/// The ledger's segments, none when it has no directory yet.
+fn segments_if_any(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    match segments(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        other => other,
     }
 }
 
@@ -404,11 +391,7 @@ pub fn retain(
     bytes_max: u64,
 ) -> std::io::Result<Vec<PathBuf>> {
     let dir = data_dir.join(LEDGER_DIR);
-    let mut segs = match segments(&dir) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+    let mut segs = segments_if_any(&dir)?;
     segs.pop(); // the newest: being written
     let mut sized = Vec::with_capacity(segs.len());
     let mut total: u64 = 0;
@@ -417,7 +400,7 @@ pub fn retain(
         total += meta.len();
         sized.push((path, meta.len(), meta.modified()?));
     }
-    if let Some(last) = segments(&dir)?.last() {
+    if let Some(last) = segments_if_any(&dir)?.last() {
         total += fs::metadata(&last.1)?.len();
     }
     let cutoff = now.checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);

@@ -117,6 +117,26 @@ impl TestServer {
         }
     }
 
+    /// The demo catalog on a server that keeps its changes in the data
+    /// directory `dir` (log, snapshots, ledger); the catalog itself is loaded
+    /// in memory, as `start` does.
+    pub async fn start_stored(dir: &std::path::Path) -> TestServer {
+        let engine = tally::engine::Engine::new();
+        let (store, _) = tally::storage::store::Store::open(
+            dir,
+            &tally::storage::store::StoreOptions::default(),
+            &engine,
+            at("2026-11-25T12:00:00Z"),
+        )
+        .expect("open the data directory");
+        let store = Arc::new(store);
+        Self::start_with(move |o| {
+            o.engine = Some(engine);
+            o.store = Some(store);
+        })
+        .await
+    }
+
     pub fn now(&self) -> Millis {
         self.app.now()
     }

@@ -3,10 +3,10 @@
 //! `until`) and cursor pages in the log's order (`after` a seq, `limit`).
 
 use hyper::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{opt_id, page_params, AdminError, R};
-use crate::app::App;
+use crate::app::{App, LedgerFilter};
 use crate::engine::time::parse_instant;
 use crate::http::{json_value, Query, Resp};
 
@@ -23,29 +23,19 @@ pub(super) async fn list(app: &App, q: &Query<'_>) -> R<Resp> {
             .transpose()
     };
     let (since, until) = (instant("since")?, instant("until")?);
-    let (subject, kind) = (
-        q.get("subject").map(str::to_string),
-        q.get("kind").map(str::to_string),
-    );
-    let id_is = |v: &Value, want: Option<u64>| want.is_none_or(|id| v.as_u64() == Some(id));
-    let keep = move |v: &Value| {
-        let e = &v["entry"];
-        id_is(&e["tenant_id"], tenant)
-            && id_is(&e["license_id"], license)
-            && id_is(&e["feature_id"], feature)
-            && subject
-                .as_deref()
-                .is_none_or(|s| e["subject"].as_str() == Some(s))
-            && kind
-                .as_deref()
-                .is_none_or(|k| e["kind"].as_str() == Some(k))
-            && since.is_none_or(|t| e["at"].as_i64().is_some_and(|at| at >= t))
-            && until.is_none_or(|t| e["at"].as_i64().is_some_and(|at| at < t))
+    let filter = LedgerFilter {
+        tenant_id: tenant,
+        license_id: license,
+        feature_id: feature,
+        subject: q.get("subject").map(str::to_string),
+        kind: q.get("kind").map(str::to_string),
+        since,
+        until,
     };
     let unavailable =
         |why: String| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why);
     let (items, next) = app
-        .ledger(after, limit, keep)
+        .ledger(after, limit, filter)
         .await
         .ok_or_else(|| unavailable("this server keeps no data directory, so no ledger".into()))?
         .map_err(|e| unavailable(format!("the ledger cannot be read: {e}")))?;

@@ -4,9 +4,10 @@
 
 use bytes::Bytes;
 use hyper::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{ops, Ctx, Done, NativeError, R};
+use crate::app::LedgerFilter;
 use crate::engine::time::parse_instant;
 use crate::http::Query;
 
@@ -14,73 +15,36 @@ use crate::http::Query;
 pub const LEDGER_PAGE_DEFAULT: usize = 100;
 pub const LEDGER_PAGE_MAX: usize = 1_000;
 
-/// What a reader of the ledger asked for (owned: a stream keeps it).
-struct Filter {
-    tenant: u64,
-    license_id: Option<u64>,
-    feature_id: Option<u64>,
-    subject: Option<String>,
-    kind: Option<String>,
-    since: Option<i64>,
-    until: Option<i64>,
-}
-
-impl Filter {
-    fn of(ctx: &Ctx<'_>, q: &Query<'_>) -> R<Filter> {
-        let tenant = ctx.caller.tenant_id;
-        let license = match q.get("license") {
-            Some(key) => Some(ops::license_by_key(ctx.app, tenant, key)?),
-            None => None,
-        };
-        let feature_id = match (q.get("feature"), &license) {
-            (Some(code), Some(l)) => Some(ops::feature(l, code)?.id),
-            (Some(_), None) => return Err(NativeError::invalid("feature: needs license")),
-            (None, _) => None,
-        };
-        let instant = |name: &str| -> R<Option<i64>> {
-            q.get(name)
-                .map(|v| {
-                    parse_instant(v).ok_or_else(|| {
-                        NativeError::invalid(format!("{name}: must be an RFC 3339 instant"))
-                    })
+/// The filter a request's query asks for, within the caller's tenant.
+fn filter_of(ctx: &Ctx<'_>, q: &Query<'_>) -> R<LedgerFilter> {
+    let tenant = ctx.caller.tenant_id;
+    let license = match q.get("license") {
+        Some(key) => Some(ops::license_by_key(ctx.app, tenant, key)?),
+        None => None,
+    };
+    let feature_id = match (q.get("feature"), &license) {
+        (Some(code), Some(l)) => Some(ops::feature(l, code)?.id),
+        (Some(_), None) => return Err(NativeError::invalid("feature: needs license")),
+        (None, _) => None,
+    };
+    let instant = |name: &str| -> R<Option<i64>> {
+        q.get(name)
+            .map(|v| {
+                parse_instant(v).ok_or_else(|| {
+                    NativeError::invalid(format!("{name}: must be an RFC 3339 instant"))
                 })
-                .transpose()
-        };
-        Ok(Filter {
-            tenant,
-            license_id: license.map(|l| l.id),
-            feature_id,
-            subject: q.get("subject").map(str::to_string),
-            kind: q.get("kind").map(str::to_string),
-            since: instant("since")?,
-            until: instant("until")?,
-        })
-    }
-
-    fn keep(&self, v: &Value) -> bool {
-        let e = &v["entry"];
-        e["tenant_id"].as_u64() == Some(self.tenant)
-            && self
-                .license_id
-                .is_none_or(|id| e["license_id"].as_u64() == Some(id))
-            && self
-                .feature_id
-                .is_none_or(|id| e["feature_id"].as_u64() == Some(id))
-            && self
-                .subject
-                .as_deref()
-                .is_none_or(|s| e["subject"].as_str() == Some(s))
-            && self
-                .kind
-                .as_deref()
-                .is_none_or(|k| e["kind"].as_str() == Some(k))
-            && self
-                .since
-                .is_none_or(|t| e["at"].as_i64().is_some_and(|at| at >= t))
-            && self
-                .until
-                .is_none_or(|t| e["at"].as_i64().is_some_and(|at| at < t))
-    }
+            })
+            .transpose()
+    };
+    Ok(LedgerFilter {
+        tenant_id: Some(tenant),
+        license_id: license.map(|l| l.id),
+        feature_id,
+        subject: q.get("subject").map(str::to_string),
+        kind: q.get("kind").map(str::to_string),
+        since: instant("since")?,
+        until: instant("until")?,
+    })
 }
 
 fn number(q: &Query<'_>, name: &str, default: u64) -> R<u64> {
@@ -100,7 +64,7 @@ fn no_ledger() -> NativeError {
 }
 
 pub async fn list(ctx: &Ctx<'_>, q: &Query<'_>) -> R<Done> {
-    let filter = Filter::of(ctx, q)?;
+    let filter = filter_of(ctx, q)?;
     let after = number(q, "after", 0)?;
     let limit = number(q, "limit", LEDGER_PAGE_DEFAULT as u64)? as usize;
     if !(1..=LEDGER_PAGE_MAX).contains(&limit) {
@@ -108,7 +72,7 @@ pub async fn list(ctx: &Ctx<'_>, q: &Query<'_>) -> R<Done> {
     }
     let (entries, next) = ctx
         .app
-        .ledger(after, limit, move |v| filter.keep(v))
+        .ledger(after, limit, filter)
         .await
         .ok_or_else(no_ledger)?
         .map_err(|e| {
@@ -144,7 +108,7 @@ pub fn stream(
     q: &Query<'_>,
     last_event_id: Option<&str>,
 ) -> R<Done> {
-    let filter = Filter::of(ctx, q)?;
+    let filter = filter_of(ctx, q)?;
     let after = match last_event_id {
         Some(id) => id
             .trim()
