@@ -57,13 +57,15 @@ pub fn set_actor(actor: Actor) {
 }
 
 /// The current request's origin as JSON (empty outside a request):
-/// `{"surface", "request_id", "actor"?}`. Written on every logged change,
+/// `{"surface", "request_id", "at", "actor"?}`. Written on every logged change,
 /// so it is serialised from borrowed fields, not built as a `Value`.
-fn origin_json() -> Vec<u8> {
+fn origin_json(at: Millis) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Wire<'a> {
         surface: &'a str,
         request_id: &'a str,
+        /// When the change was committed (the app's clock).
+        at: Millis,
         #[serde(skip_serializing_if = "Option::is_none")]
         actor: Option<&'a str>,
     }
@@ -78,6 +80,7 @@ fn origin_json() -> Vec<u8> {
             let wire = Wire {
                 surface: o.surface,
                 request_id: o.request_id.to_str().unwrap_or_default(),
+                at,
                 actor,
             };
             serde_json::to_vec(&wire).unwrap_or_default()
@@ -254,11 +257,13 @@ impl App {
             return apply(None).map_err(CommitError::Engine);
         };
         let ledgered = store.log.is_ledgered();
-        let c = store.log.commit_ledgered(cmd, &origin_json(), || {
-            let mut entries = Vec::new();
-            let outcome = apply(ledgered.then_some(&mut entries))?;
-            Ok((outcome, entries))
-        })?;
+        let c = store
+            .log
+            .commit_ledgered(cmd, &origin_json(self.now()), || {
+                let mut entries = Vec::new();
+                let outcome = apply(ledgered.then_some(&mut entries))?;
+                Ok((outcome, entries))
+            })?;
         match c.lsn {
             Some(lsn) => store.log.wait(lsn).await?,
             // A replayed idempotent change was made by a record that may

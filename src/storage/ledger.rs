@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use crc32c::{crc32c, crc32c_append};
 
 use crate::engine::ledger::LedgerEntry;
+use crate::engine::time::Millis;
 
 pub const LEDGER_DIR: &str = "ledger";
 /// A segment is closed and a new one begun past this size, bytes.
@@ -74,7 +75,25 @@ pub fn encode(
     idempotency_key: Option<&str>,
     entries: &[LedgerEntry],
 ) {
+    // A command that carries no time of its own (a Qlik removal, an
+    // Informatica change, an admin correction) gives entries at 0: they take
+    // the time their origin recorded for the commit.
+    let origin_at = || {
+        #[derive(serde::Deserialize)]
+        struct At {
+            at: Millis,
+        }
+        serde_json::from_slice::<At>(origin).ok().map(|a| a.at)
+    };
     for (i, e) in entries.iter().enumerate() {
+        let timed;
+        let e = match if e.at == 0 { origin_at() } else { None } {
+            Some(at) => {
+                timed = LedgerEntry { at, ..e.clone() };
+                &timed
+            }
+            None => e,
+        };
         let start = buf.len();
         buf.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
         let seq = seq_of(lsn, i);
@@ -457,6 +476,15 @@ mod tests {
         assert_eq!(
             all[0]["entry"]["kind"],
             serde_json::to_value(EntryKind::UnitsConsumed).expect("kind")
+        );
+        // An entry of a command without a time takes its origin's.
+        let mut frames = Vec::new();
+        encode(&mut frames, 9, br#"{"at":123}"#, Some("k"), &[entry(0)]);
+        let timeless = frames_at(&frames, 0);
+        let v: serde_json::Value = serde_json::from_slice(timeless[0].1).expect("json");
+        assert_eq!(
+            (v["entry"]["at"].as_i64(), v["idempotency_key"].as_str()),
+            (Some(123), Some("k"))
         );
         // A torn last frame, then the log ending at record 2.
         let seg = segments(&tmp.path().join(LEDGER_DIR)).expect("list")[0]
