@@ -139,6 +139,17 @@ pub struct App {
     /// commit lock makes them with one: atomic batches and idempotency
     /// records rely on that order.
     serial: parking_lot::Mutex<()>,
+    /// Webhook events below this seq were made by changes known to be
+    /// durable: the dispatcher delivers only those (an event of a change
+    /// the log could not make durable is never sent). Raised after each
+    /// commit's wait; events are numbered in the log's order, and records
+    /// become durable in that order too.
+    webhook_released: std::sync::atomic::AtomicU64,
+    /// Wakes the webhook dispatcher when events were released.
+    pub webhook_wake: tokio::sync::Notify,
+    /// PEM certificates trusted for https:// receivers besides Mozilla's
+    /// roots (`--webhook-ca`).
+    pub webhook_ca: Option<std::path::PathBuf>,
 }
 
 pub struct AppOptions {
@@ -156,6 +167,8 @@ pub struct AppOptions {
     pub token_keys: Vec<crate::tokens::TokenKeyRecord>,
     /// The data directory, where rotated token keys are stored.
     pub data_dir: Option<std::path::PathBuf>,
+    /// PEM certificates trusted for https:// webhook receivers.
+    pub webhook_ca: Option<std::path::PathBuf>,
 }
 
 impl AppOptions {
@@ -171,6 +184,7 @@ impl AppOptions {
             emulate_rate_limits: false,
             token_keys: Vec::new(),
             data_dir: None,
+            webhook_ca: None,
         }
     }
 }
@@ -193,6 +207,41 @@ impl App {
             rotation: parking_lot::Mutex::new(()),
             closing: tokio::sync::watch::Sender::new(false),
             serial: parking_lot::Mutex::new(()),
+            webhook_released: std::sync::atomic::AtomicU64::new(0),
+            webhook_wake: tokio::sync::Notify::new(),
+            webhook_ca: opts.webhook_ca,
+        }
+        .with_recovered_events()
+    }
+
+    /// Events recovered with the state were made by durable changes.
+    fn with_recovered_events(self) -> Self {
+        self.webhook_released.store(
+            self.engine.webhook_event_mark(),
+            std::sync::atomic::Ordering::Release,
+        );
+        self
+    }
+
+    /// Webhook events below this seq may be delivered (see `webhook_released`).
+    pub fn webhook_released(&self) -> u64 {
+        self.webhook_released
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Events up to `mark` are made by durable changes (`cmd` the last of
+    /// them): let them go.
+    fn release_events(&self, cmd: &Command<'_>, mark: u64) {
+        let before = self
+            .webhook_released
+            .fetch_max(mark, std::sync::atomic::Ordering::AcqRel);
+        // A resend, or a subscription enabled again, is due at once too.
+        let due = matches!(
+            cmd,
+            Command::WebhookRetry { .. } | Command::PutWebhook { .. }
+        );
+        if mark > before || due {
+            self.webhook_wake.notify_one();
         }
     }
 
@@ -252,18 +301,36 @@ impl App {
         if let Some(renewed) = self.engine.try_renew(cmd) {
             return Ok(renewed);
         }
+        let hooks = self.engine.webhooks_active();
         let Some(store) = &self.store else {
-            let _serial = self.serial.lock();
-            return apply(None).map_err(CommitError::Engine);
+            let outcome = {
+                let _serial = self.serial.lock();
+                let mut entries = Vec::new();
+                apply(hooks.then_some(&mut entries))
+            };
+            self.release_events(cmd, self.engine.webhook_event_mark());
+            return self
+                .refused(cmd, outcome.map_err(CommitError::Engine))
+                .await;
         };
-        let ledgered = store.log.is_ledgered();
+        // Entries are derived when the ledger keeps them, and while any
+        // tenant has webhooks (events are made from them), so that every
+        // path that applies a command (this one, recovery, shadow
+        // snapshots) makes the same events.
+        let ledgered = store.log.is_ledgered() || hooks;
+        let mark = std::cell::Cell::new(0);
         let c = store
             .log
             .commit_ledgered(cmd, &origin_json(self.now()), || {
                 let mut entries = Vec::new();
-                let outcome = apply(ledgered.then_some(&mut entries))?;
-                Ok((outcome, entries))
-            })?;
+                let outcome = apply(ledgered.then_some(&mut entries));
+                mark.set(self.engine.webhook_event_mark());
+                Ok((outcome?, entries))
+            });
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => return self.refused(cmd, Err(e.into())).await,
+        };
         match c.lsn {
             Some(lsn) => store.log.wait(lsn).await?,
             // A replayed idempotent change was made by a record that may
@@ -273,7 +340,45 @@ impl App {
             }
             None => {}
         }
+        self.release_events(cmd, mark.get());
         Ok(c.outcome)
+    }
+
+    /// Passes a commit's result on; a floating seat refused to a tenant
+    /// that subscribed to `floating.denied` is first reported (at most
+    /// once a minute per pool, see `engine::webhook`).
+    async fn refused(
+        &self,
+        cmd: &Command<'_>,
+        r: Result<Outcome, CommitError>,
+    ) -> Result<Outcome, CommitError> {
+        if let (
+            Err(CommitError::Engine(EngineError::FloatingNotAvailable)),
+            Command::FloatingAcquire {
+                license_id,
+                feature_id,
+                hardware_id,
+                now,
+                ..
+            },
+        ) = (&r, cmd)
+        {
+            if self
+                .engine
+                .floating_denied_due(*license_id, *feature_id, *now)
+            {
+                let denied = Command::FloatingDenied {
+                    license_id: *license_id,
+                    feature_id: *feature_id,
+                    hardware_id: hardware_id.clone(),
+                    now: *now,
+                };
+                if let Err(e) = Box::pin(self.commit(&denied)).await {
+                    tracing::warn!("floating.denied not recorded: {e:?}");
+                }
+            }
+        }
+        r
     }
 
     /// [`App::commit`] with the [`Reply`] of the command (the native API's

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Tier 2 100 requests a minute per tenant) with 429 and Retry-After.
     #[arg(long)]
     pub emulate_rate_limits: bool,
+    /// PEM file of certificates to trust for https:// webhook receivers,
+    /// besides the built-in Mozilla roots (a private CA).
+    #[arg(long)]
+    pub webhook_ca: Option<PathBuf>,
     #[arg(long, default_value_t = REQUEST_BODY_BYTES_MAX)]
     pub request_body_bytes_max: usize,
     #[arg(long, default_value_t = REQUEST_HEAD_BYTES_MAX)]
@@ -173,6 +177,7 @@ impl ServeArgs {
             catalog: self.catalog.clone(),
             sign_responses: !self.no_sign,
             emulate_rate_limits: self.emulate_rate_limits,
+            webhook_ca: self.webhook_ca.clone(),
             store: crate::storage::store::StoreOptions {
                 fsync: self.fsync,
                 snapshot_interval: Duration::from_secs(self.snapshot_interval),
@@ -327,6 +332,9 @@ pub fn build_app(
     opts.limits = cfg.limits.clone();
     opts.sign_responses = cfg.sign_responses;
     opts.emulate_rate_limits = cfg.emulate_rate_limits;
+    // A CA file that cannot be read stops the start, not the first delivery.
+    crate::webhooks::Transport::new(cfg.webhook_ca.as_deref())?;
+    opts.webhook_ca = cfg.webhook_ca.clone();
     let (token_keys, created) =
         crate::storage::load_or_create_token_keys(&cfg.data_dir, clock.now_ms())?;
     if created {

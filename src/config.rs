@@ -69,6 +69,8 @@ pub struct ServeConfig {
     pub sign_responses: bool,
     /// Enforce vendors' documented rate limits (`--emulate-rate-limits`).
     pub emulate_rate_limits: bool,
+    /// Certificates trusted for https:// webhook receivers (`--webhook-ca`).
+    pub webhook_ca: Option<PathBuf>,
     /// Durability: fsync mode, snapshot interval, repair policy.
     pub store: crate::storage::store::StoreOptions,
     pub limits: Limits,

@@ -24,6 +24,8 @@
 //!   [`api::qlik`] (Qlik Cloud Licenses), [`api::yext`] (Yext License Packs),
 //!   [`api::infa`] (Informatica IICS license resource), [`api::admin`]
 //!   (the native admin API) and [`api::native`] (Tally's own API, `/v1/`).
+//! - [`webhooks`]: the dispatcher that delivers the outbox's events
+//!   (Standard Webhooks signatures, retries, attempts logged as commands).
 //! - [`fuzzing`]: one entry point per parser, for the fuzz targets (`fuzz/`).
 //! - [`catalog`]: loading a JSON catalog at start; generating synthetic ones.
 //! - [`app`]: the state a running server shares across requests, and
@@ -50,3 +52,4 @@ pub mod signing;
 pub mod storage;
 pub mod tokens;
 pub mod util;
+pub mod webhooks;

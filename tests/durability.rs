@@ -1318,3 +1318,151 @@ async fn the_ledger_streams_changes_as_they_are_made_and_resumes() {
         began.elapsed()
     );
 }
+
+#[path = "common/receiver.rs"]
+mod receiver;
+
+const HOOK_KEY: &str = "hook-key";
+const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const HOOK_LICENSES: usize = 8;
+/// Each license's meter cap, and the thresholds (percent) reported.
+const HOOK_CAP: i64 = 400;
+const HOOK_THRESHOLDS: [i64; 8] = [10, 20, 30, 40, 50, 60, 70, 80];
+
+fn hook_catalog(url: &str) -> Value {
+    let licenses: Vec<Value> = (0..HOOK_LICENSES)
+        .map(|i| {
+            json!({"product": "p", "license_key": format!("H{i}"), "max_activations": 1,
+                   "features": [{"code": "units", "feature_type": "consumption",
+                                 "max_consumption": HOOK_CAP}]})
+        })
+        .collect();
+    json!({"tenants": [{
+        "name": "Hooks",
+        "api_keys": [{"api_key": HOOK_KEY, "shared_key": "hook-shared", "role": "admin"}],
+        "products": [{"short_code": "p", "name": "P", "authorization_method": "license-key"}],
+        "licenses": licenses,
+        "webhooks": [{"url": url, "events": ["meter.threshold"], "thresholds": HOOK_THRESHOLDS,
+                      "secret": HOOK_SECRET}]
+    }]})
+}
+
+/// A meter's use as the native API reads it.
+async fn hook_used(client: &HttpClient, addr: SocketAddr, i: usize) -> i64 {
+    let v = get_json(client, addr, &format!("/v1/licenses/H{i}"), HOOK_KEY).await;
+    let features = v["features"].as_array().cloned().unwrap_or_default();
+    features
+        .iter()
+        .find(|f| f["code"] == "units")
+        .and_then(|f| f["usage"]["used"].as_i64())
+        .unwrap_or_else(|| panic!("no use of H{i}: {v}"))
+}
+
+/// Webhooks across crashes: clients consume on several meters while the
+/// server is killed (SIGKILL) at random moments, with the receiver up. At
+/// the end, every threshold that the final state crossed has been
+/// delivered (at least once: re-sends of what was in flight are allowed and
+/// carry the same webhook-id), and nothing else: no event without its change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_events_are_delivered_across_crashes_and_never_invented() {
+    let cycles: usize = std::env::var("TALLY_WEBHOOK_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let rx = receiver::Receiver::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, hook_catalog(&rx.url).to_string()).expect("catalog");
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let acked = Arc::new(Mutex::new(vec![0i64; HOOK_LICENSES]));
+    let mut rng = rand::thread_rng();
+    for _ in 0..cycles {
+        let mut server = start(&dir, &cat, 1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..3)
+            .map(|t| {
+                let (client, acked, stop, addr) =
+                    (client.clone(), acked.clone(), stop.clone(), server.addr);
+                tokio::spawn(async move {
+                    let mut n = t;
+                    while !stop.load(Ordering::Acquire) {
+                        n += 1;
+                        let i = (n * 7 + t) % HOOK_LICENSES;
+                        let req = Request::post(format!(
+                            "http://{addr}/v1/licenses/H{i}/features/units/usage"
+                        ))
+                        .header("Authorization", format!("Bearer {HOOK_KEY}"))
+                        .body(Full::new(Bytes::from(r#"{"units": 1}"#)))
+                        .expect("request");
+                        match client.request(req).await {
+                            Ok(r) if r.status() == 200 => acked.lock().expect("acked")[i] += 1,
+                            Ok(_) => {}
+                            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..600))).await;
+        kill9(&mut server);
+        stop.store(true, Ordering::Release);
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+    let mut server = start(&dir, &cat, 3600);
+    let mut used = Vec::new();
+    let mut want = HashSet::new();
+    for i in 0..HOOK_LICENSES {
+        let u = hook_used(&client, server.addr, i).await;
+        let acked = acked.lock().expect("acked")[i];
+        assert!(u >= acked, "H{i}: {u} used, {acked} acknowledged");
+        for t in HOOK_THRESHOLDS {
+            if u * 100 >= HOOK_CAP * t {
+                want.insert((format!("H{i}"), t));
+            }
+        }
+        used.push(u);
+    }
+    assert!(!want.is_empty(), "no threshold was crossed: {used:?}");
+    // Wait until every wanted event came (deliveries resume after a start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got: HashSet<(String, u64)> = rx
+            .received()
+            .iter()
+            .filter(|g| g.answered == 200)
+            .map(|g| {
+                let v = g.json();
+                (
+                    v["data"]["license_key"].as_str().unwrap_or("").to_string(),
+                    v["data"]["threshold"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        if got.len() >= want.len() || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let want: HashSet<(String, u64)> = want.into_iter().map(|(l, t)| (l, t as u64)).collect();
+    assert_eq!(
+        got, want,
+        "delivered events against the final meters {used:?}"
+    );
+    // Duplicates only as re-sends: one event per webhook-id.
+    let mut by_id = std::collections::HashMap::new();
+    for g in rx.received() {
+        assert!(g.verifies(HOOK_SECRET), "signature of {:?}", g.json());
+        let prev = by_id.insert(g.header("webhook-id"), g.body.clone());
+        assert!(prev.is_none_or(|p| p == g.body), "one id, one body");
+    }
+    assert_eq!(by_id.len(), got.len(), "one webhook-id per event");
+    eprintln!(
+        "{cycles} cycles: meters {used:?}, {} events, {} requests",
+        got.len(),
+        rx.received().len()
+    );
+    kill9(&mut server);
+}

@@ -163,6 +163,71 @@ impl Loader<'_> {
         Ok(())
     }
 
+    /// A tenant's webhook subscriptions: the fields `POST /v1/webhooks`
+    /// takes (`license` by key, `feature` by code), `secret` required (a
+    /// catalog's receivers must know it).
+    pub(super) fn webhooks(
+        &mut self,
+        tp: &str,
+        tenant_id: Id,
+        list: Vec<Map<String, Value>>,
+    ) -> Result<(), CatalogError> {
+        for (i, mut m) in list.into_iter().enumerate() {
+            let p = format!("{tp}.webhooks[{i}]");
+            let secret = take_str(&mut m, "secret", &p)?
+                .ok_or_else(|| err(format!("{p}.secret"), "is required (whsec_ and base64)"))?;
+            let license = match take_str(&mut m, "license", &p)? {
+                Some(key) => Some(self.license_of(tenant_id, &key).ok_or_else(|| {
+                    err(format!("{p}.license"), "no such license in this tenant")
+                })?),
+                None => None,
+            };
+            if let Some(code) = take_str(&mut m, "feature", &p)? {
+                let l = license
+                    .as_ref()
+                    .ok_or_else(|| err(format!("{p}.feature"), "needs a license"))?;
+                let f = l
+                    .features
+                    .read()
+                    .iter()
+                    .find(|f| *f.code == *code)
+                    .map(|f| f.id)
+                    .ok_or_else(|| err(format!("{p}.feature"), "no such feature on the license"))?;
+                m.insert("feature_id".into(), f.into());
+            }
+            if let Some(l) = &license {
+                m.insert("license_id".into(), l.id.into());
+            }
+            let spec = typed(&p, Value::Object(m))?;
+            let id = self.engine.next_id();
+            apply(
+                self.engine,
+                &p,
+                Command::PutWebhook {
+                    id,
+                    tenant_id,
+                    spec,
+                    secret: Some(secret),
+                    now: self.now,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn license_of(
+        &self,
+        tenant_id: Id,
+        key: &str,
+    ) -> Option<std::sync::Arc<crate::engine::model::License>> {
+        let t = self.engine.tenant(tenant_id)?;
+        let found = t
+            .products_by_code
+            .iter()
+            .find_map(|p| p.licenses_by_key.get(key).map(|l| l.clone()));
+        found
+    }
+
     /// A tenant's Qlik license: the license fields (as `PUT
     /// /admin/v1/tenants/{id}/qlik` takes them) plus optional `settings`
     /// (`autoAssignProfessional`, `autoAssignAnalyzer`) and `assignments`

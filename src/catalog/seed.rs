@@ -81,6 +81,7 @@ pub(super) const TENANT_FIELDS: &[&str] = &[
     "qlik",
     "yext",
     "informatica",
+    "webhooks",
 ];
 
 impl<'de> serde::de::DeserializeSeed<'de> for TenantSeed<'_, '_> {
@@ -102,11 +103,13 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
         // Licenses met before the tenant's name and products (as in a file
         // written with sorted keys): kept until the tenant is complete.
         let mut buffered: Option<Vec<Map<String, Value>>> = None;
+        // Subscriptions name licenses: made once the tenant is complete.
+        let mut webhooks: Vec<Map<String, Value>> = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if created.is_some()
                 && !matches!(
                     &*key,
-                    "licenses" | "api_keys" | "qlik" | "yext" | "informatica"
+                    "licenses" | "api_keys" | "qlik" | "yext" | "informatica" | "webhooks"
                 )
             {
                 let e = err(
@@ -141,6 +144,7 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
                         None => parts.vendors.push((section.to_string(), m)),
                     }
                 }
+                "webhooks" => webhooks = map.next_value()?,
                 "products" => parts.products = map.next_value()?,
                 "customers" => parts.customers = map.next_value()?,
                 "users" => parts.users = map.next_value()?,
@@ -168,17 +172,24 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
                 other => return Err(serde::de::Error::unknown_field(other, TENANT_FIELDS)),
             }
         }
-        if created.is_none() {
-            let tenant = match self.loader.tenant(&tp, parts) {
-                Ok(t) => t,
-                Err(e) => return Err(self.loader.fail(e)),
-            };
-            for (li, m) in buffered.into_iter().flatten().enumerate() {
-                let p = format!("{tp}.licenses[{li}]");
-                if let Err(e) = self.loader.license(&tenant, &p, m) {
-                    return Err(self.loader.fail(e));
+        let tenant = match created {
+            Some(t) => t,
+            None => {
+                let tenant = match self.loader.tenant(&tp, parts) {
+                    Ok(t) => t,
+                    Err(e) => return Err(self.loader.fail(e)),
+                };
+                for (li, m) in buffered.into_iter().flatten().enumerate() {
+                    let p = format!("{tp}.licenses[{li}]");
+                    if let Err(e) = self.loader.license(&tenant, &p, m) {
+                        return Err(self.loader.fail(e));
+                    }
                 }
+                tenant
             }
+        };
+        if let Err(e) = self.loader.webhooks(&tp, tenant.id, webhooks) {
+            return Err(self.loader.fail(e));
         }
         Ok(())
     }

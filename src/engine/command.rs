@@ -14,6 +14,7 @@ use super::model::{
 };
 use super::qlik::{AllotmentKind, ConsumptionRecord, QlikSpec};
 use super::time::Millis;
+use super::webhook::{AttemptReport, WebhookSpec};
 use super::yext::YextSpec;
 
 /// The device a seat reservation's commit activates.
@@ -87,12 +88,18 @@ pub enum Command<'a> {
     DeleteFeature {
         license_id: Id,
         id: Id,
+        /// When (0 in records written before it was kept).
+        #[serde(default)]
+        now: Millis,
     },
     /// Set a license's consumption total (admin correction).
     SetConsumption {
         license_id: Id,
         feature_id: Option<Id>,
         total: i64,
+        /// When (0 in records written before it was kept).
+        #[serde(default)]
+        now: Millis,
     },
     SetDeviceBlacklisted {
         license_id: Id,
@@ -327,6 +334,58 @@ pub enum Command<'a> {
         #[serde(borrow)]
         hardware_id: Cow<'a, str>,
         variables: Vec<(String, String)>,
+        now: Millis,
+    },
+    // ------------------------------------------------------------ webhooks
+    /// Create or replace the subscription `id` of `tenant_id`; `secret` is
+    /// required on create and replaces every secret when given on replace.
+    PutWebhook {
+        id: Id,
+        tenant_id: Id,
+        spec: WebhookSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
+        now: Millis,
+    },
+    DeleteWebhook {
+        tenant_id: Id,
+        id: Id,
+    },
+    /// A new current secret; the old ones stay valid for `overlap_ms`.
+    RotateWebhookSecret {
+        tenant_id: Id,
+        id: Id,
+        secret: String,
+        overlap_ms: Millis,
+        now: Millis,
+    },
+    /// How an attempt to deliver `event` to `subscription_id` ended.
+    WebhookAttempted {
+        tenant_id: Id,
+        subscription_id: Id,
+        event: u64,
+        at: Millis,
+        report: AttemptReport,
+    },
+    /// Deliver `event` to `subscription_id` again (a resend).
+    WebhookRetry {
+        tenant_id: Id,
+        subscription_id: Id,
+        event: u64,
+        now: Millis,
+    },
+    /// A floating take was refused (a `floating.denied` event, at most one
+    /// per pool per minute).
+    FloatingDenied {
+        license_id: Id,
+        feature_id: Option<Id>,
+        #[serde(borrow)]
+        hardware_id: Cow<'a, str>,
+        now: Millis,
+    },
+    /// Report the licenses whose end is near or past (`license.expiring`,
+    /// `license.expired`), once each.
+    SweepNotices {
         now: Millis,
     },
 }

@@ -66,6 +66,10 @@ pub enum EngineError {
     ReservationUnitsExceeded,
     /// An idempotency key re-used with a different request.
     IdempotencyKeyReused,
+    // Webhooks.
+    WebhookNotFound,
+    /// No such event in the tenant's outbox (or no delivery of it pending).
+    EventNotFound,
 }
 
 /// Refusals of a tenant's Qlik license: only the Qlik surface (and the

@@ -56,6 +56,8 @@ pub enum Image {
     /// The native API's reservations and idempotency records (after every
     /// license: pending reservations hold units of their meters).
     Native(Box<super::native::NativeImage>),
+    /// Webhook subscriptions and their outbox (see [`super::webhook`]).
+    Webhooks(Box<super::webhook::WebhookImage>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -194,6 +196,9 @@ impl Engine {
         if self.has_native_state() {
             sink(Image::Native(Box::new(self.native_image())))?;
         }
+        if let Some(img) = self.webhook_image() {
+            sink(Image::Webhooks(Box::new(img)))?;
+        }
         Ok(())
     }
 
@@ -237,6 +242,7 @@ impl Engine {
                 return Ok(());
             }
             Image::Native(img) => return self.restore_native(*img),
+            Image::Webhooks(img) => return self.restore_webhooks(*img),
             Image::Infa(img) => {
                 self.tenant(img.tenant_id)
                     .ok_or(EngineError::TenantNotFound)?;

@@ -174,6 +174,17 @@ impl Engine {
         self.apply_full(cmd, None, Some(out))
     }
 
+    /// Applies a logged command again (recovery, shadow snapshots): with
+    /// its ledger entries derived (and dropped) while any tenant has
+    /// webhooks, so that the replay makes the events the change made.
+    pub fn apply_replayed(&self, cmd: &Command<'_>) -> R<Outcome> {
+        if self.webhooks_active() {
+            let mut scratch = Vec::new();
+            return self.apply_ledgered(cmd, &mut scratch);
+        }
+        self.apply(cmd)
+    }
+
     /// Applies a command that is neither a batch nor idempotent with
     /// `apply` (which applies exactly `cmd`, e.g. [`Engine::apply_resolved`])
     /// and appends its entries to `out`.
@@ -185,7 +196,9 @@ impl Engine {
     ) -> R<Outcome> {
         let pre = self.ledger_pre(cmd);
         let outcome = apply()?;
+        let first = out.len();
         self.ledger_entries(cmd, &outcome, pre, out);
+        self.webhook_events(cmd, &outcome, &out[first..]);
         Ok(outcome)
     }
 
@@ -198,7 +211,9 @@ impl Engine {
     ) -> R<Outcome> {
         let pre = self.ledger_pre(cmd);
         let outcome = self.apply(cmd)?;
+        let first = out.len();
         self.ledger_entries(cmd, &outcome, pre, out);
+        self.webhook_events(cmd, &outcome, &out[first..]);
         Ok(outcome)
     }
 
@@ -495,6 +510,7 @@ impl Engine {
                     license_id: l,
                     feature_id: f,
                     total,
+                    now,
                 },
                 _,
             ) => {
@@ -502,7 +518,7 @@ impl Engine {
                     K::ConsumptionSet,
                     self.tenant_of(*l),
                     pre.consumption.map_or(0, |b| total - b),
-                    0,
+                    *now,
                 )
                 .on(*l, *f);
                 e.before = pre.consumption;
@@ -840,6 +856,7 @@ mod tests {
                 license_id: l,
                 feature_id: Some(units),
                 total: 50,
+                now: 0,
             },
             &mut out,
         )

@@ -27,6 +27,8 @@
 //! - The primitives: [`seat`] (SeatPool), [`lease`] (LeasePool), [`meter`]
 //!   (Meter); [`model`] (specs and entities), [`command`], [`error`],
 //!   [`image`] (export and restore), [`share`] (shared specs), [`time`].
+//! - [`webhook`]: subscriptions and the outbox of their events, made from
+//!   the changes' ledger entries as they are applied.
 
 pub mod command;
 mod device;
@@ -49,6 +51,7 @@ mod tenancy;
 pub mod time;
 mod validate;
 mod vendors;
+pub mod webhook;
 pub mod yext;
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -194,6 +197,9 @@ pub struct Engine {
     reservations: reserve::Reservations,
     /// Idempotency records of the native API (see [`native`]).
     idempotency: native::Idempotency,
+    /// Webhook subscriptions and their outbox (see [`webhook`]): one
+    /// mutex, skipped by every change while no tenant subscribes.
+    hooks: webhook::Hooks,
 }
 
 impl Default for Engine {
@@ -224,6 +230,7 @@ impl Engine {
             infa_users: new_map(),
             reservations: Default::default(),
             idempotency: Default::default(),
+            hooks: Default::default(),
         }
     }
 
@@ -281,12 +288,50 @@ impl Engine {
                 spec,
                 now,
             } => self.put_feature(*l, *id, spec, *now),
-            C::DeleteFeature { license_id: l, id } => self.delete_feature(*l, *id),
+            C::DeleteFeature {
+                license_id: l, id, ..
+            } => self.delete_feature(*l, *id),
             C::SetConsumption {
                 license_id: l,
                 feature_id: f,
                 total,
+                ..
             } => self.set_consumption(*l, *f, *total),
+            C::PutWebhook {
+                id,
+                tenant_id,
+                spec,
+                secret,
+                now,
+            } => self.put_webhook(*id, *tenant_id, spec, secret.as_deref(), *now),
+            C::DeleteWebhook { tenant_id, id } => self.delete_webhook(*tenant_id, *id),
+            C::RotateWebhookSecret {
+                tenant_id,
+                id,
+                secret,
+                overlap_ms,
+                now,
+            } => self.rotate_webhook_secret(*tenant_id, *id, secret, *overlap_ms, *now),
+            C::WebhookAttempted {
+                tenant_id,
+                subscription_id,
+                event,
+                at,
+                report,
+            } => self.webhook_attempted(*tenant_id, *subscription_id, *event, *at, report),
+            C::WebhookRetry {
+                tenant_id,
+                subscription_id,
+                event,
+                now,
+            } => self.webhook_retry(*tenant_id, *subscription_id, *event, *now),
+            C::FloatingDenied {
+                license_id,
+                feature_id,
+                hardware_id,
+                now,
+            } => self.floating_denied(*license_id, *feature_id, hardware_id, *now),
+            C::SweepNotices { now } => self.sweep_notices(*now),
             C::SetDeviceBlacklisted {
                 license_id: l,
                 hardware_id: hw,

@@ -53,9 +53,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweep_leases(app.clone()));
+    let dispatcher = tokio::spawn(deliver_webhooks(app.clone()));
     let surfaces = Arc::new(Surfaces::new(&app));
     let result = serve_listener(listener, app, surfaces, shutdown).await;
     sweeper.abort();
+    dispatcher.abort();
     result
 }
 
@@ -330,9 +332,11 @@ pub fn run_per_core(
         .enable_all()
         .build()?
         .block_on(async move {
-            let sweeper = tokio::spawn(sweep_leases(app));
+            let sweeper = tokio::spawn(sweep_leases(app.clone()));
+            let dispatcher = tokio::spawn(deliver_webhooks(app));
             shutdown.await;
             sweeper.abort();
+            dispatcher.abort();
         });
     let _ = stop_tx.send(true);
     join_all(handles)
@@ -359,10 +363,45 @@ pub fn http1_builder(limits: &crate::config::Limits) -> http1::Builder {
 /// frees the same seats at the same point.
 async fn sweep_leases(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_millis(LEASE_SWEEP_INTERVAL_MS));
+    let mut last_notices = std::time::Instant::now();
     loop {
         tick.tick().await;
         let now = app.now();
         sweep_once(&app, now).await;
+        if last_notices.elapsed() >= Duration::from_millis(NOTICE_SWEEP_INTERVAL_MS) {
+            last_notices = std::time::Instant::now();
+            sweep_notices(&app, now).await;
+        }
+    }
+}
+
+/// How often licenses are looked at for `license.expiring` and
+/// `license.expired` webhooks, ms (a pass reads every license of the
+/// tenants that asked for them).
+pub const NOTICE_SWEEP_INTERVAL_MS: u64 = 10_000;
+
+/// Reports the licenses whose end is near or past to the tenants that
+/// subscribed (a logged command, made only when there is something to report).
+pub async fn sweep_notices(app: &App, now: crate::engine::time::Millis) {
+    let due = {
+        let engine = &app.engine;
+        engine.webhooks_active() && engine.notices_due(now)
+    };
+    if due {
+        if let Err(e) = app
+            .commit(&crate::engine::Command::SweepNotices { now })
+            .await
+        {
+            tracing::debug!("notice sweep not done: {e:?}");
+        }
+    }
+}
+
+/// The webhook dispatcher (see `webhooks`), for as long as the server runs.
+async fn deliver_webhooks(app: Arc<App>) {
+    match crate::webhooks::Transport::new(app.webhook_ca.as_deref()) {
+        Ok(t) => crate::webhooks::run(app, t).await,
+        Err(e) => tracing::error!("webhooks will not be delivered: {e}"),
     }
 }
 

@@ -287,7 +287,7 @@ pub fn rebuild(
                             w.append(&frames, lsn, lsn).map_err(io(path))?;
                         }
                         _ => {
-                            engine.apply(&cmd).map_err(replay_err)?;
+                            engine.apply_replayed(&cmd).map_err(replay_err)?;
                         }
                     }
                     out.replayed += 1;

@@ -107,6 +107,10 @@ enum Entity {
     Native {
         image: Box<crate::engine::native::NativeImage>,
     },
+    /// Webhook subscriptions and their outbox.
+    Webhooks {
+        image: Box<crate::engine::webhook::WebhookImage>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -276,6 +280,7 @@ pub fn write(
                 Image::Yext(image) => Entity::Yext { image },
                 Image::Infa(image) => Entity::Infa { image },
                 Image::Native(image) => Entity::Native { image },
+                Image::Webhooks(image) => Entity::Webhooks { image },
                 Image::License(l) => {
                     let (spec, new) = lspecs.number(&l.spec);
                     if new {
@@ -562,6 +567,7 @@ fn restore_all(
                     Entity::Qlik { image } => Image::Qlik(image),
                     Entity::Yext { image } => Image::Yext(image),
                     Entity::Infa { image } => Image::Infa(image),
+                    Entity::Webhooks { image } => Image::Webhooks(image),
                     Entity::Native { image } => {
                         native = Some((f, Image::Native(image)));
                         continue;

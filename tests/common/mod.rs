@@ -6,6 +6,7 @@
 pub mod infa;
 pub mod native;
 pub mod qlik;
+pub mod receiver;
 pub mod yext;
 
 use std::sync::{Arc, OnceLock};

@@ -89,6 +89,8 @@ impl From<EngineError> for AdminError {
             FeatureNotFound => Self::not_found("feature"),
             DeviceNotFound => Self::not_found("device"),
             ApiKeyNotFound => Self::not_found("api key"),
+            WebhookNotFound => Self::not_found("webhook"),
+            EventNotFound => Self::not_found("event"),
             Qlik(QlikRefusal::LicenseNotFound) => Self::not_found("qlik license"),
             Qlik(QlikRefusal::AssignmentNotFound) => Self::not_found("assignment"),
             Yext(YextRefusal::AccountNotFound) => Self::not_found("yext account"),

@@ -69,6 +69,7 @@ pub(super) async fn feature_item(
                 Command::DeleteFeature {
                     license_id: lic.id,
                     id: fid,
+                    now,
                 },
             )
             .await?;
@@ -153,6 +154,7 @@ pub(super) async fn set_consumption(app: &App, license_id: &str, body: Option<&[
             license_id: lic.id,
             feature_id: b.feature_id,
             total: b.total,
+            now: app.now(),
         },
     )
     .await?;

@@ -11,7 +11,7 @@
 //!   bodies, merge patches, pages);
 //! - `kinds.rs`: the generic kinds; `licenses.rs`: features, devices and
 //!   consumption; `keys.rs`: API keys and token keys; `ledger.rs`: the
-//!   ledger; [`qlik`], [`yext`], [`infa`]: the
+//!   ledger; `webhooks.rs`: every tenant's webhooks; [`qlik`], [`yext`], [`infa`]: the
 //!   vendor sections;
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
@@ -22,6 +22,7 @@ mod kinds;
 mod ledger;
 mod licenses;
 pub mod qlik;
+mod webhooks;
 pub mod wire;
 pub mod yext;
 
@@ -143,6 +144,7 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             infa::route(app, m, id, rest, &query, body).await
         }
         ["ledger"] if m == Method::GET => ledger::list(app, &query).await,
+        ["webhooks", rest @ ..] => webhooks::route(app, m, rest, &query, body).await,
         ["token-keys"] if m == Method::GET => keys::token_keys(app),
         ["token-keys", "rotate"] if m == Method::POST => keys::rotate_token_key(app),
         ["api-keys"] if m == Method::GET => list_keys(app, &query),

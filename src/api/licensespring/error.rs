@@ -299,7 +299,9 @@ impl From<EngineError> for LicenseSpringError {
             | ReservationExpired
             | ReservationClosed
             | ReservationUnitsExceeded
-            | IdempotencyKeyReused => INTERNAL,
+            | IdempotencyKeyReused
+            | WebhookNotFound
+            | EventNotFound => INTERNAL,
         }
     }
 }

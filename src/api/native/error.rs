@@ -203,6 +203,16 @@ pub fn refusal(e: EngineError) -> (StatusCode, &'static str, &'static str) {
             "idempotency_key_reused",
             "The idempotency key was used for another request",
         ),
+        WebhookNotFound => (
+            StatusCode::NOT_FOUND,
+            "webhook_not_found",
+            "No such webhook",
+        ),
+        EventNotFound => (
+            StatusCode::NOT_FOUND,
+            "event_not_found",
+            "No such event in this webhook's outbox",
+        ),
         TooMany(_) => (CONFLICT, "limit_reached", "A limit was reached"),
         Invalid(..) => (
             StatusCode::BAD_REQUEST,

@@ -15,6 +15,7 @@
 //! - `licenses.rs`: reading licenses, devices; `check.rs`: checks (the hot
 //!   path); `seats.rs`: floating seats; `usage.rs`: usage and reservations;
 //!   `batch.rs`: batches and preflights; `ledger.rs`: the tenant's ledger;
+//!   `webhooks.rs`: the tenant's webhook subscriptions and their deliveries;
 //! - `error.rs`: [`NativeError`]; `wire.rs`: the answers' shapes.
 
 mod auth;
@@ -26,6 +27,7 @@ mod licenses;
 pub mod ops;
 mod seats;
 mod usage;
+mod webhooks;
 mod wire;
 
 use std::borrow::Cow;
@@ -322,6 +324,18 @@ async fn route(ctx: &Ctx<'_>, m: &Method, segs: &[&str], q: &Query<'_>, body: &[
         ["ledger"] if m == Method::GET => ledger::list(ctx, q).await,
         ["preflight"] if m == Method::POST => batch::preflight(ctx, body),
         ["batch"] if m == Method::POST => batch::batch(ctx, body).await,
+        ["webhooks"] if m == Method::GET => webhooks::list(ctx),
+        ["webhooks"] if m == Method::POST => webhooks::create(ctx, body).await,
+        ["webhooks", id] if m == Method::GET => webhooks::get(ctx, id),
+        ["webhooks", id] if m == Method::PATCH => webhooks::patch(ctx, id, body).await,
+        ["webhooks", id] if m == Method::DELETE => webhooks::delete(ctx, id).await,
+        ["webhooks", id, "secret", "rotate"] if m == Method::POST => {
+            webhooks::rotate(ctx, id, body).await
+        }
+        ["webhooks", id, "deliveries"] if m == Method::GET => webhooks::deliveries(ctx, id, q),
+        ["webhooks", id, "deliveries", event, "retry"] if m == Method::POST => {
+            webhooks::retry(ctx, id, event).await
+        }
         ["reservations", id] if m == Method::GET => usage::get_reservation(ctx, id),
         ["reservations", id, "commit"] if m == Method::POST => usage::commit(ctx, id, body).await,
         ["reservations", id, "void"] if m == Method::POST => usage::void(ctx, id, body).await,
@@ -334,9 +348,12 @@ async fn route(ctx: &Ctx<'_>, m: &Method, segs: &[&str], q: &Query<'_>, body: &[
             let l = ops::license_by_key(ctx.app, ctx.caller.tenant_id, key)?;
             license_route(ctx, m, &l, rest, q, body).await
         }
-        ["check" | "preflight" | "batch" | "ledger"] | ["reservations", ..] => {
-            Err(method_not_allowed())
-        }
+        ["check" | "preflight" | "batch" | "ledger" | "webhooks"]
+        | ["reservations", ..]
+        | ["webhooks", _]
+        | ["webhooks", _, "secret", "rotate"]
+        | ["webhooks", _, "deliveries"]
+        | ["webhooks", _, "deliveries", _, "retry"] => Err(method_not_allowed()),
         _ => Err(no_route()),
     }
 }
