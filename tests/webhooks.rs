@@ -34,6 +34,31 @@ async fn consume(s: &TestServer, units: i64) {
     ok(&r, StatusCode::OK);
 }
 
+/// A subscription's deliveries list once it holds `count` attempts (the
+/// receiver may have a request before the dispatcher logged its attempt).
+async fn attempts(s: &TestServer, id: &str, count: usize) -> Value {
+    let mut d = Value::Null;
+    for _ in 0..100 {
+        d = n(
+            s,
+            Method::GET,
+            &format!("/v1/webhooks/{id}/deliveries"),
+            None,
+        )
+        .await
+        .json();
+        if d["deliveries"].as_array().map_or(0, Vec::len) >= count {
+            return d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{count} attempts not recorded: {d}");
+}
+
+async fn first_attempt(s: &TestServer, id: &str) -> Value {
+    attempts(s, id, 1).await["deliveries"][0].clone()
+}
+
 /// Lets the dispatcher see a clock that moved (it looks at least every 250 ms).
 async fn tick() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -368,7 +393,8 @@ async fn a_failing_receiver_gets_the_same_event_until_it_answers() {
     rx.wait_for(1).await;
     // Each wait is at most the schedule's step plus a fifth.
     for (n_got, wait_ms) in [(2, 6_000), (3, 360_000), (4, 2_160_000)] {
-        rx.settle(n_got - 1, 300).await;
+        attempts(&s, &id, n_got - 1).await;
+        rx.settle(n_got - 1, 100).await;
         s.clock.advance(wait_ms);
         tick().await;
         rx.wait_for(n_got).await;
@@ -480,7 +506,7 @@ async fn gone_disables_and_a_resend_delivers_again() {
     let event = got[0].json();
     assert_eq!(event["type"], "license.changed");
     assert_eq!(event["data"]["change"], "license_written");
-    tick().await;
+    assert_eq!(first_attempt(&s, &id).await["result"], "gone");
     let sub = ok(
         &n(&s, Method::GET, &format!("/v1/webhooks/{id}"), None).await,
         StatusCode::OK,
@@ -575,4 +601,117 @@ async fn time_makes_expiry_and_reservation_events() {
         "2031-01-01T00:00:00.000Z"
     );
     rx.settle(3, 300).await;
+}
+
+#[tokio::test]
+async fn the_outbox_is_bounded_and_its_drops_are_visible() {
+    let s = TestServer::start().await;
+    // A receiver that takes connections and never answers: the first few
+    // attempts hang, every other delivery waits in the outbox.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = hole.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hole.accept().await {
+            conns.push(c);
+        }
+    });
+    let (id, _) = subscribe(
+        &s,
+        json!({"url": format!("http://127.0.0.1:{port}/"), "events": ["seats.exhausted", "seats.available"]}),
+    )
+    .await;
+    let seat = format!("/v1/licenses/{STUDIO}/features/export-4k/seats/a");
+    ok(&n(&s, Method::PUT, &seat, None).await, StatusCode::CREATED);
+    // Each batch fills and frees the pool 50 times: 100 events.
+    let churn: Vec<Value> = (0..50)
+        .flat_map(|_| {
+            [
+                json!({"op": "take_seat", "license_key": STUDIO, "feature": "export-4k", "holder": "b"}),
+                json!({"op": "release_seat", "license_key": STUDIO, "feature": "export-4k", "holder": "b"}),
+            ]
+        })
+        .collect();
+    let max = tally::engine::webhook::WEBHOOK_EVENTS_PER_TENANT_MAX;
+    for _ in 0..(max / 100 + 1) {
+        let r = n(
+            &s,
+            Method::POST,
+            "/v1/batch",
+            Some(json!({"atomic": true, "operations": churn})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    }
+    let sub = ok(
+        &n(&s, Method::GET, &format!("/v1/webhooks/{id}"), None).await,
+        StatusCode::OK,
+    );
+    assert_eq!(sub["pending"], max, "the outbox holds its limit");
+    let d = ok(
+        &n(
+            &s,
+            Method::GET,
+            &format!("/v1/webhooks/{id}/deliveries?limit=1000"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    );
+    assert_eq!(d["dropped_events"], 100, "{}", d["dropped_events"]);
+    let drops: Vec<&Value> = d["deliveries"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|a| a["result"] == "dropped")
+        .collect();
+    assert_eq!(drops.len(), 100);
+    assert_eq!(
+        drops[0]["event_id"], "evt_0000000000000000",
+        "the oldest go first"
+    );
+    held.abort();
+}
+
+#[tokio::test]
+async fn https_receivers_are_verified_against_the_trusted_roots() {
+    let (rx, ca_pem) = Receiver::start_tls().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).expect("ca file");
+    // Trusted through --webhook-ca: delivered.
+    let s = TestServer::start_with(|o| o.webhook_ca = Some(ca.clone())).await;
+    let (id, secret) = subscribe(&s, json!({"url": rx.url, "events": ["license.changed"]})).await;
+    let lic = s.admin(Method::GET, "/licenses?limit=1", None).await.json();
+    let license_id = lic["items"][0]["id"].to_string();
+    let change = json!({"max_activations": 7});
+    s.admin(
+        Method::PATCH,
+        &format!("/licenses/{license_id}"),
+        Some(change.clone()),
+    )
+    .await;
+    let got = rx.wait_for(1).await;
+    assert!(got[0].verifies(&secret));
+    assert_eq!(first_attempt(&s, &id).await["result"], "delivered");
+
+    // Without it the certificate is not trusted: nothing is sent, the
+    // attempt says why, and the delivery waits for its next try.
+    let s = TestServer::start().await;
+    let (id, _) = subscribe(&s, json!({"url": rx.url, "events": ["license.changed"]})).await;
+    s.admin(
+        Method::PATCH,
+        &format!("/licenses/{license_id}"),
+        Some(change),
+    )
+    .await;
+    let attempt = first_attempt(&s, &id).await;
+    assert_eq!(attempt["result"], "retrying", "{attempt}");
+    assert!(
+        attempt["error"].as_str().unwrap_or("").contains("tls"),
+        "{attempt}"
+    );
+    rx.settle(1, 200).await;
 }

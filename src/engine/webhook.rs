@@ -335,6 +335,11 @@ struct Inner {
     /// Each tenant's retained events, oldest first.
     by_tenant: HashMap<Id, VecDeque<u64>>,
     deliveries: BTreeMap<(u64, Id), Delivery>,
+    /// The keys of `deliveries` still pending: what the dispatcher scans.
+    pending: std::collections::BTreeSet<(u64, Id)>,
+    /// Each tenant's subscriptions (ids), so that a change looks at its
+    /// tenant's only.
+    tenant_index: HashMap<Id, Vec<Id>>,
     attempts: HashMap<Id, VecDeque<Attempt>>,
     peaks: HashMap<(Id, Option<Id>), u16>,
     notices: HashMap<Id, (Millis, u8)>,
@@ -382,7 +387,43 @@ struct NewEvent {
 
 impl Inner {
     fn tenant_subs(&self, tenant: Id) -> impl Iterator<Item = &Subscription> {
-        self.subs.values().filter(move |s| s.tenant_id == tenant)
+        self.tenant_index
+            .get(&tenant)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.subs.get(id))
+    }
+
+    fn insert_sub(&mut self, s: Subscription) {
+        let ids = self.tenant_index.entry(s.tenant_id).or_default();
+        if !ids.contains(&s.id) {
+            ids.push(s.id);
+        }
+        self.subs.insert(s.id, s);
+    }
+
+    fn remove_sub(&mut self, id: Id) {
+        if let Some(s) = self.subs.remove(&id) {
+            if let Some(ids) = self.tenant_index.get_mut(&s.tenant_id) {
+                ids.retain(|x| *x != id);
+                if ids.is_empty() {
+                    self.tenant_index.remove(&s.tenant_id);
+                }
+            }
+        }
+        self.attempts.remove(&id);
+        self.deliveries.retain(|(_, s), _| *s != id);
+        self.pending.retain(|(_, s)| *s != id);
+    }
+
+    /// Puts a delivery in (keeping `pending` in step).
+    fn set_delivery(&mut self, key: (u64, Id), d: Delivery) {
+        if d.state == DeliveryState::Pending {
+            self.pending.insert(key);
+        } else {
+            self.pending.remove(&key);
+        }
+        self.deliveries.insert(key, d);
     }
 
     fn wanted(&self, tenant: Id, kind: EventType) -> bool {
@@ -417,7 +458,7 @@ impl Inner {
         }
         self.make_room(e.tenant_id, e.at);
         for sub in subs {
-            self.deliveries.insert(
+            self.set_delivery(
                 (event.seq, sub),
                 Delivery {
                     state: DeliveryState::Pending,
@@ -438,10 +479,9 @@ impl Inner {
     /// the outbox is still full, its oldest event (dropping what of it was
     /// undelivered).
     fn make_room(&mut self, tenant: Id, now: Millis) {
-        let Some(q) = self.by_tenant.get(&tenant) else {
+        let Some(mut q) = self.by_tenant.remove(&tenant) else {
             return;
         };
-        let mut q = q.clone();
         while let Some(&oldest) = q.front() {
             let settled = self.settled(oldest);
             let old = self
@@ -472,6 +512,7 @@ impl Inner {
             .map(|(k, _)| *k)
             .collect();
         for k in keys {
+            self.pending.remove(&k);
             let Some(d) = self.deliveries.remove(&k) else {
                 continue;
             };
@@ -638,11 +679,11 @@ impl Engine {
     pub fn webhook_pending(&self, sub: Id, limit: usize) -> Vec<(u64, Delivery)> {
         let inner = self.hooks.inner.lock();
         inner
-            .deliveries
+            .pending
             .iter()
-            .filter(|((_, s), d)| *s == sub && d.state == DeliveryState::Pending)
+            .filter(|(_, s)| *s == sub)
             .take(limit)
-            .map(|((e, _), d)| (*e, d.clone()))
+            .filter_map(|k| inner.deliveries.get(k).map(|d| (k.0, d.clone())))
             .collect()
     }
 
@@ -668,7 +709,10 @@ impl Engine {
         let inner = self.hooks.inner.lock();
         let mut out = Vec::new();
         let mut next = Millis::MAX;
-        for (&(event, sub), d) in inner.deliveries.range(..(released, 0)) {
+        for &(event, sub) in inner.pending.range(..(released, 0)) {
+            let Some(d) = inner.deliveries.get(&(event, sub)) else {
+                continue;
+            };
             if d.state != DeliveryState::Pending || busy(event, sub) {
                 continue;
             }
@@ -767,20 +811,17 @@ impl Engine {
                 if inner.tenant_subs(tenant_id).count() >= WEBHOOKS_PER_TENANT_MAX {
                     return Err(EngineError::TooMany("webhooks"));
                 }
-                inner.subs.insert(
+                inner.insert_sub(Subscription {
                     id,
-                    Subscription {
-                        id,
-                        tenant_id,
-                        spec: spec.clone(),
-                        secrets: vec![Secret {
-                            secret: secret.to_string(),
-                            expires_at: Millis::MAX,
-                        }],
-                        created_at: now,
-                        disabled_reason: None,
-                    },
-                );
+                    tenant_id,
+                    spec: spec.clone(),
+                    secrets: vec![Secret {
+                        secret: secret.to_string(),
+                        expires_at: Millis::MAX,
+                    }],
+                    created_at: now,
+                    disabled_reason: None,
+                });
             }
         }
         self.see_id(id);
@@ -793,9 +834,7 @@ impl Engine {
         if inner.subs.get(&id).is_none_or(|s| s.tenant_id != tenant_id) {
             return Err(EngineError::WebhookNotFound);
         }
-        inner.subs.remove(&id);
-        inner.attempts.remove(&id);
-        inner.deliveries.retain(|(_, s), _| *s != id);
+        inner.remove_sub(id);
         self.hooks.sync_counts(&inner);
         Ok(Outcome::Done)
     }
@@ -869,6 +908,9 @@ impl Engine {
                 return Err(EngineError::Invalid("result", "a drop is not an attempt"))
             }
         }
+        if d.state != DeliveryState::Pending {
+            inner.pending.remove(&(event, sub));
+        }
         if report.result == AttemptResult::Gone {
             if let Some(s) = inner.subs.get_mut(&sub) {
                 s.spec.enabled = false;
@@ -919,7 +961,7 @@ impl Engine {
         {
             return Err(EngineError::EventNotFound);
         }
-        inner.deliveries.insert(
+        inner.set_delivery(
             (event, sub),
             Delivery {
                 state: DeliveryState::Pending,
@@ -1401,7 +1443,7 @@ impl Engine {
         let mut inner = self.hooks.inner.lock();
         for s in img.subscriptions {
             self.see_id(s.id);
-            inner.subs.insert(s.id, s);
+            inner.insert_sub(s);
         }
         for e in img.events {
             inner
@@ -1411,11 +1453,9 @@ impl Engine {
                 .push_back(e.seq);
             inner.events.insert(e.seq, e);
         }
-        inner.deliveries = img
-            .deliveries
-            .into_iter()
-            .map(|(e, s, d)| ((e, s), d))
-            .collect();
+        for (e, s, d) in img.deliveries {
+            inner.set_delivery((e, s), d);
+        }
         inner.attempts = img
             .attempts
             .into_iter()

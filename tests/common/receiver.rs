@@ -73,6 +73,39 @@ impl Receiver {
 
     /// A receiver on `port` (0: any).
     pub async fn on(port: u16) -> Receiver {
+        Self::serve(port, None).await
+    }
+
+    /// An https:// receiver with a certificate for 127.0.0.1 issued by a
+    /// fresh CA; returns it and the CA's certificate (PEM).
+    pub async fn start_tls() -> (Receiver, String) {
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "tally test CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("cert");
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut r = Self::serve(0, Some(acceptor)).await;
+        r.url = format!("https://127.0.0.1:{}/hooks", r.port);
+        (r, ca_cert.pem())
+    }
+
+    async fn serve(port: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the receiver");
@@ -85,7 +118,7 @@ impl Receiver {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (st, no) = (st.clone(), no.clone());
+                let (st, no, tls) = (st.clone(), no.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -116,9 +149,17 @@ impl Receiver {
                                 Ok::<_, std::convert::Infallible>(r)
                             }
                         });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                    }
                 });
             }
         });
