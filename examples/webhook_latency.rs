@@ -137,7 +137,14 @@ async fn main() {
     let cat = tmp.path().join("catalog.json");
     std::fs::write(&cat, catalog(port).to_string()).expect("catalog");
     let mut child = Command::new(&tally)
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-sign", "--fsync", "always"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-sign",
+            "--fsync",
+            "always",
+        ])
         .arg("--data-dir")
         .arg(tmp.path().join("data"))
         .arg("--catalog")
@@ -216,19 +223,17 @@ async fn main() {
     let after_answer: Vec<f64> = ids
         .iter()
         .zip(sent.iter().zip(&acked))
-        .map(|(id, (t, a))| {
-            got[*id]
-                .saturating_duration_since(*t + *a)
-                .as_secs_f64()
-                * 1e3
-        })
+        .map(|(id, (t, a))| got[*id].saturating_duration_since(*t + *a).as_secs_f64() * 1e3)
         .collect();
     println!(
         "{events} changes in {:.2} s, one at a time; {load} loading connections ({} consumptions meanwhile)",
         elapsed.as_secs_f64(),
         loaded.load(Ordering::Relaxed)
     );
-    report("change answered (durable)", acked.iter().map(|d| d.as_secs_f64() * 1e3).collect());
+    report(
+        "change answered (durable)",
+        acked.iter().map(|d| d.as_secs_f64() * 1e3).collect(),
+    );
     report("change sent -> receiver", to_receiver);
     report("answer -> receiver", after_answer);
 }

@@ -715,3 +715,143 @@ async fn https_receivers_are_verified_against_the_trusted_roots() {
     );
     rx.settle(1, 200).await;
 }
+
+#[tokio::test]
+async fn vendor_and_activation_events() {
+    let s = TestServer::start().await;
+    let rx = Receiver::start().await;
+    subscribe(
+        &s,
+        json!({"url": rx.url, "events": ["qlik.allotment.exhausted", "yext.assignment.expired",
+                                         "seats.exhausted", "seats.available"],
+               "license": STUDIO}),
+    )
+    .await;
+    // A Qlik allotment's last seat: not tied to a license, so only a
+    // subscription without a license filter hears of it.
+    common::qlik::fresh(&s, json!([{"name": "professional", "units": 2}])).await;
+    for subject in ["alice", "bob"] {
+        let r = common::qlik::post(
+            &s,
+            "/assignments/actions/add",
+            json!({"add": [{"subject": subject, "type": "professional"}]}),
+        )
+        .await;
+        assert_eq!(r.status.as_u16(), 207, "{:?}", r.json());
+    }
+    rx.settle(0, 300).await;
+    let rx2 = Receiver::start().await;
+    subscribe(
+        &s,
+        json!({"url": rx2.url, "events": ["qlik.allotment.exhausted", "yext.assignment.expired"]}),
+    )
+    .await;
+    common::qlik::fresh(&s, json!([{"name": "professional", "units": 2}])).await;
+    for subject in ["alice", "bob"] {
+        common::qlik::post(
+            &s,
+            "/assignments/actions/add",
+            json!({"add": [{"subject": subject, "type": "professional"}]}),
+        )
+        .await;
+    }
+    let got = rx2.wait_for(1).await;
+    let v = got[0].json();
+    assert_eq!(v["type"], "qlik.allotment.exhausted");
+    assert_eq!(v["data"]["allotment"], "professional");
+    assert_eq!(v["data"]["used"], 2);
+    assert_eq!(v["data"]["units"], 2);
+
+    // A Yext removal scheduled for tomorrow takes effect at midnight.
+    let one = "/v2/accounts/me/licensepacks/reviews/assignments/store-001";
+    let r = common::yext::y(
+        &s,
+        Method::PUT,
+        one,
+        "",
+        Some(json!({"expirationDate": "2026-11-26"})),
+    )
+    .await;
+    common::yext::ok(&r);
+    s.clock.set(at("2026-11-26T00:00:01Z"));
+    tally::server::sweep_once(&s.app, s.now()).await;
+    let got = rx2.wait_for(2).await;
+    let v = got[1].json();
+    assert_eq!(v["type"], "yext.assignment.expired");
+    assert_eq!(v["data"]["pack"], "reviews");
+    assert_eq!(v["data"]["entity"], "store-001");
+
+    // Activations: the license's last seat, then one freed.
+    let lic = ok(
+        &n(&s, Method::GET, &format!("/v1/licenses/{STUDIO}"), None).await,
+        StatusCode::OK,
+    );
+    let max = lic["activations"]["max"].as_u64().expect("max activations");
+    let used = lic["activations"]["used"].as_u64().unwrap_or(0);
+    for i in used..max {
+        let r = n(
+            &s,
+            Method::PUT,
+            &format!("/v1/licenses/{STUDIO}/devices/pc-{i}"),
+            Some(json!({})),
+        )
+        .await;
+        assert!(r.status.is_success(), "{:?}", r.json());
+    }
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].json()["type"], "seats.exhausted");
+    assert_eq!(got[0].json()["data"]["pool"], "activations");
+    assert_eq!(got[0].json()["data"]["in_use"], max);
+    let r = n(
+        &s,
+        Method::DELETE,
+        &format!("/v1/licenses/{STUDIO}/devices/pc-{}", max - 1),
+        None,
+    )
+    .await;
+    assert!(r.status.is_success(), "{:?}", r.json());
+    let got = rx.wait_for(2).await;
+    assert_eq!(got[1].json()["type"], "seats.available");
+    rx.settle(2, 300).await;
+}
+
+#[tokio::test]
+async fn retry_after_redirects_and_giving_up() {
+    let s = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let (id, _) = subscribe(&s, json!({"url": rx.url, "events": ["meter.threshold"]})).await;
+    // 429 with Retry-After: 120 s, exactly (no jitter on a receiver's wish).
+    rx.answer_retry_after(429, "120");
+    consume(&s, 800).await;
+    rx.wait_for(1).await;
+    let d = attempts(&s, &id, 1).await;
+    assert_eq!(d["deliveries"][0]["status_code"], 429);
+    assert_eq!(
+        d["deliveries"][0]["next_attempt_at"], "2026-11-25T12:02:00.000Z",
+        "{d}"
+    );
+    // A redirect is an answer like others: not followed, tried again later.
+    rx.answer(&[302, 500, 500, 500, 500, 500, 500]);
+    s.clock.advance(120_000);
+    tick().await;
+    rx.wait_for(2).await;
+    let d = attempts(&s, &id, 2).await;
+    assert_eq!(d["deliveries"][1]["result"], "retrying");
+    assert_eq!(d["deliveries"][1]["status_code"], 302);
+    // Keep failing: attempts follow the schedule until a day after the
+    // event, then the delivery is failed.
+    let steps = [300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000];
+    for (i, step) in steps.iter().enumerate() {
+        s.clock.advance(step * 6 / 5);
+        tick().await;
+        attempts(&s, &id, 3 + i).await;
+    }
+    let d = attempts(&s, &id, 7).await;
+    let list = d["deliveries"].as_array().expect("list");
+    assert_eq!(list.len(), 7, "{d}");
+    assert_eq!(list[6]["result"], "failed", "{d}");
+    assert_eq!(d["pending"], json!([]));
+    s.clock.advance(36_000_000);
+    tick().await;
+    rx.settle(7, 300).await;
+}
