@@ -127,16 +127,13 @@ fn report(name: &str, mut v: Vec<f64>) {
     );
 }
 
-#[tokio::main]
-async fn main() {
-    let tally = arg("--tally").unwrap_or_else(|| "target/release/tally".into());
-    let events: usize = arg("--events").and_then(|v| v.parse().ok()).unwrap_or(2000);
-    let load: usize = arg("--load").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let (port, got) = receiver().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cat = tmp.path().join("catalog.json");
-    std::fs::write(&cat, catalog(port).to_string()).expect("catalog");
-    let mut child = Command::new(&tally)
+/// `tally serve` on `catalog` with `--fsync always`; its address.
+fn start_tally(
+    tally: &str,
+    catalog: &std::path::Path,
+    data: &std::path::Path,
+) -> (std::process::Child, String) {
+    let mut child = Command::new(tally)
         .args([
             "serve",
             "--listen",
@@ -146,9 +143,9 @@ async fn main() {
             "always",
         ])
         .arg("--data-dir")
-        .arg(tmp.path().join("data"))
+        .arg(data)
         .arg("--catalog")
-        .arg(&cat)
+        .arg(catalog)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -166,6 +163,19 @@ async fn main() {
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("tally did not start");
+    (child, addr)
+}
+
+#[tokio::main]
+async fn main() {
+    let tally = arg("--tally").unwrap_or_else(|| "target/release/tally".into());
+    let events: usize = arg("--events").and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let load: usize = arg("--load").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (port, got) = receiver().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, catalog(port).to_string()).expect("catalog");
+    let (mut child, addr) = start_tally(&tally, &cat, &tmp.path().join("data"));
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let seat = |h: &str| format!("http://{addr}/v1/licenses/POOL/features/seat/seats/{h}");
     assert_eq!(send(&client, Method::PUT, &seat("a"), "").await, 201);
