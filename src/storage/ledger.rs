@@ -7,6 +7,13 @@
 //! whose payload is one entry as JSON: `{"seq", "lsn", "index", "origin"?,
 //! "idempotency_key"?, "entry": {...}}`, `seq = lsn × 65,536 + index`.
 //!
+//! Beside each segment, `ledger-<first lsn>.idx` is its sparse index: a
+//! record `seq u64 LE | offset u64 LE` for the first frame at or past every
+//! [`LEDGER_INDEX_STRIDE_BYTES`] of the segment, so that a read from a
+//! cursor starts near it instead of at the segment's start. The index is a
+//! hint written after its frames: a record past the segment's end is
+//! ignored, a lost one only makes a read start earlier.
+//!
 //! An entry exists if and only if its change was acknowledged: the log's
 //! flusher appends a batch's entries once the batch's records are written
 //! (and synced, per the fsync mode); at start the store cuts entries past the
@@ -32,6 +39,12 @@ pub const LEDGER_ENTRY_BYTES_MAX: usize = 64 * 1024;
 pub const LEDGER_RETENTION_DAYS_DEFAULT: u64 = 30;
 /// The ledger's size cap by default, bytes (8 GiB).
 pub const LEDGER_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
+
+/// Segment bytes between two records of a segment's index.
+pub const LEDGER_INDEX_STRIDE_BYTES: u64 = 256 * 1024;
+/// Bytes a read takes from a segment at once.
+const LEDGER_READ_CHUNK_BYTES: u64 = 1024 * 1024;
+const INDEX_RECORD_BYTES: usize = 16;
 
 /// Entries one read looks at, at most (a filtered page answers with a
 /// cursor to go on from when it stops there).
@@ -147,6 +160,49 @@ fn frames_at(bytes: &[u8], mut off: usize) -> Vec<(usize, &[u8])> {
     out
 }
 
+/// The seq of an entry's payload (without parsing the rest).
+fn seq_of_payload(payload: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_slice::<Seq>(payload).ok().map(|s| s.seq)
+}
+
+fn index_path(segment: &Path) -> PathBuf {
+    segment.with_extension("idx")
+}
+
+/// A segment's index records (seq, offset), in order; a missing file or a
+/// torn last record reads as fewer records.
+fn read_index(segment: &Path) -> Vec<(u64, u64)> {
+    let bytes = fs::read(index_path(segment)).unwrap_or_default();
+    bytes
+        .chunks_exact(INDEX_RECORD_BYTES)
+        .map(|r| {
+            let mut seq = [0u8; 8];
+            let mut off = [0u8; 8];
+            seq.copy_from_slice(&r[..8]);
+            off.copy_from_slice(&r[8..]);
+            (u64::from_le_bytes(seq), u64::from_le_bytes(off))
+        })
+        .collect()
+}
+
+/// Keeps the index records of frames below `len` (a segment cut there).
+fn cut_index(segment: &Path, len: u64) -> std::io::Result<()> {
+    let records = read_index(segment);
+    let keep: Vec<u8> = records
+        .iter()
+        .filter(|(_, off)| *off < len)
+        .flat_map(|(seq, off)| seq.to_le_bytes().into_iter().chain(off.to_le_bytes()))
+        .collect();
+    if keep.len() != records.len() * INDEX_RECORD_BYTES || index_path(segment).exists() {
+        fs::write(index_path(segment), keep)?;
+    }
+    Ok(())
+}
+
 /// The lsn of an entry's payload.
 fn lsn_of(payload: &[u8]) -> Option<u64> {
     #[derive(serde::Deserialize)]
@@ -173,6 +229,9 @@ fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 pub struct Writer {
     dir: PathBuf,
     file: Option<(fs::File, u64)>,
+    /// The open segment's index, and the offset from which the next frame
+    /// gets a record.
+    index: Option<(fs::File, u64)>,
     /// The lsn of the last entry written.
     pub last_lsn: u64,
     /// The lsn up to which every entry is synced to disk.
@@ -188,6 +247,7 @@ impl Writer {
         let mut w = Writer {
             dir,
             file: None,
+            index: None,
             last_lsn: 0,
             synced_lsn: 0,
         };
@@ -200,15 +260,18 @@ impl Writer {
     /// `lsn`.
     pub fn cut_after(&mut self, lsn: u64) -> std::io::Result<()> {
         self.file = None;
+        self.index = None;
         let mut last = 0;
         for (first, path) in segments(&self.dir)?.into_iter().rev() {
             if first > lsn {
                 fs::remove_file(&path)?;
+                let _ = fs::remove_file(index_path(&path));
                 continue;
             }
             let bytes = fs::read(&path)?;
             if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
                 fs::remove_file(&path)?;
+                let _ = fs::remove_file(index_path(&path));
                 continue;
             }
             let mut keep = HEADER_BYTES;
@@ -226,6 +289,7 @@ impl Writer {
                 f.set_len(keep as u64)?;
                 f.sync_all()?;
             }
+            cut_index(&path, keep as u64)?;
             if last > 0 || keep > HEADER_BYTES {
                 break;
             }
@@ -248,18 +312,33 @@ impl Writer {
             self.sync()?;
             self.file = None;
         }
-        let (f, n) = match &mut self.file {
-            Some(f) => f,
-            None => {
-                let path = self.open_last_or_new(first_lsn)?;
-                let mut f = fs::OpenOptions::new().read(true).write(true).open(path)?;
-                let n = f.seek(SeekFrom::End(0))?;
-                self.file.insert((f, n))
-            }
+        if self.file.is_none() {
+            let path = self.open_last_or_new(first_lsn)?;
+            let mut f = fs::OpenOptions::new().read(true).write(true).open(&path)?;
+            let n = f.seek(SeekFrom::End(0))?;
+            let next = read_index(&path)
+                .last()
+                .map_or(0, |(_, off)| off + LEDGER_INDEX_STRIDE_BYTES);
+            let idx = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(index_path(&path))?;
+            self.file = Some((f, n));
+            self.index = Some((idx, next));
+        }
+        let Some((f, n)) = &mut self.file else {
+            unreachable!("opened above")
         };
+        let start = *n;
         f.write_all(frames)?;
         *n += frames.len() as u64;
         self.last_lsn = self.last_lsn.max(last_lsn);
+        if let Some((idx, next)) = &mut self.index {
+            let records = index_records(frames, start, next);
+            if !records.is_empty() {
+                idx.write_all(&records)?;
+            }
+        }
         Ok(())
     }
 
@@ -286,6 +365,60 @@ impl Writer {
         }
         self.synced_lsn = self.last_lsn;
         Ok(())
+    }
+}
+
+/// The index records of the frames in `frames` (written at `start`): one
+/// for the first frame at or past `*next`, which then moves a stride on.
+fn index_records(frames: &[u8], start: u64, next: &mut u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while let Some(h) = frames.get(off..off + FRAME_HEADER_BYTES) {
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let at = start + off as u64;
+        if at >= *next {
+            let payload = frames.get(off + FRAME_HEADER_BYTES..off + FRAME_HEADER_BYTES + len);
+            if let Some(seq) = payload.and_then(seq_of_payload) {
+                out.extend_from_slice(&seq.to_le_bytes());
+                out.extend_from_slice(&at.to_le_bytes());
+                *next = at + LEDGER_INDEX_STRIDE_BYTES;
+            }
+        }
+        off += FRAME_HEADER_BYTES + len;
+    }
+    out
+}
+
+/// Where a read after `after` may start in `segment`: the last indexed
+/// frame at or before it, if the frame is there (its checksum and seq as
+/// recorded); else the first frame.
+fn start_offset(segment: &Path, after: u64, len: u64) -> u64 {
+    let first = HEADER_BYTES as u64;
+    let Some((seq, off)) = read_index(segment)
+        .into_iter()
+        .take_while(|(seq, _)| *seq <= after)
+        .last()
+    else {
+        return first;
+    };
+    if off < first || off >= len {
+        return first;
+    }
+    let frame = fs::File::open(segment).and_then(|mut f| {
+        f.seek(SeekFrom::Start(off))?;
+        let mut bytes = Vec::new();
+        f.take((FRAME_HEADER_BYTES + LEDGER_ENTRY_BYTES_MAX) as u64)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    });
+    let found = frame.ok().and_then(|bytes| {
+        let frames = frames_at(&bytes, 0);
+        frames.first().and_then(|(_, p)| seq_of_payload(p))
+    });
+    if found == Some(seq) {
+        off
+    } else {
+        first
     }
 }
 
@@ -360,31 +493,44 @@ impl Tail {
                 .unwrap_or(0),
         };
         while let Some((first, path)) = segs.get(i) {
-            let offset = match self.at {
-                Some((f, off)) if f == *first => off,
-                _ => HEADER_BYTES as u64,
-            };
             let mut f = fs::File::open(path)?;
-            f.seek(SeekFrom::Start(offset))?;
-            let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes)?;
-            for (off, payload) in frames_at(&bytes, 0) {
-                let end = offset + (off + FRAME_HEADER_BYTES + payload.len()) as u64;
-                self.at = Some((*first, end));
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
-                    continue;
+            let len = f.metadata()?.len();
+            let mut offset = match self.at {
+                Some((s, off)) if s == *first => off,
+                // A segment read from a cursor within it starts near it.
+                _ => start_offset(path, self.after, len),
+            };
+            self.at = Some((*first, offset));
+            loop {
+                f.seek(SeekFrom::Start(offset))?;
+                let mut bytes = Vec::new();
+                (&mut f)
+                    .take(LEDGER_READ_CHUNK_BYTES)
+                    .read_to_end(&mut bytes)?;
+                let frames = frames_at(&bytes, 0);
+                let Some((last_off, last)) = frames.last() else {
+                    break;
                 };
-                let seq = v["seq"].as_u64().unwrap_or(0);
-                if seq <= self.after {
-                    continue;
+                let next = offset + (last_off + FRAME_HEADER_BYTES + last.len()) as u64;
+                for (off, payload) in frames {
+                    let end = offset + (off + FRAME_HEADER_BYTES + payload.len()) as u64;
+                    self.at = Some((*first, end));
+                    // Entries before the cursor are skipped on their seq alone.
+                    if seq_of_payload(payload).is_none_or(|seq| seq <= self.after) {
+                        continue;
+                    }
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+                        continue;
+                    };
+                    self.after = v["seq"].as_u64().unwrap_or(self.after);
+                    if !visit(v) {
+                        return Ok(true);
+                    }
                 }
-                self.after = seq;
-                if !visit(v) {
-                    return Ok(true);
+                if (bytes.len() as u64) < LEDGER_READ_CHUNK_BYTES {
+                    break;
                 }
-            }
-            if self.at.is_none_or(|(f, _)| f != *first) {
-                self.at = Some((*first, offset));
+                offset = next;
             }
             i += 1;
         }
@@ -427,6 +573,7 @@ pub fn retain(
     for (path, len, modified) in sized {
         if modified < cutoff || total > bytes_max {
             fs::remove_file(&path)?;
+            let _ = fs::remove_file(index_path(&path));
             total = total.saturating_sub(len);
             removed.push(path);
         }
@@ -524,5 +671,74 @@ mod tests {
         let removed = retain(tmp.path(), std::time::SystemTime::now(), day, 1).expect("retain");
         assert_eq!(removed, [older]);
         assert_eq!(segments(&dir).expect("list").len(), 1);
+    }
+
+    /// Reads from a cursor start at the sparse index's record before it,
+    /// and answer exactly what a scan from the start answers, with the
+    /// index whole, missing, torn, or lying.
+    #[test]
+    fn the_sparse_index_finds_a_cursor_and_is_only_a_hint() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut w = Writer::open(tmp.path()).expect("open");
+        let origin = format!(r#"{{"surface":"native","pad":"{}"}}"#, "x".repeat(200));
+        let origin = origin.as_bytes();
+        let n = 6_000u64;
+        for lsn in 1..=n {
+            let mut frames = Vec::new();
+            encode(&mut frames, lsn, origin, None, &[entry(lsn as i64)]);
+            w.append(&frames, lsn, lsn).expect("append");
+        }
+        w.sync().expect("sync");
+        let seg = segments(&tmp.path().join(LEDGER_DIR)).expect("list")[0]
+            .1
+            .clone();
+        let len = fs::metadata(&seg).expect("meta").len();
+        let index = read_index(&seg);
+        assert_eq!(
+            index.len() as u64,
+            len.div_ceil(LEDGER_INDEX_STRIDE_BYTES),
+            "a record per stride"
+        );
+        let cursor = seq_of(4_321, 0);
+        let start = start_offset(&seg, cursor, len);
+        assert!(start > LEDGER_INDEX_STRIDE_BYTES, "starts near the cursor");
+        let want = read(tmp.path(), cursor, 5, |_| true).expect("read").0;
+        let amounts: Vec<i64> = want
+            .iter()
+            .map(|v| v["entry"]["amount"].as_i64().unwrap_or(0))
+            .collect();
+        assert_eq!(amounts, [4_322, 4_323, 4_324, 4_325, 4_326]);
+        // Torn: a partial last record is ignored.
+        let idx = index_path(&seg);
+        let bytes = fs::read(&idx).expect("index");
+        fs::write(&idx, &bytes[..bytes.len() - 5]).expect("tear");
+        assert_eq!(read(tmp.path(), cursor, 5, |_| true).expect("read").0, want);
+        // Lying: offsets that are not frames are not trusted.
+        let lies: Vec<u8> = (0..8u64)
+            .flat_map(|i| {
+                (i * 1000)
+                    .to_le_bytes()
+                    .into_iter()
+                    .chain((HEADER_BYTES as u64 + 3 + i).to_le_bytes())
+            })
+            .collect();
+        fs::write(&idx, lies).expect("lie");
+        assert_eq!(start_offset(&seg, cursor, len), HEADER_BYTES as u64);
+        assert_eq!(read(tmp.path(), cursor, 5, |_| true).expect("read").0, want);
+        // Missing: a scan from the start.
+        fs::remove_file(&idx).expect("remove");
+        assert_eq!(read(tmp.path(), cursor, 5, |_| true).expect("read").0, want);
+        // A cut drops the records past it; appends index again.
+        let mut w = Writer::open(tmp.path()).expect("reopen");
+        w.cut_after(3_000).expect("cut");
+        for lsn in 3_001..=n {
+            let mut frames = Vec::new();
+            encode(&mut frames, lsn, origin, None, &[entry(lsn as i64)]);
+            w.append(&frames, lsn, lsn).expect("append");
+        }
+        let len = fs::metadata(&seg).expect("meta").len();
+        assert!(read_index(&seg).iter().all(|(_, off)| *off < len));
+        assert!(start_offset(&seg, cursor, len) > HEADER_BYTES as u64);
+        assert_eq!(read(tmp.path(), cursor, 5, |_| true).expect("read").0, want);
     }
 }
