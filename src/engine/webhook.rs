@@ -41,6 +41,11 @@ pub const WEBHOOK_EXPIRING_DAYS_MAX: u32 = 365;
 /// [`WEBHOOK_EVENT_RETENTION_MS`]). Past it the oldest event goes: if it was
 /// still undelivered its deliveries are marked dropped and counted.
 pub const WEBHOOK_EVENTS_PER_TENANT_MAX: usize = 10_000;
+/// Events the outbox keeps, every tenant together: past it a tenant's
+/// oldest event goes to make room for its new one, as past its own limit.
+/// (It bounds the outbox's memory, about 1 KiB an event with its
+/// deliveries, and its snapshot frame, far below the frame limit.)
+pub const WEBHOOK_EVENTS_MAX: usize = 100_000;
 /// How long an event stays retained (for resends) once delivered or failed, ms.
 pub const WEBHOOK_EVENT_RETENTION_MS: Millis = 7 * DAY_MS;
 /// Attempts remembered per subscription (its deliveries list), newest kept.
@@ -488,7 +493,8 @@ impl Inner {
                 .events
                 .get(&oldest)
                 .is_none_or(|e| e.at + WEBHOOK_EVENT_RETENTION_MS <= now);
-            let full = q.len() >= WEBHOOK_EVENTS_PER_TENANT_MAX;
+            let full = q.len() >= WEBHOOK_EVENTS_PER_TENANT_MAX
+                || self.events.len() >= WEBHOOK_EVENTS_MAX;
             if !(full || settled && old) {
                 break;
             }
