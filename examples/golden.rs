@@ -13,6 +13,12 @@
 //! in the log after it.
 //!
 //!     cargo run --example golden -- tests/data/golden-2026-11-30-native --native
+//!
+//! With `--webhooks` (instead of the general log) it writes webhook
+//! subscriptions, the events that changes made, attempts, a resend, a
+//! rotation and a 410: some before a second snapshot, the rest after it.
+//!
+//!     cargo run --example golden -- tests/data/golden-2026-11-30-webhooks --webhooks
 
 use std::path::PathBuf;
 
@@ -29,7 +35,9 @@ fn main() {
             .nth(1)
             .expect("usage: golden DIR [--native]"),
     );
-    let native = std::env::args().nth(2).as_deref() == Some("--native");
+    let mode = std::env::args().nth(2);
+    let native = mode.as_deref() == Some("--native");
+    let webhooks = mode.as_deref() == Some("--webhooks");
     std::fs::create_dir_all(&dir).expect("create dir");
     let engine = Engine::new();
     let opts = StoreOptions {
@@ -43,7 +51,13 @@ fn main() {
         .expect("demo catalog");
     tally::catalog::load_slice(&engine, &catalog, NOW).expect("catalog");
     store.snapshot_quiescent(&engine, NOW).expect("snapshot");
-    apply_all(&engine, &store, COMMANDS);
+    if webhooks {
+        apply_all(&engine, &store, WEBHOOKS_BEFORE_SNAPSHOT);
+        store.snapshot_quiescent(&engine, NOW).expect("snapshot");
+        apply_all(&engine, &store, WEBHOOKS_AFTER_SNAPSHOT);
+    } else {
+        apply_all(&engine, &store, COMMANDS);
+    }
     if native {
         apply_all(&engine, &store, NATIVE_BEFORE_SNAPSHOT);
         store.snapshot_quiescent(&engine, NOW).expect("snapshot");
@@ -64,13 +78,19 @@ fn apply_all(engine: &Engine, store: &Store, lines: &str) {
         let cmd: Command = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         let c = store
             .log
-            .commit(&cmd, || engine.apply(&cmd))
+            // As a replay applies it (webhook events are made from the
+            // change's ledger entries).
+            .commit(&cmd, || engine.apply_replayed(&cmd))
             .unwrap_or_else(|e| panic!("command {i} refused: {line}: {e:?}"));
         if let Some(lsn) = c.lsn {
             store.log.wait_blocking(lsn).expect("durable");
         }
     }
 }
+
+/// The webhook commands before the second snapshot, and after it.
+const WEBHOOKS_BEFORE_SNAPSHOT: &str = include_str!("golden-webhooks-snapshot.jsonl");
+const WEBHOOKS_AFTER_SNAPSHOT: &str = include_str!("golden-webhooks-log.jsonl");
 
 /// The native API's commands before the second snapshot, and after it.
 const NATIVE_BEFORE_SNAPSHOT: &str = include_str!("golden-native-snapshot.jsonl");

@@ -319,3 +319,82 @@ fn the_native_stored_format_of_2026_11_30_still_loads() {
         matches!(&second.reply, Reply::Reservation { reservation, .. } if reservation.id == 30006)
     );
 }
+
+/// The webhooks' stored state of 2026-11-30
+/// (`tests/data/golden-2026-11-30-webhooks`, `cargo run --example golden --
+/// DIR --webhooks`): subscriptions, the events changes made (meter
+/// thresholds, a full pool, a refusal, a freed seat, a license near its end,
+/// an admin correction), attempts, a rotation, a 410, a resend and a
+/// deletion, some in a snapshot and some in the log after it.
+#[test]
+fn the_webhook_stored_format_of_2026_11_30_still_loads() {
+    use tally::engine::webhook::{AttemptResult, EventType as T};
+    let (_dir, e) = open_dir("golden-2026-11-30-webhooks");
+    let subs = e.webhooks(Some(10000));
+    assert_eq!(
+        subs.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [40000],
+        "40001 deleted"
+    );
+    let s = &subs[0];
+    assert_eq!(s.spec.thresholds, [50, 80, 100]);
+    assert_eq!(s.spec.expiring_days, 30);
+    assert_eq!(
+        s.secrets_at(NOW + 2_000),
+        [
+            "whsec_Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9v",
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+        ],
+        "the rotated secret first, the old one through the overlap"
+    );
+    assert_eq!(s.secrets_at(NOW + 1_000 + 86_400_000).len(), 1);
+    let kinds: Vec<(T, Option<u16>)> = (0..8)
+        .map(|seq| {
+            let ev = e.webhook_event(10000, seq).expect("event");
+            assert_eq!(ev.id(), format!("evt_{seq:016x}"));
+            (ev.kind, ev.threshold)
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (T::MeterThreshold, Some(50)),
+            (T::MeterThreshold, Some(80)),
+            (T::MeterThreshold, Some(90)),
+            (T::SeatsExhausted, None),
+            (T::FloatingDenied, None),
+            (T::SeatsAvailable, None),
+            (T::LicenseExpiring, None),
+            (T::LicenseChanged, None),
+        ]
+    );
+    assert!(e.webhook_event(10000, 8).is_none());
+    let expiring = e.webhook_event(10000, 6).expect("expiring");
+    assert_eq!(expiring.data["license_key"], "DEMO-FLOAT-0001");
+    assert_eq!(expiring.data["days_left"], 16, "to the end of 2030-12-31");
+    assert_eq!(e.webhook_event(10000, 0).expect("first").data["used"], 600);
+    let pending: Vec<(u64, u32)> = e
+        .webhook_pending(40000, 100)
+        .into_iter()
+        .map(|(ev, d)| (ev, d.attempts))
+        .collect();
+    assert_eq!(
+        pending,
+        [(0, 0), (1, 1), (3, 0), (4, 0), (5, 0), (6, 0), (7, 0)],
+        "0 resent, 1 waiting for its second attempt"
+    );
+    let (attempts, dropped) = e.webhook_attempts(40000, 0, 100);
+    assert_eq!(dropped, 0);
+    let results: Vec<(u64, AttemptResult, Option<u16>)> = attempts
+        .iter()
+        .map(|a| (a.event, a.result, a.status_code))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (0, AttemptResult::Delivered, Some(200)),
+            (1, AttemptResult::Retrying, Some(503))
+        ]
+    );
+    assert_eq!(e.webhook_event_mark(), 8);
+}

@@ -493,8 +493,8 @@ impl Inner {
                 .events
                 .get(&oldest)
                 .is_none_or(|e| e.at + WEBHOOK_EVENT_RETENTION_MS <= now);
-            let full = q.len() >= WEBHOOK_EVENTS_PER_TENANT_MAX
-                || self.events.len() >= WEBHOOK_EVENTS_MAX;
+            let full =
+                q.len() >= WEBHOOK_EVENTS_PER_TENANT_MAX || self.events.len() >= WEBHOOK_EVENTS_MAX;
             if !(full || settled && old) {
                 break;
             }
