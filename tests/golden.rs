@@ -387,7 +387,7 @@ fn the_webhook_stored_format_of_2026_11_30_still_loads() {
     assert_eq!(dropped, 0);
     let results: Vec<(u64, AttemptResult, Option<u16>)> = attempts
         .iter()
-        .map(|a| (a.event, a.result, a.status_code))
+        .map(|a| (a.event, a.report.result, a.report.status_code))
         .collect();
     assert_eq!(
         results,

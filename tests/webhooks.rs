@@ -303,16 +303,7 @@ async fn thresholds_fire_once_per_period_signed() {
         .as_str()
         .expect("id")
         .to_string();
-    let d = ok(
-        &n(
-            &s,
-            Method::GET,
-            &format!("/v1/webhooks/{id}/deliveries"),
-            None,
-        )
-        .await,
-        StatusCode::OK,
-    );
+    let d = attempts(&s, &id, 5).await;
     let list = d["deliveries"].as_array().expect("list");
     assert_eq!(list.len(), 5, "{d}");
     assert!(list
@@ -417,16 +408,7 @@ async fn a_failing_receiver_gets_the_same_event_until_it_answers() {
     assert_eq!(got[0].json()["data"]["capacity"], 2);
     assert_eq!(got[0].json()["data"]["pool"], "floating");
 
-    let d = ok(
-        &n(
-            &s,
-            Method::GET,
-            &format!("/v1/webhooks/{id}/deliveries"),
-            None,
-        )
-        .await,
-        StatusCode::OK,
-    );
+    let d = attempts(&s, &id, 4).await;
     let list = d["deliveries"].as_array().expect("list");
     let results: Vec<(&str, u64)> = list
         .iter()

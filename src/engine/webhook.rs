@@ -290,16 +290,9 @@ pub struct Attempt {
     /// 1 for the first attempt (0 for a drop).
     pub attempt: u32,
     pub at: Millis,
-    pub result: AttemptResult,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_code: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_at: Option<Millis>,
-    /// The attempt's duration, ms.
-    #[serde(default)]
-    pub duration_ms: u64,
+    /// How it ended (its `next_at` only while retrying).
+    #[serde(flatten)]
+    pub report: AttemptReport,
 }
 
 /// What the dispatcher needs to make one attempt.
@@ -532,11 +525,13 @@ impl Inner {
                             kind,
                             attempt: 0,
                             at: now,
-                            result: AttemptResult::Dropped,
-                            status_code: None,
-                            error: Some("the tenant's outbox was full".into()),
-                            next_at: None,
-                            duration_ms: 0,
+                            report: AttemptReport {
+                                result: AttemptResult::Dropped,
+                                status_code: None,
+                                error: Some("the tenant's outbox was full".into()),
+                                next_at: None,
+                                duration_ms: 0,
+                            },
                         },
                     );
                 }
@@ -923,9 +918,14 @@ impl Engine {
                 s.disabled_reason = Some("the receiver answered 410 Gone".into());
             }
         }
-        let mut error = report.error.clone();
-        if let Some(e) = &mut error {
+        let mut report = report.clone();
+        if let Some(e) = &mut report.error {
             truncate(e, WEBHOOK_ERROR_BYTES_MAX);
+        }
+        if report.result != AttemptResult::Retrying {
+            report.next_at = None;
+        } else if report.next_at.is_none() {
+            report.next_at = Some(at);
         }
         inner.record(
             sub,
@@ -934,12 +934,7 @@ impl Engine {
                 kind,
                 attempt,
                 at,
-                result: report.result,
-                status_code: report.status_code,
-                error,
-                next_at: (report.result == AttemptResult::Retrying)
-                    .then_some(report.next_at.unwrap_or(at)),
-                duration_ms: report.duration_ms,
+                report,
             },
         );
         Ok(Outcome::Done)

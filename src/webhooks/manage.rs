@@ -287,11 +287,11 @@ pub fn attempt_view(a: &Attempt) -> Value {
         "type": a.kind.as_str(),
         "attempt": a.attempt,
         "at": format_instant(a.at),
-        "result": a.result,
-        "status_code": a.status_code,
-        "error": a.error,
-        "next_attempt_at": a.next_at.map(format_instant),
-        "duration_ms": a.duration_ms,
+        "result": a.report.result,
+        "status_code": a.report.status_code,
+        "error": a.report.error,
+        "next_attempt_at": a.report.next_at.map(format_instant),
+        "duration_ms": a.report.duration_ms,
     })
 }
 
