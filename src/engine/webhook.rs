@@ -372,17 +372,6 @@ impl Hooks {
     }
 }
 
-/// An event about to be made (the outbox numbers it).
-struct NewEvent {
-    tenant_id: Id,
-    kind: EventType,
-    at: Millis,
-    license_id: Option<Id>,
-    feature_id: Option<Id>,
-    threshold: Option<u16>,
-    data: Value,
-}
-
 impl Inner {
     fn tenant_subs(&self, tenant: Id) -> impl Iterator<Item = &Subscription> {
         self.tenant_index
@@ -431,19 +420,11 @@ impl Inner {
 
     /// Puts an event in the outbox with a delivery to each subscription that
     /// wants it (none: the event is not kept).
-    fn emit(&mut self, e: NewEvent) {
-        let mut event = Event {
-            seq: self.next_event,
-            tenant_id: e.tenant_id,
-            kind: e.kind,
-            at: e.at,
-            license_id: e.license_id,
-            feature_id: e.feature_id,
-            threshold: e.threshold,
-            data: e.data,
-        };
+    fn emit(&mut self, mut event: Event) {
+        event.seq = self.next_event;
+        let (tenant, at) = (event.tenant_id, event.at);
         let subs: Vec<Id> = self
-            .tenant_subs(e.tenant_id)
+            .tenant_subs(tenant)
             .filter(|s| s.wants(&event))
             .map(|s| s.id)
             .collect();
@@ -452,22 +433,22 @@ impl Inner {
         }
         self.next_event += 1;
         if let Value::Object(m) = &mut event.data {
-            m.insert("tenant_id".into(), json!(e.tenant_id.to_string()));
+            m.insert("tenant_id".into(), json!(tenant.to_string()));
         }
-        self.make_room(e.tenant_id, e.at);
+        self.make_room(tenant, at);
         for sub in subs {
             self.set_delivery(
                 (event.seq, sub),
                 Delivery {
                     state: DeliveryState::Pending,
                     attempts: 0,
-                    next_at: e.at,
-                    since: e.at,
+                    next_at: at,
+                    since: at,
                 },
             );
         }
         self.by_tenant
-            .entry(e.tenant_id)
+            .entry(tenant)
             .or_default()
             .push_back(event.seq);
         self.events.insert(event.seq, event);
@@ -1015,7 +996,8 @@ impl Engine {
         // Events of this pool so far (refusals between them are not counted:
         // each would be a logged change).
         data["events"] = json!(refusals);
-        inner.emit(NewEvent {
+        inner.emit(Event {
+            seq: 0,
             tenant_id: l.tenant_id,
             kind: EventType::FloatingDenied,
             at: now,
@@ -1091,7 +1073,8 @@ impl Engine {
                 data["days_left"] = json!((end - now) / DAY_MS);
                 EventType::LicenseExpiring
             };
-            inner.emit(NewEvent {
+            inner.emit(Event {
+                seq: 0,
                 tenant_id: l.tenant_id,
                 kind,
                 at: now,
@@ -1131,7 +1114,8 @@ impl Engine {
                     if let Some(f) = changed_feature(cmd) {
                         data["feature_id"] = json!(f);
                     }
-                    inner.emit(NewEvent {
+                    inner.emit(Event {
+                        seq: 0,
                         tenant_id: l.tenant_id,
                         kind: EventType::LicenseChanged,
                         at: command_time(cmd),
@@ -1176,7 +1160,8 @@ impl Engine {
                 let mut data = license_data(&l, code.as_deref());
                 data["reservation_id"] = json!(e.reservation_id.map(|r| r.to_string()));
                 data["units"] = json!(-e.amount);
-                inner.emit(NewEvent {
+                inner.emit(Event {
+                    seq: 0,
                     tenant_id: e.tenant_id,
                     kind: EventType::ReservationExpired,
                     at: e.at,
@@ -1189,7 +1174,8 @@ impl Engine {
             K::YextExpired => {
                 let subject = e.subject.clone().unwrap_or_default();
                 let (pack, entity) = subject.split_once('/').unwrap_or(("", &subject));
-                inner.emit(NewEvent {
+                inner.emit(Event {
+                    seq: 0,
                     tenant_id: e.tenant_id,
                     kind: EventType::YextAssignmentExpired,
                     at: e.at,
@@ -1264,7 +1250,8 @@ impl Engine {
             data["threshold"] = json!(t);
             data["used"] = json!(meter_used);
             data["limit"] = json!(limits.max);
-            inner.emit(NewEvent {
+            inner.emit(Event {
+                seq: 0,
                 tenant_id: e.tenant_id,
                 kind: EventType::MeterThreshold,
                 at: e.at,
@@ -1331,7 +1318,8 @@ impl Engine {
         data["pool"] = json!(pool);
         data["in_use"] = json!(in_use);
         data["capacity"] = json!(capacity);
-        inner.emit(NewEvent {
+        inner.emit(Event {
+            seq: 0,
             tenant_id: e.tenant_id,
             kind,
             at: e.at,
@@ -1380,7 +1368,8 @@ impl Engine {
         if units <= 0 || !(before < units && after >= units) {
             return;
         }
-        inner.emit(NewEvent {
+        inner.emit(Event {
+            seq: 0,
             tenant_id,
             kind: EventType::QlikAllotmentExhausted,
             at: e.at,
