@@ -25,6 +25,9 @@ pub struct Origin {
     /// As the answer's `X-Request-Id` carries it (a clone shares its bytes).
     pub request_id: hyper::header::HeaderValue,
     pub actor: Actor,
+    /// The surface's result code of the answer, set where an error is
+    /// written (`set_code`); None for a success.
+    pub code: Option<&'static str>,
 }
 
 /// The caller a surface authenticated. Kept as the key itself (an `Arc`
@@ -46,9 +49,26 @@ tokio::task_local! {
     static ORIGIN: std::cell::RefCell<Origin>;
 }
 
-/// Runs `f` (a request's handling) with `origin` as its origin.
-pub async fn with_origin<F: std::future::Future>(origin: Origin, f: F) -> F::Output {
-    ORIGIN.scope(std::cell::RefCell::new(origin), f).await
+/// Runs `f` (a request's handling) with `origin` as its origin; returns
+/// its output and the origin as the handling left it (actor, code).
+pub async fn with_origin<F: std::future::Future>(
+    origin: Origin,
+    f: F,
+) -> (F::Output, Option<Origin>) {
+    let scoped = ORIGIN.scope(std::cell::RefCell::new(origin), f);
+    tokio::pin!(scoped);
+    let out = (&mut scoped).await;
+    let origin = scoped
+        .as_mut()
+        .take_value()
+        .map(std::cell::RefCell::into_inner);
+    (out, origin)
+}
+
+/// Names the result code of the current request's answer (its surface's
+/// error code): what metrics and the access log count it under.
+pub fn set_code(code: &'static str) {
+    let _ = ORIGIN.try_with(|o| o.borrow_mut().code = Some(code));
 }
 
 /// Names the caller of the current request (after the surface authenticated it).
@@ -150,6 +170,13 @@ pub struct App {
     /// PEM certificates trusted for https:// receivers besides Mozilla's
     /// roots (`--webhook-ca`).
     pub webhook_ca: Option<std::path::PathBuf>,
+    /// What the server counts, for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// The bearer token `GET /metrics` wants (`--metrics-token`); without
+    /// one only loopback clients may scrape.
+    pub metrics_token: Option<String>,
+    /// One line per request at `info` (`--access-log`).
+    pub access_log: bool,
 }
 
 pub struct AppOptions {
@@ -169,6 +196,11 @@ pub struct AppOptions {
     pub data_dir: Option<std::path::PathBuf>,
     /// PEM certificates trusted for https:// webhook receivers.
     pub webhook_ca: Option<std::path::PathBuf>,
+    /// Count requests and commits (`--no-metrics` turns it off).
+    pub metrics: bool,
+    pub metrics_per_tenant: bool,
+    pub metrics_token: Option<String>,
+    pub access_log: bool,
 }
 
 impl AppOptions {
@@ -185,6 +217,10 @@ impl AppOptions {
             token_keys: Vec::new(),
             data_dir: None,
             webhook_ca: None,
+            metrics: true,
+            metrics_per_tenant: false,
+            metrics_token: None,
+            access_log: false,
         }
     }
 }
@@ -210,6 +246,9 @@ impl App {
             webhook_released: std::sync::atomic::AtomicU64::new(0),
             webhook_wake: tokio::sync::Notify::new(),
             webhook_ca: opts.webhook_ca,
+            metrics: crate::metrics::Metrics::new(opts.metrics, opts.metrics_per_tenant),
+            metrics_token: opts.metrics_token,
+            access_log: opts.access_log,
         }
         .with_recovered_events()
     }
@@ -319,6 +358,7 @@ impl App {
         // snapshots) makes the same events.
         let ledgered = store.log.is_ledgered() || hooks;
         let mark = std::cell::Cell::new(0);
+        let started = self.metrics.enabled.then(std::time::Instant::now);
         let c = store
             .log
             .commit_ledgered(cmd, &origin_json(self.now()), || {
@@ -332,7 +372,12 @@ impl App {
             Err(e) => return self.refused(cmd, Err(e.into())).await,
         };
         match c.lsn {
-            Some(lsn) => store.log.wait(lsn).await?,
+            Some(lsn) => {
+                store.log.wait(lsn).await?;
+                if let Some(t) = started {
+                    self.metrics.commits.observe(t.elapsed().as_nanos() as u64);
+                }
+            }
             // A replayed idempotent change was made by a record that may
             // not be durable yet: answer only once it is.
             None if c.outcome == (Outcome::Idempotent { replayed: true }) => {

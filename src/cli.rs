@@ -97,6 +97,13 @@ pub enum Cmd {
     },
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080", env = "TALLY_LISTEN")]
@@ -133,6 +140,23 @@ pub struct ServeArgs {
     /// Tier 2 100 requests a minute per tenant) with 429 and Retry-After.
     #[arg(long)]
     pub emulate_rate_limits: bool,
+    /// Do not count requests and commits for GET /metrics (the gauges stay).
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Add a `tenant` label to the request series of GET /metrics (one
+    /// series per tenant and endpoint: costly with many tenants).
+    #[arg(long)]
+    pub metrics_per_tenant: bool,
+    /// The bearer token GET /metrics wants; without one it answers only
+    /// loopback clients.
+    #[arg(long, env = "TALLY_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
+    /// One log line per request at `info` (target `tally::access`).
+    #[arg(long)]
+    pub access_log: bool,
+    /// Log lines as text or as JSON objects (one per line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// PEM file of certificates to trust for https:// webhook receivers,
     /// besides the built-in Mozilla roots (a private CA).
     #[arg(long)]
@@ -178,6 +202,10 @@ impl ServeArgs {
             sign_responses: !self.no_sign,
             emulate_rate_limits: self.emulate_rate_limits,
             webhook_ca: self.webhook_ca.clone(),
+            metrics: !self.no_metrics,
+            metrics_per_tenant: self.metrics_per_tenant,
+            metrics_token: self.metrics_token.clone(),
+            access_log: self.access_log,
             store: crate::storage::store::StoreOptions {
                 fsync: self.fsync,
                 snapshot_interval: Duration::from_secs(self.snapshot_interval),
@@ -335,6 +363,10 @@ pub fn build_app(
     // A CA file that cannot be read stops the start, not the first delivery.
     crate::webhooks::Transport::new(cfg.webhook_ca.as_deref())?;
     opts.webhook_ca = cfg.webhook_ca.clone();
+    opts.metrics = cfg.metrics;
+    opts.metrics_per_tenant = cfg.metrics_per_tenant;
+    opts.metrics_token = cfg.metrics_token.clone();
+    opts.access_log = cfg.access_log;
     let (token_keys, created) =
         crate::storage::load_or_create_token_keys(&cfg.data_dir, clock.now_ms())?;
     if created {
@@ -419,12 +451,15 @@ fn stop_store(app: &App) {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
     let cfg = args.config();
     let app = match build_app(&cfg, Arc::new(SystemClock)) {
         Ok(a) => Arc::new(a),

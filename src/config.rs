@@ -71,6 +71,13 @@ pub struct ServeConfig {
     pub emulate_rate_limits: bool,
     /// Certificates trusted for https:// webhook receivers (`--webhook-ca`).
     pub webhook_ca: Option<PathBuf>,
+    /// Count requests and commits (`--no-metrics` turns it off), with a
+    /// tenant label (`--metrics-per-tenant`); the scrape's bearer token.
+    pub metrics: bool,
+    pub metrics_per_tenant: bool,
+    pub metrics_token: Option<String>,
+    /// One line per request (`--access-log`).
+    pub access_log: bool,
     /// Durability: fsync mode, snapshot interval, repair policy.
     pub store: crate::storage::store::StoreOptions,
     pub limits: Limits,

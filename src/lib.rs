@@ -24,6 +24,8 @@
 //!   [`api::qlik`] (Qlik Cloud Licenses), [`api::yext`] (Yext License Packs),
 //!   [`api::infa`] (Informatica IICS license resource), [`api::admin`]
 //!   (the native admin API) and [`api::native`] (Tally's own API, `/v1/`).
+//! - [`metrics`]: what the server counts (per-thread shards) and `GET
+//!   /metrics` (the Prometheus text format, written by `prometheus-client`).
 //! - [`webhooks`]: the dispatcher that delivers the outbox's events
 //!   (Standard Webhooks signatures, retries, attempts logged as commands).
 //! - [`fuzzing`]: one entry point per parser, for the fuzz targets (`fuzz/`).
@@ -47,6 +49,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod signing;
 pub mod storage;

@@ -160,6 +160,21 @@ impl Outcome {
 
 type R<T> = Result<T, EngineError>;
 
+/// Totals over every license ([`Engine::census`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub features: u64,
+    /// Devices holding an activation seat.
+    pub devices: u64,
+    pub floating_held: u64,
+    /// Meters at 80 % of their cap or more in the current period.
+    pub meters_near_cap: u64,
+    pub reservations_open: u64,
+    pub webhooks: u64,
+    /// Webhook deliveries waiting in the outbox.
+    pub webhook_pending: u64,
+}
+
 #[derive(Debug)]
 pub struct Engine {
     /// Next id to hand out; `apply` raises it past every id it sees so replayed

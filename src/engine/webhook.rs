@@ -624,6 +624,12 @@ impl Engine {
         self.hooks.next_event()
     }
 
+    /// (subscriptions, deliveries pending).
+    pub fn webhook_counts(&self) -> (u64, u64) {
+        let inner = self.hooks.inner.lock();
+        (inner.subs.len() as u64, inner.pending.len() as u64)
+    }
+
     pub fn webhook(&self, tenant: Id, id: Id) -> Option<Subscription> {
         let inner = self.hooks.inner.lock();
         inner

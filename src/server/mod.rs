@@ -80,7 +80,7 @@ async fn serve_listener(
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
-            p = slot(&slots, &pressure) => match p { Some(p) => p, None => break },
+            p = slot(&slots, &pressure, &app.metrics) => match p { Some(p) => p, None => break },
             _ = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -97,6 +97,7 @@ async fn serve_listener(
         };
         let _ = stream.set_nodelay(true);
         let builder = http1_builder(&app.limits);
+        let app_for_conns = app.clone();
         let app = app.clone();
         let state = Arc::new(guard::ConnState::default());
         let io = guard::Guarded::new(stream, state.clone(), limits, &pressure);
@@ -120,8 +121,10 @@ async fn serve_listener(
         });
         let conn = builder.serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
+        let open = ConnectionOpen::new(&app_for_conns);
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             let _ = conn.await;
         });
     }
@@ -143,10 +146,14 @@ async fn serve_listener(
 async fn slot(
     slots: &Arc<Semaphore>,
     pressure: &guard::Pressure,
+    metrics: &crate::metrics::Metrics,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
     if let Ok(p) = slots.clone().try_acquire_owned() {
         return Some(p);
     }
+    metrics
+        .connection_limit_hits
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let every = Duration::from_millis(guard::EVICTABLE_AFTER_MS);
     loop {
         pressure.raise();
@@ -154,6 +161,27 @@ async fn slot(
             p = slots.clone().acquire_owned() => return p.ok(),
             _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// A connection counted open for as long as it lives.
+struct ConnectionOpen(Arc<App>);
+
+impl ConnectionOpen {
+    fn new(app: &Arc<App>) -> ConnectionOpen {
+        app.metrics
+            .connections_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ConnectionOpen(app.clone())
+    }
+}
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -432,13 +460,22 @@ async fn handle(
     peer: std::net::IpAddr,
 ) -> Result<Resp, Infallible> {
     let request_id = request_id_of(&req);
+    // What the metrics and the access log say of the request, when either
+    // is on: its endpoint (the route's template) and method.
+    let observed = (app.metrics.enabled || app.access_log).then(|| Observed {
+        started: std::time::Instant::now(),
+        endpoint: app.metrics.routes.endpoint(req.uri().path()),
+        method: method_label(req.method()),
+    });
     let origin = crate::app::Origin {
         surface: Surface::of(req.uri().path()).name(),
         request_id: request_id.clone(),
         actor: crate::app::Actor::Unknown,
+        code: None,
     };
-    let routed = crate::app::with_origin(origin, route(&app, &surfaces, req, peer));
-    let mut resp = match AssertUnwindSafe(routed).catch_unwind().await {
+    let routed = AssertUnwindSafe(route(&app, &surfaces, req, peer)).catch_unwind();
+    let (routed, origin) = crate::app::with_origin(origin, routed).await;
+    let mut resp = match routed {
         Ok(resp) => resp,
         Err(_panic) => {
             tracing::error!("request handler panicked");
@@ -448,6 +485,9 @@ async fn handle(
             )
         }
     };
+    if let (Some(o), Some(origin)) = (observed, origin) {
+        observe(&app, &o, &origin, resp.status());
+    }
     resp.headers_mut().insert(REQUEST_ID, request_id);
     // A body refused as too large or too slow was not read: the next bytes on
     // the connection are the rest of it, not a request. Tell the client the
@@ -462,6 +502,84 @@ async fn handle(
         );
     }
     Ok(resp)
+}
+
+/// A request's endpoint and method, and when it began.
+struct Observed {
+    started: std::time::Instant,
+    endpoint: &'static str,
+    method: &'static str,
+}
+
+/// A method as a label (others than the usual ones are `other`).
+fn method_label(m: &hyper::Method) -> &'static str {
+    match *m {
+        hyper::Method::GET => "GET",
+        hyper::Method::POST => "POST",
+        hyper::Method::PUT => "PUT",
+        hyper::Method::PATCH => "PATCH",
+        hyper::Method::DELETE => "DELETE",
+        hyper::Method::HEAD => "HEAD",
+        hyper::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The result code of an answer no surface named.
+fn code_of_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=399 => "ok",
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "body_too_large",
+        429 => "rate_limited",
+        500 => "internal",
+        503 => "unavailable",
+        _ => "error",
+    }
+}
+
+/// Counts an answered request and writes its access log line.
+fn observe(app: &App, o: &Observed, origin: &crate::app::Origin, status: StatusCode) {
+    let elapsed = o.started.elapsed();
+    let code = match origin.code {
+        Some(c) if !status.is_success() => c,
+        _ => code_of_status(status),
+    };
+    let tenant = match &origin.actor {
+        crate::app::Actor::Key(k) => Some(k.tenant_id),
+        _ => None,
+    };
+    app.metrics.request(
+        crate::metrics::RequestKey {
+            surface: origin.surface,
+            endpoint: o.endpoint,
+            method: o.method,
+            class: status.as_u16() / 100,
+            code,
+            tenant,
+        },
+        status.as_u16(),
+        elapsed.as_nanos() as u64,
+    );
+    if app.access_log {
+        tracing::info!(
+            target: "tally::access",
+            request_id = origin.request_id.to_str().unwrap_or_default(),
+            surface = origin.surface,
+            method = o.method,
+            endpoint = o.endpoint,
+            status = status.as_u16(),
+            code,
+            latency_us = elapsed.as_micros() as u64,
+            tenant = tenant.map(|t| t.to_string()).unwrap_or_default(),
+            "request"
+        );
+    }
 }
 
 /// The header that names a request (taken from the client, else made up,
@@ -570,6 +688,7 @@ async fn route(
         Surface::Admin => crate::api::admin::handle(app, req).await,
         Surface::Native => crate::api::native::handle(app, &surfaces.native, req).await,
         Surface::Server if req.uri().path() == "/healthz" => healthz(app),
+        Surface::Server if req.uri().path() == "/metrics" => metrics(app, &req, peer),
         Surface::Server
             if req.method() == hyper::Method::GET && openapi(req.uri().path()).is_some() =>
         {
@@ -596,6 +715,57 @@ fn openapi(path: &str) -> Option<&'static str> {
         "licensespring.json" => include_str!("../../docs/openapi/licensespring.json"),
         _ => return None,
     })
+}
+
+/// `GET /metrics`: with `--metrics-token`, for its bearer only; without,
+/// for loopback clients only. OpenMetrics when the scraper accepts it,
+/// else the Prometheus text format.
+fn metrics(app: &App, req: &Request<Incoming>, peer: std::net::IpAddr) -> Resp {
+    let refuse = |status: StatusCode, why: &str| {
+        http::json_value(status, &serde_json::json!({ "error": why }))
+    };
+    if req.method() != hyper::Method::GET {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics only");
+    }
+    match &app.metrics_token {
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !crate::credentials::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong metrics bearer token",
+                );
+            }
+        }
+        None if !peer.is_loopback() => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "metrics are served to loopback clients unless --metrics-token is set",
+            )
+        }
+        None => {}
+    }
+    let openmetrics = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let body = app.metrics.render(app);
+    let mut r = hyper::Response::new(http::Body::full(body));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(if openmetrics {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        }),
+    );
+    r
 }
 
 fn healthz(app: &App) -> Resp {

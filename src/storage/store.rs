@@ -114,6 +114,32 @@ pub struct Store {
     /// The ledger's retention and size cap (enforced after each snapshot).
     ledger_retention: Duration,
     ledger_bytes_max: u64,
+    /// Snapshots' and recovery's measures, for `GET /metrics` (atomics).
+    cells: StatsCells,
+}
+
+/// What a scrape reads of the store ([`Store::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// The last successful snapshot: its duration, size and when it ended
+    /// (Unix ms; 0: none since start).
+    pub last_snapshot_ms: u64,
+    pub last_snapshot_bytes: u64,
+    pub last_snapshot_at_ms: u64,
+    pub snapshots_ok: u64,
+    pub snapshots_failed: u64,
+    /// The start's rebuild of the state.
+    pub recovery_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct StatsCells {
+    last_snapshot_ms: AtomicU64,
+    last_snapshot_bytes: AtomicU64,
+    last_snapshot_at_ms: AtomicU64,
+    snapshots_ok: AtomicU64,
+    snapshots_failed: AtomicU64,
+    recovery_ms: AtomicU64,
 }
 
 impl Store {
@@ -166,6 +192,10 @@ impl Store {
                 snapshotter: Mutex::new(None),
                 ledger_retention: opts.ledger_retention,
                 ledger_bytes_max: opts.ledger_bytes_max,
+                cells: StatsCells {
+                    recovery_ms: AtomicU64::new(started.elapsed().as_millis() as u64),
+                    ..StatsCells::default()
+                },
             },
             Opened {
                 rebuilt,
@@ -188,6 +218,37 @@ impl Store {
         }
     }
 
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.cells;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStats {
+            last_snapshot_ms: get(&c.last_snapshot_ms),
+            last_snapshot_bytes: get(&c.last_snapshot_bytes),
+            last_snapshot_at_ms: get(&c.last_snapshot_at_ms),
+            snapshots_ok: get(&c.snapshots_ok),
+            snapshots_failed: get(&c.snapshots_failed),
+            recovery_ms: get(&c.recovery_ms),
+        }
+    }
+
+    /// Counts a snapshot that was written (`bytes`, begun at `started`) or
+    /// failed (None).
+    fn count_snapshot(&self, started: Instant, bytes: Option<u64>) {
+        let c = &self.cells;
+        let Some(bytes) = bytes else {
+            c.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        c.last_snapshot_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        c.last_snapshot_bytes.store(bytes, Ordering::Relaxed);
+        c.last_snapshot_at_ms.store(wall, Ordering::Relaxed);
+        c.snapshots_ok.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -205,12 +266,15 @@ impl Store {
         engine: &Engine,
         now: crate::engine::time::Millis,
     ) -> Result<SnapshotInfo, StoreError> {
+        let started = Instant::now();
         let _g = self.snapshotting.lock();
         let lsn = self.log.last_lsn();
         self.log
             .wait_blocking(lsn)
             .map_err(|_| StoreError::Unavailable)?;
-        let info = snapshot::write(&self.dir, engine, lsn, now).map_err(StoreError::Snapshot)?;
+        let info = snapshot::write(&self.dir, engine, lsn, now).map_err(StoreError::Snapshot);
+        self.count_snapshot(started, info.as_ref().ok().map(|i| i.bytes));
+        let info = info?;
         self.after_snapshot(lsn, false);
         Ok(info)
     }
@@ -219,6 +283,20 @@ impl Store {
     /// cut from the files, write it. Touches nothing the server uses but the
     /// log's cut. Returns None when nothing changed since the last snapshot.
     pub fn snapshot_shadow(
+        &self,
+        now: crate::engine::time::Millis,
+    ) -> Result<Option<SnapshotInfo>, StoreError> {
+        let started = Instant::now();
+        let r = self.snapshot_shadow_inner(now);
+        match &r {
+            Ok(Some(info)) => self.count_snapshot(started, Some(info.bytes)),
+            Ok(None) => {}
+            Err(_) => self.count_snapshot(started, None),
+        }
+        r
+    }
+
+    fn snapshot_shadow_inner(
         &self,
         now: crate::engine::time::Millis,
     ) -> Result<Option<SnapshotInfo>, StoreError> {

@@ -151,6 +151,29 @@ struct Shared {
     /// The lsn up to which the ledger is on disk (synced). Written by the
     /// flusher; the log is pruned only up to it.
     ledger_synced: AtomicU64,
+    /// Written by the flusher alone (atomics, read by scrapes).
+    metrics: LogMetrics,
+}
+
+/// What the flusher measures, for `GET /metrics`.
+#[derive(Debug)]
+pub struct LogMetrics {
+    /// Each fdatasync of the log, ns.
+    pub fsync: crate::metrics::hist::Histogram,
+    /// Records and bytes written by one group commit.
+    pub records: crate::metrics::hist::Histogram,
+    pub bytes: crate::metrics::hist::Histogram,
+}
+
+impl Default for LogMetrics {
+    fn default() -> Self {
+        use crate::metrics::hist::{Histogram, BYTES_BUCKETS, LATENCY_BUCKETS_NS, RECORDS_BUCKETS};
+        LogMetrics {
+            fsync: Histogram::new(LATENCY_BUCKETS_NS),
+            records: Histogram::new(RECORDS_BUCKETS),
+            bytes: Histogram::new(BYTES_BUCKETS),
+        }
+    }
 }
 
 pub struct Log {
@@ -199,6 +222,7 @@ impl Log {
             room: Condvar::new(),
             ledgered: ledger.is_some(),
             ledger_synced: AtomicU64::new(ledger_synced),
+            metrics: LogMetrics::default(),
         });
         let s = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -381,6 +405,11 @@ impl Log {
         self.shared.latched.load(Ordering::Acquire)
     }
 
+    /// The flusher's measures (fsyncs, group commits).
+    pub fn metrics(&self) -> &LogMetrics {
+        &self.shared.metrics
+    }
+
     /// Refuses further commits, writes and syncs what was committed, and
     /// stops the flusher. Returns the last durable lsn, or an error if the
     /// log latched (some committed records may not be on disk).
@@ -521,6 +550,7 @@ fn flusher(sh: Arc<Shared>, mut ledger: Option<super::ledger::Writer>) {
         sh.room.notify_all();
         let mut last = None;
         let mut entries: Vec<(u64, u64, Vec<PendingEntries>)> = Vec::new();
+        let (mut group_records, mut group_bytes) = (0u64, 0u64);
         let result = (|| -> std::io::Result<()> {
             for mut b in batches {
                 if !b.ledger.is_empty() {
@@ -545,6 +575,8 @@ fn flusher(sh: Arc<Shared>, mut ledger: Option<super::ledger::Writer>) {
                 };
                 s.file.write_all(&b.bytes)?;
                 s.bytes += b.bytes.len() as u64;
+                group_records += b.last_lsn + 1 - b.first_lsn;
+                group_bytes += b.bytes.len() as u64;
                 synced = false;
                 last = Some(b.last_lsn);
             }
@@ -555,13 +587,21 @@ fn flusher(sh: Arc<Shared>, mut ledger: Option<super::ledger::Writer>) {
             };
             if due && !synced {
                 if let Some(s) = &mut seg {
+                    let started = Instant::now();
                     s.file.sync_data()?;
+                    sh.metrics
+                        .fsync
+                        .observe(started.elapsed().as_nanos() as u64);
                 }
                 synced = true;
                 last_sync = Instant::now();
             }
             Ok(())
         })();
+        if group_records > 0 {
+            sh.metrics.records.observe(group_records);
+            sh.metrics.bytes.observe(group_bytes);
+        }
         match result {
             Ok(()) => {
                 // The entries go to the ledger before the changes are

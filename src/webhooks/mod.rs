@@ -217,6 +217,12 @@ async fn attempt_and_log(app: &App, transport: &Transport, d: Due) {
     let duration_ms = started.elapsed().as_millis() as u64;
     let now = app.now();
     let report = report_of(answer, &d, now, duration_ms);
+    app.metrics.webhook_attempt(match report.result {
+        AttemptResult::Delivered => "delivered",
+        AttemptResult::Retrying => "retrying",
+        AttemptResult::Gone => "gone",
+        AttemptResult::Failed | AttemptResult::Dropped => "failed",
+    });
     let cmd = Command::WebhookAttempted {
         tenant_id: d.tenant_id,
         subscription_id: d.subscription_id,

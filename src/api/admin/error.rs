@@ -40,6 +40,7 @@ impl AdminError {
         )
     }
     pub fn into_response(self) -> Resp {
+        crate::app::set_code(self.code);
         let mut e = json!({"code": self.code, "message": self.message});
         if let Some(p) = self.path {
             e["path"] = p.into();

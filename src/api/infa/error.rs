@@ -37,6 +37,7 @@ impl InfaError {
         Self::new(StatusCode::BAD_REQUEST, "VALIDATION_01", message)
     }
     pub(super) fn response(self) -> Resp {
+        crate::app::set_code(self.code);
         let mut r = json_value(
             self.status,
             &json!({"error": {"code": self.code, "message": self.message,

@@ -335,6 +335,7 @@ impl From<crate::credentials::Refused> for LicenseSpringError {
 impl LicenseSpringError {
     /// The error body; built from constants, so it never fails.
     pub fn response(self) -> Resp {
+        crate::app::set_code(self.code);
         let body = format!(
             r#"{{"status":{},"code":"{}","message":"{}"}}"#,
             self.status,

@@ -70,6 +70,7 @@ impl NativeError {
     }
 
     pub fn response(&self) -> Resp {
+        crate::app::set_code(self.code);
         let body = serde_json::to_vec(&self.to_json()).unwrap_or_default();
         let mut r = hyper::Response::new(crate::http::Body::full(Bytes::from(body)));
         *r.status_mut() = self.status;

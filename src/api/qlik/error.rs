@@ -134,6 +134,7 @@ impl QlikError {
     }
 
     pub fn response(self) -> Resp {
+        crate::app::set_code(self.code);
         let mut e = json!({"code": self.code, "title": self.title});
         if let Some(d) = &self.detail {
             e["detail"] = d.as_str().into();

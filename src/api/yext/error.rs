@@ -62,6 +62,7 @@ impl YextError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
     pub(super) fn response(self) -> Resp {
+        crate::app::set_code(error_name(self.code));
         json_value(
             self.status,
             &json!({
