@@ -163,16 +163,9 @@ impl Metrics {
     }
 
     /// The request series of every shard, added up.
-    fn request_totals(
-        &self,
-    ) -> (
-        HashMap<RequestKey, u64>,
-        HashMap<LatencyKey, Cells>,
-        HashMap<&'static str, u64>,
-    ) {
-        let mut counts: HashMap<RequestKey, u64> = HashMap::new();
-        let mut latency: HashMap<LatencyKey, Cells> = HashMap::new();
-        let mut limited: HashMap<&'static str, u64> = HashMap::new();
+    fn request_totals(&self) -> RequestShard {
+        let mut t = RequestShard::default();
+        let (counts, latency, limited) = (&mut t.counts, &mut t.latency, &mut t.rate_limited);
         for shard in self.requests.iter() {
             let s = shard.lock();
             for (k, v) in &s.counts {
@@ -189,7 +182,7 @@ impl Metrics {
                 *limited.entry(*k).or_insert(0) += v;
             }
         }
-        (counts, latency, limited)
+        t
     }
 
     /// The engine's census, taken at most every [`CENSUS_REUSE_MS`].
@@ -223,7 +216,11 @@ impl Metrics {
     }
 
     fn request_families(&self, out: &mut Vec<Family>) {
-        let (counts, latency, limited) = self.request_totals();
+        let RequestShard {
+            counts,
+            latency,
+            rate_limited: limited,
+        } = self.request_totals();
         let mut requests = Family::counter(
             "tally_requests",
             "Requests answered, by surface, endpoint (route template), method, status class and result code",

@@ -165,6 +165,16 @@ pub struct LogMetrics {
     pub bytes: crate::metrics::hist::Histogram,
 }
 
+impl LogMetrics {
+    /// Counts a group commit that wrote records (none: nothing to count).
+    fn group_commit(&self, records: u64, bytes: u64) {
+        if records > 0 {
+            self.records.observe(records);
+            self.bytes.observe(bytes);
+        }
+    }
+}
+
 impl Default for LogMetrics {
     fn default() -> Self {
         use crate::metrics::hist::{Histogram, BYTES_BUCKETS, LATENCY_BUCKETS_NS, RECORDS_BUCKETS};
@@ -518,6 +528,16 @@ fn append_ledger(
     }
 }
 
+/// Syncs the segment's data, timed for the metrics.
+fn timed_sync(sh: &Shared, s: &mut Segment) -> std::io::Result<()> {
+    let started = Instant::now();
+    s.file.sync_data()?;
+    sh.metrics
+        .fsync
+        .observe(started.elapsed().as_nanos() as u64);
+    Ok(())
+}
+
 fn flusher(sh: Arc<Shared>, mut ledger: Option<super::ledger::Writer>) {
     let mut ledger_sync = Instant::now();
     let mut seg: Option<Segment> = None;
@@ -587,21 +607,14 @@ fn flusher(sh: Arc<Shared>, mut ledger: Option<super::ledger::Writer>) {
             };
             if due && !synced {
                 if let Some(s) = &mut seg {
-                    let started = Instant::now();
-                    s.file.sync_data()?;
-                    sh.metrics
-                        .fsync
-                        .observe(started.elapsed().as_nanos() as u64);
+                    timed_sync(&sh, s)?;
                 }
                 synced = true;
                 last_sync = Instant::now();
             }
             Ok(())
         })();
-        if group_records > 0 {
-            sh.metrics.records.observe(group_records);
-            sh.metrics.bytes.observe(group_bytes);
-        }
+        sh.metrics.group_commit(group_records, group_bytes);
         match result {
             Ok(()) => {
                 // The entries go to the ledger before the changes are
