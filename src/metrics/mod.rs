@@ -202,17 +202,27 @@ impl Metrics {
         c
     }
 
-    /// Everything, in the text format (`openmetrics`: OpenMetrics 1.0).
-    pub fn render(&self, app: &crate::app::App) -> String {
+    /// Everything, in OpenMetrics 1.0 text (`openmetrics`), else in the
+    /// Prometheus text format 0.0.4.
+    pub fn render(&self, app: &crate::app::App, openmetrics: bool) -> String {
         let mut families = Vec::new();
         self.request_families(&mut families);
         self.state_families(app, &mut families);
+        let counters: Vec<&'static str> = families
+            .iter()
+            .filter(|f| matches!(f.kind, MetricType::Counter))
+            .map(|f| f.name)
+            .collect();
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(Exposition(families)));
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
+        if openmetrics {
+            out
+        } else {
+            text_004(&out, &counters)
+        }
     }
 
     fn request_families(&self, out: &mut Vec<Family>) {
@@ -423,6 +433,37 @@ fn store_families(store: &crate::storage::store::Store, out: &mut Vec<Family>) {
         Value::Int(s.snapshots_failed),
     );
     out.push(f);
+}
+
+/// The Prometheus text format 0.0.4 of OpenMetrics text, which differs in
+/// two things this exposition uses: a counter's HELP and TYPE name its
+/// samples (`x_total`, where OpenMetrics names the family `x`), and there is
+/// no `# EOF`. (`prometheus-client` writes OpenMetrics only; this renames,
+/// it does not encode.)
+fn text_004(openmetrics: &str, counters: &[&str]) -> String {
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(&name) {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Resident memory from `/proc/self/statm` (0 where it cannot be read).

@@ -727,35 +727,20 @@ fn metrics(app: &App, req: &Request<Incoming>, peer: std::net::IpAddr) -> Resp {
     if req.method() != hyper::Method::GET {
         return refuse(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics only");
     }
-    match &app.metrics_token {
-        Some(token) => {
-            let given = req
-                .headers()
-                .get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !crate::credentials::constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                return refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or wrong metrics bearer token",
-                );
-            }
-        }
-        None if !peer.is_loopback() => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "metrics are served to loopback clients unless --metrics-token is set",
-            )
-        }
-        None => {}
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some((status, why)) = scrape_refusal(app.metrics_token.as_deref(), given, peer) {
+        return refuse(status, why);
     }
     let openmetrics = req
         .headers()
         .get(hyper::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let body = app.metrics.render(app);
+    let body = app.metrics.render(app, openmetrics);
     let mut r = hyper::Response::new(http::Body::full(body));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -766,6 +751,33 @@ fn metrics(app: &App, req: &Request<Incoming>, peer: std::net::IpAddr) -> Resp {
         }),
     );
     r
+}
+
+/// Why a scrape is refused: with a token, anyone without it; without
+/// one, any client that is not on a loopback address.
+fn scrape_refusal(
+    token: Option<&str>,
+    given: Option<&str>,
+    peer: std::net::IpAddr,
+) -> Option<(StatusCode, &'static str)> {
+    match token {
+        Some(t)
+            if !crate::credentials::constant_time_eq(
+                given.unwrap_or("").as_bytes(),
+                t.as_bytes(),
+            ) =>
+        {
+            Some((
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong metrics bearer token",
+            ))
+        }
+        None if !peer.is_loopback() => Some((
+            StatusCode::FORBIDDEN,
+            "metrics are served to loopback clients unless --metrics-token is set",
+        )),
+        _ => None,
+    }
 }
 
 fn healthz(app: &App) -> Resp {
@@ -779,4 +791,32 @@ fn healthz(app: &App) -> Resp {
         StatusCode::OK,
         &serde_json::json!({"status": "ok", "objects": stats}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrapes_are_for_loopback_or_the_token() {
+        let lo: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+        let lo6: std::net::IpAddr = "::1".parse().expect("ip");
+        let far: std::net::IpAddr = "10.1.2.3".parse().expect("ip");
+        assert_eq!(scrape_refusal(None, None, lo), None);
+        assert_eq!(scrape_refusal(None, None, lo6), None);
+        assert_eq!(
+            scrape_refusal(None, Some("x"), far).map(|r| r.0),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(scrape_refusal(Some("t"), Some("t"), far), None);
+        assert_eq!(
+            scrape_refusal(Some("t"), None, lo).map(|r| r.0),
+            Some(StatusCode::UNAUTHORIZED),
+            "a token is wanted from loopback too"
+        );
+        assert_eq!(
+            scrape_refusal(Some("t"), Some("u"), far).map(|r| r.0),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+    }
 }

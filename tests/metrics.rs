@@ -1,0 +1,241 @@
+//! `GET /metrics` through HTTP: requests counted by surface, endpoint
+//! (route templates, never raw paths), method, status class and code;
+//! latencies; refusals; the log's, snapshots' and engine's series; the
+//! formats (checked by the Prometheus project's Python parsers when
+//! installed); who may scrape; `--no-metrics`.
+#![allow(clippy::too_many_lines, reason = "a test reads best as one story")]
+
+mod common;
+
+use bytes::Bytes;
+use common::native::{n, STUDIO};
+use common::{Resp, TestServer};
+use http_body_util::Full;
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+
+async fn scrape(s: &TestServer, headers: &[(&str, &str)]) -> Resp {
+    let mut b = Request::get(s.url("/metrics"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    s.send(b.body(Full::new(Bytes::new())).expect("request"))
+        .await
+}
+
+fn text(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.bytes).into_owned()
+}
+
+/// The value of the sample `line_start` (a name with its labels).
+fn sample(body: &str, line_start: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn requests_log_and_engine_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_stored(dir.path()).await;
+    // LicenseSpring, native (a check, two uses, a refusal), Qlik.
+    let r = s
+        .ls_get(
+            "check_license",
+            &[
+                ("product", "studio"),
+                ("license_key", STUDIO),
+                ("hardware_id", "hw-1"),
+            ],
+        )
+        .await;
+    assert!(r.status.as_u16() < 500);
+    let check = json!({"license_key": STUDIO, "feature": "render"});
+    assert_eq!(
+        n(&s, Method::POST, "/v1/check", Some(check)).await.status,
+        StatusCode::OK
+    );
+    for _ in 0..2 {
+        let r = n(
+            &s,
+            Method::POST,
+            &format!("/v1/licenses/{STUDIO}/features/ai-credits/usage"),
+            Some(json!({"units": 1})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let seat = |h: &str| format!("/v1/licenses/{STUDIO}/features/export-4k/seats/{h}");
+    for h in ["a", "b", "c"] {
+        n(&s, Method::PUT, &seat(h), None).await;
+    }
+    let r = common::qlik::get(&s, "/overview").await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let r = scrape(&s, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let body = text(&r);
+    let usage = r#"tally_requests_total{surface="native",endpoint="/v1/licenses/{license_key}/features/{feature}/usage",method="POST",status_class="2xx",code="ok"}"#;
+    assert_eq!(sample(&body, usage), Some(2.0), "{body}");
+    let check = r#"tally_requests_total{surface="native",endpoint="/v1/check",method="POST",status_class="2xx",code="ok"}"#;
+    assert_eq!(sample(&body, check), Some(1.0));
+    let refused = r#"tally_requests_total{surface="native",endpoint="/v1/licenses/{license_key}/features/{feature}/seats/{holder}",method="PUT",status_class="4xx",code="floating_not_available"}"#;
+    assert_eq!(sample(&body, refused), Some(1.0), "{body}");
+    assert_eq!(
+        sample(
+            &body,
+            r#"tally_refusals_total{code="floating_not_available"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        body.contains(r#"surface="licensespring",endpoint="/api/v4/check_license",method="GET""#)
+    );
+    assert!(body.contains(r#"surface="qlik",endpoint="/api/v1/licenses/overview""#));
+    // Latency: a histogram per surface and endpoint.
+    assert_eq!(
+        sample(
+            &body,
+            r#"tally_request_duration_seconds_count{surface="native",endpoint="/v1/licenses/{license_key}/features/{feature}/usage"}"#
+        ),
+        Some(2.0)
+    );
+    assert!(body.contains(r#"tally_request_duration_seconds_bucket{le="0.00001",surface="native""#));
+    // Raw paths, keys and holders never become labels.
+    for raw in [STUDIO, "hw-1", "export-4k/seats/a", "demo-api-key"] {
+        assert!(!body.contains(raw), "{raw} in the metrics");
+    }
+    // The log: every durable change waited for its commit; fsyncs and group commits.
+    let commits = sample(&body, "tally_log_commit_duration_seconds_count").expect("commits");
+    assert!(commits >= 4.0, "{commits}");
+    assert!(sample(&body, "tally_log_fsync_duration_seconds_count").expect("fsyncs") >= 1.0);
+    assert!(sample(&body, "tally_log_group_commit_records_count").expect("groups") >= 1.0);
+    assert_eq!(sample(&body, "tally_log_latched"), Some(0.0));
+    assert!(sample(&body, "tally_recovery_duration_seconds").is_some());
+    // The engine.
+    assert_eq!(
+        sample(&body, r#"tally_objects{kind="licenses"}"#),
+        Some(6.0)
+    );
+    assert_eq!(sample(&body, "tally_floating_seats_held"), Some(2.0));
+    assert!(sample(&body, "tally_process_resident_memory_bytes").expect("rss") > 1e6);
+    assert!(sample(&body, "tally_connections_open").expect("open") >= 1.0);
+
+    // A snapshot shows in the snapshot series.
+    let store = s.app.store.clone().expect("store");
+    store
+        .snapshot_quiescent(&s.app.engine, s.now())
+        .expect("snapshot");
+    let body = text(&scrape(&s, &[]).await);
+    assert_eq!(
+        sample(&body, r#"tally_snapshots_total{result="ok"}"#),
+        Some(1.0)
+    );
+    assert!(sample(&body, "tally_snapshot_bytes").expect("size") > 0.0);
+    assert!(sample(&body, "tally_snapshot_last_success_timestamp_seconds").expect("at") > 1.7e9);
+
+    // OpenMetrics when asked for.
+    let r = scrape(
+        &s,
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
+    assert_eq!(
+        r.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let om = text(&r);
+    assert!(om.ends_with("# EOF\n"));
+    parse_with_prometheus_client(&body, &om);
+}
+
+/// Parses both formats with the Prometheus project's Python client (an
+/// independent parser); `.ci/run` installs it and names its Python.
+fn parse_with_prometheus_client(text: &str, openmetrics: &str) {
+    let python = std::env::var("TALLY_METRICS_PYTHON").unwrap_or_default();
+    if !common::client_installed(
+        &python,
+        "TALLY_METRICS_PYTHON=<python with `pip install prometheus-client==0.21.1`>",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("text"), text).expect("write");
+    std::fs::write(dir.path().join("om"), openmetrics).expect("write");
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+d = sys.argv[1]
+for parse, name in ((text_string_to_metric_families, "text"), (om_families, "om")):
+    fams = {f.name: f for f in parse(open(d + "/" + name).read())}
+    req = fams["tally_requests"]
+    assert req.type == "counter", (name, req.type)
+    assert any(s.labels.get("endpoint") == "/v1/check" for s in req.samples), name
+    hist = fams["tally_request_duration_seconds"]
+    assert hist.type == "histogram", (name, hist.type)
+    assert fams["tally_objects"].type == "gauge"
+print("sdk: all calls passed")
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &dir.path().display().to_string()])
+        .output()
+        .expect("run python");
+    common::assert_client_passed(&out);
+}
+
+#[tokio::test]
+async fn a_token_guards_the_scrape_and_metrics_can_be_off() {
+    let s = TestServer::start_with(|o| o.metrics_token = Some("scrape-token".into())).await;
+    let r = scrape(&s, &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = scrape(&s, &[("authorization", "Bearer nope")]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = scrape(&s, &[("authorization", "Bearer scrape-token")]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s
+        .send(
+            Request::post(s.url("/metrics"))
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Off: requests are not counted, the state's gauges are still there.
+    let s = TestServer::start_with(|o| o.metrics = false).await;
+    let check = json!({"license_key": STUDIO, "feature": "render"});
+    assert_eq!(
+        n(&s, Method::POST, "/v1/check", Some(check)).await.status,
+        StatusCode::OK
+    );
+    let body = text(&scrape(&s, &[]).await);
+    assert!(!body.contains("tally_requests_total{"), "{body}");
+    assert_eq!(
+        sample(&body, r#"tally_objects{kind="licenses"}"#),
+        Some(6.0)
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_label_only_when_asked() {
+    let s = TestServer::start_with(|o| o.metrics_per_tenant = true).await;
+    let check = json!({"license_key": STUDIO, "feature": "render"});
+    n(&s, Method::POST, "/v1/check", Some(check)).await;
+    let body = text(&scrape(&s, &[]).await);
+    let tenant = s
+        .app
+        .engine
+        .api_key(common::API_KEY)
+        .expect("key")
+        .tenant_id;
+    assert!(
+        body.contains(&format!(r#"code="ok",tenant="{tenant}"}}"#)),
+        "{body}"
+    );
+}
