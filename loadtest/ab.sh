@@ -8,8 +8,9 @@
 #   OLD=/tmp/tgt-before/release/tally SCENARIO=consume ARGS="--fsync always --no-sign" \
 #     bash loadtest/ab.sh
 #
-# OLD_CATALOG / NEW_CATALOG give each side its own catalog (the cost of a
-# catalog's setting, with OLD=NEW: for example a webhook subscription).
+# OLD_CATALOG / NEW_CATALOG give each side its own catalog, and OLD_ARGS /
+# NEW_ARGS its own flags (the cost of a setting, with OLD=NEW: a webhook
+# subscription, or --no-metrics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . loadtest/lib.sh
@@ -28,12 +29,12 @@ declare -A results
 median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for r in $(seq 1 "$ROUNDS"); do
   for which in old new; do
-    if [ "$which" = old ]; then T="$OLD"; C="${OLD_CATALOG:-$OUT/catalog.json}"
-    else T="$NEW"; C="${NEW_CATALOG:-$OUT/catalog.json}"; fi
+    if [ "$which" = old ]; then T="$OLD"; C="${OLD_CATALOG:-$OUT/catalog.json}"; X="${OLD_ARGS:-}"
+    else T="$NEW"; C="${NEW_CATALOG:-$OUT/catalog.json}"; X="${NEW_ARGS:-}"; fi
     rm -rf "$OUT/data"
     # shellcheck disable=SC2086
     $(pin 0) "$T" serve --listen 127.0.0.1:$PORT --data-dir "$OUT/data" --catalog "$C" \
-      --snapshot-interval 0 ${ARGS:-} >/dev/null 2>&1 &
+      --snapshot-interval 0 ${ARGS:-} $X >/dev/null 2>&1 &
     pid=$!
     wait_up
     json="$OUT/$SCENARIO-$which-$r.json"

@@ -180,7 +180,7 @@ async fn access_log_lines_and_no_secret_in_any_log() {
         &client,
         Method::POST,
         format!("{base}/v1/webhooks"),
-        &[bearer.clone()],
+        std::slice::from_ref(&bearer),
         Some(json!({"url": "http://127.0.0.1:9/ops", "events": ["license.changed"]})),
     )
     .await;
@@ -191,7 +191,7 @@ async fn access_log_lines_and_no_secret_in_any_log() {
         &client,
         Method::GET,
         format!("{base}/admin/v1/tenants"),
-        &[admin.clone()],
+        std::slice::from_ref(&admin),
         None,
     )
     .await;
@@ -200,7 +200,7 @@ async fn access_log_lines_and_no_secret_in_any_log() {
         &client,
         Method::POST,
         format!("{base}/admin/v1/api-keys"),
-        &[admin.clone()],
+        std::slice::from_ref(&admin),
         Some(json!({"tenant_id": tenant, "role": "read_only"})),
     )
     .await;
