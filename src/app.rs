@@ -480,6 +480,24 @@ impl App {
     }
 }
 
+impl App {
+    /// The last `n` ledger entries `filter` accepts, oldest first (see
+    /// `storage::ledger::tail`); None without a data directory.
+    pub async fn ledger_tail(
+        &self,
+        n: usize,
+        filter: LedgerFilter,
+    ) -> Option<std::io::Result<Vec<serde_json::Value>>> {
+        let dir = self.store.as_ref()?.dir().to_path_buf();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::storage::ledger::tail(&dir, n, |v| filter.keep(v))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        Some(read)
+    }
+}
+
 /// What a reader of the ledger asks for; an absent field matches any
 /// entry. The surfaces build it from their queries (a tenant's key always
 /// names its tenant).

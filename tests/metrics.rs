@@ -239,3 +239,112 @@ async fn a_tenant_label_only_when_asked() {
         "{body}"
     );
 }
+
+/// What the console asks of the admin API: stats, search, releasing a
+/// seat, the ledger's newest entries.
+#[tokio::test]
+async fn the_console_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_stored(dir.path()).await;
+    let seat = format!("/v1/licenses/{STUDIO}/features/export-4k/seats/held-1");
+    assert_eq!(
+        n(&s, Method::PUT, &seat, None).await.status,
+        StatusCode::CREATED
+    );
+    for _ in 0..3 {
+        n(
+            &s,
+            Method::POST,
+            &format!("/v1/licenses/{STUDIO}/features/ai-credits/usage"),
+            Some(json!({"units": 2})),
+        )
+        .await;
+    }
+    let stats = s.admin(Method::GET, "/stats", None).await;
+    assert_eq!(stats.status, StatusCode::OK);
+    let v = stats.json();
+    assert_eq!(v["objects"]["licenses"], 6);
+    assert_eq!(v["floating_seats_held"], 1);
+    let native = v["surfaces"]
+        .as_array()
+        .expect("surfaces")
+        .iter()
+        .find(|x| x["surface"] == "native")
+        .expect("native")
+        .clone();
+    assert_eq!(native["requests"], 4);
+    let buckets = native["latency_buckets_s"].as_array().expect("buckets");
+    assert_eq!(
+        buckets
+            .iter()
+            .map(|b| b[1].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        4
+    );
+    assert!(buckets.last().expect("inf")[0].is_null(), "the +Inf bucket");
+
+    // Search: a license key, a tenant by name, a Qlik subject, nothing.
+    let hits = s
+        .admin(Method::GET, "/search?q=DEMO-STUDIO-0001", None)
+        .await
+        .json();
+    assert_eq!(hits["items"][0]["kind"], "license");
+    let license_id = hits["items"][0]["id"].as_u64().expect("id");
+    let hits = s
+        .admin(Method::GET, "/search?q=demo%20inc", None)
+        .await
+        .json();
+    assert_eq!(hits["items"][0]["kind"], "tenant");
+    assert_eq!(
+        s.admin(Method::GET, "/search?q=", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let none = s
+        .admin(Method::GET, "/search?q=zzz-nothing", None)
+        .await
+        .json();
+    assert_eq!(none["items"], json!([]));
+
+    // Release the seat as an operator: a logged change.
+    let feature = s
+        .admin(
+            Method::GET,
+            &format!("/licenses/{license_id}/floating"),
+            None,
+        )
+        .await
+        .json()["features"][0]["feature_id"]
+        .clone();
+    let path = format!("/licenses/{license_id}/floating/held-1?feature_id={feature}");
+    let r = s.admin(Method::DELETE, &path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    assert_eq!(r.json()["features"][0]["in_use"], 0);
+    let again = s.admin(Method::DELETE, &path, None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+
+    // The ledger's newest entries, oldest first.
+    let tenant = s
+        .app
+        .engine
+        .api_key(common::API_KEY)
+        .expect("key")
+        .tenant_id;
+    let tail = s
+        .admin(
+            Method::GET,
+            &format!("/ledger?tenant_id={tenant}&tail=2"),
+            None,
+        )
+        .await;
+    assert_eq!(tail.status, StatusCode::OK, "{:?}", tail.json());
+    let items = tail.json()["items"].as_array().expect("items").clone();
+    let kinds: Vec<&str> = items
+        .iter()
+        .map(|e| e["entry"]["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["units_consumed", "seat_released"]);
+    assert_eq!(
+        s.admin(Method::GET, "/ledger?tail=0", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}

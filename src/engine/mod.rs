@@ -160,6 +160,27 @@ impl Outcome {
 
 type R<T> = Result<T, EngineError>;
 
+/// A search's find ([`Engine::search`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// `license`, `tenant`, `qlik_subject` or `yext_entity`.
+    pub kind: &'static str,
+    pub id: Id,
+    pub tenant_id: Id,
+    pub label: String,
+}
+
+impl Hit {
+    fn new(kind: &'static str, id: Id, tenant_id: Id, label: String) -> Hit {
+        Hit {
+            kind,
+            id,
+            tenant_id,
+            label,
+        }
+    }
+}
+
 /// Totals over every license ([`Engine::census`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Census {

@@ -685,6 +685,11 @@ impl QlikTenant {
     }
 
     /// Capacity minutes that can still be debited this month (overage included).
+    /// Whether `subject` holds an assignment (the console's search).
+    pub fn has_subject(&self, subject: &str) -> bool {
+        self.book.lock().assignments.contains_key(subject)
+    }
+
     pub fn analyzer_time_left(&self, now: Millis) -> i64 {
         if self
             .spec

@@ -93,6 +93,51 @@ impl Engine {
         c
     }
 
+    /// What a search of the console finds for `text`, at most `max`:
+    /// licenses by key (exact, any tenant) or id, tenants by id or name
+    /// (a part, any case), Qlik subjects and Yext entities (exact).
+    pub fn search(&self, text: &str, max: usize) -> Vec<Hit> {
+        let mut out = Vec::new();
+        let id: Option<Id> = text.parse().ok();
+        for t in self.tenants.iter() {
+            let name = t.spec.read().name.clone();
+            if id == Some(t.id) || name.to_lowercase().contains(&text.to_lowercase()) {
+                out.push(Hit::new("tenant", t.id, t.id, name));
+            }
+            for p in t.products_by_code.iter() {
+                if let Some(l) = p.licenses_by_key.get(text) {
+                    out.push(Hit::new("license", l.id, l.tenant_id, text.to_string()));
+                }
+            }
+        }
+        if let Some(l) = id.and_then(|i| self.license(i)) {
+            let label = l.license_key.as_deref().unwrap_or("").to_string();
+            out.push(Hit::new("license", l.id, l.tenant_id, label));
+        }
+        for q in self.qlik.iter() {
+            if q.has_subject(text) {
+                out.push(Hit::new(
+                    "qlik_subject",
+                    *q.key(),
+                    *q.key(),
+                    text.to_string(),
+                ));
+            }
+        }
+        for a in self.yext.iter() {
+            if a.has_entity(text) {
+                out.push(Hit::new(
+                    "yext_entity",
+                    *a.key(),
+                    *a.key(),
+                    text.to_string(),
+                ));
+            }
+        }
+        out.truncate(max);
+        out
+    }
+
     pub fn stats(&self) -> [(&'static str, usize); 6] {
         [
             ("tenants", self.tenants.len()),

@@ -228,6 +228,16 @@ impl YextBook {
 }
 
 impl YextAccount {
+    /// Whether `entity` holds an assignment of any pack (the console's search).
+    pub fn has_entity(&self, entity: &str) -> bool {
+        self.book
+            .lock()
+            .by_entity
+            .range((entity.to_string(), String::new())..)
+            .next()
+            .is_some_and(|(e, _)| e == entity)
+    }
+
     pub fn new(tenant_id: Id, spec: Arc<YextSpec>) -> YextAccount {
         let a = YextAccount {
             tenant_id,

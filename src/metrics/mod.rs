@@ -78,6 +78,34 @@ struct RequestShard {
     rate_limited: HashMap<&'static str, u64, foldhash::fast::RandomState>,
 }
 
+/// A surface's requests for the console ([`Metrics::surfaces`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurfaceSummary {
+    pub surface: &'static str,
+    pub requests: u64,
+    /// 5xx answers.
+    pub errors: u64,
+    /// (upper bound in seconds, requests in the bucket); the last is +Inf
+    /// (written `null` in JSON).
+    pub buckets: Vec<(Option<f64>, u64)>,
+}
+
+impl SurfaceSummary {
+    fn new(surface: &'static str) -> SurfaceSummary {
+        let mut buckets: Vec<(Option<f64>, u64)> = LATENCY_BUCKETS_NS
+            .iter()
+            .map(|b| (Some(*b as f64 / 1e9), 0))
+            .collect();
+        buckets.push((None, 0));
+        SurfaceSummary {
+            surface,
+            requests: 0,
+            errors: 0,
+            buckets,
+        }
+    }
+}
+
 /// Webhook attempts' results, in [`WEBHOOK_RESULTS`] order.
 pub const WEBHOOK_RESULTS: [&str; 4] = ["delivered", "retrying", "failed", "gone"];
 
@@ -183,6 +211,32 @@ impl Metrics {
             }
         }
         t
+    }
+
+    /// Each surface's requests, errors (5xx) and latency buckets (upper
+    /// bound in seconds, count), every endpoint together: the console's
+    /// live view.
+    pub fn surfaces(&self) -> Vec<SurfaceSummary> {
+        let t = self.request_totals();
+        let mut by: std::collections::BTreeMap<&'static str, SurfaceSummary> = Default::default();
+        for (k, v) in &t.counts {
+            let s = by
+                .entry(k.surface)
+                .or_insert_with(|| SurfaceSummary::new(k.surface));
+            s.requests += v;
+            if k.class == 5 {
+                s.errors += v;
+            }
+        }
+        for ((surface, _, _), c) in &t.latency {
+            let s = by
+                .entry(surface)
+                .or_insert_with(|| SurfaceSummary::new(surface));
+            for (b, n) in s.buckets.iter_mut().zip(c.counts.iter()) {
+                b.1 += n;
+            }
+        }
+        by.into_values().collect()
     }
 
     /// The engine's census, taken at most every [`CENSUS_REUSE_MS`].

@@ -689,6 +689,9 @@ async fn route(
         Surface::Native => crate::api::native::handle(app, &surfaces.native, req).await,
         Surface::Server if req.uri().path() == "/healthz" => healthz(app),
         Surface::Server if req.uri().path() == "/metrics" => metrics(app, &req, peer),
+        Surface::Server if req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/") => {
+            console(req.uri().path())
+        }
         Surface::Server
             if req.method() == hyper::Method::GET && openapi(req.uri().path()).is_some() =>
         {
@@ -749,6 +752,69 @@ fn metrics(app: &App, req: &Request<Incoming>, peer: std::net::IpAddr) -> Resp {
         } else {
             "text/plain; version=0.0.4; charset=utf-8"
         }),
+    );
+    r
+}
+
+/// The web console's files, built into the binary (no network at run
+/// time): (path, content type, bytes).
+const CONSOLE: [(&str, &str, &str); 3] = [
+    (
+        "/ui/",
+        "text/html; charset=utf-8",
+        include_str!("../../ui/index.html"),
+    ),
+    (
+        "/ui/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../ui/app.js"),
+    ),
+    (
+        "/ui/app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../ui/app.css"),
+    ),
+];
+
+/// `GET /ui/`: the console (it asks the admin API for everything, with
+/// the token its user gives it). Its own files only: the page may load
+/// nothing from elsewhere (Content-Security-Policy).
+fn console(path: &str) -> Resp {
+    let path = if path == "/ui" || path == "/ui/index.html" {
+        "/ui/"
+    } else {
+        path
+    };
+    let Some((_, kind, body)) = CONSOLE.iter().find(|(p, _, _)| *p == path) else {
+        return http::json(
+            StatusCode::NOT_FOUND,
+            &br#"{"error":"no such file of the console"}"#[..],
+        );
+    };
+    let mut r = hyper::Response::new(http::Body::full(*body));
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(kind),
+    );
+    h.insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        hyper::header::HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        hyper::header::REFERRER_POLICY,
+        hyper::header::HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
     );
     r
 }

@@ -445,6 +445,52 @@ pub fn read(
     Ok((out, stopped.then(|| tail.after())))
 }
 
+/// The last `n` entries that `keep` accepts, oldest first: read back from
+/// the end one stretch of the sparse index at a time, looking at no more
+/// than [`LEDGER_SCAN_ENTRIES_MAX`] entries.
+pub fn tail(
+    data_dir: &Path,
+    n: usize,
+    mut keep: impl FnMut(&serde_json::Value) -> bool,
+) -> std::io::Result<Vec<serde_json::Value>> {
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    let mut scanned = 0usize;
+    for (_, path) in segments_if_any(&data_dir.join(LEDGER_DIR))?
+        .into_iter()
+        .rev()
+    {
+        let len = fs::metadata(&path)?.len();
+        let mut cuts: Vec<u64> = read_index(&path)
+            .into_iter()
+            .map(|(_, off)| off)
+            .filter(|off| *off >= HEADER_BYTES as u64 && *off < len)
+            .collect();
+        cuts.insert(0, HEADER_BYTES as u64);
+        cuts.dedup();
+        let mut end = len;
+        while let Some(start) = cuts.pop() {
+            let mut f = fs::File::open(&path)?;
+            f.seek(SeekFrom::Start(start))?;
+            let mut bytes = Vec::new();
+            (&mut f).take(end - start).read_to_end(&mut bytes)?;
+            let mut found: Vec<serde_json::Value> = frames_at(&bytes, 0)
+                .into_iter()
+                .filter_map(|(_, p)| serde_json::from_slice(p).ok())
+                .collect();
+            scanned += found.len();
+            found.retain(|v| keep(v));
+            found.append(&mut out);
+            out = found;
+            if out.len() >= n || scanned >= LEDGER_SCAN_ENTRIES_MAX {
+                let cut = out.len().saturating_sub(n);
+                return Ok(out.split_off(cut));
+            }
+            end = start;
+        }
+    }
+    Ok(out)
+}
+
 /// Follows the ledger from a seq on: each call reads only what was appended
 /// since the last one (a live tail for streams; [`read`] is one pass of it).
 pub struct Tail {
@@ -740,5 +786,39 @@ mod tests {
         assert!(read_index(&seg).iter().all(|(_, off)| *off < len));
         assert!(start_offset(&seg, cursor, len) > HEADER_BYTES as u64);
         assert_eq!(read(tmp.path(), cursor, 5, |_| true).expect("read").0, want);
+    }
+
+    #[test]
+    fn the_tail_reads_back_from_the_end() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut w = Writer::open(tmp.path()).expect("open");
+        let origin = format!(r#"{{"pad":"{}"}}"#, "y".repeat(300));
+        for lsn in 1..=3_000u64 {
+            let mut frames = Vec::new();
+            encode(
+                &mut frames,
+                lsn,
+                origin.as_bytes(),
+                None,
+                &[entry(lsn as i64)],
+            );
+            w.append(&frames, lsn, lsn).expect("append");
+        }
+        w.sync().expect("sync");
+        let amounts = |v: Vec<serde_json::Value>| -> Vec<i64> {
+            v.iter()
+                .map(|e| e["entry"]["amount"].as_i64().unwrap_or(0))
+                .collect()
+        };
+        assert_eq!(
+            amounts(tail(tmp.path(), 3, |_| true).expect("tail")),
+            [2_998, 2_999, 3_000]
+        );
+        let even = tail(tmp.path(), 2_000, |v| {
+            v["entry"]["amount"].as_i64().unwrap_or(1) % 2 == 0
+        })
+        .expect("tail");
+        assert_eq!(even.len(), 1_500, "every even one: fewer than asked");
+        assert_eq!(amounts(even)[..2], [2, 4]);
     }
 }

@@ -11,10 +11,12 @@
 //!   bodies, merge patches, pages);
 //! - `kinds.rs`: the generic kinds; `licenses.rs`: features, devices and
 //!   consumption; `keys.rs`: API keys and token keys; `ledger.rs`: the
-//!   ledger; `webhooks.rs`: every tenant's webhooks; [`qlik`], [`yext`], [`infa`]: the
+//!   ledger; `webhooks.rs`: every tenant's webhooks; `console.rs`: what the
+//!   web console asks (stats, search, releasing a floating seat); [`qlik`], [`yext`], [`infa`]: the
 //!   vendor sections;
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
+mod console;
 mod error;
 pub mod infa;
 mod keys;
@@ -144,6 +146,11 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
             infa::route(app, m, id, rest, &query, body).await
         }
         ["ledger"] if m == Method::GET => ledger::list(app, &query).await,
+        ["stats"] if m == Method::GET => Ok(console::stats(app)),
+        ["search"] if m == Method::GET => console::search(app, &query),
+        ["licenses", id, "floating", holder] if m == Method::DELETE => {
+            console::release(app, id, holder, &query).await
+        }
         ["webhooks", rest @ ..] => webhooks::route(app, m, rest, &query, body).await,
         ["token-keys"] if m == Method::GET => keys::token_keys(app),
         ["token-keys", "rotate"] if m == Method::POST => keys::rotate_token_key(app),

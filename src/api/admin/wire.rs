@@ -55,6 +55,12 @@ pub fn user(engine: &Engine, u: &LicenseUser) -> Value {
 pub fn feature(f: &Feature, now: Millis) -> Value {
     let mut v = with_id(f.id, &**f.spec.read());
     set(&mut v, "total_consumptions", f.meter.used(now));
+    set(&mut v, "reserved_consumptions", f.meter.reserved());
+    set(
+        &mut v,
+        "consumption_period_end",
+        f.meter.next_reset().map(format_instant),
+    );
     set(&mut v, "floating_in_use_devices", f.floating.in_use(now));
     v
 }
