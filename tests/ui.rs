@@ -29,6 +29,12 @@ async fn the_console_in_a_real_browser() {
         n(&s, Method::PUT, &seat, None).await.status,
         StatusCode::CREATED
     );
+    let hook =
+        serde_json::json!({"url": "http://127.0.0.1:9/console", "events": ["seats.available"]});
+    assert_eq!(
+        n(&s, Method::POST, "/v1/webhooks", Some(hook)).await.status,
+        StatusCode::CREATED
+    );
     let shots = std::env::var("TALLY_UI_SCREENSHOTS").map_or_else(
         |_| tempfile::tempdir().expect("tempdir").keep(),
         std::path::PathBuf::from,

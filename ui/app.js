@@ -195,8 +195,9 @@ async function optional(path) {
 }
 
 async function tenant(id, after) {
-  const [t, licenses, keys, hooks, ledger] = await Promise.all([
+  const [t, products, licenses, keys, hooks, ledger] = await Promise.all([
     api("/tenants/" + id),
+    api("/products?tenant_id=" + id + "&limit=" + PAGE),
     api("/licenses?tenant_id=" + id + "&limit=" + PAGE + (after ? "&after=" + after : "")),
     api("/api-keys?tenant_id=" + id),
     api("/webhooks?tenant_id=" + id),
@@ -211,6 +212,10 @@ async function tenant(id, after) {
   };
   view(
     el("h1", {}, "Tenant " + t.name),
+    el("h2", {}, "Products"),
+    table(["id", "short code", "name", "authorization"], products.items.map((p) => [
+      el("a", { href: "#/tenants/" + id + "/products/" + p.id }, String(p.id)), p.short_code, p.name,
+      p.authorization_method ?? ""])),
     el("h2", {}, "Licenses"),
     table(["id", "key", "type", "activations"], licenses.items.map((l) => [
       el("a", { href: "#/licenses/" + l.id }, String(l.id)), l.license_key ?? "", l.license_type ?? "",
@@ -222,14 +227,50 @@ async function tenant(id, after) {
       k.revoked ? "revoked" : "active",
       k.revoked ? "" : el("button", { class: "revoke", onclick: revoke(k) }, "Revoke")])),
     el("h2", {}, "Webhooks"),
-    anyTable(hooks.items.map((h) => ({ id: h.id, url: h.url, events: h.events.join(", "),
-      enabled: h.enabled, pending: h.pending }))),
+    hooks.items.length ? table(["id", "url", "events", "enabled", "waiting"], hooks.items.map((h) => [
+      el("a", { href: "#/webhooks/" + h.id }, h.id), h.url, h.events.join(", "),
+      h.enabled ? "yes" : "no (" + (h.disabled_reason ?? "disabled") + ")", fmt(h.pending)]))
+      : el("p", { class: "muted" }, "None."),
     qlik ? section("Qlik license", qlik) : null,
     yext ? section("Yext account", yext) : null,
     infa ? section("Informatica org", infa) : null,
     el("h2", {}, "Ledger, newest entries"),
     ledger ? anyTable(ledger.items.map((e) => Object.assign({ seq: e.seq }, e.entry)))
       : el("p", { class: "muted" }, "This server keeps no ledger (no data directory)."));
+}
+
+async function product(tenantId, id, after) {
+  const [p, licenses] = await Promise.all([
+    api("/products/" + id),
+    api("/licenses?tenant_id=" + tenantId + "&product_id=" + id + "&limit=" + PAGE + (after ? "&after=" + after : "")),
+  ]);
+  view(
+    el("h1", {}, "Product " + p.name),
+    el("p", {}, el("a", { href: "#/tenants/" + tenantId }, "← tenant")),
+    table(["id", "key", "type", "activations"], licenses.items.map((l) => [
+      el("a", { href: "#/licenses/" + l.id }, String(l.id)), l.license_key ?? "", l.license_type ?? "",
+      fmt(l.times_activated) + " / " + (l.allow_unlimited_activations ? "∞" : fmt(l.max_activations))])),
+    el("div", { class: "pager" }, licenses.next_after
+      ? el("a", { href: "#/tenants/" + tenantId + "/products/" + id + "?after=" + licenses.next_after }, "Next page") : null));
+}
+
+async function webhook(id) {
+  const [h, d] = await Promise.all([api("/webhooks/" + id), api("/webhooks/" + id + "/deliveries?limit=200")]);
+  const retry = (eventId) => async () => {
+    if (!(await confirmed("Send " + eventId + " again?"))) return;
+    await api("/webhooks/" + id + "/deliveries/" + eventId + "/retry", { method: "POST" });
+    route();
+  };
+  view(
+    el("h1", {}, "Webhook " + h.id),
+    el("p", {}, el("a", { href: "#/tenants/" + h.tenant_id }, "← tenant")),
+    table(["field", "value"], [["url", h.url], ["events", h.events.join(", ")],
+      ["enabled", h.enabled ? "yes" : "no"], ["waiting", fmt(h.pending)], ["dropped events", fmt(d.dropped_events)]]),
+    el("h2", {}, "Attempts"),
+    d.deliveries.length ? table(["event", "type", "attempt", "at", "result", "status", "error", "next", ""],
+      d.deliveries.map((a) => [a.event_id, a.type, fmt(a.attempt), a.at, a.result, a.status_code ?? "",
+        a.error ?? "", a.next_attempt_at ?? "", el("button", { onclick: retry(a.event_id) }, "Resend")]))
+      : el("p", { class: "muted" }, "No attempt yet."));
 }
 
 async function license(id) {
@@ -313,7 +354,9 @@ function route() {
   let page;
   if (seg.length === 0) page = overview();
   else if (seg[0] === "tenants" && seg.length === 1) page = tenants(after);
+  else if (seg[0] === "tenants" && seg[2] === "products") page = product(seg[1], seg[3], after);
   else if (seg[0] === "tenants") page = tenant(seg[1], after);
+  else if (seg[0] === "webhooks") page = webhook(seg[1]);
   else if (seg[0] === "licenses") page = license(seg[1]);
   else if (seg[0] === "search") page = search(seg.slice(1).join("/"));
   else page = Promise.resolve(view(el("p", {}, "No such page.")));

@@ -239,8 +239,9 @@ impl Metrics {
         by.into_values().collect()
     }
 
-    /// The engine's census, taken at most every [`CENSUS_REUSE_MS`].
-    fn census(
+    /// The engine's census, taken at most every [`CENSUS_REUSE_MS`] (it
+    /// walks every license: scrapes and the console's polls share one).
+    pub fn census(
         &self,
         engine: &crate::engine::Engine,
         now: crate::engine::time::Millis,

@@ -73,6 +73,15 @@ try:
     wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#view h1"), "Tenant"))
     wait.until(ec.text_to_be_present_in_element((By.ID, "view"), "Qlik license"))
     shot("tenant")
+    tenant_url = driver.current_url
+    # A product's licenses, and a webhook's attempts.
+    driver.find_element(By.CSS_SELECTOR, "a[href*='/products/']").click()
+    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#view h1"), "Product"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "view"), "DEMO-STUDIO-0001"))
+    driver.get(tenant_url)
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "a[href^='#/webhooks/']"))).click()
+    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#view h1"), "Webhook"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "view"), "Attempts"))
     print("sdk: all calls passed")
 finally:
     driver.quit()
