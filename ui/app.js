@@ -140,10 +140,11 @@ function rates(prev, cur, seconds) {
     const p = before.get(s.surface);
     const n = s.requests - (p ? p.requests : 0);
     const buckets = s.latency_buckets_s.map(([le, c], i) => [le, c - (p ? p.latency_buckets_s[i][1] : 0)]);
-    let p99 = null;
+    // undefined: no request since the last reading; Infinity: past 1 s.
+    let p99;
     if (n > 0) {
       let seen = 0;
-      for (const [le, c] of buckets) { seen += c; if (seen >= 0.99 * n) { p99 = le; break; } }
+      for (const [le, c] of buckets) { seen += c; if (seen >= 0.99 * n) { p99 = le === null ? Infinity : le; break; } }
     }
     return { surface: s.surface, rps: n / seconds, p99, total: s.requests, errors: s.errors };
   });
@@ -160,7 +161,7 @@ async function overview() {
     const tile = (n, l, id) => el("div", { class: "tile", id }, el("div", { class: "n" }, fmt(n)), el("div", { class: "l" }, l));
     const rows = rates(prev, cur, seconds).map((r) => [
       r.surface, prev ? r.rps.toFixed(1) : "…",
-      r.p99 === null ? "—" : r.p99 === undefined || r.p99 === null ? "> 1 s" : (r.p99 * 1000).toFixed(2) + " ms",
+      r.p99 === undefined ? "—" : r.p99 === Infinity ? "> 1 s" : "≤ " + (r.p99 * 1000).toFixed(2) + " ms",
       fmt(r.total), fmt(r.errors)]);
     view(
       el("h1", {}, "Overview"),
