@@ -177,7 +177,26 @@ pub struct App {
     pub metrics_token: Option<String>,
     /// One line per request at `info` (`--access-log`).
     pub access_log: bool,
+    /// The test clock (`--clock virtual`): time moves only through
+    /// [`App::advance_clock`]. None: the wall clock (or a test's own).
+    virtual_clock: Option<Arc<crate::clock::ManualClock>>,
+    /// Serialises advances of the test clock.
+    advancing: tokio::sync::Mutex<()>,
 }
+
+/// A test clock's move ([`App::advance_clock`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockError {
+    /// The server runs on the wall clock.
+    NotVirtual,
+    /// The clock never goes back.
+    Backwards,
+    /// Storage failed while the move's sweeps were logged.
+    Unavailable,
+}
+
+/// Stops a test clock makes on one move, at most (each runs the sweeps).
+pub const CLOCK_STOPS_MAX: usize = 100_000;
 
 pub struct AppOptions {
     pub clock: Arc<dyn Clock>,
@@ -201,6 +220,8 @@ pub struct AppOptions {
     pub metrics_per_tenant: bool,
     pub metrics_token: Option<String>,
     pub access_log: bool,
+    /// The test clock, when the server runs on one (`clock` is then it).
+    pub virtual_clock: Option<Arc<crate::clock::ManualClock>>,
 }
 
 impl AppOptions {
@@ -221,6 +242,7 @@ impl AppOptions {
             metrics_per_tenant: false,
             metrics_token: None,
             access_log: false,
+            virtual_clock: None,
         }
     }
 }
@@ -249,6 +271,8 @@ impl App {
             metrics: crate::metrics::Metrics::new(opts.metrics, opts.metrics_per_tenant),
             metrics_token: opts.metrics_token,
             access_log: opts.access_log,
+            virtual_clock: opts.virtual_clock,
+            advancing: tokio::sync::Mutex::new(()),
         }
         .with_recovered_events()
     }
@@ -303,6 +327,79 @@ impl App {
 
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
+    }
+
+    /// The time a client's signature is checked against: the wall clock
+    /// under a test clock (clients sign with the real time: a virtual month
+    /// ahead must not lock them out), else the server's clock.
+    pub fn signing_now(&self) -> Millis {
+        match self.virtual_clock {
+            Some(_) => SystemClock.now_ms(),
+            None => self.now(),
+        }
+    }
+
+    pub fn is_virtual_clock(&self) -> bool {
+        self.virtual_clock.is_some()
+    }
+
+    /// One pass of the periodic sweeps at `now`: expired floating seats,
+    /// Yext removals due, expired reservations (each a logged command when
+    /// it changed anything).
+    pub async fn sweep(&self, now: Millis) -> Result<(), CommitError> {
+        for cmd in [
+            Command::SweepLeases { now },
+            Command::SweepExpired { now },
+            Command::SweepPending { now },
+        ] {
+            self.commit(&cmd).await?;
+        }
+        Ok(())
+    }
+
+    /// Reports licenses whose end is near or past to the tenants that
+    /// subscribed (a logged command, made only when there is something).
+    pub async fn sweep_notices(&self, now: Millis) -> Result<(), CommitError> {
+        if self.engine.webhooks_active() && self.engine.notices_due(now) {
+            self.commit(&Command::SweepNotices { now }).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the test clock to `to`, stopping at every instant on the way
+    /// where something expires (seats, reservations, Yext removals) to run
+    /// the sweeps there, in order, as logged commands; returns the stops.
+    pub async fn advance_clock(&self, to: Millis) -> Result<usize, ClockError> {
+        let clock = self.virtual_clock.as_ref().ok_or(ClockError::NotVirtual)?;
+        let _one_at_a_time = self.advancing.lock().await;
+        let from = clock.now_ms();
+        if to < from {
+            return Err(ClockError::Backwards);
+        }
+        let mut stops = 0;
+        let mut at = from;
+        while stops < CLOCK_STOPS_MAX {
+            let Some(next) = self.engine.next_due(at).filter(|t| *t <= to) else {
+                break;
+            };
+            clock.set(next);
+            self.sweep(next)
+                .await
+                .map_err(|_| ClockError::Unavailable)?;
+            at = next;
+            stops += 1;
+        }
+        clock.set(to);
+        self.sweep(to).await.map_err(|_| ClockError::Unavailable)?;
+        self.sweep_notices(to)
+            .await
+            .map_err(|_| ClockError::Unavailable)?;
+        if let Some(store) = &self.store {
+            // Where the clock stands survives a restart (commands carry
+            // their own time: the state replays the same either way).
+            let _ = crate::storage::save_virtual_clock(store.dir(), to);
+        }
+        Ok(stops + 1)
     }
 
     /// Applies `cmd` and, when it changed state, returns once it is durable

@@ -140,6 +140,11 @@ pub struct ServeArgs {
     /// Tier 2 100 requests a minute per tenant) with 429 and Retry-After.
     #[arg(long)]
     pub emulate_rate_limits: bool,
+    /// `wall`, or `virtual[=RFC3339]`: a test clock that moves only through
+    /// POST /admin/v1/clock (it starts at the given instant, or where it
+    /// stood when the data directory was last served, or now).
+    #[arg(long, default_value = "wall")]
+    pub clock: String,
     /// Do not count requests and commits for GET /metrics (the gauges stay).
     #[arg(long)]
     pub no_metrics: bool,
@@ -330,10 +335,40 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Builds the app from a config: data directory, keys, catalog.
+/// The test clock `--clock` asks for (None: the wall clock).
+fn virtual_clock(
+    arg: &str,
+    data_dir: &std::path::Path,
+) -> Result<Option<Arc<crate::clock::ManualClock>>, Box<dyn std::error::Error>> {
+    let start = match arg.split_once('=') {
+        None if arg == "wall" => return Ok(None),
+        None if arg == "virtual" => None,
+        Some(("virtual", t)) => Some(
+            crate::engine::time::parse_instant(t)
+                .ok_or_else(|| format!("--clock virtual={t}: not an RFC 3339 instant"))?,
+        ),
+        _ => return Err(format!("--clock {arg}: wall, virtual or virtual=<RFC 3339>").into()),
+    };
+    // Never backwards: where it stood last, if later than asked.
+    let stood = crate::storage::load_virtual_clock(data_dir);
+    let now = match (start, stood) {
+        (Some(s), Some(t)) => s.max(t),
+        (Some(s), None) => s,
+        (None, Some(t)) => t,
+        (None, None) => SystemClock.now_ms(),
+    };
+    Ok(Some(Arc::new(crate::clock::ManualClock::new(now))))
+}
+
+/// The App of `tally serve`: on the wall clock, or on `test_clock`.
 pub fn build_app(
     cfg: &ServeConfig,
-    clock: Arc<dyn Clock>,
+    test_clock: Option<Arc<crate::clock::ManualClock>>,
 ) -> Result<App, Box<dyn std::error::Error>> {
+    let clock: Arc<dyn Clock> = match &test_clock {
+        Some(c) => c.clone(),
+        None => Arc::new(SystemClock),
+    };
     crate::storage::ensure_dir(&cfg.data_dir)?;
     let (key, created) = crate::storage::load_or_create_signing_key(&cfg.data_dir)?;
     if created {
@@ -357,6 +392,7 @@ pub fn build_app(
     }
     let mut opts = AppOptions::new(token, key);
     opts.clock = clock.clone();
+    opts.virtual_clock = test_clock;
     opts.limits = cfg.limits.clone();
     opts.sign_responses = cfg.sign_responses;
     opts.emulate_rate_limits = cfg.emulate_rate_limits;
@@ -461,7 +497,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         LogFormat::Text => logs.init(),
     }
     let cfg = args.config();
-    let app = match build_app(&cfg, Arc::new(SystemClock)) {
+    let test_clock = match virtual_clock(&args.clock, &cfg.data_dir) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let app = match build_app(&cfg, test_clock) {
         Ok(a) => Arc::new(a),
         Err(e) => return fail(e),
     };

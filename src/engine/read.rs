@@ -93,6 +93,47 @@ impl Engine {
         c
     }
 
+    /// The first instant after `after` at which a sweep would change
+    /// something: a floating seat's expiry, a reservation's, a Yext
+    /// removal's (a test clock stops at each on its way forward, so that
+    /// what expires meanwhile expires at its own time, in order).
+    pub fn next_due(&self, after: Millis) -> Option<Millis> {
+        let mut best: Option<Millis> = None;
+        let mut see = |t: Millis| {
+            if t > after {
+                best = Some(best.map_or(t, |b| b.min(t)));
+            }
+        };
+        for id in self.leased.iter() {
+            let Some(l) = self.license(*id.key()) else {
+                continue;
+            };
+            for h in l.floating.holders_raw() {
+                see(h.expires_at);
+            }
+            for f in l.features.read().iter() {
+                for h in f.floating.holders_raw() {
+                    see(h.expires_at);
+                }
+            }
+        }
+        if let Some((t, _)) = self
+            .reservations
+            .by_expiry
+            .lock()
+            .range((after.saturating_add(1), 0)..)
+            .next()
+        {
+            see(*t);
+        }
+        for a in self.yext.iter() {
+            if let Some(t) = a.next_due(after) {
+                see(t);
+            }
+        }
+        best
+    }
+
     /// What a search of the console finds for `text`, at most `max`:
     /// licenses by key (exact, any tenant) or id, tenants by id or name
     /// (a part, any case), Qlik subjects and Yext entities (exact).

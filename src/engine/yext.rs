@@ -228,6 +228,16 @@ impl YextBook {
 }
 
 impl YextAccount {
+    /// The first scheduled removal after `after` (a test clock's next stop).
+    pub fn next_due(&self, after: Millis) -> Option<Millis> {
+        self.book
+            .lock()
+            .due
+            .iter()
+            .map(|(at, _, _)| *at)
+            .find(|at| *at > after)
+    }
+
     /// Whether `entity` holds an assignment of any pack (the console's search).
     pub fn has_entity(&self, entity: &str) -> bool {
         self.book

@@ -45,6 +45,10 @@ const ADMIN_ROUTES: &[&str] = &[
     "/admin/v1/licenses/{id}/floating",
     "/admin/v1/licenses/{id}/consumption",
     "/admin/v1/signing-key",
+    "/admin/v1/stats",
+    "/admin/v1/search",
+    "/admin/v1/clock",
+    "/admin/v1/licenses/{id}/floating/{holder}",
 ];
 
 /// The server's own routes.

@@ -408,20 +408,10 @@ async fn sweep_leases(app: Arc<App>) {
 /// tenants that asked for them).
 pub const NOTICE_SWEEP_INTERVAL_MS: u64 = 10_000;
 
-/// Reports the licenses whose end is near or past to the tenants that
-/// subscribed (a logged command, made only when there is something to report).
+/// Reports the licenses whose end is near or past (see `App::sweep_notices`).
 pub async fn sweep_notices(app: &App, now: crate::engine::time::Millis) {
-    let due = {
-        let engine = &app.engine;
-        engine.webhooks_active() && engine.notices_due(now)
-    };
-    if due {
-        if let Err(e) = app
-            .commit(&crate::engine::Command::SweepNotices { now })
-            .await
-        {
-            tracing::debug!("notice sweep not done: {e:?}");
-        }
+    if let Err(e) = app.sweep_notices(now).await {
+        tracing::debug!("notice sweep not done: {e:?}");
     }
 }
 
@@ -433,19 +423,10 @@ async fn deliver_webhooks(app: Arc<App>) {
     }
 }
 
-/// One pass of the periodic sweeps: expired floating seats, scheduled
-/// Yext removals that fell due (reads already hide them; this frees them for
-/// good), and the native API's expired reservations and idempotency records.
-/// Each is a logged command when it changed anything.
+/// One pass of the periodic sweeps (see `App::sweep`).
 pub async fn sweep_once(app: &App, now: crate::engine::time::Millis) {
-    for cmd in [
-        crate::engine::Command::SweepLeases { now },
-        crate::engine::Command::SweepExpired { now },
-        crate::engine::Command::SweepPending { now },
-    ] {
-        if let Err(e) = app.commit(&cmd).await {
-            tracing::debug!("sweep not done: {e:?}");
-        }
+    if let Err(e) = app.sweep(now).await {
+        tracing::debug!("sweep not done: {e:?}");
     }
 }
 

@@ -147,3 +147,22 @@ pub fn save_token_keys(
     let bytes = serde_json::to_vec_pretty(keys).unwrap_or_default();
     write_private(&dir.join(TOKEN_KEYS_FILE), &bytes)
 }
+
+/// Where a test clock stood (`--clock virtual`), in the data directory.
+pub const VIRTUAL_CLOCK_FILE: &str = "virtual_clock";
+
+/// Stores the test clock's time (ms), replacing the file atomically.
+pub fn save_virtual_clock(dir: &Path, now: crate::engine::time::Millis) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{VIRTUAL_CLOCK_FILE}.tmp"));
+    std::fs::write(&tmp, now.to_string())?;
+    std::fs::rename(&tmp, dir.join(VIRTUAL_CLOCK_FILE))
+}
+
+/// The test clock's stored time, if any.
+pub fn load_virtual_clock(dir: &Path) -> Option<crate::engine::time::Millis> {
+    std::fs::read_to_string(dir.join(VIRTUAL_CLOCK_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

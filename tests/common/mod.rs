@@ -3,6 +3,7 @@
 //! talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod infa;
 pub mod native;
 pub mod qlik;

@@ -12,10 +12,12 @@
 //! - `kinds.rs`: the generic kinds; `licenses.rs`: features, devices and
 //!   consumption; `keys.rs`: API keys and token keys; `ledger.rs`: the
 //!   ledger; `webhooks.rs`: every tenant's webhooks; `console.rs`: what the
-//!   web console asks (stats, search, releasing a floating seat); [`qlik`], [`yext`], [`infa`]: the
+//!   web console asks (stats, search, releasing a floating seat);
+//!   `clock.rs`: the test clock; [`qlik`], [`yext`], [`infa`]: the
 //!   vendor sections;
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
+mod clock;
 mod console;
 mod error;
 pub mod infa;
@@ -147,6 +149,8 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         }
         ["ledger"] if m == Method::GET => ledger::list(app, &query).await,
         ["stats"] if m == Method::GET => Ok(console::stats(app)),
+        ["clock"] if m == Method::GET => clock::get(app),
+        ["clock"] if m == Method::POST => clock::post(app, body).await,
         ["search"] if m == Method::GET => console::search(app, &query),
         ["licenses", id, "floating", holder] if m == Method::DELETE => {
             console::release(app, id, holder, &query).await

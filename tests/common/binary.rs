@@ -1,0 +1,137 @@
+//! The real `tally serve` binary for the tests that drive it: started on
+//! 127.0.0.1:0 with the demo catalog and the given flags, its output kept
+//! (stderr as the logs, stdout tagged `stdout: `), and a small HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub struct Binary {
+    pub child: Child,
+    pub base: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub client: HttpClient,
+}
+
+impl Binary {
+    /// `tally serve` on the demo catalog in `dir` with `args` and `env`.
+    pub fn start(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--catalog")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json"))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tally");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (stream, tag) in [
+            (
+                Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
+                "",
+            ),
+            (Box::new(child.stdout.take().expect("stdout")), "stdout: "),
+        ] {
+            let (lines, tx) = (log.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                            .collect();
+                        let _ = tx.send(addr);
+                    }
+                    lines.lock().expect("log").push(format!("{tag}{line}"));
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tally did not start: {:?}", log.lock().expect("log"));
+            }
+        };
+        Binary {
+            child,
+            base: format!("http://{addr}"),
+            log,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A graceful stop (SIGTERM), waited for.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A request; (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            b = b.header(*k, v);
+        }
+        let body = body.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
+        let resp = self
+            .client
+            .request(b.body(Full::new(body)).expect("request"))
+            .await
+            .expect("answer");
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The admin token of the data directory `dir`.
+    pub fn admin_token(dir: &std::path::Path) -> String {
+        std::fs::read_to_string(dir.join("admin_token"))
+            .expect("admin token")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

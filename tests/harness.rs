@@ -1,0 +1,230 @@
+//! The harness toolkit through the real binary. The test clock (`--clock
+//! virtual`): time moves only through `POST /admin/v1/clock`; what expires
+//! meanwhile expires at its own instant, in order, as logged changes; a
+//! month boundary resets a meter; clients' signatures stay checked on the
+//! wall clock; after a SIGKILL the state and the clock come back the same.
+#![allow(clippy::too_many_lines, reason = "a scenario reads top to bottom")]
+
+mod common;
+
+use common::binary::Binary;
+use hyper::Method;
+use serde_json::{json, Value};
+
+const STUDIO: &str = "DEMO-STUDIO-0001";
+
+fn bearer() -> (&'static str, String) {
+    ("Authorization", "Bearer demo-api-key".to_string())
+}
+
+async fn usage(b: &Binary) -> i64 {
+    let (_, v) = b
+        .call(
+            Method::GET,
+            &format!("/v1/licenses/{STUDIO}"),
+            &[bearer()],
+            None,
+        )
+        .await;
+    v["features"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["code"] == "ai-credits"))
+        .and_then(|f| f["usage"]["used"].as_i64())
+        .unwrap_or_else(|| panic!("no usage: {v}"))
+}
+
+async fn holders(b: &Binary) -> Vec<Value> {
+    let (_, v) = b
+        .call(
+            Method::GET,
+            &format!("/v1/licenses/{STUDIO}/features/export-4k/seats"),
+            &[bearer()],
+            None,
+        )
+        .await;
+    v["seats"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut b = Binary::start(dir, &["--clock", "virtual=2026-11-30T12:00:00Z"], &[]);
+    let admin = (
+        "Authorization",
+        format!("Bearer {}", Binary::admin_token(dir)),
+    );
+    let (status, clock) = b
+        .call(
+            Method::GET,
+            "/admin/v1/clock",
+            std::slice::from_ref(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(clock["mode"], "virtual");
+    assert_eq!(clock["now"], "2026-11-30T12:00:00.000Z");
+
+    // A seat (15 minutes), and 500 of the month's 1,000 credits.
+    let (status, seat) = b
+        .call(
+            Method::PUT,
+            &format!("/v1/licenses/{STUDIO}/features/export-4k/seats/h1"),
+            &[bearer()],
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{seat}");
+    assert_eq!(seat["expires_at"], "2026-11-30T12:15:00.000Z");
+    let (status, _) = b
+        .call(
+            Method::POST,
+            &format!("/v1/licenses/{STUDIO}/features/ai-credits/usage"),
+            &[bearer()],
+            Some(json!({"units": 500})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // A LicenseSpring client signs with the real time: still accepted, hours
+    // away from the virtual clock.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (date, auth) =
+        tally::api::licensespring::client_headers("demo-api-key", "demo-shared-key", now_ms);
+    let (status, v) = b
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v4/check_license?product=studio&license_key={STUDIO}&hardware_id=hw-clock"
+            ),
+            &[("Date", date), ("Authorization", auth)],
+            None,
+        )
+        .await;
+    assert_ne!(status, 401, "{v}");
+    assert_ne!(v["code"], "date_header_difference", "{v}");
+
+    // Bad moves change nothing.
+    for (body, status_want) in [
+        (json!({"set": "2026-11-30T11:00:00Z"}), 409),
+        (json!({"advance_ms": -5}), 400),
+        (json!({"advance_ms": 1, "set": "2027-01-01T00:00:00Z"}), 400),
+        (json!({"set": "soon"}), 400),
+        (json!({"jump": 1}), 400),
+    ] {
+        let (status, v) = b
+            .call(
+                Method::POST,
+                "/admin/v1/clock",
+                std::slice::from_ref(&admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, status_want, "{body} -> {v}");
+    }
+    assert_eq!(holders(&b).await.len(), 1);
+
+    // Sixteen minutes: the seat expired at its own instant, by a logged sweep.
+    let (status, moved) = b
+        .call(
+            Method::POST,
+            "/admin/v1/clock",
+            std::slice::from_ref(&admin),
+            Some(json!({"advance_ms": 960_000})),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["now"], "2026-11-30T12:16:00.000Z");
+    assert!(moved["stops"].as_u64().unwrap_or(0) >= 2, "{moved}");
+    assert!(holders(&b).await.is_empty());
+    let (_, ledger) = b
+        .call(
+            Method::GET,
+            "/v1/ledger?kind=seat_expired",
+            &[bearer()],
+            None,
+        )
+        .await;
+    let expired = &ledger["entries"][0]["entry"];
+    assert_eq!(expired["subject"], "h1", "{ledger}");
+    assert_eq!(
+        expired["at"].as_i64(),
+        tally::engine::time::parse_instant("2026-11-30T12:15:00Z"),
+        "expired at its own time, not at the end of the move"
+    );
+
+    // Past the month's end: the meter starts again.
+    assert_eq!(usage(&b).await, 500);
+    let (status, _) = b
+        .call(
+            Method::POST,
+            "/admin/v1/clock",
+            std::slice::from_ref(&admin),
+            Some(json!({"set": "2026-12-01T00:00:01Z"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(usage(&b).await, 0);
+    b.call(
+        Method::POST,
+        &format!("/v1/licenses/{STUDIO}/features/ai-credits/usage"),
+        &[bearer()],
+        Some(json!({"units": 10})),
+    )
+    .await;
+    assert_eq!(usage(&b).await, 10);
+
+    // A crash, and a start without a start time: the clock resumes where it
+    // stood, the state is the same.
+    b.kill9();
+    let b = Binary::start(dir, &["--clock", "virtual"], &[]);
+    let (_, clock) = b
+        .call(
+            Method::GET,
+            "/admin/v1/clock",
+            std::slice::from_ref(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(clock["now"], "2026-12-01T00:00:01.000Z");
+    assert_eq!(usage(&b).await, 10);
+    assert!(holders(&b).await.is_empty());
+    let (_, again) = b
+        .call(
+            Method::GET,
+            "/v1/ledger?kind=seat_expired",
+            &[bearer()],
+            None,
+        )
+        .await;
+    assert_eq!(again["entries"], ledger["entries"]);
+    drop(b);
+
+    // On the wall clock the clock is not for moving.
+    let wall_dir = tempfile::tempdir().expect("tempdir");
+    let w = Binary::start(wall_dir.path(), &[], &[]);
+    let admin = (
+        "Authorization",
+        format!("Bearer {}", Binary::admin_token(wall_dir.path())),
+    );
+    let (status, v) = w
+        .call(
+            Method::GET,
+            "/admin/v1/clock",
+            std::slice::from_ref(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    let (status, _) = w
+        .call(
+            Method::POST,
+            "/admin/v1/clock",
+            &[admin],
+            Some(json!({"advance_ms": 1})),
+        )
+        .await;
+    assert_eq!(status, 409);
+}
