@@ -182,6 +182,8 @@ pub struct App {
     virtual_clock: Option<Arc<crate::clock::ManualClock>>,
     /// Serialises advances of the test clock.
     advancing: tokio::sync::Mutex<()>,
+    /// The last requests (`--journal N`); None: off.
+    pub journal: Option<crate::journal::Journal>,
 }
 
 /// A test clock's move ([`App::advance_clock`]).
@@ -222,6 +224,8 @@ pub struct AppOptions {
     pub access_log: bool,
     /// The test clock, when the server runs on one (`clock` is then it).
     pub virtual_clock: Option<Arc<crate::clock::ManualClock>>,
+    /// Requests the journal keeps (0: off).
+    pub journal: usize,
 }
 
 impl AppOptions {
@@ -243,6 +247,7 @@ impl AppOptions {
             metrics_token: None,
             access_log: false,
             virtual_clock: None,
+            journal: 0,
         }
     }
 }
@@ -273,6 +278,7 @@ impl App {
             access_log: opts.access_log,
             virtual_clock: opts.virtual_clock,
             advancing: tokio::sync::Mutex::new(()),
+            journal: (opts.journal > 0).then(|| crate::journal::Journal::new(opts.journal)),
         }
         .with_recovered_events()
     }

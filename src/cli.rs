@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// stood when the data directory was last served, or now).
     #[arg(long, default_value = "wall")]
     pub clock: String,
+    /// Keep the last N requests (credentials masked) for GET
+    /// /admin/v1/journal (0: off, the default; at most 1,000,000).
+    #[arg(long, default_value_t = 0)]
+    pub journal: usize,
     /// Do not count requests and commits for GET /metrics (the gauges stay).
     #[arg(long)]
     pub no_metrics: bool,
@@ -211,6 +215,7 @@ impl ServeArgs {
             metrics_per_tenant: self.metrics_per_tenant,
             metrics_token: self.metrics_token.clone(),
             access_log: self.access_log,
+            journal: self.journal,
             store: crate::storage::store::StoreOptions {
                 fsync: self.fsync,
                 snapshot_interval: Duration::from_secs(self.snapshot_interval),
@@ -403,6 +408,7 @@ pub fn build_app(
     opts.metrics_per_tenant = cfg.metrics_per_tenant;
     opts.metrics_token = cfg.metrics_token.clone();
     opts.access_log = cfg.access_log;
+    opts.journal = cfg.journal;
     let (token_keys, created) =
         crate::storage::load_or_create_token_keys(&cfg.data_dir, clock.now_ms())?;
     if created {

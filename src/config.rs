@@ -78,6 +78,8 @@ pub struct ServeConfig {
     pub metrics_token: Option<String>,
     /// One line per request (`--access-log`).
     pub access_log: bool,
+    /// Requests the journal keeps (`--journal`, 0: off).
+    pub journal: usize,
     /// Durability: fsync mode, snapshot interval, repair policy.
     pub store: crate::storage::store::StoreOptions,
     pub limits: Limits,

@@ -191,6 +191,25 @@ pub async fn read_body(
     read_incoming(req.into_body(), max, timeout).await
 }
 
+tokio::task_local! {
+    /// The body a request's handler read, for the request journal (only
+    /// inside [`with_body_tap`]).
+    static BODY_TAP: std::cell::RefCell<Option<Bytes>>;
+}
+
+/// Runs `f` (a request's handling) and returns, with its output, the body
+/// the handler read (if it read one).
+pub async fn with_body_tap<F: std::future::Future>(f: F) -> (F::Output, Option<Bytes>) {
+    let scoped = BODY_TAP.scope(std::cell::RefCell::new(None), f);
+    tokio::pin!(scoped);
+    let out = (&mut scoped).await;
+    let body = scoped
+        .as_mut()
+        .take_value()
+        .and_then(std::cell::RefCell::into_inner);
+    (out, body)
+}
+
 /// [`read_body`] for a body taken from its request (whose head the caller keeps).
 pub async fn read_incoming(
     body: Incoming,
@@ -212,7 +231,12 @@ pub async fn read_incoming(
         None => tokio::time::timeout(timeout, collect).await,
     };
     match done {
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Ok(c)) => {
+            let bytes = c.to_bytes();
+            // The request journal's copy (a reference count), when it taps.
+            let _ = BODY_TAP.try_with(|t| *t.borrow_mut() = Some(bytes.clone()));
+            Ok(bytes)
+        }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
         Ok(Err(_)) => Err(BodyError::Read),
         Err(_) => Err(BodyError::TimedOut),

@@ -24,6 +24,7 @@
 //!   [`api::qlik`] (Qlik Cloud Licenses), [`api::yext`] (Yext License Packs),
 //!   [`api::infa`] (Informatica IICS license resource), [`api::admin`]
 //!   (the native admin API) and [`api::native`] (Tally's own API, `/v1/`).
+//! - [`journal`]: the request journal (`--journal N`), credentials masked.
 //! - [`metrics`]: what the server counts (per-thread shards) and `GET
 //!   /metrics` (the Prometheus text format, written by `prometheus-client`).
 //! - [`webhooks`]: the dispatcher that delivers the outbox's events
@@ -49,6 +50,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod server;
 pub mod signing;

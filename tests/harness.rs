@@ -228,3 +228,180 @@ async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
         .await;
     assert_eq!(status, 409);
 }
+
+/// LicenseSpring's auth headers at the real time.
+fn ls_headers() -> [(&'static str, String); 2] {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (date, auth) =
+        tally::api::licensespring::client_headers("demo-api-key", "demo-shared-key", now_ms);
+    [("Date", date), ("Authorization", auth)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_verifies_what_a_client_sent_and_keeps_no_secret() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let b = Binary::start(dir, &["--journal", "100"], &[]);
+    let token = Binary::admin_token(dir);
+    let admin = ("Authorization", format!("Bearer {token}"));
+    let check = format!(
+        "/api/v4/check_license_feature?product=studio&license_key={STUDIO}&hardware_id=hw-j&feature=render"
+    );
+    for _ in 0..3 {
+        let (status, v) = b.call(Method::GET, &check, &ls_headers(), None).await;
+        assert!(status < 500, "{v}");
+    }
+    let (status, v) = b
+        .call(
+            Method::POST,
+            "/api/v4/add_feature_consumption",
+            &ls_headers(),
+            Some(
+                json!({"product": "studio", "license_key": STUDIO, "hardware_id": "hw-j",
+                        "feature": "ai-credits", "consumptions": 1}),
+            ),
+        )
+        .await;
+    assert!(status < 500, "{v}");
+    let (status, login) = b
+        .call(
+            Method::POST,
+            "/saas/public/core/v3/login",
+            &[],
+            Some(json!({"username": "admin@parent.example", "password": "parent-admin-password"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let session = login["userInfo"]["sessionId"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+
+    // Counts, as a test verifies its client's calls.
+    let count = |endpoint: &str| json!({"endpoint": endpoint});
+    let (status, n) = b
+        .call(
+            Method::POST,
+            "/admin/v1/journal/count",
+            std::slice::from_ref(&admin),
+            Some(count("/api/v4/check_license_feature")),
+        )
+        .await;
+    assert_eq!((status, n["count"].clone()), (200, json!(3)), "{n}");
+    let (_, n) = b
+        .call(
+            Method::POST,
+            "/admin/v1/journal/count",
+            std::slice::from_ref(&admin),
+            Some(json!({"endpoint": "/api/v4/add_feature_consumption", "method": "POST"})),
+        )
+        .await;
+    assert_eq!(n["count"], 1);
+    let (_, n) = b
+        .call(
+            Method::POST,
+            "/admin/v1/journal/count",
+            std::slice::from_ref(&admin),
+            Some(json!({"surface": "licensespring", "endpoint": "/api/v4/*"})),
+        )
+        .await;
+    assert_eq!(n["count"], 4);
+    let (status, _) = b
+        .call(
+            Method::POST,
+            "/admin/v1/journal/count",
+            std::slice::from_ref(&admin),
+            Some(json!({"colour": "red"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // The entries: route, path, masked credentials, body, status, tenant.
+    let (status, page) = b
+        .call(
+            Method::GET,
+            "/admin/v1/journal?endpoint=/api/v4/check_license_feature&limit=2",
+            std::slice::from_ref(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "the newest two");
+    let e = &items[1];
+    assert_eq!(e["surface"], "licensespring");
+    assert_eq!(e["method"], "GET");
+    assert!(e["path"].as_str().unwrap_or("").contains("feature=render"));
+    assert!(e["tenant_id"].as_u64().is_some());
+    let auth = e["headers"]
+        .as_array()
+        .and_then(|h| h.iter().find(|p| p[0] == "authorization"))
+        .expect("authorization header");
+    assert_eq!(auth[1], "***");
+    let (_, all) = b
+        .call(
+            Method::GET,
+            "/admin/v1/journal?limit=1000",
+            std::slice::from_ref(&admin),
+            None,
+        )
+        .await;
+    let text = all.to_string();
+    for secret in [
+        "demo-shared-key",
+        "parent-admin-password",
+        session.as_str(),
+        token.as_str(),
+    ] {
+        assert!(
+            !secret.is_empty() && !text.contains(secret),
+            "{secret} in the journal"
+        );
+    }
+    let login_entry = all["items"]
+        .as_array()
+        .and_then(|i| {
+            i.iter()
+                .find(|e| e["endpoint"] == "/saas/public/core/v3/login")
+        })
+        .expect("the login");
+    assert!(login_entry["body"]
+        .as_str()
+        .unwrap_or("")
+        .contains("admin@parent.example"));
+
+    // Cleared.
+    let (status, _) = b
+        .call(
+            Method::DELETE,
+            "/admin/v1/journal",
+            std::slice::from_ref(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, n) = b
+        .call(
+            Method::POST,
+            "/admin/v1/journal/count",
+            std::slice::from_ref(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(n["count"], 0);
+    drop(b);
+
+    // Off by default.
+    let off = tempfile::tempdir().expect("tempdir");
+    let b = Binary::start(off.path(), &[], &[]);
+    let admin = (
+        "Authorization",
+        format!("Bearer {}", Binary::admin_token(off.path())),
+    );
+    let (status, _) = b
+        .call(Method::GET, "/admin/v1/journal", &[admin], None)
+        .await;
+    assert_eq!(status, 409);
+}

@@ -443,11 +443,23 @@ async fn handle(
     let request_id = request_id_of(&req);
     // What the metrics and the access log say of the request, when either
     // is on: its endpoint (the route's template) and method.
-    let observed = (app.metrics.enabled || app.access_log).then(|| Observed {
-        started: std::time::Instant::now(),
-        endpoint: app.metrics.routes.endpoint(req.uri().path()),
-        method: method_label(req.method()),
-    });
+    let observed =
+        (app.metrics.enabled || app.access_log || app.journal.is_some()).then(|| Observed {
+            started: std::time::Instant::now(),
+            endpoint: app.metrics.routes.endpoint(req.uri().path()),
+            method: method_label(req.method()),
+        });
+    // The journal's view of the request (credentials masked), when it keeps one.
+    let journaled = app
+        .journal
+        .as_ref()
+        .filter(|_| !req.uri().path().starts_with("/admin/v1/journal"))
+        .map(|_| {
+            (
+                crate::journal::path(req.uri()),
+                crate::journal::headers(req.headers()),
+            )
+        });
     let origin = crate::app::Origin {
         surface: Surface::of(req.uri().path()).name(),
         request_id: request_id.clone(),
@@ -455,7 +467,11 @@ async fn handle(
         code: None,
     };
     let routed = AssertUnwindSafe(route(&app, &surfaces, req, peer)).catch_unwind();
-    let (routed, origin) = crate::app::with_origin(origin, routed).await;
+    let ((routed, origin), body) = if journaled.is_some() {
+        http::with_body_tap(crate::app::with_origin(origin, routed)).await
+    } else {
+        (crate::app::with_origin(origin, routed).await, None)
+    };
     let mut resp = match routed {
         Ok(resp) => resp,
         Err(_panic) => {
@@ -467,7 +483,29 @@ async fn handle(
         }
     };
     if let (Some(o), Some(origin)) = (observed, origin) {
-        observe(&app, &o, &origin, resp.status());
+        let code = observe(&app, &o, &origin, resp.status());
+        if let (Some(journal), Some((path, headers))) = (&app.journal, journaled) {
+            let (body, body_truncated) = crate::journal::body(body.as_ref());
+            journal.push(crate::journal::Entry {
+                seq: 0,
+                at: app.now(),
+                surface: origin.surface,
+                endpoint: o.endpoint,
+                method: o.method,
+                path,
+                headers,
+                body,
+                body_truncated,
+                status: resp.status().as_u16(),
+                code,
+                latency_us: o.started.elapsed().as_micros() as u64,
+                tenant_id: match &origin.actor {
+                    crate::app::Actor::Key(k) => Some(k.tenant_id),
+                    _ => None,
+                },
+                request_id: origin.request_id.to_str().unwrap_or_default().to_string(),
+            });
+        }
     }
     resp.headers_mut().insert(REQUEST_ID, request_id);
     // A body refused as too large or too slow was not read: the next bytes on
@@ -524,8 +562,14 @@ fn code_of_status(status: StatusCode) -> &'static str {
     }
 }
 
-/// Counts an answered request and writes its access log line.
-fn observe(app: &App, o: &Observed, origin: &crate::app::Origin, status: StatusCode) {
+/// Counts an answered request and writes its access log line; returns
+/// the result code it counted.
+fn observe(
+    app: &App,
+    o: &Observed,
+    origin: &crate::app::Origin,
+    status: StatusCode,
+) -> &'static str {
     let elapsed = o.started.elapsed();
     let code = match origin.code {
         Some(c) if !status.is_success() => c,
@@ -561,6 +605,7 @@ fn observe(app: &App, o: &Observed, origin: &crate::app::Origin, status: StatusC
             "request"
         );
     }
+    code
 }
 
 /// The header that names a request (taken from the client, else made up,

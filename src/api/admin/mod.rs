@@ -13,7 +13,7 @@
 //!   consumption; `keys.rs`: API keys and token keys; `ledger.rs`: the
 //!   ledger; `webhooks.rs`: every tenant's webhooks; `console.rs`: what the
 //!   web console asks (stats, search, releasing a floating seat);
-//!   `clock.rs`: the test clock; [`qlik`], [`yext`], [`infa`]: the
+//!   `clock.rs`: the test clock; `journal.rs`: the request journal; [`qlik`], [`yext`], [`infa`]: the
 //!   vendor sections;
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
@@ -21,6 +21,7 @@ mod clock;
 mod console;
 mod error;
 pub mod infa;
+mod journal;
 mod keys;
 mod kinds;
 mod ledger;
@@ -150,6 +151,9 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["ledger"] if m == Method::GET => ledger::list(app, &query).await,
         ["stats"] if m == Method::GET => Ok(console::stats(app)),
         ["clock"] if m == Method::GET => clock::get(app),
+        ["journal"] if m == Method::GET => journal::list(app, &query),
+        ["journal"] if m == Method::DELETE => journal::clear(app),
+        ["journal", "count"] if m == Method::POST => journal::count(app, body),
         ["clock"] if m == Method::POST => clock::post(app, body).await,
         ["search"] if m == Method::GET => console::search(app, &query),
         ["licenses", id, "floating", holder] if m == Method::DELETE => {
