@@ -184,6 +184,8 @@ pub struct App {
     advancing: tokio::sync::Mutex<()>,
     /// The last requests (`--journal N`); None: off.
     pub journal: Option<crate::journal::Journal>,
+    /// The harness's fault rules (none by default).
+    pub faults: crate::faults::Faults,
 }
 
 /// A test clock's move ([`App::advance_clock`]).
@@ -279,6 +281,7 @@ impl App {
             virtual_clock: opts.virtual_clock,
             advancing: tokio::sync::Mutex::new(()),
             journal: (opts.journal > 0).then(|| crate::journal::Journal::new(opts.journal)),
+            faults: crate::faults::Faults::default(),
         }
         .with_recovered_events()
     }

@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// stood when the data directory was last served, or now).
     #[arg(long, default_value = "wall")]
     pub clock: String,
+    /// Fault rules to start with (`{"rules": [...]}`, as PUT
+    /// /admin/v1/faults takes them; see docs/harness.md).
+    #[arg(long)]
+    pub faults: Option<PathBuf>,
     /// Keep the last N requests (credentials masked) for GET
     /// /admin/v1/journal (0: off, the default; at most 1,000,000).
     #[arg(long, default_value_t = 0)]
@@ -340,6 +344,22 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Builds the app from a config: data directory, keys, catalog.
+/// Sets the fault rules of `path` (`{"rules": [...]}`).
+fn load_faults(app: &App, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        rules: Vec<crate::faults::Rule>,
+    }
+    let text = std::fs::read(path).map_err(|e| format!("--faults {}: {e}", path.display()))?;
+    let f: File =
+        serde_json::from_slice(&text).map_err(|e| format!("--faults {}: {e}", path.display()))?;
+    app.faults
+        .set(f.rules, app.now())
+        .map_err(|e| format!("--faults {}: {e}", path.display()))?;
+    Ok(())
+}
+
 /// The test clock `--clock` asks for (None: the wall clock).
 fn virtual_clock(
     arg: &str,
@@ -511,6 +531,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(a) => Arc::new(a),
         Err(e) => return fail(e),
     };
+    if let Some(path) = &args.faults {
+        if let Err(e) = load_faults(&app, path) {
+            return fail(e);
+        }
+    }
     if args.runtime == crate::server::RuntimeKind::CurrentThread {
         let threads = crate::server::per_core_threads(args.workers);
         let result =

@@ -243,6 +243,30 @@ pub async fn read_incoming(
     }
 }
 
+/// An injected fault's answer (the harness's fault rules), for the
+/// surfaces to write in their own shape: a status's code in snake case and
+/// a message saying where it came from.
+pub fn fault_words(status: StatusCode) -> (&'static str, &'static str) {
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        408 => "request_timeout",
+        409 => "conflict",
+        429 => "too_many_requests",
+        500 => "internal_server_error",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        _ => "injected_fault",
+    };
+    (
+        code,
+        "Injected by a fault rule of this Tally server (its harness)",
+    )
+}
+
 /// Query pairs allocated for up front (a LicenseSpring check sends 4 or 5).
 const QUERY_PAIRS_EXPECTED: usize = 8;
 

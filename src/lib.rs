@@ -24,6 +24,8 @@
 //!   [`api::qlik`] (Qlik Cloud Licenses), [`api::yext`] (Yext License Packs),
 //!   [`api::infa`] (Informatica IICS license resource), [`api::admin`]
 //!   (the native admin API) and [`api::native`] (Tally's own API, `/v1/`).
+//! - [`faults`]: the harness's fault rules (latency, errors in a surface's
+//!   shape, closed connections, trickling bodies), looked at before routing.
 //! - [`journal`]: the request journal (`--journal N`), credentials masked.
 //! - [`metrics`]: what the server counts (per-thread shards) and `GET
 //!   /metrics` (the Prometheus text format, written by `prometheus-client`).
@@ -47,6 +49,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod engine;
+pub mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

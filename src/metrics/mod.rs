@@ -415,6 +415,17 @@ impl Metrics {
             "Client connections open",
             Value::Int(self.connections_open.load(Ordering::Relaxed).max(0) as u64),
         ));
+        let mut faults = Family::counter(
+            "tally_faults_injected",
+            "Requests a fault rule of the harness answered, delayed, closed or slowed, by rule",
+        );
+        for a in app.faults.rules().iter() {
+            faults.push(
+                vec![("rule", a.rule.id.clone())],
+                Value::Int(a.hits.load(Ordering::Relaxed)),
+            );
+        }
+        out.push(faults);
         let mut hits = Family::counter(
             "tally_connection_limit_hits",
             "Accepts that found every connection slot taken (--connections-max)",

@@ -48,6 +48,7 @@ const ADMIN_ROUTES: &[&str] = &[
     "/admin/v1/stats",
     "/admin/v1/search",
     "/admin/v1/clock",
+    "/admin/v1/faults",
     "/admin/v1/journal",
     "/admin/v1/journal/count",
     "/admin/v1/licenses/{id}/floating/{holder}",

@@ -4,7 +4,6 @@
 
 mod guard;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -439,8 +438,16 @@ async fn handle(
     surfaces: Arc<Surfaces>,
     req: Request<Incoming>,
     peer: std::net::IpAddr,
-) -> Result<Resp, Infallible> {
+) -> Result<Resp, Closed> {
     let request_id = request_id_of(&req);
+    // The harness's fault rules come first: nothing below sees a request
+    // they answer (the rules' own endpoint is never faulted).
+    let fault = fault_of(&app, &req);
+    match fault {
+        Some(crate::faults::Decision::Close) => return Err(Closed),
+        Some(crate::faults::Decision::Delay(d)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
     // What the metrics and the access log say of the request, when either
     // is on: its endpoint (the route's template) and method.
     let observed =
@@ -466,7 +473,17 @@ async fn handle(
         actor: crate::app::Actor::Unknown,
         code: None,
     };
-    let routed = AssertUnwindSafe(route(&app, &surfaces, req, peer)).catch_unwind();
+    let surface = Surface::of(req.uri().path());
+    let routed = AssertUnwindSafe(async {
+        match fault {
+            Some(crate::faults::Decision::Error {
+                status,
+                retry_after_s,
+            }) => surface.fault(status, retry_after_s),
+            _ => route(&app, &surfaces, req, peer).await,
+        }
+    })
+    .catch_unwind();
     let ((routed, origin), body) = if journaled.is_some() {
         http::with_body_tap(crate::app::with_origin(origin, routed)).await
     } else {
@@ -508,6 +525,9 @@ async fn handle(
         }
     }
     resp.headers_mut().insert(REQUEST_ID, request_id);
+    if let Some(crate::faults::Decision::Trickle { bytes_per_s }) = fault {
+        resp = trickle(resp, bytes_per_s).await;
+    }
     // A body refused as too large or too slow was not read: the next bytes on
     // the connection are the rest of it, not a request. Tell the client the
     // connection ends with this answer (hyper then closes it).
@@ -521,6 +541,67 @@ async fn handle(
         );
     }
     Ok(resp)
+}
+
+/// A connection closed without an answer (a fault rule's `close`): hyper
+/// drops the connection when its service fails.
+#[derive(Debug)]
+pub struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed by a fault rule")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// What the fault rules decide for `req` (None while no rule is set).
+fn fault_of(app: &App, req: &Request<Incoming>) -> Option<crate::faults::Decision> {
+    if !app.faults.active() || req.uri().path().starts_with("/admin/v1/faults") {
+        return None;
+    }
+    let key = crate::faults::api_key_of(req.headers(), req.uri());
+    let tenant_id = key
+        .as_deref()
+        .and_then(|k| app.engine.api_key(k))
+        .map(|k| k.tenant_id);
+    let decision = app.faults.decide(&crate::faults::Request {
+        surface: Surface::of(req.uri().path()).name(),
+        endpoint: app.metrics.routes.endpoint(req.uri().path()),
+        method: method_label(req.method()),
+        api_key: key.as_deref(),
+        tenant_id,
+        now: app.now(),
+    });
+    decision
+}
+
+/// The answer's body sent at `bytes_per_s` (a fault rule's `trickle`): a
+/// tenth of a second's worth at a time.
+async fn trickle(resp: Resp, bytes_per_s: u64) -> Resp {
+    let (parts, body) = resp.into_parts();
+    let bytes = match body {
+        http::Body::Full(full) => http_body_util::BodyExt::collect(full)
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default(),
+        stream => return hyper::Response::from_parts(parts, stream),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let chunk = (bytes_per_s / 10).max(1) as usize;
+    let pause = Duration::from_millis(chunk as u64 * 1000 / bytes_per_s.max(1));
+    tokio::spawn(async move {
+        for piece in bytes.chunks(chunk) {
+            if tx.send(bytes::Bytes::copy_from_slice(piece)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    let mut parts = parts;
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    hyper::Response::from_parts(parts, http::Body::Stream { rx, hold: None })
 }
 
 /// A request's endpoint and method, and when it began.
@@ -672,6 +753,24 @@ impl Surface {
             Surface::Native
         } else {
             Surface::Server
+        }
+    }
+
+    /// An injected fault's answer, in the surface's shape.
+    fn fault(self, status: u16, retry_after_s: Option<u32>) -> Resp {
+        use crate::api::*;
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        match self {
+            Surface::LicenseSpring => licensespring::fault(status, retry_after_s),
+            Surface::Informatica => infa::fault(status, retry_after_s),
+            Surface::Yext => yext::fault(status, retry_after_s),
+            Surface::Qlik => qlik::fault(status, retry_after_s),
+            Surface::Admin => admin::fault(status, retry_after_s),
+            Surface::Native => native::fault(status, retry_after_s),
+            Surface::Server => {
+                let (code, message) = http::fault_words(status);
+                http::json_value(status, &serde_json::json!({"error": message, "code": code}))
+            }
         }
     }
 

@@ -13,13 +13,15 @@
 //!   consumption; `keys.rs`: API keys and token keys; `ledger.rs`: the
 //!   ledger; `webhooks.rs`: every tenant's webhooks; `console.rs`: what the
 //!   web console asks (stats, search, releasing a floating seat);
-//!   `clock.rs`: the test clock; `journal.rs`: the request journal; [`qlik`], [`yext`], [`infa`]: the
+//!   `clock.rs`: the test clock; `journal.rs`: the request journal;
+//!   `faults.rs`: the fault rules; [`qlik`], [`yext`], [`infa`]: the
 //!   vendor sections;
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
 mod clock;
 mod console;
 mod error;
+mod faults;
 pub mod infa;
 mod journal;
 mod keys;
@@ -52,6 +54,16 @@ use licenses::{blacklist, create_feature, feature_item, set_consumption};
 type R<T> = Result<T, AdminError>;
 
 /// A request the server refused before reading it, in this surface's shape.
+/// An injected fault's answer (the harness), in this surface's shape.
+pub fn fault(status: StatusCode, retry_after_s: Option<u32>) -> Resp {
+    let (code, message) = crate::http::fault_words(status);
+    let mut r = AdminError::new(status, code, message).into_response();
+    if let Some(s) = retry_after_s {
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, s.into());
+    }
+    r
+}
+
 pub fn malformed(m: crate::http::Malformed) -> Resp {
     AdminError::new(StatusCode::BAD_REQUEST, "invalid", m.message()).into_response()
 }
@@ -151,6 +163,9 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["ledger"] if m == Method::GET => ledger::list(app, &query).await,
         ["stats"] if m == Method::GET => Ok(console::stats(app)),
         ["clock"] if m == Method::GET => clock::get(app),
+        ["faults"] if m == Method::GET => faults::get(app),
+        ["faults"] if m == Method::PUT => faults::put(app, body),
+        ["faults"] if m == Method::DELETE => faults::delete(app),
         ["journal"] if m == Method::GET => journal::list(app, &query),
         ["journal"] if m == Method::DELETE => journal::clear(app),
         ["journal", "count"] if m == Method::POST => journal::count(app, body),

@@ -15,7 +15,7 @@ pub struct InfaError {
     code: &'static str,
     message: String,
     /// Seconds for a `Retry-After` header.
-    retry_after_s: Option<u64>,
+    pub(super) retry_after_s: Option<u64>,
 }
 
 impl InfaError {

@@ -31,6 +31,14 @@ use crate::app::App;
 use crate::http::{read_body, Resp};
 
 /// A request the server refused before reading it, in this surface's shape.
+/// An injected fault's answer (the harness), in this surface's shape.
+pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
+    let (_, message) = crate::http::fault_words(status);
+    let mut e = InfaError::new(status, "INJECTED_FAULT", message);
+    e.retry_after_s = retry_after_s.map(u64::from);
+    e.response()
+}
+
 pub fn malformed(m: crate::http::Malformed) -> Resp {
     InfaError::bad(m.message()).response()
 }

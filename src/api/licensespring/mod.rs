@@ -149,6 +149,18 @@ impl Endpoint {
 type Answer = Result<Body, LicenseSpringError>;
 
 /// A request the server refused before reading it, in this surface's shape.
+/// An injected fault's answer (the harness), in this surface's shape.
+pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
+    let (code, message) = crate::http::fault_words(status);
+    LicenseSpringError {
+        status: status.as_u16(),
+        code,
+        message,
+        retry_after_s: retry_after_s.unwrap_or(0),
+    }
+    .response()
+}
+
 pub fn malformed(m: crate::http::Malformed) -> Resp {
     use crate::http::Malformed::*;
     match m {

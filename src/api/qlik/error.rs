@@ -51,6 +51,24 @@ impl QlikError {
             detail,
         }
     }
+    /// An injected fault (the harness): the vendor's code for the status.
+    pub fn fault(status: StatusCode) -> Self {
+        let code = match status.as_u16() {
+            429 => RATE_LIMITED,
+            401 => UNAUTHORIZED,
+            403 => FORBIDDEN,
+            404 => NOT_FOUND,
+            400..=499 => BAD_REQUEST,
+            _ => UNAVAILABLE,
+        };
+        let (_, message) = crate::http::fault_words(status);
+        Self::new(
+            status,
+            code,
+            status.canonical_reason().unwrap_or("Error"),
+            Some(message.into()),
+        )
+    }
     pub fn unauthorized(detail: &str) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -44,6 +44,24 @@ pub const PAGE_SIZE_DEFAULT: usize = 10;
 pub const PAGE_SIZE_MAX: usize = 50;
 
 /// A request the server refused before reading it, in this surface's shape.
+/// An injected fault's answer (the harness), in this surface's shape.
+pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
+    let code = match status.as_u16() {
+        429 => error::TOO_MANY,
+        401 => error::UNAUTHORIZED,
+        403 => error::FORBIDDEN,
+        404 => error::NOT_FOUND,
+        400..=499 => INVALID_REQUEST,
+        _ => error::UNAVAILABLE,
+    };
+    let (_, message) = crate::http::fault_words(status);
+    let mut r = YextError::new(status, code, message).response();
+    if let Some(s) = retry_after_s {
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, s.into());
+    }
+    r
+}
+
 pub fn malformed(m: crate::http::Malformed) -> Resp {
     YextError::bad(INVALID_REQUEST, m.message()).response()
 }
