@@ -40,6 +40,7 @@ async fn qlik_api_client_works_unchanged() {
         .env("TALLY_ADDR", s.addr.to_string())
         .env("TALLY_QLIK_API_KEY", API_KEY)
         .env("TALLY_QLIK_READONLY_KEY", "demo-readonly-key")
+        .env("TALLY_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .await
         .expect("run node");

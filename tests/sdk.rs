@@ -37,3 +37,32 @@ async fn licensespring_python_sdk_works_unchanged() {
         .expect("run python");
     assert_client_passed(&out);
 }
+
+/// An injected fault (the harness) as the SDK sees it: its `ClientError`
+/// with the injected code and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licensespring_python_sdk_sees_injected_faults() {
+    let python = std::env::var("TALLY_SDK_PYTHON").unwrap_or_default();
+    if !client_installed(
+        &python,
+        "TALLY_SDK_PYTHON=<a python with `pip install licensespring==4.0.0`>",
+    ) {
+        return;
+    }
+    let s =
+        TestServer::start_with(|o| o.clock = std::sync::Arc::new(tally::clock::SystemClock)).await;
+    let (_dir, pem) = s.public_key_pem_file().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/licensespring_faults.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("TALLY_ADDR", s.addr.to_string())
+        .env("TALLY_PUBLIC_KEY_PEM", &pem)
+        .env("TALLY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("run python");
+    assert_client_passed(&out);
+}

@@ -107,4 +107,28 @@ await assert.rejects(addLicenseAssignments({ add: [] }, { hostConfig: ro }), (e)
   return true;
 });
 
+step("an injected fault (Tally's harness)");
+if (process.env.TALLY_ADMIN_TOKEN) {
+  const faults = (method, body) =>
+    fetch(`${host}/admin/v1/faults`, {
+      method,
+      headers: { Authorization: `Bearer ${process.env.TALLY_ADMIN_TOKEN}`, "Content-Type": "application/json" },
+      body: body && JSON.stringify(body),
+    });
+  const set = await faults("PUT", {
+    rules: [{ surface: "qlik", endpoint: "/api/v1/licenses/status", count: 1,
+              effect: { type: "error", status: 429, retry_after_s: 1 } }],
+  });
+  assert.equal(set.status, 200);
+  clearCache();
+  await assert.rejects(getLicenseStatus(), (e) => {
+    assert.equal(e.status, 429);
+    assert.equal(e.data.errors[0].code, "LICENSES-005");
+    return true;
+  });
+  clearCache();
+  assert.equal((await getLicenseStatus()).status, 200, "the rule's one hit is spent");
+  assert.equal((await faults("DELETE")).status, 204);
+}
+
 console.log("sdk: all calls passed");
