@@ -229,6 +229,17 @@ async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
     assert_eq!(status, 409);
 }
 
+/// `POST /admin/v1/journal/count` with `matcher`.
+async fn count(b: &Binary, admin: &(&'static str, String), matcher: Value) -> (u16, Value) {
+    b.call(
+        Method::POST,
+        "/admin/v1/journal/count",
+        std::slice::from_ref(admin),
+        Some(matcher),
+    )
+    .await
+}
+
 /// LicenseSpring's auth headers at the real time.
 fn ls_headers() -> [(&'static str, String); 2] {
     let now_ms = std::time::SystemTime::now()
@@ -280,42 +291,28 @@ async fn the_journal_verifies_what_a_client_sent_and_keeps_no_secret() {
         .to_string();
 
     // Counts, as a test verifies its client's calls.
-    let count = |endpoint: &str| json!({"endpoint": endpoint});
-    let (status, n) = b
-        .call(
-            Method::POST,
-            "/admin/v1/journal/count",
-            std::slice::from_ref(&admin),
-            Some(count("/api/v4/check_license_feature")),
-        )
-        .await;
+    let (status, n) = count(
+        &b,
+        &admin,
+        json!({"endpoint": "/api/v4/check_license_feature"}),
+    )
+    .await;
     assert_eq!((status, n["count"].clone()), (200, json!(3)), "{n}");
-    let (_, n) = b
-        .call(
-            Method::POST,
-            "/admin/v1/journal/count",
-            std::slice::from_ref(&admin),
-            Some(json!({"endpoint": "/api/v4/add_feature_consumption", "method": "POST"})),
-        )
-        .await;
+    let (_, n) = count(
+        &b,
+        &admin,
+        json!({"endpoint": "/api/v4/add_feature_consumption", "method": "POST"}),
+    )
+    .await;
     assert_eq!(n["count"], 1);
-    let (_, n) = b
-        .call(
-            Method::POST,
-            "/admin/v1/journal/count",
-            std::slice::from_ref(&admin),
-            Some(json!({"surface": "licensespring", "endpoint": "/api/v4/*"})),
-        )
-        .await;
+    let (_, n) = count(
+        &b,
+        &admin,
+        json!({"surface": "licensespring", "endpoint": "/api/v4/*"}),
+    )
+    .await;
     assert_eq!(n["count"], 4);
-    let (status, _) = b
-        .call(
-            Method::POST,
-            "/admin/v1/journal/count",
-            std::slice::from_ref(&admin),
-            Some(json!({"colour": "red"})),
-        )
-        .await;
+    let (status, _) = count(&b, &admin, json!({"colour": "red"})).await;
     assert_eq!(status, 400);
 
     // The entries: route, path, masked credentials, body, status, tenant.
@@ -382,14 +379,7 @@ async fn the_journal_verifies_what_a_client_sent_and_keeps_no_secret() {
         )
         .await;
     assert_eq!(status, 204);
-    let (_, n) = b
-        .call(
-            Method::POST,
-            "/admin/v1/journal/count",
-            std::slice::from_ref(&admin),
-            Some(json!({})),
-        )
-        .await;
+    let (_, n) = count(&b, &admin, json!({})).await;
     assert_eq!(n["count"], 0);
     drop(b);
 

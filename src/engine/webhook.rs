@@ -216,6 +216,27 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event about to be made (the outbox numbers it), of no threshold.
+    fn new(
+        tenant_id: Id,
+        kind: EventType,
+        at: Millis,
+        license_id: Option<Id>,
+        feature_id: Option<Id>,
+        data: Value,
+    ) -> Event {
+        Event {
+            seq: 0,
+            tenant_id,
+            kind,
+            at,
+            license_id,
+            feature_id,
+            threshold: None,
+            data,
+        }
+    }
+
     /// The id receivers deduplicate by (`webhook-id`): the same on every
     /// attempt and every replay.
     pub fn id(&self) -> String {
@@ -1002,16 +1023,14 @@ impl Engine {
         // Events of this pool so far (refusals between them are not counted:
         // each would be a logged change).
         data["events"] = json!(refusals);
-        inner.emit(Event {
-            seq: 0,
-            tenant_id: l.tenant_id,
-            kind: EventType::FloatingDenied,
-            at: now,
-            license_id: Some(license_id),
+        inner.emit(Event::new(
+            l.tenant_id,
+            EventType::FloatingDenied,
+            now,
+            Some(license_id),
             feature_id,
-            threshold: None,
             data,
-        });
+        ));
         self.hooks.sync_counts(&inner);
         Ok(Outcome::Swept { freed: 1 })
     }
@@ -1079,16 +1098,7 @@ impl Engine {
                 data["days_left"] = json!((end - now) / DAY_MS);
                 EventType::LicenseExpiring
             };
-            inner.emit(Event {
-                seq: 0,
-                tenant_id: l.tenant_id,
-                kind,
-                at: now,
-                license_id: Some(l.id),
-                feature_id: None,
-                threshold: None,
-                data,
-            });
+            inner.emit(Event::new(l.tenant_id, kind, now, Some(l.id), None, data));
         }
         self.hooks.sync_counts(&inner);
         Ok(Outcome::Swept { freed: due.len() })
@@ -1120,16 +1130,14 @@ impl Engine {
                     if let Some(f) = changed_feature(cmd) {
                         data["feature_id"] = json!(f);
                     }
-                    inner.emit(Event {
-                        seq: 0,
-                        tenant_id: l.tenant_id,
-                        kind: EventType::LicenseChanged,
-                        at: command_time(cmd),
-                        license_id: Some(license_id),
-                        feature_id: changed_feature(cmd),
-                        threshold: None,
+                    inner.emit(Event::new(
+                        l.tenant_id,
+                        EventType::LicenseChanged,
+                        command_time(cmd),
+                        Some(license_id),
+                        changed_feature(cmd),
                         data,
-                    });
+                    ));
                 }
             }
         }
@@ -1166,30 +1174,26 @@ impl Engine {
                 let mut data = license_data(&l, code.as_deref());
                 data["reservation_id"] = json!(e.reservation_id.map(|r| r.to_string()));
                 data["units"] = json!(-e.amount);
-                inner.emit(Event {
-                    seq: 0,
-                    tenant_id: e.tenant_id,
-                    kind: EventType::ReservationExpired,
-                    at: e.at,
-                    license_id: e.license_id,
-                    feature_id: e.feature_id,
-                    threshold: None,
+                inner.emit(Event::new(
+                    e.tenant_id,
+                    EventType::ReservationExpired,
+                    e.at,
+                    e.license_id,
+                    e.feature_id,
                     data,
-                });
+                ));
             }
             K::YextExpired => {
                 let subject = e.subject.clone().unwrap_or_default();
                 let (pack, entity) = subject.split_once('/').unwrap_or(("", &subject));
-                inner.emit(Event {
-                    seq: 0,
-                    tenant_id: e.tenant_id,
-                    kind: EventType::YextAssignmentExpired,
-                    at: e.at,
-                    license_id: None,
-                    feature_id: None,
-                    threshold: None,
-                    data: json!({"pack": pack, "entity": entity}),
-                });
+                inner.emit(Event::new(
+                    e.tenant_id,
+                    EventType::YextAssignmentExpired,
+                    e.at,
+                    None,
+                    None,
+                    json!({"pack": pack, "entity": entity}),
+                ));
             }
             _ => {}
         }
@@ -1256,16 +1260,16 @@ impl Engine {
             data["threshold"] = json!(t);
             data["used"] = json!(meter_used);
             data["limit"] = json!(limits.max);
-            inner.emit(Event {
-                seq: 0,
-                tenant_id: e.tenant_id,
-                kind: EventType::MeterThreshold,
-                at: e.at,
-                license_id: Some(license_id),
-                feature_id: e.feature_id,
-                threshold: Some(t),
+            let mut event = Event::new(
+                e.tenant_id,
+                EventType::MeterThreshold,
+                e.at,
+                Some(license_id),
+                e.feature_id,
                 data,
-            });
+            );
+            event.threshold = Some(t);
+            inner.emit(event);
         }
     }
 
@@ -1324,16 +1328,14 @@ impl Engine {
         data["pool"] = json!(pool);
         data["in_use"] = json!(in_use);
         data["capacity"] = json!(capacity);
-        inner.emit(Event {
-            seq: 0,
-            tenant_id: e.tenant_id,
+        inner.emit(Event::new(
+            e.tenant_id,
             kind,
-            at: e.at,
-            license_id: Some(l.id),
-            feature_id: e.feature_id,
-            threshold: None,
+            e.at,
+            Some(l.id),
+            e.feature_id,
             data,
-        });
+        ));
     }
 
     /// `qlik.allotment.exhausted`: an assignment (or auto-assignment) took
@@ -1374,16 +1376,14 @@ impl Engine {
         if units <= 0 || !(before < units && after >= units) {
             return;
         }
-        inner.emit(Event {
-            seq: 0,
+        inner.emit(Event::new(
             tenant_id,
-            kind: EventType::QlikAllotmentExhausted,
-            at: e.at,
-            license_id: None,
-            feature_id: None,
-            threshold: None,
-            data: json!({"allotment": kind.as_str(), "used": after, "units": units}),
-        });
+            EventType::QlikAllotmentExhausted,
+            e.at,
+            None,
+            None,
+            json!({"allotment": kind.as_str(), "used": after, "units": units}),
+        ));
     }
 
     // ------------------------------------------------------------ image
