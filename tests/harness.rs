@@ -395,3 +395,57 @@ async fn the_journal_verifies_what_a_client_sent_and_keeps_no_secret() {
         .await;
     assert_eq!(status, 409);
 }
+
+/// Fault rules from a file at start (`--faults`); a bad file stops the
+/// start with its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_rules_from_a_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rules = tmp.path().join("faults.json");
+    std::fs::write(
+        &rules,
+        json!({"rules": [{"id": "from-file", "surface": "native", "endpoint": "/v1/check",
+                          "effect": {"type": "error", "status": 503}}]})
+        .to_string(),
+    )
+    .expect("write");
+    let data = tmp.path().join("data");
+    let b = Binary::start(&data, &["--faults", &rules.display().to_string()], &[]);
+    let (status, v) = b
+        .call(
+            Method::POST,
+            "/v1/check",
+            &[bearer()],
+            Some(json!({"license_key": STUDIO, "feature": "render"})),
+        )
+        .await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["code"], "service_unavailable");
+    let admin = (
+        "Authorization",
+        format!("Bearer {}", Binary::admin_token(&data)),
+    );
+    let (_, listed) = b
+        .call(Method::GET, "/admin/v1/faults", &[admin], None)
+        .await;
+    assert_eq!(listed["rules"][0]["id"], "from-file");
+    assert_eq!(listed["rules"][0]["hits"], 1);
+    drop(b);
+
+    std::fs::write(
+        &rules,
+        json!({"rules": [{"effect": {"type": "error", "status": 99}}]}).to_string(),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--faults"])
+        .arg(&rules)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data2"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run tally");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rules[0].effect.status"), "{err}");
+}
