@@ -385,6 +385,12 @@ impl App {
         if to < from {
             return Err(ClockError::Backwards);
         }
+        if let Some(store) = &self.store {
+            // Where the clock goes is stored first: a crash during the move
+            // restarts it at the target, never before a logged stop.
+            crate::storage::save_virtual_clock(store.dir(), to)
+                .map_err(|_| ClockError::Unavailable)?;
+        }
         let mut stops = 0;
         let mut at = from;
         while stops < CLOCK_STOPS_MAX {
@@ -403,11 +409,6 @@ impl App {
         self.sweep_notices(to)
             .await
             .map_err(|_| ClockError::Unavailable)?;
-        if let Some(store) = &self.store {
-            // Where the clock stands survives a restart (commands carry
-            // their own time: the state replays the same either way).
-            let _ = crate::storage::save_virtual_clock(store.dir(), to);
-        }
         Ok(stops + 1)
     }
 
@@ -462,12 +463,14 @@ impl App {
         // tenant has webhooks (events are made from them), so that every
         // path that applies a command (this one, recovery, shadow
         // snapshots) makes the same events.
-        let ledgered = store.log.is_ledgered() || hooks;
         let mark = std::cell::Cell::new(0);
         let started = self.metrics.enabled.then(std::time::Instant::now);
         let c = store
             .log
             .commit_ledgered(cmd, &origin_json(self.now()), || {
+                // Read under the commit lock: whether any tenant subscribes
+                // is itself changed by commands in this order.
+                let ledgered = store.log.is_ledgered() || self.engine.webhooks_active();
                 let mut entries = Vec::new();
                 let outcome = apply(ledgered.then_some(&mut entries));
                 mark.set(self.engine.webhook_event_mark());
@@ -489,7 +492,14 @@ impl App {
             None if c.outcome == (Outcome::Idempotent { replayed: true }) => {
                 store.log.wait(store.log.last_lsn()).await?
             }
-            None => {}
+            None => {
+                // Nothing was logged: the mark may cover other changes'
+                // events that are not durable yet; their commits release them.
+                if matches!(cmd, Command::WebhookRetry { .. } | Command::PutWebhook { .. }) {
+                    self.webhook_wake.notify_one();
+                }
+                return Ok(c.outcome);
+            }
         }
         self.release_events(cmd, mark.get());
         Ok(c.outcome)
@@ -503,6 +513,11 @@ impl App {
         cmd: &Command<'_>,
         r: Result<Outcome, CommitError>,
     ) -> Result<Outcome, CommitError> {
+        // A take under an idempotency key is the same take.
+        let cmd = match cmd {
+            Command::Idempotent { cmd, .. } => &**cmd,
+            other => other,
+        };
         if let (
             Err(CommitError::Engine(EngineError::FloatingNotAvailable)),
             Command::FloatingAcquire {

@@ -23,6 +23,10 @@ pub const FAULT_LATENCY_MS_MAX: u64 = 120_000;
 pub const FAULT_TRICKLE_BYTES_PER_S_MIN: u64 = 1;
 /// A rule's id, bytes.
 pub const FAULT_ID_BYTES_MAX: usize = 64;
+/// Fastest trickle, bytes per second.
+pub const FAULT_TRICKLE_BYTES_PER_S_MAX: u64 = 100_000_000;
+/// Longest window, ms (ten years).
+pub const FAULT_DURATION_MS_MAX: u64 = 10 * 366 * 86_400_000;
 
 /// What a matching rule does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -280,8 +284,17 @@ fn lognormal(p50: u64, p99: u64) -> u64 {
 }
 
 fn validate(r: &Rule) -> Result<(), String> {
-    if r.id.len() > FAULT_ID_BYTES_MAX {
-        return Err("id: at most 64 bytes".into());
+    // The id is a metrics label: letters, digits, `_`, `.`, `-` only.
+    if r.id.len() > FAULT_ID_BYTES_MAX
+        || !r
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err("id: at most 64 letters, digits, `_`, `.` or `-`".into());
+    }
+    if r.duration_ms.is_some_and(|d| d > FAULT_DURATION_MS_MAX) {
+        return Err("duration_ms: at most ten years".into());
     }
     if !(0.0..=1.0).contains(&r.probability) {
         return Err("probability: must be 0 to 1".into());
@@ -316,8 +329,11 @@ fn validate(r: &Rule) -> Result<(), String> {
         Effect::Error { status, .. } if !(400..=599).contains(status) => {
             return Err("effect.status: must be 400 to 599".into())
         }
-        Effect::Trickle { bytes_per_s } if *bytes_per_s < FAULT_TRICKLE_BYTES_PER_S_MIN => {
-            return Err("effect.bytes_per_s: at least 1".into())
+        Effect::Trickle { bytes_per_s }
+            if !(FAULT_TRICKLE_BYTES_PER_S_MIN..=FAULT_TRICKLE_BYTES_PER_S_MAX)
+                .contains(bytes_per_s) =>
+        {
+            return Err("effect.bytes_per_s: 1 to 100000000".into())
         }
         _ => {}
     }
@@ -391,6 +407,18 @@ mod tests {
             (
                 serde_json::json!([{"probability": 2, "effect": {"type": "close"}}]),
                 "probability",
+            ),
+            (
+                serde_json::json!([{"id": "a\"b", "effect": {"type": "close"}}]),
+                "id",
+            ),
+            (
+                serde_json::json!([{"duration_ms": u64::MAX, "effect": {"type": "close"}}]),
+                "duration_ms",
+            ),
+            (
+                serde_json::json!([{"effect": {"type": "trickle", "bytes_per_s": u64::MAX}}]),
+                "bytes_per_s",
             ),
         ] {
             let rules: Vec<Rule> = serde_json::from_value(bad).unwrap();

@@ -184,8 +184,9 @@ const SECRET_NAMES: [&str; 10] = [
 ];
 
 fn is_secret(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    SECRET_NAMES.iter().any(|s| n.contains(s)) || n == "x-tally-key" || n == "apikey"
+    // `api-key` and `api_key` alike.
+    let n = name.to_ascii_lowercase().replace('-', "_");
+    SECRET_NAMES.iter().any(|s| n.contains(s)) || n == "x_tally_key" || n == "apikey"
 }
 
 /// A header list with credentials masked (an Authorization keeps its
@@ -289,11 +290,13 @@ mod tests {
         h.insert("x-tally-signature", "abc".parse().unwrap());
         h.insert("INFA-SESSION-ID", "sess".parse().unwrap());
         h.insert("accept", "application/json".parse().unwrap());
+        h.insert("api-key", "yext-key".parse().unwrap());
         let hs = headers(&h);
         assert!(hs.contains(&("authorization".into(), "Bearer ***".into())));
         assert!(hs.contains(&("x-tally-signature".into(), "***".into())));
         assert!(hs.contains(&("infa-session-id".into(), "***".into())));
         assert!(hs.contains(&("accept".into(), "application/json".into())));
+        assert!(hs.contains(&("api-key".into(), "***".into())));
         let uri: hyper::Uri = "/x?license_key=K&api_key=A&password=p".parse().unwrap();
         assert_eq!(path(&uri), "/x?license_key=K&api_key=***&password=***");
         let (b, cut) = body(Some(&Bytes::from_static(

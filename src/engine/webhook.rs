@@ -1128,7 +1128,7 @@ impl Engine {
                     let mut data = license_data(&l, None);
                     data["change"] = json!(change);
                     if let Some(f) = changed_feature(cmd) {
-                        data["feature_id"] = json!(f);
+                        data["feature_id"] = json!(f.to_string());
                     }
                     inner.emit(Event::new(
                         l.tenant_id,

@@ -335,8 +335,11 @@ impl Writer {
         self.last_lsn = self.last_lsn.max(last_lsn);
         if let Some((idx, next)) = &mut self.index {
             let records = index_records(frames, start, next);
-            if !records.is_empty() {
-                idx.write_all(&records)?;
+            // The index is a hint: a failed write stops indexing this
+            // segment, never the ledger.
+            if !records.is_empty() && idx.write_all(&records).is_err() {
+                tracing::warn!("ledger index write failed; reads of this segment start earlier");
+                self.index = None;
             }
         }
         Ok(())
@@ -445,6 +448,49 @@ pub fn read(
     Ok((out, stopped.then(|| tail.after())))
 }
 
+/// The last `n` entries of `[start, end)` of a segment that `keep`
+/// accepts, and how many entries were looked at: read forward a chunk at a
+/// time, never more than `n` kept in memory (a stretch may be a whole
+/// segment written without an index).
+fn tail_stretch(
+    path: &Path,
+    start: u64,
+    end: u64,
+    keep: &mut impl FnMut(&serde_json::Value) -> bool,
+    n: usize,
+) -> std::io::Result<(Vec<serde_json::Value>, usize)> {
+    let mut f = fs::File::open(path)?;
+    let mut out: std::collections::VecDeque<serde_json::Value> =
+        std::collections::VecDeque::new();
+    let (mut offset, mut scanned) = (start, 0usize);
+    while offset < end {
+        f.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::new();
+        (&mut f)
+            .take((end - offset).min(LEDGER_READ_CHUNK_BYTES))
+            .read_to_end(&mut bytes)?;
+        let frames = frames_at(&bytes, 0);
+        let Some((last_off, last)) = frames.last() else {
+            break;
+        };
+        let next = offset + (last_off + FRAME_HEADER_BYTES + last.len()) as u64;
+        for (_, p) in frames {
+            scanned += 1;
+            match serde_json::from_slice(p) {
+                Ok(v) if keep(&v) => {
+                    out.push_back(v);
+                    if out.len() > n {
+                        out.pop_front();
+                    }
+                }
+                _ => {}
+            }
+        }
+        offset = next;
+    }
+    Ok((out.into(), scanned))
+}
+
 /// The last `n` entries that `keep` accepts, oldest first: read back from
 /// the end one stretch of the sparse index at a time, looking at no more
 /// than [`LEDGER_SCAN_ENTRIES_MAX`] entries.
@@ -469,16 +515,9 @@ pub fn tail(
         cuts.dedup();
         let mut end = len;
         while let Some(start) = cuts.pop() {
-            let mut f = fs::File::open(&path)?;
-            f.seek(SeekFrom::Start(start))?;
-            let mut bytes = Vec::new();
-            (&mut f).take(end - start).read_to_end(&mut bytes)?;
-            let mut found: Vec<serde_json::Value> = frames_at(&bytes, 0)
-                .into_iter()
-                .filter_map(|(_, p)| serde_json::from_slice(p).ok())
-                .collect();
-            scanned += found.len();
-            found.retain(|v| keep(v));
+            let found = tail_stretch(&path, start, end, &mut keep, n)?;
+            scanned += found.1;
+            let mut found = found.0;
             found.append(&mut out);
             out = found;
             if out.len() >= n || scanned >= LEDGER_SCAN_ENTRIES_MAX {

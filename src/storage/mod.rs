@@ -154,8 +154,11 @@ pub const VIRTUAL_CLOCK_FILE: &str = "virtual_clock";
 /// Stores the test clock's time (ms), replacing the file atomically.
 pub fn save_virtual_clock(dir: &Path, now: crate::engine::time::Millis) -> std::io::Result<()> {
     let tmp = dir.join(format!("{VIRTUAL_CLOCK_FILE}.tmp"));
-    std::fs::write(&tmp, now.to_string())?;
-    std::fs::rename(&tmp, dir.join(VIRTUAL_CLOCK_FILE))
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(now.to_string().as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(VIRTUAL_CLOCK_FILE))?;
+    fs::File::open(dir)?.sync_all()
 }
 
 /// The test clock's stored time, if any.
