@@ -495,7 +495,10 @@ impl App {
             None => {
                 // Nothing was logged: the mark may cover other changes'
                 // events that are not durable yet; their commits release them.
-                if matches!(cmd, Command::WebhookRetry { .. } | Command::PutWebhook { .. }) {
+                if matches!(
+                    cmd,
+                    Command::WebhookRetry { .. } | Command::PutWebhook { .. }
+                ) {
                     self.webhook_wake.notify_one();
                 }
                 return Ok(c.outcome);

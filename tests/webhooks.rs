@@ -837,3 +837,26 @@ async fn retry_after_redirects_and_giving_up() {
     tick().await;
     rx.settle(7, 300).await;
 }
+
+/// A sweep that frees several seats of a full pool at once reports the pool
+/// available once (its first freed seat), with the count at that point.
+#[tokio::test]
+async fn a_sweep_freeing_a_full_pool_reports_it_available_once() {
+    let s = TestServer::start().await;
+    let rx = Receiver::start().await;
+    subscribe(
+        &s,
+        json!({"url": rx.url, "events": ["seats.available"], "license": STUDIO, "feature": "export-4k"}),
+    )
+    .await;
+    for h in ["a", "b"] {
+        let path = format!("/v1/licenses/{STUDIO}/features/export-4k/seats/{h}");
+        ok(&n(&s, Method::PUT, &path, None).await, StatusCode::CREATED);
+    }
+    s.clock.advance(16 * 60_000);
+    tally::server::sweep_once(&s.app, s.now()).await;
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].json()["type"], "seats.available");
+    assert_eq!(got[0].json()["data"]["in_use"], 1);
+    rx.settle(1, 300).await;
+}

@@ -424,6 +424,23 @@ impl Inner {
         self.pending.retain(|(_, s)| *s != id);
     }
 
+    /// Settles every pending delivery of `sub` as failed (a subscription
+    /// disabled: its events are not kept for it meanwhile).
+    fn fail_pending_of(&mut self, sub: Id) {
+        let keys: Vec<(u64, Id)> = self
+            .pending
+            .iter()
+            .filter(|(_, s)| *s == sub)
+            .copied()
+            .collect();
+        for k in keys {
+            if let Some(mut d) = self.deliveries.get(&k).cloned() {
+                d.state = DeliveryState::Failed;
+                self.set_delivery(k, d);
+            }
+        }
+    }
+
     /// Puts a delivery in (keeping `pending` in step).
     fn set_delivery(&mut self, key: (u64, Id), d: Delivery) {
         if d.state == DeliveryState::Pending {
@@ -814,6 +831,9 @@ impl Engine {
                         expires_at: Millis::MAX,
                     }];
                 }
+                if !spec.enabled {
+                    inner.fail_pending_of(id);
+                }
             }
             None => {
                 let secret = secret.ok_or(EngineError::Invalid("secret", "is required"))?;
@@ -925,6 +945,7 @@ impl Engine {
                 s.spec.enabled = false;
                 s.disabled_reason = Some("the receiver answered 410 Gone".into());
             }
+            inner.fail_pending_of(sub);
         }
         let mut report = report.clone();
         if let Some(e) = &mut report.error {
@@ -1116,11 +1137,18 @@ impl Engine {
             return;
         }
         let mut inner = self.hooks.inner.lock();
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
             if inner.tenant_subs(e.tenant_id).next().is_none() {
                 continue;
             }
-            self.entry_events(&mut inner, e);
+            // What later entries of this command did to the same pool: a
+            // sweep frees several seats of one pool, one entry each.
+            let later: i64 = entries[i + 1..]
+                .iter()
+                .filter(|x| same_pool(x, e))
+                .map(|x| x.amount)
+                .sum();
+            self.entry_events(&mut inner, e, later);
         }
         if let Some((license_id, change)) = license_change(cmd) {
             if let Some(l) = self.license(license_id) {
@@ -1145,7 +1173,7 @@ impl Engine {
         self.hooks.sync_counts(&inner);
     }
 
-    fn entry_events(&self, inner: &mut Inner, e: &LedgerEntry) {
+    fn entry_events(&self, inner: &mut Inner, e: &LedgerEntry, later: i64) {
         use EntryKind as K;
         match e.kind {
             K::UnitsConsumed
@@ -1162,7 +1190,7 @@ impl Engine {
             | K::SeatTaken
             | K::SeatBorrowed
             | K::SeatReleased
-            | K::SeatExpired => self.seat_events(inner, e),
+            | K::SeatExpired => self.seat_events(inner, e, later),
             _ => {}
         }
         match e.kind {
@@ -1275,7 +1303,8 @@ impl Engine {
 
     /// `seats.exhausted` when a change fills a pool, `seats.available` when
     /// one frees a full pool.
-    fn seat_events(&self, inner: &mut Inner, e: &LedgerEntry) {
+    /// `later`: the change of the pool by the command's entries after `e`.
+    fn seat_events(&self, inner: &mut Inner, e: &LedgerEntry, later: i64) {
         use EntryKind as K;
         let Some(l) = e.license_id.and_then(|l| self.license(l)) else {
             return;
@@ -1316,6 +1345,8 @@ impl Engine {
         if capacity <= 0 {
             return;
         }
+        // The pool's count right after this entry, and right before it.
+        let in_use = in_use - later;
         let before = in_use - e.amount;
         let kind = if e.amount > 0 && in_use >= capacity && before < capacity {
             EventType::SeatsExhausted
@@ -1473,6 +1504,26 @@ impl Engine {
         self.hooks.sync_counts(&inner);
         Ok(())
     }
+}
+
+/// Whether two seat entries count in one pool (a license's activations,
+/// or one floating pool).
+fn same_pool(a: &LedgerEntry, b: &LedgerEntry) -> bool {
+    use EntryKind as K;
+    let class = |k: EntryKind| match k {
+        K::DeviceActivated
+        | K::DeviceDeactivated
+        | K::SeatReserved
+        | K::SeatReservationVoided
+        | K::SeatReservationExpired => Some(0),
+        K::SeatTaken | K::SeatBorrowed | K::SeatReleased | K::SeatExpired => Some(1),
+        _ => None,
+    };
+    let (ca, cb) = (class(a.kind), class(b.kind));
+    ca.is_some()
+        && ca == cb
+        && a.license_id == b.license_id
+        && (ca == Some(0) || a.feature_id == b.feature_id)
 }
 
 fn sorted<T>(it: impl Iterator<Item = (Id, T)>) -> Vec<(Id, T)> {

@@ -460,8 +460,7 @@ fn tail_stretch(
     n: usize,
 ) -> std::io::Result<(Vec<serde_json::Value>, usize)> {
     let mut f = fs::File::open(path)?;
-    let mut out: std::collections::VecDeque<serde_json::Value> =
-        std::collections::VecDeque::new();
+    let mut out: std::collections::VecDeque<serde_json::Value> = std::collections::VecDeque::new();
     let (mut offset, mut scanned) = (start, 0usize);
     while offset < end {
         f.seek(SeekFrom::Start(offset))?;

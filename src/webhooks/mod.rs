@@ -157,6 +157,11 @@ pub async fn run(app: Arc<App>, transport: Transport) {
         if *closing.borrow() {
             return;
         }
+        // While storage refuses changes no attempt could be recorded: wait.
+        if app.store.as_ref().is_some_and(|s| s.log.is_latched()) {
+            tokio::time::sleep(Duration::from_millis(DISPATCH_TICK_MS)).await;
+            continue;
+        }
         let now = app.now();
         let room = WEBHOOK_IN_FLIGHT_MAX.saturating_sub(flight.busy.len());
         let (due, next) = if room == 0 {
@@ -232,8 +237,9 @@ async fn attempt_and_log(app: &App, transport: &Transport, d: Due) {
     };
     if let Err(e) = app.commit(&cmd).await {
         // The delivery stays pending: it is attempted again (receivers
-        // deduplicate by webhook-id).
+        // deduplicate by webhook-id), not before a second has passed.
         tracing::warn!("webhook attempt of {} not recorded: {e:?}", d.event_id);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
