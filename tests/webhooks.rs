@@ -439,7 +439,10 @@ async fn a_failing_receiver_gets_the_same_event_until_it_answers() {
                "license": STUDIO, "feature": "export-4k"}),
     )
     .await;
+    // The sweep frees the full pool's seats: available.
     tally::server::sweep_once(&s.app, s.now()).await;
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].json()["type"], "seats.available");
     ok(
         &n(&s, Method::PUT, &seat("a"), None).await,
         StatusCode::CREATED,
@@ -448,24 +451,24 @@ async fn a_failing_receiver_gets_the_same_event_until_it_answers() {
         &n(&s, Method::PUT, &seat("b"), None).await,
         StatusCode::CREATED,
     );
-    let got = rx.wait_for(1).await;
-    assert_eq!(got[0].json()["type"], "seats.exhausted");
+    let got = rx.wait_for(2).await;
+    assert_eq!(got[1].json()["type"], "seats.exhausted");
     // A third holder is refused: floating.denied, once a minute at most.
     let r = n(&s, Method::PUT, &seat("c"), None).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.json());
     let r = n(&s, Method::PUT, &seat("d"), None).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    let got = rx.wait_for(2).await;
-    assert_eq!(got[1].json()["type"], "floating.denied");
-    assert_eq!(got[1].json()["data"]["holder"], "c");
-    rx.settle(2, 300).await;
+    let got = rx.wait_for(3).await;
+    assert_eq!(got[2].json()["type"], "floating.denied");
+    assert_eq!(got[2].json()["data"]["holder"], "c");
+    rx.settle(3, 300).await;
 
     // A seat comes back: available again.
     let r = n(&s, Method::DELETE, &seat("a"), None).await;
     ok(&r, StatusCode::OK);
-    let got = rx.wait_for(3).await;
-    assert_eq!(got[2].json()["type"], "seats.available");
-    assert_eq!(got[2].json()["data"]["in_use"], 1);
+    let got = rx.wait_for(4).await;
+    assert_eq!(got[3].json()["type"], "seats.available");
+    assert_eq!(got[3].json()["data"]["in_use"], 1);
 }
 
 #[tokio::test]

@@ -43,9 +43,12 @@ pub const WEBHOOK_EXPIRING_DAYS_MAX: u32 = 365;
 pub const WEBHOOK_EVENTS_PER_TENANT_MAX: usize = 10_000;
 /// Events the outbox keeps, every tenant together: past it a tenant's
 /// oldest event goes to make room for its new one, as past its own limit.
-/// (It bounds the outbox's memory, about 1 KiB an event with its
-/// deliveries, and its snapshot frame, far below the frame limit.)
-pub const WEBHOOK_EVENTS_MAX: usize = 100_000;
+/// (It bounds the outbox's memory and its snapshot frame: at most 32
+/// deliveries an event, about 100 bytes each, and 100,000 attempts keep the
+/// frame well below the snapshot's 256 MiB.)
+pub const WEBHOOK_EVENTS_MAX: usize = 20_000;
+/// Attempts remembered, every subscription together (the oldest go first).
+pub const WEBHOOK_ATTEMPTS_MAX: usize = 100_000;
 /// How long an event stays retained (for resends) once delivered or failed, ms.
 pub const WEBHOOK_EVENT_RETENTION_MS: Millis = 7 * DAY_MS;
 /// Attempts remembered per subscription (its deliveries list), newest kept.
@@ -354,12 +357,21 @@ struct Inner {
     /// Each tenant's retained events, oldest first.
     by_tenant: HashMap<Id, VecDeque<u64>>,
     deliveries: BTreeMap<(u64, Id), Delivery>,
-    /// The keys of `deliveries` still pending: what the dispatcher scans.
+    /// The keys of `deliveries` still pending.
     pending: std::collections::BTreeSet<(u64, Id)>,
+    /// The pending deliveries by when they are due: what the dispatcher
+    /// scans (only those due, not every pending one).
+    due: std::collections::BTreeSet<(Millis, u64, Id)>,
+    /// Pending deliveries per subscription.
+    pending_by_sub: HashMap<Id, u64>,
     /// Each tenant's subscriptions (ids), so that a change looks at its
     /// tenant's only.
     tenant_index: HashMap<Id, Vec<Id>>,
     attempts: HashMap<Id, VecDeque<Attempt>>,
+    /// Attempts kept, all subscriptions, and the subscription of each in
+    /// the order they were recorded (what the global bound drops first).
+    attempts_total: usize,
+    attempt_order: VecDeque<Id>,
     peaks: HashMap<(Id, Option<Id>), u16>,
     notices: HashMap<Id, (Millis, u8)>,
     denied: HashMap<(Id, Option<Id>), (Millis, u64)>,
@@ -419,14 +431,43 @@ impl Inner {
                 }
             }
         }
-        self.attempts.remove(&id);
-        self.deliveries.retain(|(_, s), _| *s != id);
-        self.pending.retain(|(_, s)| *s != id);
+        if let Some(l) = self.attempts.remove(&id) {
+            self.attempts_total -= l.len();
+        }
+        let keys: Vec<(u64, Id)> = self
+            .deliveries
+            .keys()
+            .filter(|(_, s)| *s == id)
+            .copied()
+            .collect();
+        for k in keys {
+            self.unpend(k);
+            self.deliveries.remove(&k);
+        }
+    }
+
+    /// Takes a delivery out of the pending indexes (if it is there).
+    fn unpend(&mut self, key: (u64, Id)) {
+        if !self.pending.remove(&key) {
+            return;
+        }
+        if let Some(d) = self.deliveries.get(&key) {
+            self.due.remove(&(d.next_at, key.0, key.1));
+        }
+        if let Some(n) = self.pending_by_sub.get_mut(&key.1) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_by_sub.remove(&key.1);
+            }
+        }
     }
 
     /// Settles every pending delivery of `sub` as failed (a subscription
     /// disabled: its events are not kept for it meanwhile).
     fn fail_pending_of(&mut self, sub: Id) {
+        if !self.pending_by_sub.contains_key(&sub) {
+            return;
+        }
         let keys: Vec<(u64, Id)> = self
             .pending
             .iter()
@@ -441,12 +482,14 @@ impl Inner {
         }
     }
 
-    /// Puts a delivery in (keeping `pending` in step).
+    /// Puts a delivery in, keeping the pending indexes in step (every
+    /// change of a delivery goes through here).
     fn set_delivery(&mut self, key: (u64, Id), d: Delivery) {
+        self.unpend(key);
         if d.state == DeliveryState::Pending {
             self.pending.insert(key);
-        } else {
-            self.pending.remove(&key);
+            self.due.insert((d.next_at, key.0, key.1));
+            *self.pending_by_sub.entry(key.1).or_default() += 1;
         }
         self.deliveries.insert(key, d);
     }
@@ -530,7 +573,7 @@ impl Inner {
             .map(|(k, _)| *k)
             .collect();
         for k in keys {
-            self.pending.remove(&k);
+            self.unpend(k);
             let Some(d) = self.deliveries.remove(&k) else {
                 continue;
             };
@@ -562,8 +605,38 @@ impl Inner {
         let list = self.attempts.entry(sub).or_default();
         if list.len() >= WEBHOOK_ATTEMPTS_KEPT_MAX {
             list.pop_front();
+        } else {
+            self.attempts_total += 1;
         }
         list.push_back(a);
+        self.attempt_order.push_back(sub);
+        // Past the global bound the oldest attempt of all goes: subscriptions'
+        // lists are oldest first, so it heads the list of the first recorded.
+        while self.attempts_total > WEBHOOK_ATTEMPTS_MAX {
+            let Some(oldest) = self.attempt_order.pop_front() else {
+                break;
+            };
+            if let Some(l) = self.attempts.get_mut(&oldest) {
+                if l.pop_front().is_some() {
+                    self.attempts_total -= 1;
+                }
+            }
+        }
+        if self.attempt_order.len() > 2 * WEBHOOK_ATTEMPTS_MAX {
+            // Entries of attempts already gone by the per-subscription bound.
+            let live: std::collections::HashMap<Id, usize> =
+                self.attempts.iter().map(|(k, v)| (*k, v.len())).collect();
+            let mut seen: std::collections::HashMap<Id, usize> = Default::default();
+            let mut kept = VecDeque::new();
+            for s in self.attempt_order.iter().rev() {
+                let n = seen.entry(*s).or_default();
+                if *n < live.get(s).copied().unwrap_or(0) {
+                    *n += 1;
+                    kept.push_front(*s);
+                }
+            }
+            self.attempt_order = kept;
+        }
     }
 }
 
@@ -701,9 +774,18 @@ impl Engine {
         (list, inner.dropped.get(&tenant).copied().unwrap_or(0))
     }
 
+    /// How many deliveries of a subscription are pending.
+    pub fn webhook_pending_count(&self, sub: Id) -> u64 {
+        let inner = self.hooks.inner.lock();
+        inner.pending_by_sub.get(&sub).copied().unwrap_or(0)
+    }
+
     /// Pending deliveries of a subscription, oldest first (at most `limit`).
     pub fn webhook_pending(&self, sub: Id, limit: usize) -> Vec<(u64, Delivery)> {
         let inner = self.hooks.inner.lock();
+        if !inner.pending_by_sub.contains_key(&sub) {
+            return Vec::new();
+        }
         inner
             .pending
             .iter()
@@ -734,18 +816,19 @@ impl Engine {
     ) -> (Vec<Due>, Millis) {
         let inner = self.hooks.inner.lock();
         let mut out = Vec::new();
-        let mut next = Millis::MAX;
-        for &(event, sub) in inner.pending.range(..(released, 0)) {
+        // The first delivery due after now (the index is in due order).
+        let mut next = inner
+            .due
+            .range((now.saturating_add(1), 0, 0)..)
+            .next()
+            .map_or(Millis::MAX, |(at, _, _)| *at);
+        for &(_, event, sub) in inner.due.range(..(now.saturating_add(1), 0, 0)) {
+            if event >= released || busy(event, sub) {
+                continue;
+            }
             let Some(d) = inner.deliveries.get(&(event, sub)) else {
                 continue;
             };
-            if d.state != DeliveryState::Pending || busy(event, sub) {
-                continue;
-            }
-            if d.next_at > now {
-                next = next.min(d.next_at);
-                continue;
-            }
             let (Some(s), Some(e)) = (inner.subs.get(&sub), inner.events.get(&event)) else {
                 continue;
             };
@@ -922,10 +1005,11 @@ impl Engine {
             .get(&event)
             .map(|e| e.kind)
             .ok_or(EngineError::EventNotFound)?;
-        let d = inner
+        let mut d = inner
             .deliveries
-            .get_mut(&(event, sub))
+            .get(&(event, sub))
             .filter(|d| d.state == DeliveryState::Pending)
+            .cloned()
             .ok_or(EngineError::EventNotFound)?;
         d.attempts += 1;
         let attempt = d.attempts;
@@ -937,9 +1021,7 @@ impl Engine {
                 return Err(EngineError::Invalid("result", "a drop is not an attempt"))
             }
         }
-        if d.state != DeliveryState::Pending {
-            inner.pending.remove(&(event, sub));
-        }
+        inner.set_delivery((event, sub), d);
         if report.result == AttemptResult::Gone {
             if let Some(s) = inner.subs.get_mut(&sub) {
                 s.spec.enabled = false;
@@ -1488,6 +1570,15 @@ impl Engine {
             .into_iter()
             .map(|(k, v)| (k, v.into_iter().collect()))
             .collect();
+        inner.attempts_total = inner.attempts.values().map(VecDeque::len).sum();
+        // The global order is not stored: by time of the attempts.
+        let mut order: Vec<(Millis, Id)> = inner
+            .attempts
+            .iter()
+            .flat_map(|(s, l)| l.iter().map(move |a| (a.at, *s)))
+            .collect();
+        order.sort_unstable();
+        inner.attempt_order = order.into_iter().map(|(_, s)| s).collect();
         inner.peaks = img.peaks.into_iter().map(|(l, f, p)| ((l, f), p)).collect();
         inner.notices = img
             .notices

@@ -272,7 +272,7 @@ pub fn view(app: &App, s: &Subscription, secret: Option<&str>) -> Value {
         "disabled_reason": s.disabled_reason,
         "created_at": format_instant(s.created_at),
         "previous_secrets_valid_until": previous,
-        "pending": app.engine.webhook_pending(s.id, usize::MAX).len(),
+        "pending": app.engine.webhook_pending_count(s.id),
     });
     if let Some(secret) = secret {
         v["secret"] = json!(secret);
