@@ -552,6 +552,13 @@ async fn time_makes_expiry_and_reservation_events() {
                "expiring_days": 30}),
     )
     .await;
+    // A second subscriber wants to hear a week ahead only.
+    let week = Receiver::start().await;
+    subscribe(
+        &s,
+        json!({"url": week.url, "events": ["license.expiring"], "expiring_days": 7}),
+    )
+    .await;
     // A reservation left to expire.
     let r = n(
         &s,
@@ -574,9 +581,19 @@ async fn time_makes_expiry_and_reservation_events() {
     assert_eq!(got[1].json()["type"], "license.expiring");
     assert_eq!(got[1].json()["data"]["license_key"], "DEMO-FLOAT-0001");
     assert_eq!(got[1].json()["data"]["days_left"], 17);
-    // Once.
+    // Once; and not yet for the week-ahead subscriber.
     tally::server::sweep_notices(&s.app, s.now()).await;
     rx.settle(2, 400).await;
+    week.settle(0, 0).await;
+    // A week ahead: that subscriber hears of it, the other not again.
+    s.clock.set(at("2030-12-25T00:00:00Z"));
+    tally::server::sweep_notices(&s.app, s.now()).await;
+    let got = week.wait_for(1).await;
+    assert_eq!(got[0].json()["type"], "license.expiring");
+    assert_eq!(got[0].json()["data"]["days_left"], 7);
+    tally::server::sweep_notices(&s.app, s.now()).await;
+    week.settle(1, 300).await;
+    rx.settle(2, 0).await;
     s.clock.set(at("2031-01-01T00:00:01Z"));
     tally::server::sweep_notices(&s.app, s.now()).await;
     let got = rx.wait_for(3).await;

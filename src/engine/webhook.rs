@@ -197,7 +197,22 @@ impl Subscription {
             && self.spec.feature_id.is_none_or(|f| e.feature_id == Some(f))
             && e.threshold
                 .is_none_or(|t| self.spec.thresholds.contains(&t))
+            && e.horizon.is_none_or(|(left, reported)| {
+                self.spec.expiring_days >= left && self.spec.expiring_days < reported
+            })
     }
+}
+
+/// What a license's end makes ([`Engine::sweep_notices`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Notice {
+    Expired,
+    /// `left` days left (rounded up); `reported`: the nearest horizon
+    /// already reported for this end (`u32::MAX`: none).
+    Expiring {
+        left: u32,
+        reported: u32,
+    },
 }
 
 /// One event of the outbox.
@@ -215,6 +230,11 @@ pub struct Event {
     /// For `meter.threshold`: the percentage crossed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u16>,
+    /// For `license.expiring`: (days left rounded up, the nearest horizon
+    /// reported before): it goes to the subscriptions whose
+    /// `expiring_days` is at least the first and below the second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<(u32, u32)>,
     pub data: Value,
 }
 
@@ -236,6 +256,7 @@ impl Event {
             license_id,
             feature_id,
             threshold: None,
+            horizon: None,
             data,
         }
     }
@@ -344,6 +365,9 @@ pub struct WebhookImage {
     pub peaks: Vec<(Id, Option<Id>, u16)>,
     /// (license, its end when reported, bit 0 expiring and bit 1 expired reported).
     pub notices: Vec<(Id, Millis, u8)>,
+    /// (license, the nearest expiring horizon reported, days).
+    #[serde(default)]
+    pub horizons: Vec<(Id, u32)>,
     /// (license, feature, last `floating.denied` event, refusals since).
     pub denied: Vec<(Id, Option<Id>, Millis, u64)>,
     pub next_event: u64,
@@ -374,6 +398,9 @@ struct Inner {
     attempt_order: VecDeque<Id>,
     peaks: HashMap<(Id, Option<Id>), u16>,
     notices: HashMap<Id, (Millis, u8)>,
+    /// license -> the nearest `license.expiring` horizon reported (days)
+    /// for its end in `notices`.
+    horizons: HashMap<Id, u32>,
     denied: HashMap<(Id, Option<Id>), (Millis, u64)>,
     next_event: u64,
     dropped: HashMap<Id, u64>,
@@ -1139,45 +1166,57 @@ impl Engine {
     }
 
     /// Licenses to report at `now`: (license, its end, the bits to set).
-    fn notices(&self, now: Millis) -> Vec<(std::sync::Arc<super::model::License>, Millis, u8)> {
-        let (tenants, known) = {
+    /// Licenses to report at `now`: (license, its end, what to report).
+    /// A subscription hears of a license's end once, at its own
+    /// `expiring_days`; a license is reported again only for a horizon
+    /// nearer than the nearest already reported (or a new end).
+    fn notices(&self, now: Millis) -> Vec<(std::sync::Arc<super::model::License>, Millis, Notice)> {
+        // tenant -> (the expiring horizons asked for, days; expired asked).
+        let (tenants, known, horizons) = {
             let inner = self.hooks.inner.lock();
-            let mut t: HashMap<Id, (Millis, bool, bool)> = HashMap::new();
+            let mut t: HashMap<Id, (Vec<u32>, bool)> = HashMap::new();
             for s in inner.subs.values().filter(|s| s.spec.enabled) {
-                let e = t.entry(s.tenant_id).or_insert((0, false, false));
+                let e = t.entry(s.tenant_id).or_default();
                 if s.spec.events.contains(&EventType::LicenseExpiring) {
-                    e.0 = e.0.max(Millis::from(s.spec.expiring_days) * DAY_MS);
-                    e.1 = true;
+                    e.0.push(s.spec.expiring_days);
                 }
-                e.2 |= s.spec.events.contains(&EventType::LicenseExpired);
+                e.1 |= s.spec.events.contains(&EventType::LicenseExpired);
             }
-            t.retain(|_, v| v.1 || v.2);
-            (t, inner.notices.clone())
+            t.retain(|_, v| !v.0.is_empty() || v.1);
+            (t, inner.notices.clone(), inner.horizons.clone())
         };
         if tenants.is_empty() {
             return Vec::new();
         }
         let mut out = Vec::new();
         for l in self.licenses.iter() {
-            let Some(&(ahead, expiring, expired)) = tenants.get(&l.tenant_id) else {
+            let Some((asked, expired)) = tenants.get(&l.tenant_id) else {
                 continue;
             };
             let end = l.valid_until.load(Ordering::Acquire);
             if end == Millis::MAX {
                 continue;
             }
-            let done = known
-                .get(&l.id)
-                .filter(|(e, _)| *e == end)
-                .map_or(0, |(_, b)| *b);
-            let mut bits = 0;
-            if expired && now >= end && done & 2 == 0 {
-                bits |= 2;
-            } else if expiring && now < end && now >= end - ahead && done & 1 == 0 {
-                bits |= 1;
+            let same_end = known.get(&l.id).filter(|(e, _)| *e == end);
+            let done = same_end.map_or(0, |(_, b)| *b);
+            if *expired && now >= end && done & 2 == 0 {
+                out.push((l.clone(), end, Notice::Expired));
+                continue;
             }
-            if bits != 0 {
-                out.push((l.clone(), end, bits));
+            if now >= end {
+                continue;
+            }
+            // Days left, rounded up: horizons of at least that many apply.
+            let left = ((end - now + DAY_MS - 1) / DAY_MS) as u32;
+            // The nearest horizon reported for this end (legacy: bit 0 alone
+            // means every horizon was).
+            let reported = match (same_end, horizons.get(&l.id)) {
+                (Some(_), Some(h)) => *h,
+                (Some(_), None) if done & 1 != 0 => 0,
+                _ => u32::MAX,
+            };
+            if asked.iter().any(|d| *d >= left && *d < reported) {
+                out.push((l.clone(), end, Notice::Expiring { left, reported }));
             }
         }
         out.sort_by_key(|(l, _, _)| l.id);
@@ -1187,21 +1226,47 @@ impl Engine {
     pub(super) fn sweep_notices(&self, now: Millis) -> R<Outcome> {
         let due = self.notices(now);
         let mut inner = self.hooks.inner.lock();
-        for (l, end, bits) in &due {
+        for (l, end, notice) in &due {
             let slot = inner.notices.entry(l.id).or_insert((*end, 0));
             if slot.0 != *end {
                 *slot = (*end, 0);
+                inner.horizons.remove(&l.id);
             }
-            slot.1 |= bits;
             let mut data = license_data(l, None);
             data["valid_until"] = json!(format_instant(*end));
-            let kind = if bits & 2 != 0 {
-                EventType::LicenseExpired
-            } else {
-                data["days_left"] = json!((end - now) / DAY_MS);
-                EventType::LicenseExpiring
+            let event = match notice {
+                Notice::Expired => {
+                    if let Some(slot) = inner.notices.get_mut(&l.id) {
+                        slot.1 |= 2;
+                    }
+                    Event::new(
+                        l.tenant_id,
+                        EventType::LicenseExpired,
+                        now,
+                        Some(l.id),
+                        None,
+                        data,
+                    )
+                }
+                Notice::Expiring { left, reported } => {
+                    if let Some(slot) = inner.notices.get_mut(&l.id) {
+                        slot.1 |= 1;
+                    }
+                    inner.horizons.insert(l.id, *left);
+                    data["days_left"] = json!((end - now) / DAY_MS);
+                    let mut e = Event::new(
+                        l.tenant_id,
+                        EventType::LicenseExpiring,
+                        now,
+                        Some(l.id),
+                        None,
+                        data,
+                    );
+                    e.horizon = Some((*left, *reported));
+                    e
+                }
             };
-            inner.emit(Event::new(l.tenant_id, kind, now, Some(l.id), None, data));
+            inner.emit(event);
         }
         self.hooks.sync_counts(&inner);
         Ok(Outcome::Swept { freed: due.len() })
@@ -1525,6 +1590,11 @@ impl Engine {
                 v.sort_unstable();
                 v
             },
+            horizons: {
+                let mut v: Vec<_> = inner.horizons.iter().map(|(l, h)| (*l, *h)).collect();
+                v.sort_unstable();
+                v
+            },
             notices: {
                 let mut v: Vec<_> = inner
                     .notices
@@ -1580,6 +1650,7 @@ impl Engine {
         order.sort_unstable();
         inner.attempt_order = order.into_iter().map(|(_, s)| s).collect();
         inner.peaks = img.peaks.into_iter().map(|(l, f, p)| ((l, f), p)).collect();
+        inner.horizons = img.horizons.into_iter().collect();
         inner.notices = img
             .notices
             .into_iter()
