@@ -8,10 +8,12 @@
 //! by commands too ([`Command::WebhookAttempted`], [`Command::WebhookRetry`]):
 //! a restart resumes what was not acknowledged by a receiver.
 //!
-//! Everything here sits behind one mutex, taken only by changes of tenants
-//! that have subscriptions (the changes are serialised by the log's commit
-//! lock anyway) and by the dispatcher's reads; [`Hooks::active`] lets every
-//! other change skip it with one atomic load.
+//! Everything here sits behind one mutex, taken by every change while any
+//! tenant subscribes (the changes are serialised by the log's commit lock
+//! anyway) and by the dispatcher's short reads (pending deliveries are
+//! indexed by due time: it looks only at what is due); while no tenant
+//! subscribes, [`Hooks::active`] lets every change skip it with one atomic
+//! load.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
