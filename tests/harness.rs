@@ -50,10 +50,7 @@ async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let mut b = Binary::start(dir, &["--clock", "virtual=2026-11-30T12:00:00Z"], &[]);
-    let admin = (
-        "Authorization",
-        format!("Bearer {}", Binary::admin_token(dir)),
-    );
+    let admin = Binary::admin_header(dir);
     let (status, clock) = b
         .call(
             Method::GET,
@@ -205,10 +202,7 @@ async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
     // On the wall clock the clock is not for moving.
     let wall_dir = tempfile::tempdir().expect("tempdir");
     let w = Binary::start(wall_dir.path(), &[], &[]);
-    let admin = (
-        "Authorization",
-        format!("Bearer {}", Binary::admin_token(wall_dir.path())),
-    );
+    let admin = Binary::admin_header(wall_dir.path());
     let (status, v) = w
         .call(
             Method::GET,
@@ -386,10 +380,7 @@ async fn the_journal_verifies_what_a_client_sent_and_keeps_no_secret() {
     // Off by default.
     let off = tempfile::tempdir().expect("tempdir");
     let b = Binary::start(off.path(), &[], &[]);
-    let admin = (
-        "Authorization",
-        format!("Bearer {}", Binary::admin_token(off.path())),
-    );
+    let admin = Binary::admin_header(off.path());
     let (status, _) = b
         .call(Method::GET, "/admin/v1/journal", &[admin], None)
         .await;
@@ -421,10 +412,7 @@ async fn fault_rules_from_a_file() {
         .await;
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["code"], "service_unavailable");
-    let admin = (
-        "Authorization",
-        format!("Bearer {}", Binary::admin_token(&data)),
-    );
+    let admin = Binary::admin_header(&data);
     let (_, listed) = b
         .call(Method::GET, "/admin/v1/faults", &[admin], None)
         .await;

@@ -120,6 +120,14 @@ impl Binary {
         )
     }
 
+    /// The admin API's `Authorization` header for the data directory `dir`.
+    pub fn admin_header(dir: &std::path::Path) -> (&'static str, String) {
+        (
+            "Authorization",
+            format!("Bearer {}", Self::admin_token(dir)),
+        )
+    }
+
     /// The admin token of the data directory `dir`.
     pub fn admin_token(dir: &std::path::Path) -> String {
         std::fs::read_to_string(dir.join("admin_token"))
