@@ -880,3 +880,45 @@ async fn a_sweep_freeing_a_full_pool_reports_it_available_once() {
     assert_eq!(got[0].json()["data"]["in_use"], 1);
     rx.settle(1, 300).await;
 }
+
+/// During a rotation's overlap every delivery is signed with both secrets:
+/// a receiver still on the old one verifies it, so does one on the new.
+#[tokio::test]
+async fn a_rotation_signs_with_both_secrets_during_its_overlap() {
+    let s = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let (id, old) = subscribe(&s, json!({"url": rx.url, "events": ["license.changed"]})).await;
+    let rotated = ok(
+        &n(
+            &s,
+            Method::POST,
+            &format!("/v1/webhooks/{id}/secret/rotate"),
+            Some(json!({"overlap_ms": 60_000})),
+        )
+        .await,
+        StatusCode::OK,
+    );
+    let new = rotated["secret"].as_str().expect("secret").to_string();
+    let license_id =
+        s.admin(Method::GET, "/licenses?limit=1", None).await.json()["items"][0]["id"].to_string();
+    let change = |n: u32| json!({ "max_activations": n });
+    s.admin(
+        Method::PATCH,
+        &format!("/licenses/{license_id}"),
+        Some(change(5)),
+    )
+    .await;
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
+    assert!(got[0].verifies(&old) && got[0].verifies(&new));
+    // After the overlap, the new secret only.
+    s.clock.advance(61_000);
+    s.admin(
+        Method::PATCH,
+        &format!("/licenses/{license_id}"),
+        Some(change(6)),
+    )
+    .await;
+    let got = rx.wait_for(2).await;
+    assert!(got[1].verifies(&new) && !got[1].verifies(&old));
+}
