@@ -186,6 +186,9 @@ pub struct App {
     pub journal: Option<crate::journal::Journal>,
     /// The harness's fault rules (none by default).
     pub faults: crate::faults::Faults,
+    /// The vendors' emulated rate limits' windows and tenants' overrides
+    /// (used with `--emulate-rate-limits`).
+    pub rate_limits: crate::ratelimit::Limiter,
 }
 
 /// A test clock's move ([`App::advance_clock`]).
@@ -282,6 +285,7 @@ impl App {
             advancing: tokio::sync::Mutex::new(()),
             journal: (opts.journal > 0).then(|| crate::journal::Journal::new(opts.journal)),
             faults: crate::faults::Faults::default(),
+            rate_limits: crate::ratelimit::Limiter::default(),
         }
         .with_recovered_events()
     }

@@ -136,8 +136,9 @@ pub struct ServeArgs {
     /// Do not sign LicenseSpring responses.
     #[arg(long)]
     pub no_sign: bool,
-    /// Enforce the vendors' documented rate limits (Qlik: Tier 1 1,000 and
-    /// Tier 2 100 requests a minute per tenant) with 429 and Retry-After.
+    /// Enforce the vendors' documented rate limits with their 429 answers
+    /// (LicenseSpring, Yext, Qlik; Informatica by a tenant's override; see
+    /// docs/harness.md).
     #[arg(long)]
     pub emulate_rate_limits: bool,
     /// `wall`, or `virtual[=RFC3339]`: a test clock that moves only through

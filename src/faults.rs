@@ -101,7 +101,7 @@ pub struct Armed {
 }
 
 /// What a request gets.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Decision {
     Delay(std::time::Duration),
     Error {

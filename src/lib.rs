@@ -27,6 +27,8 @@
 //! - [`faults`]: the harness's fault rules (latency, errors in a surface's
 //!   shape, closed connections, trickling bodies), looked at before routing.
 //! - [`journal`]: the request journal (`--journal N`), credentials masked.
+//! - [`ratelimit`]: the vendors' documented rate limits, emulated
+//!   (LicenseSpring, Yext; Informatica by override), with tenants' overrides.
 //! - [`metrics`]: what the server counts (per-thread shards) and `GET
 //!   /metrics` (the Prometheus text format, written by `prometheus-client`).
 //! - [`webhooks`]: the dispatcher that delivers the outbox's events
@@ -55,6 +57,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod journal;
 pub mod metrics;
+pub mod ratelimit;
 pub mod server;
 pub mod signing;
 pub mod storage;

@@ -49,6 +49,8 @@ const ADMIN_ROUTES: &[&str] = &[
     "/admin/v1/search",
     "/admin/v1/clock",
     "/admin/v1/faults",
+    "/admin/v1/rate-limits",
+    "/admin/v1/tenants/{id}/rate-limits",
     "/admin/v1/journal",
     "/admin/v1/journal/count",
     "/admin/v1/licenses/{id}/floating/{holder}",

@@ -474,12 +474,22 @@ async fn handle(
         code: None,
     };
     let surface = Surface::of(req.uri().path());
+    // The vendors' emulated rate limits (the request counts only if no
+    // fault rule answered it).
+    let rate = match fault {
+        Some(crate::faults::Decision::Error { .. }) => None,
+        _ => rate_limit_of(&app, &surfaces, &req, peer),
+    };
     let routed = AssertUnwindSafe(async {
-        match fault {
-            Some(crate::faults::Decision::Error {
-                status,
-                retry_after_s,
-            }) => surface.fault(status, retry_after_s),
+        match (fault, rate) {
+            (
+                Some(crate::faults::Decision::Error {
+                    status,
+                    retry_after_s,
+                }),
+                _,
+            ) => surface.fault(status, retry_after_s),
+            (_, Some(v)) if !v.allowed => surface.rate_limited(&v, app.now()),
             _ => route(&app, &surfaces, req, peer).await,
         }
     })
@@ -525,6 +535,13 @@ async fn handle(
         }
     }
     resp.headers_mut().insert(REQUEST_ID, request_id);
+    if let (Surface::Yext, Some(v)) = (surface, rate) {
+        // Yext's rate-limit headers, on every answer (its Go SDK reads them).
+        let h = resp.headers_mut();
+        h.insert("rate-limit-limit", v.limit.into());
+        h.insert("rate-limit-remaining", v.remaining.into());
+        h.insert("rate-limit-reset", (v.reset_at.div_euclid(1000)).into());
+    }
     if let Some(crate::faults::Decision::Trickle { bytes_per_s }) = fault {
         resp = trickle(resp, bytes_per_s).await;
     }
@@ -575,6 +592,73 @@ fn fault_of(app: &App, req: &Request<Incoming>) -> Option<crate::faults::Decisio
         now: app.now(),
     });
     decision
+}
+
+/// Counts `req` against its vendor's emulated rate limit (with
+/// `--emulate-rate-limits`): LicenseSpring per API key per second (flood
+/// protection) and per tenant per rolling minute; Yext per account per
+/// hour; Informatica only where a tenant has an override. A tenant's
+/// override replaces the default. None: not limited here.
+fn rate_limit_of(
+    app: &App,
+    surfaces: &Surfaces,
+    req: &Request<Incoming>,
+    _peer: std::net::IpAddr,
+) -> Option<crate::ratelimit::Verdict> {
+    use crate::ratelimit::{self as rl, Limit};
+    if !app.emulate_rate_limits {
+        return None;
+    }
+    let surface = Surface::of(req.uri().path());
+    let now = app.now();
+    let tenant_of_key = |k: &str| app.engine.api_key(k).map(|k| k.tenant_id);
+    let (name, tenant, default, rolling) = match surface {
+        Surface::LicenseSpring => {
+            let key = crate::faults::api_key_of(req.headers(), req.uri())?;
+            let per_key = Limit {
+                limit: rl::LICENSESPRING_REQUESTS_PER_KEY_PER_SECOND,
+                window_ms: 1_000,
+            };
+            let v = app
+                .rate_limits
+                .admit("licensespring", "api_key", &key, per_key, false, now);
+            if !v.allowed {
+                return Some(v);
+            }
+            let per_company = Limit {
+                limit: rl::LICENSESPRING_REQUESTS_PER_MINUTE,
+                window_ms: 60_000,
+            };
+            (
+                "licensespring",
+                tenant_of_key(&key)?,
+                Some(per_company),
+                true,
+            )
+        }
+        Surface::Yext => {
+            let key = crate::faults::api_key_of(req.headers(), req.uri())?;
+            let per_account = Limit {
+                limit: rl::YEXT_REQUESTS_PER_HOUR,
+                window_ms: 3_600_000,
+            };
+            ("yext", tenant_of_key(&key)?, Some(per_account), false)
+        }
+        Surface::Informatica => {
+            let tenant = req
+                .headers()
+                .get("INFA-SESSION-ID")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|id| surfaces.infa.tenant_of_session(id))?;
+            ("informatica", tenant, None, false)
+        }
+        _ => return None,
+    };
+    let limit = app.rate_limits.override_of(tenant, name).or(default)?;
+    Some(
+        app.rate_limits
+            .admit(name, "tenant", &tenant.to_string(), limit, rolling, now),
+    )
 }
 
 /// The answer's body sent at `bytes_per_s` (a fault rule's `trickle`): a
@@ -753,6 +837,17 @@ impl Surface {
             Surface::Native
         } else {
             Surface::Server
+        }
+    }
+
+    /// An emulated rate limit's refusal, in the surface's shape.
+    fn rate_limited(self, v: &crate::ratelimit::Verdict, now: crate::engine::time::Millis) -> Resp {
+        let wait_s = u32::try_from((v.reset_at - now).max(0).div_euclid(1000) + 1).unwrap_or(1);
+        match self {
+            Surface::LicenseSpring => crate::api::licensespring::rate_limited(wait_s),
+            Surface::Yext => crate::api::yext::rate_limited(wait_s),
+            Surface::Informatica => crate::api::infa::rate_limited(wait_s),
+            other => other.fault(429, Some(wait_s)),
         }
     }
 

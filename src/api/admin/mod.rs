@@ -14,7 +14,8 @@
 //!   ledger; `webhooks.rs`: every tenant's webhooks; `console.rs`: what the
 //!   web console asks (stats, search, releasing a floating seat);
 //!   `clock.rs`: the test clock; `journal.rs`: the request journal;
-//!   `faults.rs`: the fault rules; [`qlik`], [`yext`], [`infa`]: the
+//!   `faults.rs`: the fault rules; `ratelimits.rs`: the emulated rate
+//!   limits' counters and tenants' overrides; [`qlik`], [`yext`], [`infa`]: the
 //!   vendor sections;
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
@@ -29,6 +30,7 @@ mod kinds;
 mod ledger;
 mod licenses;
 pub mod qlik;
+mod ratelimits;
 mod webhooks;
 pub mod wire;
 pub mod yext;
@@ -157,6 +159,10 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["tenants", id] => item(app, m, Kind::Tenant, id, body).await,
         ["tenants", id, "qlik", rest @ ..] => qlik::route(app, m, id, rest, body).await,
         ["tenants", id, "yext"] => yext::route(app, m, id, body).await,
+        ["tenants", id, "rate-limits"] if m == Method::GET => ratelimits::tenant_get(app, id),
+        ["tenants", id, "rate-limits"] if m == Method::PUT => ratelimits::tenant_put(app, id, body),
+        ["rate-limits"] if m == Method::GET => ratelimits::get(app),
+        ["rate-limits"] if m == Method::DELETE => ratelimits::reset(app),
         ["tenants", id, "informatica", rest @ ..] => {
             infa::route(app, m, id, rest, &query, body).await
         }

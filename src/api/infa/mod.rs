@@ -31,6 +31,18 @@ use crate::app::App;
 use crate::http::{read_body, Resp};
 
 /// A request the server refused before reading it, in this surface's shape.
+/// The emulated rate limit's refusal (a tenant's override; Informatica
+/// documents the message "too many requests" and no number).
+pub fn rate_limited(retry_after_s: u32) -> Resp {
+    let mut e = InfaError::new(
+        hyper::StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_REQUESTS",
+        "too many requests",
+    );
+    e.retry_after_s = Some(u64::from(retry_after_s.max(1)));
+    e.response()
+}
+
 /// An injected fault's answer (the harness), in this surface's shape.
 pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
     let (_, message) = crate::http::fault_words(status);

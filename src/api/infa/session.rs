@@ -39,6 +39,14 @@ pub struct InfaState {
     sessions: Mutex<HashMap<String, Session>>,
 }
 
+impl InfaState {
+    /// The tenant of a session id (for the emulated rate limits), without
+    /// touching the session.
+    pub fn tenant_of_session(&self, id: &str) -> Option<Id> {
+        self.sessions.lock().get(id).map(|s| s.tenant_id)
+    }
+}
+
 /// The session named by `INFA-SESSION-ID`, if it is live (its idle clock restarts).
 pub(super) fn session(app: &App, state: &InfaState, req: &Request<Incoming>) -> R<Session> {
     let id = req

@@ -149,6 +149,17 @@ impl Endpoint {
 type Answer = Result<Body, LicenseSpringError>;
 
 /// A request the server refused before reading it, in this surface's shape.
+/// The emulated rate limit's refusal (`--emulate-rate-limits`).
+pub fn rate_limited(retry_after_s: u32) -> Resp {
+    LicenseSpringError {
+        status: 429,
+        code: "too_many_requests",
+        message: "Too many requests: over the rate limit (emulated by Tally)",
+        retry_after_s: retry_after_s.max(1),
+    }
+    .response()
+}
+
 /// An injected fault's answer (the harness), in this surface's shape.
 pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
     let (code, message) = crate::http::fault_words(status);

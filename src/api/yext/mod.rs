@@ -44,6 +44,19 @@ pub const PAGE_SIZE_DEFAULT: usize = 10;
 pub const PAGE_SIZE_MAX: usize = 50;
 
 /// A request the server refused before reading it, in this surface's shape.
+/// The emulated rate limit's refusal (`--emulate-rate-limits`).
+pub fn rate_limited(retry_after_s: u32) -> Resp {
+    let mut r = YextError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        error::TOO_MANY,
+        "Rate limit exceeded for this account (emulated by Tally)",
+    )
+    .response();
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, retry_after_s.max(1).into());
+    r
+}
+
 /// An injected fault's answer (the harness), in this surface's shape.
 pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
     let code = match status.as_u16() {
