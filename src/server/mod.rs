@@ -511,36 +511,20 @@ async fn handle(
     };
     if let (Some(o), Some(origin)) = (observed, origin) {
         let code = observe(&app, &o, &origin, resp.status());
-        if let (Some(journal), Some((path, headers))) = (&app.journal, journaled) {
-            let (body, body_truncated) = crate::journal::body(body.as_ref());
-            journal.push(crate::journal::Entry {
-                seq: 0,
-                at: app.now(),
-                surface: origin.surface,
-                endpoint: o.endpoint,
-                method: o.method,
-                path,
-                headers,
-                body,
-                body_truncated,
-                status: resp.status().as_u16(),
+        if let Some((path, headers)) = journaled {
+            journal(
+                &app,
+                &o,
+                &origin,
+                (path, headers, body),
+                resp.status(),
                 code,
-                latency_us: o.started.elapsed().as_micros() as u64,
-                tenant_id: match &origin.actor {
-                    crate::app::Actor::Key(k) => Some(k.tenant_id),
-                    _ => None,
-                },
-                request_id: origin.request_id.to_str().unwrap_or_default().to_string(),
-            });
+            );
         }
     }
     resp.headers_mut().insert(REQUEST_ID, request_id);
     if let (Surface::Yext, Some(v)) = (surface, rate) {
-        // Yext's rate-limit headers, on every answer (its Go SDK reads them).
-        let h = resp.headers_mut();
-        h.insert("rate-limit-limit", v.limit.into());
-        h.insert("rate-limit-remaining", v.remaining.into());
-        h.insert("rate-limit-reset", (v.reset_at.div_euclid(1000)).into());
+        yext_rate_headers(&mut resp, &v);
     }
     if let Some(crate::faults::Decision::Trickle { bytes_per_s }) = fault {
         resp = trickle(resp, bytes_per_s).await;
@@ -592,6 +576,46 @@ fn fault_of(app: &App, req: &Request<Incoming>) -> Option<crate::faults::Decisio
         now: app.now(),
     });
     decision
+}
+
+/// Yext's rate-limit headers, on every answer (its Go SDK reads them).
+fn yext_rate_headers(resp: &mut Resp, v: &crate::ratelimit::Verdict) {
+    let h = resp.headers_mut();
+    h.insert("rate-limit-limit", v.limit.into());
+    h.insert("rate-limit-remaining", v.remaining.into());
+    h.insert("rate-limit-reset", v.reset_at.div_euclid(1000).into());
+}
+
+/// Keeps a request in the journal: its (masked) path, headers and body.
+fn journal(
+    app: &App,
+    o: &Observed,
+    origin: &crate::app::Origin,
+    (path, headers, body): (String, Vec<(String, String)>, Option<bytes::Bytes>),
+    status: StatusCode,
+    code: &'static str,
+) {
+    let Some(journal) = &app.journal else { return };
+    let (body, body_truncated) = crate::journal::body(body.as_ref());
+    journal.push(crate::journal::Entry {
+        seq: 0,
+        at: app.now(),
+        surface: origin.surface,
+        endpoint: o.endpoint,
+        method: o.method,
+        path,
+        headers,
+        body,
+        body_truncated,
+        status: status.as_u16(),
+        code,
+        latency_us: o.started.elapsed().as_micros() as u64,
+        tenant_id: match &origin.actor {
+            crate::app::Actor::Key(k) => Some(k.tenant_id),
+            _ => None,
+        },
+        request_id: origin.request_id.to_str().unwrap_or_default().to_string(),
+    });
 }
 
 /// Counts `req` against its vendor's emulated rate limit (with
