@@ -101,7 +101,8 @@ impl Limiter {
         }
         let carried = if rolling {
             // The previous window's share still inside the rolling window.
-            (e.previous as f64 * (1.0 - (now - start) as f64 / w as f64)) as u64
+            // (rounded up: a rolling limit is never exceeded).
+            (e.previous as f64 * (1.0 - (now - start) as f64 / w as f64)).ceil() as u64
         } else {
             0
         };
