@@ -532,6 +532,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(a) => Arc::new(a),
         Err(e) => return fail(e),
     };
+    // Fault rules: the catalog's (at every start that names it), replaced
+    // by --faults when both are given.
+    if let (Some(catalog), None) = (&cfg.catalog, &args.faults) {
+        match crate::catalog::fault_rules(catalog) {
+            Ok(Some(rules)) => {
+                if let Err(e) = app.faults.set(rules, app.now()) {
+                    return fail(format!("{}: faults.{e}", catalog.display()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return fail(e),
+        }
+    }
     if let Some(path) = &args.faults {
         if let Err(e) = load_faults(&app, path) {
             return fail(e);

@@ -437,3 +437,40 @@ async fn fault_rules_from_a_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rules[0].effect.status"), "{err}");
 }
+
+/// Fault rules in the catalog apply at every start that names it (they are
+/// not state); `--faults` replaces them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_rules_from_the_catalog_at_every_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let demo =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json")).expect("demo");
+    let mut catalog: serde_json::Value = serde_json::from_slice(&demo).expect("json");
+    catalog["faults"] = json!({"rules": [{"id": "catalog", "endpoint": "/v1/check",
+                                          "effect": {"type": "error", "status": 502}}]});
+    let path = tmp.path().join("catalog.json");
+    std::fs::write(&path, catalog.to_string()).expect("write");
+    let data = tmp.path().join("data");
+    let check = json!({"license_key": STUDIO, "feature": "render"});
+    for _ in 0..2 {
+        let b = Binary::start_on(&data, &path, &[], &[]);
+        let (status, v) = b
+            .call(Method::POST, "/v1/check", &[bearer()], Some(check.clone()))
+            .await;
+        assert_eq!(status, 502, "{v}");
+        assert_eq!(v["code"], "bad_gateway");
+    }
+    // --faults replaces them.
+    let other = tmp.path().join("faults.json");
+    std::fs::write(&other, json!({"rules": []}).to_string()).expect("write");
+    let b = Binary::start_on(
+        &data,
+        &path,
+        &["--faults", &other.display().to_string()],
+        &[],
+    );
+    let (status, _) = b
+        .call(Method::POST, "/v1/check", &[bearer()], Some(check))
+        .await;
+    assert_eq!(status, 200);
+}

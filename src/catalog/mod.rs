@@ -117,6 +117,28 @@ fn take_str(
     }
 }
 
+/// The harness's fault rules a catalog carries (`"faults": {"rules":
+/// [...]}`, as `PUT /admin/v1/faults` takes them), None without. Read at
+/// every start that names the catalog (rules are not state); the tenants
+/// are skipped without being built.
+pub fn fault_rules(path: &Path) -> Result<Option<Vec<crate::faults::Rule>>, CatalogError> {
+    #[derive(serde::Deserialize)]
+    struct Rules {
+        rules: Vec<crate::faults::Rule>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        faults: Option<Rules>,
+        #[serde(default, rename = "tenants")]
+        _tenants: Option<serde::de::IgnoredAny>,
+    }
+    let f = std::fs::File::open(path).map_err(|e| err("", format!("{}: {e}", path.display())))?;
+    let doc: Doc = serde_json::from_reader(std::io::BufReader::new(f))
+        .map_err(|e| err("faults", e.to_string()))?;
+    Ok(doc.faults.map(|f| f.rules))
+}
+
 pub fn load_file(engine: &Engine, path: &Path, now: Millis) -> Result<Loaded, CatalogError> {
     let text = std::fs::read(path).map_err(|e| err("", format!("{}: {e}", path.display())))?;
     load_slice(engine, &text, now)

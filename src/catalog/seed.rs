@@ -27,8 +27,15 @@ impl<'de> serde::de::Visitor<'de> for CatalogSeed<'_, '_> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match &*key {
                 "tenants" => map.next_value_seed(TenantsSeed(&mut *self.0))?,
+                // Not state: read at every start by `catalog::fault_rules`.
+                "faults" => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
                 other => {
-                    return Err(serde::de::Error::unknown_field(other, &["tenants"]));
+                    return Err(serde::de::Error::unknown_field(
+                        other,
+                        &["tenants", "faults"],
+                    ));
                 }
             }
         }

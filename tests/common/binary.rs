@@ -26,13 +26,24 @@ pub struct Binary {
 impl Binary {
     /// `tally serve` on the demo catalog in `dir` with `args` and `env`.
     pub fn start(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let demo = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json"));
+        Self::start_on(dir, demo, args, env)
+    }
+
+    /// [`Binary::start`] on the catalog `catalog`.
+    pub fn start_on(
+        dir: &std::path::Path,
+        catalog: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .arg("--data-dir")
             .arg(dir)
             .arg("--catalog")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json"))
+            .arg(catalog)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
