@@ -177,9 +177,11 @@ impl Loader<'_> {
             let secret = take_str(&mut m, "secret", &p)?
                 .ok_or_else(|| err(format!("{p}.secret"), "is required (whsec_ and base64)"))?;
             let license = match take_str(&mut m, "license", &p)? {
-                Some(key) => Some(self.license_of(tenant_id, &key).ok_or_else(|| {
-                    err(format!("{p}.license"), "no such license in this tenant")
-                })?),
+                Some(key) => {
+                    Some(self.engine.license_by_key(tenant_id, &key).ok_or_else(|| {
+                        err(format!("{p}.license"), "no such license in this tenant")
+                    })?)
+                }
                 None => None,
             };
             if let Some(code) = take_str(&mut m, "feature", &p)? {
@@ -213,19 +215,6 @@ impl Loader<'_> {
             )?;
         }
         Ok(())
-    }
-
-    fn license_of(
-        &self,
-        tenant_id: Id,
-        key: &str,
-    ) -> Option<std::sync::Arc<crate::engine::model::License>> {
-        let t = self.engine.tenant(tenant_id)?;
-        let found = t
-            .products_by_code
-            .iter()
-            .find_map(|p| p.licenses_by_key.get(key).map(|l| l.clone()));
-        found
     }
 
     /// A tenant's Qlik license: the license fields (as `PUT

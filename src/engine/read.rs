@@ -134,15 +134,24 @@ impl Engine {
         best
     }
 
+    /// A tenant's license by key (the first of its products that has it).
+    pub fn license_by_key(&self, tenant: Id, key: &str) -> Option<Arc<License>> {
+        self.tenant(tenant)?
+            .products_by_code
+            .iter()
+            .find_map(|p| p.licenses_by_key.get(key).map(|l| l.clone()))
+    }
+
     /// What a search of the console finds for `text`, at most `max`:
     /// licenses by key (exact, any tenant) or id, tenants by id or name
     /// (a part, any case), Qlik subjects and Yext entities (exact).
     pub fn search(&self, text: &str, max: usize) -> Vec<Hit> {
         let mut out = Vec::new();
         let id: Option<Id> = text.parse().ok();
+        let lower = text.to_lowercase();
         for t in self.tenants.iter() {
             let name = t.spec.read().name.clone();
-            if id == Some(t.id) || name.to_lowercase().contains(&text.to_lowercase()) {
+            if id == Some(t.id) || name.to_lowercase().contains(&lower) {
                 out.push(Hit::new("tenant", t.id, t.id, name));
             }
             for p in t.products_by_code.iter() {

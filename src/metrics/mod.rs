@@ -61,19 +61,34 @@ pub struct RequestKey {
     pub tenant: Option<u64>,
 }
 
-/// A latency histogram's raw counts under a shard's lock.
+/// A series' requests and latency histogram (raw counts) under a shard's
+/// lock: one entry, found with one hash, per request.
 #[derive(Clone, Debug, Default)]
 struct Cells {
+    requests: u64,
     counts: [u64; LATENCY_BUCKETS_NS.len() + 1],
     sum_ns: u64,
 }
 
-type LatencyKey = (&'static str, &'static str, Option<u64>);
+impl Cells {
+    fn add(&mut self, ns: u64) {
+        self.requests += 1;
+        self.counts[LATENCY_BUCKETS_NS.partition_point(|b| *b < ns)] += 1;
+        self.sum_ns += ns;
+    }
+
+    fn merge(&mut self, other: &Cells) {
+        self.requests += other.requests;
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.sum_ns += other.sum_ns;
+    }
+}
 
 #[derive(Debug, Default)]
 struct RequestShard {
-    counts: HashMap<RequestKey, u64, foldhash::fast::RandomState>,
-    latency: HashMap<LatencyKey, Cells, foldhash::fast::RandomState>,
+    series: HashMap<RequestKey, Cells, foldhash::fast::RandomState>,
     /// 429 answers by surface.
     rate_limited: HashMap<&'static str, u64, foldhash::fast::RandomState>,
 }
@@ -161,23 +176,22 @@ impl Metrics {
         }
         let mut shard = self.requests[hist::shard_index()].lock();
         let shard = &mut *shard;
-        if !shard.counts.contains_key(&key) {
-            if self.series.load(Ordering::Relaxed) >= REQUEST_SERIES_MAX as u64 {
-                key.endpoint = "other";
-                key.code = "other";
-                key.tenant = None;
-            }
-            if !shard.counts.contains_key(&key) {
-                self.series.fetch_add(1, Ordering::Relaxed);
+        match shard.series.get_mut(&key) {
+            Some(cells) => cells.add(ns),
+            None => {
+                // A new series: past the bound it counts under `other`.
+                if self.series.load(Ordering::Relaxed) >= REQUEST_SERIES_MAX as u64 {
+                    key.endpoint = "other";
+                    key.code = "other";
+                    key.tenant = None;
+                }
+                let cells = shard.series.entry(key).or_insert_with(|| {
+                    self.series.fetch_add(1, Ordering::Relaxed);
+                    Cells::default()
+                });
+                cells.add(ns);
             }
         }
-        *shard.counts.entry(key).or_insert(0) += 1;
-        let cells = shard
-            .latency
-            .entry((key.surface, key.endpoint, key.tenant))
-            .or_default();
-        cells.counts[LATENCY_BUCKETS_NS.partition_point(|b| *b < ns)] += 1;
-        cells.sum_ns += ns;
         if status == 429 {
             *shard.rate_limited.entry(key.surface).or_insert(0) += 1;
         }
@@ -193,21 +207,13 @@ impl Metrics {
     /// The request series of every shard, added up.
     fn request_totals(&self) -> RequestShard {
         let mut t = RequestShard::default();
-        let (counts, latency, limited) = (&mut t.counts, &mut t.latency, &mut t.rate_limited);
         for shard in self.requests.iter() {
             let s = shard.lock();
-            for (k, v) in &s.counts {
-                *counts.entry(*k).or_insert(0) += v;
-            }
-            for (k, c) in &s.latency {
-                let into = latency.entry(*k).or_default();
-                for (a, b) in into.counts.iter_mut().zip(c.counts.iter()) {
-                    *a += b;
-                }
-                into.sum_ns += c.sum_ns;
+            for (k, c) in &s.series {
+                t.series.entry(*k).or_default().merge(c);
             }
             for (k, v) in &s.rate_limited {
-                *limited.entry(*k).or_insert(0) += v;
+                *t.rate_limited.entry(*k).or_insert(0) += v;
             }
         }
         t
@@ -219,19 +225,14 @@ impl Metrics {
     pub fn surfaces(&self) -> Vec<SurfaceSummary> {
         let t = self.request_totals();
         let mut by: std::collections::BTreeMap<&'static str, SurfaceSummary> = Default::default();
-        for (k, v) in &t.counts {
+        for (k, c) in &t.series {
             let s = by
                 .entry(k.surface)
                 .or_insert_with(|| SurfaceSummary::new(k.surface));
-            s.requests += v;
+            s.requests += c.requests;
             if k.class == 5 {
-                s.errors += v;
+                s.errors += c.requests;
             }
-        }
-        for ((surface, _, _), c) in &t.latency {
-            let s = by
-                .entry(surface)
-                .or_insert_with(|| SurfaceSummary::new(surface));
             for (b, n) in s.buckets.iter_mut().zip(c.counts.iter()) {
                 b.1 += n;
             }
@@ -282,16 +283,24 @@ impl Metrics {
 
     fn request_families(&self, out: &mut Vec<Family>) {
         let RequestShard {
-            counts,
-            latency,
+            series,
             rate_limited: limited,
         } = self.request_totals();
+        // Latency by surface and endpoint (and tenant): every code together.
+        let mut latency: HashMap<(&'static str, &'static str, Option<u64>), Cells> = HashMap::new();
+        for (k, c) in &series {
+            latency
+                .entry((k.surface, k.endpoint, k.tenant))
+                .or_default()
+                .merge(c);
+        }
         let mut requests = Family::counter(
             "tally_requests",
             "Requests answered, by surface, endpoint (route template), method, status class and result code",
         );
         let mut refusals: HashMap<&'static str, u64> = HashMap::new();
-        for (k, v) in &counts {
+        for (k, c) in &series {
+            let v = &c.requests;
             let mut labels = vec![
                 ("surface", k.surface.to_string()),
                 ("endpoint", k.endpoint.to_string()),

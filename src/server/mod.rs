@@ -440,9 +440,11 @@ async fn handle(
     peer: std::net::IpAddr,
 ) -> Result<Resp, Closed> {
     let request_id = request_id_of(&req);
+    // The surface, by path prefix: found once per request.
+    let surface = Surface::of(req.uri().path());
     // The harness's fault rules come first: nothing below sees a request
     // they answer (the rules' own endpoint is never faulted).
-    let fault = fault_of(&app, &req);
+    let fault = fault_of(&app, surface, &req);
     match fault {
         Some(crate::faults::Decision::Close) => return Err(Closed),
         Some(crate::faults::Decision::Delay(d)) => tokio::time::sleep(d).await,
@@ -468,17 +470,16 @@ async fn handle(
             )
         });
     let origin = crate::app::Origin {
-        surface: Surface::of(req.uri().path()).name(),
+        surface: surface.name(),
         request_id: request_id.clone(),
         actor: crate::app::Actor::Unknown,
         code: None,
     };
-    let surface = Surface::of(req.uri().path());
     // The vendors' emulated rate limits (the request counts only if no
     // fault rule answered it).
     let rate = match fault {
         Some(crate::faults::Decision::Error { .. }) => None,
-        _ => rate_limit_of(&app, &surfaces, &req, peer),
+        _ => rate_limit_of(&app, &surfaces, surface, &req),
     };
     let routed = AssertUnwindSafe(async {
         match (fault, rate) {
@@ -490,7 +491,7 @@ async fn handle(
                 _,
             ) => surface.fault(status, retry_after_s),
             (_, Some(v)) if !v.allowed => surface.rate_limited(&v, app.now()),
-            _ => route(&app, &surfaces, req, peer).await,
+            _ => route(&app, &surfaces, surface, req, peer).await,
         }
     })
     .catch_unwind();
@@ -558,7 +559,11 @@ impl std::fmt::Display for Closed {
 impl std::error::Error for Closed {}
 
 /// What the fault rules decide for `req` (None while no rule is set).
-fn fault_of(app: &App, req: &Request<Incoming>) -> Option<crate::faults::Decision> {
+fn fault_of(
+    app: &App,
+    surface: Surface,
+    req: &Request<Incoming>,
+) -> Option<crate::faults::Decision> {
     if !app.faults.active() || req.uri().path().starts_with("/admin/v1/faults") {
         return None;
     }
@@ -568,7 +573,7 @@ fn fault_of(app: &App, req: &Request<Incoming>) -> Option<crate::faults::Decisio
         .and_then(|k| app.engine.api_key(k))
         .map(|k| k.tenant_id);
     let decision = app.faults.decide(&crate::faults::Request {
-        surface: Surface::of(req.uri().path()).name(),
+        surface: surface.name(),
         endpoint: app.metrics.routes.endpoint(req.uri().path()),
         method: method_label(req.method()),
         api_key: key.as_deref(),
@@ -626,14 +631,13 @@ fn journal(
 fn rate_limit_of(
     app: &App,
     surfaces: &Surfaces,
+    surface: Surface,
     req: &Request<Incoming>,
-    _peer: std::net::IpAddr,
 ) -> Option<crate::ratelimit::Verdict> {
     use crate::ratelimit::{self as rl, Limit};
     if !app.emulate_rate_limits {
         return None;
     }
-    let surface = Surface::of(req.uri().path());
     let now = app.now();
     let tenant_of_key = |k: &str| app.engine.api_key(k).map(|k| k.tenant_id);
     let (name, tenant, default, rolling) = match surface {
@@ -915,10 +919,10 @@ impl Surface {
 async fn route(
     app: &App,
     surfaces: &Surfaces,
+    surface: Surface,
     req: Request<Incoming>,
     peer: std::net::IpAddr,
 ) -> Resp {
-    let surface = Surface::of(req.uri().path());
     if let Some(m) = http::Malformed::of(&req) {
         return surface.malformed(m);
     }

@@ -2,8 +2,6 @@
 //! a request's fields into a spec, and the answers' shapes. Each surface
 //! maps the errors (field, reason) to its own error shape.
 
-use std::sync::Arc;
-
 use serde_json::{json, Map, Value};
 
 use crate::app::App;
@@ -160,7 +158,11 @@ fn filter_of(
             return Err(field_err("license", "give license or license_id, not both"))
         }
         (Some(Value::Null), None) | (None, Some(Value::Null)) => Some(None),
-        (Some(Value::String(key)), None) => Some(Some(license_by_key(app, tenant, key)?)),
+        (Some(Value::String(key)), None) => {
+            Some(Some(app.engine.license_by_key(tenant, key).ok_or_else(
+                || field_err("license", "no such license in this tenant"),
+            )?))
+        }
         (None, Some(id)) => {
             let id = id_of(id).ok_or_else(|| field_err("license_id", "must be an id"))?;
             let l = app
@@ -217,23 +219,6 @@ fn id_of(v: &Value) -> Option<Id> {
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
-}
-
-fn license_by_key(
-    app: &App,
-    tenant: Id,
-    key: &str,
-) -> Result<Arc<crate::engine::model::License>, FieldError> {
-    let t = app
-        .engine
-        .tenant(tenant)
-        .ok_or_else(|| field_err("license", "no such tenant"))?;
-    for p in t.products_by_code.iter() {
-        if let Some(l) = p.licenses_by_key.get(key) {
-            return Ok(l.clone());
-        }
-    }
-    Err(field_err("license", "no such license in this tenant"))
 }
 
 /// A subscription as the APIs show it (never its secrets; `secret` is

@@ -108,16 +108,9 @@ impl<'a> Fields<'a> {
 
 /// The license a request addresses: by key, or by product and user.
 pub fn license_by_key(app: &App, tenant: Id, key: &str) -> R<Arc<License>> {
-    let t = app
-        .engine
-        .tenant(tenant)
-        .ok_or_else(|| NativeError::from(EngineError::LicenseNotFound))?;
-    for p in t.products_by_code.iter() {
-        if let Some(l) = p.licenses_by_key.get(key) {
-            return Ok(l.clone());
-        }
-    }
-    Err(EngineError::LicenseNotFound.into())
+    app.engine
+        .license_by_key(tenant, key)
+        .ok_or_else(|| EngineError::LicenseNotFound.into())
 }
 
 /// The licenses of a user-based product's user, in id order.
