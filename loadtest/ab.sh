@@ -26,7 +26,6 @@ cargo build --release --workspace --quiet
 LT=target/release/loadtest
 [ -f "$OUT/catalog.json" ] || "$NEW" gen-catalog --licenses 1000 --out "$OUT/catalog.json" 2>/dev/null
 declare -A results
-median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for r in $(seq 1 "$ROUNDS"); do
   for which in old new; do
     if [ "$which" = old ]; then T="$OLD"; C="${OLD_CATALOG:-$OUT/catalog.json}"; X="${OLD_ARGS:-}"
@@ -41,7 +40,7 @@ for r in $(seq 1 "$ROUNDS"); do
     $(pin 1) "$LT" run --target 127.0.0.1:$PORT --scenario "$SCENARIO" --licenses 1000 \
       --connections 64 --duration "$ROUND_SECS" --warmup 2 --quiet --json "$json"
     kill -TERM "$pid"; wait "$pid" || true
-    rps=$(python3 -c "import json;d=json.load(open('$json'));print(round(d['throughput_rps']))")
+    rps=$(rps_of "$json")
     echo "round $r $which: $rps req/s"
     results[$which]="${results[$which]:-} $rps"
   done

@@ -32,13 +32,12 @@ for r in $(seq 1 "$ROUNDS"); do
     $(pin 1) "$LT" run --target 127.0.0.1:$PORT --scenario "$SCENARIO" --licenses 1000 \
       --connections 64 --duration "$ROUND_SECS" --warmup 2 --quiet --json "$json"
     kill -TERM "$pid"; wait "$pid" || true
-    rps=$(python3 -c "import json,sys;d=json.load(open('$json'));print(round(d['throughput_rps']))")
+    rps=$(rps_of "$json")
     p99=$(python3 -c "import json,sys;d=json.load(open('$json'));print(d['latency_us']['p99'])")
     echo "round $r  fsync $mode: $rps req/s, p99 $p99 us"
     results[$mode]="${results[$mode]:-} $rps"
   done
 done
-median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 never=$(median "${results[never]}")
 for mode in $MODES; do
   m=$(median "${results[$mode]}")

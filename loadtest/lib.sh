@@ -12,3 +12,9 @@ wait_up() {
   echo "server on port $PORT did not come up" >&2
   exit 1
 }
+
+# The median of the numbers in $1 (space separated).
+median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# The throughput, req/s rounded, of a `loadtest run --json` report.
+rps_of() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['throughput_rps']))" "$1"; }

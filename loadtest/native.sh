@@ -25,7 +25,6 @@ T=target/release/tally
 LT=target/release/loadtest
 [ -f "$OUT/catalog.json" ] || "$T" gen-catalog --licenses 1000 --out "$OUT/catalog.json" 2>/dev/null
 declare -A results
-median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # pair NAME "SERVER ARGS" SCENARIO_A SCENARIO_B
 pair() {
@@ -41,7 +40,7 @@ pair() {
       json="$OUT/$name-$s-$r.json"
       $(pin 1) "$LT" run --target 127.0.0.1:$PORT --scenario "$s" --licenses 1000 \
         --connections 64 --duration "$ROUND_SECS" --warmup 2 --quiet --json "$json"
-      rps=$(python3 -c "import json;d=json.load(open('$json'));print(round(d['throughput_rps']))")
+      rps=$(rps_of "$json")
       p99=$(python3 -c "import json;d=json.load(open('$json'));print(d['latency_us']['p99'])")
       errs=$(python3 -c "import json;d=json.load(open('$json'));print(sum(v for k,v in d.get('statuses',{}).items() if int(k)>=400))")
       echo "$name round $r  $s: $rps req/s, p99 $p99 us, $errs error answers"
