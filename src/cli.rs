@@ -386,6 +386,16 @@ fn virtual_clock(
     Ok(Some(Arc::new(crate::clock::ManualClock::new(now))))
 }
 
+/// `app` with the tenants' rate-limit overrides the data directory kept.
+fn with_stored_overrides(
+    app: App,
+    dir: &std::path::Path,
+) -> Result<App, Box<dyn std::error::Error>> {
+    app.rate_limits
+        .restore_overrides(crate::storage::load_rate_limits(dir)?);
+    Ok(app)
+}
+
 /// The App of `tally serve`: on the wall clock, or on `test_clock`.
 pub fn build_app(
     cfg: &ServeConfig,
@@ -495,7 +505,7 @@ pub fn build_app(
     store.start_snapshots(cfg.store.snapshot_interval, clock);
     opts.engine = Some(engine);
     opts.store = Some(store);
-    Ok(App::new(opts))
+    with_stored_overrides(App::new(opts), &cfg.data_dir)
 }
 
 /// After the server stopped: the log closed and a final snapshot written.

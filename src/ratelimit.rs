@@ -59,6 +59,20 @@ pub struct Limiter {
     windows: Mutex<HashMap<(&'static str, &'static str, String), Window>>,
     /// (tenant, surface) -> the tenant's own limit.
     overrides: Mutex<HashMap<(Id, String), Limit>>,
+    /// Held by a change of the overrides while it stores them (so two
+    /// changes never store in one order and apply in the other), never by a
+    /// check.
+    changing: Mutex<()>,
+}
+
+/// A tenant's override, as the data directory keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub tenant_id: Id,
+    pub surface: String,
+    pub limit: u64,
+    pub window_ms: u64,
 }
 
 /// A window's counters, as `GET /admin/v1/rate-limits` shows them.
@@ -119,15 +133,47 @@ impl Limiter {
         }
     }
 
-    pub fn set_override(&self, tenant: Id, surface: &str, limit: Option<Limit>) {
+    /// Sets and clears overrides together: the whole new set goes to
+    /// `persist` first, and is in force only once it is stored. Changes are
+    /// one at a time (`changing`); checks keep reading the old set meanwhile.
+    pub fn change_overrides<E>(
+        &self,
+        changes: &[(Id, &str, Option<Limit>)],
+        persist: impl FnOnce(&[Override]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let _one_at_a_time = self.changing.lock();
+        let mut next = self.overrides.lock().clone();
+        for (tenant, surface, limit) in changes {
+            let k = (*tenant, (*surface).to_string());
+            match limit {
+                Some(l) => next.insert(k, *l),
+                None => next.remove(&k),
+            };
+        }
+        let mut listed: Vec<Override> = next
+            .iter()
+            .map(|((t, s), l)| Override {
+                tenant_id: *t,
+                surface: s.clone(),
+                limit: l.limit,
+                window_ms: l.window_ms,
+            })
+            .collect();
+        listed.sort_by(|a, b| (a.tenant_id, &a.surface).cmp(&(b.tenant_id, &b.surface)));
+        persist(&listed)?;
+        *self.overrides.lock() = next;
+        Ok(())
+    }
+
+    /// Puts back the overrides a data directory kept (at start).
+    pub fn restore_overrides(&self, stored: Vec<Override>) {
         let mut o = self.overrides.lock();
-        match limit {
-            Some(l) => {
-                o.insert((tenant, surface.to_string()), l);
-            }
-            None => {
-                o.remove(&(tenant, surface.to_string()));
-            }
+        for v in stored {
+            let limit = Limit {
+                limit: v.limit,
+                window_ms: v.window_ms,
+            };
+            o.insert((v.tenant_id, v.surface), limit);
         }
     }
 

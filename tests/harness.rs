@@ -474,3 +474,61 @@ async fn fault_rules_from_the_catalog_at_every_start() {
         .await;
     assert_eq!(status, 200);
 }
+
+/// A tenant's rate-limit overrides are kept in the data directory: a
+/// restart finds them; a file that does not parse stops the start, saying
+/// which file.
+#[tokio::test]
+async fn rate_limit_overrides_survive_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let args = ["--emulate-rate-limits"];
+    let mut b = Binary::start(dir, &args, &[]);
+    let admin = Binary::admin_header(dir);
+    let (status, tenants) = b
+        .call(
+            Method::GET,
+            "/admin/v1/tenants",
+            std::slice::from_ref(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{tenants}");
+    let tenant = tenants["items"][0]["id"].to_string();
+    let path = format!("/admin/v1/tenants/{}/rate-limits", tenant.trim_matches('"'));
+    let set = json!({"yext": {"limit": 7, "window_ms": 60_000},
+                     "licensespring": {"limit": 3, "window_ms": 1_000}});
+    let (status, v) = b
+        .call(Method::PUT, &path, std::slice::from_ref(&admin), Some(set))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = b
+        .call(
+            Method::PUT,
+            &path,
+            std::slice::from_ref(&admin),
+            Some(json!({"licensespring": null})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    b.kill9();
+
+    let mut b = Binary::start(dir, &args, &[]);
+    let (status, v) = b
+        .call(Method::GET, &path, std::slice::from_ref(&admin), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v, json!({"yext": {"limit": 7, "window_ms": 60_000}}));
+    b.stop();
+
+    std::fs::write(dir.join("rate_limits.json"), "[{\"tenant_id\": 1}]").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run tally");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rate_limits.json"), "{err}");
+}

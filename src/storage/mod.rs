@@ -31,6 +31,8 @@ use crate::signing::RSA_KEY_BITS;
 pub enum StorageError {
     Io(PathBuf, std::io::Error),
     BadKey(PathBuf, String),
+    /// A settings file (`rate_limits.json`) that does not parse.
+    BadFile(PathBuf, String),
 }
 
 impl std::fmt::Display for StorageError {
@@ -38,6 +40,7 @@ impl std::fmt::Display for StorageError {
         match self {
             StorageError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             StorageError::BadKey(p, e) => write!(f, "{}: not a valid key file: {e}", p.display()),
+            StorageError::BadFile(p, e) => write!(f, "{}: {e}", p.display()),
         }
     }
 }
@@ -146,6 +149,32 @@ pub fn save_token_keys(
 ) -> Result<(), StorageError> {
     let bytes = serde_json::to_vec_pretty(keys).unwrap_or_default();
     write_private(&dir.join(TOKEN_KEYS_FILE), &bytes)
+}
+
+/// The tenants' rate-limit overrides (`PUT /admin/v1/tenants/{id}/rate-limits`),
+/// a JSON list of `ratelimit::Override`: harness settings, not engine
+/// state, so kept beside the log rather than in it.
+pub const RATE_LIMITS_FILE: &str = "rate_limits.json";
+
+/// Stores every override, replacing the file atomically.
+pub fn save_rate_limits(
+    dir: &Path,
+    overrides: &[crate::ratelimit::Override],
+) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec_pretty(overrides).unwrap_or_default();
+    write_private(&dir.join(RATE_LIMITS_FILE), &bytes)
+}
+
+/// The stored overrides (none when the file does not exist).
+pub fn load_rate_limits(dir: &Path) -> Result<Vec<crate::ratelimit::Override>, StorageError> {
+    let path = dir.join(RATE_LIMITS_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|e| StorageError::BadFile(path, e.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StorageError::Io(path, e)),
+    }
 }
 
 /// Where a test clock stood (`--clock virtual`), in the data directory.

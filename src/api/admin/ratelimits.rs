@@ -90,8 +90,19 @@ pub(super) fn tenant_put(app: &App, id: &str, body: Option<&[u8]>) -> R<Resp> {
         };
         set.push((surface, limit));
     }
-    for (surface, limit) in set {
-        app.rate_limits.set_override(tenant, surface, limit);
-    }
+    let changes: Vec<_> = set.into_iter().map(|(s, l)| (tenant, s, l)).collect();
+    app.rate_limits
+        .change_overrides(&changes, |all| match &app.store {
+            Some(store) => crate::storage::save_rate_limits(store.dir(), all),
+            None => Ok(()),
+        })
+        .map_err(|e| {
+            tracing::error!("rate-limit overrides not stored: {e}");
+            AdminError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "changes cannot be stored right now (storage failed)",
+            )
+        })?;
     Ok(json_value(StatusCode::OK, &overrides(app, tenant)))
 }
