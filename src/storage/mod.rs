@@ -56,6 +56,11 @@ fn io(p: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     move |e| StorageError::Io(p.to_path_buf(), e)
 }
 
+/// Writes `value` as JSON to `path`, as [`write_private`] does.
+fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), StorageError> {
+    write_private(path, &serde_json::to_vec_pretty(value).unwrap_or_default())
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename), readable by the owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
@@ -147,8 +152,7 @@ pub fn save_token_keys(
     dir: &Path,
     keys: &[crate::tokens::TokenKeyRecord],
 ) -> Result<(), StorageError> {
-    let bytes = serde_json::to_vec_pretty(keys).unwrap_or_default();
-    write_private(&dir.join(TOKEN_KEYS_FILE), &bytes)
+    write_json(&dir.join(TOKEN_KEYS_FILE), keys)
 }
 
 /// The tenants' rate-limit overrides (`PUT /admin/v1/tenants/{id}/rate-limits`),
@@ -161,8 +165,7 @@ pub fn save_rate_limits(
     dir: &Path,
     overrides: &[crate::ratelimit::Override],
 ) -> Result<(), StorageError> {
-    let bytes = serde_json::to_vec_pretty(overrides).unwrap_or_default();
-    write_private(&dir.join(RATE_LIMITS_FILE), &bytes)
+    write_json(&dir.join(RATE_LIMITS_FILE), overrides)
 }
 
 /// The stored overrides (none when the file does not exist).
