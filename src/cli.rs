@@ -86,6 +86,9 @@ pub enum Cmd {
         #[arg(long, default_value_t = u64::MAX)]
         limit: u64,
     },
+    /// Save, restore, reset, list or delete state fixtures of a running
+    /// server (through its admin API).
+    State(crate::cli_state::StateArgs),
     /// Write a synthetic catalog for benchmarks.
     GenCatalog {
         #[arg(long, default_value_t = 1000)]
@@ -252,6 +255,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve(args) => serve(args),
+        Cmd::State(args) => crate::cli_state::run(args),
         Cmd::AuthHeaders {
             api_key,
             shared_key,
@@ -501,6 +505,16 @@ pub fn build_app(
                 path.display()
             );
         }
+    }
+    if opened.fresh {
+        // What `POST /admin/v1/state/reset` goes back to: the state right
+        // after the catalog loaded (or none), before any request.
+        crate::storage::fixtures::save_initial(
+            &cfg.data_dir,
+            &engine,
+            store.log.last_lsn(),
+            clock.now_ms(),
+        )?;
     }
     store.start_snapshots(cfg.store.snapshot_interval, clock);
     opts.engine = Some(engine);

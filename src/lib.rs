@@ -26,6 +26,8 @@
 //!   (the native admin API) and [`api::native`] (Tally's own API, `/v1/`).
 //! - [`faults`]: the harness's fault rules (latency, errors in a surface's
 //!   shape, closed connections, trickling bodies), looked at before routing.
+//! - [`gate`]: what every request passes while its handler runs, and a
+//!   state restore shuts (atomic restores at no measurable cost).
 //! - [`journal`]: the request journal (`--journal N`), credentials masked.
 //! - [`ratelimit`]: the vendors' documented rate limits, emulated
 //!   (LicenseSpring, Yext; Informatica by override), with tenants' overrides.
@@ -41,17 +43,20 @@
 //!   [`util`]: services the surfaces share ([`tokens`]: offline tokens, JWS
 //!   signed with Ed25519).
 //! - [`cli`]: the `tally` command line (`serve`, `auth-headers`, `sign`,
-//!   `public-key`, `inspect`, `gen-catalog`).
+//!   `public-key`, `inspect`, `gen-catalog`; [`cli_state`]: `state`, the
+//!   fixtures of a running server).
 
 pub mod api;
 pub mod app;
 pub mod catalog;
 pub mod cli;
+pub mod cli_state;
 pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod engine;
 pub mod faults;
+pub mod gate;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -388,4 +388,17 @@ pub enum Command<'a> {
     SweepNotices {
         now: Millis,
     },
+    /// The whole state replaced by a state fixture's (`POST
+    /// /admin/v1/state/restore`, `.../reset`). The state is not in the
+    /// record but in the file `restore-<lsn>.snap` beside the log, written
+    /// before the record is, because the engine does no I/O: storage applies
+    /// this command (the live restore, recovery, shadow snapshots; see
+    /// `storage::fixtures`), and [`Engine::apply`](super::Engine::apply)
+    /// refuses it.
+    RestoreState {
+        /// The fixture's name (`initial` for a reset), for the ledger.
+        #[serde(borrow)]
+        fixture: Cow<'a, str>,
+        now: Millis,
+    },
 }

@@ -344,6 +344,48 @@ impl Engine {
         }
     }
 
+    /// Empties the engine before a whole state is loaded into it (a state
+    /// fixture's restore, `Command::RestoreState`): every entity, counter,
+    /// reservation, idempotency record and webhook, and the id sequence.
+    /// The webhook event sequence is kept: [`Engine::finish_state_restore`]
+    /// puts it back above the loaded one. The caller holds every request
+    /// and change out meanwhile (the server's gate and the commit lock).
+    pub fn clear(&self) {
+        self.seq.store(super::FIRST_ID, Ordering::Release);
+        self.tenants.clear();
+        self.api_keys.clear();
+        self.products.clear();
+        self.customers.clear();
+        self.users.clear();
+        self.licenses.clear();
+        self.license_specs.clear();
+        self.feature_specs.clear();
+        self.feature_codes.clear();
+        self.leased.clear();
+        self.qlik.clear();
+        self.yext.clear();
+        self.yext_accounts.clear();
+        self.infa.clear();
+        self.infa_orgs.clear();
+        self.infa_users.clear();
+        self.reservations.clear();
+        self.idempotency.clear();
+        self.clear_webhooks();
+    }
+
+    /// After a whole state was loaded over a cleared engine: webhook event
+    /// ids go on from `event_seq` (the sequence before the restore) at least.
+    pub fn finish_state_restore(&self, event_seq: u64) {
+        self.keep_event_seq(event_seq);
+    }
+
+    /// Every tenant's id, ascending.
+    pub fn tenant_ids(&self) -> Vec<Id> {
+        let mut ids: Vec<Id> = self.tenants.iter().map(|t| *t.key()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// After recovery: every floating seat restored from the log or a
     /// snapshot holds for at least a full timeout from `now`. Renewals are not
     /// logged, so a seat's stored end may be older than its holder believes;

@@ -45,6 +45,10 @@ pub enum EntryKind {
     YextExpired,
     InfaLimitUsed,
     InfaLicensesOverwritten,
+    /// The whole state was replaced by a state fixture's (`subject` names
+    /// it): every counter of the tenant may have changed at once. One entry
+    /// per tenant present before or after.
+    StateRestored,
 }
 
 /// One change to one counter or assignment.
@@ -86,6 +90,11 @@ impl LedgerEntry {
             after: None,
             at,
         }
+    }
+
+    /// The entry of a state restore for `tenant_id` (see [`EntryKind::StateRestored`]).
+    pub fn state_restored(tenant_id: Id, fixture: &str, at: Millis) -> Self {
+        Self::new(EntryKind::StateRestored, tenant_id, 0, at).subject(fixture)
     }
 
     fn on(mut self, license_id: Id, feature_id: Option<Id>) -> Self {

@@ -368,6 +368,10 @@ impl Engine {
                 now,
             } => self.floating_denied(*license_id, *feature_id, hardware_id, *now),
             C::SweepNotices { now } => self.sweep_notices(*now),
+            C::RestoreState { .. } => Err(EngineError::Invalid(
+                "op",
+                "a state restore is applied by storage, not by the engine",
+            )),
             C::SetDeviceBlacklisted {
                 license_id: l,
                 hardware_id: hw,

@@ -117,6 +117,15 @@ pub struct Idempotency {
     order: parking_lot::Mutex<VecDeque<(Millis, Id, Box<str>)>>,
 }
 
+impl Idempotency {
+    /// Forgets every record (a restore of the whole state).
+    pub(super) fn clear(&self) {
+        self.records.clear();
+        self.per_tenant.clear();
+        self.order.lock().clear();
+    }
+}
+
 impl Default for Idempotency {
     fn default() -> Self {
         Idempotency {

@@ -121,6 +121,17 @@ pub struct Reservations {
     pub(super) finished: parking_lot::Mutex<VecDeque<(Millis, Id)>>,
 }
 
+impl Reservations {
+    /// Forgets every reservation (a restore of the whole state).
+    pub(super) fn clear(&self) {
+        self.all.clear();
+        self.open.clear();
+        self.pending_by_license.clear();
+        self.by_expiry.lock().clear();
+        self.finished.lock().clear();
+    }
+}
+
 impl Default for Reservations {
     fn default() -> Self {
         Reservations {

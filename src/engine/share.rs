@@ -31,6 +31,11 @@ impl<K: Eq + Hash, T: ?Sized> Default for Sharer<K, T> {
 }
 
 impl<K: Eq + Hash, T: ?Sized> Sharer<K, T> {
+    /// Forgets every shared value (a restore of the whole state).
+    pub fn clear(&self) {
+        self.table.clear();
+    }
+
     /// The shared `Arc` for `key`, made by `make` when there is none alive.
     pub fn share(&self, key: K, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
         if let Some(shared) = self.table.get(&key).and_then(|w| w.upgrade()) {

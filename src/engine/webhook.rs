@@ -1620,6 +1620,27 @@ impl Engine {
         })
     }
 
+    /// Forgets every subscription, event and delivery (a restore of the
+    /// whole state) but the event sequence, which [`Engine::clear`] keeps.
+    pub(super) fn clear_webhooks(&self) {
+        let mut inner = self.hooks.inner.lock();
+        let next_event = inner.next_event;
+        *inner = Inner {
+            next_event,
+            ..Inner::default()
+        };
+        self.hooks.sync_counts(&inner);
+    }
+
+    /// Raises the event sequence to `seq` at least: after a restore, event
+    /// ids go on from the highest ever made (receivers deduplicate by id,
+    /// so an id must never name two events).
+    pub(super) fn keep_event_seq(&self, seq: u64) {
+        let mut inner = self.hooks.inner.lock();
+        inner.next_event = inner.next_event.max(seq);
+        self.hooks.sync_counts(&inner);
+    }
+
     pub fn restore_webhooks(&self, img: WebhookImage) -> R<()> {
         let mut inner = self.hooks.inner.lock();
         for s in img.subscriptions {

@@ -481,6 +481,12 @@ async fn handle(
         Some(crate::faults::Decision::Error { .. }) => None,
         _ => rate_limit_of(&app, &surfaces, surface, &req),
     };
+    // A state restore waits for the requests inside and holds new ones
+    // (see `crate::gate`); the fixtures' own endpoints pass by it.
+    let pass = match surface {
+        Surface::Admin if is_state_path(req.uri().path()) => None,
+        _ => Some(app.gate.enter().await),
+    };
     let routed = AssertUnwindSafe(async {
         match (fault, rate) {
             (
@@ -500,6 +506,9 @@ async fn handle(
     } else {
         (crate::app::with_origin(origin, routed).await, None)
     };
+    // The answer is made: what follows (metrics, journal, a trickle) does
+    // not read state.
+    drop(pass);
     let mut resp = match routed {
         Ok(resp) => resp,
         Err(_panic) => {
@@ -824,6 +833,14 @@ fn request_id_of<B>(req: &Request<B>) -> hyper::header::HeaderValue {
         })
 }
 
+/// The state fixtures' endpoints (they shut the gate themselves).
+const STATE_PATH: &str = "/admin/v1/state";
+
+fn is_state_path(path: &str) -> bool {
+    path.strip_prefix(STATE_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The surfaces, by path prefix.
 #[derive(Clone, Copy)]
 enum Surface {
@@ -917,7 +934,7 @@ impl Surface {
 
 /// `peer`: the client's address (password backoff counts failures per source).
 async fn route(
-    app: &App,
+    app: &Arc<App>,
     surfaces: &Surfaces,
     surface: Surface,
     req: Request<Incoming>,

@@ -7,9 +7,12 @@
 //! - [`snapshot`]: snapshot files;
 //! - [`recovery`]: rebuilding state from a directory (and pruning it);
 //! - [`store`]: a data directory in use: lock, recovery, log, snapshots;
-//! - [`disk`]: the file operations under the log (a trait, for fault injection).
+//! - [`disk`]: the file operations under the log (a trait, for fault injection);
+//! - [`fixtures`]: named copies of the whole state, and restoring one (a
+//!   logged command whose state is a file beside the log).
 
 pub mod disk;
+pub mod fixtures;
 pub mod inspect;
 pub mod ledger;
 pub mod record;

@@ -26,6 +26,8 @@ pub struct DirListing {
     pub segments: Vec<(u64, PathBuf)>,
     /// Snapshots being written when a process stopped.
     pub temporaries: Vec<PathBuf>,
+    /// State files of restores (lsn of their record, path), ascending.
+    pub restores: Vec<(u64, PathBuf)>,
 }
 
 pub fn list(dir: &Path) -> std::io::Result<DirListing> {
@@ -39,12 +41,17 @@ pub fn list(dir: &Path) -> std::io::Result<DirListing> {
             l.snapshots.push((lsn, path));
         } else if let Some(lsn) = parse_segment_name(name) {
             l.segments.push((lsn, path));
-        } else if name.starts_with("snapshot-") && name.ends_with(".tmp") {
+        } else if let Some(lsn) = super::fixtures::parse_restore_name(name) {
+            l.restores.push((lsn, path));
+        } else if (name.starts_with("snapshot-") || name.starts_with("restore-"))
+            && name.ends_with(".tmp")
+        {
             l.temporaries.push(path);
         }
     }
     l.snapshots.sort();
     l.segments.sort();
+    l.restores.sort();
     Ok(l)
 }
 
@@ -265,18 +272,17 @@ pub fn rebuild(
                         lsn,
                         why: format!("undecodable command: {e}"),
                     })?;
-                    let replay_err = |e: crate::engine::EngineError| RecoveryError::Replay {
+                    let replay_err = |why: String| RecoveryError::Replay {
                         path: path.clone(),
                         lsn,
-                        why: e.to_string(),
+                        why,
                     };
                     match ledger.as_deref_mut() {
                         // A change the ledger is missing (a crash before its
                         // entries were written): derived again.
                         Some(w) if lsn > w.last_lsn => {
                             entries.clear();
-                            engine
-                                .apply_ledgered(&cmd, &mut entries)
+                            replay_one(dir, engine, lsn, &cmd, Some(&mut entries))
                                 .map_err(replay_err)?;
                             frames.clear();
                             let key = match &cmd {
@@ -286,9 +292,7 @@ pub fn rebuild(
                             super::ledger::encode(&mut frames, lsn, origin, key, &entries);
                             w.append(&frames, lsn, lsn).map_err(io(path))?;
                         }
-                        _ => {
-                            engine.apply_replayed(&cmd).map_err(replay_err)?;
-                        }
+                        _ => replay_one(dir, engine, lsn, &cmd, None).map_err(replay_err)?,
                     }
                     out.replayed += 1;
                     out.last_lsn = lsn;
@@ -346,6 +350,30 @@ pub fn rebuild(
     Ok(out)
 }
 
+/// Applies one logged command (record `lsn`) to `engine`, deriving its
+/// ledger entries into `entries` when given. A state restore is applied
+/// from its state file (see [`super::fixtures`]); every other command by
+/// the engine.
+fn replay_one(
+    dir: &Path,
+    engine: &Engine,
+    lsn: u64,
+    cmd: &Command<'_>,
+    entries: Option<&mut Vec<crate::engine::ledger::LedgerEntry>>,
+) -> Result<(), String> {
+    if let Command::RestoreState { fixture, now } = cmd {
+        return super::fixtures::replay(dir, engine, lsn, fixture, *now, entries)
+            .map(|_| ())
+            .map_err(|e| format!("state restore: {e}"));
+    }
+    match entries {
+        Some(out) => engine.apply_ledgered(cmd, out),
+        None => engine.apply_replayed(cmd),
+    }
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
 /// Deletes what snapshot `lsn` made unnecessary: older snapshots and the
 /// segments whose records all lie at or before `lsn` (every segment when the
 /// log is closed at `lsn`).
@@ -366,6 +394,14 @@ pub fn prune_upto(
     let mut removed = Vec::new();
     for (s, path) in &listing.snapshots {
         if *s < lsn {
+            fs::remove_file(path)?;
+            removed.push(path.clone());
+        }
+    }
+    // A restore's state file is needed only to replay its record, and no
+    // replay starts before the snapshot at `lsn`.
+    for (r, path) in &listing.restores {
+        if *r <= lsn {
             fs::remove_file(path)?;
             removed.push(path.clone());
         }

@@ -223,17 +223,29 @@ impl<T> SpecTable<T> {
 
 /// Writes the engine (which no one may change meanwhile) as the snapshot at
 /// `lsn` into `dir`, atomically. Returns what it wrote.
-#[allow(
-    clippy::too_many_lines,
-    reason = "one pass writing the frames in file order"
-)]
 pub fn write(
     dir: &Path,
     engine: &Engine,
     lsn: u64,
     now: Millis,
 ) -> Result<SnapshotInfo, SnapshotError> {
-    let path = dir.join(snapshot_name(lsn));
+    write_to(&dir.join(snapshot_name(lsn)), engine, lsn, now)
+}
+
+/// [`write`] to `path` (a state fixture's file, see `storage::fixtures`),
+/// atomically in the same way; its directory must exist.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one pass writing the frames in file order"
+)]
+pub fn write_to(
+    path: &Path,
+    engine: &Engine,
+    lsn: u64,
+    now: Millis,
+) -> Result<SnapshotInfo, SnapshotError> {
+    let path = path.to_path_buf();
+    let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -527,6 +539,25 @@ pub fn load(
     checked(path, |frames, header, info| {
         restore_all(path, engine, now, frames, header, info)
     })
+}
+
+/// [`load`] from a file's bytes already read (`path` names it in errors):
+/// a restore checks a fixture into a scratch engine, then loads the same
+/// bytes into the live one, so the two cannot differ.
+pub fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    engine: &Engine,
+    now: Millis,
+) -> Result<(SnapshotHeader, SnapshotInfo), SnapshotError> {
+    let frames = frames(path, bytes)?;
+    let header = header(path, &frames)?;
+    let info = SnapshotInfo {
+        lsn: header.lsn,
+        bytes: bytes.len() as u64,
+        ..Default::default()
+    };
+    restore_all(path, engine, now, &frames, header, info)
 }
 
 #[allow(

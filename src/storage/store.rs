@@ -326,6 +326,40 @@ impl Store {
         Ok(Some(info))
     }
 
+    /// Writes the state as it stands after every change logged so far to
+    /// `path` (a state fixture): the log is cut and a shadow engine rebuilt
+    /// up to the cut, as for a periodic snapshot, so requests run on.
+    pub fn save_state(
+        &self,
+        path: &Path,
+        now: crate::engine::time::Millis,
+    ) -> Result<SnapshotInfo, StoreError> {
+        let _g = self.snapshotting.lock();
+        // Without a change since the newest snapshot, that is the state.
+        let cut = if self.log.last_lsn() == self.snapshot_lsn() {
+            self.snapshot_lsn()
+        } else {
+            self.log.cut()
+        };
+        self.log
+            .wait_blocking(cut)
+            .map_err(|_| StoreError::Unavailable)?;
+        let shadow = Engine::new();
+        let rebuilt = recovery::rebuild(&self.dir, &shadow, now, Some(cut), Repair::ReadOnly, None)
+            .map_err(StoreError::Recovery)?;
+        if rebuilt.last_lsn != cut {
+            return Err(StoreError::Recovery(RecoveryError::Gap {
+                path: self.dir.clone(),
+                expected: cut,
+                found: rebuilt.last_lsn,
+            }));
+        }
+        let info = snapshot::write_to(path, &shadow, cut, now).map_err(StoreError::Snapshot)?;
+        drop(_g);
+        drop(shadow);
+        Ok(info)
+    }
+
     fn after_snapshot(&self, lsn: u64, log_closed: bool) {
         self.snapshot_lsn.store(lsn, Ordering::Release);
         self.retain_ledger();

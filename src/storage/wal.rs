@@ -284,6 +284,20 @@ impl Log {
         origin: &[u8],
         apply: impl FnOnce() -> Result<(Outcome, Vec<crate::engine::ledger::LedgerEntry>), EngineError>,
     ) -> Result<Committed, LogError> {
+        self.commit_ledgered_at(cmd, origin, |_| apply())
+    }
+
+    /// [`Log::commit_ledgered`] whose `apply` is told the lsn the record
+    /// will have if it changes state (a state restore names its file by it).
+    pub fn commit_ledgered_at(
+        &self,
+        cmd: &Command<'_>,
+        origin: &[u8],
+        apply: impl FnOnce(
+            u64,
+        )
+            -> Result<(Outcome, Vec<crate::engine::ledger::LedgerEntry>), EngineError>,
+    ) -> Result<Committed, LogError> {
         let sh = &*self.shared;
         if sh.latched.load(Ordering::Acquire) {
             return Err(LogError::Unavailable);
@@ -298,7 +312,7 @@ impl Log {
         if st.closing || sh.latched.load(Ordering::Acquire) {
             return Err(LogError::Unavailable);
         }
-        let (outcome, entries) = apply()?;
+        let (outcome, entries) = apply(st.next_lsn)?;
         if !outcome.changed_state() {
             return Ok(Committed { outcome, lsn: None });
         }
@@ -409,6 +423,12 @@ impl Log {
 
     pub fn durable_lsn(&self) -> u64 {
         self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// Refuses every change from now on (as a failed write does): for a
+    /// change that failed half-made in memory. Safe under the commit lock.
+    pub fn latch(&self) {
+        latch(&self.shared);
     }
 
     pub fn is_latched(&self) -> bool {

@@ -15,7 +15,8 @@
 //!   web console asks (stats, search, releasing a floating seat);
 //!   `clock.rs`: the test clock; `journal.rs`: the request journal;
 //!   `faults.rs`: the fault rules; `ratelimits.rs`: the emulated rate
-//!   limits' counters and tenants' overrides; [`qlik`], [`yext`], [`infa`]: the
+//!   limits' counters and tenants' overrides; `state.rs`: the state
+//!   fixtures (save, restore, reset); [`qlik`], [`yext`], [`infa`]: the
 //!   vendor sections;
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
@@ -31,6 +32,7 @@ mod ledger;
 mod licenses;
 pub mod qlik;
 mod ratelimits;
+mod state;
 mod webhooks;
 pub mod wire;
 pub mod yext;
@@ -70,7 +72,7 @@ pub fn malformed(m: crate::http::Malformed) -> Resp {
     AdminError::new(StatusCode::BAD_REQUEST, "invalid", m.message()).into_response()
 }
 
-pub async fn handle(app: &App, req: Request<Incoming>) -> Resp {
+pub async fn handle(app: &std::sync::Arc<App>, req: Request<Incoming>) -> Resp {
     match handle_inner(app, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -96,7 +98,7 @@ fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     clippy::too_many_lines,
     reason = "the admin API's route table, in one place"
 )]
-async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
+async fn handle_inner(app: &std::sync::Arc<App>, req: Request<Incoming>) -> R<Resp> {
     if !authorized(app, &req) {
         return Err(AdminError::new(
             StatusCode::UNAUTHORIZED,
@@ -176,6 +178,11 @@ async fn handle_inner(app: &App, req: Request<Incoming>) -> R<Resp> {
         ["journal"] if m == Method::DELETE => journal::clear(app),
         ["journal", "count"] if m == Method::POST => journal::count(app, body),
         ["clock"] if m == Method::POST => clock::post(app, body).await,
+        ["state"] if m == Method::GET => state::list(app),
+        ["state", "save"] if m == Method::POST => state::save(app, body).await,
+        ["state", "restore"] if m == Method::POST => state::restore(app, body).await,
+        ["state", "reset"] if m == Method::POST => state::reset(app, body).await,
+        ["state", name] if m == Method::DELETE => state::delete(app, name).await,
         ["search"] if m == Method::GET => console::search(app, &query),
         ["licenses", id, "floating", holder] if m == Method::DELETE => {
             console::release(app, id, holder, &query).await
