@@ -699,21 +699,21 @@ impl App {
         // Checked whole off the async threads, before anything waits.
         let now = self.now();
         let (dir, n) = (store.dir().to_path_buf(), name.clone());
-        let (bytes, mut info) = tokio::task::spawn_blocking(move || fixtures::read_checked(&dir, &n, now))
-            .await
-            .map_err(|e| StateError::Unavailable(e.to_string()))?
-            .map_err(StateError::Fixture)?;
+        let (bytes, mut info) =
+            tokio::task::spawn_blocking(move || fixtures::read_checked(&dir, &n, now))
+                .await
+                .map_err(|e| StateError::Unavailable(e.to_string()))?
+                .map_err(StateError::Fixture)?;
         let shut = self.gate.close().await;
         let origin = origin_json(now);
         let app = self.clone();
-        let lsn = tokio::task::spawn_blocking(move || app.restore_committed(&name, now, &origin, &bytes))
-            .await
-            .map_err(|e| StateError::Unavailable(e.to_string()))??;
-        store
-            .log
-            .wait(lsn)
-            .await
-            .map_err(|_| StateError::Unavailable("the log could not make the restore durable".into()))?;
+        let lsn =
+            tokio::task::spawn_blocking(move || app.restore_committed(&name, now, &origin, &bytes))
+                .await
+                .map_err(|e| StateError::Unavailable(e.to_string()))??;
+        store.log.wait(lsn).await.map_err(|_| {
+            StateError::Unavailable("the log could not make the restore durable".into())
+        })?;
         // The restored outbox's events were made by durable changes.
         self.release_events(
             &Command::SweepNotices { now },

@@ -487,17 +487,33 @@ pub fn build_app(
         );
     }
     let store = Arc::new(store);
+    first_fill(cfg, &engine, &store, opened.fresh, clock.now_ms())?;
+    store.start_snapshots(cfg.store.snapshot_interval, clock);
+    opts.engine = Some(engine);
+    opts.store = Some(store);
+    with_stored_overrides(App::new(opts), &cfg.data_dir)
+}
+
+/// At a data directory's first start: the catalog (if any) loaded and
+/// snapshotted, and the `initial` state fixture (what a reset goes back to).
+fn first_fill(
+    cfg: &ServeConfig,
+    engine: &crate::engine::Engine,
+    store: &crate::storage::store::Store,
+    fresh: bool,
+    now: crate::engine::time::Millis,
+) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &cfg.catalog {
-        if opened.fresh {
+        if fresh {
             let started = std::time::Instant::now();
-            let loaded = crate::catalog::load_file(&engine, path, clock.now_ms())?;
+            let loaded = crate::catalog::load_file(engine, path, now)?;
             tracing::info!(
                 "loaded catalog {} in {:?}: {loaded:?}",
                 path.display(),
                 started.elapsed()
             );
             // The catalog is not logged record by record: the first snapshot holds it.
-            let info = store.snapshot_quiescent(&engine, clock.now_ms())?;
+            let info = store.snapshot_quiescent(engine, now)?;
             tracing::info!("snapshot of the catalog: {} bytes", info.bytes);
         } else {
             tracing::info!(
@@ -506,20 +522,12 @@ pub fn build_app(
             );
         }
     }
-    if opened.fresh {
+    if fresh {
         // What `POST /admin/v1/state/reset` goes back to: the state right
         // after the catalog loaded (or none), before any request.
-        crate::storage::fixtures::save_initial(
-            &cfg.data_dir,
-            &engine,
-            store.log.last_lsn(),
-            clock.now_ms(),
-        )?;
+        crate::storage::fixtures::save_initial(&cfg.data_dir, engine, store.log.last_lsn(), now)?;
     }
-    store.start_snapshots(cfg.store.snapshot_interval, clock);
-    opts.engine = Some(engine);
-    opts.store = Some(store);
-    with_stored_overrides(App::new(opts), &cfg.data_dir)
+    Ok(())
 }
 
 /// After the server stopped: the log closed and a final snapshot written.

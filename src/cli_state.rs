@@ -75,13 +75,21 @@ pub fn run(args: StateArgs) -> ExitCode {
     };
     let name_body = |name: &str| serde_json::json!({ "name": name }).to_string();
     let (method, path, body) = match &args.action {
-        StateAction::Save { name } => (Method::POST, "/admin/v1/state/save".to_string(), name_body(name)),
+        StateAction::Save { name } => (
+            Method::POST,
+            "/admin/v1/state/save".to_string(),
+            name_body(name),
+        ),
         StateAction::Restore { name } => (
             Method::POST,
             "/admin/v1/state/restore".to_string(),
             name_body(name),
         ),
-        StateAction::Reset => (Method::POST, "/admin/v1/state/reset".to_string(), String::new()),
+        StateAction::Reset => (
+            Method::POST,
+            "/admin/v1/state/reset".to_string(),
+            String::new(),
+        ),
         StateAction::List => (Method::GET, "/admin/v1/state".to_string(), String::new()),
         StateAction::Delete { name } => (
             Method::DELETE,
@@ -89,11 +97,15 @@ pub fn run(args: StateArgs) -> ExitCode {
             String::new(),
         ),
     };
-    if let StateAction::Save { name } | StateAction::Restore { name } | StateAction::Delete { name } =
-        &args.action
+    if let StateAction::Save { name }
+    | StateAction::Restore { name }
+    | StateAction::Delete { name } = &args.action
     {
         if !crate::storage::fixtures::valid_name(name) {
-            eprintln!("tally state: {}", crate::storage::fixtures::FixtureError::BadName);
+            eprintln!(
+                "tally state: {}",
+                crate::storage::fixtures::FixtureError::BadName
+            );
             return ExitCode::FAILURE;
         }
     }

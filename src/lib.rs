@@ -56,9 +56,9 @@ pub mod config;
 pub mod credentials;
 pub mod engine;
 pub mod faults;
-pub mod gate;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gate;
 pub mod http;
 pub mod journal;
 pub mod metrics;

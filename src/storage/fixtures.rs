@@ -57,7 +57,9 @@ impl std::fmt::Display for FixtureError {
                 "a fixture name is 1 to {FIXTURE_NAME_BYTES_MAX} of A-Z a-z 0-9 . _ -, \
                  starting with a letter or digit"
             ),
-            FixtureError::Reserved => write!(f, "the fixture `{INITIAL}` is written by the server only"),
+            FixtureError::Reserved => {
+                write!(f, "the fixture `{INITIAL}` is written by the server only")
+            }
             FixtureError::NotFound => f.write_str("no such fixture"),
             FixtureError::TooMany => write!(f, "{FIXTURES_MAX} fixtures exist already; delete one"),
             FixtureError::Unreadable(why) => write!(f, "the fixture cannot be loaded: {why}"),
@@ -74,8 +76,7 @@ pub fn valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= FIXTURE_NAME_BYTES_MAX
         && b[0].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
         && !name.ends_with(".tmp")
 }
@@ -172,7 +173,12 @@ pub fn delete(dir: &Path, name: &str) -> Result<(), FixtureError> {
 
 /// Writes the `initial` fixture from `engine` (at a data directory's first
 /// start, before serving: nothing changes it meanwhile).
-pub fn save_initial(dir: &Path, engine: &Engine, lsn: u64, now: Millis) -> Result<(), SnapshotError> {
+pub fn save_initial(
+    dir: &Path,
+    engine: &Engine,
+    lsn: u64,
+    now: Millis,
+) -> Result<(), SnapshotError> {
     let folder = dir.join(FIXTURES_DIR);
     fs::create_dir_all(&folder).map_err(|e| SnapshotError::Io(folder, e))?;
     snapshot::write_to(&path(dir, INITIAL), engine, lsn, now).map(|_| ())

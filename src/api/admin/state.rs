@@ -17,11 +17,9 @@ use crate::storage::snapshot::SnapshotInfo;
 
 fn error(e: StateError) -> AdminError {
     match e {
-        StateError::NoDataDirectory => AdminError::new(
-            StatusCode::CONFLICT,
-            "no_data_directory",
-            e.to_string(),
-        ),
+        StateError::NoDataDirectory => {
+            AdminError::new(StatusCode::CONFLICT, "no_data_directory", e.to_string())
+        }
         StateError::Fixture(FixtureError::BadName) => AdminError::bad("name", e.to_string()),
         StateError::Fixture(FixtureError::Reserved) => {
             AdminError::new(StatusCode::CONFLICT, "reserved", e.to_string())
@@ -35,9 +33,11 @@ fn error(e: StateError) -> AdminError {
             "fixture_unreadable",
             e.to_string(),
         ),
-        StateError::Fixture(FixtureError::Io(_)) | StateError::Unavailable(_) => {
-            AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-        }
+        StateError::Fixture(FixtureError::Io(_)) | StateError::Unavailable(_) => AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
     }
 }
 
