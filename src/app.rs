@@ -684,7 +684,10 @@ impl App {
     ) -> Result<crate::storage::snapshot::SnapshotInfo, StateError> {
         let app = self.clone();
         let name = name.to_string();
-        tokio::spawn(async move { app.restore_state_inner(name).await })
+        // The request's origin is task-local: read it here, in the request's task.
+        let now = self.now();
+        let origin = origin_json(now);
+        tokio::spawn(async move { app.restore_state_inner(name, now, origin).await })
             .await
             .map_err(|e| StateError::Unavailable(e.to_string()))?
     }
@@ -692,12 +695,13 @@ impl App {
     async fn restore_state_inner(
         self: Arc<Self>,
         name: String,
+        now: Millis,
+        origin: Vec<u8>,
     ) -> Result<crate::storage::snapshot::SnapshotInfo, StateError> {
         use crate::storage::fixtures;
         let store = self.fixture_store()?;
         let _one = self.fixtures.lock().await;
         // Checked whole off the async threads, before anything waits.
-        let now = self.now();
         let (dir, n) = (store.dir().to_path_buf(), name.clone());
         let (bytes, mut info) =
             tokio::task::spawn_blocking(move || fixtures::read_checked(&dir, &n, now))
@@ -705,7 +709,6 @@ impl App {
                 .map_err(|e| StateError::Unavailable(e.to_string()))?
                 .map_err(StateError::Fixture)?;
         let shut = self.gate.close().await;
-        let origin = origin_json(now);
         let app = self.clone();
         let lsn =
             tokio::task::spawn_blocking(move || app.restore_committed(&name, now, &origin, &bytes))

@@ -398,3 +398,34 @@ fn the_webhook_stored_format_of_2026_11_30_still_loads() {
     );
     assert_eq!(e.webhook_event_mark(), 8);
 }
+
+/// A state restore of 2026-11-30 (`tests/data/golden-2026-11-30-restore`,
+/// written by the binary on the demo catalog and its test clock): 500
+/// credits used, saved as `half`, 100 more, `half` restored (record 3, its
+/// state in `restore-00000000000000000003.snap`), then 7 more. The log
+/// replays the restore from that file.
+#[test]
+fn a_state_restore_of_2026_11_30_still_replays() {
+    let (dir, e) = open_dir("golden-2026-11-30-restore");
+    let tenant = e.api_key("demo-api-key").expect("the demo key").tenant_id;
+    let l = e
+        .license_by_key(tenant, "DEMO-STUDIO-0001")
+        .expect("the demo license");
+    let credits = l.feature("ai-credits").expect("ai-credits");
+    assert_eq!(credits.meter.used(NOW), 507, "500 restored, then 7");
+    assert_eq!(e.stats()[5], ("licenses", 6));
+    // Without its state file the record cannot be replayed: recovery says so.
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snapshot-") || name.starts_with("wal-") {
+            std::fs::copy(entry.path(), copy.path().join(&*name)).expect("copy");
+        }
+    }
+    let err = Store::open(copy.path(), &StoreOptions::default(), &Engine::new(), NOW)
+        .err()
+        .expect("a restore without its state file is refused");
+    assert!(err.to_string().contains("state restore"), "{err}");
+}
