@@ -425,3 +425,87 @@ async fn a_restore_under_concurrent_load_never_shows_a_mixed_state() {
     // The last restore was "b": its meters, whatever ran before.
     assert_eq!(mix_reading(&b).await, [222; 4]);
 }
+
+async fn seats(b: &Binary) -> Vec<Value> {
+    let (status, v) = b
+        .call(
+            Method::GET,
+            &format!("/v1/licenses/{STUDIO}/features/export-4k/seats"),
+            &[bearer()],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v["seats"].as_array().cloned().unwrap_or_default()
+}
+
+async fn clock_to(b: &Binary, admin: &(&'static str, String), instant: &str) {
+    let (status, v) = state(
+        b,
+        admin,
+        Method::POST,
+        "/admin/v1/clock",
+        Some(json!({ "set": instant })),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// A floating seat in a fixture is held a full timeout from the restore
+/// (as after a restart), and a replay of the restore holds it the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_seat_is_held_a_full_timeout_from_the_restore() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let args = [
+        "--clock",
+        "virtual=2026-11-30T12:00:00Z",
+        "--snapshot-interval",
+        "0",
+    ];
+    let mut b = Binary::start(dir, &args, &[]);
+    let admin = Binary::admin_header(dir);
+    let (status, seat) = b
+        .call(
+            Method::PUT,
+            &format!("/v1/licenses/{STUDIO}/features/export-4k/seats/h1"),
+            &[bearer()],
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{seat}");
+    assert_eq!(seat["expires_at"], "2026-11-30T12:15:00.000Z");
+    let (status, v) = state(
+        &b,
+        &admin,
+        Method::POST,
+        "/admin/v1/state/save",
+        Some(json!({"name": "seat"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    clock_to(&b, &admin, "2026-11-30T12:20:00Z").await;
+    assert!(seats(&b).await.is_empty(), "swept at 12:15");
+    let (status, v) = state(
+        &b,
+        &admin,
+        Method::POST,
+        "/admin/v1/state/restore",
+        Some(json!({"name": "seat"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let held = seats(&b).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["expires_at"], "2026-11-30T12:35:00.000Z");
+    b.kill9();
+    let b = Binary::start(dir, &args, &[]);
+    clock_to(&b, &admin, "2026-11-30T12:34:00Z").await;
+    assert_eq!(
+        seats(&b).await.len(),
+        1,
+        "the replayed restore holds it too"
+    );
+    clock_to(&b, &admin, "2026-11-30T12:36:00Z").await;
+    assert!(seats(&b).await.is_empty(), "swept at 12:35");
+}

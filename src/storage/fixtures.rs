@@ -222,7 +222,7 @@ pub fn write_restore_file(dir: &Path, lsn: u64, bytes: &[u8]) -> std::io::Result
 
 /// Replaces `engine`'s whole state with the snapshot `bytes` (`file` names
 /// them in errors): clears it, loads them, keeps webhook event ids going
-/// up. With `entries`, adds a `state_restored` ledger entry for every
+/// up, holds floating seats a full timeout from `now`. With `entries`, adds a `state_restored` ledger entry for every
 /// tenant present before or after. The same on every path that applies a
 /// `RestoreState` record, so a replay rebuilds what the live restore made.
 pub fn apply(
@@ -238,6 +238,10 @@ pub fn apply(
     engine.clear();
     let (_, info) = snapshot::load_bytes(file, bytes, engine, now)?;
     engine.finish_state_restore(event_seq);
+    // As after a restart: renewals are not logged, so a fixture's seats may
+    // end earlier than their holders believe; each holds a full timeout
+    // from the restore (from the record's `now`: a replay does the same).
+    engine.extend_restored_leases(now);
     if let (Some(entries), Some(mut tenants)) = (entries, before) {
         tenants.extend(engine.tenant_ids());
         tenants.sort_unstable();
