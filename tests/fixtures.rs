@@ -17,24 +17,7 @@ use serde_json::{json, Value};
 const STUDIO: &str = "DEMO-STUDIO-0001";
 
 fn bearer() -> (&'static str, String) {
-    ("Authorization", "Bearer demo-api-key".to_string())
-}
-
-async fn credits(b: &Binary) -> i64 {
-    let (status, v) = b
-        .call(
-            Method::GET,
-            &format!("/v1/licenses/{STUDIO}"),
-            &[bearer()],
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    v["features"]
-        .as_array()
-        .and_then(|fs| fs.iter().find(|f| f["code"] == "ai-credits"))
-        .and_then(|f| f["usage"]["used"].as_i64())
-        .unwrap_or_else(|| panic!("no usage: {v}"))
+    Binary::demo_bearer()
 }
 
 async fn consume(b: &Binary, units: i64) {
@@ -58,6 +41,23 @@ async fn state(
 ) -> (u16, Value) {
     b.call(method, path, std::slice::from_ref(admin), body)
         .await
+}
+
+/// `POST /admin/v1/state/{action}` `{"name": name}`: its status and answer.
+async fn fixture(
+    b: &Binary,
+    admin: &(&'static str, String),
+    action: &str,
+    name: &str,
+) -> (u16, Value) {
+    state(
+        b,
+        admin,
+        Method::POST,
+        &format!("/admin/v1/state/{action}"),
+        Some(json!({ "name": name })),
+    )
+    .await
 }
 
 /// `tally state <args>` against `b`; (exit success, stdout, stderr).
@@ -100,28 +100,14 @@ async fn fixtures_save_restore_and_reset_and_a_crash_keeps_the_restore() {
     assert_eq!(listed["items"][0]["name"], "initial");
 
     consume(&b, 500).await;
-    let (status, saved) = state(
-        &b,
-        &admin,
-        Method::POST,
-        "/admin/v1/state/save",
-        Some(json!({"name": "half"})),
-    )
-    .await;
+    let (status, saved) = fixture(&b, &admin, "save", "half").await;
     assert_eq!(status, 201, "{saved}");
     assert_eq!(saved["licenses"], 6);
     consume(&b, 100).await;
-    assert_eq!(credits(&b).await, 600);
-    let (status, restored) = state(
-        &b,
-        &admin,
-        Method::POST,
-        "/admin/v1/state/restore",
-        Some(json!({"name": "half"})),
-    )
-    .await;
+    assert_eq!(b.demo_credits().await, 600);
+    let (status, restored) = fixture(&b, &admin, "restore", "half").await;
     assert_eq!(status, 200, "{restored}");
-    assert_eq!(credits(&b).await, 500);
+    assert_eq!(b.demo_credits().await, 500);
 
     // Bad requests: each in the admin API's shape, none changes anything.
     std::fs::write(dir.join("fixtures/broken.snap"), b"TALLYSNP not a snapshot").expect("write");
@@ -199,7 +185,7 @@ async fn fixtures_save_restore_and_reset_and_a_crash_keeps_the_restore() {
         .call(Method::GET, "/admin/v1/state", &[bearer()], None)
         .await;
     assert_eq!(status, 401, "a tenant key is not the admin token");
-    assert_eq!(credits(&b).await, 500);
+    assert_eq!(b.demo_credits().await, 500);
 
     // The ledger tells each tenant its counters were replaced.
     let (status, ledger) = b
@@ -217,7 +203,7 @@ async fn fixtures_save_restore_and_reset_and_a_crash_keeps_the_restore() {
     assert_eq!(restore_files(dir).len(), 1);
     b.kill9();
     let mut b = Binary::start(dir, &["--snapshot-interval", "1"], &[]);
-    assert_eq!(credits(&b).await, 500);
+    assert_eq!(b.demo_credits().await, 500);
     // A periodic snapshot rebuilds through the restore, then the file goes.
     consume(&b, 1).await;
     let waited = std::time::Instant::now();
@@ -227,7 +213,7 @@ async fn fixtures_save_restore_and_reset_and_a_crash_keeps_the_restore() {
     }
     b.kill9();
     let b = Binary::start(dir, &[], &[]);
-    assert_eq!(credits(&b).await, 501);
+    assert_eq!(b.demo_credits().await, 501);
 
     // The command line: save, list, reset, restore, delete.
     let (ok, out, err) = cli(&b, dir, &["save", "round-1"]);
@@ -247,10 +233,10 @@ async fn fixtures_save_restore_and_reset_and_a_crash_keeps_the_restore() {
     assert_eq!(names, ["broken", "half", "initial", "round-1"]);
     let (ok, _, err) = cli(&b, dir, &["reset"]);
     assert!(ok, "{err}");
-    assert_eq!(credits(&b).await, 0);
+    assert_eq!(b.demo_credits().await, 0);
     let (ok, _, err) = cli(&b, dir, &["restore", "round-1"]);
     assert!(ok, "{err}");
-    assert_eq!(credits(&b).await, 501);
+    assert_eq!(b.demo_credits().await, 501);
     let (ok, _, err) = cli(&b, dir, &["delete", "round-1"]);
     assert!(ok, "{err}");
     let (ok, _, err) = cli(&b, dir, &["restore", "round-1"]);
@@ -330,24 +316,10 @@ async fn a_restore_under_concurrent_load_never_shows_a_mixed_state() {
     ));
     let admin = Binary::admin_header(&dir);
     add_each(&b, 111).await;
-    let (status, v) = state(
-        &b,
-        &admin,
-        Method::POST,
-        "/admin/v1/state/save",
-        Some(json!({"name": "a"})),
-    )
-    .await;
+    let (status, v) = fixture(&b, &admin, "save", "a").await;
     assert_eq!(status, 201, "{v}");
     add_each(&b, 111).await;
-    let (status, v) = state(
-        &b,
-        &admin,
-        Method::POST,
-        "/admin/v1/state/save",
-        Some(json!({"name": "b"})),
-    )
-    .await;
+    let (status, v) = fixture(&b, &admin, "save", "b").await;
     assert_eq!(status, 201, "{v}");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -392,14 +364,7 @@ async fn a_restore_under_concurrent_load_never_shows_a_mixed_state() {
         } else {
             ("b", 222)
         };
-        let (status, v) = state(
-            &b,
-            &admin,
-            Method::POST,
-            "/admin/v1/state/restore",
-            Some(json!({ "name": name })),
-        )
-        .await;
+        let (status, v) = fixture(&b, &admin, "restore", name).await;
         assert_eq!(status, 200, "{v}");
         // The first request after the restore sees the restored state whole.
         assert_eq!(mix_reading(&b).await, [want; 4], "after restoring {name}");
@@ -475,25 +440,11 @@ async fn a_restored_seat_is_held_a_full_timeout_from_the_restore() {
         .await;
     assert_eq!(status, 201, "{seat}");
     assert_eq!(seat["expires_at"], "2026-11-30T12:15:00.000Z");
-    let (status, v) = state(
-        &b,
-        &admin,
-        Method::POST,
-        "/admin/v1/state/save",
-        Some(json!({"name": "seat"})),
-    )
-    .await;
+    let (status, v) = fixture(&b, &admin, "save", "seat").await;
     assert_eq!(status, 201, "{v}");
     clock_to(&b, &admin, "2026-11-30T12:20:00Z").await;
     assert!(seats(&b).await.is_empty(), "swept at 12:15");
-    let (status, v) = state(
-        &b,
-        &admin,
-        Method::POST,
-        "/admin/v1/state/restore",
-        Some(json!({"name": "seat"})),
-    )
-    .await;
+    let (status, v) = fixture(&b, &admin, "restore", "seat").await;
     assert_eq!(status, 200, "{v}");
     let held = seats(&b).await;
     assert_eq!(held.len(), 1, "{held:?}");

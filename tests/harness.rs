@@ -14,23 +14,7 @@ use serde_json::{json, Value};
 const STUDIO: &str = "DEMO-STUDIO-0001";
 
 fn bearer() -> (&'static str, String) {
-    ("Authorization", "Bearer demo-api-key".to_string())
-}
-
-async fn usage(b: &Binary) -> i64 {
-    let (_, v) = b
-        .call(
-            Method::GET,
-            &format!("/v1/licenses/{STUDIO}"),
-            &[bearer()],
-            None,
-        )
-        .await;
-    v["features"]
-        .as_array()
-        .and_then(|fs| fs.iter().find(|f| f["code"] == "ai-credits"))
-        .and_then(|f| f["usage"]["used"].as_i64())
-        .unwrap_or_else(|| panic!("no usage: {v}"))
+    Binary::demo_bearer()
 }
 
 async fn holders(b: &Binary) -> Vec<Value> {
@@ -153,7 +137,7 @@ async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
     );
 
     // Past the month's end: the meter starts again.
-    assert_eq!(usage(&b).await, 500);
+    assert_eq!(b.demo_credits().await, 500);
     let (status, _) = b
         .call(
             Method::POST,
@@ -163,7 +147,7 @@ async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(usage(&b).await, 0);
+    assert_eq!(b.demo_credits().await, 0);
     b.call(
         Method::POST,
         &format!("/v1/licenses/{STUDIO}/features/ai-credits/usage"),
@@ -171,7 +155,7 @@ async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
         Some(json!({"units": 10})),
     )
     .await;
-    assert_eq!(usage(&b).await, 10);
+    assert_eq!(b.demo_credits().await, 10);
 
     // A crash, and a start without a start time: the clock resumes where it
     // stood, the state is the same.
@@ -186,7 +170,7 @@ async fn the_test_clock_moves_time_and_a_restart_keeps_it() {
         )
         .await;
     assert_eq!(clock["now"], "2026-12-01T00:00:01.000Z");
-    assert_eq!(usage(&b).await, 10);
+    assert_eq!(b.demo_credits().await, 10);
     assert!(holders(&b).await.is_empty());
     let (_, again) = b
         .call(

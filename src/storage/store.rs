@@ -305,19 +305,7 @@ impl Store {
             return Ok(None);
         }
         let cut = self.log.cut();
-        self.log
-            .wait_blocking(cut)
-            .map_err(|_| StoreError::Unavailable)?;
-        let shadow = Engine::new();
-        let rebuilt = recovery::rebuild(&self.dir, &shadow, now, Some(cut), Repair::ReadOnly, None)
-            .map_err(StoreError::Recovery)?;
-        if rebuilt.last_lsn != cut {
-            return Err(StoreError::Recovery(RecoveryError::Gap {
-                path: self.dir.clone(),
-                expected: cut,
-                found: rebuilt.last_lsn,
-            }));
-        }
+        let shadow = self.shadow_at(cut, now)?;
         let info = snapshot::write(&self.dir, &shadow, cut, now).map_err(StoreError::Snapshot)?;
         self.after_snapshot(cut, false);
         // The shadow holds a full copy of the state: free it off this lock.
@@ -341,6 +329,16 @@ impl Store {
         } else {
             self.log.cut()
         };
+        let shadow = self.shadow_at(cut, now)?;
+        let info = snapshot::write_to(path, &shadow, cut, now).map_err(StoreError::Snapshot)?;
+        drop(_g);
+        drop(shadow);
+        Ok(info)
+    }
+
+    /// A private engine rebuilt from the files up to record `cut` (once it
+    /// is durable): the newest snapshot at or before it, then the log.
+    fn shadow_at(&self, cut: u64, now: crate::engine::time::Millis) -> Result<Engine, StoreError> {
         self.log
             .wait_blocking(cut)
             .map_err(|_| StoreError::Unavailable)?;
@@ -354,10 +352,7 @@ impl Store {
                 found: rebuilt.last_lsn,
             }));
         }
-        let info = snapshot::write_to(path, &shadow, cut, now).map_err(StoreError::Snapshot)?;
-        drop(_g);
-        drop(shadow);
-        Ok(info)
+        Ok(shadow)
     }
 
     fn after_snapshot(&self, lsn: u64, log_closed: bool) {

@@ -131,6 +131,29 @@ impl Binary {
         )
     }
 
+    /// The demo catalog's admin key, as the native API's `Authorization` header.
+    pub fn demo_bearer() -> (&'static str, String) {
+        ("Authorization", "Bearer demo-api-key".to_string())
+    }
+
+    /// AI credits used on the demo's DEMO-STUDIO-0001 (the native API).
+    pub async fn demo_credits(&self) -> i64 {
+        let (status, v) = self
+            .call(
+                Method::GET,
+                "/v1/licenses/DEMO-STUDIO-0001",
+                &[Self::demo_bearer()],
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["features"]
+            .as_array()
+            .and_then(|fs| fs.iter().find(|f| f["code"] == "ai-credits"))
+            .and_then(|f| f["usage"]["used"].as_i64())
+            .unwrap_or_else(|| panic!("no usage: {v}"))
+    }
+
     /// The admin API's `Authorization` header for the data directory `dir`.
     pub fn admin_header(dir: &std::path::Path) -> (&'static str, String) {
         (
