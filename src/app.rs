@@ -194,6 +194,9 @@ pub struct App {
     pub gate: crate::gate::Gate,
     /// Serialises the state fixtures' saves, restores and deletions.
     fixtures: tokio::sync::Mutex<()>,
+    /// The cluster this node belongs to (`--cluster`): changes go through
+    /// its stream instead of the local log.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Why a state fixture could not be saved, restored or deleted.
@@ -201,6 +204,9 @@ pub struct App {
 pub enum StateError {
     /// The server keeps no data directory (fixtures live there).
     NoDataDirectory,
+    /// A cluster node: its state is the stream's, which no node may
+    /// replace alone.
+    Clustered,
     Fixture(crate::storage::fixtures::FixtureError),
     /// Storage failed; for a restore, the state is the one before it.
     Unavailable(String),
@@ -212,6 +218,9 @@ impl std::fmt::Display for StateError {
             StateError::NoDataDirectory => {
                 f.write_str("this server keeps no data directory, where fixtures are stored")
             }
+            StateError::Clustered => f.write_str(
+                "a cluster node's state is the cluster stream's: state fixtures are kept by single nodes only",
+            ),
             StateError::Fixture(e) => write!(f, "{e}"),
             StateError::Unavailable(why) => write!(f, "storage failed: {why}"),
         }
@@ -258,6 +267,8 @@ pub struct AppOptions {
     pub virtual_clock: Option<Arc<crate::clock::ManualClock>>,
     /// Requests the journal keeps (0: off).
     pub journal: usize,
+    /// The cluster, when this node is one of several (`--cluster`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppOptions {
@@ -280,6 +291,7 @@ impl AppOptions {
             access_log: false,
             virtual_clock: None,
             journal: 0,
+            cluster: None,
         }
     }
 }
@@ -315,6 +327,7 @@ impl App {
             rate_limits: crate::ratelimit::Limiter::default(),
             gate: crate::gate::Gate::default(),
             fixtures: tokio::sync::Mutex::new(()),
+            cluster: opts.cluster,
         }
         .with_recovered_events()
     }
@@ -389,6 +402,11 @@ impl App {
     /// Yext removals due, expired reservations (each a logged command when
     /// it changed anything).
     pub async fn sweep(&self, now: Millis) -> Result<(), CommitError> {
+        // In a cluster a sweep is a message every node applies: sent only
+        // when something is due.
+        if self.cluster.is_some() && self.engine.next_due(Millis::MIN).is_none_or(|t| t > now) {
+            return Ok(());
+        }
         for cmd in [
             Command::SweepLeases { now },
             Command::SweepExpired { now },
@@ -475,6 +493,10 @@ impl App {
         cmd: &Command<'_>,
         apply: impl FnOnce(Option<&mut Vec<LedgerEntry>>) -> Result<Outcome, EngineError>,
     ) -> Result<Outcome, CommitError> {
+        if let Some(cluster) = &self.cluster {
+            let r = self.commit_clustered(cluster, cmd).await.map(|(o, _)| o);
+            return self.refused(cmd, r).await;
+        }
         // A renewal of a seat already held is not logged and takes no lock
         // but the pool's.
         if let Some(renewed) = self.engine.try_renew(cmd) {
@@ -541,6 +563,32 @@ impl App {
         Ok(c.outcome)
     }
 
+    /// A change through the cluster's stream: published, applied by every
+    /// node in stream order, answered with what this node's engine made of
+    /// it (and its reply). Renewals go through the stream too: a renewal
+    /// on one node must keep another node's sweep from freeing the seat.
+    async fn commit_clustered(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        cmd: &Command<'_>,
+    ) -> Result<(Outcome, Option<Reply>), CommitError> {
+        let applied = cluster
+            .propose(cmd, &origin_json(self.now()))
+            .await
+            .map_err(|_| CommitError::Unavailable)?;
+        let outcome = applied.result.map_err(CommitError::Engine)?;
+        Ok((outcome, applied.reply))
+    }
+
+    /// After this node applied stream message `seq` (the cluster's applier):
+    /// the events it made may be delivered (the stream holds it on a quorum).
+    pub fn applied_from_stream(&self, _seq: u64) {
+        self.release_events(
+            &Command::SweepNotices { now: 0 },
+            self.engine.webhook_event_mark(),
+        );
+    }
+
     /// Passes a commit's result on; a floating seat refused to a tenant
     /// that subscribed to `floating.denied` is first reported (at most
     /// once a minute per pool, see `engine::webhook`).
@@ -589,6 +637,11 @@ impl App {
         &self,
         cmd: &Command<'_>,
     ) -> Result<(Outcome, Reply), CommitError> {
+        if let Some(cluster) = &self.cluster {
+            let (outcome, reply) = self.commit_clustered(cluster, cmd).await?;
+            let reply = reply.unwrap_or_else(|| self.engine.reply(cmd, &outcome));
+            return Ok((outcome, reply));
+        }
         let mut replies = Vec::with_capacity(1);
         let outcome = self
             .commit_inner(cmd, |ledger| {
@@ -640,6 +693,9 @@ impl App {
 /// State fixtures (see [`crate::storage::fixtures`]).
 impl App {
     fn fixture_store(&self) -> Result<Arc<Store>, StateError> {
+        if self.cluster.is_some() {
+            return Err(StateError::Clustered);
+        }
         self.store.clone().ok_or(StateError::NoDataDirectory)
     }
 

@@ -208,6 +208,46 @@ pub struct ServeArgs {
     /// per core, each with its own SO_REUSEPORT listener.
     #[arg(long, value_enum, default_value = "multi-thread")]
     pub runtime: crate::server::RuntimeKind,
+    /// Run as a node of a cluster on these NATS JetStream servers
+    /// (comma-separated `nats://host:port`; see docs/cluster.md).
+    #[arg(long, env = "TALLY_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's name, unique in the cluster (with --cluster).
+    #[arg(long, env = "TALLY_NODE_ID", requires = "cluster")]
+    pub node_id: Option<String>,
+    /// The cluster's stream (its buckets are named after it).
+    #[arg(long, default_value = "tally", requires = "cluster")]
+    pub cluster_stream: String,
+    /// Replicas of the stream and buckets (3: a quorum survives one loss).
+    #[arg(long, default_value_t = 3, requires = "cluster")]
+    pub cluster_replicas: usize,
+}
+
+impl ServeArgs {
+    /// The cluster options, when `--cluster` names servers.
+    fn cluster_options(&self) -> Result<Option<crate::cluster::ClusterOptions>, String> {
+        if self.cluster.is_empty() {
+            return Ok(None);
+        }
+        let node_id = self
+            .node_id
+            .clone()
+            .filter(|n| {
+                !n.is_empty()
+                    && n.len() <= 64
+                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+            .ok_or("--cluster needs --node-id NAME (1 to 64 of A-Z a-z 0-9 - _)")?;
+        if !(1..=5).contains(&self.cluster_replicas) {
+            return Err("--cluster-replicas is 1 to 5".into());
+        }
+        Ok(Some(crate::cluster::ClusterOptions {
+            servers: self.cluster.clone(),
+            node_id,
+            stream: self.cluster_stream.clone(),
+            replicas: self.cluster_replicas,
+        }))
+    }
 }
 
 impl ServeArgs {
@@ -343,12 +383,31 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn fail(e: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("tally: {e}");
     ExitCode::FAILURE
 }
 
-/// Builds the app from a config: data directory, keys, catalog.
+/// Fault rules: the catalog's (at every start that names it), replaced by
+/// --faults when both are given.
+pub(crate) fn start_faults(
+    app: &App,
+    cfg: &ServeConfig,
+    args: &ServeArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let (Some(catalog), None) = (&cfg.catalog, &args.faults) {
+        if let Some(rules) = crate::catalog::fault_rules(catalog)? {
+            app.faults
+                .set(rules, app.now())
+                .map_err(|e| format!("{}: faults.{e}", catalog.display()))?;
+        }
+    }
+    if let Some(path) = &args.faults {
+        load_faults(app, path)?;
+    }
+    Ok(())
+}
+
 /// Sets the fault rules of `path` (`{"rules": [...]}`).
 fn load_faults(app: &App, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     #[derive(serde::Deserialize)]
@@ -405,6 +464,58 @@ pub fn build_app(
     cfg: &ServeConfig,
     test_clock: Option<Arc<crate::clock::ManualClock>>,
 ) -> Result<App, Box<dyn std::error::Error>> {
+    let mut opts = app_options(cfg, test_clock)?;
+    let clock = opts.clock.clone();
+    // Recover the stored state before anything else touches the engine.
+    let engine = crate::engine::Engine::new();
+    let (store, opened) =
+        crate::storage::store::Store::open(&cfg.data_dir, &cfg.store, &engine, clock.now_ms())?;
+    log_recovery(cfg, &opened);
+    if opened.rebuilt.replayed >= crate::storage::store::STARTUP_SNAPSHOT_RECORDS_MIN {
+        // A server restarted often, before its periodic snapshots, would
+        // otherwise replay an ever longer log at every start.
+        let info = store.snapshot_quiescent(&engine, clock.now_ms())?;
+        tracing::info!(
+            "snapshot after recovery at record {}: {} bytes",
+            info.lsn,
+            info.bytes
+        );
+    }
+    let store = Arc::new(store);
+    first_fill(cfg, &engine, &store, opened.fresh, clock.now_ms())?;
+    store.start_snapshots(cfg.store.snapshot_interval, clock);
+    opts.engine = Some(engine);
+    opts.store = Some(store);
+    with_stored_overrides(App::new(opts), &cfg.data_dir)
+}
+
+fn log_recovery(cfg: &ServeConfig, opened: &crate::storage::store::Opened) {
+    let r = &opened.rebuilt;
+    if opened.fresh {
+        tracing::info!(
+            "data directory {} holds no state yet",
+            cfg.data_dir.display()
+        );
+    } else {
+        tracing::info!(
+            "recovered in {:?}: snapshot at record {} ({} licenses) loaded in {:?}, {} log records replayed in {:?}, last record {}",
+            opened.elapsed,
+            r.snapshot.as_ref().map_or(0, |s| s.lsn),
+            r.snapshot.as_ref().map_or(0, |s| s.licenses),
+            r.snapshot_time,
+            r.replayed,
+            r.replay_time,
+            r.last_lsn
+        );
+    }
+}
+
+/// What every node's App is built from, storage aside: the data
+/// directory's keys and admin token, the clock, limits and flags.
+pub fn app_options(
+    cfg: &ServeConfig,
+    test_clock: Option<Arc<crate::clock::ManualClock>>,
+) -> Result<AppOptions, Box<dyn std::error::Error>> {
     let clock: Arc<dyn Clock> = match &test_clock {
         Some(c) => c.clone(),
         None => Arc::new(SystemClock),
@@ -454,44 +565,7 @@ pub fn build_app(
     }
     opts.token_keys = token_keys;
     opts.data_dir = Some(cfg.data_dir.clone());
-    // Recover the stored state before anything else touches the engine.
-    let engine = crate::engine::Engine::new();
-    let (store, opened) =
-        crate::storage::store::Store::open(&cfg.data_dir, &cfg.store, &engine, clock.now_ms())?;
-    let r = &opened.rebuilt;
-    if opened.fresh {
-        tracing::info!(
-            "data directory {} holds no state yet",
-            cfg.data_dir.display()
-        );
-    } else {
-        tracing::info!(
-            "recovered in {:?}: snapshot at record {} ({} licenses) loaded in {:?}, {} log records replayed in {:?}, last record {}",
-            opened.elapsed,
-            r.snapshot.as_ref().map_or(0, |s| s.lsn),
-            r.snapshot.as_ref().map_or(0, |s| s.licenses),
-            r.snapshot_time,
-            r.replayed,
-            r.replay_time,
-            r.last_lsn
-        );
-    }
-    if r.replayed >= crate::storage::store::STARTUP_SNAPSHOT_RECORDS_MIN {
-        // A server restarted often, before its periodic snapshots, would
-        // otherwise replay an ever longer log at every start.
-        let info = store.snapshot_quiescent(&engine, clock.now_ms())?;
-        tracing::info!(
-            "snapshot after recovery at record {}: {} bytes",
-            info.lsn,
-            info.bytes
-        );
-    }
-    let store = Arc::new(store);
-    first_fill(cfg, &engine, &store, opened.fresh, clock.now_ms())?;
-    store.start_snapshots(cfg.store.snapshot_interval, clock);
-    opts.engine = Some(engine);
-    opts.store = Some(store);
-    with_stored_overrides(App::new(opts), &cfg.data_dir)
+    Ok(opts)
 }
 
 /// At a data directory's first start: the catalog (if any) loaded and
@@ -556,6 +630,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         LogFormat::Text => logs.init(),
     }
     let cfg = args.config();
+    match args.cluster_options() {
+        Ok(Some(cluster)) => return crate::cli_cluster::serve(&args, cfg, cluster),
+        Ok(None) => {}
+        Err(e) => return fail(e),
+    }
     let test_clock = match virtual_clock(&args.clock, &cfg.data_dir) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -564,23 +643,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(a) => Arc::new(a),
         Err(e) => return fail(e),
     };
-    // Fault rules: the catalog's (at every start that names it), replaced
-    // by --faults when both are given.
-    if let (Some(catalog), None) = (&cfg.catalog, &args.faults) {
-        match crate::catalog::fault_rules(catalog) {
-            Ok(Some(rules)) => {
-                if let Err(e) = app.faults.set(rules, app.now()) {
-                    return fail(format!("{}: faults.{e}", catalog.display()));
-                }
-            }
-            Ok(None) => {}
-            Err(e) => return fail(e),
-        }
-    }
-    if let Some(path) = &args.faults {
-        if let Err(e) = load_faults(&app, path) {
-            return fail(e);
-        }
+    if let Err(e) = start_faults(&app, &cfg, &args) {
+        return fail(e);
     }
     if args.runtime == crate::server::RuntimeKind::CurrentThread {
         let threads = crate::server::per_core_threads(args.workers);
@@ -626,6 +690,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// Completes on SIGINT or SIGTERM.
+#[doc(hidden)]
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {

@@ -88,6 +88,26 @@ pub enum Malformed {
     /// The path or query holds bytes that are not UTF-8 (raw or
     /// percent-encoded).
     TargetNotUtf8,
+    /// `X-Tally-Min-Seq` is not a stream sequence.
+    BadMinSeq,
+}
+
+/// The header a client sends to read its own writes on any cluster node:
+/// the node answers once it has applied this stream sequence.
+pub const MIN_SEQ_HEADER: &str = "x-tally-min-seq";
+/// The header of every cluster node's answer: the stream sequence it had
+/// applied.
+pub const SEQ_HEADER: &str = "x-tally-seq";
+
+/// The `X-Tally-Min-Seq` of a request (None: absent or not a number).
+pub fn min_seq<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(MIN_SEQ_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Malformed {
@@ -96,6 +116,7 @@ impl Malformed {
             Malformed::MissingHost => "An HTTP/1.1 request needs a Host header.",
             Malformed::DuplicateHost => "A request may carry one Host header only.",
             Malformed::TargetNotUtf8 => "The path and query must be UTF-8.",
+            Malformed::BadMinSeq => "X-Tally-Min-Seq must be a stream sequence (an unsigned integer).",
         }
     }
 
@@ -119,6 +140,9 @@ impl Malformed {
         let uri = req.uri();
         if !utf8(uri.path()) || !uri.query().is_none_or(utf8) {
             return Some(Malformed::TargetNotUtf8);
+        }
+        if req.headers().contains_key(MIN_SEQ_HEADER) && min_seq(req).is_none() {
+            return Some(Malformed::BadMinSeq);
         }
         None
     }

@@ -15,6 +15,8 @@
 //! - [`storage`]: the data directory: write-ahead log (commit lock, group
 //!   commit, fsync modes, latch), snapshots, recovery, lock file; signing
 //!   key and admin token.
+//! - [`cluster`]: several nodes on one NATS JetStream stream (the
+//!   replicated log): proposals, the applier, bootstrap snapshots.
 //! - [`http`]: what every surface and the server share of HTTP: bodies
 //!   read with limits, queries, JSON answers, requests refused before routing.
 //! - [`server`]: the hyper front-end: connection limits and the socket's
@@ -50,7 +52,9 @@ pub mod api;
 pub mod app;
 pub mod catalog;
 pub mod cli;
+pub mod cli_cluster;
 pub mod cli_state;
+pub mod cluster;
 pub mod clock;
 pub mod config;
 pub mod credentials;

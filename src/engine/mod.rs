@@ -201,6 +201,10 @@ pub struct Engine {
     /// Next id to hand out; `apply` raises it past every id it sees so replayed
     /// commands never collide with new ones.
     seq: AtomicU64,
+    /// This node's id lane and the number of lanes (1: a single node);
+    /// set once at start (see [`Engine::next_id`]).
+    id_lane: AtomicU64,
+    id_lanes: AtomicU64,
     tenants: Map<Id, Arc<Tenant>>,
     api_keys: Map<Box<str>, Arc<ApiKey>>,
     products: Map<Id, Arc<Product>>,
@@ -248,6 +252,8 @@ impl Engine {
     pub fn new() -> Self {
         Engine {
             seq: AtomicU64::new(FIRST_ID),
+            id_lane: AtomicU64::new(0),
+            id_lanes: AtomicU64::new(1),
             tenants: new_map(),
             api_keys: new_map(),
             products: new_map(),
@@ -281,9 +287,35 @@ impl Engine {
         share_spec(&self.license_specs, &keyless)
     }
 
-    /// A fresh id for a command about to be built.
+    /// A fresh id for a command about to be built. In a cluster each node
+    /// hands out the ids of its own lane (`id % lanes == lane`), so two
+    /// nodes never build commands with the same new id; applying a command
+    /// raises the sequence past its ids on every node.
     pub fn next_id(&self) -> Id {
-        self.seq.fetch_add(1, Ordering::AcqRel)
+        let lanes = self.id_lanes.load(Ordering::Relaxed);
+        if lanes <= 1 {
+            return self.seq.fetch_add(1, Ordering::AcqRel);
+        }
+        let lane = self.id_lane.load(Ordering::Relaxed);
+        let mut cur = self.seq.load(Ordering::Acquire);
+        loop {
+            let id = cur + (lane + lanes - cur % lanes) % lanes;
+            match self
+                .seq
+                .compare_exchange_weak(cur, id + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return id,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Makes this engine hand out the ids of `lane` of `lanes` (a cluster
+    /// node's; see [`Engine::next_id`]).
+    pub fn set_id_lane(&self, lane: u64, lanes: u64) {
+        assert!(lanes >= 1 && lane < lanes, "lane {lane} of {lanes}");
+        self.id_lane.store(lane, Ordering::Relaxed);
+        self.id_lanes.store(lanes, Ordering::Relaxed);
     }
 
     fn see_id(&self, id: Id) {

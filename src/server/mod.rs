@@ -51,8 +51,15 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let app_for_hooks = app.clone();
     let sweeper = tokio::spawn(sweep_leases(app.clone()));
-    let dispatcher = tokio::spawn(deliver_webhooks(app.clone()));
+    // In a cluster every node holds the outbox; one delivers (lane 0's).
+    let delivers = app.cluster.as_ref().is_none_or(|c| c.lane == 0);
+    let dispatcher = tokio::spawn(async move {
+        if delivers {
+            deliver_webhooks(app_for_hooks).await
+        }
+    });
     let surfaces = Arc::new(Surfaces::new(&app));
     let result = serve_listener(listener, app, surfaces, shutdown).await;
     sweeper.abort();
@@ -481,6 +488,17 @@ async fn handle(
         Some(crate::faults::Decision::Error { .. }) => None,
         _ => rate_limit_of(&app, &surfaces, surface, &req),
     };
+    // Read-your-writes on a cluster node: wait (bounded) until this node
+    // applied what the client saw elsewhere.
+    if let (Some(c), Some(min)) = (&app.cluster, http::min_seq(&req)) {
+        let wait = Duration::from_millis(crate::cluster::MIN_SEQ_WAIT_MS);
+        if !c.wait_applied(min, wait).await {
+            let mut resp = surface.fault(503, Some(1));
+            stamp_seq(&app, &mut resp);
+            resp.headers_mut().insert(REQUEST_ID, request_id);
+            return Ok(resp);
+        }
+    }
     // A state restore waits for the requests inside and holds new ones
     // (see `crate::gate`); the fixtures' own endpoints pass by it.
     let pass = match surface {
@@ -533,6 +551,7 @@ async fn handle(
         }
     }
     resp.headers_mut().insert(REQUEST_ID, request_id);
+    stamp_seq(&app, &mut resp);
     if let (Surface::Yext, Some(v)) = (surface, rate) {
         yext_rate_headers(&mut resp, &v);
     }
@@ -552,6 +571,14 @@ async fn handle(
         );
     }
     Ok(resp)
+}
+
+/// On a cluster node, the stream sequence it had applied when it answered.
+fn stamp_seq(app: &App, resp: &mut Resp) {
+    if let Some(c) = &app.cluster {
+        resp.headers_mut()
+            .insert(http::SEQ_HEADER, c.applied().into());
+    }
 }
 
 /// A connection closed without an answer (a fault rule's `close`): hyper

@@ -17,6 +17,7 @@ use crate::storage::snapshot::SnapshotInfo;
 
 fn error(e: StateError) -> AdminError {
     match e {
+        StateError::Clustered => AdminError::new(StatusCode::CONFLICT, "cluster", e.to_string()),
         StateError::NoDataDirectory => {
             AdminError::new(StatusCode::CONFLICT, "no_data_directory", e.to_string())
         }

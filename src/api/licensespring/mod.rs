@@ -178,6 +178,7 @@ pub fn malformed(m: crate::http::Malformed) -> Resp {
         MissingHost => MISSING_HEADERS,
         DuplicateHost => INVALID_HEADERS,
         TargetNotUtf8 => INVALID_PARAMETERS,
+        BadMinSeq => INVALID_HEADERS,
     }
     .response()
 }

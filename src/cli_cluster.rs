@@ -1,0 +1,111 @@
+//! `tally serve --cluster URLS --node-id NAME`: one node of a cluster (see
+//! [`crate::cluster`]). The node connects, takes its id lane, bootstraps
+//! its state (its local snapshot, the cluster's published one, or the
+//! catalog once for the whole cluster), applies the stream until it has
+//! caught up, then serves; at a graceful stop it writes a local snapshot
+//! and publishes it for nodes that bootstrap later.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::cli::{fail, ServeArgs};
+use crate::cluster::{Cluster, ClusterOptions, CLUSTER_NODES_MAX};
+use crate::config::ServeConfig;
+
+/// How long a starting node may take to apply the stream before it serves.
+pub const CATCH_UP_WAIT_MS: u64 = 120_000;
+
+pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCode {
+    if args.clock != "wall" {
+        return fail("the test clock (--clock virtual) is per node: a cluster runs on the wall clock");
+    }
+    if args.runtime != crate::server::RuntimeKind::MultiThread {
+        return fail("a cluster node runs on the multi-thread runtime");
+    }
+    let rt = match crate::server::runtime(args.workers) {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    rt.block_on(async move {
+        let (app, cluster) = match start(args, &cfg, &opts).await {
+            Ok(x) => x,
+            Err(e) => return fail(e),
+        };
+        let applier = {
+            let (app, cluster) = (app.clone(), cluster.clone());
+            tokio::spawn(async move {
+                crate::cluster::apply::run(cluster, &app.engine, |seq| {
+                    app.applied_from_stream(seq)
+                })
+                .await
+            })
+        };
+        match cluster.stream_last_seq().await {
+            Ok(last) if !cluster.wait_applied(last, Duration::from_millis(CATCH_UP_WAIT_MS)).await => {
+                tracing::warn!("serving before catching up: applied {}, stream at {last}", cluster.applied());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("stream not read before serving: {e}"),
+        }
+        let send_buffer = Some(cfg.limits.connection_send_buffer_bytes);
+        let listener = match crate::server::listener(cfg.listen, false, send_buffer) {
+            Ok(l) => l,
+            Err(e) => return fail(format!("bind {}: {e}", cfg.listen)),
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(
+            "listening on http://{addr} (cluster node {}, lane {}, applied {})",
+            cluster.node_id,
+            cluster.lane,
+            cluster.applied()
+        );
+        let result = crate::server::run(listener, app.clone(), crate::cli::shutdown_signal()).await;
+        applier.abort();
+        let _ = applier.await;
+        // Nothing changes the engine now: it holds exactly the applied prefix.
+        let seq = cluster.applied();
+        if let Err(e) =
+            crate::cluster::bootstrap::publish_snapshot(&cluster, &app.engine, &cfg.data_dir, seq, app.now())
+                .await
+        {
+            tracing::error!("final snapshot at stream sequence {seq}: {e}");
+        }
+        match result {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Connects and builds the node's App (its engine bootstrapped).
+async fn start(
+    args: &ServeArgs,
+    cfg: &ServeConfig,
+    opts: &ClusterOptions,
+) -> Result<(Arc<App>, Arc<Cluster>), Box<dyn std::error::Error>> {
+    let mut app_opts = crate::cli::app_options(cfg, None)?;
+    let cluster = Arc::new(Cluster::connect(opts).await?);
+    let engine = crate::engine::Engine::new();
+    engine.set_id_lane(cluster.lane, CLUSTER_NODES_MAX);
+    let now = app_opts.clock.now_ms();
+    let applied = crate::cluster::bootstrap::bootstrap(
+        &cluster,
+        &engine,
+        &cfg.data_dir,
+        cfg.catalog.as_deref(),
+        now,
+    )
+    .await?;
+    engine.extend_restored_leases(now);
+    cluster.set_applied(applied);
+    app_opts.engine = Some(engine);
+    app_opts.cluster = Some(cluster.clone());
+    let app = Arc::new(App::new(app_opts));
+    crate::cli::start_faults(&app, cfg, args)?;
+    Ok((app, cluster))
+}

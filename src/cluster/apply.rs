@@ -1,0 +1,107 @@
+//! The applier: every message of the stream, in stream order, applied to
+//! this node's engine by one task (an ordered consumer starting after the
+//! node's applied sequence, recreated from there whenever it fails). The
+//! proposals of this process get their outcome and reply back from here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+
+use super::{Applied, Cluster, HEADER_BOOT, HEADER_NODE, HEADER_PROPOSAL};
+use crate::engine::{Command, Engine, EngineError};
+
+/// Pause before the consumer is created again after a failure.
+pub const APPLIER_RETRY_MS: u64 = 500;
+
+/// Applies the stream to `engine` for ever (until the task is dropped);
+/// `after` runs after each message with its sequence.
+pub async fn run(cluster: Arc<Cluster>, engine: &Engine, after: impl Fn(u64)) {
+    loop {
+        if let Err(e) = consume(&cluster, engine, &after).await {
+            tracing::warn!(
+                "cluster applier at {}: {e}; resuming",
+                cluster.applied()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(APPLIER_RETRY_MS)).await;
+    }
+}
+
+async fn consume(cluster: &Cluster, engine: &Engine, after: &impl Fn(u64)) -> Result<(), String> {
+    let from = cluster.applied() + 1;
+    let stream = cluster
+        .context()
+        .get_stream(&cluster.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| e.to_string())?;
+        let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+        if seq <= cluster.applied() {
+            continue;
+        }
+        apply_one(cluster, engine, seq, &m);
+        cluster.set_applied(seq);
+        after(seq);
+    }
+    Err("the consumer ended".into())
+}
+
+/// Applies one message; answers its proposer if that is this process.
+fn apply_one(cluster: &Cluster, engine: &Engine, seq: u64, m: &jetstream::Message) {
+    let header = |name: &str| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default()
+    };
+    let (node, boot) = (header(HEADER_NODE), header(HEADER_BOOT));
+    let own = cluster.is_own(&node, &boot);
+    let mut replies = Vec::new();
+    let mut entries = Vec::new();
+    // Entries are derived while any tenant subscribes to webhooks (events
+    // are made from them), as on every other path that applies commands.
+    let ledgered = engine.webhooks_active();
+    let result = match serde_json::from_slice::<Command<'_>>(&m.payload) {
+        Ok(Command::RestoreState { .. }) => Err(EngineError::Invalid(
+            "op",
+            "state fixtures are not restored in a cluster",
+        )),
+        Ok(cmd) => engine.apply_full(
+            &cmd,
+            own.then_some(&mut replies),
+            ledgered.then_some(&mut entries),
+        ),
+        Err(e) => {
+            // Every node skips it alike: the same bytes fail the same way.
+            tracing::error!("stream message {seq} is not a command: {e}");
+            Err(EngineError::Invalid("op", "not a command"))
+        }
+    };
+    if own {
+        let n = header(HEADER_PROPOSAL).parse().unwrap_or(0);
+        cluster.answer(
+            &node,
+            &boot,
+            n,
+            Applied {
+                seq,
+                result,
+                reply: replies.pop(),
+            },
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! A node's first state, before it applies the stream.
+//!
+//! - A node that ran before resumes from its newest local snapshot (each is
+//!   tagged with the stream sequence it holds, `snapshot-<seq>.snap`).
+//! - A new or wiped node loads the newest snapshot published to the
+//!   object store (`<stream>-snapshots`, object `latest`), then applies
+//!   the stream after it.
+//! - The first node of a new cluster loads the catalog (once for the whole
+//!   cluster: the node that creates the key `bootstrap` in the nodes
+//!   bucket does it) and publishes it as `latest` at sequence 0; the other
+//!   nodes wait for it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
+use super::Cluster;
+use crate::engine::time::Millis;
+use crate::engine::Engine;
+use crate::storage::recovery::{self, Repair};
+use crate::storage::snapshot;
+
+/// The object store's name of the newest published snapshot.
+pub const SNAPSHOT_OBJECT: &str = "latest";
+/// How long a node waits for the first node to publish the catalog.
+pub const BOOTSTRAP_WAIT_MS: u64 = 60_000;
+/// The data directory's record of the cluster it belongs to.
+pub const CLUSTER_FILE: &str = "cluster.json";
+
+/// Rebuilds `engine` (empty) for this node; returns the stream sequence
+/// its state holds (the applier goes on after it).
+pub async fn bootstrap(
+    cluster: &Cluster,
+    engine: &Engine,
+    dir: &Path,
+    catalog: Option<&Path>,
+    now: Millis,
+) -> Result<u64, String> {
+    claim_dir(dir, &cluster.stream)?;
+    let listing = recovery::list(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !listing.segments.is_empty() {
+        return Err(format!(
+            "{} holds a single-node log; a cluster node starts from its own directory",
+            dir.display()
+        ));
+    }
+    if !listing.snapshots.is_empty() {
+        let rebuilt = recovery::rebuild(dir, engine, now, None, Repair::TornTail, None)
+            .map_err(|e| e.to_string())?;
+        tracing::info!("resumed from local snapshot at stream sequence {}", rebuilt.last_lsn);
+        return Ok(rebuilt.last_lsn);
+    }
+    if let Some(seq) = load_published(cluster, engine, dir, now).await? {
+        return Ok(seq);
+    }
+    let first = cluster
+        .nodes
+        .create("bootstrap", Bytes::from(cluster.node_id.clone()))
+        .await
+        .is_ok();
+    if first {
+        if let Some(path) = catalog {
+            let loaded = crate::catalog::load_file(engine, path, now).map_err(|e| e.to_string())?;
+            tracing::info!("loaded catalog {} for the cluster: {loaded:?}", path.display());
+        }
+        publish_snapshot(cluster, engine, dir, 0, now).await?;
+        return Ok(0);
+    }
+    let waited = tokio::time::Instant::now();
+    while waited.elapsed() < Duration::from_millis(BOOTSTRAP_WAIT_MS) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(seq) = load_published(cluster, engine, dir, now).await? {
+            return Ok(seq);
+        }
+    }
+    Err("the cluster's first node did not publish its state in time".into())
+}
+
+/// Writes this directory's cluster (its stream) the first time; refuses a
+/// directory of another stream.
+fn claim_dir(dir: &Path, stream: &str) -> Result<(), String> {
+    let path = dir.join(CLUSTER_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => {
+            let v: serde_json::Value = serde_json::from_slice(&b)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if v["stream"] != stream {
+                return Err(format!(
+                    "{} belongs to the cluster stream {}, not {stream}",
+                    dir.display(),
+                    v["stream"]
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let v = serde_json::json!({ "stream": stream });
+            std::fs::write(&path, v.to_string()).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Loads the published snapshot into `engine`, if there is one.
+async fn load_published(
+    cluster: &Cluster,
+    engine: &Engine,
+    dir: &Path,
+    now: Millis,
+) -> Result<Option<u64>, String> {
+    let mut object = match cluster.snapshots.get(SNAPSHOT_OBJECT).await {
+        Ok(o) => o,
+        Err(e) if e.kind() == async_nats::jetstream::object_store::GetErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("published snapshot: {e}")),
+    };
+    let mut bytes = Vec::new();
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("published snapshot: {e}"))?;
+    let path = dir.join("bootstrap.snap");
+    let (header, info) =
+        snapshot::load_bytes(&path, &bytes, engine, now).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "bootstrapped from the published snapshot at stream sequence {} ({} licenses)",
+        header.lsn,
+        info.licenses
+    );
+    Ok(Some(header.lsn))
+}
+
+/// Writes `engine` (at stream sequence `seq`) as this node's local snapshot
+/// and publishes it as the cluster's newest.
+pub async fn publish_snapshot(
+    cluster: &Cluster,
+    engine: &Engine,
+    dir: &Path,
+    seq: u64,
+    now: Millis,
+) -> Result<(), String> {
+    let info = snapshot::write(dir, engine, seq, now).map_err(|e| e.to_string())?;
+    let path = dir.join(snapshot::snapshot_name(seq));
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    cluster
+        .snapshots
+        .put(SNAPSHOT_OBJECT, &mut bytes.as_slice())
+        .await
+        .map_err(|e| format!("publishing the snapshot: {e}"))?;
+    tracing::info!(
+        "published the snapshot at stream sequence {seq} ({} licenses, {} bytes)",
+        info.licenses,
+        info.bytes
+    );
+    Ok(())
+}

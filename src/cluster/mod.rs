@@ -1,0 +1,346 @@
+//! The cluster: several Tally nodes on one NATS JetStream stream.
+//!
+//! JetStream is the replicated log (Raft, R3 by default); Tally builds no
+//! consensus of its own. Every change is a [`Command`]: the node that
+//! receives it publishes it to the stream ([`Cluster::propose`]), every
+//! node's applier applies every message in stream order to its own engine
+//! ([`apply`]), and the proposer answers with the outcome its own engine
+//! computed when it applied that message, which every node computes the
+//! same (the engine is deterministic and reads no clock: `now` travels in
+//! the command). Reads are served from the local engine; `X-Tally-Seq` /
+//! `X-Tally-Min-Seq` give read-your-writes across nodes.
+//!
+//! - [`mod@self`]: options, connecting, the stream and buckets, proposals;
+//! - [`apply`]: the applier (an ordered consumer from the node's applied
+//!   sequence);
+//! - [`bootstrap`]: a node's first state (the newest snapshot in the
+//!   object store, or the catalog, loaded once for the whole cluster).
+
+pub mod apply;
+pub mod bootstrap;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch};
+
+use crate::engine::native::Reply;
+use crate::engine::{Command, EngineError, Outcome};
+
+/// Nodes a cluster may have at most (the id lanes, see `Engine::next_id`).
+pub const CLUSTER_NODES_MAX: u64 = 64;
+/// How long a proposal may wait for its acknowledgement and application.
+pub const PROPOSE_TIMEOUT_MS: u64 = 10_000;
+/// How long a request's `X-Tally-Min-Seq` may wait for this node to apply it.
+pub const MIN_SEQ_WAIT_MS: u64 = 5_000;
+/// Proposals of this node waiting for their application, at most.
+pub const PROPOSALS_WAITING_MAX: usize = 65_536;
+/// JetStream's window for de-duplicating a publish retried with its id.
+pub const DUPLICATE_WINDOW_SECS: u64 = 120;
+/// Largest command published, bytes (the NATS server's default max payload).
+pub const COMMAND_BYTES_MAX: usize = 1024 * 1024;
+
+/// `tally serve --cluster ...`.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// NATS server URLs (`nats://host:port`).
+    pub servers: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node_id: String,
+    /// The stream's name; the buckets are named after it.
+    pub stream: String,
+    /// The stream's (and buckets') replicas.
+    pub replicas: usize,
+}
+
+/// Why a change could not go through the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterError {
+    /// No quorum acknowledged the publish in time (or the command is too
+    /// large to publish): the change may or may not be made.
+    Unavailable,
+    /// Too many proposals of this node wait already.
+    Busy,
+}
+
+/// What a proposal became once this node applied it.
+#[derive(Debug)]
+pub struct Applied {
+    pub seq: u64,
+    pub result: Result<Outcome, EngineError>,
+    /// The command's reply (the native API's answers), computed in order.
+    pub reply: Option<Reply>,
+}
+
+/// The stream's message headers.
+pub(crate) const HEADER_NODE: &str = "Tally-Node";
+pub(crate) const HEADER_BOOT: &str = "Tally-Boot";
+pub(crate) const HEADER_PROPOSAL: &str = "Tally-Proposal";
+pub(crate) const HEADER_ORIGIN: &str = "Tally-Origin";
+
+pub struct Cluster {
+    pub node_id: String,
+    /// This node's id lane (`Engine::set_id_lane`).
+    pub lane: u64,
+    /// Random per process: proposal ids (and so message ids) never repeat
+    /// across restarts.
+    boot: String,
+    js: jetstream::Context,
+    pub stream: String,
+    subject: String,
+    /// proposal -> its waiter (the applier answers it). One mutex: an
+    /// insert per proposal and a remove per application of one.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
+    next_proposal: AtomicU64,
+    /// The last stream sequence this node applied.
+    applied: watch::Sender<u64>,
+    /// Whether the last publish reached a quorum (for the cluster status).
+    reachable: AtomicBool,
+    /// The object store of bootstrap snapshots.
+    pub(crate) snapshots: jetstream::object_store::ObjectStore,
+    /// The nodes bucket: id lanes (`lane.<n>`, `node.<id>`) and the
+    /// `bootstrap` key of the node that loaded the catalog.
+    pub(crate) nodes: jetstream::kv::Store,
+}
+
+impl Cluster {
+    /// Connects, creates the stream and buckets if they do not exist, and
+    /// takes this node's id lane.
+    pub async fn connect(opts: &ClusterOptions) -> Result<Cluster, String> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .name(format!("tally-{}", opts.node_id))
+            .connect(opts.servers.clone())
+            .await
+            .map_err(|e| format!("cannot connect to NATS {:?}: {e}", opts.servers))?;
+        let js = jetstream::new(client);
+        let subject = format!("{}.cmd", opts.stream);
+        ensure_stream(&js, opts, &subject).await?;
+        let nodes = bucket(&js, &format!("{}-nodes", opts.stream), opts.replicas).await?;
+        let lane = take_lane(&nodes, &opts.node_id).await?;
+        let snapshots = js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: format!("{}-snapshots", opts.stream),
+                num_replicas: opts.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("object store: {e}"))?;
+        Ok(Cluster {
+            node_id: opts.node_id.clone(),
+            lane,
+            boot: crate::util::random_token(12),
+            js,
+            stream: opts.stream.clone(),
+            subject,
+            waiting: Mutex::new(HashMap::new()),
+            next_proposal: AtomicU64::new(1),
+            applied: watch::Sender::new(0),
+            reachable: AtomicBool::new(true),
+            snapshots,
+            nodes,
+        })
+    }
+
+    /// The last stream sequence this node applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Whether this node's last publish reached a quorum.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most `wait`) until this node applied `seq`; false if it did not.
+    pub async fn wait_applied(&self, seq: u64, wait: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(wait, rx.wait_for(|a| *a >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The stream's last sequence (what a node that applied it all has).
+    pub async fn stream_last_seq(&self) -> Result<u64, String> {
+        let mut s = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = s.info().await.map_err(|e| e.to_string())?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Publishes `cmd` and returns what it became once this node applied
+    /// it (after a quorum acknowledged it).
+    pub async fn propose(&self, cmd: &Command<'_>, origin: &[u8]) -> Result<Applied, ClusterError> {
+        let payload = serde_json::to_vec(cmd).map_err(|_| ClusterError::Unavailable)?;
+        if payload.len() > COMMAND_BYTES_MAX {
+            return Err(ClusterError::Unavailable);
+        }
+        let n = self.next_proposal.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut w = self.waiting.lock();
+            if w.len() >= PROPOSALS_WAITING_MAX {
+                return Err(ClusterError::Busy);
+            }
+            w.insert(n, tx);
+        }
+        let result = self.publish_and_wait(n, Bytes::from(payload), origin, rx).await;
+        if result.is_err() {
+            self.waiting.lock().remove(&n);
+        }
+        result
+    }
+
+    async fn publish_and_wait(
+        &self,
+        n: u64,
+        payload: Bytes,
+        origin: &[u8],
+        rx: oneshot::Receiver<Applied>,
+    ) -> Result<Applied, ClusterError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(HEADER_NODE, self.node_id.as_str());
+        headers.insert(HEADER_BOOT, self.boot.as_str());
+        headers.insert(HEADER_PROPOSAL, n.to_string().as_str());
+        if let Ok(o) = std::str::from_utf8(origin) {
+            if !o.is_empty() {
+                headers.insert(HEADER_ORIGIN, o);
+            }
+        }
+        let msg_id = format!("{}.{}.{n}", self.node_id, self.boot);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .headers(headers)
+            .message_id(msg_id);
+        // A publish retried after a timeout carries the same id: JetStream
+        // stores it once.
+        let ack = loop {
+            let sent = self
+                .js
+                .send_publish(self.subject.clone(), publish.clone())
+                .await;
+            let acked = match sent {
+                Ok(fut) => fut.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match acked {
+                Ok(ack) => break ack,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("publish retried: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!("change not acknowledged by a JetStream quorum: {e}");
+                    self.reachable.store(false, Ordering::Relaxed);
+                    return Err(ClusterError::Unavailable);
+                }
+            }
+        };
+        self.reachable.store(true, Ordering::Relaxed);
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(applied)) => {
+                debug_assert_eq!(applied.seq, ack.sequence);
+                Ok(applied)
+            }
+            _ => Err(ClusterError::Unavailable),
+        }
+    }
+
+    /// Hands `applied` to the proposal `n` of this process, if it waits.
+    pub(crate) fn answer(&self, node: &str, boot: &str, n: u64, applied: Applied) {
+        if node != self.node_id || boot != self.boot {
+            return;
+        }
+        if let Some(tx) = self.waiting.lock().remove(&n) {
+            let _ = tx.send(applied);
+        }
+    }
+
+    /// Whether message headers name a proposal of this process.
+    pub(crate) fn is_own(&self, node: &str, boot: &str) -> bool {
+        node == self.node_id && boot == self.boot
+    }
+
+    pub(crate) fn set_applied(&self, seq: u64) {
+        self.applied.send_replace(seq);
+    }
+
+    pub(crate) fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    opts: &ClusterOptions,
+    subject: &str,
+) -> Result<(), String> {
+    let config = jetstream::stream::Config {
+        name: opts.stream.clone(),
+        subjects: vec![subject.to_string()],
+        num_replicas: opts.replicas,
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(DUPLICATE_WINDOW_SECS),
+        max_message_size: COMMAND_BYTES_MAX as i32 + 64 * 1024,
+        ..Default::default()
+    };
+    // A fresh cluster may still be electing its meta leader: retry a while.
+    let mut last = String::new();
+    for _ in 0..100 {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("stream {}: {last}", opts.stream))
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, String> {
+    js.create_key_value(jetstream::kv::Config {
+        bucket: name.to_string(),
+        num_replicas: replicas,
+        history: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("bucket {name}: {e}"))
+}
+
+/// This node's lane: the one it took before, or the first free one (taken
+/// with a create, which fails if another node took it first).
+async fn take_lane(kv: &jetstream::kv::Store, node: &str) -> Result<u64, String> {
+    let key = format!("node.{node}");
+    if let Some(v) = kv.get(&key).await.map_err(|e| e.to_string())? {
+        return std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("lane of {node} unreadable"));
+    }
+    for lane in 0..CLUSTER_NODES_MAX {
+        if kv
+            .create(format!("lane.{lane}"), Bytes::from(node.to_string()))
+            .await
+            .is_ok()
+        {
+            kv.put(&key, Bytes::from(lane.to_string()))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(lane);
+        }
+    }
+    Err(format!("all {CLUSTER_NODES_MAX} node lanes are taken"))
+}
