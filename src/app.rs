@@ -16,6 +16,9 @@ use crate::signing::Signer;
 use crate::storage::store::Store;
 use crate::storage::wal::LogError;
 
+mod fixtures;
+pub use fixtures::StateError;
+
 /// Who made a change, with which request: set by the server for each
 /// request (surface, request id) and by the surface once it knows the caller
 /// (actor), and stored with the change's log record.
@@ -28,6 +31,9 @@ pub struct Origin {
     /// The surface's result code of the answer, set where an error is
     /// written (`set_code`); None for a success.
     pub code: Option<&'static str>,
+    /// Whether the request holds a pass of the server's gate (a state
+    /// restore must not be made from inside it: it would wait for itself).
+    pub gated: bool,
 }
 
 /// The caller a surface authenticated. Kept as the key itself (an `Arc`
@@ -197,34 +203,6 @@ pub struct App {
     /// The cluster this node belongs to (`--cluster`): changes go through
     /// its stream instead of the local log.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
-}
-
-/// Why a state fixture could not be saved, restored or deleted.
-#[derive(Debug)]
-pub enum StateError {
-    /// The server keeps no data directory (fixtures live there).
-    NoDataDirectory,
-    /// A cluster node: its state is the stream's, which no node may
-    /// replace alone.
-    Clustered,
-    Fixture(crate::storage::fixtures::FixtureError),
-    /// Storage failed; for a restore, the state is the one before it.
-    Unavailable(String),
-}
-
-impl std::fmt::Display for StateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StateError::NoDataDirectory => {
-                f.write_str("this server keeps no data directory, where fixtures are stored")
-            }
-            StateError::Clustered => f.write_str(
-                "a cluster node's state is the cluster stream's: state fixtures are kept by single nodes only",
-            ),
-            StateError::Fixture(e) => write!(f, "{e}"),
-            StateError::Unavailable(why) => write!(f, "storage failed: {why}"),
-        }
-    }
 }
 
 /// A test clock's move ([`App::advance_clock`]).
@@ -687,149 +665,6 @@ impl App {
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         Some(read)
-    }
-}
-
-/// State fixtures (see [`crate::storage::fixtures`]).
-impl App {
-    fn fixture_store(&self) -> Result<Arc<Store>, StateError> {
-        if self.cluster.is_some() {
-            return Err(StateError::Clustered);
-        }
-        self.store.clone().ok_or(StateError::NoDataDirectory)
-    }
-
-    /// Stores the state as it stands after every change acknowledged so far
-    /// as fixture `name` (replacing one of that name). Requests run on.
-    pub async fn save_state(
-        &self,
-        name: &str,
-    ) -> Result<crate::storage::snapshot::SnapshotInfo, StateError> {
-        use crate::storage::fixtures;
-        let store = self.fixture_store()?;
-        let _one = self.fixtures.lock().await;
-        fixtures::check_room(store.dir(), name).map_err(StateError::Fixture)?;
-        let path = fixtures::path(store.dir(), name);
-        let now = self.now();
-        tokio::task::spawn_blocking(move || store.save_state(&path, now))
-            .await
-            .map_err(|e| StateError::Unavailable(e.to_string()))?
-            .map_err(|e| StateError::Unavailable(e.to_string()))
-    }
-
-    /// The fixtures stored, by name.
-    pub fn list_states(&self) -> Result<Vec<crate::storage::fixtures::Listed>, StateError> {
-        let store = self.fixture_store()?;
-        crate::storage::fixtures::list(store.dir())
-            .map_err(|e| StateError::Fixture(crate::storage::fixtures::FixtureError::Io(e)))
-    }
-
-    /// Deletes fixture `name`.
-    pub async fn delete_state(&self, name: &str) -> Result<(), StateError> {
-        let store = self.fixture_store()?;
-        let _one = self.fixtures.lock().await;
-        crate::storage::fixtures::delete(store.dir(), name).map_err(StateError::Fixture)
-    }
-
-    /// Replaces the whole state with fixture `name`'s, atomically for
-    /// requests (see [`crate::gate`]), as a logged change: returns once it
-    /// is durable. Runs to its end even if the caller goes away.
-    pub async fn restore_state(
-        self: &Arc<Self>,
-        name: &str,
-    ) -> Result<crate::storage::snapshot::SnapshotInfo, StateError> {
-        let app = self.clone();
-        let name = name.to_string();
-        // The request's origin is task-local: read it here, in the request's task.
-        let now = self.now();
-        let origin = origin_json(now);
-        tokio::spawn(async move { app.restore_state_inner(name, now, origin).await })
-            .await
-            .map_err(|e| StateError::Unavailable(e.to_string()))?
-    }
-
-    async fn restore_state_inner(
-        self: Arc<Self>,
-        name: String,
-        now: Millis,
-        origin: Vec<u8>,
-    ) -> Result<crate::storage::snapshot::SnapshotInfo, StateError> {
-        use crate::storage::fixtures;
-        let store = self.fixture_store()?;
-        let _one = self.fixtures.lock().await;
-        // Checked whole off the async threads, before anything waits.
-        let (dir, n) = (store.dir().to_path_buf(), name.clone());
-        let (bytes, mut info) =
-            tokio::task::spawn_blocking(move || fixtures::read_checked(&dir, &n, now))
-                .await
-                .map_err(|e| StateError::Unavailable(e.to_string()))?
-                .map_err(StateError::Fixture)?;
-        let shut = self.gate.close().await;
-        let app = self.clone();
-        let lsn =
-            tokio::task::spawn_blocking(move || app.restore_committed(&name, now, &origin, &bytes))
-                .await
-                .map_err(|e| StateError::Unavailable(e.to_string()))??;
-        store.log.wait(lsn).await.map_err(|_| {
-            StateError::Unavailable("the log could not make the restore durable".into())
-        })?;
-        // The restored outbox's events were made by durable changes.
-        self.release_events(
-            &Command::SweepNotices { now },
-            self.engine.webhook_event_mark(),
-        );
-        drop(shut);
-        // What the fixture held, and the record that restored it.
-        info.lsn = lsn;
-        Ok(info)
-    }
-
-    /// Under the commit lock: the restore's state file, then the engine
-    /// replaced, then the record; returns its lsn. The gate is shut.
-    fn restore_committed(
-        &self,
-        name: &str,
-        now: Millis,
-        origin: &[u8],
-        bytes: &[u8],
-    ) -> Result<u64, StateError> {
-        use crate::storage::fixtures;
-        let store = self.fixture_store()?;
-        let cmd = Command::RestoreState {
-            fixture: name.into(),
-            now,
-        };
-        let mut failed: Option<String> = None;
-        let committed = store.log.commit_ledgered_at(&cmd, origin, |lsn| {
-            let file = fixtures::restore_file(store.dir(), lsn);
-            if let Err(e) = fixtures::write_restore_file(store.dir(), lsn, bytes) {
-                failed = Some(format!("{}: {e}", file.display()));
-                return Err(EngineError::Invalid("fixture", "state file not written"));
-            }
-            let mut entries = Vec::new();
-            let ledgered = store.log.is_ledgered().then_some(&mut entries);
-            match fixtures::apply(&self.engine, &file, bytes, name, now, ledgered) {
-                Ok(_) => Ok((Outcome::Done, entries)),
-                Err(e) => {
-                    // The bytes loaded into a scratch engine a moment ago:
-                    // this cannot happen, and if it does the live state is
-                    // half made. Nothing more is acknowledged; a restart
-                    // recovers the state before the restore (not logged).
-                    tracing::error!("state restore failed half-way, the log latches: {e}");
-                    store.log.latch();
-                    failed = Some(e.to_string());
-                    Err(EngineError::Invalid("fixture", "restore failed"))
-                }
-            }
-        });
-        match committed {
-            Ok(c) => c
-                .lsn
-                .ok_or_else(|| StateError::Unavailable("the restore was not logged".into())),
-            Err(_) => Err(StateError::Unavailable(
-                failed.unwrap_or_else(|| "the log is unavailable".into()),
-            )),
-        }
     }
 }
 

@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print LicenseSpring Date and Authorization headers for a key pair (for curl).
     AuthHeaders {
         #[arg(long)]
@@ -235,7 +235,8 @@ impl ServeArgs {
             .filter(|n| {
                 !n.is_empty()
                     && n.len() <= 64
-                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
             .ok_or("--cluster needs --node-id NAME (1 to 64 of A-Z a-z 0-9 - _)")?;
         if !(1..=5).contains(&self.cluster_replicas) {
@@ -294,7 +295,7 @@ impl ServeArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Serve(args) => serve(args),
+        Cmd::Serve(args) => serve(*args),
         Cmd::State(args) => crate::cli_state::run(args),
         Cmd::AuthHeaders {
             api_key,
@@ -577,8 +578,8 @@ fn first_fill(
     fresh: bool,
     now: crate::engine::time::Millis,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(path) = &cfg.catalog {
-        if fresh {
+    match (&cfg.catalog, fresh) {
+        (Some(path), true) => {
             let started = std::time::Instant::now();
             let loaded = crate::catalog::load_file(engine, path, now)?;
             tracing::info!(
@@ -586,20 +587,24 @@ fn first_fill(
                 path.display(),
                 started.elapsed()
             );
-            // The catalog is not logged record by record: the first snapshot holds it.
-            let info = store.snapshot_quiescent(engine, now)?;
-            tracing::info!("snapshot of the catalog: {} bytes", info.bytes);
-        } else {
-            tracing::info!(
-                "catalog {} not loaded: the data directory holds state",
-                path.display()
-            );
         }
+        (Some(path), false) => tracing::info!(
+            "catalog {} not loaded: the data directory holds state",
+            path.display()
+        ),
+        (None, _) => {}
     }
     if fresh {
         // What `POST /admin/v1/state/reset` goes back to: the state right
-        // after the catalog loaded (or none), before any request.
+        // after the catalog loaded (or none), before any request. Written
+        // before the catalog's snapshot: a crash between the two leaves a
+        // directory that is still fresh, and the next start does both again.
         crate::storage::fixtures::save_initial(&cfg.data_dir, engine, store.log.last_lsn(), now)?;
+        if cfg.catalog.is_some() {
+            // The catalog is not logged record by record: the first snapshot holds it.
+            let info = store.snapshot_quiescent(engine, now)?;
+            tracing::info!("snapshot of the catalog: {} bytes", info.bytes);
+        }
     }
     Ok(())
 }

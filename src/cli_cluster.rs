@@ -19,7 +19,9 @@ pub const CATCH_UP_WAIT_MS: u64 = 120_000;
 
 pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCode {
     if args.clock != "wall" {
-        return fail("the test clock (--clock virtual) is per node: a cluster runs on the wall clock");
+        return fail(
+            "the test clock (--clock virtual) is per node: a cluster runs on the wall clock",
+        );
     }
     if args.runtime != crate::server::RuntimeKind::MultiThread {
         return fail("a cluster node runs on the multi-thread runtime");
@@ -36,15 +38,20 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
         let applier = {
             let (app, cluster) = (app.clone(), cluster.clone());
             tokio::spawn(async move {
-                crate::cluster::apply::run(cluster, &app.engine, |seq| {
-                    app.applied_from_stream(seq)
-                })
-                .await
+                crate::cluster::apply::run(cluster, &app.engine, |seq| app.applied_from_stream(seq))
+                    .await
             })
         };
         match cluster.stream_last_seq().await {
-            Ok(last) if !cluster.wait_applied(last, Duration::from_millis(CATCH_UP_WAIT_MS)).await => {
-                tracing::warn!("serving before catching up: applied {}, stream at {last}", cluster.applied());
+            Ok(last)
+                if !cluster
+                    .wait_applied(last, Duration::from_millis(CATCH_UP_WAIT_MS))
+                    .await =>
+            {
+                tracing::warn!(
+                    "serving before catching up: applied {}, stream at {last}",
+                    cluster.applied()
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("stream not read before serving: {e}"),
@@ -54,7 +61,10 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             Ok(l) => l,
             Err(e) => return fail(format!("bind {}: {e}", cfg.listen)),
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(
             "listening on http://{addr} (cluster node {}, lane {}, applied {})",
             cluster.node_id,
@@ -66,9 +76,14 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
         let _ = applier.await;
         // Nothing changes the engine now: it holds exactly the applied prefix.
         let seq = cluster.applied();
-        if let Err(e) =
-            crate::cluster::bootstrap::publish_snapshot(&cluster, &app.engine, &cfg.data_dir, seq, app.now())
-                .await
+        if let Err(e) = crate::cluster::bootstrap::publish_snapshot(
+            &cluster,
+            &app.engine,
+            &cfg.data_dir,
+            seq,
+            app.now(),
+        )
+        .await
         {
             tracing::error!("final snapshot at stream sequence {seq}: {e}");
         }

@@ -16,7 +16,8 @@
 //! (`SeqCst` both), so at least one of them sees the other: either the
 //! closer counts the entrant, or the entrant sees the flag and backs out.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
@@ -24,12 +25,24 @@ use tokio::sync::Notify;
 /// Lines the entrants count in (threads map onto them round-robin).
 pub const GATE_SHARDS: usize = 16;
 
+/// The gate's states (`Gate::state`).
+const OPEN: u8 = 0;
+const SHUT: u8 = 1;
+/// A restore failed half-way: the state in memory is not one the log
+/// describes, so no request may see it (every one is refused) until the
+/// process restarts and recovers.
+const BROKEN: u8 = 2;
+
+/// The gate is broken (see [`Shut::break_forever`]): answer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broken;
+
 pub struct Gate {
     /// Requests inside, per line: a request leaves through the line it
     /// entered by, so no line goes below zero and the sum is exact.
     inside: Box<[CachePadded<AtomicUsize>]>,
-    /// Set while a restore holds (or waits for) the gate.
-    closed: AtomicBool,
+    /// OPEN, SHUT while a restore holds (or waits for) the gate, or BROKEN.
+    state: AtomicU8,
     /// Wakes entrants waiting for the gate to open again.
     reopened: Notify,
     /// Wakes the closer when a request leaves while it waits.
@@ -44,7 +57,7 @@ impl Default for Gate {
             inside: (0..GATE_SHARDS)
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
                 .collect(),
-            closed: AtomicBool::new(false),
+            state: AtomicU8::new(OPEN),
             reopened: Notify::new(),
             drained: Notify::new(),
             closer: tokio::sync::Mutex::new(()),
@@ -75,8 +88,16 @@ pub struct Shut<'a> {
 
 impl Drop for Shut<'_> {
     fn drop(&mut self) {
-        self.gate.closed.store(false, SeqCst);
+        // A broken gate stays broken.
+        let _ = self.gate.state.compare_exchange(SHUT, OPEN, SeqCst, SeqCst);
         self.gate.reopened.notify_waiters();
+    }
+}
+
+impl Shut<'_> {
+    /// Refuses every request from now on (see [`Broken`]).
+    pub fn break_forever(self) {
+        self.gate.state.store(BROKEN, SeqCst);
     }
 }
 
@@ -91,18 +112,22 @@ thread_local! {
 impl Gate {
     /// Passes the gate: at once unless a restore holds it, else when the
     /// restore is done.
-    pub async fn enter(&self) -> Pass<'_> {
+    pub async fn enter(&self) -> Result<Pass<'_>, Broken> {
         let line = LINE.with(|l| *l);
         loop {
             self.inside[line].fetch_add(1, SeqCst);
-            if !self.closed.load(SeqCst) {
-                return Pass { gate: self, line };
+            match self.state.load(SeqCst) {
+                OPEN => return Ok(Pass { gate: self, line }),
+                BROKEN => {
+                    self.leave(line);
+                    return Err(Broken);
+                }
+                _ => self.leave(line),
             }
-            self.leave(line);
             let reopened = self.reopened.notified();
             tokio::pin!(reopened);
             reopened.as_mut().enable();
-            if self.closed.load(SeqCst) {
+            if self.state.load(SeqCst) == SHUT {
                 reopened.await;
             }
         }
@@ -113,16 +138,22 @@ impl Gate {
         // Assert even in release: an unbalanced count would let a restore
         // run beside a request, or wait for ever.
         assert!(before > 0, "gate line {line} left more often than entered");
-        if self.closed.load(SeqCst) {
+        if self.state.load(SeqCst) != OPEN {
             self.drained.notify_one();
         }
     }
 
     /// Shuts the gate: waits for every request inside to leave; requests
     /// arriving meanwhile wait for the returned [`Shut`] to be dropped.
-    pub async fn close(&self) -> Shut<'_> {
+    pub async fn close(&self) -> Result<Shut<'_>, Broken> {
         let one = self.closer.lock().await;
-        self.closed.store(true, SeqCst);
+        if self
+            .state
+            .compare_exchange(OPEN, SHUT, SeqCst, SeqCst)
+            .is_err()
+        {
+            return Err(Broken);
+        }
         let shut = Shut {
             gate: self,
             _one: one,
@@ -132,10 +163,19 @@ impl Gate {
             tokio::pin!(drained);
             drained.as_mut().enable();
             if self.inside_now() == 0 {
-                return shut;
+                return Ok(shut);
             }
             drained.await;
         }
+    }
+
+    /// [`Gate::close`] that gives up after `limit` (None: requests inside
+    /// did not leave in time, or the gate is broken; it is open again).
+    pub async fn close_within(&self, limit: Duration) -> Option<Shut<'_>> {
+        tokio::time::timeout(limit, self.close())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     /// Requests inside now (exact while the gate is shut: none can enter).
@@ -153,10 +193,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_shut_gate_waits_for_requests_inside_and_holds_new_ones() {
         let gate = Arc::new(Gate::default());
-        let pass = gate.enter().await;
+        let pass = gate.enter().await.expect("open");
         let g = gate.clone();
         let closer = tokio::spawn(async move {
-            let _shut = g.close().await;
+            let _shut = g.close().await.expect("not broken");
             tokio::time::sleep(Duration::from_millis(50)).await;
             g.inside_now()
         });
@@ -164,7 +204,7 @@ mod tests {
         assert!(!closer.is_finished(), "closed while a request was inside");
         let g = gate.clone();
         let late = tokio::spawn(async move {
-            let _p = g.enter().await;
+            let _p = g.enter().await.expect("open");
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!late.is_finished(), "entered while shut");
@@ -177,12 +217,20 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closer_dropped_while_waiting_opens_the_gate_again() {
         let gate = Gate::default();
-        let pass = gate.enter().await;
-        let waited = tokio::time::timeout(Duration::from_millis(20), gate.close()).await;
-        assert!(waited.is_err());
+        let pass = gate.enter().await.expect("open");
+        assert!(gate.close_within(Duration::from_millis(20)).await.is_none());
         drop(pass);
         let _again = tokio::time::timeout(Duration::from_secs(1), gate.enter())
             .await
             .expect("the gate opened again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_gate_refuses_every_request() {
+        let gate = Gate::default();
+        gate.close().await.expect("shut").break_forever();
+        assert_eq!(gate.enter().await.err(), Some(Broken));
+        assert!(gate.close().await.is_err());
+        assert_eq!(gate.inside_now(), 0);
     }
 }

@@ -116,7 +116,9 @@ impl Malformed {
             Malformed::MissingHost => "An HTTP/1.1 request needs a Host header.",
             Malformed::DuplicateHost => "A request may carry one Host header only.",
             Malformed::TargetNotUtf8 => "The path and query must be UTF-8.",
-            Malformed::BadMinSeq => "X-Tally-Min-Seq must be a stream sequence (an unsigned integer).",
+            Malformed::BadMinSeq => {
+                "X-Tally-Min-Seq must be a stream sequence (an unsigned integer)."
+            }
         }
     }
 

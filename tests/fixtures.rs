@@ -109,6 +109,48 @@ async fn fixtures_save_restore_and_reset_and_a_crash_keeps_the_restore() {
     assert_eq!(status, 200, "{restored}");
     assert_eq!(b.demo_credits().await, 500);
 
+    // The admin API's other spellings of the same route restore too (they
+    // must pass by the gate the restore shuts, not wait for themselves).
+    for path in ["/admin/v1//state/restore", "/admin/v1/%73tate/restore"] {
+        let call = state(
+            &b,
+            &admin,
+            Method::POST,
+            path,
+            Some(json!({"name": "half"})),
+        );
+        let (status, v) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("{path}: the restore waited for itself"));
+        assert_eq!(status, 200, "{path}: {v}");
+    }
+    // An id handed out before a restore is never handed out again after it.
+    let tenant = |name: &str| json!({"name": name});
+    let (status, before) = state(
+        &b,
+        &admin,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(tenant("t1")),
+    )
+    .await;
+    assert_eq!(status, 201, "{before}");
+    let (status, _) = fixture(&b, &admin, "restore", "half").await;
+    assert_eq!(status, 200);
+    let (status, after) = state(
+        &b,
+        &admin,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(tenant("t2")),
+    )
+    .await;
+    assert_eq!(status, 201, "{after}");
+    assert!(
+        after["id"].as_u64() > before["id"].as_u64(),
+        "{before} then {after}"
+    );
+
     // Bad requests: each in the admin API's shape, none changes anything.
     std::fs::write(dir.join("fixtures/broken.snap"), b"TALLYSNP not a snapshot").expect("write");
     for (method, path, body, want, code) in [
@@ -200,7 +242,11 @@ async fn fixtures_save_restore_and_reset_and_a_crash_keeps_the_restore() {
     assert_eq!(ledger["entries"][0]["entry"]["subject"], "half", "{ledger}");
 
     // A SIGKILL after the restore: the log replays it from its state file.
-    assert_eq!(restore_files(dir).len(), 1);
+    assert_eq!(
+        restore_files(dir).len(),
+        4,
+        "one per restore since the last snapshot"
+    );
     b.kill9();
     let mut b = Binary::start(dir, &["--snapshot-interval", "1"], &[]);
     assert_eq!(b.demo_credits().await, 500);
@@ -459,4 +505,45 @@ async fn a_restored_seat_is_held_a_full_timeout_from_the_restore() {
     );
     clock_to(&b, &admin, "2026-11-30T12:36:00Z").await;
     assert!(seats(&b).await.is_empty(), "swept at 12:35");
+}
+
+/// A request still sending its body holds the gate: a restore waits for it
+/// a bounded time, then gives up (nothing changes) and requests go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_gives_up_on_a_request_that_does_not_finish() {
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let b = Binary::start(dir, &["--snapshot-interval", "0"], &[]);
+    let admin = Binary::admin_header(dir);
+    let (status, _) = fixture(&b, &admin, "save", "x").await;
+    assert_eq!(status, 201);
+    // Half a body, then nothing (the server waits for the rest up to its
+    // request time limit, 30 s).
+    let addr = b.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/licenses/{STUDIO}/features/ai-credits/usage HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer demo-api-key\r\nContent-Type: application/json\r\n\
+         Content-Length: 20\r\n\r\n{{\"units\""
+    );
+    slow.write_all(head.as_bytes()).await.expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, v) = fixture(&b, &admin, "restore", "x").await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "busy", "{v}");
+    let waited = started.elapsed();
+    assert!(
+        waited.as_millis() >= 4_500 && waited.as_millis() < 15_000,
+        "{waited:?}"
+    );
+    // The gate is open again: requests are answered at once.
+    let (status, _) = b.call(Method::GET, "/healthz", &[], None).await;
+    assert_eq!(status, 200);
+    drop(slow);
+    let (status, v) = fixture(&b, &admin, "restore", "x").await;
+    assert_eq!(status, 200, "{v}");
 }

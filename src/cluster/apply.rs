@@ -20,10 +20,7 @@ pub const APPLIER_RETRY_MS: u64 = 500;
 pub async fn run(cluster: Arc<Cluster>, engine: &Engine, after: impl Fn(u64)) {
     loop {
         if let Err(e) = consume(&cluster, engine, &after).await {
-            tracing::warn!(
-                "cluster applier at {}: {e}; resuming",
-                cluster.applied()
-            );
+            tracing::warn!("cluster applier at {}: {e}; resuming", cluster.applied());
         }
         tokio::time::sleep(Duration::from_millis(APPLIER_RETRY_MS)).await;
     }

@@ -49,7 +49,10 @@ pub async fn bootstrap(
     if !listing.snapshots.is_empty() {
         let rebuilt = recovery::rebuild(dir, engine, now, None, Repair::TornTail, None)
             .map_err(|e| e.to_string())?;
-        tracing::info!("resumed from local snapshot at stream sequence {}", rebuilt.last_lsn);
+        tracing::info!(
+            "resumed from local snapshot at stream sequence {}",
+            rebuilt.last_lsn
+        );
         return Ok(rebuilt.last_lsn);
     }
     if let Some(seq) = load_published(cluster, engine, dir, now).await? {
@@ -63,7 +66,10 @@ pub async fn bootstrap(
     if first {
         if let Some(path) = catalog {
             let loaded = crate::catalog::load_file(engine, path, now).map_err(|e| e.to_string())?;
-            tracing::info!("loaded catalog {} for the cluster: {loaded:?}", path.display());
+            tracing::info!(
+                "loaded catalog {} for the cluster: {loaded:?}",
+                path.display()
+            );
         }
         publish_snapshot(cluster, engine, dir, 0, now).await?;
         return Ok(0);
@@ -84,8 +90,8 @@ fn claim_dir(dir: &Path, stream: &str) -> Result<(), String> {
     let path = dir.join(CLUSTER_FILE);
     match std::fs::read(&path) {
         Ok(b) => {
-            let v: serde_json::Value = serde_json::from_slice(&b)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))?;
             if v["stream"] != stream {
                 return Err(format!(
                     "{} belongs to the cluster stream {}, not {stream}",

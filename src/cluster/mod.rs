@@ -192,7 +192,9 @@ impl Cluster {
             }
             w.insert(n, tx);
         }
-        let result = self.publish_and_wait(n, Bytes::from(payload), origin, rx).await;
+        let result = self
+            .publish_and_wait(n, Bytes::from(payload), origin, rx)
+            .await;
         if result.is_err() {
             self.waiting.lock().remove(&n);
         }

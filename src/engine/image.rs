@@ -346,12 +346,13 @@ impl Engine {
 
     /// Empties the engine before a whole state is loaded into it (a state
     /// fixture's restore, `Command::RestoreState`): every entity, counter,
-    /// reservation, idempotency record and webhook, and the id sequence.
-    /// The webhook event sequence is kept: [`Engine::finish_state_restore`]
-    /// puts it back above the loaded one. The caller holds every request
-    /// and change out meanwhile (the server's gate and the commit lock).
+    /// reservation, idempotency record and webhook. The id sequence and the
+    /// webhook event sequence are kept (the loaded state only raises them):
+    /// an id handed out before a restore never names another object after
+    /// it (ledger entries, offline tokens and receivers keep old ids). The
+    /// caller holds every request and change out meanwhile (the server's
+    /// gate and the commit lock).
     pub fn clear(&self) {
-        self.seq.store(super::FIRST_ID, Ordering::Release);
         self.tenants.clear();
         self.api_keys.clear();
         self.products.clear();

@@ -476,11 +476,12 @@ async fn handle(
                 crate::journal::headers(req.headers()),
             )
         });
-    let origin = crate::app::Origin {
+    let mut origin = crate::app::Origin {
         surface: surface.name(),
         request_id: request_id.clone(),
         actor: crate::app::Actor::Unknown,
         code: None,
+        gated: false,
     };
     // The vendors' emulated rate limits (the request counts only if no
     // fault rule answered it).
@@ -488,23 +489,15 @@ async fn handle(
         Some(crate::faults::Decision::Error { .. }) => None,
         _ => rate_limit_of(&app, &surfaces, surface, &req),
     };
-    // Read-your-writes on a cluster node: wait (bounded) until this node
-    // applied what the client saw elsewhere.
-    if let (Some(c), Some(min)) = (&app.cluster, http::min_seq(&req)) {
-        let wait = Duration::from_millis(crate::cluster::MIN_SEQ_WAIT_MS);
-        if !c.wait_applied(min, wait).await {
-            let mut resp = surface.fault(503, Some(1));
+    let pass = match admit(&app, surface, &req).await {
+        Ok(p) => p,
+        Err(mut resp) => {
             stamp_seq(&app, &mut resp);
             resp.headers_mut().insert(REQUEST_ID, request_id);
             return Ok(resp);
         }
-    }
-    // A state restore waits for the requests inside and holds new ones
-    // (see `crate::gate`); the fixtures' own endpoints pass by it.
-    let pass = match surface {
-        Surface::Admin if is_state_path(req.uri().path()) => None,
-        _ => Some(app.gate.enter().await),
     };
+    origin.gated = pass.is_some();
     let routed = AssertUnwindSafe(async {
         match (fault, rate) {
             (
@@ -527,7 +520,7 @@ async fn handle(
     // The answer is made: what follows (metrics, journal, a trickle) does
     // not read state.
     drop(pass);
-    let mut resp = match routed {
+    let resp = match routed {
         Ok(resp) => resp,
         Err(_panic) => {
             tracing::error!("request handler panicked");
@@ -550,8 +543,22 @@ async fn handle(
             );
         }
     }
+    Ok(finish(&app, resp, request_id, surface, rate, fault).await)
+}
+
+/// The headers every answer carries (request id, the cluster's sequence,
+/// Yext's rate-limit headers), a fault's trickle, and `Connection: close`
+/// after a body that was not read.
+async fn finish(
+    app: &App,
+    mut resp: Resp,
+    request_id: hyper::header::HeaderValue,
+    surface: Surface,
+    rate: Option<crate::ratelimit::Verdict>,
+    fault: Option<crate::faults::Decision>,
+) -> Resp {
     resp.headers_mut().insert(REQUEST_ID, request_id);
-    stamp_seq(&app, &mut resp);
+    stamp_seq(app, &mut resp);
     if let (Surface::Yext, Some(v)) = (surface, rate) {
         yext_rate_headers(&mut resp, &v);
     }
@@ -570,7 +577,35 @@ async fn handle(
             hyper::header::HeaderValue::from_static("close"),
         );
     }
-    Ok(resp)
+    resp
+}
+
+/// What must hold before a request is handled: on a cluster node, the
+/// stream sequence its `X-Tally-Min-Seq` asks for applied here (read your
+/// writes made through another node; bounded wait); then the state gate
+/// passed (a restore waits for the requests inside and holds new ones,
+/// see `crate::gate`), except by the state fixtures' own routes. Else the
+/// answer to send instead (503 in the surface's shape).
+async fn admit<'a>(
+    app: &'a App,
+    surface: Surface,
+    req: &Request<Incoming>,
+) -> Result<Option<crate::gate::Pass<'a>>, Resp> {
+    if let (Some(c), Some(min)) = (&app.cluster, http::min_seq(req)) {
+        let wait = Duration::from_millis(crate::cluster::MIN_SEQ_WAIT_MS);
+        if !c.wait_applied(min, wait).await {
+            return Err(surface.fault(503, Some(1)));
+        }
+    }
+    if matches!(surface, Surface::Admin) && crate::api::admin::is_state_route(req.uri().path()) {
+        return Ok(None);
+    }
+    // Broken: a restore failed half-way, nothing may read this state.
+    app.gate
+        .enter()
+        .await
+        .map(Some)
+        .map_err(|_| surface.fault(503, None))
 }
 
 /// On a cluster node, the stream sequence it had applied when it answered.
@@ -858,14 +893,6 @@ fn request_id_of<B>(req: &Request<B>) -> hyper::header::HeaderValue {
             hyper::header::HeaderValue::from_maybe_shared(id)
                 .expect("hex digits are a valid header value")
         })
-}
-
-/// The state fixtures' endpoints (they shut the gate themselves).
-const STATE_PATH: &str = "/admin/v1/state";
-
-fn is_state_path(path: &str) -> bool {
-    path.strip_prefix(STATE_PATH)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The surfaces, by path prefix.

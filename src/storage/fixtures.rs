@@ -124,7 +124,12 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Listed>> {
         if !valid_name(name) {
             continue;
         }
-        let meta = entry.metadata()?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            // Deleted since the directory was read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let saved_at_ms = meta
             .modified()
             .ok()

@@ -79,6 +79,23 @@ pub async fn handle(app: &std::sync::Arc<App>, req: Request<Incoming>) -> Resp {
     }
 }
 
+/// The route's segments of an admin path, decoded: what the route table
+/// matches (`/admin/v1//state/%72eset` is `["state", "reset"]`).
+fn segments(path: &str) -> Vec<Cow<'_, str>> {
+    path.trim_start_matches("/admin/v1")
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode_segment)
+        .collect()
+}
+
+/// Whether `path` routes to the state fixtures, whose handlers shut the
+/// server's gate themselves: their requests must not hold it (the server
+/// asks before it lets a request in; see `crate::gate`).
+pub fn is_state_route(path: &str) -> bool {
+    segments(path).first().is_some_and(|s| s == "state")
+}
+
 fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     let Some(h) = req
         .headers()
@@ -108,15 +125,10 @@ async fn handle_inner(app: &std::sync::Arc<App>, req: Request<Incoming>) -> R<Re
     }
     crate::app::set_actor(crate::app::Actor::Named("admin".into()));
     let method = req.method().clone();
-    let path = req
-        .uri()
-        .path()
-        .trim_start_matches("/admin/v1")
-        .trim_matches('/')
-        .to_string();
+    let path = req.uri().path().to_string();
     let query_string = req.uri().query().map(str::to_string);
     let query = Query::parse(query_string.as_deref());
-    let segs: Vec<Cow<str>> = path.split('/').map(percent_decode_segment).collect();
+    let segs = segments(&path);
     let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     let body = match method {
         Method::POST | Method::PUT | Method::PATCH => Some(

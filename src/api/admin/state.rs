@@ -18,6 +18,10 @@ use crate::storage::snapshot::SnapshotInfo;
 fn error(e: StateError) -> AdminError {
     match e {
         StateError::Clustered => AdminError::new(StatusCode::CONFLICT, "cluster", e.to_string()),
+        StateError::Busy => AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+        StateError::InsideGate => {
+            AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
         StateError::NoDataDirectory => {
             AdminError::new(StatusCode::CONFLICT, "no_data_directory", e.to_string())
         }
