@@ -272,7 +272,17 @@ pub async fn read_incoming(
 /// An injected fault's answer (the harness's fault rules), for the
 /// surfaces to write in their own shape: a status's code in snake case and
 /// a message saying where it came from.
-pub fn fault_words(status: StatusCode) -> (&'static str, &'static str) {
+/// Why a request was answered with an error before its surface handled
+/// it: the message of [`fault_words`].
+pub const FAULT_INJECTED: &str = "Injected by a fault rule of this Tally server (its harness)";
+pub const RATE_LIMITED: &str = "Too many requests: this Tally server emulates the vendor's rate limit";
+pub const NOT_CAUGHT_UP: &str = "This cluster node has not applied the stream sequence X-Tally-Min-Seq names yet: retry, or ask another node";
+pub const STATE_BROKEN: &str =
+    "A state restore failed half-way: this server answers nothing until it is restarted";
+
+/// The code a status has in the surfaces' generic answers, and `why` as
+/// its message.
+pub fn fault_words(status: StatusCode, why: &'static str) -> (&'static str, &'static str) {
     let code = match status.as_u16() {
         400 => "bad_request",
         401 => "unauthorized",
@@ -287,10 +297,7 @@ pub fn fault_words(status: StatusCode) -> (&'static str, &'static str) {
         504 => "gateway_timeout",
         _ => "injected_fault",
     };
-    (
-        code,
-        "Injected by a fault rule of this Tally server (its harness)",
-    )
+    (code, why)
 }
 
 /// Query pairs allocated for up front (a LicenseSpring check sends 4 or 5).

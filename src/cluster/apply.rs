@@ -1,5 +1,6 @@
 //! The applier: every message of the stream, in stream order, applied to
-//! this node's engine by one task (an ordered consumer starting after the
+//! this node's engine by one task (an ordered push consumer, flow
+//! controlled, starting after the
 //! node's applied sequence, recreated from there whenever it fails). The
 //! proposals of this process get their outcome and reply back from here.
 
@@ -14,6 +15,10 @@ use crate::engine::{Command, Engine, EngineError};
 
 /// Pause before the consumer is created again after a failure.
 pub const APPLIER_RETRY_MS: u64 = 500;
+/// Quiet time after which the applier asks the stream how far it goes: a
+/// consumer that lost messages (a reconnect, a slow-consumer cut) notices
+/// a gap only when the next message comes, which may be never.
+pub const APPLIER_STALL_CHECK_MS: u64 = 1_000;
 
 /// Applies the stream to `engine` for ever (until the task is dropped);
 /// `after` runs after each message with its sequence.
@@ -34,7 +39,8 @@ async fn consume(cluster: &Cluster, engine: &Engine, after: &impl Fn(u64)) -> Re
         .await
         .map_err(|e| e.to_string())?;
     let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            deliver_subject: cluster.client().new_inbox(),
             deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: from,
             },
@@ -43,8 +49,20 @@ async fn consume(cluster: &Cluster, engine: &Engine, after: &impl Fn(u64)) -> Re
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(|e| e.to_string())?;
+    let quiet = Duration::from_millis(APPLIER_STALL_CHECK_MS);
+    loop {
+        let next = match tokio::time::timeout(quiet, messages.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => {
+                let last = cluster.stream_last_seq().await?;
+                if last > cluster.applied() {
+                    return Err(format!("stalled before {last}; consuming again"));
+                }
+                continue;
+            }
+        };
+        let m = next.map_err(|e| e.to_string())?;
         let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
         if seq <= cluster.applied() {
             continue;

@@ -90,6 +90,8 @@ pub struct Cluster {
     /// across restarts.
     boot: String,
     js: jetstream::Context,
+    /// The connection (the applier's consumer delivers to an inbox of it).
+    client: async_nats::Client,
     pub stream: String,
     subject: String,
     /// proposal -> its waiter (the applier answers it). One mutex: an
@@ -118,7 +120,7 @@ impl Cluster {
             .connect(opts.servers.clone())
             .await
             .map_err(|e| format!("cannot connect to NATS {:?}: {e}", opts.servers))?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let subject = format!("{}.cmd", opts.stream);
         ensure_stream(&js, opts, &subject).await?;
         let nodes = bucket(&js, &format!("{}-nodes", opts.stream), opts.replicas).await?;
@@ -136,6 +138,7 @@ impl Cluster {
             lane,
             boot: crate::util::random_token(12),
             js,
+            client,
             stream: opts.stream.clone(),
             subject,
             waiting: Mutex::new(HashMap::new()),
@@ -279,6 +282,10 @@ impl Cluster {
     pub(crate) fn context(&self) -> &jetstream::Context {
         &self.js
     }
+
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
 }
 
 async fn ensure_stream(
@@ -307,19 +314,32 @@ async fn ensure_stream(
     Err(format!("stream {}: {last}", opts.stream))
 }
 
+/// A key-value bucket. Its stream is made here, as the client's
+/// `create_key_value` would make it, because that call first reads the
+/// account's info in a shape Debian's server (2.9) does not send.
 async fn bucket(
     js: &jetstream::Context,
     name: &str,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, String> {
-    js.create_key_value(jetstream::kv::Config {
-        bucket: name.to_string(),
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
         num_replicas: replicas,
-        history: 1,
+        storage: jetstream::stream::StorageType::File,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("bucket {name}: {e}"))
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| format!("bucket {name}: {e}"))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| format!("bucket {name}: {e}"))
 }
 
 /// This node's lane: the one it took before, or the first free one (taken

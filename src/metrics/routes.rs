@@ -53,6 +53,7 @@ const ADMIN_ROUTES: &[&str] = &[
     "/admin/v1/tenants/{id}/rate-limits",
     "/admin/v1/journal",
     "/admin/v1/journal/count",
+    "/admin/v1/cluster",
     "/admin/v1/state",
     "/admin/v1/state/save",
     "/admin/v1/state/restore",

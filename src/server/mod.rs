@@ -506,7 +506,7 @@ async fn handle(
                     retry_after_s,
                 }),
                 _,
-            ) => surface.fault(status, retry_after_s),
+            ) => surface.fault(status, retry_after_s, http::FAULT_INJECTED),
             (_, Some(v)) if !v.allowed => surface.rate_limited(&v, app.now()),
             _ => route(&app, &surfaces, surface, req, peer).await,
         }
@@ -594,7 +594,7 @@ async fn admit<'a>(
     if let (Some(c), Some(min)) = (&app.cluster, http::min_seq(req)) {
         let wait = Duration::from_millis(crate::cluster::MIN_SEQ_WAIT_MS);
         if !c.wait_applied(min, wait).await {
-            return Err(surface.fault(503, Some(1)));
+            return Err(surface.fault(503, Some(1), http::NOT_CAUGHT_UP));
         }
     }
     if matches!(surface, Surface::Admin) && crate::api::admin::is_state_route(req.uri().path()) {
@@ -605,7 +605,7 @@ async fn admit<'a>(
         .enter()
         .await
         .map(Some)
-        .map_err(|_| surface.fault(503, None))
+        .map_err(|_| surface.fault(503, None, http::STATE_BROKEN))
 }
 
 /// On a cluster node, the stream sequence it had applied when it answered.
@@ -946,23 +946,23 @@ impl Surface {
             Surface::LicenseSpring => crate::api::licensespring::rate_limited(wait_s),
             Surface::Yext => crate::api::yext::rate_limited(wait_s),
             Surface::Informatica => crate::api::infa::rate_limited(wait_s),
-            other => other.fault(429, Some(wait_s)),
+            other => other.fault(429, Some(wait_s), http::RATE_LIMITED),
         }
     }
 
     /// An injected fault's answer, in the surface's shape.
-    fn fault(self, status: u16, retry_after_s: Option<u32>) -> Resp {
+    fn fault(self, status: u16, retry_after_s: Option<u32>, why: &'static str) -> Resp {
         use crate::api::*;
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         match self {
-            Surface::LicenseSpring => licensespring::fault(status, retry_after_s),
-            Surface::Informatica => infa::fault(status, retry_after_s),
-            Surface::Yext => yext::fault(status, retry_after_s),
-            Surface::Qlik => qlik::fault(status, retry_after_s),
-            Surface::Admin => admin::fault(status, retry_after_s),
-            Surface::Native => native::fault(status, retry_after_s),
+            Surface::LicenseSpring => licensespring::fault(status, retry_after_s, why),
+            Surface::Informatica => infa::fault(status, retry_after_s, why),
+            Surface::Yext => yext::fault(status, retry_after_s, why),
+            Surface::Qlik => qlik::fault(status, retry_after_s, why),
+            Surface::Admin => admin::fault(status, retry_after_s, why),
+            Surface::Native => native::fault(status, retry_after_s, why),
             Surface::Server => {
-                let (code, message) = http::fault_words(status);
+                let (code, message) = http::fault_words(status, why);
                 http::json_value(status, &serde_json::json!({"error": message, "code": code}))
             }
         }

@@ -21,6 +21,8 @@ pub struct Binary {
     pub base: String,
     pub log: Arc<Mutex<Vec<String>>>,
     pub client: HttpClient,
+    /// Its data directory.
+    pub dir: std::path::PathBuf,
 }
 
 impl Binary {
@@ -87,6 +89,7 @@ impl Binary {
             base: format!("http://{addr}"),
             log,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            dir: dir.to_path_buf(),
         }
     }
 
@@ -111,6 +114,18 @@ impl Binary {
         headers: &[(&str, String)],
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (status, _, v) = self.call_full(method, path, headers, body).await;
+        (status, v)
+    }
+
+    /// [`Binary::call`] with the answer's headers.
+    pub async fn call_full(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Value>,
+    ) -> (u16, hyper::HeaderMap, Value) {
         let mut b = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -124,9 +139,11 @@ impl Binary {
             .await
             .expect("answer");
         let status = resp.status().as_u16();
+        let answer_headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         (
             status,
+            answer_headers,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         )
     }

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod infa;
 pub mod native;
+pub mod nats;
 pub mod qlik;
 pub mod receiver;
 pub mod yext;

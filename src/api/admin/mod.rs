@@ -21,6 +21,7 @@
 //! - `error.rs`: [`AdminError`]; [`wire`]: JSON views of engine objects.
 
 mod clock;
+mod cluster;
 mod console;
 mod error;
 mod faults;
@@ -59,8 +60,8 @@ type R<T> = Result<T, AdminError>;
 
 /// A request the server refused before reading it, in this surface's shape.
 /// An injected fault's answer (the harness), in this surface's shape.
-pub fn fault(status: StatusCode, retry_after_s: Option<u32>) -> Resp {
-    let (code, message) = crate::http::fault_words(status);
+pub fn fault(status: StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
+    let (code, message) = crate::http::fault_words(status, why);
     let mut r = AdminError::new(status, code, message).into_response();
     if let Some(s) = retry_after_s {
         r.headers_mut().insert(hyper::header::RETRY_AFTER, s.into());
@@ -190,6 +191,7 @@ async fn handle_inner(app: &std::sync::Arc<App>, req: Request<Incoming>) -> R<Re
         ["journal"] if m == Method::DELETE => journal::clear(app),
         ["journal", "count"] if m == Method::POST => journal::count(app, body),
         ["clock"] if m == Method::POST => clock::post(app, body).await,
+        ["cluster"] if m == Method::GET => cluster::get(app).await,
         ["state"] if m == Method::GET => state::list(app),
         ["state", "save"] if m == Method::POST => state::save(app, body).await,
         ["state", "restore"] if m == Method::POST => state::restore(app, body).await,

@@ -44,8 +44,8 @@ pub fn rate_limited(retry_after_s: u32) -> Resp {
 }
 
 /// An injected fault's answer (the harness), in this surface's shape.
-pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
-    let (_, message) = crate::http::fault_words(status);
+pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
+    let (_, message) = crate::http::fault_words(status, why);
     let mut e = InfaError::new(status, "INJECTED_FAULT", message);
     e.retry_after_s = retry_after_s.map(u64::from);
     e.response()

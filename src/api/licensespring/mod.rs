@@ -161,8 +161,8 @@ pub fn rate_limited(retry_after_s: u32) -> Resp {
 }
 
 /// An injected fault's answer (the harness), in this surface's shape.
-pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
-    let (code, message) = crate::http::fault_words(status);
+pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
+    let (code, message) = crate::http::fault_words(status, why);
     LicenseSpringError {
         status: status.as_u16(),
         code,

@@ -70,8 +70,8 @@ impl Default for NativeState {
 }
 
 /// An injected fault's answer (the harness), in this surface's shape.
-pub fn fault(status: StatusCode, retry_after_s: Option<u32>) -> Resp {
-    let (code, message) = crate::http::fault_words(status);
+pub fn fault(status: StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
+    let (code, message) = crate::http::fault_words(status, why);
     let mut r = NativeError::new(status, code, message).response();
     if let Some(s) = retry_after_s {
         r.headers_mut().insert(hyper::header::RETRY_AFTER, s.into());

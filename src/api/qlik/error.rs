@@ -52,7 +52,7 @@ impl QlikError {
         }
     }
     /// An injected fault (the harness): the vendor's code for the status.
-    pub fn fault(status: StatusCode) -> Self {
+    pub fn fault(status: StatusCode, why: &'static str) -> Self {
         let code = match status.as_u16() {
             429 => RATE_LIMITED,
             401 => UNAUTHORIZED,
@@ -61,7 +61,7 @@ impl QlikError {
             400..=499 => BAD_REQUEST,
             _ => UNAVAILABLE,
         };
-        let (_, message) = crate::http::fault_words(status);
+        let (_, message) = crate::http::fault_words(status, why);
         Self::new(
             status,
             code,

@@ -58,7 +58,7 @@ pub fn rate_limited(retry_after_s: u32) -> Resp {
 }
 
 /// An injected fault's answer (the harness), in this surface's shape.
-pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
+pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
     let code = match status.as_u16() {
         429 => error::TOO_MANY,
         401 => error::UNAUTHORIZED,
@@ -67,7 +67,7 @@ pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>) -> Resp {
         400..=499 => INVALID_REQUEST,
         _ => error::UNAVAILABLE,
     };
-    let (_, message) = crate::http::fault_words(status);
+    let (_, message) = crate::http::fault_words(status, why);
     let mut r = YextError::new(status, code, message).response();
     if let Some(s) = retry_after_s {
         r.headers_mut().insert(hyper::header::RETRY_AFTER, s.into());
