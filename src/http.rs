@@ -275,7 +275,8 @@ pub async fn read_incoming(
 /// Why a request was answered with an error before its surface handled
 /// it: the message of [`fault_words`].
 pub const FAULT_INJECTED: &str = "Injected by a fault rule of this Tally server (its harness)";
-pub const RATE_LIMITED: &str = "Too many requests: this Tally server emulates the vendor's rate limit";
+pub const RATE_LIMITED: &str =
+    "Too many requests: this Tally server emulates the vendor's rate limit";
 pub const NOT_CAUGHT_UP: &str = "This cluster node has not applied the stream sequence X-Tally-Min-Seq names yet: retry, or ask another node";
 pub const STATE_BROKEN: &str =
     "A state restore failed half-way: this server answers nothing until it is restarted";

@@ -54,7 +54,9 @@ impl Nodes {
     fn start(nats: &NatsCluster, n: usize) -> Nodes {
         let tmp = tempfile::tempdir().expect("tempdir");
         let catalog = catalog(tmp.path());
-        let dirs: Vec<_> = (0..n).map(|i| tmp.path().join(format!("node{i}"))).collect();
+        let dirs: Vec<_> = (0..n)
+            .map(|i| tmp.path().join(format!("node{i}")))
+            .collect();
         let mut nodes = Nodes {
             nodes: (0..n).map(|_| None).collect(),
             dirs,
@@ -73,7 +75,14 @@ impl Nodes {
         let b = Binary::start_on(
             &self.dirs[i],
             &self.catalog,
-            &["--cluster", &self.urls, "--node-id", &id, "--snapshot-interval", "0"],
+            &[
+                "--cluster",
+                &self.urls,
+                "--node-id",
+                &id,
+                "--snapshot-interval",
+                "0",
+            ],
             &[],
         );
         self.nodes[i] = Some(Arc::new(b));
@@ -119,7 +128,9 @@ async fn license(b: &Binary, min_seq: u64) -> Value {
         }
         if status != 200 {
             let admin = Binary::admin_header(&b.dir);
-            let (_, c) = b.call(Method::GET, "/admin/v1/cluster", &[admin], None).await;
+            let (_, c) = b
+                .call(Method::GET, "/admin/v1/cluster", &[admin], None)
+                .await;
             for line in b.log.lock().expect("log").iter().rev().take(12) {
                 eprintln!("  {line}");
             }
@@ -270,9 +281,7 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
         v
     };
     assert_eq!(totals, [427, 427, 427]);
-
 }
-
 
 /// Losing NATS servers: with one of three gone changes go on (after the
 /// stream's leader is elected again); with two gone changes are refused

@@ -19,9 +19,23 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The server binary: on the PATH, or where Debian's package puts it
+/// (/usr/sbin is not on every user's PATH).
+fn binary() -> &'static str {
+    let on_path = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if on_path {
+        "nats-server"
+    } else {
+        "/usr/sbin/nats-server"
+    }
+}
+
 /// Whether `nats-server` can be run here; under `CI=true` it must be.
 pub fn installed() -> bool {
-    let ok = Command::new("nats-server")
+    let ok = Command::new(binary())
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
@@ -79,7 +93,7 @@ impl NatsCluster {
                 .open(std::path::Path::new(&d).join(format!("n{i}.log")))
                 .expect("log file")
         });
-        let child = Command::new("nats-server")
+        let child = Command::new(binary())
             .args(["-a", "127.0.0.1", "-p", &client.to_string()])
             .args(["-n", &format!("n{i}"), "-js", "-sd"])
             .arg(&store)
@@ -94,7 +108,10 @@ impl NatsCluster {
         // Its client port answers once it listens.
         let started = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(started.elapsed().as_secs() < 20, "nats-server {i} did not listen");
+            assert!(
+                started.elapsed().as_secs() < 20,
+                "nats-server {i} did not listen"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
