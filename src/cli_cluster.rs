@@ -116,7 +116,9 @@ async fn start(
         now,
     )
     .await?;
-    engine.extend_restored_leases(now);
+    // No lease extension here (a single node's recovery extends leases
+    // because renewals are not logged there; a cluster logs them, and an
+    // extension by one node alone would make its state differ).
     cluster.set_applied(applied);
     app_opts.engine = Some(engine);
     app_opts.cluster = Some(cluster.clone());

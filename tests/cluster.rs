@@ -281,6 +281,19 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
         v
     };
     assert_eq!(totals, [427, 427, 427]);
+    // Every node's state digest, at the same stream sequence, is the same
+    // (the restarted node's included).
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        let b = nodes.node(i);
+        let admin = Binary::admin_header(&b.dir);
+        let (status, c) = b.call(Method::GET, "/admin/v1/cluster", &[admin], None).await;
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["lag"], 0, "{c}");
+        digests.push((c["digest_seq"].clone(), c["digest"].clone()));
+    }
+    assert!(digests[0].1.is_string(), "{digests:?}");
+    assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
 }
 
 /// Losing NATS servers: with one of three gone changes go on (after the

@@ -23,15 +23,26 @@ pub const APPLIER_STALL_CHECK_MS: u64 = 1_000;
 /// Applies the stream to `engine` for ever (until the task is dropped);
 /// `after` runs after each message with its sequence.
 pub async fn run(cluster: Arc<Cluster>, engine: &Engine, after: impl Fn(u64)) {
+    let Some(mut digests) = cluster.take_digest_requests() else {
+        tracing::error!("a second applier for one cluster connection");
+        return;
+    };
     loop {
-        if let Err(e) = consume(&cluster, engine, &after).await {
+        if let Err(e) = consume(&cluster, engine, &after, &mut digests).await {
             tracing::warn!("cluster applier at {}: {e}; resuming", cluster.applied());
         }
         tokio::time::sleep(Duration::from_millis(APPLIER_RETRY_MS)).await;
     }
 }
 
-async fn consume(cluster: &Cluster, engine: &Engine, after: &impl Fn(u64)) -> Result<(), String> {
+type DigestRequests = tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<(u64, String)>>;
+
+async fn consume(
+    cluster: &Cluster,
+    engine: &Engine,
+    after: &impl Fn(u64),
+    digests: &mut DigestRequests,
+) -> Result<(), String> {
     let from = cluster.applied() + 1;
     let stream = cluster
         .context()
@@ -51,7 +62,15 @@ async fn consume(cluster: &Cluster, engine: &Engine, after: &impl Fn(u64)) -> Re
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     let quiet = Duration::from_millis(APPLIER_STALL_CHECK_MS);
     loop {
-        let next = match tokio::time::timeout(quiet, messages.next()).await {
+        let next = tokio::select! {
+            // Between two messages: the state is at exactly one sequence.
+            Some(reply) = digests.recv() => {
+                let _ = reply.send((cluster.applied(), engine.digest()));
+                continue;
+            }
+            n = tokio::time::timeout(quiet, messages.next()) => n,
+        };
+        let next = match next {
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(_) => {

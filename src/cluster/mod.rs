@@ -107,7 +107,16 @@ pub struct Cluster {
     /// The nodes bucket: id lanes (`lane.<n>`, `node.<id>`) and the
     /// `bootstrap` key of the node that loaded the catalog.
     pub(crate) nodes: jetstream::kv::Store,
+    /// Requests for the state's digest, answered by the applier between
+    /// two messages (so at exactly one stream sequence).
+    digests: tokio::sync::mpsc::Sender<oneshot::Sender<(u64, String)>>,
+    digest_requests: Mutex<Option<tokio::sync::mpsc::Receiver<oneshot::Sender<(u64, String)>>>>,
 }
+
+/// Digest requests waiting for the applier, at most.
+pub const DIGEST_REQUESTS_MAX: usize = 16;
+/// How long a digest request waits for the applier.
+pub const DIGEST_WAIT_MS: u64 = 30_000;
 
 impl Cluster {
     /// Connects, creates the stream and buckets if they do not exist, and
@@ -121,6 +130,7 @@ impl Cluster {
             .await
             .map_err(|e| format!("cannot connect to NATS {:?}: {e}", opts.servers))?;
         let js = jetstream::new(client.clone());
+        let (digests, digest_requests) = tokio::sync::mpsc::channel(DIGEST_REQUESTS_MAX);
         let subject = format!("{}.cmd", opts.stream);
         ensure_stream(&js, opts, &subject).await?;
         let nodes = bucket(&js, &format!("{}-nodes", opts.stream), opts.replicas).await?;
@@ -147,12 +157,33 @@ impl Cluster {
             reachable: AtomicBool::new(true),
             snapshots,
             nodes,
+            digests,
+            digest_requests: Mutex::new(Some(digest_requests)),
         })
     }
 
     /// The last stream sequence this node applied.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// The state's digest and the stream sequence it is at (computed by
+    /// the applier between two messages); None if the applier does not
+    /// answer in time.
+    pub async fn digest(&self) -> Option<(u64, String)> {
+        let (tx, rx) = oneshot::channel();
+        self.digests.try_send(tx).ok()?;
+        tokio::time::timeout(Duration::from_millis(DIGEST_WAIT_MS), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// The applier's end of the digest requests (taken once).
+    pub(crate) fn take_digest_requests(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<oneshot::Sender<(u64, String)>>> {
+        self.digest_requests.lock().take()
     }
 
     /// Whether this node's last publish reached a quorum.
@@ -365,4 +396,42 @@ async fn take_lane(kv: &jetstream::kv::Store, node: &str) -> Result<u64, String>
         }
     }
     Err(format!("all {CLUSTER_NODES_MAX} node lanes are taken"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{Command, Engine};
+
+    const NOW: i64 = 1_796_040_000_000;
+
+    /// Two engines holding the same state (one loaded from the other's
+    /// snapshot, so its maps iterate in another order) have one digest;
+    /// one change makes it differ, the same change on both makes it equal.
+    #[test]
+    fn the_digest_is_the_state_s() {
+        let a = Engine::new();
+        let catalog = include_bytes!("../../examples/demo.json");
+        crate::catalog::load_slice(&a, catalog, NOW).expect("demo catalog");
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::storage::snapshot::write(dir.path(), &a, 0, NOW).expect("snapshot");
+        let b = Engine::new();
+        let path = dir.path().join(crate::storage::snapshot::snapshot_name(0));
+        crate::storage::snapshot::load(&path, &b, NOW).expect("load");
+        assert_eq!(a.digest(), b.digest());
+        let key = a.api_key("demo-api-key").expect("key");
+        let lic = a
+            .license_by_key(key.tenant_id, "DEMO-STUDIO-0001")
+            .expect("license");
+        let feature = lic.feature("ai-credits").expect("feature").id;
+        let add = Command::AddConsumption {
+            license_id: lic.id,
+            feature_id: Some(feature),
+            amount: 5,
+            now: NOW,
+        };
+        a.apply(&add).expect("consume");
+        assert_ne!(a.digest(), b.digest());
+        b.apply(&add).expect("consume");
+        assert_eq!(a.digest(), b.digest());
+    }
 }

@@ -1,7 +1,9 @@
 //! `GET /admin/v1/cluster`: this node's place in its cluster (see
 //! `crate::cluster`): its id and id lane, the stream sequence it applied,
 //! the stream's last one (when a quorum answers), the lag between them,
-//! and whether its last change reached a quorum. 409 on a single node.
+//! whether its last change reached a quorum, and the digest of its state at
+//! `digest_seq` (nodes at the same sequence must have the same digest).
+//! 409 on a single node.
 
 use hyper::StatusCode;
 use serde_json::json;
@@ -18,6 +20,7 @@ pub(super) async fn get(app: &App) -> R<Resp> {
             "this server is a single node (start it with --cluster to join one)",
         ));
     };
+    let digest = c.digest().await;
     let applied = c.applied();
     let last = c.stream_last_seq().await;
     let body = json!({
@@ -29,6 +32,8 @@ pub(super) async fn get(app: &App) -> R<Resp> {
         "lag": last.as_ref().ok().map(|l| l.saturating_sub(applied)),
         "stream_error": last.as_ref().err(),
         "quorum_reached_last": c.reachable(),
+        "digest": digest.as_ref().map(|(_, d)| d),
+        "digest_seq": digest.as_ref().map(|(s, _)| s),
     });
     Ok(json_value(StatusCode::OK, &body))
 }
