@@ -37,9 +37,14 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
         };
         let applier = {
             let (app, cluster) = (app.clone(), cluster.clone());
+            let snapshots = crate::cluster::apply::Snapshots {
+                dir: cfg.data_dir.clone(),
+                interval: cfg.store.snapshot_interval,
+                clock: app.clock(),
+            };
             tokio::spawn(async move {
-                crate::cluster::apply::run(cluster, &app.engine, |seq| app.applied_from_stream(seq))
-                    .await
+                let after = |seq| app.applied_from_stream(seq);
+                crate::cluster::apply::run(cluster, &app.engine, after, snapshots).await
             })
         };
         match cluster.stream_last_seq().await {

@@ -81,7 +81,7 @@ impl Nodes {
                 "--node-id",
                 &id,
                 "--snapshot-interval",
-                "0",
+                "1",
             ],
             &[],
         );
@@ -281,13 +281,30 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
         v
     };
     assert_eq!(totals, [427, 427, 427]);
+
+    // A wiped node bootstraps from the newest published snapshot (nodes
+    // publish one every second here), then applies the stream after it.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    nodes.kill(2);
+    std::fs::remove_dir_all(&nodes.dirs[2]).expect("wipe node 2");
+    nodes.start_one(2);
+    let booted = nodes.node(2).log.lock().expect("log").iter().find_map(|l| {
+        l.split("bootstrapped from the published snapshot at stream sequence ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+    });
+    assert!(booted.is_some_and(|s| s > 0), "{booted:?}");
+    assert_eq!(used(&license(&nodes.node(2), seen).await), 427);
     // Every node's state digest, at the same stream sequence, is the same
     // (the restarted node's included).
     let mut digests = Vec::new();
     for i in 0..3 {
         let b = nodes.node(i);
         let admin = Binary::admin_header(&b.dir);
-        let (status, c) = b.call(Method::GET, "/admin/v1/cluster", &[admin], None).await;
+        let (status, c) = b
+            .call(Method::GET, "/admin/v1/cluster", &[admin], None)
+            .await;
         assert_eq!(status, 200, "{c}");
         assert_eq!(c["lag"], 0, "{c}");
         digests.push((c["digest_seq"].clone(), c["digest"].clone()));

@@ -20,29 +20,103 @@ pub const APPLIER_RETRY_MS: u64 = 500;
 /// a gap only when the next message comes, which may be never.
 pub const APPLIER_STALL_CHECK_MS: u64 = 1_000;
 
+/// Periodic snapshots of a node: written by the applier between two
+/// messages (the engine then holds exactly the applied prefix), kept in
+/// the data directory (older ones removed) and published as the cluster's
+/// newest for nodes that bootstrap.
+pub struct Snapshots {
+    pub dir: std::path::PathBuf,
+    /// Zero: only at a graceful stop.
+    pub interval: Duration,
+    pub clock: Arc<dyn crate::clock::Clock>,
+}
+
+struct Periodic {
+    policy: Snapshots,
+    last_at: std::time::Instant,
+    last_seq: u64,
+}
+
+impl Periodic {
+    /// Writes and publishes a snapshot when one is due and the state moved.
+    async fn maybe(&mut self, cluster: &Cluster, engine: &Engine) {
+        let p = &self.policy;
+        let seq = cluster.applied();
+        if p.interval.is_zero() || self.last_at.elapsed() < p.interval || seq == self.last_seq {
+            return;
+        }
+        self.last_at = std::time::Instant::now();
+        let now = p.clock.now_ms();
+        // Blocks this task (and so the applier) while it writes: nothing
+        // may change the engine meanwhile.
+        let written =
+            tokio::task::block_in_place(|| super::bootstrap::write_local(engine, &p.dir, seq, now));
+        let published = match written {
+            Ok(path) => super::bootstrap::publish_file(cluster, &path, seq).await,
+            Err(e) => Err(e),
+        };
+        match published {
+            Ok(()) => {
+                self.last_seq = seq;
+                if let Err(e) = crate::storage::recovery::prune(&p.dir, seq, false) {
+                    tracing::warn!("older snapshots not removed: {e}");
+                }
+            }
+            Err(e) => tracing::error!("periodic snapshot at stream sequence {seq}: {e}"),
+        }
+    }
+}
+
 /// Applies the stream to `engine` for ever (until the task is dropped);
 /// `after` runs after each message with its sequence.
-pub async fn run(cluster: Arc<Cluster>, engine: &Engine, after: impl Fn(u64)) {
+pub async fn run(
+    cluster: Arc<Cluster>,
+    engine: &Engine,
+    after: impl Fn(u64),
+    snapshots: Snapshots,
+) {
     let Some(mut digests) = cluster.take_digest_requests() else {
         tracing::error!("a second applier for one cluster connection");
         return;
     };
+    let mut periodic = Periodic {
+        policy: snapshots,
+        last_at: std::time::Instant::now(),
+        last_seq: cluster.applied(),
+    };
     loop {
-        if let Err(e) = consume(&cluster, engine, &after, &mut digests).await {
+        let sides = Sides {
+            after: &after,
+            digests: &mut digests,
+            periodic: &mut periodic,
+        };
+        if let Err(e) = consume(&cluster, engine, sides).await {
             tracing::warn!("cluster applier at {}: {e}; resuming", cluster.applied());
         }
         tokio::time::sleep(Duration::from_millis(APPLIER_RETRY_MS)).await;
     }
 }
 
-type DigestRequests = tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<(u64, String)>>;
+use super::DigestRequests;
 
-async fn consume(
+/// What the applier does besides applying: the caller's hook, digests,
+/// periodic snapshots.
+struct Sides<'a, F: Fn(u64)> {
+    after: &'a F,
+    digests: &'a mut DigestRequests,
+    periodic: &'a mut Periodic,
+}
+
+async fn consume<F: Fn(u64)>(
     cluster: &Cluster,
     engine: &Engine,
-    after: &impl Fn(u64),
-    digests: &mut DigestRequests,
+    sides: Sides<'_, F>,
 ) -> Result<(), String> {
+    let Sides {
+        after,
+        digests,
+        periodic,
+    } = sides;
     let from = cluster.applied() + 1;
     let stream = cluster
         .context()
@@ -74,6 +148,7 @@ async fn consume(
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(_) => {
+                periodic.maybe(cluster, engine).await;
                 let last = cluster.stream_last_seq().await?;
                 if last > cluster.applied() {
                     return Err(format!("stalled before {last}; consuming again"));
@@ -89,6 +164,7 @@ async fn consume(
         apply_one(cluster, engine, seq, &m);
         cluster.set_applied(seq);
         after(seq);
+        periodic.maybe(cluster, engine).await;
     }
     Err("the consumer ended".into())
 }

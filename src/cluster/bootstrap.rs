@@ -148,20 +148,57 @@ pub async fn publish_snapshot(
     seq: u64,
     now: Millis,
 ) -> Result<(), String> {
+    let path = write_local(engine, dir, seq, now)?;
+    publish_file(cluster, &path, seq).await?;
+    if let Err(e) = crate::storage::recovery::prune(dir, seq, false) {
+        tracing::warn!("older snapshots not removed: {e}");
+    }
+    Ok(())
+}
+
+/// Writes `engine`, which holds exactly the stream up to `seq`, as this
+/// node's local snapshot; returns its path.
+pub fn write_local(
+    engine: &Engine,
+    dir: &Path,
+    seq: u64,
+    now: Millis,
+) -> Result<std::path::PathBuf, String> {
     let info = snapshot::write(dir, engine, seq, now).map_err(|e| e.to_string())?;
-    let path = dir.join(snapshot::snapshot_name(seq));
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    cluster
-        .snapshots
-        .put(SNAPSHOT_OBJECT, &mut bytes.as_slice())
-        .await
-        .map_err(|e| format!("publishing the snapshot: {e}"))?;
     tracing::info!(
-        "published the snapshot at stream sequence {seq} ({} licenses, {} bytes)",
+        "snapshot at stream sequence {seq}: {} licenses, {} bytes",
         info.licenses,
         info.bytes
     );
+    Ok(dir.join(snapshot::snapshot_name(seq)))
+}
+
+/// Publishes the snapshot file at `path` as the cluster's newest, unless a
+/// newer one is published already (nodes publish independently).
+pub async fn publish_file(cluster: &Cluster, path: &Path, seq: u64) -> Result<(), String> {
+    if let Ok(info) = cluster.snapshots.info(SNAPSHOT_OBJECT).await {
+        let newer = info
+            .description
+            .as_deref()
+            .and_then(|d| d.parse::<u64>().ok())
+            .is_some_and(|published| published >= seq);
+        if newer {
+            return Ok(());
+        }
+    }
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = async_nats::jetstream::object_store::ObjectMetadata {
+        name: SNAPSHOT_OBJECT.to_string(),
+        description: Some(seq.to_string()),
+        ..Default::default()
+    };
+    cluster
+        .snapshots
+        .put(meta, &mut bytes.as_slice())
+        .await
+        .map_err(|e| format!("publishing the snapshot: {e}"))?;
+    tracing::info!("published the snapshot at stream sequence {seq}");
     Ok(())
 }

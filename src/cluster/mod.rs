@@ -109,9 +109,14 @@ pub struct Cluster {
     pub(crate) nodes: jetstream::kv::Store,
     /// Requests for the state's digest, answered by the applier between
     /// two messages (so at exactly one stream sequence).
-    digests: tokio::sync::mpsc::Sender<oneshot::Sender<(u64, String)>>,
-    digest_requests: Mutex<Option<tokio::sync::mpsc::Receiver<oneshot::Sender<(u64, String)>>>>,
+    digests: tokio::sync::mpsc::Sender<DigestReply>,
+    digest_requests: Mutex<Option<DigestRequests>>,
 }
+
+/// Where the applier answers a digest request: (sequence, digest).
+pub(crate) type DigestReply = oneshot::Sender<(u64, String)>;
+/// The applier's end of the digest requests.
+pub(crate) type DigestRequests = tokio::sync::mpsc::Receiver<DigestReply>;
 
 /// Digest requests waiting for the applier, at most.
 pub const DIGEST_REQUESTS_MAX: usize = 16;
@@ -180,9 +185,7 @@ impl Cluster {
     }
 
     /// The applier's end of the digest requests (taken once).
-    pub(crate) fn take_digest_requests(
-        &self,
-    ) -> Option<tokio::sync::mpsc::Receiver<oneshot::Sender<(u64, String)>>> {
+    pub(crate) fn take_digest_requests(&self) -> Option<DigestRequests> {
         self.digest_requests.lock().take()
     }
 
