@@ -35,6 +35,7 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             Ok(x) => x,
             Err(e) => return fail(e),
         };
+        let lease = tokio::spawn(cluster.clone().run_lease());
         let applier = {
             let (app, cluster) = (app.clone(), cluster.clone());
             let snapshots = crate::cluster::apply::Snapshots {
@@ -77,6 +78,7 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             cluster.applied()
         );
         let result = crate::server::run(listener, app.clone(), crate::cli::shutdown_signal()).await;
+        lease.abort();
         applier.abort();
         let _ = applier.await;
         // Nothing changes the engine now: it holds exactly the applied prefix.

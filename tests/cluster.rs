@@ -384,3 +384,92 @@ async fn consume_surely(b: &Binary, idempotency_key: &str) -> u64 {
     }
     panic!("no quorum came back in 60 s");
 }
+
+/// Every node holds the webhook outbox; the holder of the delivery lease
+/// delivers, each event once; when it dies another node takes the lease
+/// (after it expired, 10 s) and delivers what comes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_delivers_webhooks_and_another_takes_over() {
+    if !nats::installed() {
+        return;
+    }
+    let nats = NatsCluster::start(3);
+    let mut nodes = Nodes::start(&nats, 3);
+    let rx = common::receiver::Receiver::start().await;
+    let (status, v) = nodes
+        .node(1)
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            &[key()],
+            Some(json!({"url": rx.url, "events": ["seats.exhausted", "seats.available"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    for i in 0..10 {
+        let (status, v) = nodes
+            .node(i % 3)
+            .call(
+                Method::PUT,
+                &format!("/v1/licenses/C-0001/features/seat/seats/w{i}"),
+                &[key()],
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+    }
+    let got = rx.wait_for(1).await;
+    assert_eq!(
+        got[0].json()["type"],
+        "seats.exhausted",
+        "{:?}",
+        got[0].json()
+    );
+    rx.settle(1, 2_000).await;
+    // The holder of the lease dies; a seat is freed through another node.
+    let mut holder = None;
+    for i in 0..3 {
+        let b = nodes.node(i);
+        let (_, c) = b
+            .call(
+                Method::GET,
+                "/admin/v1/cluster",
+                &[Binary::admin_header(&b.dir)],
+                None,
+            )
+            .await;
+        if c["delivers_webhooks"] == true {
+            holder = Some(i);
+        }
+    }
+    let holder = holder.expect("a node delivers");
+    nodes.kill(holder);
+    let other = (holder + 1) % 3;
+    let (status, v) = nodes
+        .node(other)
+        .call(
+            Method::DELETE,
+            "/v1/licenses/C-0001/features/seat/seats/w0",
+            &[key()],
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status}: {v}");
+    let started = std::time::Instant::now();
+    while rx.received().len() < 2 {
+        assert!(
+            started.elapsed().as_secs() < 40,
+            "no node took over the deliveries"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let got = rx.received();
+    assert_eq!(
+        got[1].json()["type"],
+        "seats.available",
+        "{:?}",
+        got[1].json()
+    );
+    assert_ne!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    rx.settle(2, 2_000).await;
+}

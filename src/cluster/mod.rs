@@ -111,12 +111,24 @@ pub struct Cluster {
     /// two messages (so at exactly one stream sequence).
     digests: tokio::sync::mpsc::Sender<DigestReply>,
     digest_requests: Mutex<Option<DigestRequests>>,
+    /// The leases bucket (entries expire after [`LEASE_TTL_SECS`]): one
+    /// node at a time delivers webhooks.
+    leases: jetstream::kv::Store,
+    /// When this node last renewed the delivery lease (None: not held).
+    lease_renewed: Mutex<Option<std::time::Instant>>,
 }
 
 /// Where the applier answers a digest request: (sequence, digest).
 pub(crate) type DigestReply = oneshot::Sender<(u64, String)>;
 /// The applier's end of the digest requests.
 pub(crate) type DigestRequests = tokio::sync::mpsc::Receiver<DigestReply>;
+
+/// How long the webhook-delivery lease lives without a renewal, seconds.
+pub const LEASE_TTL_SECS: u64 = 10;
+/// How often its holder renews it (and others try to take it), ms.
+pub const LEASE_RENEW_MS: u64 = 3_000;
+/// The lease's key in the leases bucket.
+const DELIVERY_LEASE: &str = "webhook-delivery";
 
 /// Digest requests waiting for the applier, at most.
 pub const DIGEST_REQUESTS_MAX: usize = 16;
@@ -138,7 +150,15 @@ impl Cluster {
         let (digests, digest_requests) = tokio::sync::mpsc::channel(DIGEST_REQUESTS_MAX);
         let subject = format!("{}.cmd", opts.stream);
         ensure_stream(&js, opts, &subject).await?;
-        let nodes = bucket(&js, &format!("{}-nodes", opts.stream), opts.replicas).await?;
+        let nodes = bucket(&js, &format!("{}-nodes", opts.stream), opts.replicas, None).await?;
+        let lease_ttl = Some(Duration::from_secs(LEASE_TTL_SECS));
+        let leases = bucket(
+            &js,
+            &format!("{}-leases", opts.stream),
+            opts.replicas,
+            lease_ttl,
+        )
+        .await?;
         let lane = take_lane(&nodes, &opts.node_id).await?;
         let snapshots = js
             .create_object_store(jetstream::object_store::Config {
@@ -164,6 +184,8 @@ impl Cluster {
             nodes,
             digests,
             digest_requests: Mutex::new(Some(digest_requests)),
+            leases,
+            lease_renewed: Mutex::new(None),
         })
     }
 
@@ -187,6 +209,53 @@ impl Cluster {
     /// The applier's end of the digest requests (taken once).
     pub(crate) fn take_digest_requests(&self) -> Option<DigestRequests> {
         self.digest_requests.lock().take()
+    }
+
+    /// Whether this node delivers webhooks now: it holds the delivery lease
+    /// and renewed it recently enough that no other node can have taken it.
+    pub fn delivers(&self) -> bool {
+        let margin = Duration::from_secs(LEASE_TTL_SECS) - Duration::from_millis(LEASE_RENEW_MS);
+        self.lease_renewed
+            .lock()
+            .is_some_and(|at| at.elapsed() < margin)
+    }
+
+    /// Holds the webhook-delivery lease for as long as this node can (one
+    /// node at a time delivers; another takes over once the lease expired,
+    /// [`LEASE_TTL_SECS`] after its holder stopped renewing it).
+    pub async fn run_lease(self: std::sync::Arc<Self>) {
+        let mut revision: Option<u64> = None;
+        loop {
+            let me = Bytes::from(self.node_id.clone());
+            let r = match revision {
+                Some(rev) => self
+                    .leases
+                    .update(DELIVERY_LEASE, me, rev)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => self
+                    .leases
+                    .create(DELIVERY_LEASE, me)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            match r {
+                Ok(rev) => {
+                    if revision.is_none() {
+                        tracing::info!("this node delivers webhooks (it holds the lease)");
+                    }
+                    revision = Some(rev);
+                    *self.lease_renewed.lock() = Some(std::time::Instant::now());
+                }
+                Err(e) => {
+                    if revision.take().is_some() {
+                        tracing::warn!("webhook-delivery lease lost: {e}");
+                        *self.lease_renewed.lock() = None;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(LEASE_RENEW_MS)).await;
+        }
     }
 
     /// Whether this node's last publish reached a quorum.
@@ -355,9 +424,11 @@ async fn bucket(
     js: &jetstream::Context,
     name: &str,
     replicas: usize,
+    max_age: Option<Duration>,
 ) -> Result<jetstream::kv::Store, String> {
     let config = jetstream::stream::Config {
         name: format!("KV_{name}"),
+        max_age: max_age.unwrap_or_default(),
         subjects: vec![format!("$KV.{name}.>")],
         max_messages_per_subject: 1,
         allow_rollup: true,

@@ -53,13 +53,9 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let app_for_hooks = app.clone();
     let sweeper = tokio::spawn(sweep_leases(app.clone()));
-    // In a cluster every node holds the outbox; one delivers (lane 0's).
-    let delivers = app.cluster.as_ref().is_none_or(|c| c.lane == 0);
-    let dispatcher = tokio::spawn(async move {
-        if delivers {
-            deliver_webhooks(app_for_hooks).await
-        }
-    });
+    // In a cluster every node holds the outbox; the holder of the delivery
+    // lease delivers (see `Cluster::run_lease`).
+    let dispatcher = tokio::spawn(deliver_webhooks(app_for_hooks));
     let surfaces = Arc::new(Surfaces::new(&app));
     let result = serve_listener(listener, app, surfaces, shutdown).await;
     sweeper.abort();

@@ -158,7 +158,10 @@ pub async fn run(app: Arc<App>, transport: Transport) {
             return;
         }
         // While storage refuses changes no attempt could be recorded: wait.
-        if app.store.as_ref().is_some_and(|s| s.log.is_latched()) {
+        // In a cluster, only the node holding the delivery lease delivers.
+        if app.store.as_ref().is_some_and(|s| s.log.is_latched())
+            || app.cluster.as_ref().is_some_and(|c| !c.delivers())
+        {
             tokio::time::sleep(Duration::from_millis(DISPATCH_TICK_MS)).await;
             continue;
         }

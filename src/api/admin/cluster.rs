@@ -32,6 +32,7 @@ pub(super) async fn get(app: &App) -> R<Resp> {
         "lag": last.as_ref().ok().map(|l| l.saturating_sub(applied)),
         "stream_error": last.as_ref().err(),
         "quorum_reached_last": c.reachable(),
+        "delivers_webhooks": c.delivers(),
         "digest": digest.as_ref().map(|(_, d)| d),
         "digest_seq": digest.as_ref().map(|(s, _)| s),
     });
