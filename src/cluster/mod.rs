@@ -491,6 +491,24 @@ mod tests {
         let b = Engine::new();
         let path = dir.path().join(crate::storage::snapshot::snapshot_name(0));
         crate::storage::snapshot::load(&path, &b, NOW).expect("load");
+        if a.digest() != b.digest() {
+            let dump = |e: &Engine| {
+                let mut v = Vec::new();
+                let _ = e.export(|i| -> Result<(), ()> {
+                    v.push(format!("{i:?}"));
+                    Ok(())
+                });
+                v.sort();
+                v
+            };
+            let (da, db) = (dump(&a), dump(&b));
+            for (x, y) in da.iter().zip(db.iter()) {
+                if x != y {
+                    eprintln!("A: {x}\nB: {y}");
+                    break;
+                }
+            }
+        }
         assert_eq!(a.digest(), b.digest());
         let key = a.api_key("demo-api-key").expect("key");
         let lic = a

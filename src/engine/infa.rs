@@ -335,14 +335,18 @@ impl InfaOrg {
 
     pub fn image(&self) -> InfaImage {
         let limits = self.limits.lock();
+        // Sorted: the image (and so a snapshot, and the state's digest) is
+        // the same whatever order the map iterates in.
+        let mut used: Vec<(String, i64)> = limits
+            .iter()
+            .map(|(k, m)| (k.clone(), m.used_raw()))
+            .collect();
+        used.sort();
         InfaImage {
             tenant_id: self.tenant_id,
             spec: (**self.spec.read()).clone(),
             version: self.version.load(Ordering::Acquire),
-            used: limits
-                .iter()
-                .map(|(k, m)| (k.clone(), m.used_raw()))
-                .collect(),
+            used,
         }
     }
 
