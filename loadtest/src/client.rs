@@ -42,6 +42,9 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub target: SocketAddr,
+    /// More targets (a cluster's other nodes): connection i goes to the
+    /// i mod n-th of `target` and these.
+    pub also: Vec<SocketAddr>,
     pub scenario: Scenario,
     /// Licenses of the generated catalog the server holds.
     pub licenses: u64,
@@ -224,7 +227,12 @@ fn progress(cfg: &RunConfig, t0: Instant, done: &AtomicU64) {
 async fn connection(cfg: &RunConfig, index: u64, t0: Instant, done: &AtomicU64) -> ConnStats {
     let mut st = ConnStats::new();
     tokio::time::sleep_until(t0.into()).await;
-    let mut stream = match TcpStream::connect(cfg.target).await {
+    let all = 1 + cfg.also.len() as u64;
+    let target = match index % all {
+        0 => cfg.target,
+        i => cfg.also[i as usize - 1],
+    };
+    let mut stream = match TcpStream::connect(target).await {
         Ok(s) => s,
         Err(_) => {
             st.error("connect failed");
@@ -233,7 +241,7 @@ async fn connection(cfg: &RunConfig, index: u64, t0: Instant, done: &AtomicU64) 
     };
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.split();
-    let host = cfg.target.to_string();
+    let host = target.to_string();
     let measure_start = t0 + cfg.warmup;
     let measure_end = measure_start + cfg.duration;
     let drain_end = measure_end + Duration::from_millis(DRAIN_MS);

@@ -63,7 +63,9 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// host:port of the server.
+    /// host:port of the server; several, comma-separated, spread the
+    /// connections over them (the nodes of a cluster): connection i goes
+    /// to target i mod n.
     #[arg(long, default_value = "127.0.0.1:8080")]
     target: String,
     #[arg(long, value_enum, default_value = "check")]
@@ -138,12 +140,16 @@ fn secs(v: f64, what: &str) -> Result<Duration, String> {
 }
 
 fn run(a: RunArgs) -> Result<(), String> {
-    let target = a
-        .target
-        .to_socket_addrs()
-        .map_err(|e| format!("--target {}: {e}", a.target))?
-        .next()
-        .ok_or_else(|| format!("--target {}: no address", a.target))?;
+    let mut targets = Vec::new();
+    for t in a.target.split(',') {
+        targets.push(
+            t.to_socket_addrs()
+                .map_err(|e| format!("--target {t}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("--target {t}: no address"))?,
+        );
+    }
+    let target = targets[0];
     if a.connections == 0 || a.connections > client::CONNECTIONS_MAX {
         return Err(format!(
             "--connections must be 1..={}",
@@ -163,6 +169,7 @@ fn run(a: RunArgs) -> Result<(), String> {
     }
     let cfg = client::RunConfig {
         target,
+        also: targets[1..].to_vec(),
         scenario: a.scenario,
         licenses: a.licenses,
         connections: a.connections,
