@@ -671,15 +671,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     rt.block_on(async move {
-        let send_buffer = Some(cfg.limits.connection_send_buffer_bytes);
-        let listener = match crate::server::listener(cfg.listen, false, send_buffer) {
+        let (listener, addr) = match bind(&cfg) {
             Ok(l) => l,
-            Err(e) => return fail(format!("bind {}: {e}", cfg.listen)),
+            Err(e) => return fail(e),
         };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
         tracing::info!("listening on http://{addr}");
         let result = crate::server::run(listener, app.clone(), shutdown_signal()).await;
         let stopping = app.clone();
@@ -692,6 +687,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => fail(e),
         }
     })
+}
+
+/// The listener of `cfg.listen` and the address it got.
+pub(crate) fn bind(cfg: &ServeConfig) -> Result<(tokio::net::TcpListener, String), String> {
+    let send_buffer = Some(cfg.limits.connection_send_buffer_bytes);
+    let listener = crate::server::listener(cfg.listen, false, send_buffer)
+        .map_err(|e| format!("bind {}: {e}", cfg.listen))?;
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    Ok((listener, addr))
 }
 
 /// Completes on SIGINT or SIGTERM.

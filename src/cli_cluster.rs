@@ -62,15 +62,10 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             Ok(_) => {}
             Err(e) => tracing::warn!("stream not read before serving: {e}"),
         }
-        let send_buffer = Some(cfg.limits.connection_send_buffer_bytes);
-        let listener = match crate::server::listener(cfg.listen, false, send_buffer) {
+        let (listener, addr) = match crate::cli::bind(&cfg) {
             Ok(l) => l,
-            Err(e) => return fail(format!("bind {}: {e}", cfg.listen)),
+            Err(e) => return fail(e),
         };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
         tracing::info!(
             "listening on http://{addr} (cluster node {}, lane {}, applied {})",
             cluster.node_id,
