@@ -105,8 +105,17 @@ async fn start(
     cfg: &ServeConfig,
     opts: &ClusterOptions,
 ) -> Result<(Arc<App>, Arc<Cluster>), Box<dyn std::error::Error>> {
-    let mut app_opts = crate::cli::app_options(cfg, None)?;
     let cluster = Arc::new(Cluster::connect(opts).await?);
+    // The keys and the admin token are the cluster's: made by its first
+    // node, taken by the others (see bootstrap::share_secrets).
+    crate::storage::ensure_dir(&cfg.data_dir)?;
+    crate::cluster::bootstrap::share_secrets(&cluster, &cfg.data_dir, || {
+        crate::cli::app_options(cfg, None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let mut app_opts = crate::cli::app_options(cfg, None)?;
     let engine = crate::engine::Engine::new();
     engine.set_id_lane(cluster.lane, CLUSTER_NODES_MAX);
     let now = app_opts.clock.now_ms();

@@ -182,6 +182,28 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
     let nats = NatsCluster::start(3);
     let mut nodes = Nodes::start(&nats, 3);
 
+    // The nodes share the first node's keys and admin token: an answer's
+    // signature verifies, and the admin token works, whichever node answered.
+    let admin = Binary::admin_header(&nodes.dirs[0]);
+    let mut public_keys = Vec::new();
+    for i in 0..3 {
+        let (status, v) = nodes
+            .node(i)
+            .call(
+                Method::GET,
+                "/admin/v1/signing-key",
+                std::slice::from_ref(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "node {i}: {v}");
+        public_keys.push(v);
+    }
+    assert!(
+        public_keys.iter().all(|k| *k == public_keys[0]),
+        "{public_keys:?}"
+    );
+
     // 64 clients race for 10 floating seats through all three nodes.
     let mut tasks = Vec::new();
     for i in 0..64 {

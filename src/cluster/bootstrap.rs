@@ -84,6 +84,59 @@ pub async fn bootstrap(
     Err("the cluster's first node did not publish its state in time".into())
 }
 
+/// The secrets every node of a cluster shares (key in the nodes bucket,
+/// file in the data directory): the key that signs LicenseSpring answers,
+/// the offline tokens' keys, the admin token. A client verifies an answer,
+/// or uses a token, whichever node it reached.
+pub const SHARED_SECRETS: [(&str, &str); 3] = [
+    ("secret.signing-key", crate::storage::SIGNING_KEY_FILE),
+    ("secret.token-keys", crate::storage::TOKEN_KEYS_FILE),
+    ("secret.admin-token", crate::storage::ADMIN_TOKEN_FILE),
+];
+
+/// Makes this node's data directory hold the cluster's secrets: the
+/// cluster's when it has them (they replace the node's own), else this
+/// node's, made first if need be by `make` and then offered to the cluster
+/// (the first node to offer one wins; the others take it).
+pub async fn share_secrets(
+    cluster: &Cluster,
+    dir: &Path,
+    make: impl Fn() -> Result<(), String>,
+) -> Result<(), String> {
+    for (key, file) in SHARED_SECRETS {
+        let theirs = cluster
+            .nodes
+            .get(key)
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        let bytes = match theirs {
+            Some(b) => b,
+            None => {
+                make()?;
+                // An admin token given by TALLY_ADMIN_TOKEN is not stored:
+                // each node is then given it the same way.
+                let Ok(mine) = std::fs::read(dir.join(file)) else {
+                    continue;
+                };
+                match cluster.nodes.create(key, Bytes::from(mine.clone())).await {
+                    Ok(_) => continue,
+                    Err(_) => cluster
+                        .nodes
+                        .get(key)
+                        .await
+                        .map_err(|e| format!("{key}: {e}"))?
+                        .ok_or_else(|| format!("{key}: offered by another node, then gone"))?,
+                }
+            }
+        };
+        if std::fs::read(dir.join(file)).ok().as_deref() != Some(&bytes[..]) {
+            crate::storage::write_secret_file(dir, file, &bytes).map_err(|e| e.to_string())?;
+            tracing::info!("took the cluster's {file}");
+        }
+    }
+    Ok(())
+}
+
 /// Writes this directory's cluster (its stream) the first time; refuses a
 /// directory of another stream.
 fn claim_dir(dir: &Path, stream: &str) -> Result<(), String> {

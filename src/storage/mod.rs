@@ -64,6 +64,13 @@ fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()
     write_private(path, &serde_json::to_vec_pretty(value).unwrap_or_default())
 }
 
+/// Writes the secret file `name` (one of the key and token files above)
+/// in `dir`, as [`write_private`] does: a cluster node adopting the
+/// cluster's keys.
+pub fn write_secret_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    write_private(&dir.join(name), bytes)
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename), readable by the owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
