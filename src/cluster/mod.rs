@@ -150,24 +150,22 @@ impl Cluster {
         let (digests, digest_requests) = tokio::sync::mpsc::channel(DIGEST_REQUESTS_MAX);
         let subject = format!("{}.cmd", opts.stream);
         ensure_stream(&js, opts, &subject).await?;
-        let nodes = bucket(&js, &format!("{}-nodes", opts.stream), opts.replicas, None).await?;
+        let nodes_name = format!("{}-nodes", opts.stream);
+        let nodes = retrying(|| bucket(&js, &nodes_name, opts.replicas, None)).await?;
         let lease_ttl = Some(Duration::from_secs(LEASE_TTL_SECS));
-        let leases = bucket(
-            &js,
-            &format!("{}-leases", opts.stream),
-            opts.replicas,
-            lease_ttl,
-        )
-        .await?;
-        let lane = take_lane(&nodes, &opts.node_id).await?;
-        let snapshots = js
-            .create_object_store(jetstream::object_store::Config {
+        let leases_name = format!("{}-leases", opts.stream);
+        let leases = retrying(|| bucket(&js, &leases_name, opts.replicas, lease_ttl)).await?;
+        let lane = retrying(|| take_lane(&nodes, &opts.node_id)).await?;
+        let snapshots = retrying(|| async {
+            js.create_object_store(jetstream::object_store::Config {
                 bucket: format!("{}-snapshots", opts.stream),
                 num_replicas: opts.replicas,
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("object store: {e}"))?;
+            .map_err(|e| format!("object store: {e}"))
+        })
+        .await?;
         Ok(Cluster {
             node_id: opts.node_id.clone(),
             lane,
@@ -391,6 +389,29 @@ impl Cluster {
     }
 }
 
+/// Tries `f` until it succeeds, for [`CONNECT_RETRY_MS`]: a cluster that
+/// just lost a server, or a new one, may be electing its leaders.
+async fn retrying<T, F, Fut>(f: F) -> Result<T, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(CONNECT_RETRY_MS);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!("retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// How long a starting node retries setting up its stream and buckets.
+pub const CONNECT_RETRY_MS: u64 = 60_000;
+
 async fn ensure_stream(
     js: &jetstream::Context,
     opts: &ClusterOptions,
@@ -406,15 +427,13 @@ async fn ensure_stream(
         ..Default::default()
     };
     // A fresh cluster may still be electing its meta leader: retry a while.
-    let mut last = String::new();
-    for _ in 0..100 {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("stream {}: {last}", opts.stream))
+    retrying(|| async {
+        js.get_or_create_stream(config.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("stream {}: {e}", opts.stream))
+    })
+    .await
 }
 
 /// A key-value bucket. Its stream is made here, as the client's
