@@ -328,15 +328,28 @@ impl App {
     /// Events up to `mark` are made by durable changes (`cmd` the last of
     /// them): let them go.
     fn release_events(&self, cmd: &Command<'_>, mark: u64) {
-        let before = self
-            .webhook_released
-            .fetch_max(mark, std::sync::atomic::Ordering::AcqRel);
         // A resend, or a subscription enabled again, is due at once too.
         let due = matches!(
             cmd,
             Command::WebhookRetry { .. } | Command::PutWebhook { .. }
         );
-        if mark > before || due {
+        if self.release_up_to(mark) || due {
+            self.webhook_wake.notify_one();
+        }
+    }
+
+    /// Raises the release mark to `mark`; whether it moved (see
+    /// `webhook_released`).
+    fn release_up_to(&self, mark: u64) -> bool {
+        self.webhook_released
+            .fetch_max(mark, std::sync::atomic::Ordering::AcqRel)
+            < mark
+    }
+
+    /// Events up to the engine's mark may be delivered (a state restore,
+    /// or a stream message applied): wakes the dispatcher if that is new.
+    fn release_all_made(&self) {
+        if self.release_up_to(self.engine.webhook_event_mark()) {
             self.webhook_wake.notify_one();
         }
     }
@@ -561,10 +574,7 @@ impl App {
     /// After this node applied stream message `seq` (the cluster's applier):
     /// the events it made may be delivered (the stream holds it on a quorum).
     pub fn applied_from_stream(&self, _seq: u64) {
-        self.release_events(
-            &Command::SweepNotices { now: 0 },
-            self.engine.webhook_event_mark(),
-        );
+        self.release_all_made();
     }
 
     /// Passes a commit's result on; a floating seat refused to a tenant

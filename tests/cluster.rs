@@ -123,7 +123,7 @@ async fn license(b: &Binary, min_seq: u64) -> Value {
                 None,
             )
             .await;
-        if status == 503 && started.elapsed().as_secs() < 30 {
+        if status == 503 && started.elapsed().as_secs() < 120 {
             continue;
         }
         if status != 200 {
@@ -338,13 +338,15 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
 /// Losing NATS servers: with one of three gone changes go on (after the
 /// stream's leader is elected again); with two gone changes are refused
 /// with 503 in the surface's shape and reads go on; with one back changes
-/// come back. Ignored by default: on this 2-core machine, with three NATS
-/// servers and three debug-built nodes sharing the cores, JetStream's own
-/// metadata layer sometimes stays unavailable for over 30 s after the loss
-/// (measured: 1 run in 3), longer than a test should wait. Run it with
+/// come back. Ignored by default until a known fault is fixed (issue #17):
+/// after a NATS server is lost, a node's applier can fail to create its
+/// ephemeral consumer again for minutes (each try times out, or JetStream
+/// answers 10008), so that node applies nothing meanwhile. On this 2-core
+/// machine with 120 s allowed: 2 runs of 3 passed (50 s, 71 s), one node
+/// stayed behind past 120 s in the third. Run it with
 /// `cargo test --test cluster -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "JetStream re-elects slowly under CPU starvation on 2 cores; run with --ignored"]
+#[ignore = "known fault (#17): an applier may not resubscribe for minutes after a NATS server loss"]
 async fn losing_nats_servers_refuses_changes_only_without_a_quorum() {
     if !nats::installed() {
         return;
@@ -389,7 +391,7 @@ async fn losing_nats_servers_refuses_changes_only_without_a_quorum() {
 /// acknowledged (at most 60 s): the change is made exactly once.
 async fn consume_surely(b: &Binary, idempotency_key: &str) -> u64 {
     let started = std::time::Instant::now();
-    while started.elapsed().as_secs() < 60 {
+    while started.elapsed().as_secs() < 120 {
         let (status, h, v) = b
             .call_full(
                 Method::POST,

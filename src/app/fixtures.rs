@@ -183,10 +183,7 @@ impl App {
             )
         })?;
         // The restored outbox's events were made by durable changes.
-        self.release_events(
-            &Command::SweepNotices { now },
-            self.engine.webhook_event_mark(),
-        );
+        self.release_all_made();
         drop(shut);
         // What the fixture held, and the record that restored it.
         info.lsn = lsn;

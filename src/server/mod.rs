@@ -587,10 +587,14 @@ async fn admit<'a>(
     surface: Surface,
     req: &Request<Incoming>,
 ) -> Result<Option<crate::gate::Pass<'a>>, Resp> {
-    if let (Some(c), Some(min)) = (&app.cluster, http::min_seq(req)) {
-        let wait = Duration::from_millis(crate::cluster::MIN_SEQ_WAIT_MS);
-        if !c.wait_applied(min, wait).await {
-            return Err(surface.fault(503, Some(1), http::NOT_CAUGHT_UP));
+    // The header is looked for on cluster nodes only (a single node's
+    // request pays nothing for it).
+    if let Some(c) = &app.cluster {
+        if let Some(min) = http::min_seq(req) {
+            let wait = Duration::from_millis(crate::cluster::MIN_SEQ_WAIT_MS);
+            if !c.wait_applied(min, wait).await {
+                return Err(surface.fault(503, Some(1), http::NOT_CAUGHT_UP));
+            }
         }
     }
     if matches!(surface, Surface::Admin) && crate::api::admin::is_state_route(req.uri().path()) {
