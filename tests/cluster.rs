@@ -1,9 +1,9 @@
 //! Three Tally nodes on a three-server NATS JetStream cluster (Debian's
 //! `nats-server`, started by the test on loopback ports): exact across
 //! nodes under concurrency, read-your-writes with `X-Tally-Min-Seq`, a
-//! node killed and restarted catching up; and (ignored by default, see
-//! there) a NATS server lost (changes go on), two lost (changes refused
-//! with 503, reads go on, and changes come back with them).
+//! node killed and restarted catching up; a NATS server lost (changes go
+//! on), two lost (changes refused with 503, reads go on, and changes come
+//! back with them).
 #![allow(clippy::too_many_lines, reason = "a scenario reads top to bottom")]
 
 mod common;
@@ -111,7 +111,7 @@ fn seq_of(h: &hyper::HeaderMap) -> u64 {
 /// The license as node `b` has it once it applied `min_seq`. A node that
 /// has not applied it yet answers 503 after a bounded wait (a node whose
 /// NATS server was lost catches up once its client reconnected): a client
-/// retries, here for up to 30 s.
+/// retries, here for up to 60 s.
 async fn license(b: &Binary, min_seq: u64) -> Value {
     let started = std::time::Instant::now();
     loop {
@@ -123,7 +123,7 @@ async fn license(b: &Binary, min_seq: u64) -> Value {
                 None,
             )
             .await;
-        if status == 503 && started.elapsed().as_secs() < 120 {
+        if status == 503 && started.elapsed().as_secs() < 60 {
             continue;
         }
         if status != 200 {
@@ -338,15 +338,10 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
 /// Losing NATS servers: with one of three gone changes go on (after the
 /// stream's leader is elected again); with two gone changes are refused
 /// with 503 in the surface's shape and reads go on; with one back changes
-/// come back. Ignored by default until a known fault is fixed (issue #17):
-/// after a NATS server is lost, a node's applier can fail to create its
-/// ephemeral consumer again for minutes (each try times out, or JetStream
-/// answers 10008), so that node applies nothing meanwhile. On this 2-core
-/// machine with 120 s allowed: 2 runs of 3 passed (50 s, 71 s), one node
-/// stayed behind past 120 s in the third. Run it with
-/// `cargo test --test cluster -- --ignored`.
+/// come back. (After a server loss JetStream's metadata leader may stay
+/// unavailable for a long while, so no consumer can be made: the appliers
+/// read the stream by direct gets meanwhile, see `cluster::apply`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known fault (#17): an applier may not resubscribe for minutes after a NATS server loss"]
 async fn losing_nats_servers_refuses_changes_only_without_a_quorum() {
     if !nats::installed() {
         return;
@@ -391,7 +386,7 @@ async fn losing_nats_servers_refuses_changes_only_without_a_quorum() {
 /// acknowledged (at most 60 s): the change is made exactly once.
 async fn consume_surely(b: &Binary, idempotency_key: &str) -> u64 {
     let started = std::time::Instant::now();
-    while started.elapsed().as_secs() < 120 {
+    while started.elapsed().as_secs() < 60 {
         let (status, h, v) = b
             .call_full(
                 Method::POST,

@@ -1,20 +1,36 @@
 //! The applier: every message of the stream, in stream order, applied to
-//! this node's engine by one task (an ordered push consumer, flow
-//! controlled, starting after the
-//! node's applied sequence, recreated from there whenever it fails). The
-//! proposals of this process get their outcome and reply back from here.
+//! this node's engine by one task. Two ways to read the stream:
+//!
+//! - an ordered push consumer (flow controlled) starting after the node's
+//!   applied sequence: the fast way, used whenever it can be made;
+//! - direct gets by sequence, answered by any replica of the stream: used
+//!   while the consumer cannot be made or stalls. Making a consumer needs
+//!   JetStream's metadata leader, which after the loss of a NATS server
+//!   may be unavailable for a long while (seen: minutes on 2 shared
+//!   cores); reading the stream by sequence needs only a live replica, so
+//!   a node applies on (and answers its proposals) through such a loss.
+//!
+//! The proposals of this process get their outcome and reply back from here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use futures_util::StreamExt;
 
 use super::{Applied, Cluster, HEADER_BOOT, HEADER_NODE, HEADER_PROPOSAL};
 use crate::engine::{Command, Engine, EngineError};
 
-/// Pause before the consumer is created again after a failure.
-pub const APPLIER_RETRY_MS: u64 = 500;
+/// How long the applier reads by direct gets after the consumer failed,
+/// before it tries to make one again.
+pub const DIRECT_READS_MS: u64 = 3_000;
+/// How long making the consumer may take before the applier reads by
+/// direct gets instead.
+pub const CONSUMER_CREATE_TIMEOUT_MS: u64 = 2_000;
+/// Pause between two direct gets that found nothing new (the direct reads
+/// wait for new messages by asking again).
+pub const DIRECT_POLL_MS: u64 = 10;
 /// Quiet time after which the applier asks the stream how far it goes: a
 /// consumer that lost messages (a reconnect, a slow-consumer cut) notices
 /// a gap only when the next message comes, which may be never.
@@ -91,9 +107,62 @@ pub async fn run(
             periodic: &mut periodic,
         };
         if let Err(e) = consume(&cluster, engine, sides).await {
-            tracing::warn!("cluster applier at {}: {e}; resuming", cluster.applied());
+            tracing::warn!(
+                "cluster applier at {}: {e}; reading by sequence",
+                cluster.applied()
+            );
         }
-        tokio::time::sleep(Duration::from_millis(APPLIER_RETRY_MS)).await;
+        let sides = Sides {
+            after: &after,
+            digests: &mut digests,
+            periodic: &mut periodic,
+        };
+        read_directly(&cluster, engine, sides).await;
+    }
+}
+
+/// Applies the stream by direct gets, message after message, for
+/// [`DIRECT_READS_MS`] (longer while it is behind the stream).
+async fn read_directly<F: Fn(u64)>(cluster: &Cluster, engine: &Engine, sides: Sides<'_, F>) {
+    let Sides {
+        after,
+        digests,
+        periodic,
+    } = sides;
+    let Ok(stream) = cluster.context().get_stream_no_info(&cluster.stream).await else {
+        return;
+    };
+    let until = tokio::time::Instant::now() + Duration::from_millis(DIRECT_READS_MS);
+    let mut reads = 0u64;
+    loop {
+        while let Ok(reply) = digests.try_recv() {
+            let _ = reply.send((cluster.applied(), engine.digest()));
+        }
+        let seq = cluster.applied() + 1;
+        match stream.direct_get(seq).await {
+            Ok(m) => {
+                reads += 1;
+                apply_one(cluster, engine, seq, Some(&m.headers), &m.payload);
+                cluster.set_applied(seq);
+                after(seq);
+                periodic.maybe(cluster, engine).await;
+                continue;
+            }
+            // Nothing at `seq` yet (or this replica lags): the stream's end.
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
+            Err(e) => tracing::debug!("direct get {seq}: {e}"),
+        }
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
+        periodic.maybe(cluster, engine).await;
+        tokio::time::sleep(Duration::from_millis(DIRECT_POLL_MS)).await;
+    }
+    if reads > 0 {
+        tracing::info!(
+            "applied {reads} messages by direct gets, up to {}",
+            cluster.applied()
+        );
     }
 }
 
@@ -120,18 +189,19 @@ async fn consume<F: Fn(u64)>(
     let from = cluster.applied() + 1;
     let stream = cluster
         .context()
-        .get_stream(&cluster.stream)
+        .get_stream_no_info(&cluster.stream)
         .await
         .map_err(|e| e.to_string())?;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::push::OrderedConfig {
-            deliver_subject: cluster.client().new_inbox(),
-            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            },
-            ..Default::default()
-        })
+    let create = stream.create_consumer(jetstream::consumer::push::OrderedConfig {
+        deliver_subject: cluster.client().new_inbox(),
+        deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        },
+        ..Default::default()
+    });
+    let consumer = tokio::time::timeout(Duration::from_millis(CONSUMER_CREATE_TIMEOUT_MS), create)
         .await
+        .map_err(|_| "making the consumer timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     let quiet = Duration::from_millis(APPLIER_STALL_CHECK_MS);
@@ -161,7 +231,10 @@ async fn consume<F: Fn(u64)>(
         if seq <= cluster.applied() {
             continue;
         }
-        apply_one(cluster, engine, seq, &m);
+        if seq != cluster.applied() + 1 {
+            return Err(format!("the consumer skipped to {seq}"));
+        }
+        apply_one(cluster, engine, seq, m.headers.as_ref(), &m.payload);
         cluster.set_applied(seq);
         after(seq);
         periodic.maybe(cluster, engine).await;
@@ -170,10 +243,15 @@ async fn consume<F: Fn(u64)>(
 }
 
 /// Applies one message; answers its proposer if that is this process.
-fn apply_one(cluster: &Cluster, engine: &Engine, seq: u64, m: &jetstream::Message) {
+fn apply_one(
+    cluster: &Cluster,
+    engine: &Engine,
+    seq: u64,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) {
     let header = |name: &str| {
-        m.headers
-            .as_ref()
+        headers
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_string())
             .unwrap_or_default()
@@ -185,7 +263,7 @@ fn apply_one(cluster: &Cluster, engine: &Engine, seq: u64, m: &jetstream::Messag
     // Entries are derived while any tenant subscribes to webhooks (events
     // are made from them), as on every other path that applies commands.
     let ledgered = engine.webhooks_active();
-    let result = match serde_json::from_slice::<Command<'_>>(&m.payload) {
+    let result = match serde_json::from_slice::<Command<'_>>(payload) {
         Ok(Command::RestoreState { .. }) => Err(EngineError::Invalid(
             "op",
             "state fixtures are not restored in a cluster",

@@ -424,14 +424,27 @@ async fn ensure_stream(
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(DUPLICATE_WINDOW_SECS),
         max_message_size: COMMAND_BYTES_MAX as i32 + 64 * 1024,
+        // Any replica answers a read by sequence: the applier reads on
+        // that way when no consumer can be made (see `apply`).
+        allow_direct: true,
         ..Default::default()
     };
     // A fresh cluster may still be electing its meta leader: retry a while.
     retrying(|| async {
-        js.get_or_create_stream(config.clone())
+        let mut stream = js
+            .get_or_create_stream(config.clone())
             .await
-            .map(|_| ())
-            .map_err(|e| format!("stream {}: {e}", opts.stream))
+            .map_err(|e| format!("stream {}: {e}", opts.stream))?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        if !info.config.allow_direct {
+            // A stream made by an earlier version: allow direct gets.
+            let mut updated = info.config.clone();
+            updated.allow_direct = true;
+            js.update_stream(updated)
+                .await
+                .map_err(|e| format!("stream {}: {e}", opts.stream))?;
+        }
+        Ok(())
     })
     .await
 }
