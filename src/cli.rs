@@ -221,6 +221,11 @@ pub struct ServeArgs {
     /// Replicas of the stream and buckets (3: a quorum survives one loss).
     #[arg(long, default_value_t = 3, requires = "cluster")]
     pub cluster_replicas: usize,
+    /// Messages of the stream kept below the newest published snapshot
+    /// when it is trimmed (a node whose own snapshot is older loads the
+    /// published one at its start).
+    #[arg(long, default_value_t = 1_000_000, requires = "cluster")]
+    pub cluster_retain: u64,
 }
 
 impl ServeArgs {
@@ -247,6 +252,7 @@ impl ServeArgs {
             node_id,
             stream: self.cluster_stream.clone(),
             replicas: self.cluster_replicas,
+            retain: self.cluster_retain,
         }))
     }
 }

@@ -48,6 +48,16 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
                 crate::cluster::apply::run(cluster, &app.engine, after, snapshots).await
             })
         };
+        // The applier returns only when this node cannot go on: the node
+        // then stops (with an error) as it would on a signal.
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<String>();
+        let applier_abort = applier.abort_handle();
+        let applier = tokio::spawn(async move {
+            if let Ok(why) = applier.await {
+                tracing::error!("{why}");
+                let _ = stopped_tx.send(why);
+            }
+        });
         match cluster.stream_last_seq().await {
             Ok(last)
                 if !cluster
@@ -72,9 +82,19 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             cluster.lane,
             cluster.applied()
         );
-        let result = crate::server::run(listener, app.clone(), crate::cli::shutdown_signal()).await;
+        let stopped = std::sync::Arc::new(parking_lot::Mutex::new(None::<String>));
+        let shutdown = {
+            let stopped = stopped.clone();
+            async move {
+                tokio::select! {
+                    () = crate::cli::shutdown_signal() => {}
+                    Ok(why) = stopped_rx => *stopped.lock() = Some(why),
+                }
+            }
+        };
+        let result = crate::server::run(listener, app.clone(), shutdown).await;
         lease.abort();
-        applier.abort();
+        applier_abort.abort();
         let _ = applier.await;
         // Nothing changes the engine now: it holds exactly the applied prefix.
         let seq = cluster.applied();
@@ -88,6 +108,9 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
         .await
         {
             tracing::error!("final snapshot at stream sequence {seq}: {e}");
+        }
+        if let Some(why) = stopped.lock().take() {
+            return fail(why);
         }
         match result {
             Ok(()) => {

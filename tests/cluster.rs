@@ -47,11 +47,17 @@ struct Nodes {
     dirs: Vec<std::path::PathBuf>,
     catalog: std::path::PathBuf,
     urls: String,
+    /// More arguments for every node.
+    extra: Vec<&'static str>,
     _tmp: tempfile::TempDir,
 }
 
 impl Nodes {
     fn start(nats: &NatsCluster, n: usize) -> Nodes {
+        Self::start_with(nats, n, &[])
+    }
+
+    fn start_with(nats: &NatsCluster, n: usize, extra: &[&'static str]) -> Nodes {
         let tmp = tempfile::tempdir().expect("tempdir");
         let catalog = catalog(tmp.path());
         let dirs: Vec<_> = (0..n)
@@ -62,6 +68,7 @@ impl Nodes {
             dirs,
             catalog,
             urls: nats.urls(),
+            extra: extra.to_vec(),
             _tmp: tmp,
         };
         for i in 0..n {
@@ -72,19 +79,16 @@ impl Nodes {
 
     fn start_one(&mut self, i: usize) {
         let id = format!("node{i}");
-        let b = Binary::start_on(
-            &self.dirs[i],
-            &self.catalog,
-            &[
-                "--cluster",
-                &self.urls,
-                "--node-id",
-                &id,
-                "--snapshot-interval",
-                "1",
-            ],
-            &[],
-        );
+        let mut args = vec![
+            "--cluster",
+            &self.urls,
+            "--node-id",
+            &id,
+            "--snapshot-interval",
+            "1",
+        ];
+        args.extend(self.extra.iter().copied());
+        let b = Binary::start_on(&self.dirs[i], &self.catalog, &args, &[]);
         self.nodes[i] = Some(Arc::new(b));
     }
 
@@ -333,6 +337,77 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
     }
     assert!(digests[0].1.is_string(), "{digests:?}");
     assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+}
+
+/// The node's cluster status (`GET /admin/v1/cluster`).
+async fn cluster_status(b: &Binary) -> Value {
+    let admin = Binary::admin_header(&b.dir);
+    let (code, c) = b
+        .call(Method::GET, "/admin/v1/cluster", &[admin], None)
+        .await;
+    assert_eq!(code, 200, "{c}");
+    c
+}
+
+/// The stream is trimmed below the newest published snapshot (keeping
+/// `--cluster-retain` messages); a node that was away while its own
+/// snapshot fell out of what is kept loads the published one and catches
+/// up, exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_away_past_the_retention_loads_the_published_snapshot() {
+    if !nats::installed() {
+        return;
+    }
+    let nats = NatsCluster::start(3);
+    let mut nodes = Nodes::start_with(&nats, 2, &["--cluster-retain", "20"]);
+    let (status, seq) = consume(&nodes.node(1), 1).await;
+    assert_eq!(status, 200);
+    assert_eq!(used(&license(&nodes.node(1), seq).await), 1);
+    // Node 1 writes a local snapshot (every second here), then goes away.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    nodes.kill(1);
+    let mut last = 0;
+    for _ in 0..100 {
+        let (status, seq) = consume(&nodes.node(0), 1).await;
+        assert_eq!(status, 200);
+        last = seq;
+    }
+    // Node 0 publishes its snapshot and trims what is more than 20 below.
+    let started = std::time::Instant::now();
+    let first = loop {
+        let c = cluster_status(&nodes.node(0)).await;
+        let first = c["stream_first_seq"].as_u64().unwrap_or(0);
+        if first + 20 > last || started.elapsed().as_secs() > 30 {
+            break first;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    if first <= 50 {
+        let log = nodes.node(0).log.lock().expect("log").join("\n");
+        panic!("the stream was not trimmed: first {first}, last {last}; node 0:\n{log}");
+    }
+    nodes.start_one(1);
+    let log = nodes.node(1).log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("older than the stream's first message"),
+        "node 1 did not load the published snapshot:\n{log}"
+    );
+    assert_eq!(used(&license(&nodes.node(1), last).await), 101);
+    let (a, b) = (
+        cluster_status(&nodes.node(0)).await,
+        cluster_status(&nodes.node(1)).await,
+    );
+    assert_eq!(a["digest_seq"], b["digest_seq"], "{a}\n{b}");
+    assert_eq!(a["digest"], b["digest"], "{a}\n{b}");
+    // Each node reports itself to its peers.
+    let peers: Vec<_> = b["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| p["node_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(peers, ["node0", "node1"], "{b}");
+    assert_eq!(b["nats_replicas"].as_array().map(Vec::len), Some(2), "{b}");
 }
 
 /// Losing NATS servers: with one of three gone changes go on (after the

@@ -83,17 +83,17 @@ impl Periodic {
     }
 }
 
-/// Applies the stream to `engine` for ever (until the task is dropped);
-/// `after` runs after each message with its sequence.
+/// Applies the stream to `engine` until the task is dropped; `after` runs
+/// after each message with its sequence. Returns only if this node cannot
+/// go on (it fell behind the stream's retention), with the reason.
 pub async fn run(
     cluster: Arc<Cluster>,
     engine: &Engine,
     after: impl Fn(u64),
     snapshots: Snapshots,
-) {
+) -> String {
     let Some(mut digests) = cluster.take_digest_requests() else {
-        tracing::error!("a second applier for one cluster connection");
-        return;
+        return "a second applier for one cluster connection".into();
     };
     let mut periodic = Periodic {
         policy: snapshots,
@@ -112,6 +112,9 @@ pub async fn run(
                 cluster.applied()
             );
         }
+        if let Some(why) = behind_retention(&cluster).await {
+            return why;
+        }
         let sides = Sides {
             after: &after,
             digests: &mut digests,
@@ -119,6 +122,21 @@ pub async fn run(
         };
         read_directly(&cluster, engine, sides).await;
     }
+}
+
+/// Why this node cannot go on, if the stream was trimmed past what it
+/// applied (it was further behind than `--cluster-retain` allows): it must
+/// restart, and then loads the newest published snapshot.
+async fn behind_retention(cluster: &Cluster) -> Option<String> {
+    let first = cluster.stream_state().await.ok()?.first_seq;
+    let next = cluster.applied() + 1;
+    (first > next).then(|| {
+        format!(
+            "this node applied up to {} but the stream now starts at {first} (trimmed, \
+             see --cluster-retain): restart it to load the newest published snapshot",
+            next - 1
+        )
+    })
 }
 
 /// Applies the stream by direct gets, message after message, for
@@ -205,6 +223,9 @@ async fn consume<F: Fn(u64)>(
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     let quiet = Duration::from_millis(APPLIER_STALL_CHECK_MS);
+    // Since the last message (a digest request does not move it: requests
+    // more often than `quiet` must not hide a stall).
+    let mut quiet_until = tokio::time::Instant::now() + quiet;
     loop {
         let next = tokio::select! {
             // Between two messages: the state is at exactly one sequence.
@@ -212,8 +233,9 @@ async fn consume<F: Fn(u64)>(
                 let _ = reply.send((cluster.applied(), engine.digest()));
                 continue;
             }
-            n = tokio::time::timeout(quiet, messages.next()) => n,
+            n = tokio::time::timeout_at(quiet_until, messages.next()) => n,
         };
+        quiet_until = tokio::time::Instant::now() + quiet;
         let next = match next {
             Ok(Some(m)) => m,
             Ok(None) => break,

@@ -46,6 +46,30 @@ pub async fn bootstrap(
             dir.display()
         ));
     }
+    if let Some((local, _)) = listing.snapshots.last() {
+        let first = cluster.stream_state().await?.first_seq;
+        if first > local + 1 {
+            // The stream was trimmed past this node's snapshot while it
+            // was away: the published snapshot is newer than what was
+            // trimmed (see `Cluster::trim`).
+            tracing::warn!(
+                "local snapshot at {local} is older than the stream's first message {first}: \
+                 loading the published snapshot"
+            );
+            // Nothing in them is missing from the published one, which is
+            // newer; they could never be caught up again.
+            for (_, path) in &listing.snapshots {
+                std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            return match load_published(cluster, engine, dir, now).await? {
+                Some(seq) if seq + 1 >= first => Ok(seq),
+                Some(seq) => Err(format!(
+                    "the published snapshot ({seq}) is older than the stream's first message ({first})"
+                )),
+                None => Err("the stream was trimmed but no snapshot is published".into()),
+            };
+        }
+    }
     if !listing.snapshots.is_empty() {
         let rebuilt = recovery::rebuild(dir, engine, now, None, Repair::TornTail, None)
             .map_err(|e| e.to_string())?;
@@ -253,5 +277,5 @@ pub async fn publish_file(cluster: &Cluster, path: &Path, seq: u64) -> Result<()
         .await
         .map_err(|e| format!("publishing the snapshot: {e}"))?;
     tracing::info!("published the snapshot at stream sequence {seq}");
-    Ok(())
+    cluster.trim(seq).await
 }

@@ -55,6 +55,10 @@ pub struct ClusterOptions {
     pub stream: String,
     /// The stream's (and buckets') replicas.
     pub replicas: usize,
+    /// Messages kept below the newest published snapshot when the stream
+    /// is trimmed (`--cluster-retain`): a node whose own snapshot is older
+    /// than what is kept loads the published one instead.
+    pub retain: u64,
 }
 
 /// Why a change could not go through the cluster.
@@ -116,6 +120,28 @@ pub struct Cluster {
     leases: jetstream::kv::Store,
     /// When this node last renewed the delivery lease (None: not held).
     lease_renewed: Mutex<Option<std::time::Instant>>,
+    /// `ClusterOptions::retain`.
+    retain: u64,
+}
+
+/// The stream as JetStream's leader for it reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamState {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The NATS server leading the stream's replicas, and each replica.
+    pub leader: Option<String>,
+    pub replicas: Vec<serde_json::Value>,
+}
+
+/// A node as it last reported itself (key `seen.<node>` in the nodes
+/// bucket, written every [`LEASE_RENEW_MS`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Seen {
+    pub node_id: String,
+    pub applied_seq: u64,
+    /// Wall-clock milliseconds of the report.
+    pub at_ms: i64,
 }
 
 /// Where the applier answers a digest request: (sequence, digest).
@@ -184,6 +210,7 @@ impl Cluster {
             digest_requests: Mutex::new(Some(digest_requests)),
             leases,
             lease_renewed: Mutex::new(None),
+            retain: opts.retain,
         })
     }
 
@@ -220,7 +247,8 @@ impl Cluster {
 
     /// Holds the webhook-delivery lease for as long as this node can (one
     /// node at a time delivers; another takes over once the lease expired,
-    /// [`LEASE_TTL_SECS`] after its holder stopped renewing it).
+    /// [`LEASE_TTL_SECS`] after its holder stopped renewing it), and
+    /// reports this node to its peers at the same pace.
     pub async fn run_lease(self: std::sync::Arc<Self>) {
         let mut revision: Option<u64> = None;
         loop {
@@ -252,6 +280,9 @@ impl Cluster {
                     }
                 }
             }
+            if let Err(e) = self.report_seen().await {
+                tracing::debug!("node report not written: {e}");
+            }
             tokio::time::sleep(Duration::from_millis(LEASE_RENEW_MS)).await;
         }
     }
@@ -271,13 +302,109 @@ impl Cluster {
 
     /// The stream's last sequence (what a node that applied it all has).
     pub async fn stream_last_seq(&self) -> Result<u64, String> {
+        Ok(self.stream_state().await?.last_seq)
+    }
+
+    /// The stream's first and last sequences and its replicas.
+    pub async fn stream_state(&self) -> Result<StreamState, String> {
         let mut s = self
             .js
             .get_stream(&self.stream)
             .await
             .map_err(|e| e.to_string())?;
         let info = s.info().await.map_err(|e| e.to_string())?;
-        Ok(info.state.last_sequence)
+        let cluster = info.cluster.clone();
+        let replicas = cluster
+            .as_ref()
+            .map(|c| {
+                c.replicas
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "name": p.name,
+                            "current": p.current,
+                            "active_ms": p.active.as_millis() as u64,
+                            "offline": p.offline,
+                            "lag": p.lag,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(StreamState {
+            first_seq: info.state.first_sequence,
+            last_seq: info.state.last_sequence,
+            leader: cluster.and_then(|c| c.leader),
+            replicas,
+        })
+    }
+
+    /// Removes the messages a node no longer needs: those more than
+    /// `retain` below `published` (the newest published snapshot's
+    /// sequence; a bootstrap needs only what follows it).
+    pub(crate) async fn trim(&self, published: u64) -> Result<(), String> {
+        let keep_from = (published + 1).saturating_sub(self.retain);
+        if keep_from <= 1 {
+            return Ok(());
+        }
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let purged = stream
+            .purge()
+            .sequence(keep_from)
+            .await
+            .map_err(|e| format!("trimming the stream below {keep_from}: {e}"))?;
+        if purged.purged > 0 {
+            tracing::info!(
+                "trimmed the stream: {} messages below {keep_from}",
+                purged.purged
+            );
+        }
+        Ok(())
+    }
+
+    /// Reports this node (its applied sequence) in the nodes bucket.
+    async fn report_seen(&self) -> Result<(), String> {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let seen = Seen {
+            node_id: self.node_id.clone(),
+            applied_seq: self.applied(),
+            at_ms,
+        };
+        let bytes = serde_json::to_vec(&seen).map_err(|e| e.to_string())?;
+        self.nodes
+            .put(format!("seen.{}", self.node_id), Bytes::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every node's last report (at most [`CLUSTER_NODES_MAX`]).
+    pub async fn peers(&self) -> Result<Vec<Seen>, String> {
+        use futures_util::StreamExt;
+        let mut keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
+        let mut peers = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| e.to_string())?;
+            if !key.starts_with("seen.") {
+                continue;
+            }
+            if let Some(v) = self.nodes.get(&key).await.map_err(|e| e.to_string())? {
+                if let Ok(seen) = serde_json::from_slice::<Seen>(&v) {
+                    peers.push(seen);
+                }
+            }
+            if peers.len() >= CLUSTER_NODES_MAX as usize {
+                break;
+            }
+        }
+        peers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        Ok(peers)
     }
 
     /// Publishes `cmd` and returns what it became once this node applied
