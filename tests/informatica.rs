@@ -560,3 +560,64 @@ async fn admin_provisioning_rules() {
     let tag = etag(&lic(&s, Method::GET, "solo", Some(&sid), None, None).await);
     assert_ne!(tag, old_tag);
 }
+
+/// Sessions are state: a session outlives a restart (SIGKILL, then
+/// recovery from the log), and the data directory holds only a hash of the
+/// session id, never the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outlives_a_restart_and_the_log_holds_only_its_hash() {
+    use common::binary::Binary;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut b = Binary::start(tmp.path(), &["--snapshot-interval", "0"], &[]);
+    let (status, v) = b
+        .call(
+            Method::POST,
+            "/saas/public/core/v3/login",
+            &[],
+            Some(json!({"username": "admin@parent.example", "password": "parent-admin-password"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let sid = v["userInfo"]["sessionId"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    let path = format!("/saas/public/core/v3/license/org/{PARENT}");
+    let header = [("INFA-SESSION-ID", sid.clone())];
+    let (status, v) = b.call(Method::GET, &path, &header, None).await;
+    assert_eq!(status, 200, "{v}");
+    b.kill9();
+    let b = Binary::start(tmp.path(), &["--snapshot-interval", "0"], &[]);
+    let (status, v) = b.call(Method::GET, &path, &header, None).await;
+    assert_eq!(status, 200, "the session was lost in the restart: {v}");
+    let (status, v) = b
+        .call(
+            Method::GET,
+            &path,
+            &[("INFA-SESSION-ID", "forged".into())],
+            None,
+        )
+        .await;
+    assert_eq!(status, 401, "{v}");
+    for entry in walk(tmp.path()) {
+        let bytes = std::fs::read(&entry).expect("read");
+        assert!(
+            !bytes.windows(sid.len()).any(|w| w == sid.as_bytes()),
+            "{} holds the session id",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -150,6 +150,23 @@ pub enum Command<'a> {
         licenses: InfaLicenses,
         expected_version: Option<u64>,
     },
+    /// Open a session (a login whose password was verified) under `session`,
+    /// the hash of its id ([`super::infa::session_key`]).
+    InfaLogin {
+        tenant_id: Id,
+        #[serde(borrow)]
+        session: Cow<'a, str>,
+        #[serde(borrow)]
+        username: Cow<'a, str>,
+        now: Millis,
+    },
+    /// Record a request of a session (its idle time starts again).
+    InfaTouch {
+        tenant_id: Id,
+        #[serde(borrow)]
+        session: Cow<'a, str>,
+        now: Millis,
+    },
     /// Draw `amount` on one of an org's custom limits.
     InfaConsume {
         tenant_id: Id,

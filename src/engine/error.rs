@@ -111,6 +111,10 @@ pub enum InfaRefusal {
     LimitNotFound,
     /// The custom limit is used up.
     LimitReached,
+    /// A login's user is no longer in the org.
+    UserNotFound,
+    /// No such session.
+    SessionNotFound,
 }
 
 impl fmt::Display for EngineError {

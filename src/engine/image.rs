@@ -249,6 +249,7 @@ impl Engine {
                 let id = img.tenant_id;
                 let org = super::infa::InfaOrg::from_image(*img)?;
                 self.index_infa(id, &org.spec.read().clone());
+                self.index_infa_sessions(&org);
                 self.infa.insert(id, Arc::new(org));
                 return Ok(());
             }
@@ -369,6 +370,7 @@ impl Engine {
         self.infa.clear();
         self.infa_orgs.clear();
         self.infa_users.clear();
+        self.infa_sessions.clear();
         self.reservations.clear();
         self.idempotency.clear();
         self.clear_webhooks();

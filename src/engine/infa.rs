@@ -30,6 +30,49 @@ pub const INFA_LICENSE_ENTRIES_MAX: usize = 1_000;
 pub const INFA_USERS_MAX: usize = 10_000;
 /// Length of an id, a name or a username, bytes.
 pub const INFA_TEXT_BYTES_MAX: usize = 256;
+/// Sessions of one org held at once; past it a login drops the org's
+/// expired sessions, then its least recently used one.
+pub const INFA_SESSIONS_MAX: usize = 10_000;
+/// A session ends after this long without a request.
+pub const INFA_SESSION_IDLE_MS: Millis = 30 * super::time::MINUTE_MS;
+
+/// A login's session, as state (logged, replicated, in snapshots): a
+/// session opened through one node of a cluster works on every node and
+/// survives a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfaSession {
+    /// SHA-256 (hex) of the session id: the id is a bearer secret, so the
+    /// log and snapshots hold only its hash ([`session_key`]).
+    pub key: String,
+    pub username: String,
+    /// The user's password hash at login: a changed password (or a removed
+    /// user) ends the session.
+    pub password_hash: String,
+    /// The last request recorded (a request records itself once the last
+    /// record is [`INFA_SESSION_TOUCH_MS`] old, so idle ends within that).
+    pub last_used: Millis,
+}
+
+/// How stale a session's `last_used` may get before a request records a
+/// newer one (a command): bounds both the commands per session (one a
+/// minute at most) and how early an idle session may end.
+pub const INFA_SESSION_TOUCH_MS: Millis = super::time::MINUTE_MS;
+
+/// The key a session is stored under: SHA-256 of its id, hex.
+pub fn session_key(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(id.as_bytes());
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a session does not let a request in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionRefusal {
+    Unknown,
+    Expired,
+    /// Its user was removed or its password changed.
+    Ended,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -194,6 +237,9 @@ pub struct InfaOrg {
     /// limit definition -> its meter. Behind a mutex so that "compare the
     /// version, then write spec and meters" is one step.
     pub limits: Mutex<HashMap<String, Arc<Meter>>>,
+    /// session key -> session. One mutex: a login inserts (and may evict),
+    /// a request reads one, a touch writes one.
+    sessions: Mutex<HashMap<String, InfaSession>>,
 }
 
 fn limit_meter_limits(value: i64) -> MeterLimits {
@@ -211,6 +257,7 @@ impl InfaOrg {
             spec: RwLock::new(spec.clone()),
             version: AtomicU64::new(version),
             limits: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
         };
         let mut limits = org.limits.lock();
         Self::sync_limits(&mut limits, &spec.licenses);
@@ -333,6 +380,95 @@ impl InfaOrg {
         }
     }
 
+    /// Opens a session for `username` at `now`; returns the keys of the
+    /// sessions it evicted (the org was full).
+    pub fn open_session(
+        &self,
+        key: &str,
+        username: &str,
+        now: Millis,
+    ) -> Result<Vec<String>, EngineError> {
+        let password_hash = self
+            .spec
+            .read()
+            .users
+            .iter()
+            .find(|u| u.username == username)
+            .map(|u| u.password_hash.clone())
+            .ok_or(EngineError::Infa(InfaRefusal::UserNotFound))?;
+        let mut sessions = self.sessions.lock();
+        let mut evicted = Vec::new();
+        if sessions.len() >= INFA_SESSIONS_MAX && !sessions.contains_key(key) {
+            sessions.retain(|k, s| {
+                let live = now - s.last_used < INFA_SESSION_IDLE_MS;
+                if !live {
+                    evicted.push(k.clone());
+                }
+                live
+            });
+        }
+        if sessions.len() >= INFA_SESSIONS_MAX && !sessions.contains_key(key) {
+            // The same on every node: ties broken by key.
+            if let Some(oldest) = sessions
+                .values()
+                .min_by(|a, b| (a.last_used, &a.key).cmp(&(b.last_used, &b.key)))
+                .map(|s| s.key.clone())
+            {
+                sessions.remove(&oldest);
+                evicted.push(oldest);
+            }
+        }
+        sessions.insert(
+            key.to_string(),
+            InfaSession {
+                key: key.to_string(),
+                username: username.to_string(),
+                password_hash,
+                last_used: now,
+            },
+        );
+        Ok(evicted)
+    }
+
+    /// Records a request of the session at `now`.
+    pub fn touch_session(&self, key: &str, now: Millis) -> Result<(), EngineError> {
+        let mut sessions = self.sessions.lock();
+        let s = sessions
+            .get_mut(key)
+            .ok_or(EngineError::Infa(InfaRefusal::SessionNotFound))?;
+        s.last_used = s.last_used.max(now);
+        Ok(())
+    }
+
+    /// The session under `key`, if it lets a request in at `now` (reads only:
+    /// an expired session stays until a login evicts it).
+    pub fn session(&self, key: &str, now: Millis) -> Result<InfaSession, SessionRefusal> {
+        let s = self
+            .sessions
+            .lock()
+            .get(key)
+            .cloned()
+            .ok_or(SessionRefusal::Unknown)?;
+        if now - s.last_used >= INFA_SESSION_IDLE_MS {
+            return Err(SessionRefusal::Expired);
+        }
+        let still = self
+            .spec
+            .read()
+            .users
+            .iter()
+            .any(|u| u.username == s.username && u.password_hash == s.password_hash);
+        if !still {
+            return Err(SessionRefusal::Ended);
+        }
+        Ok(s)
+    }
+
+    /// The keys of this org's sessions.
+    pub fn session_keys(&self) -> Vec<String> {
+        self.sessions.lock().keys().cloned().collect()
+    }
+
     pub fn image(&self) -> InfaImage {
         let limits = self.limits.lock();
         // Sorted: the image (and so a snapshot, and the state's digest) is
@@ -342,11 +478,14 @@ impl InfaOrg {
             .map(|(k, m)| (k.clone(), m.used_raw()))
             .collect();
         used.sort();
+        let mut sessions: Vec<InfaSession> = self.sessions.lock().values().cloned().collect();
+        sessions.sort_by(|a, b| a.key.cmp(&b.key));
         InfaImage {
             tenant_id: self.tenant_id,
             spec: (**self.spec.read()).clone(),
             version: self.version.load(Ordering::Acquire),
             used,
+            sessions,
         }
     }
 
@@ -360,6 +499,11 @@ impl InfaOrg {
             }
         }
         drop(limits);
+        let mut sessions = org.sessions.lock();
+        for s in img.sessions.into_iter().take(INFA_SESSIONS_MAX) {
+            sessions.insert(s.key.clone(), s);
+        }
+        drop(sessions);
         Ok(org)
     }
 }
@@ -372,6 +516,10 @@ pub struct InfaImage {
     pub version: u64,
     /// limit definition -> uses so far.
     pub used: Vec<(String, i64)>,
+    /// Logins' sessions, by key (absent in snapshots written before they
+    /// were state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<InfaSession>,
 }
 
 #[cfg(test)]
@@ -406,6 +554,39 @@ mod tests {
             }),
             1,
         )
+    }
+
+    /// A full org's login drops its expired sessions first, then the least
+    /// recently used (ties by key): the same choice on every node.
+    #[test]
+    fn a_full_org_evicts_expired_then_least_recently_used_sessions() {
+        let o = org();
+        let mut spec = (**o.spec.read()).clone();
+        spec.users.push(InfaUser {
+            username: "u".into(),
+            password_hash: "h".into(),
+            admin: false,
+        });
+        o.set_spec(Arc::new(spec));
+        for i in 0..INFA_SESSIONS_MAX {
+            let at = i64::try_from(i).expect("small");
+            assert!(o
+                .open_session(&format!("k{i:05}"), "u", at)
+                .expect("open")
+                .is_empty());
+        }
+        // Nothing expired yet: the least recently used goes.
+        let gone = o.open_session("new-1", "u", 1_000_000).expect("open");
+        assert_eq!(gone, ["k00000"]);
+        // Long after: every old one expired, all go at the next login.
+        let later = 1_000_000 + INFA_SESSION_IDLE_MS;
+        o.touch_session("new-1", later).expect("touch");
+        let gone = o.open_session("new-2", "u", later).expect("open");
+        assert_eq!(gone.len(), INFA_SESSIONS_MAX - 1);
+        assert!(o.session("new-1", later).is_ok());
+        assert_eq!(o.session("k00001", later), Err(SessionRefusal::Unknown));
+        // An unknown user opens nothing.
+        assert!(o.open_session("x", "nobody", later).is_err());
     }
 
     #[test]

@@ -233,6 +233,9 @@ pub struct Engine {
     /// Informatica org id -> tenant id; username -> tenant id. Unique across tenants.
     infa_orgs: Map<Box<str>, Id>,
     infa_users: Map<Box<str>, Id>,
+    /// Informatica session key -> its org's tenant (the sessions are the
+    /// orgs'; this finds a request's org).
+    infa_sessions: Map<Box<str>, Id>,
     /// Reservations of the native API (see [`reserve`]).
     reservations: reserve::Reservations,
     /// Idempotency records of the native API (see [`native`]).
@@ -270,6 +273,7 @@ impl Engine {
             infa: new_map(),
             infa_orgs: new_map(),
             infa_users: new_map(),
+            infa_sessions: new_map(),
             reservations: Default::default(),
             idempotency: Default::default(),
             hooks: Default::default(),
@@ -570,6 +574,20 @@ impl Engine {
                 limit,
                 amount,
             } => self.infa_consume(*t, limit, *amount),
+            C::InfaLogin {
+                tenant_id: t,
+                session,
+                username,
+                now,
+            } => self.infa_login(*t, session, username, *now),
+            C::InfaTouch {
+                tenant_id: t,
+                session,
+                now,
+            } => {
+                self.infa_of(*t)?.touch_session(session, *now)?;
+                Ok(Outcome::Done)
+            }
         }
     }
 }

@@ -277,7 +277,56 @@ impl Engine {
             .remove(&tenant_id)
             .ok_or(EngineError::Infa(InfaRefusal::OrgNotFound))?;
         self.unindex_infa(&org.spec.read());
+        for key in org.session_keys() {
+            self.infa_sessions.remove(key.as_str());
+        }
         Ok(Outcome::Done)
+    }
+
+    pub(super) fn infa_login(
+        &self,
+        tenant_id: Id,
+        key: &str,
+        username: &str,
+        now: Millis,
+    ) -> R<Outcome> {
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(EngineError::Invalid("session", "not a session key"));
+        }
+        let org = self.infa_of(tenant_id)?;
+        for gone in org.open_session(key, username, now)? {
+            self.infa_sessions.remove(gone.as_str());
+        }
+        self.infa_sessions.insert(key.into(), tenant_id);
+        Ok(Outcome::Done)
+    }
+
+    /// The org and session under `key` (the hash of a session id), if the
+    /// session lets a request in at `now`.
+    pub fn infa_session(
+        &self,
+        key: &str,
+        now: Millis,
+    ) -> Result<(Arc<infa::InfaOrg>, infa::InfaSession), infa::SessionRefusal> {
+        let tenant = self
+            .infa_sessions
+            .get(key)
+            .map(|t| *t)
+            .ok_or(infa::SessionRefusal::Unknown)?;
+        let org = self.infa(tenant).ok_or(infa::SessionRefusal::Unknown)?;
+        let s = org.session(key, now)?;
+        Ok((org, s))
+    }
+
+    /// The tenant whose org holds the session under `key`.
+    pub fn infa_session_tenant(&self, key: &str) -> Option<Id> {
+        self.infa_sessions.get(key).map(|t| *t)
+    }
+
+    pub(super) fn index_infa_sessions(&self, org: &infa::InfaOrg) {
+        for key in org.session_keys() {
+            self.infa_sessions.insert(key.into(), org.tenant_id);
+        }
     }
 
     pub(super) fn infa_set_licenses(

@@ -22,13 +22,12 @@ use crate::app::App;
 use crate::config::{LEASE_SWEEP_INTERVAL_MS, SHUTDOWN_GRACE_MS};
 use crate::http::{self, Resp};
 
-/// The surfaces' own state (caches, sessions, rate-limit windows): owned by
+/// The surfaces' own state (caches, rate-limit windows): owned by
 /// the server and handed to each surface's handler, so that no surface
 /// state lives in the app layer the surfaces build on.
 pub struct Surfaces {
     pub licensespring: crate::api::licensespring::LsState,
     pub qlik: crate::api::qlik::QlikState,
-    pub infa: crate::api::infa::InfaState,
     pub native: crate::api::native::NativeState,
 }
 
@@ -37,7 +36,6 @@ impl Surfaces {
         Surfaces {
             licensespring: Default::default(),
             qlik: crate::api::qlik::QlikState::new(app.emulate_rate_limits),
-            infa: Default::default(),
             native: Default::default(),
         }
     }
@@ -483,7 +481,7 @@ async fn handle(
     // fault rule answered it).
     let rate = match fault {
         Some(crate::faults::Decision::Error { .. }) => None,
-        _ => rate_limit_of(&app, &surfaces, surface, &req),
+        _ => rate_limit_of(&app, surface, &req),
     };
     let pass = match admit(&app, surface, &req).await {
         Ok(p) => p,
@@ -701,7 +699,6 @@ fn journal(
 /// override replaces the default. None: not limited here.
 fn rate_limit_of(
     app: &App,
-    surfaces: &Surfaces,
     surface: Surface,
     req: &Request<Incoming>,
 ) -> Option<crate::ratelimit::Verdict> {
@@ -748,7 +745,7 @@ fn rate_limit_of(
                 .headers()
                 .get("INFA-SESSION-ID")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|id| surfaces.infa.tenant_of_session(id))?;
+                .and_then(|id| crate::api::infa::tenant_of_session(app, id))?;
             ("informatica", tenant, None, false)
         }
         _ => return None,
@@ -1001,7 +998,7 @@ async fn route(
         Surface::LicenseSpring => {
             crate::api::licensespring::handle(app, &surfaces.licensespring, req, peer).await
         }
-        Surface::Informatica => crate::api::infa::handle(app, &surfaces.infa, req, peer).await,
+        Surface::Informatica => crate::api::infa::handle(app, req, peer).await,
         Surface::Yext => crate::api::yext::handle(app, req).await,
         Surface::Qlik => crate::api::qlik::handle(app, &surfaces.qlik, req).await,
         Surface::Admin => crate::api::admin::handle(app, req).await,

@@ -4,13 +4,13 @@
 //! ([`crate::engine::infa`]).
 //!
 //! A login gives a session (`INFA-SESSION-ID`) that expires after
-//! [`SESSION_IDLE_MS`] without use; sessions live in memory only (a restart
-//! asks clients to log in again, as an expired session does). Errors are the
+//! [`SESSION_IDLE_MS`] without use; sessions are engine state (logged, kept
+//! across restarts, the same on every node of a cluster). Errors are the
 //! vendor's `{"error": {"code", "message", "requestId", "details"}}`.
 //!
 //! # Layout
 //! - `mod.rs`: the route table;
-//! - `session.rs`: logins and the session store ([`InfaState`]);
+//! - `session.rs`: logins and sessions;
 //! - `license.rs`: the license resource's `GET` and `PUT`;
 //! - `error.rs`: [`InfaError`]; `wire.rs`: the answers' shapes.
 
@@ -25,7 +25,7 @@ use hyper::{Method, Request, StatusCode};
 
 pub use error::InfaError;
 use error::R;
-pub use session::{InfaState, SESSIONS_MAX, SESSION_IDLE_MS};
+pub use session::{tenant_of_session, SESSIONS_MAX, SESSION_IDLE_MS};
 
 use crate::app::App;
 use crate::http::{read_body, Resp};
@@ -55,15 +55,9 @@ pub fn malformed(m: crate::http::Malformed) -> Resp {
     InfaError::bad(m.message()).response()
 }
 
-/// `state`: this surface's sessions, owned by the server; `peer`: the
-/// client's address (failed logins back off per source).
-pub async fn handle(
-    app: &App,
-    state: &InfaState,
-    req: Request<Incoming>,
-    peer: std::net::IpAddr,
-) -> Resp {
-    match handle_inner(app, state, req, peer).await {
+/// `peer`: the client's address (failed logins back off per source).
+pub async fn handle(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -> Resp {
+    match handle_inner(app, req, peer).await {
         Ok(r) => r,
         Err(e) => e.response(),
     }
@@ -86,12 +80,7 @@ async fn body_of(app: &App, req: Request<Incoming>) -> R<Bytes> {
 }
 
 /// The route table: the login, then the license resource behind a session.
-async fn handle_inner(
-    app: &App,
-    state: &InfaState,
-    req: Request<Incoming>,
-    peer: std::net::IpAddr,
-) -> R<Resp> {
+async fn handle_inner(app: &App, req: Request<Incoming>, peer: std::net::IpAddr) -> R<Resp> {
     let path = req.uri().path().to_string();
     let rest = path.strip_prefix("/saas").unwrap_or(&path);
     let method = req.method().clone();
@@ -105,7 +94,7 @@ async fn handle_inner(
         }
         let host = crate::http::host_of(&req);
         let body = body_of(app, req).await?;
-        return session::login(app, state, &body, &host, Some(peer)).await;
+        return session::login(app, &body, &host, Some(peer)).await;
     }
     let Some(org_id) = rest.strip_prefix("/public/core/v3/license/org/") else {
         return Err(InfaError::new(
@@ -122,7 +111,7 @@ async fn handle_inner(
             "Use GET or PUT.",
         ));
     }
-    let session = session::session(app, state, &req)?;
+    let session = session::session(app, &req).await?;
     let target = license::Target::find(app, org_id)?;
     if method == Method::GET {
         license::get(app, &session, &target)

@@ -1,54 +1,43 @@
 //! Logins and sessions: `POST .../v3/login` checks a password (argon2 on the
 //! password workers) and opens a session; every other request names a live
-//! one in `INFA-SESSION-ID`. Sessions live in memory only.
+//! one in `INFA-SESSION-ID`. Sessions are engine state (the commands
+//! `InfaLogin` and `InfaTouch`, see [`crate::engine::infa::InfaSession`]):
+//! logged, kept across a restart, and on every node of a cluster. The log
+//! holds only a hash of each session id.
 
-use std::collections::HashMap;
-
-use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::error::{InfaError, R};
 use super::wire;
 use crate::app::App;
+use crate::engine::infa::{session_key, SessionRefusal, INFA_SESSION_TOUCH_MS};
 use crate::engine::model::Id;
-use crate::engine::time::{Millis, MINUTE_MS};
+use crate::engine::Command;
 use crate::http::Resp;
 use hyper::body::Incoming;
 use hyper::Request;
 
-/// A session ends after this long without a request.
-pub const SESSION_IDLE_MS: Millis = 30 * MINUTE_MS;
-/// Sessions held at once; past it expired ones are dropped, then the oldest.
-pub const SESSIONS_MAX: usize = 100_000;
+pub use crate::engine::infa::{
+    INFA_SESSIONS_MAX as SESSIONS_MAX, INFA_SESSION_IDLE_MS as SESSION_IDLE_MS,
+};
 
+/// The session a request runs under.
 #[derive(Clone, Debug)]
 pub(super) struct Session {
     pub(super) tenant_id: Id,
     pub(super) username: String,
-    /// The user's password hash at login: a changed password (or a removed
-    /// user) ends the session.
-    password_hash: String,
-    last_used: Millis,
 }
 
-/// Surface state: sessions (no entitlement state lives here).
-#[derive(Default)]
-pub struct InfaState {
-    /// session id -> session. One mutex: logins and session checks are a
-    /// lookup and a timestamp each.
-    sessions: Mutex<HashMap<String, Session>>,
+/// The tenant whose session `id` names (for the emulated rate limits),
+/// live or not.
+pub fn tenant_of_session(app: &App, id: &str) -> Option<Id> {
+    app.engine.infa_session_tenant(&session_key(id))
 }
 
-impl InfaState {
-    /// The tenant of a session id (for the emulated rate limits), without
-    /// touching the session.
-    pub fn tenant_of_session(&self, id: &str) -> Option<Id> {
-        self.sessions.lock().get(id).map(|s| s.tenant_id)
-    }
-}
-
-/// The session named by `INFA-SESSION-ID`, if it is live (its idle clock restarts).
-pub(super) fn session(app: &App, state: &InfaState, req: &Request<Incoming>) -> R<Session> {
+/// The session named by `INFA-SESSION-ID`, if it is live. A request records
+/// itself (its idle time starts again) once the session's last record is
+/// [`INFA_SESSION_TOUCH_MS`] old.
+pub(super) async fn session(app: &App, req: &Request<Incoming>) -> R<Session> {
     let id = req
         .headers()
         .get("INFA-SESSION-ID")
@@ -56,37 +45,35 @@ pub(super) fn session(app: &App, state: &InfaState, req: &Request<Incoming>) -> 
         .filter(|v| !v.is_empty())
         .ok_or_else(|| InfaError::unauthorized("Missing INFA-SESSION-ID header."))?;
     let now = app.now();
-    let mut sessions = state.sessions.lock();
-    let s = match sessions.get_mut(id) {
-        Some(s) if now - s.last_used < SESSION_IDLE_MS => s,
-        Some(_) => {
-            sessions.remove(id);
-            return Err(InfaError::unauthorized("Session expired. Log in again."));
+    let key = session_key(id);
+    let (org, s) = app.engine.infa_session(&key, now).map_err(|r| match r {
+        SessionRefusal::Unknown => InfaError::unauthorized("Invalid session ID."),
+        SessionRefusal::Expired => InfaError::unauthorized("Session expired. Log in again."),
+        SessionRefusal::Ended => {
+            InfaError::unauthorized("Session ended: the user or its password changed.")
         }
-        None => return Err(InfaError::unauthorized("Invalid session ID.")),
-    };
-    // The user must still exist with the password it logged in with.
-    let still = app.engine.infa(s.tenant_id).is_some_and(|o| {
-        o.spec
-            .read()
-            .users
-            .iter()
-            .any(|u| u.username == s.username && u.password_hash == s.password_hash)
-    });
-    if !still {
-        sessions.remove(id);
-        return Err(InfaError::unauthorized(
-            "Session ended: the user or its password changed.",
-        ));
+    })?;
+    if now - s.last_used >= INFA_SESSION_TOUCH_MS {
+        let touch = Command::InfaTouch {
+            tenant_id: org.tenant_id,
+            session: key.into(),
+            now,
+        };
+        // The request goes on if the record fails (no quorum, say): the
+        // session then ends idle counted from its last record.
+        if let Err(e) = app.commit(&touch).await {
+            tracing::debug!("informatica session use not recorded: {e:?}");
+        }
     }
-    s.last_used = now;
     crate::app::set_actor(crate::app::Actor::Named(format!("infa:{}", s.username)));
-    Ok(s.clone())
+    Ok(Session {
+        tenant_id: org.tenant_id,
+        username: s.username,
+    })
 }
 
 pub(super) async fn login(
     app: &App,
-    state: &InfaState,
     body: &[u8],
     host: &str,
     peer: Option<std::net::IpAddr>,
@@ -107,7 +94,6 @@ pub(super) async fn login(
         .find(|u| u.username == username)
         .map(|u| u.password_hash.clone())
         .ok_or_else(denied)?;
-    let current_hash = hash.clone();
     // argon2 takes tens of milliseconds: on the password workers, with
     // backoff per user and per client address.
     let account = crate::credentials::Who::Account(format!("infa:{username}").into());
@@ -118,31 +104,21 @@ pub(super) async fn login(
     if !ok {
         return Err(denied());
     }
-    let now = app.now();
     let id = crate::util::random_token(32);
-    {
-        let mut sessions = state.sessions.lock();
-        if sessions.len() >= SESSIONS_MAX {
-            sessions.retain(|_, s| now - s.last_used < SESSION_IDLE_MS);
-        }
-        if sessions.len() >= SESSIONS_MAX {
-            if let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                sessions.remove(&oldest);
-            }
-        }
-        sessions.insert(
-            id.clone(),
-            Session {
-                tenant_id: tenant,
-                username: username.to_string(),
-                password_hash: current_hash,
-                last_used: now,
-            },
-        );
+    let open = Command::InfaLogin {
+        tenant_id: tenant,
+        session: session_key(&id).into(),
+        username: username.into(),
+        now: app.now(),
+    };
+    match app.commit(&open).await {
+        Ok(_) => {}
+        // Removed (or renamed) between the check and the session: refused
+        // as a wrong password is.
+        Err(crate::app::CommitError::Engine(crate::engine::EngineError::Infa(
+            crate::engine::InfaRefusal::UserNotFound | crate::engine::InfaRefusal::OrgNotFound,
+        ))) => return Err(denied()),
+        Err(e) => return Err(e.into()),
     }
     Ok(wire::login_answer(app, &org, &id, username, host))
 }
