@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use common::binary::Binary;
 use common::nats::{self, NatsCluster};
+use common::spread::Spread;
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -58,8 +59,23 @@ impl Nodes {
     }
 
     fn start_with(nats: &NatsCluster, n: usize, extra: &[&'static str]) -> Nodes {
+        Self::start_on(nats, n, extra, None)
+    }
+
+    /// Nodes on the demo catalog (every vendor surface's demo tenants).
+    fn start_demo(nats: &NatsCluster, n: usize) -> Nodes {
+        let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json");
+        Self::start_on(nats, n, &[], Some(demo.into()))
+    }
+
+    fn start_on(
+        nats: &NatsCluster,
+        n: usize,
+        extra: &[&'static str],
+        catalog_path: Option<std::path::PathBuf>,
+    ) -> Nodes {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let catalog = catalog(tmp.path());
+        let catalog = catalog_path.unwrap_or_else(|| catalog(tmp.path()));
         let dirs: Vec<_> = (0..n)
             .map(|i| tmp.path().join(format!("node{i}")))
             .collect();
@@ -566,4 +582,303 @@ async fn one_node_delivers_webhooks_and_another_takes_over() {
     );
     assert_ne!(got[0].header("webhook-id"), got[1].header("webhook-id"));
     rx.settle(2, 2_000).await;
+}
+
+/// Every vendor surface through any node: each request of each flow goes
+/// to the next node in turn (the balancer in `common::spread`, which
+/// carries `X-Tally-Min-Seq` as a client of a cluster should): the
+/// LicenseSpring Python SDK and Qlik's `@qlik/api`, unchanged (the Node.js
+/// SDK's script expects the demo's counts untouched, as the Python one
+/// leaves them not: it runs on a single node in its own test);
+/// Informatica's login on one node and its session on the others; Yext's
+/// and Qlik's seats raced for through all nodes, never over capacity; and
+/// every node's digest the same at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_surface_works_through_any_node() {
+    if !nats::installed() {
+        return;
+    }
+    let nats = NatsCluster::start(3);
+    let nodes = Nodes::start_demo(&nats, 3);
+    let spread = Spread::start((0..3).map(|i| nodes.node(i).base.clone()).collect()).await;
+    let admin = Binary::admin_header(&nodes.dirs[0]);
+    sdks_through_any_node(&nodes, &spread, &admin).await;
+    informatica_through_any_node(&spread).await;
+    seats_raced_through_all_nodes(&nodes, &spread).await;
+    for (i, n) in spread.sent.iter().enumerate() {
+        let n = n.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n > 20, "node {i} got {n} requests");
+    }
+    // Every node at the same sequence holds the same state.
+    let (_, last) = consume_demo(&nodes.node(0)).await;
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        let b = nodes.node(i);
+        assert!(
+            b.call(
+                Method::GET,
+                "/healthz",
+                &[("X-Tally-Min-Seq", last.to_string())],
+                None
+            )
+            .await
+            .0 < 500
+        );
+        let c = cluster_status(&b).await;
+        digests.push((c["digest_seq"].clone(), c["digest"].clone()));
+    }
+    assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+}
+
+/// One unit of the demo's AI credits through `b` (a change to end on).
+async fn consume_demo(b: &Binary) -> (u16, u64) {
+    let (status, h, v) = b
+        .call_full(
+            Method::POST,
+            "/v1/licenses/DEMO-STUDIO-0001/features/ai-credits/usage",
+            &[Binary::demo_bearer()],
+            Some(json!({ "units": 1 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    (status, seq_of(&h))
+}
+
+/// The vendors' own clients, pointed at the balancer (skipped, with a
+/// word, where one is not installed; under CI=true a missing one fails).
+async fn sdks_through_any_node(nodes: &Nodes, spread: &Spread, admin: &(&'static str, String)) {
+    let b = nodes.node(0);
+    // The demo floating license may borrow (the SDK scripts borrow it).
+    let (_, list) = b
+        .call(
+            Method::GET,
+            "/admin/v1/licenses?limit=100",
+            std::slice::from_ref(admin),
+            None,
+        )
+        .await;
+    let id = list["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["license_key"] == "DEMO-FLOAT-0001"))
+        .map(|l| l["id"].clone())
+        .expect("DEMO-FLOAT-0001");
+    let (status, v) = b
+        .call(
+            Method::PATCH,
+            &format!("/admin/v1/licenses/{id}"),
+            std::slice::from_ref(admin),
+            Some(json!({"can_borrow": true, "max_borrow_time": 24})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, key) = b
+        .call(
+            Method::GET,
+            "/admin/v1/signing-key",
+            std::slice::from_ref(admin),
+            None,
+        )
+        .await;
+    let pem_dir = tempfile::tempdir().expect("tempdir");
+    let pem = pem_dir.path().join("public.pem");
+    std::fs::write(&pem, key["public_key_pem"].as_str().expect("pem")).expect("pem");
+    let addr = spread.addr.to_string();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python = std::env::var("TALLY_SDK_PYTHON").unwrap_or_default();
+    if common::client_installed(
+        &python,
+        "TALLY_SDK_PYTHON=<a python with `pip install licensespring==4.0.0`>",
+    ) {
+        let out = tokio::process::Command::new(&python)
+            .arg(format!("{root}/tests/sdk/licensespring_sdk.py"))
+            .env("TALLY_ADDR", &addr)
+            .env("TALLY_PUBLIC_KEY_PEM", &pem)
+            .output()
+            .await
+            .expect("python");
+        common::assert_client_passed(&out);
+    }
+    let qlik_dir = format!("{root}/tests/sdk/qlik");
+    if common::client_installed(
+        &format!("{qlik_dir}/node_modules/@qlik/api"),
+        "npm ci --prefix tests/sdk/qlik",
+    ) {
+        // The two analyzer-time sessions the script reads back, recorded
+        // through two nodes.
+        let (_, me) = b
+            .call(
+                Method::GET,
+                "/admin/v1/tenants?limit=100",
+                std::slice::from_ref(admin),
+                None,
+            )
+            .await;
+        let tenant = me["items"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|t| t["name"].as_str().is_some_and(|n| n.contains("Demo")))
+            })
+            .map(|t| t["id"].clone())
+            .expect("demo tenant");
+        for (i, (user, minutes)) in [("u1", 7), ("u2", 9)].into_iter().enumerate() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let (status, v) = nodes
+                .node(i)
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/tenants/{tenant}/qlik/sessions"),
+                    std::slice::from_ref(admin),
+                    Some(json!({"user_id": user, "minutes": minutes})),
+                )
+                .await;
+            assert_eq!(status, 201, "{v}");
+        }
+        // No TALLY_ADMIN_TOKEN: the script's fault step sets a fault rule,
+        // which is per node (ARCHITECTURE.md), through one node.
+        let out = tokio::process::Command::new("node")
+            .arg(format!("{qlik_dir}/licenses.mjs"))
+            .current_dir(&qlik_dir)
+            .env("TALLY_ADDR", &addr)
+            .env("TALLY_QLIK_API_KEY", "demo-api-key")
+            .env("TALLY_QLIK_READONLY_KEY", "demo-readonly-key")
+            .output()
+            .await
+            .expect("node");
+        common::assert_client_passed(&out);
+    }
+}
+
+/// A login through one node; its session reads and writes through the
+/// others (sessions are replicated state).
+async fn informatica_through_any_node(spread: &Spread) {
+    let (status, v) = spread
+        .call(
+            Method::POST,
+            "/saas/public/core/v3/login",
+            &[("Content-Type", "application/json".into())],
+            Some(json!({"username": "admin@parent.example", "password": "parent-admin-password"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let sid = v["userInfo"]["sessionId"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    let child = "/saas/public/core/v3/license/org/5SPzPwEFvBEds8LzVwXX4K";
+    let session = ("INFA-SESSION-ID", sid);
+    let mut etag = String::new();
+    for _ in 0..3 {
+        let (status, v) = spread
+            .call(Method::GET, child, std::slice::from_ref(&session), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        etag = v["id"].as_str().map(str::to_string).unwrap_or_default();
+    }
+    assert!(!etag.is_empty());
+    let body = json!({
+        "customLicenses": [{"licenseDef": "cluster-test", "expirationDate": "2030-01-01T00:00:00Z", "licenseType": "SUBSCRIPTION"}],
+        "assignedEditions": [],
+        "customLimits": [{"limitDefinition": "cluster-limit", "value": 7}],
+    });
+    let (status, v) = spread
+        .call(
+            Method::PUT,
+            child,
+            &[session.clone(), ("Content-Type", "application/json".into())],
+            Some(body),
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status}: {v}");
+    for _ in 0..3 {
+        let (status, v) = spread
+            .call(Method::GET, child, std::slice::from_ref(&session), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["customLimits"][0]["value"], 7, "{v}");
+    }
+}
+
+/// Yext's listings pack (5 seats, 2 taken) and Qlik's professional
+/// allotment (10 + 2 overage) raced for by clients spread over the nodes:
+/// exactly what is free is granted, and every node counts the same.
+async fn seats_raced_through_all_nodes(nodes: &Nodes, spread: &Spread) {
+    let yext = "/v2/accounts/1234567/licensepacks";
+    let q = "v=20261125&api_key=demo-api-key";
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let b = nodes.node(i % 3);
+        tasks.push(tokio::spawn(async move {
+            let path = format!("{yext}/listings/assignments/race-{i}?{q}");
+            b.call(Method::POST, &path, &[], None).await.0
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        let status = t.await.expect("client");
+        assert!(status == 200 || status == 409, "{status}");
+        granted += usize::from(status == 200);
+    }
+    assert_eq!(granted, 3, "the listings pack had 3 free seats");
+    for _ in 0..3 {
+        let (status, v) = spread
+            .call(Method::GET, &format!("{yext}?{q}"), &[], None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let listings = &v["response"]["licensePacks"][0];
+        assert_eq!(
+            (listings["assigned"].clone(), listings["available"].clone()),
+            (json!(5), json!(0)),
+            "{v}"
+        );
+    }
+    // Qlik: what the professional allotment has left, raced for.
+    let bearer = ("Authorization", "Bearer demo-api-key".to_string());
+    let (_, o) = spread
+        .call(
+            Method::GET,
+            "/api/v1/licenses/overview",
+            std::slice::from_ref(&bearer),
+            None,
+        )
+        .await;
+    let used_before = o["allotments"][0]["unitsUsed"].as_i64().expect("unitsUsed");
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let b = nodes.node(i % 3);
+        let bearer = bearer.clone();
+        tasks.push(tokio::spawn(async move {
+            let add = json!({"add": [{"type": "professional", "subject": format!("race\\u{i}")}]});
+            let (status, v) = b
+                .call(
+                    Method::POST,
+                    "/api/v1/licenses/assignments/actions/add",
+                    &[bearer],
+                    Some(add),
+                )
+                .await;
+            assert_eq!(status, 207, "{v}");
+            v["data"][0]["status"] == 201
+        }));
+    }
+    let mut granted = 0i64;
+    for t in tasks {
+        granted += i64::from(t.await.expect("client"));
+    }
+    assert_eq!(
+        used_before + granted,
+        12,
+        "units 10 + overage 2, taken exactly"
+    );
+    for _ in 0..3 {
+        let (_, o) = spread
+            .call(
+                Method::GET,
+                "/api/v1/licenses/overview",
+                std::slice::from_ref(&bearer),
+                None,
+            )
+            .await;
+        assert_eq!(o["allotments"][0]["unitsUsed"], 12, "{o}");
+    }
 }

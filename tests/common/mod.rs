@@ -9,6 +9,7 @@ pub mod native;
 pub mod nats;
 pub mod qlik;
 pub mod receiver;
+pub mod spread;
 pub mod yext;
 
 use std::sync::{Arc, OnceLock};
