@@ -19,7 +19,6 @@ SCENARIO="${SCENARIO:-check}"
 ROUNDS="${ROUNDS:-3}"
 ROUND_SECS="${ROUND_SECS:-8}"
 OUT="${OUT:-target/loadtest/cluster}"
-NATS="${NATS:-$(command -v nats-server || echo /usr/sbin/nats-server)}"
 mkdir -p "$OUT"
 cargo build --release --workspace --quiet
 T=target/release/tally
@@ -27,19 +26,8 @@ LT=target/release/loadtest
 [ -f "$OUT/catalog.json" ] || "$T" gen-catalog --licenses 1000 --out "$OUT/catalog.json" 2>/dev/null
 ARGS="--no-sign --snapshot-interval 0"
 
-start_nats() {
-  rm -rf "$OUT/nats"
-  for i in 0 1 2; do
-    "$NATS" -a 127.0.0.1 -p $((14222 + i)) -n "n$i" -js -sd "$OUT/nats/n$i" \
-      --cluster_name bench --cluster nats://127.0.0.1:$((16222 + i)) \
-      --routes "nats://127.0.0.1:16222,nats://127.0.0.1:16223,nats://127.0.0.1:16224" \
-      >/dev/null 2>&1 &
-    echo $! >> "$OUT/pids"
-  done
-}
-
 start_cluster() {
-  start_nats
+  start_nats "$OUT/nats" "$OUT/pids" 14222
   local urls="nats://127.0.0.1:14222,nats://127.0.0.1:14223,nats://127.0.0.1:14224"
   for i in 0 1 2; do
     rm -rf "$OUT/node$i"

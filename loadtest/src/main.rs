@@ -7,9 +7,12 @@
 //! - [`report`]: text, JSON and SVG reports.
 //! - [`peer`]: the reference servers: the bare-hyper baseline B and the Redis peer.
 //! - [`compare`]: alternating rounds of Tally, B and the Redis peer, with wrk.
+//! - [`lag`]: a cluster's replication lag, acknowledgement on one node to
+//!   application on another.
 
 mod client;
 mod compare;
+mod lag;
 mod peer;
 mod report;
 mod scenario;
@@ -59,6 +62,9 @@ enum Cmd {
     },
     /// Tally, B and the Redis peer in alternating rounds; medians and ratios.
     Compare(compare::CompareArgs),
+    /// A cluster's replication lag: a change through one node, read with
+    /// X-Tally-Min-Seq through another; percentiles of the wait.
+    Lag(lag::LagArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
             runtime,
         } => peer::redis_peer(listen, redis, licenses, workers, runtime),
         Cmd::Compare(a) => compare::compare(&a).map(|s| compare::print_summary(&s)),
+        Cmd::Lag(a) => lag::lag(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
