@@ -652,11 +652,27 @@ impl App {
         crate::storage::ledger::Tail,
         tokio::sync::watch::Receiver<u64>,
     )> {
-        let store = self.store.as_ref()?;
+        if let Some(store) = &self.store {
+            return Some((
+                crate::storage::ledger::Tail::new(store.dir(), after),
+                store.log.subscribe(),
+            ));
+        }
+        let cluster = self.cluster.as_ref()?;
         Some((
-            crate::storage::ledger::Tail::new(store.dir(), after),
-            store.log.subscribe(),
+            crate::storage::ledger::Tail::new(cluster.ledger_dir()?, after),
+            cluster.subscribe_applied(),
         ))
+    }
+
+    /// The data directory holding the ledger: the store's, or a cluster
+    /// node's (whose applier writes it); None without one.
+    fn ledger_dir(&self) -> Option<std::path::PathBuf> {
+        match (&self.store, &self.cluster) {
+            (Some(store), _) => Some(store.dir().to_path_buf()),
+            (None, Some(c)) => c.ledger_dir().map(std::path::Path::to_path_buf),
+            (None, None) => None,
+        }
     }
 
     /// Ledger entries after `after` (a seq) that `filter` accepts, at most
@@ -668,7 +684,7 @@ impl App {
         limit: usize,
         filter: LedgerFilter,
     ) -> Option<std::io::Result<(Vec<serde_json::Value>, Option<u64>)>> {
-        let dir = self.store.as_ref()?.dir().to_path_buf();
+        let dir = self.ledger_dir()?;
         let read = tokio::task::spawn_blocking(move || {
             crate::storage::ledger::read(&dir, after, limit, |v| filter.keep(v))
         })
@@ -686,7 +702,7 @@ impl App {
         n: usize,
         filter: LedgerFilter,
     ) -> Option<std::io::Result<Vec<serde_json::Value>>> {
-        let dir = self.store.as_ref()?.dir().to_path_buf();
+        let dir = self.ledger_dir()?;
         let read = tokio::task::spawn_blocking(move || {
             crate::storage::ledger::tail(&dir, n, |v| filter.keep(v))
         })

@@ -38,10 +38,21 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
         let lease = tokio::spawn(cluster.clone().run_lease());
         let applier = {
             let (app, cluster) = (app.clone(), cluster.clone());
+            let ledger = match crate::cluster::ledger::NodeLedger::open(
+                &cfg.data_dir,
+                cluster.applied(),
+                cfg.store.ledger_retention,
+                cfg.store.ledger_bytes_max,
+            ) {
+                Ok(l) => l,
+                Err(e) => return fail(format!("ledger in {}: {e}", cfg.data_dir.display())),
+            };
+            cluster.set_ledger_dir(ledger.dir().to_path_buf());
             let snapshots = crate::cluster::apply::Snapshots {
                 dir: cfg.data_dir.clone(),
                 interval: cfg.store.snapshot_interval,
                 clock: app.clock(),
+                ledger: Some(ledger),
             };
             tokio::spawn(async move {
                 let after = |seq| app.applied_from_stream(seq);
@@ -98,6 +109,9 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
         let _ = applier.await;
         // Nothing changes the engine now: it holds exactly the applied prefix.
         let seq = cluster.applied();
+        if let Err(e) = crate::cluster::ledger::sync_newest(&cfg.data_dir) {
+            tracing::error!("ledger not synced at the stop: {e}");
+        }
         if let Err(e) = crate::cluster::bootstrap::publish_snapshot(
             &cluster,
             &app.engine,

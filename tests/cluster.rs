@@ -353,6 +353,42 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
     }
     assert!(digests[0].1.is_string(), "{digests:?}");
     assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+
+    // Every node keeps the ledger of what it applied: node 0 all 422
+    // consumptions, node 1 (killed and restarted) the same entries, node 2
+    // (wiped, bootstrapped) the same entries from its bootstrap on.
+    let (_, seq) = consume(&nodes.node(2), 1).await;
+    for i in 0..3 {
+        assert_eq!(used(&license(&nodes.node(i), seq).await), 428);
+    }
+    let mut ledgers = Vec::new();
+    for i in 0..3 {
+        let b = nodes.node(i);
+        let admin = Binary::admin_header(&b.dir);
+        let (status, v) = b
+            .call(
+                Method::GET,
+                "/admin/v1/ledger?kind=units_consumed&limit=1000",
+                &[admin],
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let seqs: Vec<u64> = v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| e["seq"].as_u64().expect("seq"))
+            .collect();
+        ledgers.push(seqs);
+    }
+    assert_eq!(ledgers[0].len(), 422);
+    assert_eq!(ledgers[0], ledgers[1], "node 1's ledger after its restart");
+    assert!(
+        !ledgers[2].is_empty() && ledgers[0].ends_with(&ledgers[2]),
+        "node 2's ledger: {} entries",
+        ledgers[2].len()
+    );
 }
 
 /// The node's cluster status (`GET /admin/v1/cluster`).

@@ -45,12 +45,29 @@ pub struct Snapshots {
     /// Zero: only at a graceful stop.
     pub interval: Duration,
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// The node's ledger store, written as messages are applied.
+    pub ledger: Option<super::ledger::NodeLedger>,
 }
 
 struct Periodic {
     policy: Snapshots,
     last_at: std::time::Instant,
     last_seq: u64,
+}
+
+impl Periodic {
+    /// Syncs the ledger's appended entries (a quiet moment).
+    fn sync_ledger(&mut self) {
+        if let Some(l) = &mut self.policy.ledger {
+            if let Err(e) = l.sync() {
+                tracing::error!("ledger not synced: {e}");
+            }
+        }
+    }
+
+    fn ledger(&mut self) -> Option<&mut super::ledger::NodeLedger> {
+        self.policy.ledger.as_mut()
+    }
 }
 
 impl Periodic {
@@ -62,6 +79,10 @@ impl Periodic {
             return;
         }
         self.last_at = std::time::Instant::now();
+        // Every entry of what the snapshot holds is on disk first: a start
+        // from this snapshot cuts the ledger after it.
+        self.sync_ledger();
+        let p = &self.policy;
         let now = p.clock.now_ms();
         // Blocks this task (and so the applier) while it writes: nothing
         // may change the engine meanwhile.
@@ -76,6 +97,9 @@ impl Periodic {
                 self.last_seq = seq;
                 if let Err(e) = crate::storage::recovery::prune(&p.dir, seq, false) {
                     tracing::warn!("older snapshots not removed: {e}");
+                }
+                if let Some(l) = &p.ledger {
+                    l.retain();
                 }
             }
             Err(e) => tracing::error!("periodic snapshot at stream sequence {seq}: {e}"),
@@ -160,7 +184,14 @@ async fn read_directly<F: Fn(u64)>(cluster: &Cluster, engine: &Engine, sides: Si
         match stream.direct_get(seq).await {
             Ok(m) => {
                 reads += 1;
-                apply_one(cluster, engine, seq, Some(&m.headers), &m.payload);
+                apply_one(
+                    cluster,
+                    engine,
+                    seq,
+                    Some(&m.headers),
+                    &m.payload,
+                    periodic.ledger(),
+                );
                 cluster.set_applied(seq);
                 after(seq);
                 periodic.maybe(cluster, engine).await;
@@ -173,6 +204,7 @@ async fn read_directly<F: Fn(u64)>(cluster: &Cluster, engine: &Engine, sides: Si
         if tokio::time::Instant::now() >= until {
             break;
         }
+        periodic.sync_ledger();
         periodic.maybe(cluster, engine).await;
         tokio::time::sleep(Duration::from_millis(DIRECT_POLL_MS)).await;
     }
@@ -240,6 +272,7 @@ async fn consume<F: Fn(u64)>(
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(_) => {
+                periodic.sync_ledger();
                 periodic.maybe(cluster, engine).await;
                 let last = cluster.stream_last_seq().await?;
                 if last > cluster.applied() {
@@ -256,7 +289,14 @@ async fn consume<F: Fn(u64)>(
         if seq != cluster.applied() + 1 {
             return Err(format!("the consumer skipped to {seq}"));
         }
-        apply_one(cluster, engine, seq, m.headers.as_ref(), &m.payload);
+        apply_one(
+            cluster,
+            engine,
+            seq,
+            m.headers.as_ref(),
+            &m.payload,
+            periodic.ledger(),
+        );
         cluster.set_applied(seq);
         after(seq);
         periodic.maybe(cluster, engine).await;
@@ -271,6 +311,7 @@ fn apply_one(
     seq: u64,
     headers: Option<&async_nats::HeaderMap>,
     payload: &[u8],
+    ledger: Option<&mut super::ledger::NodeLedger>,
 ) {
     let header = |name: &str| {
         headers
@@ -282,25 +323,38 @@ fn apply_one(
     let own = cluster.is_own(&node, &boot);
     let mut replies = Vec::new();
     let mut entries = Vec::new();
-    // Entries are derived while any tenant subscribes to webhooks (events
-    // are made from them), as on every other path that applies commands.
-    let ledgered = engine.webhooks_active();
+    // Entries are derived for the ledger store, and while any tenant
+    // subscribes to webhooks (events are made from them), as on every
+    // other path that applies commands.
+    let ledgered = ledger.is_some() || engine.webhooks_active();
+    let mut key = None;
     let result = match serde_json::from_slice::<Command<'_>>(payload) {
         Ok(Command::RestoreState { .. }) => Err(EngineError::Invalid(
             "op",
             "state fixtures are not restored in a cluster",
         )),
-        Ok(cmd) => engine.apply_full(
-            &cmd,
-            own.then_some(&mut replies),
-            ledgered.then_some(&mut entries),
-        ),
+        Ok(cmd) => {
+            if let Command::Idempotent { key: k, .. } = &cmd {
+                key = Some(k.to_string());
+            }
+            engine.apply_full(
+                &cmd,
+                own.then_some(&mut replies),
+                ledgered.then_some(&mut entries),
+            )
+        }
         Err(e) => {
             // Every node skips it alike: the same bytes fail the same way.
             tracing::error!("stream message {seq} is not a command: {e}");
             Err(EngineError::Invalid("op", "not a command"))
         }
     };
+    if let Some(l) = ledger {
+        let origin = header(super::HEADER_ORIGIN);
+        if let Err(e) = l.append(seq, origin.as_bytes(), key.as_deref(), &entries) {
+            tracing::error!("ledger entries of stream message {seq} not written: {e}");
+        }
+    }
     if own {
         let n = header(HEADER_PROPOSAL).parse().unwrap_or(0);
         cluster.answer(

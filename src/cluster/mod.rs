@@ -14,10 +14,12 @@
 //! - [`apply`]: the applier (an ordered consumer from the node's applied
 //!   sequence);
 //! - [`bootstrap`]: a node's first state (the newest snapshot in the
-//!   object store, or the catalog, loaded once for the whole cluster).
+//!   object store, or the catalog, loaded once for the whole cluster);
+//! - [`ledger`]: the node's ledger store, written by the applier.
 
 pub mod apply;
 pub mod bootstrap;
+pub mod ledger;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -122,6 +124,9 @@ pub struct Cluster {
     lease_renewed: Mutex<Option<std::time::Instant>>,
     /// `ClusterOptions::retain`.
     retain: u64,
+    /// The data directory whose ledger the applier writes (set once, at
+    /// the node's start).
+    ledger_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 /// The stream as JetStream's leader for it reports it.
@@ -211,7 +216,22 @@ impl Cluster {
             leases,
             lease_renewed: Mutex::new(None),
             retain: opts.retain,
+            ledger_dir: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where this node's ledger is (once its applier writes it).
+    pub fn ledger_dir(&self) -> Option<&std::path::Path> {
+        self.ledger_dir.get().map(std::path::PathBuf::as_path)
+    }
+
+    pub(crate) fn set_ledger_dir(&self, dir: std::path::PathBuf) {
+        let _ = self.ledger_dir.set(dir);
+    }
+
+    /// Changes as this node applies them: the sequence, each time it moves.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// The last stream sequence this node applied.
