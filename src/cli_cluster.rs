@@ -36,39 +36,10 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             Err(e) => return fail(e),
         };
         let lease = tokio::spawn(cluster.clone().run_lease());
-        let applier = {
-            let (app, cluster) = (app.clone(), cluster.clone());
-            let ledger = match crate::cluster::ledger::NodeLedger::open(
-                &cfg.data_dir,
-                cluster.applied(),
-                cfg.store.ledger_retention,
-                cfg.store.ledger_bytes_max,
-            ) {
-                Ok(l) => l,
-                Err(e) => return fail(format!("ledger in {}: {e}", cfg.data_dir.display())),
-            };
-            cluster.set_ledger_dir(ledger.dir().to_path_buf());
-            let snapshots = crate::cluster::apply::Snapshots {
-                dir: cfg.data_dir.clone(),
-                interval: cfg.store.snapshot_interval,
-                clock: app.clock(),
-                ledger: Some(ledger),
-            };
-            tokio::spawn(async move {
-                let after = |seq| app.applied_from_stream(seq);
-                crate::cluster::apply::run(cluster, &app.engine, after, snapshots).await
-            })
+        let (applier, applier_abort, stopped_rx) = match spawn_applier(&app, &cluster, &cfg) {
+            Ok(x) => x,
+            Err(e) => return fail(e),
         };
-        // The applier returns only when this node cannot go on: the node
-        // then stops (with an error) as it would on a signal.
-        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<String>();
-        let applier_abort = applier.abort_handle();
-        let applier = tokio::spawn(async move {
-            if let Ok(why) = applier.await {
-                tracing::error!("{why}");
-                let _ = stopped_tx.send(why);
-            }
-        });
         match cluster.stream_last_seq().await {
             Ok(last)
                 if !cluster
@@ -134,6 +105,53 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             Err(e) => fail(e),
         }
     })
+}
+
+/// The applier's task (its ledger opened), the handle that stops the
+/// applier itself, and the reason it stopped on its own (it returns only
+/// when this node cannot go on: the node then stops with an error as it
+/// would on a signal).
+#[allow(clippy::type_complexity, reason = "three handles, named at the call")]
+fn spawn_applier(
+    app: &Arc<App>,
+    cluster: &Arc<Cluster>,
+    cfg: &ServeConfig,
+) -> Result<
+    (
+        tokio::task::JoinHandle<()>,
+        tokio::task::AbortHandle,
+        tokio::sync::oneshot::Receiver<String>,
+    ),
+    String,
+> {
+    let ledger = crate::cluster::ledger::NodeLedger::open(
+        &cfg.data_dir,
+        cluster.applied(),
+        cfg.store.ledger_retention,
+        cfg.store.ledger_bytes_max,
+    )
+    .map_err(|e| format!("ledger in {}: {e}", cfg.data_dir.display()))?;
+    cluster.set_ledger_dir(ledger.dir().to_path_buf());
+    let snapshots = crate::cluster::apply::Snapshots {
+        dir: cfg.data_dir.clone(),
+        interval: cfg.store.snapshot_interval,
+        clock: app.clock(),
+        ledger: Some(ledger),
+    };
+    let (app, cluster) = (app.clone(), cluster.clone());
+    let applier = tokio::spawn(async move {
+        let after = |seq| app.applied_from_stream(seq);
+        crate::cluster::apply::run(cluster, &app.engine, after, snapshots).await
+    });
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<String>();
+    let abort = applier.abort_handle();
+    let watcher = tokio::spawn(async move {
+        if let Ok(why) = applier.await {
+            tracing::error!("{why}");
+            let _ = stopped_tx.send(why);
+        }
+    });
+    Ok((watcher, abort, stopped_rx))
 }
 
 /// Connects and builds the node's App (its engine bootstrapped).
