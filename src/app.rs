@@ -355,8 +355,51 @@ impl App {
     }
 
     /// Retires the current token key for a new one (stored first, when
-    /// there is a data directory); returns the new key's id.
-    pub fn rotate_token_key(&self) -> Result<String, String> {
+    /// there is a data directory; on a cluster node shared with every node
+    /// first); returns the new key's id.
+    pub async fn rotate_token_key(&self) -> Result<String, String> {
+        let Some(cluster) = &self.cluster else {
+            return self.rotate_token_key_here();
+        };
+        // The cluster's keys are the ones rotated: this node's may lag an
+        // announcement.
+        let (revision, theirs) = cluster
+            .token_keys()
+            .await?
+            .ok_or("the cluster holds no token keys")?;
+        self.install_shared_token_keys(&theirs)?;
+        let records = self.tokens.rotated(self.now())?;
+        let bytes = serde_json::to_vec(&records).map_err(|e| e.to_string())?;
+        cluster.share_token_keys(bytes, revision).await?;
+        let kid = records.last().map(|r| r.kid.clone()).unwrap_or_default();
+        self.install_token_records(records)?;
+        Ok(kid)
+    }
+
+    /// The cluster's token keys (`bytes`, the stored file's), stored and
+    /// put in use if they differ from this node's; whether they did.
+    pub fn install_shared_token_keys(&self, bytes: &[u8]) -> Result<bool, String> {
+        let records: Vec<crate::tokens::TokenKeyRecord> =
+            serde_json::from_slice(bytes).map_err(|e| format!("shared token keys: {e}"))?;
+        if records == self.tokens.records() {
+            return Ok(false);
+        }
+        self.install_token_records(records)?;
+        Ok(true)
+    }
+
+    fn install_token_records(
+        &self,
+        records: Vec<crate::tokens::TokenKeyRecord>,
+    ) -> Result<(), String> {
+        let _one_at_a_time = self.rotation.lock();
+        if let Some(dir) = &self.token_keys_dir {
+            crate::storage::save_token_keys(dir, &records).map_err(|e| e.to_string())?;
+        }
+        self.tokens.install(records)
+    }
+
+    fn rotate_token_key_here(&self) -> Result<String, String> {
         let _one_at_a_time = self.rotation.lock();
         let records = self.tokens.rotated(self.now())?;
         if let Some(dir) = &self.token_keys_dir {

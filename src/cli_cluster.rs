@@ -36,6 +36,7 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             Err(e) => return fail(e),
         };
         let lease = tokio::spawn(cluster.clone().run_lease());
+        let keys = tokio::spawn(follow_token_keys(app.clone(), cluster.clone()));
         let (applier, applier_abort, stopped_rx) = match spawn_applier(&app, &cluster, &cfg) {
             Ok(x) => x,
             Err(e) => return fail(e),
@@ -76,6 +77,7 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
         };
         let result = crate::server::run(listener, app.clone(), shutdown).await;
         lease.abort();
+        keys.abort();
         applier_abort.abort();
         let _ = applier.await;
         // Nothing changes the engine now: it holds exactly the applied prefix.
@@ -152,6 +154,37 @@ fn spawn_applier(
         }
     });
     Ok((watcher, abort, stopped_rx))
+}
+
+/// Installs the cluster's offline token keys whenever another node
+/// rotated them: at once on its announcement, and every few seconds in
+/// case one was missed.
+async fn follow_token_keys(app: Arc<App>, cluster: Arc<Cluster>) {
+    use futures_util::StreamExt;
+    let mut announcements = cluster.secret_announcements().await.ok();
+    let every = Duration::from_millis(crate::cluster::LEASE_RENEW_MS);
+    loop {
+        let ended = match announcements.as_mut() {
+            Some(sub) => matches!(tokio::time::timeout(every, sub.next()).await, Ok(None)),
+            None => {
+                tokio::time::sleep(every).await;
+                false
+            }
+        };
+        if ended {
+            // The subscription closed: look every few seconds from now on.
+            announcements = None;
+        }
+        match cluster.token_keys().await {
+            Ok(Some((_, bytes))) => match app.install_shared_token_keys(&bytes) {
+                Ok(true) => tracing::info!("took the cluster's rotated offline token keys"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("the cluster's token keys: {e}"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::debug!("token keys not read: {e}"),
+        }
+    }
 }
 
 /// Connects and builds the node's App (its engine bootstrapped).

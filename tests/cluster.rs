@@ -223,6 +223,43 @@ async fn three_nodes_are_exact_across_nodes_and_a_killed_node_catches_up() {
         public_keys.iter().all(|k| *k == public_keys[0]),
         "{public_keys:?}"
     );
+    // A rotation of the offline token keys through node 1 is every node's
+    // (announced, installed at once): each one's current key is the new one.
+    let (status, v) = nodes
+        .node(1)
+        .call(
+            Method::POST,
+            "/admin/v1/token-keys/rotate",
+            std::slice::from_ref(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let kid = v["kid"].as_str().expect("kid").to_string();
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        loop {
+            let (_, keys) = nodes
+                .node(i)
+                .call(
+                    Method::GET,
+                    "/admin/v1/token-keys",
+                    std::slice::from_ref(&admin),
+                    None,
+                )
+                .await;
+            let current = keys["keys"].as_array().and_then(|ks| {
+                ks.iter()
+                    .find(|k| k["current"] == true)
+                    .map(|k| k["kid"].clone())
+            });
+            if current == Some(json!(kid)) {
+                break;
+            }
+            assert!(started.elapsed().as_secs() < 10, "node {i}: {keys}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 
     // 64 clients race for 10 floating seats through all three nodes.
     let mut tasks = Vec::new();

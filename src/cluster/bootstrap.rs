@@ -114,7 +114,7 @@ pub async fn bootstrap(
 /// or uses a token, whichever node it reached.
 pub const SHARED_SECRETS: [(&str, &str); 3] = [
     ("secret.signing-key", crate::storage::SIGNING_KEY_FILE),
-    ("secret.token-keys", crate::storage::TOKEN_KEYS_FILE),
+    (super::SECRET_TOKEN_KEYS, crate::storage::TOKEN_KEYS_FILE),
     ("secret.admin-token", crate::storage::ADMIN_TOKEN_FILE),
 ];
 

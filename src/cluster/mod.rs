@@ -160,6 +160,9 @@ pub const LEASE_TTL_SECS: u64 = 10;
 pub const LEASE_RENEW_MS: u64 = 3_000;
 /// The lease's key in the leases bucket.
 const DELIVERY_LEASE: &str = "webhook-delivery";
+/// The offline token keys' key in the nodes bucket (see
+/// `bootstrap::SHARED_SECRETS`).
+pub(crate) const SECRET_TOKEN_KEYS: &str = "secret.token-keys";
 
 /// Digest requests waiting for the applier, at most.
 pub const DIGEST_REQUESTS_MAX: usize = 16;
@@ -402,6 +405,49 @@ impl Cluster {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// The cluster's offline token keys (the file's bytes) and their
+    /// revision in the nodes bucket.
+    pub async fn token_keys(&self) -> Result<Option<(u64, Bytes)>, String> {
+        let entry = self
+            .nodes
+            .entry(SECRET_TOKEN_KEYS)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(entry
+            .filter(|e| e.operation == jetstream::kv::Operation::Put)
+            .map(|e| (e.revision, e.value)))
+    }
+
+    /// Shares rotated token keys: written over `read_revision` (a rotation
+    /// through another node since then refuses this one), then announced
+    /// to every node, which installs them at once (and, should the
+    /// announcement be lost, at its next look, [`LEASE_RENEW_MS`] later).
+    pub async fn share_token_keys(&self, bytes: Vec<u8>, read_revision: u64) -> Result<(), String> {
+        self.nodes
+            .update(SECRET_TOKEN_KEYS, Bytes::from(bytes), read_revision)
+            .await
+            .map_err(|e| format!("another node rotated the keys meanwhile ({e}); rotate again"))?;
+        // Best effort: the others also look every few seconds.
+        let _ = self
+            .client
+            .publish(self.secrets_subject(), Bytes::from_static(b"token-keys"))
+            .await;
+        Ok(())
+    }
+
+    /// Announcements that the shared secrets changed (core NATS: no
+    /// JetStream needed to hear them).
+    pub async fn secret_announcements(&self) -> Result<async_nats::Subscriber, String> {
+        self.client
+            .subscribe(self.secrets_subject())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn secrets_subject(&self) -> String {
+        format!("{}.secrets", self.stream)
     }
 
     /// Every node's last report (at most [`CLUSTER_NODES_MAX`]).

@@ -66,9 +66,10 @@ pub(super) fn token_keys(app: &App) -> R<Resp> {
 
 /// Retires the current token key for a new one; old keys stay in the JWKS
 /// until every token they signed has expired.
-pub(super) fn rotate_token_key(app: &App) -> R<Resp> {
+pub(super) async fn rotate_token_key(app: &App) -> R<Resp> {
     let kid = app
         .rotate_token_key()
+        .await
         .map_err(|e| AdminError::new(StatusCode::CONFLICT, "rotation_refused", e))?;
     Ok(json_value(StatusCode::OK, &json!({ "kid": kid })))
 }

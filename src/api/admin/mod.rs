@@ -203,7 +203,7 @@ async fn handle_inner(app: &std::sync::Arc<App>, req: Request<Incoming>) -> R<Re
         }
         ["webhooks", rest @ ..] => webhooks::route(app, m, rest, &query, body).await,
         ["token-keys"] if m == Method::GET => keys::token_keys(app),
-        ["token-keys", "rotate"] if m == Method::POST => keys::rotate_token_key(app),
+        ["token-keys", "rotate"] if m == Method::POST => keys::rotate_token_key(app).await,
         ["api-keys"] if m == Method::GET => list_keys(app, &query),
         ["api-keys"] if m == Method::POST => create_key(app, body).await,
         ["api-keys", key] if m == Method::GET => {
