@@ -89,6 +89,8 @@ pub enum Cmd {
     /// Save, restore, reset, list or delete state fixtures of a running
     /// server (through its admin API).
     State(crate::cli_state::StateArgs),
+    /// List a cluster's nodes, or remove one for good (freeing its id lane).
+    Cluster(crate::cli_cluster::ClusterArgs),
     /// Write a synthetic catalog for benchmarks.
     GenCatalog {
         #[arg(long, default_value_t = 1000)]
@@ -303,6 +305,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Cmd::Serve(args) => serve(*args),
         Cmd::State(args) => crate::cli_state::run(args),
+        Cmd::Cluster(args) => crate::cli_cluster::admin(&args),
         Cmd::AuthHeaders {
             api_key,
             shared_key,

@@ -17,6 +17,83 @@ use crate::config::ServeConfig;
 /// How long a starting node may take to apply the stream before it serves.
 pub const CATCH_UP_WAIT_MS: u64 = 120_000;
 
+/// `tally cluster nodes|remove-node`: a cluster's membership, through its
+/// NATS servers (no node needs to run).
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub action: ClusterAction,
+    /// NATS server URLs (comma-separated).
+    #[arg(long, global = true, env = "TALLY_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// The cluster's stream.
+    #[arg(long, global = true, default_value = "tally")]
+    pub cluster_stream: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterAction {
+    /// Every node: its id lane, last reported applied sequence, and how
+    /// long ago it reported.
+    Nodes,
+    /// Forget a node that is gone for good: its id lane becomes free for a
+    /// new node. Refused while the node still reports itself.
+    RemoveNode {
+        name: String,
+        /// Seconds the node must have been silent (it reports every 3 s).
+        #[arg(long, default_value_t = 30)]
+        unseen_for: u64,
+    },
+}
+
+pub fn admin(args: &ClusterArgs) -> ExitCode {
+    if args.cluster.is_empty() {
+        return fail("tally cluster needs --cluster URLS (or TALLY_CLUSTER)");
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    rt.block_on(async {
+        let members =
+            match crate::cluster::Members::connect(&args.cluster, &args.cluster_stream).await {
+                Ok(m) => m,
+                Err(e) => return fail(e),
+            };
+        match &args.action {
+            ClusterAction::Nodes => match members.list().await {
+                Ok(nodes) => {
+                    for n in nodes {
+                        let seen = n.seen_ms_ago.map_or("never".to_string(), |ms| {
+                            format!("{:.1} s ago", ms as f64 / 1000.0)
+                        });
+                        println!(
+                            "{}\tlane {}\tapplied {}\tseen {seen}",
+                            n.node_id,
+                            n.lane,
+                            n.applied_seq.map_or("-".to_string(), |s| s.to_string())
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            },
+            ClusterAction::RemoveNode { name, unseen_for } => {
+                match members.remove(name, Duration::from_secs(*unseen_for)).await {
+                    Ok(lane) => {
+                        println!("removed {name}; lane {lane} is free");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+        }
+    })
+}
+
 pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCode {
     if args.clock != "wall" {
         return fail(

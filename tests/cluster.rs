@@ -497,6 +497,42 @@ async fn a_node_away_past_the_retention_loads_the_published_snapshot() {
         .collect();
     assert_eq!(peers, ["node0", "node1"], "{b}");
     assert_eq!(b["nats_replicas"].as_array().map(Vec::len), Some(2), "{b}");
+
+    // Membership: `tally cluster nodes` lists both; a running node cannot
+    // be removed; a stopped one can, and a new node takes its free lane.
+    let urls = nodes.urls.clone();
+    let tally = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+            .arg("cluster")
+            .args(args)
+            .args(["--cluster", &urls])
+            .output()
+            .expect("tally cluster");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, listed) = tally(&["nodes"]);
+    assert!(ok, "{listed}");
+    assert!(
+        listed.contains("node0\tlane 0") && listed.contains("node1\tlane 1"),
+        "{listed}"
+    );
+    let (ok, refused) = tally(&["remove-node", "node1"]);
+    assert!(!ok && refused.contains("stop it first"), "{refused}");
+    nodes.kill(1);
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (ok, removed) = tally(&["remove-node", "node1", "--unseen-for", "3"]);
+    assert!(ok, "{removed}");
+    assert!(removed.contains("lane 1 is free"), "{removed}");
+    let (_, listed) = tally(&["nodes"]);
+    assert!(!listed.contains("node1"), "{listed}");
+    nodes.dirs.push(nodes.dirs[0].with_file_name("node2"));
+    nodes.nodes.push(None);
+    nodes.start_one(2);
+    assert_eq!(cluster_status(&nodes.node(2)).await["lane"], 1);
 }
 
 /// Losing NATS servers: with one of three gone changes go on (after the

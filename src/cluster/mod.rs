@@ -391,13 +391,10 @@ impl Cluster {
 
     /// Reports this node (its applied sequence) in the nodes bucket.
     async fn report_seen(&self) -> Result<(), String> {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         let seen = Seen {
             node_id: self.node_id.clone(),
             applied_seq: self.applied(),
-            at_ms,
+            at_ms: wall_ms(),
         };
         let bytes = serde_json::to_vec(&seen).map_err(|e| e.to_string())?;
         self.nodes
@@ -580,6 +577,119 @@ impl Cluster {
     pub(crate) fn client(&self) -> &async_nats::Client {
         &self.client
     }
+}
+
+/// A cluster's membership as the nodes bucket holds it, read and changed
+/// without being a node (`tally cluster nodes|remove-node`).
+pub struct Members {
+    nodes: jetstream::kv::Store,
+}
+
+/// One node as [`Members::list`] finds it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub node_id: String,
+    pub lane: u64,
+    pub applied_seq: Option<u64>,
+    pub seen_ms_ago: Option<i64>,
+}
+
+impl Members {
+    pub async fn connect(servers: &[String], stream: &str) -> Result<Members, String> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(servers.to_vec())
+            .await
+            .map_err(|e| format!("cannot connect to NATS {servers:?}: {e}"))?;
+        let js = jetstream::new(client);
+        let nodes = js
+            .get_key_value(format!("{stream}-nodes"))
+            .await
+            .map_err(|e| format!("no cluster stream {stream} there: {e}"))?;
+        Ok(Members { nodes })
+    }
+
+    /// Every node that took a lane, by name.
+    pub async fn list(&self) -> Result<Vec<Member>, String> {
+        use futures_util::StreamExt;
+        let mut keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| e.to_string())?;
+            if let Some(name) = key.strip_prefix("node.") {
+                names.push(name.to_string());
+            }
+            if names.len() >= CLUSTER_NODES_MAX as usize {
+                break;
+            }
+        }
+        names.sort();
+        let now = wall_ms();
+        let mut out = Vec::new();
+        for node_id in names {
+            let Some(lane) = self.get_u64(&format!("node.{node_id}")).await? else {
+                continue;
+            };
+            let seen = self.seen(&node_id).await?;
+            out.push(Member {
+                node_id,
+                lane,
+                applied_seq: seen.as_ref().map(|s| s.applied_seq),
+                seen_ms_ago: seen.map(|s| (now - s.at_ms).max(0)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets `node` (its lane, name and report); refused if it reported
+    /// itself less than `unseen_for` ago. Returns the freed lane.
+    pub async fn remove(&self, node: &str, unseen_for: Duration) -> Result<u64, String> {
+        let lane = self
+            .get_u64(&format!("node.{node}"))
+            .await?
+            .ok_or_else(|| format!("no node {node} in this cluster"))?;
+        if let Some(seen) = self.seen(node).await? {
+            let ago = wall_ms() - seen.at_ms;
+            if ago < unseen_for.as_millis() as i64 {
+                return Err(format!(
+                    "{node} reported itself {:.1} s ago: stop it first (a running node must \
+                     keep its lane, or two nodes would hand out the same ids)",
+                    ago as f64 / 1000.0
+                ));
+            }
+        }
+        for key in [
+            format!("lane.{lane}"),
+            format!("node.{node}"),
+            format!("seen.{node}"),
+        ] {
+            self.nodes
+                .purge(&key)
+                .await
+                .map_err(|e| format!("{key}: {e}"))?;
+        }
+        Ok(lane)
+    }
+
+    async fn get_u64(&self, key: &str) -> Result<Option<u64>, String> {
+        let v = self.nodes.get(key).await.map_err(|e| e.to_string())?;
+        Ok(v.and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok())))
+    }
+
+    async fn seen(&self, node: &str) -> Result<Option<Seen>, String> {
+        let v = self
+            .nodes
+            .get(format!("seen.{node}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(v.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Tries `f` until it succeeds, for [`CONNECT_RETRY_MS`]: a cluster that
