@@ -535,7 +535,7 @@ async fn a_node_away_past_the_retention_loads_the_published_snapshot() {
     assert_eq!(cluster_status(&nodes.node(2)).await["lane"], 1);
 }
 
-/// Losing NATS servers: with one of three gone changes go on (after the
+/// Losing NATS servers: with one of three gone under load changes go on (after the
 /// stream's leader is elected again); with two gone changes are refused
 /// with 503 in the surface's shape and reads go on; with one back changes
 /// come back. (After a server loss JetStream's metadata leader may stay
@@ -550,12 +550,30 @@ async fn losing_nats_servers_refuses_changes_only_without_a_quorum() {
     let nodes = Nodes::start(&nats, 3);
     let seq = consume_surely(&nodes.node(0), "first").await;
     assert_eq!(used(&license(&nodes.node(1), seq).await), 1);
-    // One NATS server lost: changes go on (after the stream's leader is
-    // elected again if it was there: a client retries under one
-    // Idempotency-Key, so the change is made once).
+    // One NATS server lost under load: changes go on (after the stream's
+    // leader is elected again if it was there: a client retries under one
+    // Idempotency-Key, so each change is made once).
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let b = nodes.node(w);
+            tokio::spawn(async move {
+                let mut last = 0;
+                for i in 0..20 {
+                    last = last.max(consume_surely(&b, &format!("w{w}-{i}")).await);
+                }
+                last
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     nats.kill(2);
+    for w in writers {
+        w.await.expect("writer");
+    }
     let seq = consume_surely(&nodes.node(1), "after-one-lost").await;
-    assert_eq!(used(&license(&nodes.node(0), seq).await), 2);
+    for i in 0..3 {
+        assert_eq!(used(&license(&nodes.node(i), seq).await), 62, "node {i}");
+    }
     // Two lost: no quorum. Changes are refused with 503 (in the surface's
     // shape), reads go on.
     nats.kill(1);
@@ -570,7 +588,7 @@ async fn losing_nats_servers_refuses_changes_only_without_a_quorum() {
         .await;
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["code"], "unavailable", "{v}");
-    assert_eq!(used(&license(&nodes.node(2), seq).await), 2);
+    assert_eq!(used(&license(&nodes.node(2), seq).await), 62);
     // One comes back: changes come back.
     nats.start_one(1);
     // The refused change's outcome was unknown (a 503): retried under its
@@ -578,7 +596,7 @@ async fn losing_nats_servers_refuses_changes_only_without_a_quorum() {
     // attempt reached the stream before the quorum was lost.
     let seq = consume_surely(&nodes.node(0), "no-quorum").await;
     for i in 0..3 {
-        assert_eq!(used(&license(&nodes.node(i), seq).await), 3, "node {i}");
+        assert_eq!(used(&license(&nodes.node(i), seq).await), 63, "node {i}");
     }
 }
 
