@@ -380,6 +380,16 @@ impl InfaOrg {
         }
     }
 
+    /// The password hash of the org's user `username`.
+    pub fn password_hash(&self, username: &str) -> Option<String> {
+        self.spec
+            .read()
+            .users
+            .iter()
+            .find(|u| u.username == username)
+            .map(|u| u.password_hash.clone())
+    }
+
     /// Opens a session for `username` at `now`; returns the keys of the
     /// sessions it evicted (the org was full).
     pub fn open_session(
@@ -389,12 +399,7 @@ impl InfaOrg {
         now: Millis,
     ) -> Result<Vec<String>, EngineError> {
         let password_hash = self
-            .spec
-            .read()
-            .users
-            .iter()
-            .find(|u| u.username == username)
-            .map(|u| u.password_hash.clone())
+            .password_hash(username)
             .ok_or(EngineError::Infa(InfaRefusal::UserNotFound))?;
         let mut sessions = self.sessions.lock();
         let mut evicted = Vec::new();

@@ -86,14 +86,7 @@ pub(super) async fn login(
     let denied = || InfaError::unauthorized("Invalid user name or password.");
     let tenant = app.engine.infa_user_tenant(username).ok_or_else(denied)?;
     let org = app.engine.infa(tenant).ok_or_else(denied)?;
-    let hash = org
-        .spec
-        .read()
-        .users
-        .iter()
-        .find(|u| u.username == username)
-        .map(|u| u.password_hash.clone())
-        .ok_or_else(denied)?;
+    let hash = org.password_hash(username).ok_or_else(denied)?;
     // argon2 takes tens of milliseconds: on the password workers, with
     // backoff per user and per client address.
     let account = crate::credentials::Who::Account(format!("infa:{username}").into());
