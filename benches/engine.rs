@@ -6,6 +6,11 @@
 //! `TALLY_BENCH_SIZES=1000,100000` limits the catalog sizes (1M takes about
 //! a minute to build and a gigabyte of memory).
 //!
+//! `sign_rsa2048/*`: one fresh response signature (RSA-2048, PKCS#1 v1.5,
+//! SHA-256) by the signer Tally uses (aws-lc-rs) and by the rsa crate it used
+//! before, side by side; compare with `openssl speed -seconds 3 rsa2048`
+//! (its sign/s) on the same machine.
+//!
 //! Contended benchmarks report the wall time of one operation on each of the
 //! 2 threads: ops/s across both threads = 2 / time.
 #![allow(clippy::too_many_lines, reason = "scenarios read top to bottom")]
@@ -265,9 +270,24 @@ fn operations(c: &mut Criterion) {
     contended(c, "seat_assign_unassign/contended_2_threads", assign);
 }
 
+fn signing(c: &mut Criterion) {
+    use rsa::signature::{SignatureEncoding, Signer as _};
+    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), tally::signing::RSA_KEY_BITS)
+        .expect("key");
+    let body = br#"{"id":1,"code":"f0","license_active":true,"total_consumptions":42}"#;
+    let signer = tally::signing::Signer::new(key.clone());
+    c.bench_function("sign_rsa2048/aws_lc_rs", |b| {
+        b.iter(|| black_box(signer.sign_raw(black_box(body))))
+    });
+    let old = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key);
+    c.bench_function("sign_rsa2048/rsa_crate", |b| {
+        b.iter(|| black_box(old.sign(black_box(body)).to_vec()))
+    });
+}
+
 criterion_group! {
     name = engine_benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = operations, checks_by_catalog_size
+    targets = operations, checks_by_catalog_size, signing
 }
 criterion_main!(engine_benches);
