@@ -34,6 +34,11 @@ enum Key {
 
 pub struct Signer {
     key: Key,
+    /// Fresh signatures made, and the nanoseconds they took (the cache's
+    /// misses; hits are not counted, to keep the check path free of a
+    /// shared write).
+    made: std::sync::atomic::AtomicU64,
+    made_ns: std::sync::atomic::AtomicU64,
     public_pem: String,
     /// sha256(body) -> base64 signature; sharded, no global lock.
     cache: DashMap<[u8; 32], Arc<str>>,
@@ -60,6 +65,8 @@ impl Signer {
         };
         Signer {
             key,
+            made: std::sync::atomic::AtomicU64::new(0),
+            made_ns: std::sync::atomic::AtomicU64::new(0),
             public_pem,
             cache: DashMap::new(),
         }
@@ -83,14 +90,33 @@ impl Signer {
         if let Some(sig) = self.cache.get(&digest) {
             return sig.clone();
         }
-        let sig: Arc<str> = base64::engine::general_purpose::STANDARD
-            .encode(self.sign_raw(body))
-            .into();
+        let started = std::time::Instant::now();
+        let raw = self.sign_raw(body);
+        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.made_ns.fetch_add(
+            started.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let sig: Arc<str> = base64::engine::general_purpose::STANDARD.encode(raw).into();
         if self.cache.len() >= SIGNATURE_CACHE_ENTRIES_MAX {
             self.cache.clear();
         }
         self.cache.insert(digest, sig.clone());
         sig
+    }
+
+    /// Fresh signatures made so far, and the seconds they took.
+    pub fn made(&self) -> (u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.made.load(Relaxed),
+            self.made_ns.load(Relaxed) as f64 / 1e9,
+        )
+    }
+
+    /// Signatures held in the cache.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
     }
 
     /// A fresh signature of `body` (no cache).

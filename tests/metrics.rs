@@ -51,6 +51,14 @@ async fn requests_log_and_engine_are_counted() {
         )
         .await;
     assert!(r.status.as_u16() < 500);
+    // A signed answer (an activation).
+    let r = s
+        .ls_post(
+            "activate_license",
+            json!({"product": "studio", "license_key": STUDIO, "hardware_id": "hw-m"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
     let check = json!({"license_key": STUDIO, "feature": "render"});
     assert_eq!(
         n(&s, Method::POST, "/v1/check", Some(check)).await.status,
@@ -125,6 +133,10 @@ async fn requests_log_and_engine_are_counted() {
     assert_eq!(sample(&body, "tally_floating_seats_held"), Some(2.0));
     assert!(sample(&body, "tally_process_resident_memory_bytes").expect("rss") > 1e6);
     assert!(sample(&body, "tally_connections_open").expect("open") >= 1.0);
+    // The LicenseSpring answer was signed: fresh signatures are counted.
+    assert!(sample(&body, "tally_signatures_total").expect("signatures") >= 1.0);
+    assert!(sample(&body, "tally_signature_seconds_total").expect("seconds") > 0.0);
+    assert!(sample(&body, "tally_signatures_cached").expect("cached") >= 1.0);
 
     // A snapshot shows in the snapshot series.
     let store = s.app.store.clone().expect("store");

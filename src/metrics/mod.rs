@@ -374,6 +374,24 @@ impl Metrics {
             objects.push(vec![("kind", kind.to_string())], Value::Int(n));
         }
         out.push(objects);
+        let (made, made_s) = app.signer.made();
+        let mut f = Family::counter(
+            "tally_signatures",
+            "Response signatures computed (RSA-2048; answers whose signature was cached are not counted)",
+        );
+        f.push(Vec::new(), Value::Int(made));
+        out.push(f);
+        let mut f = Family::counter(
+            "tally_signature_seconds",
+            "Time spent computing response signatures",
+        );
+        f.push(Vec::new(), Value::Float(made_s));
+        out.push(f);
+        out.push(gauge(
+            "tally_signatures_cached",
+            "Response signatures held in the signature cache",
+            Value::Int(app.signer.cached() as u64),
+        ));
         out.push(gauge(
             "tally_floating_seats_held",
             "Floating seats held (license and feature pools)",
