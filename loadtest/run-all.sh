@@ -66,6 +66,9 @@ size_run 1000000
 echo "== signed consumption against openssl speed rsa2048 (issue #18)"
 ROUNDS=3 ROUND_SECS="$ROUND_SECS" bash loadtest/signing.sh | tee "$OUT/signing.txt"
 
+echo "== catalog load at 1M licenses: time, resident memory, peak (issue #18)"
+bash loadtest/load-time.sh | tee "$OUT/load-time.txt"
+
 echo "== memory (in-process, 1M licenses)"
 cargo bench --bench memory 2>/dev/null | tail -2 | tee "$OUT/memory.txt"
 
