@@ -320,6 +320,7 @@ fn worker(queue: crossbeam_channel::Receiver<Job>) {
             Ok(job) => job,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 memory = Vec::new();
+                crate::util::release_freed();
                 match queue.recv() {
                     Ok(job) => job,
                     Err(_) => return,

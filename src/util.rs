@@ -41,3 +41,22 @@ pub fn random_uuid() -> String {
         &h[20..32]
     )
 }
+
+/// What makes the allocator give freed memory back to the system now, for
+/// the calling thread (set once by the binary, which chooses the allocator;
+/// none: nothing to do, as with glibc, which returns large blocks at once).
+static RELEASE_FREED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets [`release_freed`]'s work (the binary, at start).
+pub fn set_release_freed(f: fn()) {
+    let _ = RELEASE_FREED.set(f);
+}
+
+/// Gives the calling thread's freed memory back to the system (a password
+/// worker after it dropped its argon2 memory, before it sleeps: an
+/// allocator that trims lazily would otherwise keep it while it sleeps).
+pub fn release_freed() {
+    if let Some(f) = RELEASE_FREED.get() {
+        f();
+    }
+}
