@@ -151,7 +151,7 @@ pub enum Command<'a> {
         expected_version: Option<u64>,
     },
     /// Open a session (a login whose password was verified) under `session`,
-    /// the hash of its id ([`super::infa::session_key`]).
+    /// the SHA-256 of its id, in hex (the id itself is never logged).
     InfaLogin {
         tenant_id: Id,
         #[serde(borrow)]

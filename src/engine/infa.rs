@@ -42,7 +42,7 @@ pub const INFA_SESSION_IDLE_MS: Millis = 30 * super::time::MINUTE_MS;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InfaSession {
     /// SHA-256 (hex) of the session id: the id is a bearer secret, so the
-    /// log and snapshots hold only its hash ([`session_key`]).
+    /// log and snapshots hold only its hash (made by the surface).
     pub key: String,
     pub username: String,
     /// The user's password hash at login: a changed password (or a removed
@@ -57,13 +57,6 @@ pub struct InfaSession {
 /// newer one (a command): bounds both the commands per session (one a
 /// minute at most) and how early an idle session may end.
 pub const INFA_SESSION_TOUCH_MS: Millis = super::time::MINUTE_MS;
-
-/// The key a session is stored under: SHA-256 of its id, hex.
-pub fn session_key(id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(id.as_bytes());
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Why a session does not let a request in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::error::{InfaError, R};
 use super::wire;
 use crate::app::App;
-use crate::engine::infa::{session_key, SessionRefusal, INFA_SESSION_TOUCH_MS};
+use crate::engine::infa::{SessionRefusal, INFA_SESSION_TOUCH_MS};
 use crate::engine::model::Id;
 use crate::engine::Command;
 use crate::http::Resp;
@@ -20,6 +20,13 @@ use hyper::Request;
 pub use crate::engine::infa::{
     INFA_SESSIONS_MAX as SESSIONS_MAX, INFA_SESSION_IDLE_MS as SESSION_IDLE_MS,
 };
+
+/// The key a session is stored under: SHA-256 of its id, hex (the id is a
+/// bearer secret; the log and snapshots hold only this).
+fn session_key(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::util::hex(&Sha256::digest(id.as_bytes()))
+}
 
 /// The session a request runs under.
 #[derive(Clone, Debug)]
