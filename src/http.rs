@@ -269,20 +269,23 @@ pub async fn read_incoming(
     }
 }
 
-/// An injected fault's answer (the harness's fault rules), for the
-/// surfaces to write in their own shape: a status's code in snake case and
-/// a message saying where it came from.
-/// Why a request was answered with an error before its surface handled
-/// it: the message of [`fault_words`].
+// Why a request was answered with an error before its surface handled it:
+// the message of [`fault_words`].
+
+/// A fault rule of the harness answered.
 pub const FAULT_INJECTED: &str = "Injected by a fault rule of this Tally server (its harness)";
+/// An emulated vendor rate limit refused.
 pub const RATE_LIMITED: &str =
     "Too many requests: this Tally server emulates the vendor's rate limit";
+/// A cluster node has not applied the request's `X-Tally-Min-Seq`.
 pub const NOT_CAUGHT_UP: &str = "This cluster node has not applied the stream sequence X-Tally-Min-Seq names yet: retry, or ask another node";
+/// A state restore failed half-way (the gate is broken).
 pub const STATE_BROKEN: &str =
     "A state restore failed half-way: this server answers nothing until it is restarted";
 
-/// The code a status has in the surfaces' generic answers, and `why` as
-/// its message.
+/// An answer made before a surface handled the request (an injected fault,
+/// a rate limit, a node not caught up), for the surfaces to write in their
+/// own shape: the status's code in snake case, and `why` as its message.
 pub fn fault_words(status: StatusCode, why: &'static str) -> (&'static str, &'static str) {
     let code = match status.as_u16() {
         400 => "bad_request",

@@ -53,9 +53,25 @@ struct Periodic {
     policy: Snapshots,
     last_at: std::time::Instant,
     last_seq: u64,
+    /// The last digest computed and its sequence: asked again before the
+    /// next message, it is not computed again (a digest reads every entity).
+    digest: Option<(u64, String)>,
 }
 
 impl Periodic {
+    /// The state's digest at the applied sequence (between two messages).
+    fn digest(&mut self, cluster: &Cluster, engine: &Engine) -> (u64, String) {
+        let seq = cluster.applied();
+        match &self.digest {
+            Some((at, d)) if *at == seq => (seq, d.clone()),
+            _ => {
+                let d = engine.digest();
+                self.digest = Some((seq, d.clone()));
+                (seq, d)
+            }
+        }
+    }
+
     /// Syncs the ledger's appended entries (a quiet moment).
     fn sync_ledger(&mut self) {
         if let Some(l) = &mut self.policy.ledger {
@@ -123,6 +139,7 @@ pub async fn run(
         policy: snapshots,
         last_at: std::time::Instant::now(),
         last_seq: cluster.applied(),
+        digest: None,
     };
     loop {
         let sides = Sides {
@@ -178,7 +195,7 @@ async fn read_directly<F: Fn(u64)>(cluster: &Cluster, engine: &Engine, sides: Si
     let mut reads = 0u64;
     loop {
         while let Ok(reply) = digests.try_recv() {
-            let _ = reply.send((cluster.applied(), engine.digest()));
+            let _ = reply.send(periodic.digest(cluster, engine));
         }
         let seq = cluster.applied() + 1;
         match stream.direct_get(seq).await {
@@ -262,7 +279,7 @@ async fn consume<F: Fn(u64)>(
         let next = tokio::select! {
             // Between two messages: the state is at exactly one sequence.
             Some(reply) = digests.recv() => {
-                let _ = reply.send((cluster.applied(), engine.digest()));
+                let _ = reply.send(periodic.digest(cluster, engine));
                 continue;
             }
             n = tokio::time::timeout_at(quiet_until, messages.next()) => n,

@@ -127,6 +127,7 @@ pub async fn share_secrets(
     dir: &Path,
     make: impl Fn() -> Result<(), String>,
 ) -> Result<(), String> {
+    let mut made = false;
     for (key, file) in SHARED_SECRETS {
         let theirs = cluster
             .nodes
@@ -136,7 +137,11 @@ pub async fn share_secrets(
         let bytes = match theirs {
             Some(b) => b,
             None => {
-                make()?;
+                // Once: it makes every secret this node lacks.
+                if !made {
+                    make()?;
+                    made = true;
+                }
                 // An admin token given by TALLY_ADMIN_TOKEN is not stored:
                 // each node is then given it the same way.
                 let Ok(mine) = std::fs::read(dir.join(file)) else {
@@ -253,15 +258,11 @@ pub fn write_local(
 /// Publishes the snapshot file at `path` as the cluster's newest, unless a
 /// newer one is published already (nodes publish independently).
 pub async fn publish_file(cluster: &Cluster, path: &Path, seq: u64) -> Result<(), String> {
-    if let Ok(info) = cluster.snapshots.info(SNAPSHOT_OBJECT).await {
-        let newer = info
-            .description
-            .as_deref()
-            .and_then(|d| d.parse::<u64>().ok())
-            .is_some_and(|published| published >= seq);
-        if newer {
-            return Ok(());
-        }
+    if published_seq(cluster)
+        .await
+        .is_some_and(|published| published >= seq)
+    {
+        return Ok(());
     }
     let bytes = tokio::fs::read(path)
         .await
@@ -277,5 +278,17 @@ pub async fn publish_file(cluster: &Cluster, path: &Path, seq: u64) -> Result<()
         .await
         .map_err(|e| format!("publishing the snapshot: {e}"))?;
     tracing::info!("published the snapshot at stream sequence {seq}");
-    cluster.trim(seq).await
+    // Nodes publish independently: another's older snapshot may have
+    // landed after this one. Trim by what is published now, never by this
+    // node's own sequence.
+    match published_seq(cluster).await {
+        Some(published) => cluster.trim(published.min(seq)).await,
+        None => Ok(()),
+    }
+}
+
+/// The stream sequence of the snapshot published now, if one is.
+async fn published_seq(cluster: &Cluster) -> Option<u64> {
+    let info = cluster.snapshots.info(SNAPSHOT_OBJECT).await.ok()?;
+    info.description.as_deref()?.parse().ok()
 }

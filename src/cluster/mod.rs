@@ -486,13 +486,18 @@ impl Cluster {
             }
             w.insert(n, tx);
         }
-        let result = self
-            .publish_and_wait(n, Bytes::from(payload), origin, rx)
-            .await;
-        if result.is_err() {
-            self.waiting.lock().remove(&n);
+        // Removes the waiter however this ends: an error, or the caller
+        // dropping the future (a client gone, a bounded wait) before the
+        // applier answered, which would otherwise leave it for ever.
+        struct Waiter<'a>(&'a Cluster, u64);
+        impl Drop for Waiter<'_> {
+            fn drop(&mut self) {
+                self.0.waiting.lock().remove(&self.1);
+            }
         }
-        result
+        let _waiter = Waiter(self, n);
+        self.publish_and_wait(n, Bytes::from(payload), origin, rx)
+            .await
     }
 
     async fn publish_and_wait(
@@ -687,9 +692,7 @@ impl Members {
 }
 
 fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::clock::Clock::now_ms(&crate::clock::SystemClock)
 }
 
 /// Tries `f` until it succeeds, for [`CONNECT_RETRY_MS`]: a cluster that
@@ -793,11 +796,17 @@ async fn take_lane(kv: &jetstream::kv::Store, node: &str) -> Result<u64, String>
             .ok_or_else(|| format!("lane of {node} unreadable"));
     }
     for lane in 0..CLUSTER_NODES_MAX {
-        if kv
-            .create(format!("lane.{lane}"), Bytes::from(node.to_string()))
-            .await
-            .is_ok()
-        {
+        let name = format!("lane.{lane}");
+        // A lane this node took before its name was written (a start that
+        // failed in between, retried) is this node's.
+        let mine = match kv.get(&name).await.map_err(|e| e.to_string())? {
+            Some(holder) => holder == node.as_bytes(),
+            None => kv
+                .create(&name, Bytes::from(node.to_string()))
+                .await
+                .is_ok(),
+        };
+        if mine {
             kv.put(&key, Bytes::from(lane.to_string()))
                 .await
                 .map_err(|e| e.to_string())?;

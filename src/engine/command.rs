@@ -158,6 +158,11 @@ pub enum Command<'a> {
         session: Cow<'a, str>,
         #[serde(borrow)]
         username: Cow<'a, str>,
+        /// The password hash the login's password was checked against (as
+        /// the org's spec holds it, already in the log): a password
+        /// changed between the check and this command refuses the login.
+        #[serde(borrow)]
+        password_hash: Cow<'a, str>,
         now: Millis,
     },
     /// Record a request of a session (its idle time starts again).

@@ -385,14 +385,18 @@ impl InfaOrg {
 
     /// Opens a session for `username` at `now`; returns the keys of the
     /// sessions it evicted (the org was full).
+    /// `checked` is the hash the password was verified against: a user
+    /// removed or given another password since then opens nothing.
     pub fn open_session(
         &self,
         key: &str,
         username: &str,
+        checked: &str,
         now: Millis,
     ) -> Result<Vec<String>, EngineError> {
         let password_hash = self
             .password_hash(username)
+            .filter(|h| h == checked)
             .ok_or(EngineError::Infa(InfaRefusal::UserNotFound))?;
         let mut sessions = self.sessions.lock();
         let mut evicted = Vec::new();
@@ -569,22 +573,24 @@ mod tests {
         for i in 0..INFA_SESSIONS_MAX {
             let at = i64::try_from(i).expect("small");
             assert!(o
-                .open_session(&format!("k{i:05}"), "u", at)
+                .open_session(&format!("k{i:05}"), "u", "h", at)
                 .expect("open")
                 .is_empty());
         }
         // Nothing expired yet: the least recently used goes.
-        let gone = o.open_session("new-1", "u", 1_000_000).expect("open");
+        let gone = o.open_session("new-1", "u", "h", 1_000_000).expect("open");
         assert_eq!(gone, ["k00000"]);
         // Long after: every old one expired, all go at the next login.
         let later = 1_000_000 + INFA_SESSION_IDLE_MS;
         o.touch_session("new-1", later).expect("touch");
-        let gone = o.open_session("new-2", "u", later).expect("open");
+        let gone = o.open_session("new-2", "u", "h", later).expect("open");
         assert_eq!(gone.len(), INFA_SESSIONS_MAX - 1);
         assert!(o.session("new-1", later).is_ok());
         assert_eq!(o.session("k00001", later), Err(SessionRefusal::Unknown));
         // An unknown user opens nothing.
-        assert!(o.open_session("x", "nobody", later).is_err());
+        assert!(o.open_session("x", "nobody", "h", later).is_err());
+        // A password changed since the check opens nothing.
+        assert!(o.open_session("y", "u", "old-hash", later).is_err());
     }
 
     #[test]

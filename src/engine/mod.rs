@@ -578,8 +578,9 @@ impl Engine {
                 tenant_id: t,
                 session,
                 username,
+                password_hash,
                 now,
-            } => self.infa_login(*t, session, username, *now),
+            } => self.infa_login(*t, session, (username, password_hash), *now),
             C::InfaTouch {
                 tenant_id: t,
                 session,

@@ -76,22 +76,14 @@ impl Sharer<Box<str>, str> {
 }
 
 /// Shares a serialisable spec: equal serialisations, one `Arc`. The key is
-/// the spec's postcard encoding (compact, nothing escaped: a catalog of a
-/// million licenses keys five million specs, and JSON's string escaping was
-/// a tenth of its load); a spec postcard cannot encode is keyed by its JSON
-/// (the first byte tells the two apart).
+/// the spec's JSON, which is self-describing: an encoding without type tags
+/// (postcard) gives `{"x":1}` and `{"x":true}` in a `Value` one key, so two
+/// different specs would share.
 pub fn share_spec<T: serde::Serialize + Clone>(sharer: &Sharer<Box<[u8]>, T>, spec: &T) -> Arc<T> {
-    let key = match postcard::to_extend(spec, vec![b'p']) {
-        Ok(key) => key,
-        Err(_) => {
-            let mut key = vec![b'j'];
-            if serde_json::to_writer(&mut key, spec).is_err() {
-                return Arc::new(spec.clone());
-            }
-            key
-        }
-    };
-    sharer.share(key.into_boxed_slice(), || Arc::new(spec.clone()))
+    match serde_json::to_vec(spec) {
+        Ok(key) => sharer.share(key.into_boxed_slice(), || Arc::new(spec.clone())),
+        Err(_) => Arc::new(spec.clone()),
+    }
 }
 
 #[cfg(test)]

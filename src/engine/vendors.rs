@@ -287,14 +287,14 @@ impl Engine {
         &self,
         tenant_id: Id,
         key: &str,
-        username: &str,
+        (username, checked): (&str, &str),
         now: Millis,
     ) -> R<Outcome> {
         if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(EngineError::Invalid("session", "not a session key"));
         }
         let org = self.infa_of(tenant_id)?;
-        for gone in org.open_session(key, username, now)? {
+        for gone in org.open_session(key, username, checked, now)? {
             self.infa_sessions.remove(gone.as_str());
         }
         self.infa_sessions.insert(key.into(), tenant_id);

@@ -58,8 +58,8 @@ use licenses::{blacklist, create_feature, feature_item, set_consumption};
 
 type R<T> = Result<T, AdminError>;
 
-/// A request the server refused before reading it, in this surface's shape.
-/// An injected fault's answer (the harness), in this surface's shape.
+/// A request the server answered before this surface handled it (an
+/// injected fault, a node not caught up), in this surface's shape.
 pub fn fault(status: StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
     let (code, message) = crate::http::fault_words(status, why);
     let mut r = AdminError::new(status, code, message).into_response();

@@ -28,6 +28,9 @@ fn session_key(id: &str) -> String {
     crate::util::hex(&Sha256::digest(id.as_bytes()))
 }
 
+/// How long a request waits for the record of its session's use.
+pub const TOUCH_WAIT_MS: u64 = 250;
+
 /// The session a request runs under.
 #[derive(Clone, Debug)]
 pub(super) struct Session {
@@ -66,10 +69,14 @@ pub(super) async fn session(app: &App, req: &Request<Incoming>) -> R<Session> {
             session: key.into(),
             now,
         };
-        // The request goes on if the record fails (no quorum, say): the
-        // session then ends idle counted from its last record.
-        if let Err(e) = app.commit(&touch).await {
-            tracing::debug!("informatica session use not recorded: {e:?}");
+        // The request goes on if the record fails or is slow (no quorum,
+        // say: it waits [`TOUCH_WAIT_MS`] at most): the session then ends
+        // idle counted from its last record.
+        let wait = std::time::Duration::from_millis(TOUCH_WAIT_MS);
+        match tokio::time::timeout(wait, app.commit(&touch)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!("informatica session use not recorded: {e:?}"),
+            Err(_) => tracing::debug!("informatica session use not recorded in time"),
         }
     }
     crate::app::set_actor(crate::app::Actor::Named(format!("infa:{}", s.username)));
@@ -99,7 +106,7 @@ pub(super) async fn login(
     let account = crate::credentials::Who::Account(format!("infa:{username}").into());
     let ok = app
         .passwords
-        .verify_account(account, hash, password.to_string(), peer, app.now())
+        .verify_account(account, hash.clone(), password.to_string(), peer, app.now())
         .await?;
     if !ok {
         return Err(denied());
@@ -109,6 +116,7 @@ pub(super) async fn login(
         tenant_id: tenant,
         session: session_key(&id).into(),
         username: username.into(),
+        password_hash: hash.into(),
         now: app.now(),
     };
     match app.commit(&open).await {

@@ -160,7 +160,8 @@ pub fn rate_limited(retry_after_s: u32) -> Resp {
     .response()
 }
 
-/// An injected fault's answer (the harness), in this surface's shape.
+/// A request the server answered before this surface handled it (an
+/// injected fault, a node not caught up), in this surface's shape.
 pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
     let (code, message) = crate::http::fault_words(status, why);
     LicenseSpringError {

@@ -69,7 +69,8 @@ impl Default for NativeState {
     }
 }
 
-/// An injected fault's answer (the harness), in this surface's shape.
+/// A request the server answered before this surface handled it (an
+/// injected fault, a node not caught up), in this surface's shape.
 pub fn fault(status: StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
     let (code, message) = crate::http::fault_words(status, why);
     let mut r = NativeError::new(status, code, message).response();

@@ -101,8 +101,8 @@ impl QlikState {
     }
 }
 
-/// A request the server refused before reading it, in this surface's shape.
-/// An injected fault's answer (the harness), in this surface's shape.
+/// A request the server answered before this surface handled it (an
+/// injected fault, a node not caught up), in this surface's shape.
 pub fn fault(status: hyper::StatusCode, retry_after_s: Option<u32>, why: &'static str) -> Resp {
     let mut r = QlikError::fault(status, why).response();
     if let Some(s) = retry_after_s {
