@@ -275,7 +275,7 @@ fn signing(c: &mut Criterion) {
     let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), tally::signing::RSA_KEY_BITS)
         .expect("key");
     let body = br#"{"id":1,"code":"f0","license_active":true,"total_consumptions":42}"#;
-    let signer = tally::signing::Signer::new(key.clone());
+    let signer = tally::signing::Signer::new(key.clone(), 0);
     c.bench_function("sign_rsa2048/aws_lc_rs", |b| {
         b.iter(|| black_box(signer.sign_raw(black_box(body))))
     });

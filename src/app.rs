@@ -225,6 +225,8 @@ pub struct AppOptions {
     pub admin_token: String,
     pub signing_key: RsaPrivateKey,
     pub sign_responses: bool,
+    /// The stamped signatures' memory budget (`--signature-cache-mb`).
+    pub signature_cache_bytes: usize,
     /// The engine, when it was rebuilt from a data directory (else empty).
     pub engine: Option<Engine>,
     pub store: Option<Arc<Store>>,
@@ -257,6 +259,7 @@ impl AppOptions {
             admin_token,
             signing_key,
             sign_responses: true,
+            signature_cache_bytes: crate::signing::SIGNATURE_CACHE_MB_DEFAULT << 20,
             engine: None,
             store: None,
             emulate_rate_limits: false,
@@ -283,7 +286,7 @@ impl App {
             clock: opts.clock,
             limits: opts.limits,
             admin_token: opts.admin_token,
-            signer: Signer::new(opts.signing_key),
+            signer: Signer::new(opts.signing_key, opts.signature_cache_bytes),
             sign_responses: opts.sign_responses,
             passwords: Passwords::new(),
             emulate_rate_limits: opts.emulate_rate_limits,

@@ -141,6 +141,11 @@ pub struct ServeArgs {
     /// Do not sign LicenseSpring responses.
     #[arg(long)]
     pub no_sign: bool,
+    /// Memory kept for signed feature answers (MiB), apart from the
+    /// engine's: the default holds one per license of a 1M-license
+    /// catalog; filled in the background after start (see docs/performance.md).
+    #[arg(long, default_value_t = crate::signing::SIGNATURE_CACHE_MB_DEFAULT)]
+    pub signature_cache_mb: usize,
     /// Enforce the vendors' documented rate limits with their 429 answers
     /// (LicenseSpring, Yext, Qlik; Informatica by a tenant's override; see
     /// docs/harness.md).
@@ -266,6 +271,7 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             catalog: self.catalog.clone(),
             sign_responses: !self.no_sign,
+            signature_cache_bytes: self.signature_cache_mb.saturating_mul(1 << 20),
             emulate_rate_limits: self.emulate_rate_limits,
             webhook_ca: self.webhook_ca.clone(),
             metrics: !self.no_metrics,
@@ -337,7 +343,7 @@ pub fn main() -> ExitCode {
         Cmd::PublicKey { data_dir, base64 } => {
             match crate::storage::load_or_create_signing_key(&data_dir) {
                 Ok((key, _)) => {
-                    let signer = crate::signing::Signer::new(key);
+                    let signer = crate::signing::Signer::new(key, 0);
                     if base64 {
                         println!("{}", signer.public_key_base64());
                     } else {
@@ -556,6 +562,7 @@ pub fn app_options(
     opts.virtual_clock = test_clock;
     opts.limits = cfg.limits.clone();
     opts.sign_responses = cfg.sign_responses;
+    opts.signature_cache_bytes = cfg.signature_cache_bytes;
     opts.emulate_rate_limits = cfg.emulate_rate_limits;
     // A CA file that cannot be read stops the start, not the first delivery.
     crate::webhooks::Transport::new(cfg.webhook_ca.as_deref())?;

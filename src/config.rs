@@ -67,6 +67,8 @@ pub struct ServeConfig {
     pub catalog: Option<PathBuf>,
     /// Sign LicenseSpring responses (LicenseSignature header).
     pub sign_responses: bool,
+    /// The stamped signatures' memory budget (`--signature-cache-mb`).
+    pub signature_cache_bytes: usize,
     /// Enforce vendors' documented rate limits (`--emulate-rate-limits`).
     pub emulate_rate_limits: bool,
     /// Certificates trusted for https:// webhook receivers (`--webhook-ca`).

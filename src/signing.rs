@@ -3,8 +3,15 @@
 //! signature). Signed by aws-lc-rs (AWS-LC's assembly signs at OpenSSL's
 //! rate, several times the rsa crate's; the rsa crate still makes and reads
 //! the key files). A
-//! signature still costs far more than an answer, so signatures are cached
-//! by the body's SHA-256: an identical body is signed once.
+//! signature still costs far more than an answer, so signatures are kept in
+//! two caches:
+//! - by the body's SHA-256 ([`SIGNATURE_CACHE_ENTRIES_MAX`] entries): an
+//!   identical body is signed once;
+//! - **stamped** signatures, by the id of what the body describes and a
+//!   [`Stamp`] of the state it was rendered from, within a memory budget
+//!   (`--signature-cache-mb`): sized so that every feature answer of a
+//!   large catalog stays signed, filled off the request path (the
+//!   LicenseSpring surface's filler), and looked up without hashing the body.
 
 use std::sync::Arc;
 
@@ -20,6 +27,33 @@ use sha2::{Digest, Sha256};
 pub const SIGNATURE_CACHE_ENTRIES_MAX: usize = 65_536;
 /// Size of keys created at first start.
 pub const RSA_KEY_BITS: usize = 2048;
+/// The stamped signatures' default memory budget (`--signature-cache-mb`):
+/// about 1.7M RSA-2048 signatures (312 bytes each), so that a 1M-license
+/// catalog keeps at least one signed answer per license.
+pub const SIGNATURE_CACHE_MB_DEFAULT: usize = 512;
+
+/// The state a stamped signature's body was rendered from: the body is a
+/// function of the id and this stamp, so a signature is valid for as long
+/// as the stamp is the one it was made under.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Stamp {
+    /// The object's revision (it changes whenever its description does).
+    pub revision: u64,
+    /// Floating seats in use, for answers that show them.
+    pub in_use: Option<u32>,
+    /// The consumption total shown.
+    pub total: i64,
+}
+
+/// One stamped signature: the raw signature bytes (base64 is made when
+/// sent: 256 bytes kept instead of 344).
+struct Stamped {
+    stamp: Stamp,
+    raw: Box<[u8]>,
+    /// The filler's pass that last found this entry's id alive (see
+    /// [`Signer::end_pass`]).
+    seen: std::sync::atomic::AtomicU32,
+}
 
 /// The key as it signs: by aws-lc-rs, or by the rsa crate for a key
 /// aws-lc-rs refuses (shorter than 2048 bits: a key a user brought).
@@ -42,10 +76,19 @@ pub struct Signer {
     public_pem: String,
     /// sha256(body) -> base64 signature; sharded, no global lock.
     cache: DashMap<[u8; 32], Arc<str>>,
+    /// id -> signature of the body rendered under a stamp; sharded, no
+    /// global lock. At most `stamped_max` entries (the budget divided by
+    /// [`Signer::stamped_entry_bytes`]); when full, only an id's own entry is
+    /// replaced (a full cache is not cleared under traffic).
+    stamped: DashMap<u64, Stamped>,
+    stamped_max: usize,
+    /// The filler's current pass (entries made now count as seen by it).
+    pass: std::sync::atomic::AtomicU32,
 }
 
 impl Signer {
-    pub fn new(private: RsaPrivateKey) -> Self {
+    /// A signer whose stamped signatures take at most `stamped_budget_bytes`.
+    pub fn new(private: RsaPrivateKey, stamped_budget_bytes: usize) -> Self {
         let public_pem = private
             .to_public_key()
             .to_public_key_pem(LineEnding::LF)
@@ -63,13 +106,18 @@ impl Signer {
                 Key::Rsa(Box::new(SigningKey::<Sha256>::new(private)))
             }
         };
-        Signer {
+        let mut signer = Signer {
             key,
             made: std::sync::atomic::AtomicU64::new(0),
             made_ns: std::sync::atomic::AtomicU64::new(0),
             public_pem,
             cache: DashMap::new(),
-        }
+            stamped: DashMap::new(),
+            stamped_max: 0,
+            pass: std::sync::atomic::AtomicU32::new(0),
+        };
+        signer.stamped_max = stamped_budget_bytes / signer.stamped_entry_bytes();
+        signer
     }
 
     /// Public key as PEM (SubjectPublicKeyInfo).
@@ -90,6 +138,17 @@ impl Signer {
         if let Some(sig) = self.cache.get(&digest) {
             return sig.clone();
         }
+        let raw = self.sign_counted(body);
+        let sig: Arc<str> = base64::engine::general_purpose::STANDARD.encode(raw).into();
+        if self.cache.len() >= SIGNATURE_CACHE_ENTRIES_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(digest, sig.clone());
+        sig
+    }
+
+    /// A fresh signature, counted in [`Signer::made`].
+    fn sign_counted(&self, body: &[u8]) -> Vec<u8> {
         let started = std::time::Instant::now();
         let raw = self.sign_raw(body);
         self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -97,12 +156,105 @@ impl Signer {
             started.elapsed().as_nanos() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        let sig: Arc<str> = base64::engine::general_purpose::STANDARD.encode(raw).into();
-        if self.cache.len() >= SIGNATURE_CACHE_ENTRIES_MAX {
-            self.cache.clear();
+        raw
+    }
+
+    /// The base64 signature kept for `id` under `stamp`, if any.
+    pub fn stamped(&self, id: u64, stamp: Stamp) -> Option<String> {
+        let e = self.stamped.get(&id)?;
+        (e.stamp == stamp).then(|| base64::engine::general_purpose::STANDARD.encode(&e.raw))
+    }
+
+    /// The signature of `body`, rendered for `id` under `stamp`, in
+    /// base64: the kept one; else a fresh one, kept if the budget has room
+    /// (or `id` has an entry to replace); past the budget, through the
+    /// cache by the body's hash.
+    pub fn sign_for(&self, id: u64, stamp: Stamp, body: &[u8]) -> Arc<str> {
+        if let Some(sig) = self.stamped(id, stamp) {
+            return sig.into();
         }
-        self.cache.insert(digest, sig.clone());
-        sig
+        if !self.can_keep(id) {
+            return self.sign(body);
+        }
+        let raw = self.sign_counted(body);
+        let sig = base64::engine::general_purpose::STANDARD.encode(&raw);
+        self.keep_stamped(id, stamp, raw);
+        sig.into()
+    }
+
+    /// What the filler asks first: whether a signature is kept for `id`
+    /// under `stamp` (its entry, whatever its stamp, is marked seen by the
+    /// current pass).
+    pub fn has_stamped(&self, id: u64, stamp: Stamp) -> bool {
+        self.stamped.get(&id).is_some_and(|e| {
+            let pass = self.pass.load(std::sync::atomic::Ordering::Relaxed);
+            e.seen.store(pass, std::sync::atomic::Ordering::Relaxed);
+            e.stamp == stamp
+        })
+    }
+
+    /// Whether a signature for `id` would be kept: the budget has room, or
+    /// `id` has an entry to replace.
+    pub fn can_keep(&self, id: u64) -> bool {
+        self.stamped.len() < self.stamped_max || self.stamped.contains_key(&id)
+    }
+
+    /// What the filler calls: signs `body` for `id` under `stamp` and keeps
+    /// it. False when the budget is full (and `id` has no entry to
+    /// replace): nothing was signed.
+    pub fn fill_stamped(&self, id: u64, stamp: Stamp, body: &[u8]) -> bool {
+        if !self.can_keep(id) {
+            return false;
+        }
+        let raw = self.sign_counted(body);
+        self.keep_stamped(id, stamp, raw)
+    }
+
+    fn keep_stamped(&self, id: u64, stamp: Stamp, raw: Vec<u8>) -> bool {
+        if !self.can_keep(id) {
+            return false;
+        }
+        let seen = self.pass.load(std::sync::atomic::Ordering::Relaxed).into();
+        let raw = raw.into_boxed_slice();
+        self.stamped.insert(id, Stamped { stamp, raw, seen });
+        true
+    }
+
+    /// Starts a filler's pass over every live id.
+    pub fn begin_pass(&self) -> u32 {
+        self.pass.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Ends a complete pass: the entries of ids it did not find (deleted
+    /// objects) are forgotten, freeing their room in the budget.
+    pub fn end_pass(&self, pass: u32) {
+        self.stamped
+            .retain(|_, e| e.seen.load(std::sync::atomic::Ordering::Relaxed) == pass);
+    }
+
+    /// Memory one stamped signature takes: the map's slot (with the
+    /// table's 1/8 spare room and control byte) and the signature's bytes.
+    pub fn stamped_entry_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(u64, Stamped)>();
+        slot + slot / 7 + 1 + self.signature_len()
+    }
+
+    /// Bytes of one raw signature (the modulus's length).
+    pub fn signature_len(&self) -> usize {
+        match &self.key {
+            Key::AwsLc(key, _) => key.public_modulus_len(),
+            Key::Rsa(key) => {
+                use rsa::traits::PublicKeyParts as _;
+                key.as_ref().as_ref().size()
+            }
+        }
+    }
+
+    /// Stamped signatures kept, the bytes they take, and the budget's
+    /// limit in entries.
+    pub fn stamped_usage(&self) -> (usize, usize, usize) {
+        let n = self.stamped.len();
+        (n, n * self.stamped_entry_bytes(), self.stamped_max)
     }
 
     /// Fresh signatures made so far, and the seconds they took.
@@ -146,7 +298,7 @@ mod tests {
     fn aws_lc_signs_as_the_rsa_crate_did() {
         let mut rng = rand::thread_rng();
         let key = RsaPrivateKey::new(&mut rng, RSA_KEY_BITS).expect("key");
-        let signer = Signer::new(key.clone());
+        let signer = Signer::new(key.clone(), 1 << 20);
         assert!(matches!(signer.key, Key::AwsLc(..)));
         let body = br#"{"license_active":true}"#;
         let ours = signer.sign_raw(body);

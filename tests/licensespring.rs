@@ -1059,3 +1059,95 @@ async fn feature_answers_follow_every_change() {
     assert_eq!(r.json()["total_consumptions"], 7);
     assert_eq!(check("ai-credits").await.json()["total_consumptions"], 7);
 }
+
+/// A sample of `GET /metrics` (no labels).
+async fn metric(s: &TestServer, name: &str) -> u64 {
+    let r = s
+        .send(
+            hyper::Request::get(s.url("/metrics"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request"),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&r.bytes).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Waits until the signed-answer filler has kept the same count for a
+/// second (its pass is over); returns the count.
+async fn filled(s: &TestServer) -> u64 {
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        let kept = metric(s, "tally_signed_answers_kept").await;
+        if kept == last && kept > 0 {
+            return kept;
+        }
+        last = kept;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("the filler never settled (last {last})");
+}
+
+/// Feature answers are signed ahead of their requests (the filler), so a
+/// check makes no fresh RSA signature, and what it sends verifies; a
+/// consumption's new answer is signed once and kept for the checks after
+/// it; a budget of two answers keeps two and still signs the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_answers_are_signed_ahead_within_the_budget() {
+    let s = TestServer::start().await;
+    let kept = filled(&s).await;
+    assert!(kept >= 3, "the demo's non-floating features: {kept}");
+    let made = metric(&s, "tally_signatures_total").await;
+    let check = |feature: &'static str| {
+        let mut query = q(KEY, HW);
+        query.push(("feature", feature));
+        let s = &s;
+        async move { s.ls_get("check_license_feature", &query).await }
+    };
+    for feature in ["render", "ai-credits"] {
+        let r = check(feature).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+        let sig = r.headers["licensesignature"].to_str().expect("ascii");
+        assert!(s.signed_by_server(&r.bytes, sig).await, "{feature}");
+    }
+    assert_eq!(metric(&s, "tally_signatures_total").await, made);
+
+    // A consumption changes the answer: signed once, on its request...
+    let r = s
+        .ls_post(
+            "add_feature_consumption",
+            with(
+                body(KEY, HW),
+                json!({"feature": "ai-credits", "consumptions": 3}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    assert_eq!(metric(&s, "tally_signatures_total").await, made + 1);
+    // ... and the checks after it send that answer with no new signature.
+    for _ in 0..3 {
+        let r = check("ai-credits").await;
+        assert_eq!(r.json()["total_consumptions"], 3);
+        let sig = r.headers["licensesignature"].to_str().expect("ascii");
+        assert!(s.signed_by_server(&r.bytes, sig).await);
+    }
+    assert_eq!(metric(&s, "tally_signatures_total").await, made + 1);
+    assert_eq!(metric(&s, "tally_signed_answers_kept").await, kept);
+    let bytes = metric(&s, "tally_signature_cache_bytes").await;
+    assert!(bytes >= kept * 256, "{bytes} bytes for {kept}");
+
+    // Two answers' budget: two kept, the others signed on their request.
+    let small = TestServer::start_with(|o| o.signature_cache_bytes = 700).await;
+    assert_eq!(metric(&small, "tally_signed_answers_max").await, 2);
+    assert_eq!(filled(&small).await, 2);
+    for feature in ["render", "ai-credits"] {
+        let mut query = q(KEY, HW);
+        query.push(("feature", feature));
+        let r = small.ls_get("check_license_feature", &query).await;
+        let sig = r.headers["licensesignature"].to_str().expect("ascii");
+        assert!(small.signed_by_server(&r.bytes, sig).await, "{feature}");
+    }
+    assert_eq!(metric(&small, "tally_signed_answers_kept").await, 2);
+}

@@ -217,6 +217,12 @@ impl Engine {
         (ids.into_iter().map(|(_, v)| v).collect(), more)
     }
 
+    /// Every license's id, in no order (what a background pass walks; the
+    /// map's shards are read-locked one at a time, briefly).
+    pub fn license_ids(&self) -> Vec<Id> {
+        self.licenses.iter().map(|e| *e.key()).collect()
+    }
+
     pub fn list_tenants(&self, after: Id, limit: usize) -> (Vec<Arc<Tenant>>, bool) {
         Self::page(&self.tenants, after, limit, |_| true)
     }

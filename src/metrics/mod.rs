@@ -389,8 +389,24 @@ impl Metrics {
         out.push(f);
         out.push(gauge(
             "tally_signatures_cached",
-            "Response signatures held in the signature cache",
+            "Response signatures held in the cache by body hash",
             Value::Int(app.signer.cached() as u64),
+        ));
+        let (kept, bytes, max) = app.signer.stamped_usage();
+        out.push(gauge(
+            "tally_signed_answers_kept",
+            "Feature answers whose signature is kept (filled in the background; --signature-cache-mb)",
+            Value::Int(kept as u64),
+        ));
+        out.push(gauge(
+            "tally_signed_answers_max",
+            "Feature answers the signature cache's budget holds",
+            Value::Int(max as u64),
+        ));
+        out.push(gauge(
+            "tally_signature_cache_bytes",
+            "Memory the kept signatures take (apart from the engine's)",
+            Value::Int(bytes as u64),
         ));
         out.push(gauge(
             "tally_floating_seats_held",

@@ -32,7 +32,9 @@ pub struct Surfaces {
 }
 
 impl Surfaces {
-    pub fn new(app: &App) -> Self {
+    /// The surfaces' state; starts their background work.
+    pub fn new(app: &Arc<App>) -> Self {
+        crate::api::licensespring::start(app);
         Surfaces {
             licensespring: Default::default(),
             qlik: crate::api::qlik::QlikState::new(app.emulate_rate_limits),

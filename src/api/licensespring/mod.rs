@@ -9,6 +9,7 @@
 
 pub mod auth;
 mod bundle;
+mod fill;
 pub mod error;
 pub mod js;
 mod license;
@@ -36,6 +37,7 @@ use crate::app::App;
 use crate::engine::model::*;
 use crate::engine::time::{format_instant, parse_instant, Millis};
 use crate::engine::{Command, Outcome};
+use crate::signing::Stamp;
 use crate::http::{json as json_resp, read_body, BodyError, Query, Resp};
 pub use auth::{client_headers, sign_date};
 use error::*;
@@ -63,11 +65,14 @@ pub const RENDERED_FEATURES_MAX: usize = 65_536;
 
 /// A feature-check answer ready to send.
 pub struct Rendered {
-    revision: u64,
-    in_use: Option<u32>,
-    total: i64,
+    stamp: Stamp,
     body: Bytes,
     signature: Option<HeaderValue>,
+}
+
+/// Starts this surface's background work: the signed-answer filler.
+pub fn start(app: &Arc<App>) {
+    fill::spawn(app);
 }
 
 /// A handler's answer before signing.

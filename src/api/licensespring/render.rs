@@ -104,25 +104,27 @@ pub(super) fn feature_body(
     in_use: Option<u32>,
     now: Millis,
 ) -> Answer {
-    let total = f.meter.used(now);
-    // Read before the spec: a concurrent change bumps it after writing the
-    // spec, so at worst a fresh render is cached under an older revision.
-    let revision = f.revision();
-    let cache = &state.rendered;
-    if let Some(r) = cache.get(&f.id) {
-        if r.revision == revision && r.in_use == in_use && r.total == total {
-            return Ok(Body::Rendered(r.clone()));
-        }
-    }
-    let body = {
-        let s = f.spec.read();
-        serde_json::to_vec(&FeatureCheck::new(l.id, f, &s, in_use, total)).map_err(|_| INTERNAL)?
+    let (stamp, body) = feature_answer(l, f, in_use, now, |stamp| {
+        state
+            .rendered
+            .get(&f.id)
+            .filter(|r| r.stamp == stamp)
+            .map(|r| r.clone())
+    })?;
+    let body = match body {
+        Err(cached) => return Ok(Body::Rendered(cached)),
+        Ok(body) => body,
     };
+    let cache = &state.rendered;
+    // Kept by the filler (or an earlier request) under this stamp, or
+    // signed now and kept.
+    let signature = app
+        .sign_responses
+        .then(|| HeaderValue::from_str(&app.signer.sign_for(f.id, stamp, &body)).ok())
+        .flatten();
     let rendered = Arc::new(Rendered {
-        revision,
-        in_use,
-        total,
-        signature: signature(app, &body),
+        stamp,
+        signature,
         body: Bytes::from(body),
     });
     // Full: keep what is cached (replacing only this feature's own entry)
@@ -131,6 +133,32 @@ pub(super) fn feature_body(
         cache.insert(f.id, rendered.clone());
     }
     Ok(Body::Rendered(rendered))
+}
+
+/// The feature-check answer's stamp and body: `cached(stamp)`'s answer
+/// (as `Err`) when it has one, else the body rendered now. The stamp is
+/// read before the spec: a concurrent change bumps the revision after
+/// writing the spec, so at worst a fresh render is kept under an older
+/// revision (and rendered again on the next request).
+pub(super) fn feature_answer<T>(
+    l: &License,
+    f: &Feature,
+    in_use: Option<u32>,
+    now: Millis,
+    cached: impl FnOnce(Stamp) -> Option<T>,
+) -> Result<(Stamp, Result<Vec<u8>, T>), LicenseSpringError> {
+    let stamp = Stamp {
+        revision: f.revision(),
+        in_use,
+        total: f.meter.used(now),
+    };
+    if let Some(hit) = cached(stamp) {
+        return Ok((stamp, Err(hit)));
+    }
+    let s = f.spec.read();
+    let body = serde_json::to_vec(&FeatureCheck::new(l.id, f, &s, in_use, stamp.total))
+        .map_err(|_| INTERNAL)?;
+    Ok((stamp, Ok(body)))
 }
 
 pub(super) fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
