@@ -7,10 +7,20 @@
 //! floating-seat renewals never take this lock; the lock is held for the
 //! apply and the record's encoding only (about a microsecond), never for I/O.
 //!
-//! **Group commit.** Records accumulate in memory while one flusher thread
-//! writes and syncs what came before: every request that arrived during a
-//! sync shares the next one. [`Log::wait`] completes when a record is durable
-//! per the [`FsyncMode`].
+//! **Group commit, leader and followers.** Records accumulate in memory
+//! while one writer writes and syncs what came before: every request that
+//! arrived during a sync shares the next one. The writer is whoever holds
+//! the writer's lock ([`Io`]). Without a sync per group (`--fsync never`,
+//! `interval`) a thread waiting for its record in [`Log::wait`] takes it
+//! when it is free and writes every pending record itself (the leader; the
+//! others wait for it and one of them leads the next group), so a commit
+//! needs no hand-off to another thread and back. With `--fsync always` the
+//! flusher thread writes and syncs: a sync blocks for a disk's round trip,
+//! and off the requests' threads the next group gathers meanwhile (a
+//! leading request thread would hold back the requests queued behind it:
+//! measured, groups of one). The flusher also writes what no waiter does:
+//! interval syncs, segment cuts, a close, commits waiting for room.
+//! [`Log::wait`] completes when a record is durable per the [`FsyncMode`].
 //!
 //! **Latch.** A failed write or sync latches the log: the records after the
 //! last durable one are never acknowledged, and every later commit is refused
@@ -134,9 +144,14 @@ struct Shared {
     mode: FsyncMode,
     /// The commit lock: apply + append happen under it (see the module doc).
     state: Mutex<State>,
-    /// Signalled when records or a close await the flusher.
+    /// The writer's lock: held by whoever writes (a leading waiter or the
+    /// flusher), for one round of taking the pending batches, writing and
+    /// syncing them. Taken before `state`, never the other way round.
+    io: Mutex<Io>,
+    /// Signalled when a cut, a close or a commit waiting for room needs the
+    /// flusher.
     work: Condvar,
-    /// Highest lsn that is durable per `mode`. Written by the flusher only.
+    /// Highest lsn that is durable per `mode`. Written by the writer only.
     durable: AtomicU64,
     /// Set once on a storage failure; never cleared in this process.
     latched: AtomicBool,
@@ -213,6 +228,7 @@ impl Log {
         ledger: Option<super::ledger::Writer>,
     ) -> std::io::Result<Log> {
         let ledger_synced = ledger.as_ref().map_or(u64::MAX, |l| l.synced_lsn);
+        let ledgered = ledger.is_some();
         let (durable_tx, _) = tokio::sync::watch::channel(next_lsn.saturating_sub(1));
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -224,20 +240,27 @@ impl Log {
                 pending_bytes: 0,
                 closing: false,
             }),
+            io: Mutex::new(Io {
+                seg: None,
+                synced: true,
+                last_sync: Instant::now(),
+                ledger,
+                ledger_sync: Instant::now(),
+            }),
             work: Condvar::new(),
             durable: AtomicU64::new(next_lsn.saturating_sub(1)),
             latched: AtomicBool::new(false),
             durable_tx,
             flushed: (Mutex::new(()), Condvar::new()),
             room: Condvar::new(),
-            ledgered: ledger.is_some(),
+            ledgered,
             ledger_synced: AtomicU64::new(ledger_synced),
             metrics: LogMetrics::default(),
         });
         let s = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("tally-wal".into())
-            .spawn(move || flusher(s, ledger))?;
+            .spawn(move || flusher(&s))?;
         Ok(Log {
             shared,
             flusher: Mutex::new(Some(flusher)),
@@ -307,6 +330,8 @@ impl Log {
             if sh.latched.load(Ordering::Acquire) {
                 return Err(LogError::Unavailable);
             }
+            // Waiters lead only for their own records: the flusher writes.
+            sh.work.notify_one();
             sh.room.wait_for(&mut st, Duration::from_millis(100));
         }
         if st.closing || sh.latched.load(Ordering::Acquire) {
@@ -351,7 +376,11 @@ impl Log {
         st.pending_bytes += added;
         st.next_lsn = lsn + 1;
         drop(st);
-        sh.work.notify_one();
+        // Without a sync per group the record's waiter writes it (see
+        // `Log::wait`); a sync is the flusher's, off the caller's thread.
+        if sh.mode == FsyncMode::Always {
+            sh.work.notify_one();
+        }
         Ok(Committed {
             outcome,
             lsn: Some(lsn),
@@ -359,29 +388,12 @@ impl Log {
     }
 
     /// Completes when `lsn` is durable; fails if the log latched first.
+    /// Writes the pending records itself when no one else is writing (it
+    /// blocks its thread for one write and, per the mode, one sync: the
+    /// work a hand-off to the flusher would have waited for anyway).
     pub async fn wait(&self, lsn: u64) -> Result<(), LogError> {
         let sh = &*self.shared;
-        if sh.durable.load(Ordering::Acquire) >= lsn {
-            return Ok(());
-        }
-        let mut rx = sh.durable_tx.subscribe();
-        let _ = rx
-            .wait_for(|_| {
-                sh.durable.load(Ordering::Acquire) >= lsn || sh.latched.load(Ordering::Acquire)
-            })
-            .await;
-        if sh.durable.load(Ordering::Acquire) >= lsn {
-            Ok(())
-        } else {
-            Err(LogError::Unavailable)
-        }
-    }
-
-    /// [`Log::wait`] for threads that may block.
-    pub fn wait_blocking(&self, lsn: u64) -> Result<(), LogError> {
-        let sh = &*self.shared;
-        let (lock, cv) = &sh.flushed;
-        let mut g = lock.lock();
+        let mut rx = None;
         loop {
             if sh.durable.load(Ordering::Acquire) >= lsn {
                 return Ok(());
@@ -389,7 +401,43 @@ impl Log {
             if sh.latched.load(Ordering::Acquire) {
                 return Err(LogError::Unavailable);
             }
-            cv.wait_for(&mut g, Duration::from_millis(50));
+            if sh.mode != FsyncMode::Always {
+                if let Some(io) = sh.io.try_lock() {
+                    lead(sh, io);
+                    continue;
+                }
+            }
+            match &mut rx {
+                // Subscribed before looking again: a writer that finishes
+                // after this point wakes us.
+                None => rx = Some(sh.durable_tx.subscribe()),
+                Some(rx) => {
+                    let _ = rx.changed().await;
+                }
+            }
+        }
+    }
+
+    /// [`Log::wait`] for threads that may block.
+    pub fn wait_blocking(&self, lsn: u64) -> Result<(), LogError> {
+        let sh = &*self.shared;
+        let (lock, cv) = &sh.flushed;
+        loop {
+            if sh.durable.load(Ordering::Acquire) >= lsn {
+                return Ok(());
+            }
+            if sh.latched.load(Ordering::Acquire) {
+                return Err(LogError::Unavailable);
+            }
+            if let Some(io) = sh.io.try_lock() {
+                lead(sh, io);
+                continue;
+            }
+            let mut g = lock.lock();
+            // Rechecked under the lock a writer notifies under.
+            if sh.durable.load(Ordering::Acquire) < lsn && !sh.latched.load(Ordering::Acquire) {
+                cv.wait_for(&mut g, Duration::from_millis(50));
+            }
         }
     }
 
@@ -471,11 +519,23 @@ fn latch(sh: &Shared) {
     sh.room.notify_all();
 }
 
-fn publish(sh: &Shared, lsn: u64) {
+/// Raises the durable lsn (if `lsn`) and wakes every waiter.
+fn publish(sh: &Shared, lsn: Option<u64>) {
+    let lsn = lsn.unwrap_or(0);
     sh.durable.fetch_max(lsn, Ordering::AcqRel);
     sh.durable_tx.send_modify(|v| *v = (*v).max(lsn));
     let _g = sh.flushed.0.lock();
     sh.flushed.1.notify_all();
+}
+
+/// The writer's state (behind `Shared::io`).
+struct Io {
+    seg: Option<Segment>,
+    /// Whether everything written is synced.
+    synced: bool,
+    last_sync: Instant,
+    ledger: Option<super::ledger::Writer>,
+    ledger_sync: Instant,
 }
 
 /// The open segment.
@@ -558,108 +618,155 @@ fn timed_sync(sh: &Shared, s: &mut Segment) -> std::io::Result<()> {
     Ok(())
 }
 
-fn flusher(sh: Arc<Shared>, mut ledger: Option<super::ledger::Writer>) {
-    let mut ledger_sync = Instant::now();
-    let mut seg: Option<Segment> = None;
-    let mut synced = true;
-    let mut last_sync = Instant::now();
+/// One round as the writer: writes what is pending, lets the writer's lock
+/// go, then tells every waiter (even when nothing was written: a waiter
+/// that found the lock taken waits for this to try again).
+fn lead(sh: &Shared, mut io: parking_lot::MutexGuard<'_, Io>) {
+    let written = round(sh, &mut io, false);
+    drop(io);
+    match written {
+        Ok(last) => publish(sh, last),
+        Err(()) => latch(sh),
+    }
+}
+
+/// Takes the pending batches, writes them, syncs per the mode (or when
+/// `closing`), appends their ledger entries. Returns the last lsn written,
+/// or Err (after logging it) on a storage failure: the caller latches.
+fn round(sh: &Shared, io: &mut Io, closing: bool) -> Result<Option<u64>, ()> {
+    let batches = {
+        let mut st = sh.state.lock();
+        st.pending_bytes = 0;
+        std::mem::take(&mut st.batches)
+    };
+    sh.room.notify_all();
+    let mut last = None;
+    let mut entries: Vec<(u64, u64, Vec<PendingEntries>)> = Vec::new();
+    let (mut group_records, mut group_bytes) = (0u64, 0u64);
+    let result = (|| -> std::io::Result<()> {
+        for mut b in batches {
+            if !b.ledger.is_empty() {
+                entries.push((b.first_lsn, b.last_lsn, std::mem::take(&mut b.ledger)));
+            }
+            if b.new_segment {
+                if let Some(mut s) = io.seg.take() {
+                    s.file.sync_data()?;
+                }
+            }
+            if b.bytes.is_empty() {
+                continue;
+            }
+            if io.seg.as_ref().is_some_and(|s| s.bytes >= SEGMENT_BYTES_MAX) {
+                if let Some(mut s) = io.seg.take() {
+                    s.file.sync_data()?;
+                }
+            }
+            let s = match &mut io.seg {
+                Some(s) => s,
+                None => io.seg.insert(open_segment(sh, b.first_lsn)?),
+            };
+            s.file.write_all(&b.bytes)?;
+            s.bytes += b.bytes.len() as u64;
+            group_records += b.last_lsn + 1 - b.first_lsn;
+            group_bytes += b.bytes.len() as u64;
+            io.synced = false;
+            last = Some(b.last_lsn);
+        }
+        let due = match sh.mode {
+            FsyncMode::Always => true,
+            FsyncMode::Interval(d) => closing || io.last_sync.elapsed() >= d,
+            FsyncMode::Never => false,
+        };
+        if due && !io.synced {
+            if let Some(s) = &mut io.seg {
+                timed_sync(sh, s)?;
+            }
+            io.synced = true;
+            io.last_sync = Instant::now();
+        }
+        Ok(())
+    })();
+    sh.metrics.group_commit(group_records, group_bytes);
+    match result {
+        Ok(()) => {
+            // The entries go to the ledger before the changes are
+            // acknowledged: an acknowledged change is in the ledger.
+            let io = &mut *io;
+            append_ledger(sh, &mut io.ledger, &entries, &mut io.ledger_sync, closing);
+            Ok(last)
+        }
+        Err(e) => {
+            tracing::error!(
+                "write-ahead log failed in {}: {e}; refusing changes from now on",
+                sh.dir.display()
+            );
+            Err(())
+        }
+    }
+}
+
+/// How often the flusher looks for records no waiter wrote (a commit whose
+/// caller never waits), ms.
+const FLUSHER_POLL_MS: u64 = 50;
+
+/// The flusher thread: writes what no waiter does (interval syncs, cuts,
+/// commits waiting for room, records nobody waits for, the close). Exits
+/// when the log closes or latches.
+fn flusher(sh: &Shared) {
     loop {
-        {
+        let (closing, pending) = {
             let mut st = sh.state.lock();
-            while st.batches.is_empty() && !st.closing {
-                match sh.mode {
-                    FsyncMode::Interval(d) if !synced => {
-                        let left = d.saturating_sub(last_sync.elapsed());
-                        if left.is_zero() || sh.work.wait_for(&mut st, left).timed_out() {
-                            break;
-                        }
-                    }
-                    _ => sh.work.wait(&mut st),
+            if st.batches.is_empty() && !st.closing {
+                let wait = match sh.mode {
+                    FsyncMode::Interval(d) => d.min(Duration::from_millis(FLUSHER_POLL_MS)),
+                    _ => Duration::from_millis(FLUSHER_POLL_MS),
+                };
+                sh.work.wait_for(&mut st, wait);
+            }
+            (st.closing, !st.batches.is_empty())
+        };
+        if sh.latched.load(Ordering::Acquire) {
+            return;
+        }
+        // Whether an interval sync is due is known under `io` only (taken
+        // before `state`, never inside it).
+        let interval = matches!(sh.mode, FsyncMode::Interval(_));
+        if !(pending || closing || interval) {
+            continue;
+        }
+        // No yield to the thread that woke us (the old flusher's): a sync
+        // started at once overlaps the requests' work, and the records
+        // appended meanwhile form the next group (measured: 51.6k durable
+        // consumptions/s against 42.7k, groups of 25 against 64).
+        let mut io = sh.io.lock();
+        let pending = !sh.state.lock().batches.is_empty();
+        let sync_due = match sh.mode {
+            FsyncMode::Interval(d) => !io.synced && io.last_sync.elapsed() >= d,
+            _ => false,
+        };
+        if !(pending || sync_due || closing) {
+            continue;
+        }
+        let written = round(sh, &mut io, closing);
+        let done = closing && sh.state.lock().batches.is_empty();
+        let mut result = written;
+        if done && result.is_ok() {
+            if let Some(mut s) = io.seg.take() {
+                if let Err(e) = s.file.sync_data() {
+                    tracing::error!("final log sync failed: {e}");
+                    result = Err(());
                 }
             }
         }
-        // Let the thread that woke us finish what it is doing first, so that
-        // one write carries the records it appends meanwhile (on a busy core
-        // the flusher would otherwise run, and write, after each first record).
-        std::thread::yield_now();
-        let (batches, closing) = {
-            let mut st = sh.state.lock();
-            st.pending_bytes = 0;
-            (std::mem::take(&mut st.batches), st.closing)
-        };
-        sh.room.notify_all();
-        let mut last = None;
-        let mut entries: Vec<(u64, u64, Vec<PendingEntries>)> = Vec::new();
-        let (mut group_records, mut group_bytes) = (0u64, 0u64);
-        let result = (|| -> std::io::Result<()> {
-            for mut b in batches {
-                if !b.ledger.is_empty() {
-                    entries.push((b.first_lsn, b.last_lsn, std::mem::take(&mut b.ledger)));
-                }
-                if b.new_segment {
-                    if let Some(mut s) = seg.take() {
-                        s.file.sync_data()?;
-                    }
-                }
-                if b.bytes.is_empty() {
-                    continue;
-                }
-                if seg.as_ref().is_some_and(|s| s.bytes >= SEGMENT_BYTES_MAX) {
-                    if let Some(mut s) = seg.take() {
-                        s.file.sync_data()?;
-                    }
-                }
-                let s = match &mut seg {
-                    Some(s) => s,
-                    None => seg.insert(open_segment(&sh, b.first_lsn)?),
-                };
-                s.file.write_all(&b.bytes)?;
-                s.bytes += b.bytes.len() as u64;
-                group_records += b.last_lsn + 1 - b.first_lsn;
-                group_bytes += b.bytes.len() as u64;
-                synced = false;
-                last = Some(b.last_lsn);
-            }
-            let due = match sh.mode {
-                FsyncMode::Always => true,
-                FsyncMode::Interval(d) => closing || last_sync.elapsed() >= d,
-                FsyncMode::Never => false,
-            };
-            if due && !synced {
-                if let Some(s) = &mut seg {
-                    timed_sync(&sh, s)?;
-                }
-                synced = true;
-                last_sync = Instant::now();
-            }
-            Ok(())
-        })();
-        sh.metrics.group_commit(group_records, group_bytes);
+        drop(io);
         match result {
-            Ok(()) => {
-                // The entries go to the ledger before the changes are
-                // acknowledged: an acknowledged change is in the ledger.
-                append_ledger(&sh, &mut ledger, &entries, &mut ledger_sync, closing);
-                if let Some(l) = last {
-                    publish(&sh, l);
-                }
-            }
-            Err(e) => {
-                tracing::error!(
-                    "write-ahead log failed in {}: {e}; refusing changes from now on",
-                    sh.dir.display()
-                );
-                latch(&sh);
+            Ok(last) => publish(sh, last),
+            Err(()) => {
+                latch(sh);
                 return;
             }
         }
-        if closing && sh.state.lock().batches.is_empty() {
-            if let Some(mut s) = seg.take() {
-                if let Err(e) = s.file.sync_data() {
-                    tracing::error!("final log sync failed: {e}");
-                    latch(&sh);
-                }
-            }
+        if done {
             return;
         }
     }
