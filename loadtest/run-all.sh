@@ -37,34 +37,22 @@ compare consume-nosign --scenario consume --tally-arg=--no-sign --no-wrk
 compare mixed --scenario mixed --no-wrk
 compare check-pipelined --scenario check --pipeline 16 --no-redis --no-wrk
 
-# Catalog size: 1k against 1M licenses (4 features each), same load, signing
-# off (every distinct answer costs one RSA signature the first time it is
-# sent; 4M distinct answers would measure RSA, not lookups).
-size_run() {
-  local n="$1"
-  local dir="$OUT/size-$n"
-  rm -rf "$dir"; mkdir -p "$dir"
-  "$TALLY" gen-catalog --licenses "$n" --out "$dir/catalog.json" >/dev/null
-  taskset -c 0 "$TALLY" serve --listen 127.0.0.1:18480 --data-dir "$dir/data" \
-    --catalog "$dir/catalog.json" --no-sign 2>"$dir/server.log" &
-  local pid=$!
-  until curl -sf http://127.0.0.1:18480/healthz >/dev/null; do sleep 0.5; done
-  local rss
-  rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  echo "licenses $n: resident after load ${rss} KiB ($(( rss * 1024 / (n * 4) )) bytes per feature, all included)" | tee "$dir/memory.txt"
-  grep -o 'loaded catalog.*' "$dir/server.log" | tee -a "$dir/memory.txt" || true
-  for i in 1 2 3; do
-    taskset -c 1 "$LT" run --quiet --target 127.0.0.1:18480 --licenses "$n" \
-      --duration "$ROUND_SECS" --warmup 2 --json "$dir/run$i.json"
-    python3 -c "import json,sys; d=json.load(open('$dir/run$i.json')); print('licenses $n run $i: %.0f req/s p99 %.1f us' % (d['throughput_rps'], d['latency_us']['p99']))" | tee -a "$dir/memory.txt"
-  done
-  kill "$pid"; wait "$pid" || true
-}
-size_run 1000
-size_run 1000000
+# Catalog size: 1k against 1M licenses (4 features each), the same load;
+# unsigned, then signed with the default settings (once the signed-answer
+# filler's first pass is over).
+echo "== catalog size, unsigned (issue #18)"
+ROUNDS=3 ROUND_SECS="$ROUND_SECS" OUT="$OUT/size" bash loadtest/size.sh | tee "$OUT/size.txt"
+echo "== catalog size, signed (issue #18)"
+SIGN=1 ROUNDS=3 ROUND_SECS="$ROUND_SECS" OUT="$OUT/size-signed" bash loadtest/size.sh | tee "$OUT/size-signed.txt"
 
 echo "== signed consumption against openssl speed rsa2048 (issue #18)"
 ROUNDS=3 ROUND_SECS="$ROUND_SECS" bash loadtest/signing.sh | tee "$OUT/signing.txt"
+
+echo "== durable consumption: --fsync always against never and interval:10 (issue #18)"
+ROUNDS=3 ROUND_SECS="$ROUND_SECS" bash loadtest/durable.sh | tee "$OUT/durable.txt"
+
+echo "== recovery at 1M licenses + about 1M records (issue #18)"
+LOAD_SECS=12 bash loadtest/recovery.sh | tee "$OUT/recovery.txt"
 
 echo "== catalog load at 1M licenses: time, resident memory, peak (issue #18)"
 bash loadtest/load-time.sh | tee "$OUT/load-time.txt"
