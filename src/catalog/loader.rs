@@ -363,7 +363,7 @@ impl Loader<'_> {
     pub(super) fn license(
         &mut self,
         tenant: &Tenant,
-        p: &str,
+        p: &(impl std::fmt::Display + ?Sized),
         mut m: Map<String, Value>,
     ) -> Result<(), CatalogError> {
         let engine = self.engine;
@@ -393,11 +393,11 @@ impl Loader<'_> {
         }
         tenant.customer_ref(&mut m, p)?;
         let features: Vec<FeatureSpec> = match m.remove("features") {
-            Some(f) => typed(&format!("{p}.features"), f)?,
+            Some(f) => typed(&format_args!("{p}.features"), f)?,
             None => Vec::new(),
         };
         let devices: Vec<CatalogDevice> = match m.remove("devices") {
-            Some(d) => typed(&format!("{p}.devices"), d)?,
+            Some(d) => typed(&format_args!("{p}.devices"), d)?,
             None => Vec::new(),
         };
         let spec: LicenseSpec = typed(p, Value::Object(m))?;
@@ -418,7 +418,6 @@ impl Loader<'_> {
             },
         )?;
         for (di, d) in devices.into_iter().enumerate() {
-            let dp = format!("{p}.devices[{di}]");
             let cmd = Command::Activate {
                 license_id: id,
                 hardware_id: Cow::Owned(d.hardware_id),
@@ -426,7 +425,7 @@ impl Loader<'_> {
                 device_id: engine.next_id(),
                 now,
             };
-            apply(engine, &dp, cmd)?;
+            apply(engine, &format_args!("{p}.devices[{di}]"), cmd)?;
             self.n.devices += 1;
         }
         self.n.licenses += 1;
@@ -439,7 +438,7 @@ impl Tenant {
     pub(super) fn customer_ref(
         &self,
         m: &mut Map<String, Value>,
-        p: &str,
+        p: &(impl std::fmt::Display + ?Sized),
     ) -> Result<(), CatalogError> {
         if let Some(email) = take_str(m, "customer", p)? {
             let id = self

@@ -82,7 +82,12 @@ fn err(path: impl Into<String>, message: impl std::fmt::Display) -> CatalogError
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(path: &str, v: Value) -> Result<T, CatalogError> {
+/// `path`s are formatted only for an error: a million licenses' paths
+/// (`tenants[0].licenses[123456]`) would otherwise be made and dropped.
+fn typed<T: serde::de::DeserializeOwned>(
+    path: &(impl std::fmt::Display + ?Sized),
+    v: Value,
+) -> Result<T, CatalogError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let inner = e.path().to_string();
         let at = if inner == "." {
@@ -96,19 +101,23 @@ fn typed<T: serde::de::DeserializeOwned>(path: &str, v: Value) -> Result<T, Cata
     })
 }
 
-fn apply(engine: &Engine, path: &str, cmd: Command<'_>) -> Result<(), CatalogError> {
+fn apply(
+    engine: &Engine,
+    path: &(impl std::fmt::Display + ?Sized),
+    cmd: Command<'_>,
+) -> Result<(), CatalogError> {
     engine.apply(&cmd).map(|_| ()).map_err(|e| match e {
         crate::engine::EngineError::Invalid(field, reason) => {
             err(format!("{path}.{field}"), reason)
         }
-        other => err(path, other),
+        other => err(path.to_string(), other),
     })
 }
 
 fn take_str(
     m: &mut Map<String, Value>,
     k: &str,
-    path: &str,
+    path: &(impl std::fmt::Display + ?Sized),
 ) -> Result<Option<String>, CatalogError> {
     match m.remove(k) {
         None | Some(Value::Null) => Ok(None),

@@ -224,7 +224,7 @@ impl<'de> serde::de::Visitor<'de> for LicensesSeed<'_, '_, '_> {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut li = 0usize;
         while let Some(m) = seq.next_element::<Map<String, Value>>()? {
-            let p = format!("{}.licenses[{li}]", self.path);
+            let p = format_args!("{}.licenses[{li}]", self.path);
             if let Err(e) = self.loader.license(self.tenant, &p, m) {
                 return Err(self.loader.fail(e));
             }

@@ -656,7 +656,11 @@ fn round(sh: &Shared, io: &mut Io, closing: bool) -> Result<Option<u64>, ()> {
             if b.bytes.is_empty() {
                 continue;
             }
-            if io.seg.as_ref().is_some_and(|s| s.bytes >= SEGMENT_BYTES_MAX) {
+            if io
+                .seg
+                .as_ref()
+                .is_some_and(|s| s.bytes >= SEGMENT_BYTES_MAX)
+            {
                 if let Some(mut s) = io.seg.take() {
                     s.file.sync_data()?;
                 }

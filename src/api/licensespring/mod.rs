@@ -9,8 +9,8 @@
 
 pub mod auth;
 mod bundle;
-mod fill;
 pub mod error;
+mod fill;
 pub mod js;
 mod license;
 mod offline;
@@ -37,8 +37,8 @@ use crate::app::App;
 use crate::engine::model::*;
 use crate::engine::time::{format_instant, parse_instant, Millis};
 use crate::engine::{Command, Outcome};
-use crate::signing::Stamp;
 use crate::http::{json as json_resp, read_body, BodyError, Query, Resp};
+use crate::signing::Stamp;
 pub use auth::{client_headers, sign_date};
 use error::*;
 use license::*;
