@@ -165,7 +165,11 @@ fn golden_license(e: &Engine) {
     let d1 = e.device(&l, "g-hw-1").expect("device 1");
     assert!(d1.active && !d1.blacklisted);
     assert_eq!(
-        (d1.id, d1.info.hostname.as_str(), d1.info.os_ver.as_str()),
+        (
+            d1.id,
+            d1.info().hostname.as_str(),
+            d1.info().os_ver.as_str()
+        ),
         (20013, "g1", "Linux 6.1")
     );
     let vars: Vec<(&str, &str)> = d1

@@ -47,7 +47,7 @@ impl Engine {
                         .acquire(hw, now, spec.floating_timeout_ms())
                         .map_err(lease_err)?;
                 }
-                d.info = info.clone();
+                d.info = DeviceInfo::compact(info);
                 d.last_activated = now;
                 return Ok(Outcome::Activated {
                     device_id: d.id,
@@ -82,7 +82,7 @@ impl Engine {
             Some(i) => {
                 let d = &mut devs.list[i];
                 d.active = true;
-                d.info = info.clone();
+                d.info = DeviceInfo::compact(info);
                 d.last_activated = now;
                 d.deactivated_at = None;
                 d.id
@@ -93,7 +93,7 @@ impl Engine {
                 devs.list.push(Device {
                     id: device_id,
                     hardware_id: hw.to_string(),
-                    info: info.clone(),
+                    info: DeviceInfo::compact(info),
                     active: true,
                     blacklisted: false,
                     first_activated: now,
@@ -188,7 +188,7 @@ impl Engine {
                 devs.list.push(Device {
                     id: device_id,
                     hardware_id: hw.to_string(),
-                    info: DeviceInfo::default(),
+                    info: None,
                     active: false,
                     blacklisted: true,
                     first_activated: now,

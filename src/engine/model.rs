@@ -601,17 +601,67 @@ pub struct DeviceVariable {
     pub created_at: Millis,
 }
 
+impl DeviceInfo {
+    /// No field set (what most devices report, and every generated one).
+    pub const EMPTY: DeviceInfo = DeviceInfo {
+        os_ver: String::new(),
+        hostname: String::new(),
+        ip: String::new(),
+        mac_address: String::new(),
+        is_vm: false,
+        vm_info: String::new(),
+        app_ver: String::new(),
+        sdk_ver: String::new(),
+    };
+
+    /// Kept as a device keeps it: nothing for an empty one.
+    pub fn compact(info: &DeviceInfo) -> Option<Box<DeviceInfo>> {
+        (*info != DeviceInfo::EMPTY).then(|| Box::new(info.clone()))
+    }
+}
+
+/// A device's [`DeviceInfo`], stored (snapshots, images) exactly as the
+/// plain struct always was, kept in memory boxed and only when not empty:
+/// 8 bytes instead of 176 for the devices that report nothing (issue #18's
+/// memory: a million activations).
+mod device_info_serde {
+    use super::DeviceInfo;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Box<DeviceInfo>>, s: S) -> Result<S::Ok, S::Error> {
+        static EMPTY: DeviceInfo = DeviceInfo::EMPTY;
+        v.as_deref().unwrap_or(&EMPTY).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Box<DeviceInfo>>, D::Error> {
+        let info = DeviceInfo::deserialize(d)?;
+        Ok((info != DeviceInfo::EMPTY).then(|| Box::new(info)))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Device {
     pub id: Id,
     pub hardware_id: String,
-    pub info: DeviceInfo,
+    /// None when empty (see [`Device::info`]).
+    #[serde(with = "device_info_serde")]
+    pub info: Option<Box<DeviceInfo>>,
     pub active: bool,
     pub blacklisted: bool,
     pub first_activated: Millis,
     pub last_activated: Millis,
     pub deactivated_at: Option<Millis>,
     pub variables: Vec<DeviceVariable>,
+}
+
+impl Device {
+    /// What the device reported (all empty when nothing).
+    pub fn info(&self) -> &DeviceInfo {
+        static EMPTY: DeviceInfo = DeviceInfo::EMPTY;
+        self.info.as_deref().unwrap_or(&EMPTY)
+    }
 }
 
 /// Device records of a license, behind one lock: activation must check the
@@ -743,4 +793,67 @@ pub fn next_revision() -> u64 {
 /// increment for a license's features instead of one each.
 pub fn next_revisions(n: u64) -> u64 {
     REVISIONS.fetch_add(n.max(1), std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The device as snapshots always stored it: the info inline.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct StoredDevice {
+        id: Id,
+        hardware_id: String,
+        info: DeviceInfo,
+        active: bool,
+        blacklisted: bool,
+        first_activated: Millis,
+        last_activated: Millis,
+        deactivated_at: Option<Millis>,
+        variables: Vec<DeviceVariable>,
+    }
+
+    /// A device kept with its info boxed (or none) is stored byte for byte
+    /// as before, in postcard (snapshots) and JSON, and read back the same.
+    #[test]
+    fn a_compact_device_is_stored_as_before() {
+        for info in [
+            DeviceInfo::default(),
+            DeviceInfo {
+                hostname: "h".into(),
+                is_vm: true,
+                ..DeviceInfo::default()
+            },
+        ] {
+            let d = Device {
+                id: 7,
+                hardware_id: "hw".into(),
+                info: DeviceInfo::compact(&info),
+                active: true,
+                blacklisted: false,
+                first_activated: 1,
+                last_activated: 2,
+                deactivated_at: None,
+                variables: Vec::new(),
+            };
+            assert_eq!(d.info.is_none(), info == DeviceInfo::default());
+            let stored = StoredDevice {
+                id: 7,
+                hardware_id: "hw".into(),
+                info: info.clone(),
+                active: true,
+                blacklisted: false,
+                first_activated: 1,
+                last_activated: 2,
+                deactivated_at: None,
+                variables: Vec::new(),
+            };
+            let bytes = postcard::to_allocvec(&d).expect("encode");
+            assert_eq!(bytes, postcard::to_allocvec(&stored).expect("encode"));
+            assert_eq!(postcard::from_bytes::<Device>(&bytes).expect("decode"), d);
+            let json = serde_json::to_string(&d).expect("json");
+            assert_eq!(json, serde_json::to_string(&stored).expect("json"));
+            assert_eq!(d.info(), &info);
+        }
+    }
 }

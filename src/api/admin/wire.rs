@@ -91,7 +91,7 @@ pub fn device(d: &Device) -> Value {
         "first_activated": format_instant(d.first_activated),
         "last_activated": format_instant(d.last_activated),
         "deactivated_at": d.deactivated_at.map(format_instant),
-        "info": d.info,
+        "info": d.info(),
         "variables": d.variables.iter().map(|x| json!({"variable": x.variable, "value": x.value,
             "created_at": format_instant(x.created_at)})).collect::<Vec<_>>(),
     })
