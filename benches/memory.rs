@@ -32,9 +32,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     println!(
-        "size_of: License {} B, Feature {} B, LicenseSpec {} B, FeatureSpec {} B, DeviceInfo {} B",
+        "size_of: License {} B (align {}), Feature {} B (align {}), LicenseSpec {} B, FeatureSpec {} B, DeviceInfo {} B",
         std::mem::size_of::<License>(),
+        std::mem::align_of::<License>(),
         std::mem::size_of::<Feature>(),
+        std::mem::align_of::<Feature>(),
         std::mem::size_of::<LicenseSpec>(),
         std::mem::size_of::<FeatureSpec>(),
         std::mem::size_of::<DeviceInfo>(),

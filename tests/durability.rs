@@ -412,11 +412,7 @@ fn verify(dir: &Path, ledger: &Ledger) {
 
     let act = lic("ACT");
     let devices = act.devices.read();
-    let present: HashSet<&str> = devices
-        .list
-        .iter()
-        .map(|d| d.hardware_id.as_str())
-        .collect();
+    let present: HashSet<&str> = devices.list.iter().map(|d| &*d.hardware_id).collect();
     assert_eq!(present.len(), devices.list.len(), "a device recorded twice");
     for hw in &ledger.activations_acked {
         assert!(

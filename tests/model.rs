@@ -286,7 +286,7 @@ fn observe(e: &Engine) -> Model {
         .read()
         .list
         .iter()
-        .map(|d| (d.hardware_id.clone(), d.active))
+        .map(|d| (d.hardware_id.to_string(), d.active))
         .collect();
     let tenant = e.api_key("mk").expect("key").tenant_id;
     let q = e.qlik(tenant).expect("qlik");

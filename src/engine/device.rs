@@ -34,7 +34,7 @@ impl Engine {
         }
         let floating = spec.is_floating || spec.is_floating_cloud;
         let mut devs = lic.devices.write();
-        let existing = devs.list.iter().position(|d| d.hardware_id == hw);
+        let existing = devs.list.iter().position(|d| *d.hardware_id == *hw);
         if let Some(i) = existing {
             let d = &mut devs.list[i];
             if d.blacklisted {
@@ -92,14 +92,14 @@ impl Engine {
                 devs.reserve_one();
                 devs.list.push(Device {
                     id: device_id,
-                    hardware_id: hw.to_string(),
+                    hardware_id: hw.into(),
                     info: DeviceInfo::compact(info),
                     active: true,
                     blacklisted: false,
                     first_activated: now,
                     last_activated: now,
                     deactivated_at: None,
-                    variables: Vec::new(),
+                    variables: thin_vec::ThinVec::new(),
                 });
                 device_id
             }
@@ -136,7 +136,7 @@ impl Engine {
         let d = devs
             .list
             .iter_mut()
-            .find(|d| d.hardware_id == hw && d.active)
+            .find(|d| *d.hardware_id == *hw && d.active)
             .ok_or(EngineError::DeviceNotFound)?;
         d.active = false;
         d.deactivated_at = Some(now);
@@ -169,7 +169,7 @@ impl Engine {
             .license(license_id)
             .ok_or(EngineError::LicenseNotFound)?;
         let mut devs = lic.devices.write();
-        match devs.list.iter_mut().find(|d| d.hardware_id == hw) {
+        match devs.list.iter_mut().find(|d| *d.hardware_id == *hw) {
             Some(d) => {
                 if blacklisted && d.active {
                     d.active = false;
@@ -187,14 +187,14 @@ impl Engine {
                 devs.reserve_one();
                 devs.list.push(Device {
                     id: device_id,
-                    hardware_id: hw.to_string(),
+                    hardware_id: hw.into(),
                     info: None,
                     active: false,
                     blacklisted: true,
                     first_activated: now,
                     last_activated: now,
                     deactivated_at: Some(now),
-                    variables: Vec::new(),
+                    variables: thin_vec::ThinVec::new(),
                 });
             }
             None => return Err(EngineError::DeviceNotFound),
@@ -216,7 +216,7 @@ impl Engine {
         let d = devs
             .list
             .iter_mut()
-            .find(|d| d.hardware_id == hw && d.active)
+            .find(|d| *d.hardware_id == *hw && d.active)
             .ok_or(EngineError::DeviceNotFound)?;
         if vars.iter().any(|(k, v)| {
             k.is_empty()

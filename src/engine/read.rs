@@ -346,7 +346,7 @@ impl Engine {
     /// The device is activated on the license and not blacklisted.
     pub fn check_device(&self, license: &License, hardware_id: &str) -> R<()> {
         let devices = license.devices.read();
-        match devices.list.iter().find(|d| d.hardware_id == hardware_id) {
+        match devices.list.iter().find(|d| *d.hardware_id == *hardware_id) {
             Some(d) if d.blacklisted => Err(EngineError::DeviceBlacklisted),
             Some(d) if d.active => Ok(()),
             _ => Err(EngineError::DeviceNotFound),
@@ -366,7 +366,7 @@ impl Engine {
             .read()
             .list
             .iter()
-            .find(|d| d.hardware_id == hardware_id)
+            .find(|d| *d.hardware_id == *hardware_id)
             .cloned()
     }
 
