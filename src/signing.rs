@@ -173,7 +173,9 @@ impl Signer {
         if let Some(sig) = self.stamped(id, stamp) {
             return sig.into();
         }
-        if !self.can_keep(id) {
+        // An answer showing seats in use changes with nearly every check
+        // (and the filler leaves such answers alone): not kept by stamp.
+        if stamp.in_use.is_some() || !self.can_keep(id) {
             return self.sign(body);
         }
         let raw = self.sign_counted(body);

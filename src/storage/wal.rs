@@ -19,7 +19,12 @@
 //! and off the requests' threads the next group gathers meanwhile (a
 //! leading request thread would hold back the requests queued behind it:
 //! measured, groups of one). The flusher also writes what no waiter does:
-//! interval syncs, segment cuts, a close, commits waiting for room.
+//! interval syncs, segment cuts, a close, commits waiting for room, and
+//! what threads blocked in [`Log::wait_blocking`] wait for (snapshots at
+//! idle priority never lead). A leader does block its thread for a write,
+//! and, rarely, for a segment's rotation (every 128 MiB) or the ledger's
+//! sync (at most once a second). A failed round latches the log before
+//! the writer's lock is let go: no later writer writes past it.
 //! [`Log::wait`] completes when a record is durable per the [`FsyncMode`].
 //!
 //! **Latch.** A failed write or sync latches the log: the records after the
@@ -242,6 +247,8 @@ impl Log {
             }),
             io: Mutex::new(Io {
                 seg: None,
+                written: next_lsn.saturating_sub(1),
+                durable: next_lsn.saturating_sub(1),
                 synced: true,
                 last_sync: Instant::now(),
                 ledger,
@@ -429,10 +436,10 @@ impl Log {
             if sh.latched.load(Ordering::Acquire) {
                 return Err(LogError::Unavailable);
             }
-            if let Some(io) = sh.io.try_lock() {
-                lead(sh, io);
-                continue;
-            }
+            // Never leads: its callers (snapshots, shutdown) may run at
+            // idle priority, and a commit's acknowledgement must not wait
+            // behind them. The flusher writes.
+            sh.work.notify_one();
             let mut g = lock.lock();
             // Rechecked under the lock a writer notifies under.
             if sh.durable.load(Ordering::Acquire) < lsn && !sh.latched.load(Ordering::Acquire) {
@@ -519,9 +526,8 @@ fn latch(sh: &Shared) {
     sh.room.notify_all();
 }
 
-/// Raises the durable lsn (if `lsn`) and wakes every waiter.
-fn publish(sh: &Shared, lsn: Option<u64>) {
-    let lsn = lsn.unwrap_or(0);
+/// Raises the durable lsn to `lsn` (if below) and wakes every waiter.
+fn publish(sh: &Shared, lsn: u64) {
     sh.durable.fetch_max(lsn, Ordering::AcqRel);
     sh.durable_tx.send_modify(|v| *v = (*v).max(lsn));
     let _g = sh.flushed.0.lock();
@@ -531,6 +537,11 @@ fn publish(sh: &Shared, lsn: Option<u64>) {
 /// The writer's state (behind `Shared::io`).
 struct Io {
     seg: Option<Segment>,
+    /// The last lsn written to a segment, and the last one durable per the
+    /// mode (written under `never` and `interval`, synced under `always`):
+    /// what any writer publishes after a round, whoever wrote it.
+    written: u64,
+    durable: u64,
     /// Whether everything written is synced.
     synced: bool,
     last_sync: Instant,
@@ -618,22 +629,32 @@ fn timed_sync(sh: &Shared, s: &mut Segment) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One round as the writer: writes what is pending, lets the writer's lock
-/// go, then tells every waiter (even when nothing was written: a waiter
-/// that found the lock taken waits for this to try again).
+/// One round as a leading waiter: writes what is pending, lets the
+/// writer's lock go, then tells every waiter (even when nothing was
+/// written: a waiter that found the lock taken waits for this to try
+/// again). A failure latches the log before the lock is let go, so that no
+/// later writer writes (and acknowledges) records after the failed ones.
 fn lead(sh: &Shared, mut io: parking_lot::MutexGuard<'_, Io>) {
-    let written = round(sh, &mut io, false);
+    let ok = round(sh, &mut io, false, true).is_ok();
+    let durable = io.durable;
+    if !ok {
+        latch(sh);
+    }
     drop(io);
-    match written {
-        Ok(last) => publish(sh, last),
-        Err(()) => latch(sh),
+    if ok {
+        publish(sh, durable);
     }
 }
 
 /// Takes the pending batches, writes them, syncs per the mode (or when
-/// `closing`), appends their ledger entries. Returns the last lsn written,
-/// or Err (after logging it) on a storage failure: the caller latches.
-fn round(sh: &Shared, io: &mut Io, closing: bool) -> Result<Option<u64>, ()> {
+/// `closing`), appends their ledger entries; raises `io.durable`. A leading
+/// waiter (`leader`) leaves interval syncs to the flusher. Err (after
+/// logging it) on a storage failure, or when the log latched already: the
+/// caller latches, under the writer's lock.
+fn round(sh: &Shared, io: &mut Io, closing: bool, leader: bool) -> Result<(), ()> {
+    if sh.latched.load(Ordering::Acquire) {
+        return Err(());
+    }
     let batches = {
         let mut st = sh.state.lock();
         st.pending_bytes = 0;
@@ -676,9 +697,12 @@ fn round(sh: &Shared, io: &mut Io, closing: bool) -> Result<Option<u64>, ()> {
             io.synced = false;
             last = Some(b.last_lsn);
         }
+        if let Some(l) = last {
+            io.written = l;
+        }
         let due = match sh.mode {
             FsyncMode::Always => true,
-            FsyncMode::Interval(d) => closing || io.last_sync.elapsed() >= d,
+            FsyncMode::Interval(d) => !leader && (closing || io.last_sync.elapsed() >= d),
             FsyncMode::Never => false,
         };
         if due && !io.synced {
@@ -687,6 +711,10 @@ fn round(sh: &Shared, io: &mut Io, closing: bool) -> Result<Option<u64>, ()> {
             }
             io.synced = true;
             io.last_sync = Instant::now();
+        }
+        // Durable per the mode: written, or synced under `always`.
+        if sh.mode != FsyncMode::Always || io.synced {
+            io.durable = io.written;
         }
         Ok(())
     })();
@@ -697,7 +725,7 @@ fn round(sh: &Shared, io: &mut Io, closing: bool) -> Result<Option<u64>, ()> {
             // acknowledged: an acknowledged change is in the ledger.
             let io = &mut *io;
             append_ledger(sh, &mut io.ledger, &entries, &mut io.ledger_sync, closing);
-            Ok(last)
+            Ok(())
         }
         Err(e) => {
             tracing::error!(
@@ -751,9 +779,8 @@ fn flusher(sh: &Shared) {
         if !(pending || sync_due || closing) {
             continue;
         }
-        let written = round(sh, &mut io, closing);
+        let mut result = round(sh, &mut io, closing, false);
         let done = closing && sh.state.lock().batches.is_empty();
-        let mut result = written;
         if done && result.is_ok() {
             if let Some(mut s) = io.seg.take() {
                 if let Err(e) = s.file.sync_data() {
@@ -762,14 +789,14 @@ fn flusher(sh: &Shared) {
                 }
             }
         }
-        drop(io);
-        match result {
-            Ok(last) => publish(sh, last),
-            Err(()) => {
-                latch(sh);
-                return;
-            }
+        let durable = io.durable;
+        if result.is_err() {
+            // Under the writer's lock (see `lead`).
+            latch(sh);
+            return;
         }
+        drop(io);
+        publish(sh, durable);
         if done {
             return;
         }

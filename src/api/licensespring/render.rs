@@ -136,10 +136,12 @@ pub(super) fn feature_body(
 }
 
 /// The feature-check answer's stamp and body: `cached(stamp)`'s answer
-/// (as `Err`) when it has one, else the body rendered now. The stamp is
-/// read before the spec: a concurrent change bumps the revision after
-/// writing the spec, so at worst a fresh render is kept under an older
-/// revision (and rendered again on the next request).
+/// (as `Err`) when it has one, else the body rendered now with the stamp
+/// it was rendered under. That stamp's revision is read under the spec's
+/// read lock (a change writes the spec and its revision under the write
+/// lock), so a kept signature, looked up by stamp, always signs the body
+/// rendered under it: a revision read before the lock could name the old
+/// spec while the body shows the new one.
 pub(super) fn feature_answer<T>(
     l: &License,
     f: &Feature,
@@ -156,6 +158,10 @@ pub(super) fn feature_answer<T>(
         return Ok((stamp, Err(hit)));
     }
     let s = f.spec.read();
+    let stamp = Stamp {
+        revision: f.revision(),
+        ..stamp
+    };
     let body = serde_json::to_vec(&FeatureCheck::new(l.id, f, &s, in_use, stamp.total))
         .map_err(|_| INTERNAL)?;
     Ok((stamp, Ok(body)))
