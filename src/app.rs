@@ -278,6 +278,10 @@ impl AppOptions {
 }
 
 impl App {
+    /// The data directory (None for a server without one).
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.token_keys_dir.as_deref()
+    }
     pub fn new(opts: AppOptions) -> Self {
         let tokens = token_keys(opts.token_keys, opts.clock.now_ms());
         App {

@@ -45,10 +45,47 @@ pub struct Stamp {
     pub total: i64,
 }
 
+impl Stamp {
+    /// A signature read from the saved file: not yet matched to a state
+    /// (revisions never reach `u64::MAX`); see [`Signer::load_stamped`].
+    const LOADED: Stamp = Stamp {
+        revision: u64::MAX,
+        in_use: None,
+        total: i64::MIN,
+    };
+}
+
+/// The file kept signatures are saved to, in the data directory.
+pub const SIGNATURES_FILE: &str = "signatures.bin";
+const SIGNATURES_MAGIC: &[u8; 8] = b"TALLYSIG";
+const SIGNATURES_FORMAT: u32 = 1;
+/// Bytes of a body's digest kept beside its signature (a truncated SHA-256:
+/// it matches a saved signature to the body rendered after a restart).
+const DIGEST_BYTES: usize = 16;
+
+fn digest(body: &[u8]) -> [u8; DIGEST_BYTES] {
+    let full: [u8; 32] = Sha256::digest(body).into();
+    let mut d = [0u8; DIGEST_BYTES];
+    d.copy_from_slice(&full[..DIGEST_BYTES]);
+    d
+}
+
+/// What [`Signer::fill_stamped`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Filled {
+    /// A fresh signature, kept.
+    Signed,
+    /// A saved signature matched the body: kept under the stamp, unsigned.
+    Verified,
+    /// The budget is full: nothing was signed.
+    Full,
+}
+
 /// One stamped signature: the raw signature bytes (base64 is made when
-/// sent: 256 bytes kept instead of 344).
+/// sent: 256 bytes kept instead of 344) and the digest of the body it signs.
 struct Stamped {
     stamp: Stamp,
+    digest: [u8; DIGEST_BYTES],
     raw: Box<[u8]>,
     /// The filler's pass that last found this entry's id alive (see
     /// [`Signer::end_pass`]).
@@ -178,10 +215,24 @@ impl Signer {
         if stamp.in_use.is_some() || !self.can_keep(id) {
             return self.sign(body);
         }
+        if let Some(sig) = self.verify_loaded(id, stamp, body) {
+            return sig.into();
+        }
         let raw = self.sign_counted(body);
         let sig = base64::engine::general_purpose::STANDARD.encode(&raw);
-        self.keep_stamped(id, stamp, raw);
+        self.keep_stamped(id, stamp, raw, body);
         sig.into()
+    }
+
+    /// A saved signature kept for `id` that signs `body`: stamped with
+    /// `stamp` from now on, and returned in base64.
+    fn verify_loaded(&self, id: u64, stamp: Stamp, body: &[u8]) -> Option<String> {
+        let mut e = self.stamped.get_mut(&id)?;
+        if e.stamp != Stamp::LOADED || e.digest != digest(body) {
+            return None;
+        }
+        e.stamp = stamp;
+        Some(base64::engine::general_purpose::STANDARD.encode(&e.raw))
     }
 
     /// What the filler asks first: whether a signature is kept for `id`
@@ -201,25 +252,149 @@ impl Signer {
         self.stamped.len() < self.stamped_max || self.stamped.contains_key(&id)
     }
 
-    /// What the filler calls: signs `body` for `id` under `stamp` and keeps
-    /// it. False when the budget is full (and `id` has no entry to
-    /// replace): nothing was signed.
-    pub fn fill_stamped(&self, id: u64, stamp: Stamp, body: &[u8]) -> bool {
+    /// What the filler calls: keeps a signature of `body` for `id` under
+    /// `stamp`, the saved one when it signs this body, else a fresh one.
+    pub fn fill_stamped(&self, id: u64, stamp: Stamp, body: &[u8]) -> Filled {
         if !self.can_keep(id) {
-            return false;
+            return Filled::Full;
+        }
+        if self.verify_loaded(id, stamp, body).is_some() {
+            return Filled::Verified;
         }
         let raw = self.sign_counted(body);
-        self.keep_stamped(id, stamp, raw)
+        if self.keep_stamped(id, stamp, raw, body) {
+            Filled::Signed
+        } else {
+            Filled::Full
+        }
     }
 
-    fn keep_stamped(&self, id: u64, stamp: Stamp, raw: Vec<u8>) -> bool {
+    fn keep_stamped(&self, id: u64, stamp: Stamp, raw: Vec<u8>, body: &[u8]) -> bool {
         if !self.can_keep(id) {
             return false;
         }
         let seen = self.pass.load(std::sync::atomic::Ordering::Relaxed).into();
         let raw = raw.into_boxed_slice();
-        self.stamped.insert(id, Stamped { stamp, raw, seen });
+        let digest = digest(body);
+        self.stamped.insert(
+            id,
+            Stamped {
+                stamp,
+                digest,
+                raw,
+                seen,
+            },
+        );
         true
+    }
+
+    /// What identifies the key in a saved file (SHA-256 of the public key).
+    fn fingerprint(&self) -> [u8; 32] {
+        Sha256::digest(self.public_pem.as_bytes()).into()
+    }
+
+    /// Saves the kept signatures to `path` (a temporary file, then a
+    /// rename): a header (magic, format, the key's fingerprint, the
+    /// signature's length), then id, body digest and signature per entry, an
+    /// end mark (id `u64::MAX`) with the count, and a CRC32C of everything
+    /// before it. A cache, not state: not synced; a torn or foreign file is
+    /// ignored when loaded. Returns how many were saved.
+    pub fn save_stamped(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        use std::io::Write as _;
+        let tmp = path.with_extension("tmp");
+        let mut w = Summed {
+            w: std::io::BufWriter::new(std::fs::File::create(&tmp)?),
+            crc: 0,
+        };
+        w.put(SIGNATURES_MAGIC)?;
+        w.put(&SIGNATURES_FORMAT.to_le_bytes())?;
+        w.put(&self.fingerprint())?;
+        w.put(&(self.signature_len() as u32).to_le_bytes())?;
+        let mut n = 0u64;
+        for e in self.stamped.iter() {
+            w.put(&e.key().to_le_bytes())?;
+            w.put(&e.digest)?;
+            w.put(&e.raw)?;
+            n += 1;
+        }
+        w.put(&u64::MAX.to_le_bytes())?;
+        w.put(&n.to_le_bytes())?;
+        let crc = w.crc;
+        w.w.write_all(&crc.to_le_bytes())?;
+        w.w.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&tmp, path)?;
+        Ok(n)
+    }
+
+    /// Loads a file [`Signer::save_stamped`] wrote with this key: each
+    /// signature is kept unmatched ([`Stamp::LOADED`]) until a body with
+    /// its digest is rendered for its id (by the filler or a request), then
+    /// used without signing. An id already kept, and entries past the
+    /// budget, are skipped. A file of another key or format is ignored; a
+    /// damaged one is refused whole: it is read through once for its
+    /// checksum before anything is kept (a request could otherwise use a
+    /// damaged signature before the end was reached). Returns how many were
+    /// loaded.
+    pub fn load_stamped(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        if !self.scan_saved(path, false)? {
+            return Ok(0);
+        }
+        let before = self.stamped.len();
+        self.scan_saved(path, true)?;
+        Ok(self.stamped.len().saturating_sub(before) as u64)
+    }
+
+    /// Reads a saved file through: false for another key or format, an
+    /// error for a damaged one; with `keep`, keeps its signatures.
+    fn scan_saved(&self, path: &std::path::Path, keep: bool) -> std::io::Result<bool> {
+        let mut r = Summed {
+            w: std::io::BufReader::new(std::fs::File::open(path)?),
+            crc: 0,
+        };
+        let mut head = [0u8; 8 + 4 + 32 + 4];
+        r.take(&mut head)?;
+        let sig_len = self.signature_len();
+        if head[..8] != SIGNATURES_MAGIC[..]
+            || head[8..12] != SIGNATURES_FORMAT.to_le_bytes()
+            || head[12..44] != self.fingerprint()
+            || head[44..48] != (sig_len as u32).to_le_bytes()
+        {
+            return Ok(false);
+        }
+        let mut n = 0u64;
+        let mut id = [0u8; 8];
+        loop {
+            r.take(&mut id)?;
+            let key = u64::from_le_bytes(id);
+            if key == u64::MAX {
+                break;
+            }
+            let mut digest = [0u8; DIGEST_BYTES];
+            r.take(&mut digest)?;
+            let mut raw = vec![0u8; sig_len].into_boxed_slice();
+            r.take(&mut raw)?;
+            n += 1;
+            if keep && self.can_keep(key) && !self.stamped.contains_key(&key) {
+                self.stamped.insert(
+                    key,
+                    Stamped {
+                        stamp: Stamp::LOADED,
+                        digest,
+                        raw,
+                        seen: self.pass.load(std::sync::atomic::Ordering::Relaxed).into(),
+                    },
+                );
+            }
+        }
+        let mut count = [0u8; 8];
+        r.take(&mut count)?;
+        let expected = r.crc;
+        let mut crc = [0u8; 4];
+        std::io::Read::read_exact(&mut r.w, &mut crc)?;
+        if u32::from_le_bytes(crc) != expected || u64::from_le_bytes(count) != n {
+            return Err(std::io::Error::other("damaged: checksum or count"));
+        }
+        Ok(true)
     }
 
     /// Starts a filler's pass over every live id.
@@ -287,6 +462,27 @@ impl Signer {
             }
             Key::Rsa(key) => key.sign(body).to_vec(),
         }
+    }
+}
+
+/// A reader or writer that keeps the CRC32C of what went through it.
+struct Summed<W> {
+    w: W,
+    crc: u32,
+}
+
+impl<W: std::io::Write> Summed<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.w.write_all(bytes)
+    }
+}
+
+impl<R: std::io::Read> Summed<R> {
+    fn take(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        self.w.read_exact(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        Ok(())
     }
 }
 

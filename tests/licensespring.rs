@@ -1151,3 +1151,131 @@ async fn feature_answers_are_signed_ahead_within_the_budget() {
     }
     assert_eq!(metric(&small, "tally_signed_answers_kept").await, 2);
 }
+
+/// `GET /metrics` of a running binary: the sample `name` (no labels).
+async fn binary_metric(b: &common::binary::Binary, name: &str) -> u64 {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(format!("{}/metrics", b.base))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = b.client.request(req).await.expect("answer");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Waits (up to 60 s) for a line of the binary's log containing `text`
+/// after its first `skip` lines that do.
+async fn logged(b: &common::binary::Binary, text: &str, skip: usize) -> String {
+    for _ in 0..600 {
+        let found = b
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains(text))
+            .nth(skip)
+            .cloned();
+        if let Some(line) = found {
+            return line;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("never logged {text:?}: {:?}", b.log.lock().expect("log"));
+}
+
+/// A signed `check_license_feature` on the binary: (body, signature).
+async fn binary_check(b: &common::binary::Binary, feature: &str) -> (bytes::Bytes, String) {
+    use http_body_util::BodyExt;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let (date, auth) = tally::api::licensespring::client_headers(API_KEY, SHARED_KEY, now);
+    let url = format!(
+        "{}/api/v4/check_license_feature?product=studio&license_key={KEY}&hardware_id={HW}&feature={feature}",
+        b.base
+    );
+    let req = hyper::Request::get(url)
+        .header("Date", date)
+        .header("Authorization", auth)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = b.client.request(req).await.expect("answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let sig = resp.headers()["licensesignature"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    (
+        resp.into_body().collect().await.expect("body").to_bytes(),
+        sig,
+    )
+}
+
+/// The kept signatures survive a restart of the real binary: saved after
+/// the filler's first pass, matched to their answers at the next start
+/// without a single fresh signature, and sent (verified with the public
+/// key); a damaged file is refused whole and the answers signed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_signatures_survive_a_restart() {
+    use common::binary::Binary;
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path().join("d");
+    let mut b = Binary::start(&dir, &[], &[]);
+    logged(&b, "saved ", 0).await;
+    let kept = binary_metric(&b, "tally_signed_answers_kept").await;
+    assert!(kept >= 3, "{kept}");
+    b.stop();
+    let file = dir.join(tally::signing::SIGNATURES_FILE);
+    assert!(file.exists());
+
+    let mut b = Binary::start(&dir, &[], &[]);
+    let line = logged(&b, "saved signatures matched", 0).await;
+    assert!(
+        line.contains(&format!(
+            "0 answers signed, {kept} saved signatures matched"
+        )),
+        "{line}"
+    );
+    assert_eq!(binary_metric(&b, "tally_signatures_total").await, 0);
+    assert_eq!(binary_metric(&b, "tally_signed_answers_kept").await, kept);
+    let (_, key) = b
+        .call(
+            hyper::Method::GET,
+            "/admin/v1/signing-key",
+            &[Binary::admin_header(&dir)],
+            None,
+        )
+        .await;
+    let key = VerifyingKey::<sha2::Sha256>::new(
+        rsa::RsaPublicKey::from_public_key_pem(key["public_key_pem"].as_str().expect("pem"))
+            .expect("key"),
+    );
+    let verifies = |body: &[u8], sig: &str| {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(sig)
+            .expect("base64");
+        let sig = Signature::try_from(raw.as_slice()).expect("signature");
+        key.verify(body, &sig).is_ok()
+    };
+    let (body, sig) = binary_check(&b, "render").await;
+    assert!(verifies(&body, &sig));
+    assert_eq!(binary_metric(&b, "tally_signatures_total").await, 0);
+    b.stop();
+
+    // One flipped byte: the file is refused, every answer signed again.
+    let mut bytes = std::fs::read(&file).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, &bytes).expect("write");
+    let b = Binary::start(&dir, &[], &[]);
+    logged(&b, "ignored", 0).await;
+    logged(&b, "signed-answer filler", 0).await;
+    assert_eq!(binary_metric(&b, "tally_signatures_total").await, kept);
+    let (body, sig) = binary_check(&b, "render").await;
+    assert!(verifies(&body, &sig));
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::render::feature_answer;
 use crate::app::App;
+use crate::signing::{Filled, SIGNATURES_FILE};
 
 /// Pause between two passes.
 pub const FILL_INTERVAL_MS: u64 = 60_000;
@@ -42,6 +43,12 @@ fn stopping(app: &App) -> bool {
 }
 
 fn run(weak: &Weak<App>) {
+    let mut saved = Saved { made: 0, at: None };
+    if let Some(app) = weak.upgrade() {
+        load(&app);
+        saved.made = app.signer.made().0;
+    }
+    let mut told_full = false;
     loop {
         {
             let Some(app) = weak.upgrade() else { return };
@@ -50,16 +57,19 @@ fn run(weak: &Weak<App>) {
             }
             let started = Instant::now();
             let done = pass(&app);
-            if done.signed > 0 || done.full {
+            if done.signed > 0 || done.verified > 0 || (done.full && !told_full) {
                 let (kept, bytes, max) = app.signer.stamped_usage();
                 tracing::info!(
-                    "signed-answer filler: {} answers signed in {:.1} s; {kept} kept ({} MiB, budget {max}){}",
+                    "signed-answer filler: {} answers signed, {} saved signatures matched, in {:.1} s; {kept} kept ({} MiB, budget {max}){}",
                     done.signed,
+                    done.verified,
                     started.elapsed().as_secs_f64(),
                     bytes >> 20,
                     if done.full { "; the budget is full" } else { "" }
                 );
             }
+            told_full |= done.full;
+            save_if_due(&app, &mut saved);
         }
         for _ in 0..FILL_INTERVAL_MS / 200 {
             std::thread::sleep(Duration::from_millis(200));
@@ -71,9 +81,71 @@ fn run(weak: &Weak<App>) {
     }
 }
 
+/// Shortest time between two saves of the kept signatures (a save of a
+/// full default budget writes about 470 MB).
+pub const SAVE_INTERVAL_MS: u64 = 600_000;
+
+/// The last save: fresh signatures made by then, and when.
+struct Saved {
+    made: u64,
+    at: Option<Instant>,
+}
+
+fn file(app: &App) -> Option<std::path::PathBuf> {
+    app.data_dir().map(|d| d.join(SIGNATURES_FILE))
+}
+
+/// Loads the signatures a previous run saved (see `Signer::load_stamped`).
+fn load(app: &App) {
+    let Some(path) = file(app) else { return };
+    if !path.exists() {
+        return;
+    }
+    let started = Instant::now();
+    match app.signer.load_stamped(&path) {
+        Ok(n) => tracing::info!(
+            "loaded {n} saved signatures from {} in {:.1} s",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => tracing::warn!("ignored {}: {e}", path.display()),
+    }
+}
+
+/// Saves the kept signatures once a hundredth of them (at least one) are
+/// new since the last save, at most every [`SAVE_INTERVAL_MS`] (the first
+/// time at once), so that a restart does not sign a large catalog again.
+fn save_if_due(app: &App, saved: &mut Saved) {
+    let Some(path) = file(app) else { return };
+    let made = app.signer.made().0;
+    let (kept, _, _) = app.signer.stamped_usage();
+    let fresh = made.saturating_sub(saved.made);
+    let waited = saved
+        .at
+        .is_none_or(|at| at.elapsed() >= Duration::from_millis(SAVE_INTERVAL_MS));
+    if fresh == 0 || fresh < (kept as u64 / 100).max(1) || !waited {
+        return;
+    }
+    let started = Instant::now();
+    match app.signer.save_stamped(&path) {
+        Ok(n) => tracing::info!(
+            "saved {n} signatures to {} in {:.1} s",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => tracing::warn!("could not save signatures to {}: {e}", path.display()),
+    }
+    *saved = Saved {
+        made,
+        at: Some(Instant::now()),
+    };
+}
+
 #[derive(Default)]
 struct Pass {
     signed: u64,
+    /// Saved signatures matched to their bodies (no signing).
+    verified: u64,
     /// The budget was full: some answers were left unsigned.
     full: bool,
 }
@@ -104,13 +176,11 @@ fn pass(app: &App) -> Pass {
                 (signer.has_stamped(f.id, stamp) || !signer.can_keep(f.id)).then_some(())
             });
             match answer {
-                Ok((stamp, Ok(body))) => {
-                    if signer.fill_stamped(f.id, stamp, &body) {
-                        out.signed += 1;
-                    } else {
-                        out.full = true;
-                    }
-                }
+                Ok((stamp, Ok(body))) => match signer.fill_stamped(f.id, stamp, &body) {
+                    Filled::Signed => out.signed += 1,
+                    Filled::Verified => out.verified += 1,
+                    Filled::Full => out.full = true,
+                },
                 Ok((_, Err(()))) => out.full |= !signer.can_keep(f.id),
                 Err(_) => {}
             }
