@@ -4,7 +4,7 @@
 # core 0, the load generator on core 1, alternating ROUNDS times. Unsigned
 # by default; SIGN=1 serves signed answers with the default settings and
 # waits for the signed-answer filler's first pass (about 6 minutes at 1M
-# licenses on one core: it signs 1.67M answers, its budget) before the
+# licenses on one core: it signs 1.58M answers, its budget) before the
 # rounds, as a user who started the server and waited would see it.
 #
 #   bash loadtest/size.sh              # ROUNDS=3 ROUND_SECS=8 by default
