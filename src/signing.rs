@@ -121,6 +121,11 @@ pub struct Signer {
     stamped_max: usize,
     /// The filler's current pass (entries made now count as seen by it).
     pass: std::sync::atomic::AtomicU32,
+    /// Signatures kept by stamp so far (a save is due after enough).
+    changes: std::sync::atomic::AtomicU64,
+    /// The saved file's MAC key: SHA-256 of a label and the private key's
+    /// DER (only the holder of the signing key writes a file it will load).
+    file_key: [u8; 32],
 }
 
 impl Signer {
@@ -130,6 +135,14 @@ impl Signer {
             .to_public_key()
             .to_public_key_pem(LineEnding::LF)
             .unwrap_or_default();
+        let file_key: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(b"tally signatures.bin v1\0");
+            if let Ok(der) = private.to_pkcs8_der() {
+                h.update(der.as_bytes());
+            }
+            h.finalize().into()
+        };
         let fast = private
             .to_pkcs8_der()
             .ok()
@@ -152,6 +165,8 @@ impl Signer {
             stamped: DashMap::new(),
             stamped_max: 0,
             pass: std::sync::atomic::AtomicU32::new(0),
+            changes: std::sync::atomic::AtomicU64::new(0),
+            file_key,
         };
         signer.stamped_max = stamped_budget_bytes / signer.stamped_entry_bytes();
         signer
@@ -276,6 +291,8 @@ impl Signer {
         let seen = self.pass.load(std::sync::atomic::Ordering::Relaxed).into();
         let raw = raw.into_boxed_slice();
         let digest = digest(body);
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stamped.insert(
             id,
             Stamped {
@@ -293,63 +310,107 @@ impl Signer {
         Sha256::digest(self.public_pem.as_bytes()).into()
     }
 
+    /// Changes to the kept signatures so far (what makes a save due).
+    pub fn stamped_changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Saves the kept signatures to `path` (a temporary file, then a
     /// rename): a header (magic, format, the key's fingerprint, the
     /// signature's length), then id, body digest and signature per entry, an
-    /// end mark (id `u64::MAX`) with the count, and a CRC32C of everything
-    /// before it. A cache, not state: not synced; a torn or foreign file is
-    /// ignored when loaded. Returns how many were saved.
+    /// end mark (id `u64::MAX`) with the count, and an HMAC-SHA256 of
+    /// everything before it under a key derived from the signing key (a file
+    /// anyone else wrote, or damaged, is refused). A cache, not state: not
+    /// synced. No map lock is held while writing. Returns how many were
+    /// saved; on an error the temporary file is removed.
     pub fn save_stamped(&self, path: &std::path::Path) -> std::io::Result<u64> {
-        use std::io::Write as _;
         let tmp = path.with_extension("tmp");
+        let r = self
+            .write_saved(&tmp)
+            .and_then(|n| std::fs::rename(&tmp, path).map(|()| n));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r
+    }
+
+    fn write_saved(&self, tmp: &std::path::Path) -> std::io::Result<u64> {
+        use std::io::Write as _;
         let mut w = Summed {
-            w: std::io::BufWriter::new(std::fs::File::create(&tmp)?),
-            crc: 0,
+            w: std::io::BufWriter::new(std::fs::File::create(tmp)?),
+            mac: self.file_mac(),
         };
         w.put(SIGNATURES_MAGIC)?;
         w.put(&SIGNATURES_FORMAT.to_le_bytes())?;
         w.put(&self.fingerprint())?;
         w.put(&(self.signature_len() as u32).to_le_bytes())?;
+        // Ids first: a shard is not locked while the file is written.
+        let ids: Vec<u64> = self.stamped.iter().map(|e| *e.key()).collect();
         let mut n = 0u64;
-        for e in self.stamped.iter() {
-            w.put(&e.key().to_le_bytes())?;
-            w.put(&e.digest)?;
-            w.put(&e.raw)?;
+        let mut record = Vec::with_capacity(8 + DIGEST_BYTES + self.signature_len());
+        for id in ids {
+            record.clear();
+            match self.stamped.get(&id) {
+                Some(e) => {
+                    record.extend_from_slice(&id.to_le_bytes());
+                    record.extend_from_slice(&e.digest);
+                    record.extend_from_slice(&e.raw);
+                }
+                None => continue,
+            }
+            w.put(&record)?;
             n += 1;
         }
         w.put(&u64::MAX.to_le_bytes())?;
         w.put(&n.to_le_bytes())?;
-        let crc = w.crc;
-        w.w.write_all(&crc.to_le_bytes())?;
+        let tag = hmac::Mac::finalize(w.mac).into_bytes();
+        w.w.write_all(&tag)?;
         w.w.into_inner().map_err(|e| e.into_error())?;
-        std::fs::rename(&tmp, path)?;
         Ok(n)
+    }
+
+    /// The saved file's MAC, keyed by a hash of the signing key's DER.
+    fn file_mac(&self) -> hmac::Hmac<Sha256> {
+        <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.file_key)
+            .expect("HMAC takes keys of any length")
     }
 
     /// Loads a file [`Signer::save_stamped`] wrote with this key: each
     /// signature is kept unmatched ([`Stamp::LOADED`]) until a body with
     /// its digest is rendered for its id (by the filler or a request), then
     /// used without signing. An id already kept, and entries past the
-    /// budget, are skipped. A file of another key or format is ignored; a
-    /// damaged one is refused whole: it is read through once for its
-    /// checksum before anything is kept (a request could otherwise use a
-    /// damaged signature before the end was reached). Returns how many were
-    /// loaded.
-    pub fn load_stamped(&self, path: &std::path::Path) -> std::io::Result<u64> {
-        if !self.scan_saved(path, false)? {
-            return Ok(0);
+    /// budget, are skipped. Ok(None) for a file of another key or format. A
+    /// file whose length or MAC is wrong is refused whole: it is read through
+    /// for its MAC before anything is kept (a request could otherwise use a
+    /// damaged signature before the end was reached), and what a failed
+    /// second reading kept is forgotten. Returns how many were loaded.
+    pub fn load_stamped(&self, path: &std::path::Path) -> std::io::Result<Option<u64>> {
+        use std::io::Seek as _;
+        let mut file = std::fs::File::open(path)?;
+        let per = (8 + DIGEST_BYTES + self.signature_len()) as u64;
+        let fixed = 8 + 4 + 32 + 4 + 8 + 8 + 32;
+        let len = file.metadata()?.len();
+        if len < fixed || (len - fixed) % per != 0 {
+            return Err(std::io::Error::other("damaged: its length"));
         }
+        if !self.scan_saved(&mut file, false)? {
+            return Ok(None);
+        }
+        file.rewind()?;
         let before = self.stamped.len();
-        self.scan_saved(path, true)?;
-        Ok(self.stamped.len().saturating_sub(before) as u64)
+        if let Err(e) = self.scan_saved(&mut file, true) {
+            self.stamped.retain(|_, e| e.stamp != Stamp::LOADED);
+            return Err(e);
+        }
+        Ok(Some(self.stamped.len().saturating_sub(before) as u64))
     }
 
     /// Reads a saved file through: false for another key or format, an
     /// error for a damaged one; with `keep`, keeps its signatures.
-    fn scan_saved(&self, path: &std::path::Path, keep: bool) -> std::io::Result<bool> {
+    fn scan_saved(&self, file: &mut std::fs::File, keep: bool) -> std::io::Result<bool> {
         let mut r = Summed {
-            w: std::io::BufReader::new(std::fs::File::open(path)?),
-            crc: 0,
+            w: std::io::BufReader::new(file),
+            mac: self.file_mac(),
         };
         let mut head = [0u8; 8 + 4 + 32 + 4];
         r.take(&mut head)?;
@@ -363,6 +424,7 @@ impl Signer {
         }
         let mut n = 0u64;
         let mut id = [0u8; 8];
+        let mut raw = vec![0u8; sig_len];
         loop {
             r.take(&mut id)?;
             let key = u64::from_le_bytes(id);
@@ -371,28 +433,26 @@ impl Signer {
             }
             let mut digest = [0u8; DIGEST_BYTES];
             r.take(&mut digest)?;
-            let mut raw = vec![0u8; sig_len].into_boxed_slice();
             r.take(&mut raw)?;
             n += 1;
-            if keep && self.can_keep(key) && !self.stamped.contains_key(&key) {
-                self.stamped.insert(
-                    key,
-                    Stamped {
-                        stamp: Stamp::LOADED,
-                        digest,
-                        raw,
-                        seen: self.pass.load(std::sync::atomic::Ordering::Relaxed).into(),
-                    },
-                );
+            if keep && self.can_keep(key) {
+                let pass = self.pass.load(std::sync::atomic::Ordering::Relaxed);
+                // An entry a request made meanwhile stays.
+                self.stamped.entry(key).or_insert_with(|| Stamped {
+                    stamp: Stamp::LOADED,
+                    digest,
+                    raw: raw.clone().into_boxed_slice(),
+                    seen: pass.into(),
+                });
             }
         }
         let mut count = [0u8; 8];
         r.take(&mut count)?;
-        let expected = r.crc;
-        let mut crc = [0u8; 4];
-        std::io::Read::read_exact(&mut r.w, &mut crc)?;
-        if u32::from_le_bytes(crc) != expected || u64::from_le_bytes(count) != n {
-            return Err(std::io::Error::other("damaged: checksum or count"));
+        let expected = hmac::Mac::finalize(r.mac).into_bytes();
+        let mut tag = [0u8; 32];
+        std::io::Read::read_exact(&mut r.w, &mut tag)?;
+        if tag[..] != expected[..] || u64::from_le_bytes(count) != n {
+            return Err(std::io::Error::other("damaged: its MAC or count"));
         }
         Ok(true)
     }
@@ -465,15 +525,15 @@ impl Signer {
     }
 }
 
-/// A reader or writer that keeps the CRC32C of what went through it.
+/// A reader or writer that MACs what went through it.
 struct Summed<W> {
     w: W,
-    crc: u32,
+    mac: hmac::Hmac<Sha256>,
 }
 
 impl<W: std::io::Write> Summed<W> {
     fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        hmac::Mac::update(&mut self.mac, bytes);
         self.w.write_all(bytes)
     }
 }
@@ -481,7 +541,7 @@ impl<W: std::io::Write> Summed<W> {
 impl<R: std::io::Read> Summed<R> {
     fn take(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
         self.w.read_exact(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, buf);
+        hmac::Mac::update(&mut self.mac, buf);
         Ok(())
     }
 }

@@ -1272,10 +1272,26 @@ async fn kept_signatures_survive_a_restart() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&file, &bytes).expect("write");
-    let b = Binary::start(&dir, &[], &[]);
-    logged(&b, "ignored", 0).await;
+    let mut b = Binary::start(&dir, &[], &[]);
+    let line = logged(&b, "ignored", 0).await;
+    assert!(line.contains("MAC"), "{line}");
     logged(&b, "signed-answer filler", 0).await;
     assert_eq!(binary_metric(&b, "tally_signatures_total").await, kept);
     let (body, sig) = binary_check(&b, "render").await;
     assert!(verifies(&body, &sig));
+    logged(&b, "saved ", 0).await;
+    b.stop();
+
+    // A torn file (one byte short) is refused by its length; a save a stop
+    // cut short (the temporary file) is removed.
+    let bytes = std::fs::read(&file).expect("read");
+    std::fs::write(&file, &bytes[..bytes.len() - 1]).expect("write");
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, b"half a save").expect("write");
+    let b = Binary::start(&dir, &[], &[]);
+    let line = logged(&b, "ignored", 0).await;
+    assert!(line.contains("length"), "{line}");
+    assert!(!tmp.exists());
+    logged(&b, "signed-answer filler", 0).await;
+    assert_eq!(binary_metric(&b, "tally_signatures_total").await, kept);
 }

@@ -46,7 +46,7 @@ fn run(weak: &Weak<App>) {
     let mut saved = Saved { made: 0, at: None };
     if let Some(app) = weak.upgrade() {
         load(&app);
-        saved.made = app.signer.made().0;
+        saved.made = app.signer.stamped_changes();
     }
     let mut told_full = false;
     loop {
@@ -85,7 +85,7 @@ fn run(weak: &Weak<App>) {
 /// full default budget writes about 470 MB).
 pub const SAVE_INTERVAL_MS: u64 = 600_000;
 
-/// The last save: fresh signatures made by then, and when.
+/// The last save: signatures kept by stamp by then, and when.
 struct Saved {
     made: u64,
     at: Option<Instant>,
@@ -98,26 +98,36 @@ fn file(app: &App) -> Option<std::path::PathBuf> {
 /// Loads the signatures a previous run saved (see `Signer::load_stamped`).
 fn load(app: &App) {
     let Some(path) = file(app) else { return };
+    // A save a stop cut short.
+    let _ = std::fs::remove_file(path.with_extension("tmp"));
     if !path.exists() {
         return;
     }
     let started = Instant::now();
     match app.signer.load_stamped(&path) {
-        Ok(n) => tracing::info!(
+        Ok(Some(n)) => tracing::info!(
             "loaded {n} saved signatures from {} in {:.1} s",
             path.display(),
             started.elapsed().as_secs_f64()
+        ),
+        Ok(None) => tracing::info!(
+            "ignored {}: another signing key's (or another format)",
+            path.display()
         ),
         Err(e) => tracing::warn!("ignored {}: {e}", path.display()),
     }
 }
 
-/// Saves the kept signatures once a hundredth of them (at least one) are
-/// new since the last save, at most every [`SAVE_INTERVAL_MS`] (the first
-/// time at once), so that a restart does not sign a large catalog again.
+/// Saves the kept signatures once a hundredth of them (at least one) were
+/// kept since the last save (answers signed elsewhere do not count), at
+/// most every [`SAVE_INTERVAL_MS`] (the first time at once), so that a
+/// restart does not sign a large catalog again. Not while stopping.
 fn save_if_due(app: &App, saved: &mut Saved) {
     let Some(path) = file(app) else { return };
-    let made = app.signer.made().0;
+    if stopping(app) {
+        return;
+    }
+    let made = app.signer.stamped_changes();
     let (kept, _, _) = app.signer.stamped_usage();
     let fresh = made.saturating_sub(saved.made);
     let waited = saved
