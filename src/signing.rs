@@ -221,22 +221,23 @@ impl Signer {
     /// base64: the kept one; else a fresh one, kept if the budget has room
     /// (or `id` has an entry to replace); past the budget, through the
     /// cache by the body's hash.
-    pub fn sign_for(&self, id: u64, stamp: Stamp, body: &[u8]) -> Arc<str> {
+    /// A `String` (one allocation: it becomes the header's bytes as is).
+    pub fn sign_for(&self, id: u64, stamp: Stamp, body: &[u8]) -> String {
         if let Some(sig) = self.stamped(id, stamp) {
-            return sig.into();
+            return sig;
         }
         // An answer showing seats in use changes with nearly every check
         // (and the filler leaves such answers alone): not kept by stamp.
         if stamp.in_use.is_some() || !self.can_keep(id) {
-            return self.sign(body);
+            return self.sign(body).to_string();
         }
         if let Some(sig) = self.verify_loaded(id, stamp, body) {
-            return sig.into();
+            return sig;
         }
         let raw = self.sign_counted(body);
         let sig = base64::engine::general_purpose::STANDARD.encode(&raw);
         self.keep_stamped(id, stamp, raw, body);
-        sig.into()
+        sig
     }
 
     /// A saved signature kept for `id` that signs `body`: stamped with

@@ -120,7 +120,7 @@ pub(super) fn feature_body(
     // signed now and kept.
     let signature = app
         .sign_responses
-        .then(|| HeaderValue::from_str(&app.signer.sign_for(f.id, stamp, &body)).ok())
+        .then(|| HeaderValue::try_from(app.signer.sign_for(f.id, stamp, &body)).ok())
         .flatten();
     let rendered = Arc::new(Rendered {
         stamp,
