@@ -12,11 +12,28 @@ pub struct NatsCluster {
 }
 
 /// A port free right now on 127.0.0.1.
+/// A free port below Linux's ephemeral range (32768 and up): a port taken
+/// from that range (bind to 0, then let go) could be handed to an outgoing
+/// connection, such as another server's route, before its server binds it
+/// (seen once in CI: "nats-server 2 did not listen"). Ports are handed out
+/// once per test process.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Each test binary starts at its own place (its pid), then counts up.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 1_000) as u16 * 12,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::AcqRel);
+        assert!(port < 32_768, "no free port left below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The server binary: on the PATH, or where Debian's package puts it
