@@ -13,6 +13,9 @@ wait_up() {
   exit 1
 }
 
+# The sample $2 (no labels) of the server on port $1's /metrics.
+metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n {print $2}'; }
+
 # The median of the numbers in $1 (space separated).
 median() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 

@@ -36,6 +36,9 @@ compare consume --scenario consume
 compare consume-nosign --scenario consume --tally-arg=--no-sign --no-wrk
 compare mixed --scenario mixed --no-wrk
 compare check-pipelined --scenario check --pipeline 16 --no-redis --no-wrk
+# Assignment churn (durable), issue #18's row: Qlik and Yext against B.
+compare qlik --scenario qlik --no-redis --no-wrk
+compare yext --scenario yext --no-redis --no-wrk
 
 # Catalog size: 1k against 1M licenses (4 features each), the same load;
 # unsigned, then signed with the default settings (once the signed-answer

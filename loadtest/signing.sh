@@ -24,7 +24,7 @@ LT=target/release/loadtest
 [ -f "$OUT/catalog.json" ] || "$NEW" gen-catalog --licenses 1000 --out "$OUT/catalog.json" 2>/dev/null
 
 openssl_rate() { $(pin 0) openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}'; }
-signatures() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk '/^tally_signatures_total/ {print $2}'; }
+signatures() { metric "$PORT" tally_signatures_total; }
 
 before=$(openssl_rate)
 declare -A rps sigs

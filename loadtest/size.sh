@@ -41,7 +41,7 @@ start() {
 start 1000 18481
 start 1000000 18482
 
-sigs() { curl -s "http://127.0.0.1:$1/metrics" | awk '$1 == "tally_signatures_total" {print $2}'; }
+sigs() { metric "$1" tally_signatures_total; }
 before_1m=$(sigs 18482 || true)
 for i in $(seq 1 "$ROUNDS"); do
   for n in 1000 1000000; do

@@ -1069,7 +1069,11 @@ async fn metric(s: &TestServer, name: &str) -> u64 {
                 .expect("request"),
         )
         .await;
-    let text = String::from_utf8_lossy(&r.bytes).into_owned();
+    sample(&String::from_utf8_lossy(&r.bytes), name)
+}
+
+/// The sample `name` (no labels) of a `/metrics` text.
+fn sample(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
@@ -1160,10 +1164,7 @@ async fn binary_metric(b: &common::binary::Binary, name: &str) -> u64 {
         .expect("request");
     let resp = b.client.request(req).await.expect("answer");
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
+    sample(&String::from_utf8_lossy(&bytes), name)
 }
 
 /// Waits (up to 60 s) for a line of the binary's log containing `text`

@@ -15,7 +15,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::render::feature_answer;
+use super::render::{feature_answer, FeatureAnswer};
 use crate::app::App;
 use crate::signing::{Filled, SIGNATURES_FILE};
 
@@ -186,12 +186,14 @@ fn pass(app: &App) -> Pass {
                 (signer.has_stamped(f.id, stamp) || !signer.can_keep(f.id)).then_some(())
             });
             match answer {
-                Ok((stamp, Ok(body))) => match signer.fill_stamped(f.id, stamp, &body) {
-                    Filled::Signed => out.signed += 1,
-                    Filled::Verified => out.verified += 1,
-                    Filled::Full => out.full = true,
-                },
-                Ok((_, Err(()))) => out.full |= !signer.can_keep(f.id),
+                Ok(FeatureAnswer::Fresh(stamp, body)) => {
+                    match signer.fill_stamped(f.id, stamp, &body) {
+                        Filled::Signed => out.signed += 1,
+                        Filled::Verified => out.verified += 1,
+                        Filled::Full => out.full = true,
+                    }
+                }
+                Ok(FeatureAnswer::Cached(())) => out.full |= !signer.can_keep(f.id),
                 Err(_) => {}
             }
         }

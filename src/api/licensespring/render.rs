@@ -104,16 +104,15 @@ pub(super) fn feature_body(
     in_use: Option<u32>,
     now: Millis,
 ) -> Answer {
-    let (stamp, body) = feature_answer(l, f, in_use, now, |stamp| {
+    let (stamp, body) = match feature_answer(l, f, in_use, now, |stamp| {
         state
             .rendered
             .get(&f.id)
             .filter(|r| r.stamp == stamp)
             .map(|r| r.clone())
-    })?;
-    let body = match body {
-        Err(cached) => return Ok(Body::Rendered(cached)),
-        Ok(body) => body,
+    })? {
+        FeatureAnswer::Cached(cached) => return Ok(Body::Rendered(cached)),
+        FeatureAnswer::Fresh(stamp, body) => (stamp, body),
     };
     let cache = &state.rendered;
     // Kept by the filler (or an earlier request) under this stamp, or
@@ -135,9 +134,16 @@ pub(super) fn feature_body(
     Ok(Body::Rendered(rendered))
 }
 
-/// The feature-check answer's stamp and body: `cached(stamp)`'s answer
-/// (as `Err`) when it has one, else the body rendered now with the stamp
-/// it was rendered under. That stamp's revision is read under the spec's
+/// What [`feature_answer`] gives.
+pub(super) enum FeatureAnswer<T> {
+    /// What the caller's `cached` had for the answer's stamp.
+    Cached(T),
+    /// The body rendered now, with the stamp it was rendered under.
+    Fresh(Stamp, Vec<u8>),
+}
+
+/// The feature-check answer: `cached(stamp)`'s when it has one, else the
+/// body rendered now with the stamp it was rendered under. That stamp's revision is read under the spec's
 /// read lock (a change writes the spec and its revision under the write
 /// lock), so a kept signature, looked up by stamp, always signs the body
 /// rendered under it: a revision read before the lock could name the old
@@ -148,14 +154,14 @@ pub(super) fn feature_answer<T>(
     in_use: Option<u32>,
     now: Millis,
     cached: impl FnOnce(Stamp) -> Option<T>,
-) -> Result<(Stamp, Result<Vec<u8>, T>), LicenseSpringError> {
+) -> Result<FeatureAnswer<T>, LicenseSpringError> {
     let stamp = Stamp {
         revision: f.revision(),
         in_use,
         total: f.meter.used(now),
     };
     if let Some(hit) = cached(stamp) {
-        return Ok((stamp, Err(hit)));
+        return Ok(FeatureAnswer::Cached(hit));
     }
     let s = f.spec.read();
     let stamp = Stamp {
@@ -164,7 +170,7 @@ pub(super) fn feature_answer<T>(
     };
     let body = serde_json::to_vec(&FeatureCheck::new(l.id, f, &s, in_use, stamp.total))
         .map_err(|_| INTERNAL)?;
-    Ok((stamp, Ok(body)))
+    Ok(FeatureAnswer::Fresh(stamp, body))
 }
 
 pub(super) fn device_variables(app: &App, l: &License, hw: &str) -> Answer {
