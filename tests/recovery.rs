@@ -15,7 +15,7 @@ use tally::engine::image::Image;
 use tally::engine::model::Id;
 use tally::engine::{Command, Engine, Outcome};
 use tally::storage::disk::{Disk, DiskFile, RealDisk};
-use tally::storage::record::scan_segment;
+use tally::storage::record::{scan_segment, BadRecord, SEGMENT_HEADER_BYTES};
 use tally::storage::recovery::RecoveryError;
 use tally::storage::store::{Opened, Store, StoreError, StoreOptions};
 use tally::storage::wal::{FsyncMode, LogError as CommitError};
@@ -149,6 +149,99 @@ fn torn_tail_keeps_exactly_the_valid_prefix() {
         drop(store);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
+}
+
+/// The log writes zeros ahead of its records: a crash image (the directory
+/// copied while the log is open) ends its last segment in zeros, which a
+/// start reads as the end of the records, not as damage, and cuts off. A
+/// closed segment ends at its last record; zeros at the end of one that is
+/// not the last are refused as damage.
+#[test]
+fn zeros_written_ahead_end_the_records_and_are_cut() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let live = base.path().join("live");
+    let (engine, store, _) = open_with(&live, &options(false)).expect("open");
+    tally::catalog::load_slice(&engine, CATALOG.as_bytes(), NOW).expect("catalog");
+    store.snapshot_quiescent(&engine, NOW).expect("snapshot");
+    let m = meter(&engine);
+    for a in AMOUNTS {
+        commit(&engine, &store, &add(a, m)).expect("commit");
+    }
+    let crash = base.path().join("crash");
+    copy_dir(&live, &crash);
+    drop(store);
+    // Closed: the segment ends at its last record.
+    let closed = segments(&live).pop().expect("segment");
+    let bytes = std::fs::read(&closed).expect("read");
+    let scan = scan_segment(&bytes).expect("scan");
+    assert_eq!(scan.records.len(), 6);
+    assert!(scan.bad.is_none());
+    assert_eq!(scan.records[5].end, bytes.len());
+    // The crash image: the same records, then zeros written ahead.
+    let seg = segments(&crash).pop().expect("segment");
+    let bytes = std::fs::read(&seg).expect("read");
+    let scan = scan_segment(&bytes).expect("scan");
+    let end = scan.records.last().expect("records").end;
+    assert_eq!(scan.records.len(), 6);
+    assert_eq!(
+        scan.bad.map(|(at, why, _)| (at, why)),
+        Some((end, BadRecord::Unwritten))
+    );
+    assert_eq!(
+        bytes.len() as u64,
+        (SEGMENT_HEADER_BYTES as u64) + tally::storage::wal::PREALLOCATE_BYTES,
+        "the first zeros written ahead"
+    );
+    let (engine, store, opened) = open_with(&crash, &options(false)).expect("recovers");
+    assert_eq!(opened.rebuilt.last_lsn, 6);
+    assert!(opened.rebuilt.cut.is_empty(), "{:?}", opened.rebuilt.cut);
+    assert_eq!(units(&engine), sum(6));
+    assert_eq!(std::fs::metadata(&seg).expect("meta").len(), end as u64);
+    commit(&engine, &store, &add(100, meter(&engine))).expect("commit");
+    drop(store);
+    // Zeros after the records of a segment that is not the last: damage.
+    let mut damaged = std::fs::read(&seg).expect("read");
+    damaged.extend_from_slice(&[0; 4096]);
+    std::fs::write(&seg, &damaged).expect("write");
+    match open_with(&crash, &options(false)) {
+        Err(StoreError::Recovery(e)) => assert!(e.to_string().contains("damaged at offset"), "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("zeros before the last segment were taken for its end"),
+    }
+}
+
+/// Past the first zeros written ahead the log writes more, and a crash
+/// image of a segment grown so keeps every record.
+#[test]
+fn zeros_are_written_ahead_again_as_the_segment_grows() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let live = base.path().join("live");
+    let opts = StoreOptions {
+        fsync: FsyncMode::Never,
+        ..options(false)
+    };
+    let (engine, store, _) = open_with(&live, &opts).expect("open");
+    tally::catalog::load_slice(&engine, CATALOG.as_bytes(), NOW).expect("catalog");
+    store.snapshot_quiescent(&engine, NOW).expect("snapshot");
+    let m = meter(&engine);
+    let ahead = tally::storage::wal::PREALLOCATE_BYTES;
+    let seg = || segments(&live).pop().expect("segment");
+    let mut n = 0i64;
+    loop {
+        for _ in 0..1000 {
+            commit(&engine, &store, &add(1, m)).expect("commit");
+        }
+        n += 1000;
+        if std::fs::metadata(seg()).expect("meta").len() > SEGMENT_HEADER_BYTES as u64 + ahead {
+            break;
+        }
+    }
+    let crash = base.path().join("crash");
+    copy_dir(&live, &crash);
+    let (engine, _store, opened) = open_with(&crash, &opts).expect("recovers");
+    assert!(opened.rebuilt.cut.is_empty(), "{:?}", opened.rebuilt.cut);
+    assert_eq!(opened.rebuilt.last_lsn, n as u64);
+    assert_eq!(units(&engine), n);
 }
 
 /// A flipped bit in the last record is a torn tail (dropped); in an earlier
@@ -320,6 +413,15 @@ impl DiskFile for FaultyFile {
             return Err(std::io::Error::other("injected fsync failure"));
         }
         self.inner.sync_data()
+    }
+    fn zero_fill(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.zero_fill(offset, len)
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        if self.fail.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
+        self.inner.truncate(len)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::record::scan_segment;
+use super::record::{scan_segment, BadRecord};
 use super::recovery::list;
 use super::snapshot;
 
@@ -59,6 +59,10 @@ pub fn summary(dir: &Path, out: &mut impl Write) -> R {
                 )?;
                 match scan.bad {
                     None => writeln!(out)?,
+                    Some((off, BadRecord::Unwritten, _)) if i + 1 == n => writeln!(
+                        out,
+                        "; zeros written ahead from offset {off} (cut at the next start)"
+                    )?,
                     Some((off, why, valid_after)) if i + 1 == n && !valid_after => writeln!(
                         out,
                         "; torn tail at offset {off} ({why}): cut off at the next start"

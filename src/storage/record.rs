@@ -161,6 +161,9 @@ pub enum BadRecord {
     Checksum,
     /// Checksum fine, payload version unknown.
     Version,
+    /// Only zeros from here to the end: space the log wrote ahead of its
+    /// records (the end of the records, in the last segment).
+    Unwritten,
 }
 
 impl std::fmt::Display for BadRecord {
@@ -170,6 +173,7 @@ impl std::fmt::Display for BadRecord {
             BadRecord::Length => "impossible record length",
             BadRecord::Checksum => "record checksum mismatch",
             BadRecord::Version => "unknown record version",
+            BadRecord::Unwritten => "space written ahead, no record",
         })
     }
 }
@@ -239,6 +243,10 @@ pub fn scan_segment(bytes: &[u8]) -> Result<Scan<'_>, &'static str> {
             Ok(r) => {
                 off = r.end;
                 records.push(r);
+            }
+            Err(_) if bytes[off..].iter().all(|b| *b == 0) => {
+                bad = Some((off, BadRecord::Unwritten, false));
+                break;
             }
             Err(why) => {
                 let valid_after = valid_record_after(bytes, off + 1);

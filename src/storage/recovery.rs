@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::record::{parse_segment_name, scan_segment, SEGMENT_HEADER_BYTES};
+use super::record::{parse_segment_name, scan_segment, BadRecord, SEGMENT_HEADER_BYTES};
 use super::snapshot::{self, parse_snapshot_name, SnapshotInfo};
 use crate::engine::time::Millis;
 use crate::engine::{Command, Engine};
@@ -323,13 +323,21 @@ pub fn rebuild(
                 .map_err(io(path))?;
             f.set_len(offset as u64).map_err(io(path))?;
             f.sync_all().map_err(io(path))?;
-            let what = if torn {
-                format!("torn tail ({why})")
+            if torn && why == BadRecord::Unwritten {
+                // The end of the records: not damage, not reported.
+                tracing::debug!(
+                    "log {}: zeros written ahead cut at {offset}",
+                    path.display()
+                );
             } else {
-                format!("corruption before the end ({why}), dropped on request")
-            };
-            tracing::warn!("log {}: cut at offset {offset}: {what}", path.display());
-            out.cut.push((path.clone(), offset as u64, what));
+                let what = if torn {
+                    format!("torn tail ({why})")
+                } else {
+                    format!("corruption before the end ({why}), dropped on request")
+                };
+                tracing::warn!("log {}: cut at offset {offset}: {what}", path.display());
+                out.cut.push((path.clone(), offset as u64, what));
+            }
             for (_, later) in &segments[i + 1..] {
                 fs::remove_file(later).map_err(io(later))?;
                 out.removed.push(later.clone());
