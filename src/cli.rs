@@ -211,10 +211,11 @@ pub struct ServeArgs {
     /// the process may run on).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// multi-thread: one work-stealing runtime; current-thread: one runtime
-    /// per core, each with its own SO_REUSEPORT listener.
-    #[arg(long, value_enum, default_value = "multi-thread")]
-    pub runtime: crate::server::RuntimeKind,
+    /// current-thread (the default): one runtime per core, each with its
+    /// own SO_REUSEPORT listener; multi-thread: one work-stealing runtime
+    /// (what a cluster node runs on, and its default).
+    #[arg(long, value_enum)]
+    pub runtime: Option<crate::server::RuntimeKind>,
     /// Run as a node of a cluster on these NATS JetStream servers
     /// (comma-separated `nats://host:port`; see docs/cluster.md).
     #[arg(long, env = "TALLY_CLUSTER", value_delimiter = ',')]
@@ -667,7 +668,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Err(e) = start_faults(&app, &cfg, &args) {
         return fail(e);
     }
-    if args.runtime == crate::server::RuntimeKind::CurrentThread {
+    if args
+        .runtime
+        .unwrap_or(crate::server::RuntimeKind::CurrentThread)
+        == crate::server::RuntimeKind::CurrentThread
+    {
         let threads = crate::server::per_core_threads(args.workers);
         let result =
             crate::server::run_per_core(cfg.listen, threads, app.clone(), shutdown_signal(), |a| {

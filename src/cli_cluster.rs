@@ -100,7 +100,7 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
             "the test clock (--clock virtual) is per node: a cluster runs on the wall clock",
         );
     }
-    if args.runtime != crate::server::RuntimeKind::MultiThread {
+    if args.runtime == Some(crate::server::RuntimeKind::CurrentThread) {
         return fail("a cluster node runs on the multi-thread runtime");
     }
     let rt = match crate::server::runtime(args.workers) {

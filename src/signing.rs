@@ -103,8 +103,59 @@ enum Key {
     Rsa(Box<SigningKey<Sha256>>),
 }
 
+/// Signatures waiting for the signing threads; past it a request signs on
+/// its own thread (it waits about as long, and the queue stays bounded).
+pub const SIGN_QUEUE_MAX: usize = 1024;
+
+/// Threads that make fresh signatures for requests, one per core the
+/// process may run on: an RSA-2048 signature takes about 0.2 ms, which on a
+/// request's runtime thread would hold up every other connection that thread
+/// serves (all of a core's, under a current-thread runtime per core).
+struct Pool {
+    jobs: crossbeam_channel::Sender<Job>,
+}
+
+/// One body to sign; the signature (and the nanoseconds it took) go back
+/// to the waiting request.
+struct Job {
+    body: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<(Vec<u8>, u64)>,
+}
+
+impl Pool {
+    fn start(key: &Arc<Key>) -> Pool {
+        let (jobs, rx) = crossbeam_channel::bounded::<Job>(SIGN_QUEUE_MAX);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for i in 0..threads {
+            let key = Arc::clone(key);
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tally-sign-{i}"))
+                .spawn(move || {
+                    // Ends when the signer (the only sender) is dropped.
+                    for job in rx {
+                        let started = std::time::Instant::now();
+                        let raw = key.sign(&job.body);
+                        let _ = job.done.send((raw, started.elapsed().as_nanos() as u64));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("signing thread {i} not started: {e}");
+            }
+        }
+        Pool { jobs }
+    }
+}
+
 pub struct Signer {
-    key: Key,
+    /// Shared with the signing threads.
+    key: Arc<Key>,
+    /// The signing threads, started at the first signature asked for from
+    /// a request (see [`Signer::sign_async`]).
+    pool: std::sync::OnceLock<Pool>,
+    /// Signatures made on a request's thread because
+    /// [`SIGN_QUEUE_MAX`] were already waiting for the signing threads.
+    overflowed: std::sync::atomic::AtomicU64,
     /// Fresh signatures made, and the nanoseconds they took (the cache's
     /// misses; hits are not counted, to keep the check path free of a
     /// shared write).
@@ -157,7 +208,9 @@ impl Signer {
             }
         };
         let mut signer = Signer {
-            key,
+            key: Arc::new(key),
+            pool: std::sync::OnceLock::new(),
+            overflowed: std::sync::atomic::AtomicU64::new(0),
             made: std::sync::atomic::AtomicU64::new(0),
             made_ns: std::sync::atomic::AtomicU64::new(0),
             public_pem,
@@ -211,6 +264,55 @@ impl Signer {
         raw
     }
 
+    /// A fresh signature made on a signing thread while the caller's task
+    /// waits (its runtime thread serves other requests meanwhile); on the
+    /// caller's thread when [`SIGN_QUEUE_MAX`] are waiting or no signing
+    /// thread runs. Counted as [`Signer::sign_counted`] counts.
+    async fn sign_off_thread(&self, body: &[u8]) -> Vec<u8> {
+        let pool = self.pool.get_or_init(|| Pool::start(&self.key));
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            body: body.to_vec(),
+            done,
+        };
+        let signed = match pool.jobs.try_send(job) {
+            Ok(()) => answer.await.ok(),
+            Err(_) => {
+                self.overflowed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+        };
+        let Some((raw, ns)) = signed else {
+            return self.sign_counted(body);
+        };
+        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.made_ns
+            .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+        raw
+    }
+
+    /// [`Signer::sign`] with a fresh signature made off the caller's thread.
+    pub async fn sign_async(&self, body: &[u8]) -> Arc<str> {
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        if let Some(sig) = self.cache.get(&digest) {
+            return sig.clone();
+        }
+        let raw = self.sign_off_thread(body).await;
+        let sig: Arc<str> = base64::engine::general_purpose::STANDARD.encode(raw).into();
+        if self.cache.len() >= SIGNATURE_CACHE_ENTRIES_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(digest, sig.clone());
+        sig
+    }
+
+    /// Signatures made on a request's thread because the signing threads'
+    /// queue was full.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The base64 signature kept for `id` under `stamp`, if any.
     pub fn stamped(&self, id: u64, stamp: Stamp) -> Option<String> {
         let e = self.stamped.get(&id)?;
@@ -235,6 +337,24 @@ impl Signer {
             return sig;
         }
         let raw = self.sign_counted(body);
+        let sig = base64::engine::general_purpose::STANDARD.encode(&raw);
+        self.keep_stamped(id, stamp, raw, body);
+        sig
+    }
+
+    /// [`Signer::sign_for`] with a fresh signature made off the caller's
+    /// thread.
+    pub async fn sign_for_async(&self, id: u64, stamp: Stamp, body: &[u8]) -> String {
+        if let Some(sig) = self.stamped(id, stamp) {
+            return sig;
+        }
+        if stamp.in_use.is_some() || !self.can_keep(id) {
+            return self.sign_async(body).await.to_string();
+        }
+        if let Some(sig) = self.verify_loaded(id, stamp, body) {
+            return sig;
+        }
+        let raw = self.sign_off_thread(body).await;
         let sig = base64::engine::general_purpose::STANDARD.encode(&raw);
         self.keep_stamped(id, stamp, raw, body);
         sig
@@ -479,7 +599,7 @@ impl Signer {
 
     /// Bytes of one raw signature (the modulus's length).
     pub fn signature_len(&self) -> usize {
-        match &self.key {
+        match &*self.key {
             Key::AwsLc(key, _) => key.public_modulus_len(),
             Key::Rsa(key) => {
                 use rsa::traits::PublicKeyParts as _;
@@ -511,7 +631,13 @@ impl Signer {
 
     /// A fresh signature of `body` (no cache).
     pub fn sign_raw(&self, body: &[u8]) -> Vec<u8> {
-        match &self.key {
+        self.key.sign(body)
+    }
+}
+
+impl Key {
+    fn sign(&self, body: &[u8]) -> Vec<u8> {
+        match self {
             Key::AwsLc(key, rng) => {
                 let mut sig = vec![0u8; key.public_modulus_len()];
                 // PKCS#1 v1.5 draws nothing from the generator (the API
@@ -558,7 +684,7 @@ mod tests {
         let mut rng = rand::thread_rng();
         let key = RsaPrivateKey::new(&mut rng, RSA_KEY_BITS).expect("key");
         let signer = Signer::new(key.clone(), 1 << 20);
-        assert!(matches!(signer.key, Key::AwsLc(..)));
+        assert!(matches!(*signer.key, Key::AwsLc(..)));
         let body = br#"{"license_active":true}"#;
         let ours = signer.sign_raw(body);
         let theirs = SigningKey::<Sha256>::new(key.clone()).sign(body).to_vec();
@@ -569,5 +695,43 @@ mod tests {
         VerifyingKey::<Sha256>::new(key.to_public_key())
             .verify(body, &sig)
             .expect("verifies");
+    }
+
+    /// Signatures made off the caller's thread are the ones made on it,
+    /// counted alike, and made on a signing thread (the caller's is a
+    /// current-thread runtime's, as a request's may be).
+    #[test]
+    fn signatures_are_made_on_the_signing_threads() {
+        let key = RsaPrivateKey::new(&mut rand::thread_rng(), RSA_KEY_BITS).expect("key");
+        let signer = Signer::new(key, 1 << 20);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let body = br#"{"id":1,"total_consumptions":7}"#;
+        let direct = base64::engine::general_purpose::STANDARD.encode(signer.sign_raw(body));
+        let stamp = Stamp {
+            revision: 3,
+            in_use: None,
+            total: 7,
+        };
+        let (plain, stamped) = rt.block_on(async {
+            (
+                signer.sign_async(body).await,
+                signer.sign_for_async(9, stamp, body).await,
+            )
+        });
+        assert_eq!(&*plain, direct);
+        assert_eq!(stamped, direct);
+        assert_eq!(signer.stamped(9, stamp).as_deref(), Some(direct.as_str()));
+        assert_eq!(signer.made().0, 2);
+        assert_eq!(signer.overflowed(), 0);
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.trim().starts_with("tally-sign-")),
+            "{names:?}"
+        );
     }
 }

@@ -137,6 +137,10 @@ async fn requests_log_and_engine_are_counted() {
     assert!(sample(&body, "tally_signatures_total").expect("signatures") >= 1.0);
     assert!(sample(&body, "tally_signature_seconds_total").expect("seconds") > 0.0);
     assert!(sample(&body, "tally_signatures_cached").expect("cached") >= 1.0);
+    assert_eq!(
+        sample(&body, "tally_signatures_on_request_thread_total"),
+        Some(0.0)
+    );
 
     // A snapshot shows in the snapshot series.
     let store = s.app.store.clone().expect("store");

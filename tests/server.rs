@@ -154,10 +154,17 @@ fn binary_serves_demo_catalog_and_stops_on_sigterm() {
     binary_round_trip(&[]);
 }
 
-/// The same with one current-thread runtime per core on SO_REUSEPORT listeners.
+/// The same with one current-thread runtime per core on SO_REUSEPORT
+/// listeners (the default), two of them.
 #[test]
 fn binary_serves_on_per_core_runtimes() {
     binary_round_trip(&["--runtime", "current-thread", "--workers", "2"]);
+}
+
+/// The same on one work-stealing multi-thread runtime.
+#[test]
+fn binary_serves_on_the_multi_thread_runtime() {
+    binary_round_trip(&["--runtime", "multi-thread", "--workers", "2"]);
 }
 
 fn binary_round_trip(extra: &[&str]) {

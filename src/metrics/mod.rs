@@ -387,6 +387,12 @@ impl Metrics {
         );
         f.push(Vec::new(), Value::Float(made_s));
         out.push(f);
+        let mut f = Family::counter(
+            "tally_signatures_on_request_thread",
+            "Signatures made on a request's thread because the signing threads' queue was full",
+        );
+        f.push(Vec::new(), Value::Int(app.signer.overflowed()));
+        out.push(f);
         out.push(gauge(
             "tally_signatures_cached",
             "Response signatures held in the cache by body hash",

@@ -124,7 +124,7 @@ pub(super) async fn check_feature(
     } else {
         None
     };
-    feature_body(app, state, &t.license, &f, in_use, now)
+    feature_body(state, &t.license, &f, in_use, now)
 }
 
 pub(super) async fn borrow(

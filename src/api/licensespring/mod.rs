@@ -80,6 +80,14 @@ enum Body {
     Fresh(Vec<u8>),
     /// Already rendered and signed (the feature-check hot path).
     Rendered(Arc<Rendered>),
+    /// A feature answer rendered now for feature `id` under `stamp`, to be
+    /// signed (off the request's thread when the signature is not kept)
+    /// and then kept in [`LsState::rendered`].
+    Stamped {
+        id: u64,
+        stamp: Stamp,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -236,7 +244,7 @@ pub async fn handle(
             // A base64 request file (text/plain), not a JSON object.
             let answer = offline::handle(app, &key, kind, &body, peer, now).await;
             return match answer {
-                Ok(body) => signed(app, body),
+                Ok(body) => signed(app, state, body).await,
                 Err(e) => e.response(),
             };
         }
@@ -251,18 +259,32 @@ pub async fn handle(
         dispatch(app, state, &key, endpoint, &Params::json(map, peer), now).await
     };
     match answer {
-        Ok(body) => signed(app, body),
+        Ok(body) => signed(app, state, body).await,
         Err(e) => e.response(),
     }
 }
 
-/// 200 with the body signed in `LicenseSignature` (base64 RSA-SHA256 PKCS#1 v1.5).
-fn signed(app: &App, body: Body) -> Resp {
+/// 200 with the body signed in `LicenseSignature` (base64 RSA-SHA256
+/// PKCS#1 v1.5). A fresh signature is made on a signing thread while this
+/// request waits (see [`crate::signing::Signer::sign_async`]).
+async fn signed(app: &App, state: &LsState, body: Body) -> Resp {
     let (body, sig) = match body {
-        Body::Fresh(body) => (Bytes::from(body), None),
+        Body::Fresh(body) => {
+            let sig = signature(app, &body).await;
+            (Bytes::from(body), sig)
+        }
         Body::Rendered(r) => (r.body.clone(), r.signature.clone()),
+        Body::Stamped { id, stamp, body } => {
+            let signature = match app.sign_responses {
+                true => {
+                    HeaderValue::try_from(app.signer.sign_for_async(id, stamp, &body).await).ok()
+                }
+                false => None,
+            };
+            let r = render::keep_rendered(state, id, stamp, signature, body);
+            (r.body.clone(), r.signature.clone())
+        }
     };
-    let sig = sig.or_else(|| signature(app, &body));
     let mut r = json_resp(StatusCode::OK, body);
     if let Some(sig) = sig {
         r.headers_mut().insert(LICENSE_SIGNATURE, sig);
@@ -275,11 +297,11 @@ const LICENSE_SIGNATURE: hyper::header::HeaderName =
 
 /// The `LicenseSignature` value for `body` (none for an empty slice or when
 /// signing is off).
-fn signature(app: &App, body: &[u8]) -> Option<HeaderValue> {
+async fn signature(app: &App, body: &[u8]) -> Option<HeaderValue> {
     if !app.sign_responses || body.is_empty() {
         return None;
     }
-    HeaderValue::from_str(&app.signer.sign(body)).ok()
+    HeaderValue::from_str(&app.signer.sign_async(body).await).ok()
 }
 
 #[allow(
@@ -344,7 +366,7 @@ async fn dispatch(
             app.commit_with(&cmd, || app.engine.apply_resolved(&cmd, &t.license, &f))
                 .await
                 .map_err(LicenseSpringError::from)?;
-            feature_body(app, state, &t.license, &f, None, now)
+            feature_body(state, &t.license, &f, None, now)
         }
         FloatingRelease | FloatingFeatureRelease => {
             let t = resolve(app, tenant, p, false).await?;

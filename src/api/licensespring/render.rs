@@ -96,8 +96,8 @@ pub(super) fn license_body(app: &App, t: &Target, r: &Render, now: Millis) -> An
 
 /// The feature-check answer, rendered and signed once per state of the
 /// feature: a repeated check costs a map lookup, not JSON and a SHA-256.
+/// A fresh one is signed and kept on its way out ([`keep_rendered`]).
 pub(super) fn feature_body(
-    app: &App,
     state: &LsState,
     l: &License,
     f: &Feature,
@@ -114,13 +114,22 @@ pub(super) fn feature_body(
         FeatureAnswer::Cached(cached) => return Ok(Body::Rendered(cached)),
         FeatureAnswer::Fresh(stamp, body) => (stamp, body),
     };
+    Ok(Body::Stamped {
+        id: f.id,
+        stamp,
+        body,
+    })
+}
+
+/// Keeps a feature answer rendered (and signed) under `stamp`, and gives it.
+pub(super) fn keep_rendered(
+    state: &LsState,
+    id: u64,
+    stamp: Stamp,
+    signature: Option<HeaderValue>,
+    body: Vec<u8>,
+) -> Arc<Rendered> {
     let cache = &state.rendered;
-    // Kept by the filler (or an earlier request) under this stamp, or
-    // signed now and kept.
-    let signature = app
-        .sign_responses
-        .then(|| HeaderValue::try_from(app.signer.sign_for(f.id, stamp, &body)).ok())
-        .flatten();
     let rendered = Arc::new(Rendered {
         stamp,
         signature,
@@ -128,10 +137,10 @@ pub(super) fn feature_body(
     });
     // Full: keep what is cached (replacing only this feature's own entry)
     // rather than clearing everything under traffic.
-    if cache.len() < RENDERED_FEATURES_MAX || cache.contains_key(&f.id) {
-        cache.insert(f.id, rendered.clone());
+    if cache.len() < RENDERED_FEATURES_MAX || cache.contains_key(&id) {
+        cache.insert(id, rendered.clone());
     }
-    Ok(Body::Rendered(rendered))
+    rendered
 }
 
 /// What [`feature_answer`] gives.
