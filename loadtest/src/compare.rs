@@ -52,8 +52,9 @@ pub struct CompareArgs {
     /// Extra arguments for `tally serve` (e.g. --no-sign).
     #[arg(long, allow_hyphen_values = true)]
     pub tally_arg: Vec<String>,
-    /// Runtime of Tally, the baseline and the Redis peer alike.
-    #[arg(long, default_value = "multi-thread")]
+    /// Runtime of Tally, the baseline and the Redis peer alike (Tally's
+    /// default: one current-thread runtime per core).
+    #[arg(long, default_value = "current-thread")]
     pub runtime: String,
     /// Leave out the Redis peer.
     #[arg(long)]

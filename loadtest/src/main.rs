@@ -43,7 +43,7 @@ enum Cmd {
         body_bytes: usize,
         #[arg(long)]
         workers: Option<usize>,
-        #[arg(long, value_enum, default_value = "multi-thread")]
+        #[arg(long, value_enum, default_value = "current-thread")]
         runtime: tally::server::RuntimeKind,
     },
     /// Serve the harness's LicenseSpring requests from Redis via EVALSHA.
@@ -57,7 +57,7 @@ enum Cmd {
         licenses: u64,
         #[arg(long)]
         workers: Option<usize>,
-        #[arg(long, value_enum, default_value = "multi-thread")]
+        #[arg(long, value_enum, default_value = "current-thread")]
         runtime: tally::server::RuntimeKind,
     },
     /// Tally, B and the Redis peer in alternating rounds; medians and ratios.
