@@ -54,6 +54,9 @@ ROUNDS=3 ROUND_SECS="$ROUND_SECS" bash loadtest/signing.sh | tee "$OUT/signing.t
 echo "== durable consumption: --fsync always against never and interval:10 (issue #18)"
 ROUNDS=3 ROUND_SECS="$ROUND_SECS" bash loadtest/durable.sh | tee "$OUT/durable.txt"
 
+echo "== the scaling table: 1 and 2 server cores, both runtimes (issue #18)"
+ROUNDS=3 ROUND_SECS="$ROUND_SECS" bash loadtest/scaling.sh | tee "$OUT/scaling.txt"
+
 echo "== recovery at 1M licenses + about 1M records (issue #18)"
 LOAD_SECS=12 bash loadtest/recovery.sh | tee "$OUT/recovery.txt"
 

@@ -238,20 +238,6 @@ impl Signer {
             .collect()
     }
 
-    pub fn sign(&self, body: &[u8]) -> Arc<str> {
-        let digest: [u8; 32] = Sha256::digest(body).into();
-        if let Some(sig) = self.cache.get(&digest) {
-            return sig.clone();
-        }
-        let raw = self.sign_counted(body);
-        let sig: Arc<str> = base64::engine::general_purpose::STANDARD.encode(raw).into();
-        if self.cache.len() >= SIGNATURE_CACHE_ENTRIES_MAX {
-            self.cache.clear();
-        }
-        self.cache.insert(digest, sig.clone());
-        sig
-    }
-
     /// A fresh signature, counted in [`Signer::made`].
     fn sign_counted(&self, body: &[u8]) -> Vec<u8> {
         let started = std::time::Instant::now();
@@ -292,7 +278,8 @@ impl Signer {
         raw
     }
 
-    /// [`Signer::sign`] with a fresh signature made off the caller's thread.
+    /// The base64 signature of `body`: the one cached by the body's
+    /// SHA-256, else a fresh one made on a signing thread (then cached).
     pub async fn sign_async(&self, body: &[u8]) -> Arc<str> {
         let digest: [u8; 32] = Sha256::digest(body).into();
         if let Some(sig) = self.cache.get(&digest) {
@@ -320,34 +307,16 @@ impl Signer {
     }
 
     /// The signature of `body`, rendered for `id` under `stamp`, in
-    /// base64: the kept one; else a fresh one, kept if the budget has room
-    /// (or `id` has an entry to replace); past the budget, through the
-    /// cache by the body's hash.
-    /// A `String` (one allocation: it becomes the header's bytes as is).
-    pub fn sign_for(&self, id: u64, stamp: Stamp, body: &[u8]) -> String {
+    /// base64: the kept one; else a fresh one (made on a signing thread),
+    /// kept if the budget has room (or `id` has an entry to replace); past
+    /// the budget, through the cache by the body's hash. A `String` (one
+    /// allocation: it becomes the header's bytes as is).
+    pub async fn sign_for_async(&self, id: u64, stamp: Stamp, body: &[u8]) -> String {
         if let Some(sig) = self.stamped(id, stamp) {
             return sig;
         }
         // An answer showing seats in use changes with nearly every check
         // (and the filler leaves such answers alone): not kept by stamp.
-        if stamp.in_use.is_some() || !self.can_keep(id) {
-            return self.sign(body).to_string();
-        }
-        if let Some(sig) = self.verify_loaded(id, stamp, body) {
-            return sig;
-        }
-        let raw = self.sign_counted(body);
-        let sig = base64::engine::general_purpose::STANDARD.encode(&raw);
-        self.keep_stamped(id, stamp, raw, body);
-        sig
-    }
-
-    /// [`Signer::sign_for`] with a fresh signature made off the caller's
-    /// thread.
-    pub async fn sign_for_async(&self, id: u64, stamp: Stamp, body: &[u8]) -> String {
-        if let Some(sig) = self.stamped(id, stamp) {
-            return sig;
-        }
         if stamp.in_use.is_some() || !self.can_keep(id) {
             return self.sign_async(body).await.to_string();
         }

@@ -38,18 +38,20 @@ async fn targets<'p>(
     Ok(out)
 }
 
-fn licenses_body(app: &App, targets: &[Target], r: &Render, now: Millis) -> Answer {
-    let list = targets
-        .iter()
-        .map(|t| Value::Object(license_object(app, t, r, now, Map::new())))
-        .collect();
+async fn licenses_body(app: &App, targets: &[Target<'_>], r: &Render<'_>, now: Millis) -> Answer {
+    let mut list = Vec::with_capacity(targets.len());
+    for t in targets {
+        list.push(Value::Object(
+            license_object(app, t, r, now, Map::new()).await,
+        ));
+    }
     to_vec(&Value::Array(list))
 }
 
 pub(super) async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {
     let hw = p.required("hardware_id")?;
     let targets = activate_all(app, tenant, p, &hw, now).await?;
-    licenses_body(app, &targets, &Render::of(p, Some(&hw)), now)
+    licenses_body(app, &targets, &Render::of(p, Some(&hw)), now).await
 }
 
 /// Activates device `hw` on every license of the bundle, or on none: a
@@ -102,7 +104,7 @@ pub(super) async fn check(app: &App, tenant: Id, p: &Params<'_>, now: Millis) ->
         hide_expired_features: !p.bool("include_expired_features"),
         ..Render::of(p, Some(&hw))
     };
-    licenses_body(app, &targets, &r, now)
+    licenses_body(app, &targets, &r, now).await
 }
 
 pub(super) async fn deactivate(app: &App, tenant: Id, p: &Params<'_>, now: Millis) -> Answer {

@@ -7,7 +7,7 @@ pub(super) async fn activate(app: &App, tenant: Id, p: &Params<'_>, now: Millis)
     let t = resolve(app, tenant, p, true).await?;
     let hw = p.required("hardware_id")?;
     activate_device(app, &t.license, p, &hw, now).await?;
-    license_body(app, &t, &Render::of(p, Some(&hw)), now)
+    license_body(app, &t, &Render::of(p, Some(&hw)), now).await
 }
 
 /// Activates device `hw` on `license` with the device details and variables
@@ -66,7 +66,7 @@ pub(super) async fn check_license(app: &App, tenant: Id, p: &Params<'_>, now: Mi
         hide_expired_features: !p.bool("include_expired_features"),
         ..Render::of(p, Some(&hw))
     };
-    license_body(app, &t, &r, now)
+    license_body(app, &t, &r, now).await
 }
 
 /// The license is usable now on device `hw`; a floating license takes or

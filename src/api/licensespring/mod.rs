@@ -350,7 +350,7 @@ async fn dispatch(
                 },
             )
             .await?;
-            license_body(app, &t, &Render::of(p, p.text_ref("hardware_id")), now)
+            license_body(app, &t, &Render::of(p, p.text_ref("hardware_id")), now).await
         }
         AddFeatureConsumption => {
             let t = resolve(app, tenant, p, false).await?;

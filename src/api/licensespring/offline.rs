@@ -157,17 +157,17 @@ async fn activate_offline(
     let t = resolve(app, tenant, p, true).await?;
     let hw = p.required("hardware_id")?;
     activate_device(app, &t.license, p, &hw, now).await?;
-    to_vec(&Value::Object(offline_license(
-        app, &t, p, signer, &hw, now,
-    )))
+    to_vec(&Value::Object(
+        offline_license(app, &t, p, signer, &hw, now).await,
+    ))
 }
 
 /// A license object as an offline answer carries it: with `date`, its
 /// `offline_signature` and the request's `request` and `request_id`.
-fn offline_license(
+async fn offline_license(
     app: &App,
-    t: &Target,
-    p: &Params,
+    t: &Target<'_>,
+    p: &Params<'_>,
     signer: &ApiKey,
     hw: &str,
     now: Millis,
@@ -186,7 +186,7 @@ fn offline_license(
             extra.insert(k.into(), v.into());
         }
     }
-    license_object(app, t, &Render::of(p, Some(hw)), now, extra)
+    license_object(app, t, &Render::of(p, Some(hw)), now, extra).await
 }
 
 /// `{"licenses": [...], "bundle_signature_v2"}`: each license as
@@ -202,10 +202,12 @@ async fn activate_bundle_offline(
 ) -> Answer {
     let hw = p.required("hardware_id")?;
     let targets = bundle::activate_all(app, tenant, p, &hw, now).await?;
-    let licenses = targets
-        .iter()
-        .map(|t| Value::Object(offline_license(app, t, p, signer, &hw, now)))
-        .collect();
+    let mut licenses = Vec::with_capacity(targets.len());
+    for t in &targets {
+        licenses.push(Value::Object(
+            offline_license(app, t, p, signer, &hw, now).await,
+        ));
+    }
     let mut answer = Map::new();
     answer.insert("licenses".into(), Value::Array(licenses));
     let unsigned = Value::Object(answer);
@@ -215,7 +217,7 @@ async fn activate_bundle_offline(
     };
     answer.insert(
         "bundle_signature_v2".into(),
-        app.signer.sign(&signed).to_string().into(),
+        app.signer.sign_async(&signed).await.to_string().into(),
     );
     to_vec(&Value::Object(answer))
 }

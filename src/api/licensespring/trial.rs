@@ -40,7 +40,7 @@ pub(super) async fn trial_key(app: &App, tenant: Id, p: &Params<'_>, now: Millis
     };
     if let Some(license) = existing {
         let key = license.license_key.as_deref().map(str::to_string);
-        return trial_answer(app, &product, license, key, email, None, now);
+        return trial_answer(app, &product, license, key, email, None, now).await;
     }
     let (user_id, initial_password) = match product.authorization_method {
         AuthMethod::LicenseKey => (None, None),
@@ -96,12 +96,12 @@ pub(super) async fn trial_key(app: &App, tenant: Id, p: &Params<'_>, now: Millis
     )
     .await?;
     let license = app.engine.license(id).ok_or(INTERNAL)?;
-    trial_answer(app, &product, license, key, email, initial_password, now)
+    trial_answer(app, &product, license, key, email, initial_password, now).await
 }
 
 /// A trial license as `trial_key` answers it (with the user's e-mail and
 /// initial password on user-based products).
-pub(super) fn trial_answer(
+pub(super) async fn trial_answer(
     app: &App,
     product: &Product,
     license: Arc<License>,
@@ -120,7 +120,8 @@ pub(super) fn trial_answer(
         &Render::default(),
         now,
         Map::new(),
-    );
+    )
+    .await;
     if let Some(e) = email.filter(|_| product.authorization_method == AuthMethod::User) {
         m.insert("license_user".into(), e.into());
         m.insert(

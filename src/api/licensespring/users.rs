@@ -40,18 +40,15 @@ pub(super) async fn user_licenses(app: &App, tenant: Id, p: &Params<'_>, now: Mi
         None => None,
     };
     let u = wire::user(&app.engine, &user);
-    let items: Vec<Value> = app
-        .engine
-        .licenses_of_user(&user, product)
-        .into_iter()
-        .map(|license| {
-            let t = Target {
-                license,
-                auth_value: Cow::Borrowed(&username),
-            };
-            json!({"license": license_object(app, &t, &Render::default(), now, Map::new()), "user": u})
-        })
-        .collect();
+    let mut items: Vec<Value> = Vec::new();
+    for license in app.engine.licenses_of_user(&user, product) {
+        let t = Target {
+            license,
+            auth_value: Cow::Borrowed(&username),
+        };
+        let license = license_object(app, &t, &Render::default(), now, Map::new()).await;
+        items.push(json!({"license": license, "user": u}));
+    }
     to_vec(&Value::Array(items))
 }
 
