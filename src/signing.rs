@@ -263,11 +263,13 @@ impl Signer {
         };
         let signed = match pool.jobs.try_send(job) {
             Ok(()) => answer.await.ok(),
-            Err(_) => {
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
                 self.overflowed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 None
             }
+            // No signing thread runs (none could be started).
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => None,
         };
         let Some((raw, ns)) = signed else {
             return self.sign_counted(body);

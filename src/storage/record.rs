@@ -164,6 +164,10 @@ pub enum BadRecord {
     /// Only zeros from here to the end: space the log wrote ahead of its
     /// records (the end of the records, in the last segment).
     Unwritten,
+    /// A whole page of zeros before the next valid record: a page of the
+    /// space written ahead that a power cut kept from reaching the disk
+    /// while a later one did (records past it were never synced).
+    Gap,
 }
 
 impl std::fmt::Display for BadRecord {
@@ -174,6 +178,7 @@ impl std::fmt::Display for BadRecord {
             BadRecord::Checksum => "record checksum mismatch",
             BadRecord::Version => "unknown record version",
             BadRecord::Unwritten => "space written ahead, no record",
+            BadRecord::Gap => "an unwritten page before later records",
         })
     }
 }
@@ -249,8 +254,12 @@ pub fn scan_segment(bytes: &[u8]) -> Result<Scan<'_>, &'static str> {
                 break;
             }
             Err(why) => {
-                let valid_after = valid_record_after(bytes, off + 1);
-                bad = Some((off, why, valid_after));
+                bad = Some(match valid_record_after(bytes, off + 1) {
+                    Some(next) if zero_page_within(bytes, off, next) => {
+                        (off, BadRecord::Gap, false)
+                    }
+                    next => (off, why, next.is_some()),
+                });
                 break;
             }
         }
@@ -262,9 +271,10 @@ pub fn scan_segment(bytes: &[u8]) -> Result<Scan<'_>, &'static str> {
     })
 }
 
-/// Whether a valid record starts anywhere from `from` on; `true` (taken for
-/// corruption) once [`SCAN_AFTER_BAD_BYTES_MAX`] bytes were checksummed.
-fn valid_record_after(bytes: &[u8], from: usize) -> bool {
+/// Where a valid record starts from `from` on, if anywhere; the offset
+/// reached (taken for corruption) once [`SCAN_AFTER_BAD_BYTES_MAX`] bytes
+/// were checksummed.
+fn valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
     let mut hashed = 0usize;
     for o in from..bytes.len() {
         let rest = &bytes[o..];
@@ -277,12 +287,26 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
                 hashed += len;
             }
         }
-        if hashed > SCAN_AFTER_BAD_BYTES_MAX {
+        if hashed > SCAN_AFTER_BAD_BYTES_MAX || read_record(bytes, o).is_ok() {
+            return Some(o);
+        }
+    }
+    None
+}
+
+/// The unit a write-back loses or keeps whole, bytes.
+pub const PAGE_BYTES: usize = 4096;
+
+/// Whether a whole page-aligned [`PAGE_BYTES`] of zeros lies in
+/// `bytes[from..to]`: bit damage does not zero a page, a lost write of
+/// space written ahead leaves one.
+fn zero_page_within(bytes: &[u8], from: usize, to: usize) -> bool {
+    let mut page = from.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+    while page + PAGE_BYTES <= to.min(bytes.len()) {
+        if bytes[page..page + PAGE_BYTES].iter().all(|b| *b == 0) {
             return true;
         }
-        if read_record(bytes, o).is_ok() {
-            return true;
-        }
+        page += PAGE_BYTES;
     }
     false
 }
@@ -329,6 +353,35 @@ mod tests {
         let scan = scan_segment(&flipped).expect("scan");
         assert_eq!(scan.records.len(), 1);
         assert!(matches!(scan.bad, Some((_, BadRecord::Checksum, true))));
+    }
+
+    /// Space written ahead: zeros to the end are the end of the records; a
+    /// whole page of zeros before a later record is a page a power cut
+    /// lost (the end too, reported); zeros short of a page before a later
+    /// record are damage.
+    #[test]
+    fn zeros_end_the_records_and_a_zero_page_is_a_gap() {
+        let mut seg = segment_header(1).to_vec();
+        append_record(&mut seg, 1, b"", &cmd(1)).expect("append");
+        let end = seg.len();
+        let mut tail = seg.clone();
+        tail.resize(3 * PAGE_BYTES, 0);
+        let scan = scan_segment(&tail).expect("scan");
+        assert_eq!(scan.records.len(), 1);
+        assert_eq!(scan.bad, Some((end, BadRecord::Unwritten, false)));
+        // A lost page, then a record written after it.
+        let mut gap = tail.clone();
+        gap.truncate(2 * PAGE_BYTES);
+        append_record(&mut gap, 2, b"", &cmd(2)).expect("append");
+        let scan = scan_segment(&gap).expect("scan");
+        assert_eq!(scan.records.len(), 1);
+        assert_eq!(scan.bad, Some((end, BadRecord::Gap, false)));
+        // Zeros short of a whole page, then a record: damage.
+        let mut short = seg.clone();
+        short.resize(end + 100, 0);
+        append_record(&mut short, 2, b"", &cmd(2)).expect("append");
+        let scan = scan_segment(&short).expect("scan");
+        assert!(matches!(scan.bad, Some((at, BadRecord::Length, true)) if at == end));
     }
 
     /// A version 2 record carries its origin beside the command; one with

@@ -33,6 +33,11 @@
 //! durable consumption 49,356 -> 53,997 req/s (1.09x, `loadtest/ab.sh`,
 //! 2026-12-01). A closed segment is cut at its last record; only the last
 //! segment ends in zeros, which recovery reads as the end of the records.
+//! Its pages reach the disk in no set order, so a power cut during a sync
+//! may keep a later page and lose an earlier one: a whole page of zeros
+//! before later records ends the records too (reported as a torn tail:
+//! what lies past it was never synced, hence never acknowledged under
+//! `always`). The header is synced before the zeros are written.
 //!
 //! **Latch.** A failed write or sync latches the log: the records after the
 //! last durable one are never acknowledged, and every later commit is refused
@@ -575,10 +580,14 @@ fn open_segment(sh: &Shared, first_lsn: u64) -> std::io::Result<Segment> {
     let mut file = sh.disk.create(&path)?;
     let header = segment_header(first_lsn);
     file.write_all(&header)?;
+    // The header is durable before the zeros: a power cut while they are
+    // written leaves a segment that recovery knows (no records), not one
+    // longer than a header without one.
+    file.sync_data()?;
+    sh.disk.sync_dir(&sh.dir)?;
     let bytes = header.len() as u64;
     file.zero_fill(bytes, PREALLOCATE_BYTES)?;
     file.sync_data()?;
-    sh.disk.sync_dir(&sh.dir)?;
     Ok(Segment {
         file,
         bytes,
