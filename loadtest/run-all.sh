@@ -66,5 +66,8 @@ bash loadtest/load-time.sh | tee "$OUT/load-time.txt"
 echo "== memory (in-process, 1M licenses)"
 cargo bench --bench memory 2>/dev/null | tail -2 | tee "$OUT/memory.txt"
 
+echo "== simd-json against serde_json (issue #18)"
+cargo bench --bench json 2>/dev/null | grep -E '^json|time:' | tee "$OUT/json.txt"
+
 echo "== criterion (in-process)"
 cargo bench --bench engine 2>/dev/null | grep -E '^[a-z_/0-9]+ +time:|^[a-z_/0-9]+$|time:' | tee "$OUT/criterion.txt"
