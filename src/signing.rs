@@ -242,12 +242,15 @@ impl Signer {
     fn sign_counted(&self, body: &[u8]) -> Vec<u8> {
         let started = std::time::Instant::now();
         let raw = self.sign_raw(body);
-        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.made_ns.fetch_add(
-            started.elapsed().as_nanos() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.count_made(started.elapsed().as_nanos() as u64);
         raw
+    }
+
+    /// One fresh signature that took `ns`, for [`Signer::made`].
+    fn count_made(&self, ns: u64) {
+        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.made_ns
+            .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A fresh signature made on a signing thread while the caller's task
@@ -274,9 +277,7 @@ impl Signer {
         let Some((raw, ns)) = signed else {
             return self.sign_counted(body);
         };
-        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.made_ns
-            .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+        self.count_made(ns);
         raw
     }
 

@@ -275,11 +275,10 @@ async fn signed(app: &App, state: &LsState, body: Body) -> Resp {
         }
         Body::Rendered(r) => (r.body.clone(), r.signature.clone()),
         Body::Stamped { id, stamp, body } => {
-            let signature = match app.sign_responses {
-                true => {
-                    HeaderValue::try_from(app.signer.sign_for_async(id, stamp, &body).await).ok()
-                }
-                false => None,
+            let signature = if app.sign_responses {
+                HeaderValue::try_from(app.signer.sign_for_async(id, stamp, &body).await).ok()
+            } else {
+                None
             };
             let r = render::keep_rendered(state, id, stamp, signature, body);
             (r.body.clone(), r.signature.clone())
