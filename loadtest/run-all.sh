@@ -32,6 +32,7 @@ compare check --scenario check
 compare check-nosign --scenario check --tally-arg=--no-sign --no-wrk
 compare floating --scenario floating
 compare floating-nosign --scenario floating --tally-arg=--no-sign --no-wrk
+compare floating-never --scenario floating --tally-arg=--no-sign --tally-arg=--fsync=never --no-redis --no-wrk
 compare consume --scenario consume
 compare consume-nosign --scenario consume --tally-arg=--no-sign --no-wrk
 compare mixed --scenario mixed --no-wrk
