@@ -56,35 +56,41 @@ fn check(e: &Engine, tenant: u64, key: &str, hw: &str, feature: &str, out: &mut 
 }
 
 fn lookup(e: &Engine, tenant: u64, key: &str) -> Arc<License> {
-    e.product_by_code(tenant, GENERATED_PRODUCT)
-        .expect("product")
-        .licenses_by_key
-        .get(key)
-        .map(|l| l.clone())
-        .expect("license")
+    e.with_product_by_code(tenant, GENERATED_PRODUCT, |p| {
+        p.licenses_by_key.get(key).map(|l| l.clone())
+    })
+    .flatten()
+    .expect("license")
 }
 
-/// The decision: license usable, device active, feature present and valid.
-fn decide(e: &Engine, lic: &License, hw: &str, feature: &str) -> Arc<Feature> {
-    {
-        let s = lic.spec.read();
-        e.check_usable(lic, &s, NOW).expect("usable");
-    }
+/// The decision: license usable, device active, feature present and valid;
+/// then `then` on the feature, in place (as the server answers).
+fn decide<T>(
+    e: &Engine,
+    lic: &License,
+    hw: &str,
+    feature: &str,
+    then: impl FnOnce(&Feature) -> T,
+) -> T {
+    e.check_usable(lic, NOW).expect("usable");
     e.check_device(lic, hw).expect("device");
-    let f = lic.feature(feature).expect("feature");
-    e.check_feature(&f, NOW).expect("feature ok");
-    f
+    lic.with_feature(feature, |f| {
+        e.check_feature(f, NOW).expect("feature ok");
+        then(f)
+    })
+    .expect("feature")
 }
 
 fn check_license(e: &Engine, lic: &License, hw: &str, feature: &str, out: &mut Vec<u8>) {
-    let f = decide(e, lic, hw, feature);
-    let s = f.spec.read();
-    out.clear();
-    serde_json::to_writer(
-        &mut *out,
-        &FeatureCheck::new(lic.id, &f, &s, None, f.meter.used(NOW)),
-    )
-    .expect("json");
+    decide(e, lic, hw, feature, |f| {
+        let s = f.spec.read();
+        out.clear();
+        serde_json::to_writer(
+            &mut *out,
+            &FeatureCheck::new(lic.id, f, &s, None, f.meter.used(NOW)),
+        )
+        .expect("json");
+    });
 }
 
 thread_local! {
@@ -142,7 +148,7 @@ fn operations(c: &mut Criterion) {
     c.bench_function("feature_check_key/hot/decision_only", |b| {
         b.iter(|| {
             let lic = lookup(&e, tenant, black_box(key.as_str()));
-            black_box(decide(&e, &lic, &hw, "f0"))
+            black_box(decide(&e, &lic, &hw, "f0", |f| f.id))
         })
     });
     c.bench_function("feature_check_key/hot", |b| {

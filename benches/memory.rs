@@ -13,6 +13,11 @@ use tally::catalog::{generate, generated_license, load_slice, GENERATED_PRODUCT}
 use tally::engine::model::{DeviceInfo, Feature, FeatureSpec, License, LicenseSpec};
 use tally::engine::{Command, Engine};
 
+/// The server's allocator (src/main.rs): its size classes decide what a
+/// structure really costs, so the figures here are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW: i64 = 1_795_000_000_000;
 
 fn rss_bytes() -> u64 {

@@ -28,7 +28,7 @@ impl Engine {
             .license(license_id)
             .ok_or(EngineError::LicenseNotFound)?;
         let spec = lic.spec.read();
-        self.check_usable(&lic, &spec, now)?;
+        self.check_usable(&lic, now)?;
         if spec.prevent_vm && info.is_vm {
             return Err(EngineError::VmNotAllowed);
         }

@@ -19,7 +19,7 @@ use super::model::*;
 use super::seat::SeatPool;
 use super::share::share_spec;
 use super::time::Millis;
-use super::{end_instant, start_instant, validate_feature, validate_license, Command, Engine};
+use super::{validate_feature, validate_license, Command, Engine};
 use super::{EngineError, FEATURES_PER_LICENSE_MAX, R};
 
 /// One entity of the engine's state. Parents come before children in an
@@ -303,8 +303,9 @@ impl Engine {
             tenant_id: product.tenant_id,
             product_id: product.id,
             license_key: key.as_deref().map(Into::into),
-            valid_until: AtomicI64::new(end_instant(&spec.validity_period)),
-            starts_at: AtomicI64::new(start_instant(&spec.start_date)),
+            gate: AtomicU32::new(0),
+            starts_at: AtomicI64::new(0),
+            usable_until: AtomicI64::new(0),
             activations,
             devices: RwLock::new(Devices {
                 list: img.devices,
@@ -316,6 +317,7 @@ impl Engine {
             features: RwLock::new(features),
             spec: RwLock::new(spec),
         });
+        license.publish_usability(&license.spec.read());
         if let Some(k) = key {
             match product.licenses_by_key.entry(k.into()) {
                 dashmap::Entry::Occupied(_) => return Err(EngineError::Duplicate("license key")),

@@ -25,7 +25,7 @@ impl Engine {
     ) -> Arc<Feature> {
         Arc::new(Feature::new(
             id,
-            self.feature_codes.share_str(&spec.code),
+            self.feature_codes.share_str(&spec.code).into(),
             spec.clone(),
             revision,
             end_instant(&spec.expiry_date),
@@ -120,8 +120,9 @@ impl Engine {
             tenant_id: product.tenant_id,
             product_id: product.id,
             license_key: key.map(Into::into),
-            valid_until: AtomicI64::new(end_instant(&spec.validity_period)),
-            starts_at: AtomicI64::new(start_instant(&spec.start_date)),
+            gate: AtomicU32::new(0),
+            starts_at: AtomicI64::new(0),
+            usable_until: AtomicI64::new(0),
             activations: SeatPool::new(
                 spec.max_activations as u64,
                 0,
@@ -134,6 +135,7 @@ impl Engine {
             features: RwLock::new(fs),
             spec: RwLock::new(self.share_license_spec(spec)),
         });
+        license.publish_usability(spec);
         if let Some(k) = key {
             match product.licenses_by_key.entry(k.into()) {
                 dashmap::Entry::Occupied(_) => return Err(EngineError::Duplicate("license key")),
@@ -174,10 +176,7 @@ impl Engine {
         if cur.user_id != spec.user_id {
             return Err(EngineError::Invalid("user_id", "cannot change"));
         }
-        lic.valid_until
-            .store(end_instant(&spec.validity_period), Ordering::Release);
-        lic.starts_at
-            .store(start_instant(&spec.start_date), Ordering::Release);
+        lic.publish_usability(spec);
         lic.activations.set_limits(
             spec.max_activations as u64,
             0,
@@ -229,11 +228,10 @@ impl Engine {
             if spec.meter_limits() != cur.meter_limits() {
                 f.meter.set_limits(spec.meter_limits(), now);
             }
-            let consumption = spec.feature_type == FeatureType::Consumption;
             *cur = share_spec(&self.feature_specs, spec);
             // Bumped while the spec is still locked: a reader that sees the new
             // revision then reads the new spec.
-            f.set_shape(model::next_revision(), consumption);
+            f.set_shape(model::next_revision(), &cur);
             return Ok(Outcome::Done);
         }
         if fs.len() >= FEATURES_PER_LICENSE_MAX {

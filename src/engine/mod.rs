@@ -217,7 +217,7 @@ pub struct Engine {
     /// strings is about 300 bytes. Sharded maps; touched only on writes.
     license_specs: Sharer<Box<[u8]>, LicenseSpec>,
     feature_specs: Sharer<Box<[u8]>, FeatureSpec>,
-    feature_codes: Sharer<Box<str>, str>,
+    feature_codes: Sharer<Box<str>, Box<str>>,
     /// Licenses whose (license- or feature-level) lease pools may hold seats:
     /// what the lease sweeper visits. Sharded; written when a seat is newly
     /// taken or borrowed, not on renewals.
@@ -665,6 +665,117 @@ mod tests {
         assert_eq!(fa.spec.read().name, "Renamed");
         assert_eq!(fb.spec.read().name, "Feature 0");
         assert!(!Arc::ptr_eq(&fa.spec.read(), &fb.spec.read()));
+    }
+
+    /// A license put again with another spec: the check's lock-free mirror
+    /// (enabled, active, start, end plus grace) follows the spec, and the
+    /// validity without grace is given back from it.
+    #[test]
+    fn usability_mirror_follows_the_spec() {
+        let (e, p) = generated(1);
+        let lic = p
+            .licenses_by_key
+            .get(crate::catalog::generated_license(0).0.as_str())
+            .expect("license")
+            .clone();
+        let now = 1_795_000_000_000;
+        assert_eq!(e.check_usable(&lic, now), Ok(()));
+        let put = |f: &dyn Fn(&mut LicenseSpec)| {
+            let mut spec = lic.spec();
+            f(&mut spec);
+            e.apply(&Command::PutLicense {
+                id: lic.id,
+                spec,
+                features: vec![],
+                now,
+            })
+            .expect("put");
+        };
+        put(&|s| s.enabled = false);
+        assert_eq!(
+            e.check_usable(&lic, now),
+            Err(EngineError::LicenseNotEnabled)
+        );
+        put(&|s| {
+            s.enabled = true;
+            s.active = false;
+        });
+        assert_eq!(
+            e.check_usable(&lic, now),
+            Err(EngineError::LicenseNotActive)
+        );
+        put(&|s| {
+            s.active = true;
+            s.start_date = Some("2030-01-01".into());
+        });
+        assert_eq!(
+            e.check_usable(&lic, now),
+            Err(EngineError::LicenseNotStarted)
+        );
+        let end = end_instant(&Some("2026-01-01".into()));
+        put(&|s| {
+            s.start_date = None;
+            s.validity_period = Some("2026-01-01".into());
+            s.allow_grace_period = true;
+            s.grace_period = 48;
+        });
+        assert_eq!(e.usable_until(&lic), end + 48 * time::HOUR_MS);
+        assert_eq!(lic.valid_until(&lic.spec.read()), end);
+        assert_eq!(e.check_usable(&lic, end + 47 * time::HOUR_MS), Ok(()));
+        assert!(e.is_expired(&lic, end + 47 * time::HOUR_MS));
+        assert_eq!(
+            e.check_usable(&lic, end + 48 * time::HOUR_MS),
+            Err(EngineError::LicenseExpired)
+        );
+        put(&|s| s.allow_grace_period = false);
+        assert_eq!(e.usable_until(&lic), end);
+        assert_eq!(e.check_usable(&lic, end), Err(EngineError::LicenseExpired));
+    }
+
+    /// Readers of the mirror never see half of a write: while a writer
+    /// flips a license between two specs (enabled and expired, disabled and
+    /// valid), every read is one of the two, never "enabled and valid".
+    #[test]
+    fn usability_reads_never_mix_two_writes() {
+        let (e, p) = generated(1);
+        let lic = p
+            .licenses_by_key
+            .get(crate::catalog::generated_license(0).0.as_str())
+            .expect("license")
+            .clone();
+        let mut expired = lic.spec();
+        expired.validity_period = Some("2020-01-01".into());
+        let mut disabled = lic.spec();
+        disabled.enabled = false;
+        disabled.validity_period = Some("2040-01-01".into());
+        let now = 1_795_000_000_000;
+        let put = |spec: &LicenseSpec| {
+            e.apply(&Command::PutLicense {
+                id: lic.id,
+                spec: spec.clone(),
+                features: vec![],
+                now,
+            })
+            .expect("put");
+        };
+        put(&expired);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let u = lic.usability();
+                    assert!(!(u.enabled && u.usable_until > now), "a mixed read: {u:?}");
+                    reads += 1;
+                }
+                reads
+            });
+            for i in 0..20_000 {
+                put(if i % 2 == 0 { &disabled } else { &expired });
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert!(reader.join().expect("reader") > 0);
+        });
     }
 
     /// The sweeper frees expired seats and then forgets the license, so its

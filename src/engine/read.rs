@@ -33,6 +33,21 @@ impl Engine {
             .map(|p| p.clone())
     }
 
+    /// `f` on the product, read in place: no count is taken on the product
+    /// (the hot path looks a license up in it and keeps only that). `f` runs
+    /// under the tenant and product tables' shard read locks: it must not
+    /// write to the engine.
+    pub fn with_product_by_code<T>(
+        &self,
+        tenant_id: Id,
+        code: &str,
+        f: impl FnOnce(&Arc<Product>) -> T,
+    ) -> Option<T> {
+        let tenant = self.tenants.get(&tenant_id)?;
+        let product = tenant.products_by_code.get(code)?;
+        Some(f(&product))
+    }
+
     /// Emails match case-insensitively; the index holds lower-cased emails.
     pub fn user_by_email(&self, tenant_id: Id, email: &str) -> Option<Arc<LicenseUser>> {
         let tenant = self.tenants.get(&tenant_id)?;
@@ -313,34 +328,33 @@ impl Engine {
     // ================================================================ checks (hot path, no mutation)
 
     /// Whether the license may be used at `now`: enabled, active, started, not expired.
-    pub fn check_usable(&self, license: &License, spec: &LicenseSpec, now: Millis) -> R<()> {
-        if !spec.enabled {
+    /// The license may be used at `now`: enabled, active, started and not
+    /// past its validity and grace. Reads the license's mirror of its spec
+    /// (no lock): this runs on every check.
+    pub fn check_usable(&self, license: &License, now: Millis) -> R<()> {
+        let u = license.usability();
+        if !u.enabled {
             return Err(EngineError::LicenseNotEnabled);
         }
-        if !spec.active {
+        if !u.active {
             return Err(EngineError::LicenseNotActive);
         }
-        if now < license.starts_at.load(Ordering::Acquire) {
+        if now < u.starts_at {
             return Err(EngineError::LicenseNotStarted);
         }
-        if now >= self.usable_until(license, spec) {
+        if now >= u.usable_until {
             return Err(EngineError::LicenseExpired);
         }
         Ok(())
     }
 
     /// End of validity plus the grace period, if any.
-    pub fn usable_until(&self, license: &License, spec: &LicenseSpec) -> Millis {
-        let until = license.valid_until.load(Ordering::Acquire);
-        if spec.allow_grace_period && until != i64::MAX {
-            until.saturating_add(spec.grace_period as Millis * HOUR_MS)
-        } else {
-            until
-        }
+    pub fn usable_until(&self, license: &License) -> Millis {
+        license.usability().usable_until
     }
 
     pub fn is_expired(&self, license: &License, now: Millis) -> bool {
-        now >= license.valid_until.load(Ordering::Acquire)
+        now >= license.valid_until(&license.spec.read())
     }
 
     /// The device is activated on the license and not blacklisted.

@@ -65,13 +65,14 @@ impl<K: Eq + Hash, T: ?Sized> Sharer<K, T> {
     }
 }
 
-impl Sharer<Box<str>, str> {
-    /// The shared copy of `s`, looked up without allocating when it exists.
-    pub fn share_str(&self, s: &str) -> Arc<str> {
+impl Sharer<Box<str>, Box<str>> {
+    /// The shared copy of `s` (a thin `Arc`), looked up without allocating
+    /// when it exists.
+    pub fn share_str(&self, s: &str) -> Arc<Box<str>> {
         if let Some(shared) = self.table.get(s).and_then(|w| w.upgrade()) {
             return shared;
         }
-        self.share(s.into(), || s.into())
+        self.share(s.into(), || Arc::new(s.into()))
     }
 }
 
@@ -92,13 +93,13 @@ mod tests {
 
     #[test]
     fn equal_values_share_and_dead_ones_are_remade() {
-        let s: Sharer<Box<str>, str> = Sharer::default();
-        let a = s.share("f0".into(), || Arc::from("f0"));
-        let b = s.share("f0".into(), || Arc::from("f0"));
+        let s: Sharer<Box<str>, Box<str>> = Sharer::default();
+        let a = s.share_str("f0");
+        let b = s.share_str("f0");
         assert!(Arc::ptr_eq(&a, &b));
         drop((a, b));
-        let c = s.share("f0".into(), || Arc::from("f0"));
-        assert_eq!(&*c, "f0");
+        let c = s.share_str("f0");
+        assert_eq!(&**c, "f0");
         assert_eq!(Arc::strong_count(&c), 1);
     }
 }

@@ -1195,7 +1195,7 @@ impl Engine {
             let Some((asked, expired)) = tenants.get(&l.tenant_id) else {
                 continue;
             };
-            let end = l.valid_until.load(Ordering::Acquire);
+            let end = l.valid_until(&l.spec.read());
             if end == Millis::MAX {
                 continue;
             }

@@ -77,9 +77,9 @@ pub(super) async fn check_in_use(
     hw: &str,
     now: Millis,
 ) -> Result<(), LicenseSpringError> {
+    app.engine.check_usable(license, now)?;
     let floating = {
         let s = license.spec.read();
-        app.engine.check_usable(license, &s, now)?;
         s.is_floating || s.is_floating_cloud
     };
     app.engine.check_device(license, hw)?;
@@ -96,6 +96,13 @@ pub(super) async fn check_in_use(
     Ok(())
 }
 
+/// What a feature check decides under the license's features lock.
+enum Decided {
+    Answered(Answer),
+    /// A floating feature: its seat is renewed (a command) before the answer.
+    Floating(Arc<Feature>),
+}
+
 /// The hot path: one license lookup, one feature scan, at most one lease renewal.
 pub(super) async fn check_feature(
     app: &App,
@@ -106,25 +113,38 @@ pub(super) async fn check_feature(
 ) -> Answer {
     let t = resolve(app, tenant, p, false).await?;
     usable_on_device(app, &t.license, p, now)?;
-    let f = feature(app, &t.license, p, now)?;
-    let floating = f.spec.read().floating();
-    let in_use = if floating {
-        let hw = p.required("hardware_id")?;
-        let cmd = Command::FloatingAcquire {
-            license_id: t.license.id,
-            feature_id: Some(f.id),
-            hardware_id: Cow::Borrowed(&hw),
-            now,
-            ttl_ms: None,
-        };
-        match apply(app, cmd).await? {
-            Outcome::Floating { in_use, .. } => Some(in_use),
-            _ => return Err(INTERNAL),
-        }
-    } else {
-        None
+    let code = p.required("feature")?;
+    // Decided and answered in place under the features' read lock (no count
+    // taken on the feature), unless a floating seat must be renewed first.
+    let decided = t
+        .license
+        .with_feature(&code, |f| -> Result<Decided, LicenseSpringError> {
+            app.engine.check_feature(f, now)?;
+            if f.is_floating() {
+                return Ok(Decided::Floating(Arc::clone(f)));
+            }
+            Ok(Decided::Answered(feature_body(
+                state, &t.license, f, None, now,
+            )))
+        })
+        .ok_or(INVALID_FEATURE)??;
+    let f = match decided {
+        Decided::Answered(answer) => return answer,
+        Decided::Floating(f) => f,
     };
-    feature_body(state, &t.license, &f, in_use, now)
+    let hw = p.required("hardware_id")?;
+    let cmd = Command::FloatingAcquire {
+        license_id: t.license.id,
+        feature_id: Some(f.id),
+        hardware_id: Cow::Borrowed(&hw),
+        now,
+        ttl_ms: None,
+    };
+    let in_use = match apply(app, cmd).await? {
+        Outcome::Floating { in_use, .. } => in_use,
+        _ => return Err(INTERNAL),
+    };
+    feature_body(state, &t.license, &f, Some(in_use), now)
 }
 
 pub(super) async fn borrow(

@@ -51,12 +51,9 @@ async fn licensed<'p>(
     now: Millis,
 ) -> Result<Target<'p>, LicenseSpringError> {
     let t = resolve(app, tenant, p, false).await?;
-    {
-        let s = t.license.spec.read();
-        app.engine
-            .check_usable(&t.license, &s, now)
-            .map_err(|_| ACTIVE_LICENSE_REQUIRED)?;
-    }
+    app.engine
+        .check_usable(&t.license, now)
+        .map_err(|_| ACTIVE_LICENSE_REQUIRED)?;
     let hw = p.required("hardware_id")?;
     app.engine.check_device(&t.license, &hw)?;
     Ok(t)

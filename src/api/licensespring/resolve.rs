@@ -31,7 +31,37 @@ pub(super) async fn resolve<'p>(
     p: &'p Params<'p>,
     need_password: bool,
 ) -> Result<Target<'p>, LicenseSpringError> {
-    resolve_in(app, tenant, &*product(app, tenant, p)?, p, need_password).await
+    let code = p.required("product")?;
+    // A key-based product's license is found in the product in place (no
+    // count taken on the product: this is every check's path); a user-based
+    // one needs the product across the password check.
+    let found = app
+        .engine
+        .with_product_by_code(tenant, &code, |product| {
+            match product.authorization_method {
+                AuthMethod::LicenseKey => Ok(by_key(product, p)),
+                AuthMethod::User => Err(Arc::clone(product)),
+            }
+        })
+        .ok_or(UNKNOWN_PRODUCT)?;
+    match found {
+        Ok(target) => target,
+        Err(product) => resolve_in(app, tenant, &product, p, need_password).await,
+    }
+}
+
+/// The license a key-based product's request names by `license_key`.
+fn by_key<'p>(product: &Product, p: &'p Params<'p>) -> Result<Target<'p>, LicenseSpringError> {
+    let key = p.text("license_key").ok_or(MISSING_PARAMETERS)?;
+    let license = product
+        .licenses_by_key
+        .get(key.as_ref())
+        .map(|l| l.clone())
+        .ok_or(LICENSE_NOT_FOUND)?;
+    Ok(Target {
+        license,
+        auth_value: key,
+    })
 }
 
 /// [`resolve`] on a product given (a bundle's product) rather than named.
@@ -43,18 +73,7 @@ pub(super) async fn resolve_in<'p>(
     need_password: bool,
 ) -> Result<Target<'p>, LicenseSpringError> {
     match product.authorization_method {
-        AuthMethod::LicenseKey => {
-            let key = p.text("license_key").ok_or(MISSING_PARAMETERS)?;
-            let license = product
-                .licenses_by_key
-                .get(key.as_ref())
-                .map(|l| l.clone())
-                .ok_or(LICENSE_NOT_FOUND)?;
-            Ok(Target {
-                license,
-                auth_value: key,
-            })
-        }
+        AuthMethod::LicenseKey => by_key(product, p),
         AuthMethod::User => {
             let Some(username) = p.text("username") else {
                 return Err(sso_or_missing(p));
@@ -132,10 +151,7 @@ pub(super) fn usable_on_device(
     p: &Params<'_>,
     now: Millis,
 ) -> Result<(), LicenseSpringError> {
-    {
-        let s = l.spec.read();
-        app.engine.check_usable(l, &s, now)?;
-    }
+    app.engine.check_usable(l, now)?;
     let hw = p.required("hardware_id")?;
     app.engine.check_device(l, &hw)?;
     Ok(())

@@ -148,10 +148,7 @@ async fn decide(
     let f = l
         .feature(code)
         .ok_or(Refusal::Engine(EngineError::FeatureNotFound))?;
-    {
-        let spec = l.spec.read();
-        ctx.app.engine.check_usable(l, &spec, ctx.now)?;
-    }
+    ctx.app.engine.check_usable(l, ctx.now)?;
     ctx.app.engine.check_feature(&f, ctx.now)?;
     if let Some(hw) = device {
         ctx.app.engine.check_device(l, hw)?;

@@ -70,7 +70,7 @@ pub fn token(ctx: &Ctx<'_>, l: &License, body: &[u8]) -> R<Done> {
     ops::usable(ctx.app, l, None, ctx.now)?;
     ctx.app.engine.check_device(l, device)?;
     let spec = l.spec();
-    let end = ctx.app.engine.usable_until(l, &spec);
+    let end = ctx.app.engine.usable_until(l);
     let iat = ctx.now / 1000;
     let exp = (ctx.now.saturating_add(ttl_s * 1000).min(end)) / 1000;
     let claims = json!({

@@ -175,8 +175,7 @@ pub fn feature(l: &License, code: &str) -> R<Arc<Feature>> {
 
 /// The license must be usable now, and the feature not expired.
 pub fn usable(app: &App, l: &License, f: Option<&Feature>, now: Millis) -> R<()> {
-    let spec = l.spec.read().clone();
-    app.engine.check_usable(l, &spec, now)?;
+    app.engine.check_usable(l, now)?;
     if let Some(f) = f {
         app.engine.check_feature(f, now)?;
     }

@@ -34,7 +34,7 @@ pub fn meter(m: &MeterView) -> Value {
 /// A feature's entitlement as it stands at `now` (a typed shape: it is in
 /// every check's answer, the hot path).
 pub struct FeatureWire {
-    code: std::sync::Arc<str>,
+    code: crate::engine::model::Code,
     spec: std::sync::Arc<crate::engine::model::FeatureSpec>,
     expires_at: Millis,
     expired: bool,
@@ -133,7 +133,8 @@ pub fn license(app: &App, l: &License, now: Millis) -> Value {
         .user_id
         .and_then(|u| app.engine.user(u))
         .map(|u| u.spec.read().email.clone());
-    let usable = app.engine.check_usable(l, &spec, now);
+    let usable = app.engine.check_usable(l, now);
+    let gate = l.usability();
     let features: Vec<Value> = l
         .features
         .read()
@@ -150,9 +151,9 @@ pub fn license(app: &App, l: &License, now: Millis) -> Value {
         "active": spec.active,
         "usable": usable.is_ok(),
         "refusal": usable.err().map(|e| super::error::refusal(e).1),
-        "starts_at": instant(l.starts_at.load(std::sync::atomic::Ordering::Acquire)),
-        "valid_until": instant(l.valid_until.load(std::sync::atomic::Ordering::Acquire)),
-        "usable_until": instant(app.engine.usable_until(l, &spec)),
+        "starts_at": instant(gate.starts_at),
+        "valid_until": instant(l.valid_until(&l.spec.read())),
+        "usable_until": instant(gate.usable_until),
         "is_trial": spec.is_trial,
         "activations": {
             "used": l.activations.used(),
