@@ -83,7 +83,7 @@ fn decide<T>(
 
 fn check_license(e: &Engine, lic: &License, hw: &str, feature: &str, out: &mut Vec<u8>) {
     decide(e, lic, hw, feature, |f| {
-        let s = f.spec.read();
+        let s = f.spec.load();
         out.clear();
         serde_json::to_writer(
             &mut *out,

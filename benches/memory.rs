@@ -68,7 +68,7 @@ fn main() {
         .features
         .read()
         .iter()
-        .map(|f| (**f.spec.read()).clone())
+        .map(|f| (**f.spec.load()).clone())
         .collect();
     drop(buf);
 

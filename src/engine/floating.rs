@@ -96,7 +96,7 @@ impl Engine {
             }
             Some(fid) => {
                 let f = self.feature_by_id(&lic, fid)?;
-                let spec = f.spec.read();
+                let spec = f.spec.load();
                 if !spec.floating() {
                     return Err(EngineError::FeatureNotFloating);
                 }

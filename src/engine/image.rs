@@ -425,7 +425,7 @@ impl Engine {
             l.floating.extend_all(now, timeout);
             for f in l.features.read().iter() {
                 let timeout =
-                    f.spec.read().floating_timeout.max(1) as Millis * super::time::MINUTE_MS;
+                    f.spec.load().floating_timeout.max(1) as Millis * super::time::MINUTE_MS;
                 f.floating.extend_all(now, timeout);
             }
         }
@@ -462,7 +462,7 @@ pub(super) fn license_image(l: &License) -> LicenseImage {
             .iter()
             .map(|f| FeatureImage {
                 id: f.id,
-                spec: f.spec.read().clone(),
+                spec: f.spec.load().clone(),
                 meter: meter_image(&f.meter),
                 leases: f.floating.holders_raw(),
             })

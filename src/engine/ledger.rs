@@ -313,7 +313,7 @@ impl Engine {
             Command::PutFeature { license_id, id, .. } => Pre {
                 limits: self
                     .feature_of_license(*license_id, *id)
-                    .map(|f| feature_limits(&f.spec.read()))
+                    .map(|f| feature_limits(&f.spec.load()))
                     .unwrap_or_default(),
                 ..Pre::default()
             },
@@ -616,7 +616,7 @@ impl Engine {
                 _,
             ) if !pre.limits.is_empty() => {
                 if let Some(f) = self.feature_of_license(*license_id, *id) {
-                    let after = feature_limits(&f.spec.read());
+                    let after = feature_limits(&f.spec.load());
                     let tenant = self.tenant_of(*license_id);
                     limit_changes(
                         tenant,
@@ -986,7 +986,7 @@ mod tests {
     fn admin_limit_changes_are_entries() {
         let (e, l, _, units) = engine();
         let f = e.feature_of_license(l, units).expect("feature");
-        let mut spec = (**f.spec.read()).clone();
+        let mut spec = (**f.spec.load()).clone();
         let put = |spec: FeatureSpec| Command::PutFeature {
             license_id: l,
             id: units,

@@ -221,17 +221,19 @@ impl Engine {
             if *f.code != *spec.code {
                 return Err(EngineError::Invalid("code", "cannot change"));
             }
-            let mut cur = f.spec.write();
+            // Writers of a feature's spec hold the features' write lock (`fs`).
+            let cur = f.spec.load_full();
             f.expires_at
                 .store(end_instant(&spec.expiry_date), Ordering::Release);
             f.floating.set_capacity(spec.floating_users);
             if spec.meter_limits() != cur.meter_limits() {
                 f.meter.set_limits(spec.meter_limits(), now);
             }
-            *cur = share_spec(&self.feature_specs, spec);
-            // Bumped while the spec is still locked: a reader that sees the new
-            // revision then reads the new spec.
-            f.set_shape(model::next_revision(), &cur);
+            let new = share_spec(&self.feature_specs, spec);
+            f.spec.store(Arc::clone(&new));
+            // Bumped after the spec is stored: a reader that sees the new
+            // revision then loads the new spec.
+            f.set_shape(model::next_revision(), &new);
             return Ok(Outcome::Done);
         }
         if fs.len() >= FEATURES_PER_LICENSE_MAX {

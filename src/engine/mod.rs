@@ -652,8 +652,8 @@ mod tests {
         };
         let (a, b) = (lic(0), lic(1));
         let (fa, fb) = (a.feature("f0").expect("f0"), b.feature("f0").expect("f0"));
-        assert!(Arc::ptr_eq(&fa.spec.read(), &fb.spec.read()));
-        let mut changed = (**fa.spec.read()).clone();
+        assert!(Arc::ptr_eq(&fa.spec.load(), &fb.spec.load()));
+        let mut changed = (**fa.spec.load()).clone();
         changed.name = "Renamed".into();
         e.apply(&Command::PutFeature {
             license_id: a.id,
@@ -662,9 +662,9 @@ mod tests {
             now: 0,
         })
         .expect("update");
-        assert_eq!(fa.spec.read().name, "Renamed");
-        assert_eq!(fb.spec.read().name, "Feature 0");
-        assert!(!Arc::ptr_eq(&fa.spec.read(), &fb.spec.read()));
+        assert_eq!(fa.spec.load().name, "Renamed");
+        assert_eq!(fb.spec.load().name, "Feature 0");
+        assert!(!Arc::ptr_eq(&fa.spec.load(), &fb.spec.load()));
     }
 
     /// A license put again with another spec: the check's lock-free mirror

@@ -5,6 +5,7 @@
 use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 /// The engine's sharded maps: DashMap with foldhash, a fast hash seeded per
@@ -600,8 +601,11 @@ pub struct Feature {
     /// Shared between features of equal code (see `Engine::feature_codes`).
     pub code: Code,
     /// Shared with every feature whose spec is equal (see `Engine::feature_specs`);
-    /// a change replaces the `Arc`, never writes through it.
-    pub spec: RwLock<Arc<FeatureSpec>>,
+    /// a change replaces the `Arc`, never writes through it. One atomic
+    /// pointer, read with `load()`: changed only under the license's
+    /// features write lock, so writers never race; a reader that sees a new
+    /// `revision()` (Acquire) then loads the new spec.
+    pub spec: ArcSwap<FeatureSpec>,
     /// Parsed `expiry_date` (ms), `i64::MAX` when none; kept beside the spec so
     /// the hot path compares an integer instead of parsing a date.
     pub expires_at: std::sync::atomic::AtomicI64,
@@ -768,12 +772,12 @@ impl Feature {
             id,
             shape: AtomicU64::new(0),
             code,
-            spec: RwLock::new(spec),
+            spec: ArcSwap::new(spec),
             expires_at: std::sync::atomic::AtomicI64::new(expires_at),
             floating,
             meter,
         };
-        f.set_shape(revision, &f.spec.read());
+        f.set_shape(revision, &f.spec.load());
         f
     }
 

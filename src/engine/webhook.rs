@@ -1130,7 +1130,7 @@ impl Engine {
         let (code, capacity) = match feature_id {
             Some(f) => {
                 let f = self.feature_by_id(&l, f)?;
-                let cap = f.spec.read().floating_users;
+                let cap = f.spec.load().floating_users;
                 (Some(f.code.to_string()), cap)
             }
             None => (None, l.spec.read().floating_users),
@@ -1478,7 +1478,7 @@ impl Engine {
                     Ok(f) => (
                         "floating",
                         i64::from(f.floating.in_use(e.at)),
-                        i64::from(f.spec.read().floating_users),
+                        i64::from(f.spec.load().floating_users),
                         Some(f.code.to_string()),
                     ),
                     Err(_) => return,

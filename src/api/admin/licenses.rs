@@ -79,7 +79,7 @@ pub(super) async fn feature_item(
             let mut patch = object(body)?;
             patch.remove("id");
             let v = if *m == Method::PATCH {
-                let mut cur = serde_json::to_value(&**f.spec.read()).unwrap_or(Value::Null);
+                let mut cur = serde_json::to_value(&**f.spec.load()).unwrap_or(Value::Null);
                 merge(&mut cur, Value::Object(patch));
                 cur
             } else {

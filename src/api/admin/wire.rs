@@ -53,7 +53,7 @@ pub fn user(engine: &Engine, u: &LicenseUser) -> Value {
 }
 
 pub fn feature(f: &Feature, now: Millis) -> Value {
-    let mut v = with_id(f.id, &**f.spec.read());
+    let mut v = with_id(f.id, &**f.spec.load());
     set(&mut v, "total_consumptions", f.meter.used(now));
     set(&mut v, "reserved_consumptions", f.meter.reserved());
     set(
@@ -114,7 +114,7 @@ pub fn floating(l: &License, now: Millis) -> Value {
         .features
         .read()
         .iter()
-        .filter(|f| f.spec.read().floating())
+        .filter(|f| f.spec.load().floating())
         .map(|f| {
             let mut v = holders(&f.floating, now);
             set(&mut v, "feature_id", f.id);

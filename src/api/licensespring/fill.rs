@@ -177,7 +177,7 @@ fn pass(app: &App) -> Pass {
                 continue;
             };
             any = true;
-            if f.spec.read().floating() {
+            if f.spec.load().floating() {
                 continue;
             }
             let signer = &app.signer;

@@ -158,11 +158,12 @@ pub(super) enum FeatureAnswer<T> {
 }
 
 /// The feature-check answer: `cached(stamp)`'s when it has one, else the
-/// body rendered now with the stamp it was rendered under. That stamp's revision is read under the spec's
-/// read lock (a change writes the spec and its revision under the write
-/// lock), so a kept signature, looked up by stamp, always signs the body
-/// rendered under it: a revision read before the lock could name the old
-/// spec while the body shows the new one.
+/// body rendered now with the stamp it was rendered under. The stamp's
+/// revision is read before the spec is loaded (a change stores the spec,
+/// then its revision), so a body is never older than its stamp and a kept
+/// signature, looked up by stamp, never signs an older body than the one a
+/// fresh render would give; a body newer than its stamp is only rendered
+/// again once the new revision is seen.
 pub(super) fn feature_answer<T>(
     l: &License,
     f: &Feature,
@@ -178,11 +179,7 @@ pub(super) fn feature_answer<T>(
     if let Some(hit) = cached(stamp) {
         return Ok(FeatureAnswer::Cached(hit));
     }
-    let s = f.spec.read();
-    let stamp = Stamp {
-        revision: f.revision(),
-        ..stamp
-    };
+    let s = f.spec.load();
     let body = serde_json::to_vec(&FeatureCheck::new(l.id, f, &s, in_use, stamp.total))
         .map_err(|_| INTERNAL)?;
     Ok(FeatureAnswer::Fresh(stamp, body))

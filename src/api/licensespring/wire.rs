@@ -96,7 +96,7 @@ pub fn user(engine: &Engine, u: &LicenseUser) -> Value {
 
 /// A feature as listed inside a license (`product_features[]`).
 pub fn feature_in_license(f: &Feature, now: Millis) -> Value {
-    let s = f.spec.read();
+    let s = f.spec.load();
     let mut v = json!({
         "id": f.id, "code": &*f.code, "name": s.name, "expiry_date": s.expiry_date, "metadata": s.metadata,
         "feature_type": s.feature_type.as_str(), "is_floating": s.is_floating, "is_floating_cloud": s.is_floating_cloud,

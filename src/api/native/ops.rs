@@ -370,7 +370,7 @@ pub fn take_seat(
     usable(app, l, Some(f), now)?;
     check_holder(&holder)?;
     let timeout_ms = {
-        let s = f.spec.read();
+        let s = f.spec.load();
         if !s.floating() {
             return Err(EngineError::FeatureNotFloating.into());
         }

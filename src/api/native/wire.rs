@@ -105,7 +105,7 @@ fn instant_opt(ms: Millis) -> Option<String> {
 }
 
 pub fn feature(app: &App, f: &Feature, now: Millis) -> FeatureWire {
-    let spec = f.spec.read().clone();
+    let spec = f.spec.load().clone();
     let floating = spec
         .floating()
         .then(|| (f.floating.in_use(now), f.floating.capacity()));
