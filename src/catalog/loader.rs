@@ -12,6 +12,15 @@ use crate::engine::{Command, Engine};
 
 use super::{apply, err, take_str, typed, CatalogDevice, CatalogError, Loaded};
 
+/// A license's parts: its features and devices typed, the rest of its
+/// fields (its spec, with a product code, user and customer to resolve).
+#[derive(Default)]
+pub(super) struct LicenseParts {
+    pub(super) rest: Map<String, Value>,
+    pub(super) features: Vec<FeatureSpec>,
+    pub(super) devices: Vec<CatalogDevice>,
+}
+
 /// State of one load: what it created and the names it can refer to.
 pub(super) struct Loader<'a> {
     pub(super) engine: &'a Engine,
@@ -360,12 +369,44 @@ impl Loader<'_> {
         Ok(())
     }
 
+    /// A license read whole as a JSON object (one that came before its
+    /// tenant's name and products).
     pub(super) fn license(
         &mut self,
         tenant: &Tenant,
         p: &(impl std::fmt::Display + ?Sized),
         mut m: Map<String, Value>,
     ) -> Result<(), CatalogError> {
+        let features = match m.remove("features") {
+            Some(f) => typed(&format_args!("{p}.features"), f)?,
+            None => Vec::new(),
+        };
+        let devices = match m.remove("devices") {
+            Some(d) => typed(&format_args!("{p}.devices"), d)?,
+            None => Vec::new(),
+        };
+        self.license_parts(
+            tenant,
+            p,
+            LicenseParts {
+                rest: m,
+                features,
+                devices,
+            },
+        )
+    }
+
+    pub(super) fn license_parts(
+        &mut self,
+        tenant: &Tenant,
+        p: &(impl std::fmt::Display + ?Sized),
+        parts: LicenseParts,
+    ) -> Result<(), CatalogError> {
+        let LicenseParts {
+            rest: mut m,
+            features,
+            devices,
+        } = parts;
         let engine = self.engine;
         let now = self.now;
         let code = take_str(&mut m, "product", p)?
@@ -392,14 +433,6 @@ impl Loader<'_> {
             m.insert("user_id".into(), id.into());
         }
         tenant.customer_ref(&mut m, p)?;
-        let features: Vec<FeatureSpec> = match m.remove("features") {
-            Some(f) => typed(&format_args!("{p}.features"), f)?,
-            None => Vec::new(),
-        };
-        let devices: Vec<CatalogDevice> = match m.remove("devices") {
-            Some(d) => typed(&format_args!("{p}.devices"), d)?,
-            None => Vec::new(),
-        };
         let spec: LicenseSpec = typed(p, Value::Object(m))?;
         let id = engine.next_id();
         self.n.features += features.len();

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::err;
-use super::loader::{Loader, Tenant, TenantParts};
+use super::loader::{LicenseParts, Loader, Tenant, TenantParts};
 
 /// The document: `{"tenants": [...]}`.
 pub(super) struct CatalogSeed<'l, 'a>(pub(super) &'l mut Loader<'a>);
@@ -223,13 +223,49 @@ impl<'de> serde::de::Visitor<'de> for LicensesSeed<'_, '_, '_> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut li = 0usize;
-        while let Some(m) = seq.next_element::<Map<String, Value>>()? {
+        while let Some(parts) = seq.next_element_seed(LicensePartsSeed)? {
             let p = format_args!("{}.licenses[{li}]", self.path);
-            if let Err(e) = self.loader.license(self.tenant, &p, m) {
+            if let Err(e) = self.loader.license_parts(self.tenant, &p, parts) {
                 return Err(self.loader.fail(e));
             }
             li += 1;
         }
         Ok(())
+    }
+}
+
+/// One streamed license: its `features` and `devices` typed as they are
+/// parsed (no JSON tree is built for them: a third of a generated catalog
+/// load went to building and converting those trees), the other fields
+/// kept for its spec.
+struct LicensePartsSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for LicensePartsSeed {
+    type Value = LicenseParts;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<LicenseParts, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for LicensePartsSeed {
+    type Value = LicenseParts;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a license object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<LicenseParts, A::Error> {
+        let mut parts = LicenseParts::default();
+        while let Some(key) = map.next_key::<String>()? {
+            // A repeated key keeps its last value, as a JSON object read
+            // into a map does.
+            match key.as_str() {
+                "features" => parts.features = map.next_value()?,
+                "devices" => parts.devices = map.next_value()?,
+                _ => {
+                    let v: Value = map.next_value()?;
+                    parts.rest.insert(key, v);
+                }
+            }
+        }
+        Ok(parts)
     }
 }

@@ -65,7 +65,7 @@ use lease::{LeaseOutcome, LeasePool, LeasesExhausted};
 use meter::{Meter, MeterError};
 use model::*;
 use seat::SeatPool;
-use share::{share_spec, Sharer};
+use share::{share_spec, Sharer, SpecSharer};
 use time::{parse_instant, Millis, DAY_MS, HOUR_MS};
 use validate::*;
 pub use validate::{check_json_depth, end_instant, JSON_DEPTH_MAX, RELEASE_TEXT_BYTES_MAX};
@@ -215,8 +215,8 @@ pub struct Engine {
     /// feature codes, each stored once (see [`share`]): a catalog's licenses
     /// mostly repeat their products' definitions, and a license spec with its
     /// strings is about 300 bytes. Sharded maps; touched only on writes.
-    license_specs: Sharer<Box<[u8]>, LicenseSpec>,
-    feature_specs: Sharer<Box<[u8]>, FeatureSpec>,
+    license_specs: SpecSharer<LicenseSpec>,
+    feature_specs: SpecSharer<FeatureSpec>,
     feature_codes: Sharer<Box<str>, Box<str>>,
     /// Licenses whose (license- or feature-level) lease pools may hold seats:
     /// what the lease sweeper visits. Sharded; written when a seat is newly
@@ -263,8 +263,8 @@ impl Engine {
             customers: new_map(),
             users: new_map(),
             licenses: new_map(),
-            license_specs: Sharer::default(),
-            feature_specs: Sharer::default(),
+            license_specs: SpecSharer::default(),
+            feature_specs: SpecSharer::default(),
             feature_codes: Sharer::default(),
             leased: new_map(),
             qlik: new_map(),

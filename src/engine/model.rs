@@ -544,6 +544,18 @@ fn activation() -> FeatureType {
     FeatureType::Activation
 }
 
+impl super::share::Spec for FeatureSpec {
+    fn holds_float(&self) -> bool {
+        super::share::value_holds_float(&self.metadata)
+    }
+}
+
+impl super::share::Spec for LicenseSpec {
+    fn holds_float(&self) -> bool {
+        super::share::value_holds_float(&self.metadata)
+    }
+}
+
 impl FeatureSpec {
     pub fn meter_limits(&self) -> MeterLimits {
         MeterLimits {

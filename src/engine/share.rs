@@ -80,16 +80,134 @@ impl Sharer<Box<str>, Box<str>> {
 /// the spec's JSON, which is self-describing: an encoding without type tags
 /// (postcard) gives `{"x":1}` and `{"x":true}` in a `Value` one key, so two
 /// different specs would share.
-pub fn share_spec<T: serde::Serialize + Clone>(sharer: &Sharer<Box<[u8]>, T>, spec: &T) -> Arc<T> {
-    match serde_json::to_vec(spec) {
-        Ok(key) => sharer.share(key.into_boxed_slice(), || Arc::new(spec.clone())),
+pub fn share_spec<T: Spec>(sharer: &SpecSharer<T>, spec: &T) -> Arc<T> {
+    if let Some(hit) = sharer.recent_equal(spec) {
+        return hit;
+    }
+    let shared = match serde_json::to_vec(spec) {
+        Ok(key) => sharer
+            .table
+            .share(key.into_boxed_slice(), || Arc::new(spec.clone())),
         Err(_) => Arc::new(spec.clone()),
+    };
+    sharer.remember(&shared);
+    shared
+}
+
+/// Specs remembered per [`SpecSharer`] as shared last, bytes aside: a
+/// catalog repeats a product's few license and feature specs license after
+/// license, so comparing against them first spares serialising each spec
+/// for its key (8 % of a million-license catalog load).
+pub const RECENT_SPECS_MAX: usize = 8;
+
+/// A spec type that may be shared: comparable, and able to say when its
+/// equality is exact. `PartialEq` on a float calls 0.0 and -0.0 equal where
+/// their JSON differs, so a spec holding a float is shared by its JSON only.
+pub trait Spec: serde::Serialize + Clone + PartialEq {
+    fn holds_float(&self) -> bool;
+}
+
+/// True when `v` holds a floating-point number anywhere.
+pub fn value_holds_float(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => n.is_f64(),
+        serde_json::Value::Array(a) => a.iter().any(value_holds_float),
+        serde_json::Value::Object(m) => m.values().any(value_holds_float),
+        _ => false,
+    }
+}
+
+/// The sharing of one spec type: the table keyed by the spec's JSON, and
+/// the specs shared last.
+#[derive(Debug)]
+pub struct SpecSharer<T> {
+    table: Sharer<Box<[u8]>, T>,
+    /// Newest first, at most [`RECENT_SPECS_MAX`]; held for a few
+    /// comparisons only (specs are shared when entities are written).
+    recent: parking_lot::Mutex<std::collections::VecDeque<Arc<T>>>,
+}
+
+impl<T> Default for SpecSharer<T> {
+    fn default() -> Self {
+        SpecSharer {
+            table: Sharer::default(),
+            recent: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+}
+
+impl<T: Spec> SpecSharer<T> {
+    /// Forgets every shared value (a restore of the whole state).
+    pub fn clear(&self) {
+        self.table.clear();
+        self.recent.lock().clear();
+    }
+
+    fn recent_equal(&self, spec: &T) -> Option<Arc<T>> {
+        if spec.holds_float() {
+            return None;
+        }
+        self.recent.lock().iter().find(|r| ***r == *spec).cloned()
+    }
+
+    fn remember(&self, shared: &Arc<T>) {
+        if shared.holds_float() {
+            return;
+        }
+        let mut recent = self.recent.lock();
+        if recent.iter().any(|r| Arc::ptr_eq(r, shared)) {
+            return;
+        }
+        if recent.len() >= RECENT_SPECS_MAX {
+            recent.pop_back();
+        }
+        recent.push_front(Arc::clone(shared));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn feature(code: &str, metadata: serde_json::Value) -> crate::engine::model::FeatureSpec {
+        serde_json::from_value(serde_json::json!({"code": code, "metadata": metadata}))
+            .expect("spec")
+    }
+
+    /// Equal specs share, found among the recent ones or by their JSON; a
+    /// spec holding a float is shared by its JSON only, so 0.0 and -0.0 stay
+    /// apart.
+    #[test]
+    fn equal_specs_share_and_floats_share_only_by_json() {
+        let s: SpecSharer<crate::engine::model::FeatureSpec> = SpecSharer::default();
+        let a = share_spec(&s, &feature("a", serde_json::json!({"n": 1})));
+        let b = share_spec(&s, &feature("b", serde_json::Value::Null));
+        assert!(Arc::ptr_eq(
+            &a,
+            &share_spec(&s, &feature("a", serde_json::json!({"n": 1})))
+        ));
+        assert!(Arc::ptr_eq(
+            &b,
+            &share_spec(&s, &feature("b", serde_json::Value::Null))
+        ));
+        // Past the recent ones: found by the JSON key.
+        let many: Vec<_> = (0..RECENT_SPECS_MAX * 2)
+            .map(|i| share_spec(&s, &feature(&format!("x{i}"), serde_json::Value::Null)))
+            .collect();
+        assert_eq!(s.recent.lock().len(), RECENT_SPECS_MAX);
+        assert!(Arc::ptr_eq(
+            &a,
+            &share_spec(&s, &feature("a", serde_json::json!({"n": 1})))
+        ));
+        let zero = share_spec(&s, &feature("z", serde_json::json!({"v": 0.0})));
+        let minus = share_spec(&s, &feature("z", serde_json::json!({"v": -0.0})));
+        assert!(!Arc::ptr_eq(&zero, &minus));
+        assert_eq!(
+            serde_json::to_string(&minus.metadata).expect("json"),
+            r#"{"v":-0.0}"#
+        );
+        drop(many);
+    }
 
     #[test]
     fn equal_values_share_and_dead_ones_are_remade() {
