@@ -58,6 +58,10 @@ pub struct LsState {
     /// those it was rendered from. Sharded map, no global lock; past
     /// [`RENDERED_FEATURES_MAX`] entries only existing ones are replaced.
     rendered: DashMap<Id, Arc<Rendered>>,
+    /// Entries in `rendered` (it only grows: entries are replaced, never
+    /// removed), counted here because `DashMap::len` read-locks every shard
+    /// and a spread load past the limit asks on every request.
+    rendered_count: std::sync::atomic::AtomicUsize,
 }
 
 /// Feature answers kept rendered (each about a kilobyte with its signature).

@@ -2,6 +2,7 @@
 //! feature-check answer, device variables.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// How one request asks for a license object.
 #[derive(Default, Clone, Copy)]
@@ -143,8 +144,11 @@ pub(super) fn keep_rendered(
     });
     // Full: keep what is cached (replacing only this feature's own entry)
     // rather than clearing everything under traffic.
-    if cache.len() < RENDERED_FEATURES_MAX || cache.contains_key(&id) {
-        cache.insert(id, rendered.clone());
+    let count = &state.rendered_count;
+    if count.load(Ordering::Relaxed) < RENDERED_FEATURES_MAX || cache.contains_key(&id) {
+        if cache.insert(id, rendered.clone()).is_none() {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
     }
     rendered
 }
