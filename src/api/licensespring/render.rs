@@ -145,10 +145,9 @@ pub(super) fn keep_rendered(
     // Full: keep what is cached (replacing only this feature's own entry)
     // rather than clearing everything under traffic.
     let count = &state.rendered_count;
-    if count.load(Ordering::Relaxed) < RENDERED_FEATURES_MAX || cache.contains_key(&id) {
-        if cache.insert(id, rendered.clone()).is_none() {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
+    let room = count.load(Ordering::Relaxed) < RENDERED_FEATURES_MAX || cache.contains_key(&id);
+    if room && cache.insert(id, rendered.clone()).is_none() {
+        count.fetch_add(1, Ordering::Relaxed);
     }
     rendered
 }
