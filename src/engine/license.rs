@@ -223,6 +223,7 @@ impl Engine {
             }
             // Writers of a feature's spec hold the features' write lock (`fs`).
             let cur = f.spec.load_full();
+            f.begin_change();
             f.expires_at
                 .store(end_instant(&spec.expiry_date), Ordering::Release);
             f.floating.set_capacity(spec.floating_users);
@@ -231,8 +232,8 @@ impl Engine {
             }
             let new = share_spec(&self.feature_specs, spec);
             f.spec.store(Arc::clone(&new));
-            // Bumped after the spec is stored: a reader that sees the new
-            // revision then loads the new spec.
+            // Ends the change: a reader that sees the new revision then
+            // loads the new spec.
             f.set_shape(model::next_revision(), &new);
             return Ok(Outcome::Done);
         }

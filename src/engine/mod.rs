@@ -722,7 +722,7 @@ mod tests {
         assert_eq!(e.usable_until(&lic), end + 48 * time::HOUR_MS);
         assert_eq!(lic.valid_until(&lic.spec.read()), end);
         assert_eq!(e.check_usable(&lic, end + 47 * time::HOUR_MS), Ok(()));
-        assert!(e.is_expired(&lic, end + 47 * time::HOUR_MS));
+        assert!(e.is_expired(&lic, &lic.spec.read(), end + 47 * time::HOUR_MS));
         assert_eq!(
             e.check_usable(&lic, end + 48 * time::HOUR_MS),
             Err(EngineError::LicenseExpired)
@@ -775,6 +775,49 @@ mod tests {
             }
             stop.store(true, Ordering::Relaxed);
             assert!(reader.join().expect("reader") > 0);
+        });
+    }
+
+    /// A feature's spec and revision read as one: while a writer flips a
+    /// feature between two names, every revision a reader sees comes with
+    /// one name only (the signatures kept by revision rely on it).
+    #[test]
+    fn feature_spec_and_revision_read_as_one() {
+        let (e, p) = generated(1);
+        let lic = p
+            .licenses_by_key
+            .get(crate::catalog::generated_license(0).0.as_str())
+            .expect("license")
+            .clone();
+        let f = lic.feature("f0").expect("f0");
+        let named = |name: &str| {
+            let mut spec = (**f.spec.load()).clone();
+            spec.name = name.into();
+            spec
+        };
+        let (a, b) = (named("A"), named("B"));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut seen = std::collections::HashMap::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (revision, spec) = f.spec_at_revision();
+                    let first = seen.entry(revision).or_insert_with(|| spec.name.clone());
+                    assert_eq!(*first, spec.name, "revision {revision} with two specs");
+                }
+                seen.len()
+            });
+            for i in 0..100_000 {
+                e.apply(&Command::PutFeature {
+                    license_id: lic.id,
+                    id: f.id,
+                    spec: if i % 2 == 0 { a.clone() } else { b.clone() },
+                    now: 0,
+                })
+                .expect("put");
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert!(reader.join().expect("reader") > 1);
         });
     }
 

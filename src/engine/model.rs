@@ -770,6 +770,9 @@ impl Feature {
     const FLOATING_BIT: u64 = 2;
     /// The revision proper starts at bit 2.
     const SHAPE_BITS: u32 = 2;
+    /// Bit 63 of `shape`: the spec is being replaced (see
+    /// [`Feature::spec_at_revision`]); revisions never reach it.
+    const CHANGING_BIT: u64 = 1 << 63;
 
     pub fn new(
         id: Id,
@@ -814,10 +817,46 @@ impl Feature {
         self.revision() & Self::FLOATING_BIT != 0
     }
 
+    /// The spec and the revision it has, read as one: a sequence lock on
+    /// `shape` (a change sets [`Self::CHANGING_BIT`], stores the spec, then
+    /// publishes its new revision), so two answers rendered under one
+    /// revision are always the same body (the signatures kept by stamp rely
+    /// on it). Readers wait out a change under way: two stores long.
+    pub fn spec_at_revision(&self) -> (u64, arc_swap::Guard<Arc<FeatureSpec>>) {
+        let mut spins = 0u32;
+        loop {
+            let before = self.shape.load(Ordering::Acquire);
+            if before & Self::CHANGING_BIT == 0 {
+                let spec = self.spec.load();
+                fence(Ordering::Acquire);
+                if self.shape.load(Ordering::Relaxed) == before {
+                    return (before, spec);
+                }
+            }
+            spins += 1;
+            if spins.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Starts a change of the spec (see [`Feature::spec_at_revision`]): call
+    /// under the license's features write lock (writers never overlap),
+    /// then store the spec and its mirrors, then [`Feature::set_shape`].
+    pub fn begin_change(&self) {
+        let word = self.shape.load(Ordering::Relaxed);
+        assert_eq!(word & Self::CHANGING_BIT, 0, "overlapping feature changes");
+        self.shape
+            .store(word | Self::CHANGING_BIT, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+
     /// Publishes a new revision (from [`next_revision`]) with the spec's type
-    /// and floating flag. Call while holding the spec's write lock, after
-    /// writing it, so that a reader that sees the new revision then reads
-    /// the new spec.
+    /// and floating flag, ending a change begun by [`Feature::begin_change`]
+    /// (or at creation): a reader that sees the new revision then loads the
+    /// new spec.
     pub fn set_shape(&self, revision: u64, spec: &FeatureSpec) {
         let mut bits = 0;
         if spec.feature_type == FeatureType::Consumption {
@@ -841,6 +880,20 @@ pub struct Usability {
     pub starts_at: Millis,
     /// End of validity plus the grace period if allowed; `i64::MAX` never.
     pub usable_until: Millis,
+}
+
+impl Usability {
+    /// End of validity without the grace period: `usable_until` less
+    /// `spec`'s grace (`spec` of the same write: read under the spec's lock,
+    /// or as of the same change).
+    pub fn valid_until(&self, spec: &LicenseSpec) -> Millis {
+        if spec.allow_grace_period && self.usable_until != i64::MAX {
+            self.usable_until
+                .saturating_sub(Millis::from(spec.grace_period) * HOUR_MS)
+        } else {
+            self.usable_until
+        }
+    }
 }
 
 impl License {
@@ -901,12 +954,7 @@ impl License {
     /// End of validity without the grace period (`i64::MAX` never): the
     /// mirror less `spec`'s grace, `spec` being the one read under its lock.
     pub fn valid_until(&self, spec: &LicenseSpec) -> Millis {
-        let until = self.usable_until.load(Ordering::Acquire);
-        if spec.allow_grace_period && until != i64::MAX {
-            until.saturating_sub(Millis::from(spec.grace_period) * HOUR_MS)
-        } else {
-            until
-        }
+        self.usability().valid_until(spec)
     }
 
     /// The license's full spec, key included.

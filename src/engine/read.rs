@@ -327,12 +327,16 @@ impl Engine {
 
     // ================================================================ checks (hot path, no mutation)
 
-    /// Whether the license may be used at `now`: enabled, active, started, not expired.
     /// The license may be used at `now`: enabled, active, started and not
     /// past its validity and grace. Reads the license's mirror of its spec
     /// (no lock): this runs on every check.
     pub fn check_usable(&self, license: &License, now: Millis) -> R<()> {
-        let u = license.usability();
+        self.check_usability(&license.usability(), now)
+    }
+
+    /// [`Engine::check_usable`] on a usability already read (an answer that
+    /// shows the fields too reads them once).
+    pub fn check_usability(&self, u: &Usability, now: Millis) -> R<()> {
         if !u.enabled {
             return Err(EngineError::LicenseNotEnabled);
         }
@@ -353,8 +357,11 @@ impl Engine {
         license.usability().usable_until
     }
 
-    pub fn is_expired(&self, license: &License, now: Millis) -> bool {
-        now >= license.valid_until(&license.spec.read())
+    /// Past the end of validity (grace aside). `spec` is the license's, read
+    /// by the caller: a second read of its lock on a thread that holds it
+    /// would wait behind a queued writer for ever.
+    pub fn is_expired(&self, license: &License, spec: &LicenseSpec, now: Millis) -> bool {
+        now >= license.valid_until(spec)
     }
 
     /// The device is activated on the license and not blacklisted.

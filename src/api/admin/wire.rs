@@ -76,7 +76,11 @@ pub fn license(engine: &Engine, l: &License, now: Millis) -> Value {
     );
     set(&mut v, "total_consumptions", l.consumption.used(now));
     set(&mut v, "floating_in_use_devices", l.floating.in_use(now));
-    set(&mut v, "is_expired", engine.is_expired(l, now));
+    set(
+        &mut v,
+        "is_expired",
+        engine.is_expired(l, &l.spec.read(), now),
+    );
     let fs: Vec<Value> = l.features.read().iter().map(|f| feature(f, now)).collect();
     set(&mut v, "features", fs);
     v

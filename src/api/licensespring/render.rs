@@ -161,12 +161,10 @@ pub(super) enum FeatureAnswer<T> {
 }
 
 /// The feature-check answer: `cached(stamp)`'s when it has one, else the
-/// body rendered now with the stamp it was rendered under. The stamp's
-/// revision is read before the spec is loaded (a change stores the spec,
-/// then its revision), so a body is never older than its stamp and a kept
-/// signature, looked up by stamp, never signs an older body than the one a
-/// fresh render would give; a body newer than its stamp is only rendered
-/// again once the new revision is seen.
+/// body rendered now with the stamp it was rendered under. The spec and
+/// the stamp's revision are read as one ([`Feature::spec_at_revision`]), so
+/// every body rendered under a stamp is the same and a kept signature,
+/// looked up by stamp, always signs the body rendered under it.
 pub(super) fn feature_answer<T>(
     l: &License,
     f: &Feature,
@@ -182,7 +180,8 @@ pub(super) fn feature_answer<T>(
     if let Some(hit) = cached(stamp) {
         return Ok(FeatureAnswer::Cached(hit));
     }
-    let s = f.spec.load();
+    let (revision, s) = f.spec_at_revision();
+    let stamp = Stamp { revision, ..stamp };
     let body = serde_json::to_vec(&FeatureCheck::new(l.id, f, &s, in_use, stamp.total))
         .map_err(|_| INTERNAL)?;
     Ok(FeatureAnswer::Fresh(stamp, body))

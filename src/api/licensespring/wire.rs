@@ -232,7 +232,7 @@ impl LicenseView<'_> {
             "license_enabled": s.enabled,
             "license_type": s.license_type.as_str(),
             "is_trial": s.is_trial,
-            "is_expired": e.is_expired(l, now),
+            "is_expired": e.is_expired(l, &s, now),
             "max_license_users": s.max_license_users,
             "validity_period": s.validity_period,
             "start_date": s.start_date,

@@ -127,14 +127,18 @@ pub fn feature(app: &App, f: &Feature, now: Millis) -> FeatureWire {
 
 /// A license's state: product, validity, activations and every feature.
 pub fn license(app: &App, l: &License, now: Millis) -> Value {
-    let spec = l.spec();
+    // One write's view: the spec and its usability mirror read together
+    // under the spec's lock (the mirror is written under its write lock).
+    let (spec, gate) = {
+        let s = l.spec.read();
+        (s.clone(), l.usability())
+    };
     let product = app.engine.product(l.product_id);
     let user = spec
         .user_id
         .and_then(|u| app.engine.user(u))
         .map(|u| u.spec.read().email.clone());
-    let usable = app.engine.check_usable(l, now);
-    let gate = l.usability();
+    let usable = app.engine.check_usability(&gate, now);
     let features: Vec<Value> = l
         .features
         .read()
@@ -143,7 +147,7 @@ pub fn license(app: &App, l: &License, now: Millis) -> Value {
         .collect();
     json!({
         "id": l.id,
-        "license_key": spec.license_key,
+        "license_key": l.license_key.as_deref(),
         "product": product.map(|p| json!({"code": &*p.short_code, "name": p.spec.read().name.clone()})),
         "user": user,
         "type": spec.license_type.as_str(),
@@ -152,7 +156,7 @@ pub fn license(app: &App, l: &License, now: Millis) -> Value {
         "usable": usable.is_ok(),
         "refusal": usable.err().map(|e| super::error::refusal(e).1),
         "starts_at": instant(gate.starts_at),
-        "valid_until": instant(l.valid_until(&l.spec.read())),
+        "valid_until": instant(gate.valid_until(&spec)),
         "usable_until": instant(gate.usable_until),
         "is_trial": spec.is_trial,
         "activations": {
