@@ -639,6 +639,17 @@ mod tests {
         (e, p)
     }
 
+    /// An engine holding a generated catalog of one license, and the license.
+    fn generated_one() -> (Engine, Arc<License>) {
+        let (e, p) = generated(1);
+        let lic = p
+            .licenses_by_key
+            .get(crate::catalog::generated_license(0).0.as_str())
+            .expect("license")
+            .clone();
+        (e, lic)
+    }
+
     /// Equal feature specs are stored once; changing one feature gives it its
     /// own spec and leaves the others as they were.
     #[test]
@@ -672,12 +683,7 @@ mod tests {
     /// validity without grace is given back from it.
     #[test]
     fn usability_mirror_follows_the_spec() {
-        let (e, p) = generated(1);
-        let lic = p
-            .licenses_by_key
-            .get(crate::catalog::generated_license(0).0.as_str())
-            .expect("license")
-            .clone();
+        let (e, lic) = generated_one();
         let now = 1_795_000_000_000;
         assert_eq!(e.check_usable(&lic, now), Ok(()));
         let put = |f: &dyn Fn(&mut LicenseSpec)| {
@@ -737,12 +743,7 @@ mod tests {
     /// valid), every read is one of the two, never "enabled and valid".
     #[test]
     fn usability_reads_never_mix_two_writes() {
-        let (e, p) = generated(1);
-        let lic = p
-            .licenses_by_key
-            .get(crate::catalog::generated_license(0).0.as_str())
-            .expect("license")
-            .clone();
+        let (e, lic) = generated_one();
         let mut expired = lic.spec();
         expired.validity_period = Some("2020-01-01".into());
         let mut disabled = lic.spec();
@@ -783,12 +784,7 @@ mod tests {
     /// one name only (the signatures kept by revision rely on it).
     #[test]
     fn feature_spec_and_revision_read_as_one() {
-        let (e, p) = generated(1);
-        let lic = p
-            .licenses_by_key
-            .get(crate::catalog::generated_license(0).0.as_str())
-            .expect("license")
-            .clone();
+        let (e, lic) = generated_one();
         let f = lic.feature("f0").expect("f0");
         let named = |name: &str| {
             let mut spec = (**f.spec.load()).clone();
