@@ -118,7 +118,7 @@ pub fn floating(l: &License, now: Millis) -> Value {
         .features
         .read()
         .iter()
-        .filter(|f| f.spec.load().floating())
+        .filter(|f| f.is_floating())
         .map(|f| {
             let mut v = holders(&f.floating, now);
             set(&mut v, "feature_id", f.id);

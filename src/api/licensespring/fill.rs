@@ -177,7 +177,7 @@ fn pass(app: &App) -> Pass {
                 continue;
             };
             any = true;
-            if f.spec.load().floating() {
+            if f.is_floating() {
                 continue;
             }
             let signer = &app.signer;

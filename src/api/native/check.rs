@@ -153,7 +153,7 @@ async fn decide(
     if let Some(hw) = device {
         ctx.app.engine.check_device(l, hw)?;
     }
-    if f.spec.load().floating() {
+    if f.is_floating() {
         let hw = device.ok_or(Refusal::DeviceRequired)?;
         if !ctx.caller.role.can_write() && !ctx.dry_run {
             return Err(Refusal::ReadOnly);

@@ -47,7 +47,7 @@ pub async fn take(ctx: &Ctx<'_>, l: &License, code: &str, holder: &str, body: &[
 
 pub async fn release(ctx: &Ctx<'_>, l: &License, code: &str, holder: &str) -> R<Done> {
     let f = ops::feature(l, code)?;
-    if !f.spec.load().floating() {
+    if !f.is_floating() {
         return Err(crate::engine::EngineError::FeatureNotFloating.into());
     }
     change(ctx, ops::release_seat(l, &f, holder.to_string(), ctx.now)).await
