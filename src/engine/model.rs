@@ -977,11 +977,7 @@ impl License {
     }
 
     pub fn feature(&self, code: &str) -> Option<Arc<Feature>> {
-        self.features
-            .read()
-            .iter()
-            .find(|f| &*f.code == code)
-            .cloned()
+        self.with_feature(code, Arc::clone)
     }
 }
 

@@ -26,11 +26,7 @@ impl Engine {
     }
 
     pub fn product_by_code(&self, tenant_id: Id, code: &str) -> Option<Arc<Product>> {
-        self.tenants
-            .get(&tenant_id)?
-            .products_by_code
-            .get(code)
-            .map(|p| p.clone())
+        self.with_product_by_code(tenant_id, code, Arc::clone)
     }
 
     /// `f` on the product, read in place: no count is taken on the product

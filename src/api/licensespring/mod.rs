@@ -284,8 +284,7 @@ async fn signed(app: &App, state: &LsState, body: Body) -> Resp {
             } else {
                 None
             };
-            let r = render::keep_rendered(state, id, stamp, signature, body);
-            (r.body.clone(), r.signature.clone())
+            render::keep_rendered(state, id, stamp, signature, body)
         }
     };
     let mut r = json_resp(StatusCode::OK, body);

@@ -128,28 +128,36 @@ pub(super) fn feature_body(
     })
 }
 
-/// Keeps a feature answer rendered (and signed) under `stamp`, and gives it.
+/// Keeps a feature answer rendered (and signed) under `stamp` when the
+/// cache has room for it (or an entry of `id` to replace), and gives its
+/// body and signature. Full: what is cached stays (only this feature's own
+/// entry is replaced) rather than everything being cleared under traffic,
+/// and an answer not kept costs no cache entry.
 pub(super) fn keep_rendered(
     state: &LsState,
     id: u64,
     stamp: Stamp,
     signature: Option<HeaderValue>,
     body: Vec<u8>,
-) -> Arc<Rendered> {
+) -> (Bytes, Option<HeaderValue>) {
+    let body = Bytes::from(body);
+    let rendered = || {
+        Arc::new(Rendered {
+            stamp,
+            signature: signature.clone(),
+            body: body.clone(),
+        })
+    };
     let cache = &state.rendered;
-    let rendered = Arc::new(Rendered {
-        stamp,
-        signature,
-        body: Bytes::from(body),
-    });
-    // Full: keep what is cached (replacing only this feature's own entry)
-    // rather than clearing everything under traffic.
     let count = &state.rendered_count;
-    let room = count.load(Ordering::Relaxed) < RENDERED_FEATURES_MAX || cache.contains_key(&id);
-    if room && cache.insert(id, rendered.clone()).is_none() {
+    if let Some(mut kept) = cache.get_mut(&id) {
+        *kept = rendered();
+    } else if count.load(Ordering::Relaxed) < RENDERED_FEATURES_MAX
+        && cache.insert(id, rendered()).is_none()
+    {
         count.fetch_add(1, Ordering::Relaxed);
     }
-    rendered
+    (body, signature)
 }
 
 /// What [`feature_answer`] gives.
