@@ -2,6 +2,7 @@
 //! license as the document streams past.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
@@ -10,6 +11,7 @@ use crate::engine::model::*;
 use crate::engine::time::Millis;
 use crate::engine::{Command, Engine};
 
+use super::source::Source;
 use super::{apply, err, take_str, typed, CatalogDevice, CatalogError, Loaded};
 
 /// A license's parts: its features and devices typed, the rest of its
@@ -24,6 +26,8 @@ pub(super) struct LicenseParts {
 /// State of one load: what it created and the names it can refer to.
 pub(super) struct Loader<'a> {
     pub(super) engine: &'a Engine,
+    /// The document's bytes, for the licenses read as slices.
+    pub(super) source: &'a RefCell<Source<'a>>,
     pub(super) now: Millis,
     pub(super) n: Loaded,
     /// Tenant names loaded so far (a tenant's `parent` names an earlier one).

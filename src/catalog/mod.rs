@@ -8,10 +8,13 @@
 //!   helpers every step shares;
 //! - `seed.rs`: the streaming reader, serde seeds that hand each tenant and
 //!   license to the loader as it is parsed;
+//! - `source.rs`: the catalog's bytes, read by serde_json for the document's
+//!   skeleton and taken a whole license at a time for the licenses;
 //! - `loader.rs`: one load's state and what it makes of each tenant, vendor
 //!   section and license (engine commands);
 //! - `generate.rs`: synthetic catalogs for benchmarks and load tests.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -24,6 +27,7 @@ use crate::engine::{Command, Engine};
 mod generate;
 mod loader;
 mod seed;
+mod source;
 
 pub use generate::{
     generate, generated_license, generated_pool_device, GENERATED_API_KEY, GENERATED_POOL_DEVICES,
@@ -32,6 +36,8 @@ pub use generate::{
 };
 use loader::Loader;
 use seed::CatalogSeed;
+use source::{Source, SourceRead};
+pub use source::{CATALOG_LICENSE_BYTES_MAX, CATALOG_READ_BYTES};
 
 #[derive(Debug)]
 pub struct CatalogError {
@@ -148,15 +154,10 @@ pub fn fault_rules(path: &Path) -> Result<Option<Vec<crate::faults::Rule>>, Cata
     Ok(doc.faults.map(|f| f.rules))
 }
 
-/// Catalog bytes read from a file per read, bytes: the file streams through
-/// one buffer instead of sitting whole in memory beside the engine it fills
-/// (a generated million-license catalog is about 500 MB).
-pub const CATALOG_READ_BYTES: usize = 1024 * 1024;
-
 pub fn load_file(engine: &Engine, path: &Path, now: Millis) -> Result<Loaded, CatalogError> {
-    let f = std::fs::File::open(path).map_err(|e| err("", format!("{}: {e}", path.display())))?;
-    let reader = std::io::BufReader::with_capacity(CATALOG_READ_BYTES, f);
-    load_from(engine, serde_json::Deserializer::from_reader(reader), now)
+    let mut f =
+        std::fs::File::open(path).map_err(|e| err("", format!("{}: {e}", path.display())))?;
+    load_from(engine, &mut f, now)
 }
 
 /// Loads a catalog document. When a tenant's `licenses` follow its `name`
@@ -166,35 +167,44 @@ pub fn load_file(engine: &Engine, path: &Path, now: Millis) -> Result<Loaded, Ca
 /// `customers` and `users` must then come before them too. Licenses that come
 /// earlier (a file written with sorted keys) are kept until the tenant ends.
 pub fn load_slice(engine: &Engine, text: &[u8], now: Millis) -> Result<Loaded, CatalogError> {
-    load_from(engine, serde_json::Deserializer::from_slice(text), now)
+    load_from(engine, &mut &*text, now)
 }
 
-fn load_from<'de, R: serde_json::de::Read<'de>>(
+/// Both loads read through a [`Source`], so that tests and fuzzing of
+/// [`load_slice`] run the path a file takes.
+fn load_from(
     engine: &Engine,
-    mut de: serde_json::Deserializer<R>,
+    input: &mut dyn std::io::Read,
     now: Millis,
 ) -> Result<Loaded, CatalogError> {
+    let source = RefCell::new(Source::new(&mut *input));
     let mut loader = Loader {
         engine,
+        source: &source,
         now,
         n: Loaded::default(),
         tenants: Vec::new(),
         failed: None,
     };
+    let mut de = serde_json::Deserializer::from_reader(SourceRead(&source));
     let mut track = serde_path_to_error::Track::new();
     let res = serde::de::DeserializeSeed::deserialize(
         CatalogSeed(&mut loader),
         serde_path_to_error::Deserializer::new(&mut de, &mut track),
     );
+    let res = res.and_then(|()| de.end());
     match res {
-        Ok(()) => {
-            de.end().map_err(|e| err("", e))?;
-            Ok(loader.n)
-        }
-        Err(e) => Err(loader
-            .failed
-            .take()
-            .unwrap_or_else(|| err(track.path().to_string(), e))),
+        Ok(()) => Ok(loader.n),
+        Err(e) => Err(loader.failed.take().unwrap_or_else(|| {
+            // serde_json did not see the licenses taken as slices: the
+            // source knows the place in the whole document.
+            let (line, column) = source.borrow().position();
+            let message = source::without_place(&e);
+            err(
+                track.path().to_string(),
+                format!("{message} at line {line} column {column}"),
+            )
+        })),
     }
 }
 
@@ -275,6 +285,106 @@ mod tests {
         ] {
             let e = load_err(&format!(r#"{{"tenants":[{{"name":"t",{section}}}]}}"#));
             assert_eq!(e.path, path, "{section}: {e}");
+        }
+    }
+
+    /// A document of `n` licenses, one a line, the one at `big` with
+    /// `devices` devices, and `tail` after the licenses array.
+    fn many_licenses(n: usize, big: usize, devices: usize, tail: &str) -> String {
+        let mut doc = format!(r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":["#);
+        for i in 0..n {
+            doc.push_str(if i == 0 { "\n" } else { ",\n" });
+            doc.push_str(&format!(
+                r#"{{"product":"p","license_key":"key-{i:06}","max_activations":100000,"devices":["#
+            ));
+            let d = if i == big { devices } else { 1 };
+            for j in 0..d {
+                doc.push_str(if j == 0 { "" } else { "," });
+                doc.push_str(&format!(r#"{{"hardware_id":"hw-{i}-{j}"}}"#));
+            }
+            doc.push_str(r#"],"features":[{"code":"f","name":"Feature"}]}"#);
+        }
+        doc.push_str(&format!("\n]{tail}}}]}}"));
+        doc
+    }
+
+    /// Licenses are read as slices of the source's buffer: a catalog
+    /// larger than the buffer (licenses cut at its end are read again), one
+    /// license larger than the buffer (it grows), all load.
+    #[test]
+    fn licenses_across_and_beyond_the_buffer_load() {
+        let doc = many_licenses(12_000, 7_000, 40_000, "");
+        assert!(doc.len() > 2 * CATALOG_READ_BYTES);
+        let e = Engine::new();
+        let n = load_slice(&e, doc.as_bytes(), 0).expect("load");
+        assert_eq!((n.licenses, n.features), (12_000, 12_000));
+        assert_eq!(n.devices, 11_999 + 40_000);
+    }
+
+    /// Errors inside and after licenses read as slices name their path and
+    /// their place in the whole document.
+    #[test]
+    fn errors_in_and_after_slice_read_licenses_are_placed() {
+        let bad = r#"{"product":"p","license_key":"bad","features":[{"code":"x","floating_users":"many"}]}"#;
+        let mut doc = many_licenses(9_000, 0, 1, "");
+        let cut = doc.rfind("\n]").expect("end");
+        doc.insert_str(cut, &format!(",\n{bad}"));
+        let e = load_slice(&Engine::new(), doc.as_bytes(), 0).expect_err("must fail");
+        assert_eq!(
+            e.path,
+            "tenants[0].licenses[9000].features[0].floating_users"
+        );
+        let alone = serde_json::from_str::<loader::LicenseParts>(bad)
+            .err()
+            .expect("bad");
+        assert_eq!(alone.line(), 1);
+        let line = doc[..cut].matches('\n').count() + 2;
+        let place = format!(" at line {line} column {}", alone.column());
+        assert!(e.message.ends_with(&place), "{e} (expected {place})");
+        assert!(e.message.starts_with("invalid type"), "{e}");
+
+        // serde_json did not see the licenses: the place after them is the
+        // source's.
+        let doc = many_licenses(9_000, 0, 1, r#","api_keys":oops"#);
+        let e = load_slice(&Engine::new(), doc.as_bytes(), 0).expect_err("must fail");
+        assert_eq!(e.path, "tenants[0].api_keys");
+        let line = doc.matches('\n').count() + 1;
+        let place = format!("expected value at line {line} column 14");
+        assert_eq!(e.message, place, "{e}");
+
+        for (licenses, path, message) in [
+            (
+                "[1]",
+                "tenants[0].licenses[0]",
+                "invalid type: integer `1`, expected a license object",
+            ),
+            (
+                r#"[{"product":"p","license_key":"a"},]"#,
+                "tenants[0].licenses[1]",
+                "trailing comma at line 1 column 151",
+            ),
+            (
+                r#"[{"product":"p","license_key":"a"} {}]"#,
+                "tenants[0].licenses[1]",
+                "expected `,` or `]` at line 1 column 151",
+            ),
+            (
+                r#"[{"product":"p","license_key":"a"}"#,
+                "tenants[0].licenses",
+                "EOF while parsing",
+            ),
+            (
+                r#"[{"product":"p","license_k"#,
+                "tenants[0].licenses[0]",
+                "EOF while parsing",
+            ),
+        ] {
+            let doc = format!(
+                r#"{{"tenants":[{{"name":"t","products":[{PRODUCT}],"licenses":{licenses}"#
+            );
+            let e = load_err(&doc);
+            assert_eq!(e.path, path, "{licenses}: {e}");
+            assert!(e.message.starts_with(message), "{licenses}: {e}");
         }
     }
 

@@ -202,7 +202,9 @@ impl<'de> serde::de::Visitor<'de> for TenantSeed<'_, '_> {
     }
 }
 
-/// A tenant's `licenses`, each applied as soon as it is parsed.
+/// A tenant's `licenses`, each applied as soon as it is parsed. The
+/// licenses are read by [`Source::next_license`](super::source::Source),
+/// as slices; serde_json reads the array's brackets.
 pub(super) struct LicensesSeed<'l, 'a, 't> {
     pub(super) loader: &'l mut Loader<'a>,
     pub(super) tenant: &'t Tenant,
@@ -221,48 +223,60 @@ impl<'de> serde::de::Visitor<'de> for LicensesSeed<'_, '_, '_> {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of licenses")
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _seq: A) -> Result<(), A::Error> {
+        let source = self.loader.source;
         let mut li = 0usize;
-        while let Some(parts) = seq.next_element_seed(LicensePartsSeed)? {
+        loop {
+            let next = source.borrow_mut().next_license(li == 0);
             let p = format_args!("{}.licenses[{li}]", self.path);
+            let parts = match next {
+                Ok(Some(parts)) => parts,
+                Ok(None) => return Ok(()),
+                Err(f) => {
+                    let at = match f.inner_path.as_str() {
+                        "." => p.to_string(),
+                        inner if inner.starts_with('[') => format!("{p}{inner}"),
+                        inner => format!("{p}.{inner}"),
+                    };
+                    return Err(self.loader.fail(err(at, f.message)));
+                }
+            };
             if let Err(e) = self.loader.license_parts(self.tenant, &p, parts) {
                 return Err(self.loader.fail(e));
             }
             li += 1;
         }
-        Ok(())
     }
 }
 
-/// One streamed license: its `features` and `devices` typed as they are
-/// parsed (no JSON tree is built for them: a third of a generated catalog
-/// load went to building and converting those trees), the other fields
-/// kept for its spec.
-struct LicensePartsSeed;
-
-impl<'de> serde::de::DeserializeSeed<'de> for LicensePartsSeed {
-    type Value = LicenseParts;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<LicenseParts, D::Error> {
-        d.deserialize_map(self)
+/// One license: its `features` and `devices` typed as they are parsed (no
+/// JSON tree is built for them: a third of a generated catalog load went
+/// to building and converting those trees), the other fields kept for its
+/// spec.
+impl<'de> serde::Deserialize<'de> for LicenseParts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<LicenseParts, D::Error> {
+        d.deserialize_map(LicensePartsVisitor)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for LicensePartsSeed {
+struct LicensePartsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LicensePartsVisitor {
     type Value = LicenseParts;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a license object")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<LicenseParts, A::Error> {
         let mut parts = LicenseParts::default();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             // A repeated key keeps its last value, as a JSON object read
             // into a map does.
-            match key.as_str() {
+            match &*key {
                 "features" => parts.features = map.next_value()?,
                 "devices" => parts.devices = map.next_value()?,
                 _ => {
                     let v: Value = map.next_value()?;
-                    parts.rest.insert(key, v);
+                    parts.rest.insert(key.into_owned(), v);
                 }
             }
         }

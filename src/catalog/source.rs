@@ -1,0 +1,263 @@
+//! The catalog's bytes, read by two parsers in turn.
+//!
+//! serde_json's streaming parser reads the document's skeleton (tenants,
+//! products, keys, vendor sections) through [`SourceRead`], a byte at a
+//! time. The licenses of a streamed `licenses` array, nearly all of a large
+//! catalog, are taken out of the buffer whole by [`Source::next_license`]
+//! and parsed as slices: serde_json scans a slice for a string's end many
+//! bytes at a time where its reader path takes them one by one, and a
+//! license's path (`features[2].name`) is tracked only when it fails to
+//! parse. A generated million-license catalog spent a fifth of its load in
+//! the byte-at-a-time reader and a tenth tracking paths.
+
+use std::cell::RefCell;
+use std::io::{self, Read};
+
+use super::loader::LicenseParts;
+
+/// Catalog bytes read from the input per read, bytes: the file streams
+/// through one buffer instead of sitting whole in memory beside the engine
+/// it fills (a generated million-license catalog is about 500 MB).
+pub const CATALOG_READ_BYTES: usize = 1024 * 1024;
+
+/// The largest license object the licenses reader holds whole, bytes: the
+/// buffer grows to hold a license larger than [`CATALOG_READ_BYTES`] (one
+/// with many devices) up to this size; a larger one is refused.
+pub const CATALOG_LICENSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// The input and its buffer. `buf[start..end]` holds the bytes read and
+/// not yet consumed by either parser.
+pub(super) struct Source<'i> {
+    input: &'i mut dyn Read,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// Where `buf[start]` is in the document, for error messages: its line
+    /// (from 1) and the bytes before it on that line, as serde_json counts.
+    line: usize,
+    column: usize,
+}
+
+/// A license that failed to parse: the path inside it (`.` for the
+/// license itself, `features[0].code`) and the message, with the error's
+/// place in the whole document.
+pub(super) struct LicenseFailed {
+    pub(super) inner_path: String,
+    pub(super) message: String,
+}
+
+impl<'i> Source<'i> {
+    pub(super) fn new(input: &'i mut dyn Read) -> Self {
+        Source {
+            input,
+            buf: vec![0; CATALOG_READ_BYTES],
+            start: 0,
+            end: 0,
+            eof: false,
+            line: 1,
+            column: 0,
+        }
+    }
+
+    /// Reads more input after the unconsumed bytes, moving them to the
+    /// buffer's front and growing it when they fill it. False at the end
+    /// of the input, or when the buffer is at its limit and full.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= CATALOG_LICENSE_BYTES_MAX {
+                return Ok(false);
+            }
+            let grown = (self.buf.len() * 2).min(CATALOG_LICENSE_BYTES_MAX);
+            self.buf.resize(grown, 0);
+        }
+        loop {
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Marks `n` bytes consumed, moving the document position past them.
+    fn consume(&mut self, n: usize) {
+        let taken = &self.buf[self.start..self.start + n];
+        // A plain count: the compiler vectorises it.
+        match taken.iter().rposition(|&b| b == b'\n') {
+            Some(last) => {
+                self.line += taken.iter().filter(|&&b| b == b'\n').count();
+                self.column = n - last - 1;
+            }
+            None => self.column += n,
+        }
+        self.start += n;
+    }
+
+    /// The next byte that is not JSON whitespace, not consumed; None at the
+    /// end of the input.
+    fn peek_token(&mut self) -> io::Result<Option<u8>> {
+        loop {
+            while self.start < self.end {
+                let b = self.buf[self.start];
+                if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+                    return Ok(Some(b));
+                }
+                self.consume(1);
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The document position of the next unconsumed byte.
+    pub(super) fn position(&self) -> (usize, usize) {
+        (self.line, self.column)
+    }
+
+    /// The place of the next unconsumed byte as serde_json reports a byte
+    /// it peeked at: its column counts it.
+    fn peeked(&self) -> (usize, usize) {
+        (self.line, self.column + 1)
+    }
+
+    /// The next license of a `licenses` array whose `[` serde_json has
+    /// just read (`first`: none taken yet). None at the `]` (or the end of
+    /// the input), which is left for serde_json to read.
+    pub(super) fn next_license(
+        &mut self,
+        first: bool,
+    ) -> Result<Option<LicenseParts>, LicenseFailed> {
+        let io_failed = |e: io::Error| LicenseFailed {
+            inner_path: ".".into(),
+            message: format!("reading the catalog: {e}"),
+        };
+        match self.peek_token().map_err(io_failed)? {
+            None | Some(b']') => return Ok(None),
+            Some(b',') if !first => {
+                self.consume(1);
+                if self.peek_token().map_err(io_failed)? == Some(b']') {
+                    return Err(self.failed_at(self.peeked(), "trailing comma"));
+                }
+            }
+            Some(_) if !first => return Err(self.failed_at(self.peeked(), "expected `,` or `]`")),
+            Some(_) => {}
+        }
+        loop {
+            let text = &self.buf[self.start..self.end];
+            let mut stream = serde_json::Deserializer::from_slice(text).into_iter::<LicenseParts>();
+            match stream.next() {
+                Some(Ok(parts)) => {
+                    let n = stream.byte_offset();
+                    self.consume(n);
+                    return Ok(Some(parts));
+                }
+                // The license runs past the bytes read: read more, then
+                // parse it again from its start (once per buffer's worth).
+                Some(Err(e)) if e.is_eof() => {
+                    if !self.fill().map_err(io_failed)? {
+                        return Err(self.cut_short(e));
+                    }
+                }
+                None => {
+                    if !self.fill().map_err(io_failed)? {
+                        return Err(self.failed_at(self.position(), "EOF while parsing a list"));
+                    }
+                }
+                Some(Err(_)) => return Err(self.failed_with_path()),
+            }
+        }
+    }
+
+    /// A license the input ended inside, or one larger than the buffer's
+    /// limit.
+    fn cut_short(&self, e: serde_json::Error) -> LicenseFailed {
+        if self.eof {
+            return LicenseFailed {
+                inner_path: ".".into(),
+                message: self.placed(&e),
+            };
+        }
+        self.failed_at(
+            self.position(),
+            &format!("a license object larger than {CATALOG_LICENSE_BYTES_MAX} bytes"),
+        )
+    }
+
+    /// Parses the failed license again, tracking its path this time.
+    fn failed_with_path(&self) -> LicenseFailed {
+        let text = &self.buf[self.start..self.end];
+        let mut de = serde_json::Deserializer::from_slice(text);
+        match serde_path_to_error::deserialize::<_, LicenseParts>(&mut de) {
+            Err(e) => LicenseFailed {
+                inner_path: e.path().to_string(),
+                message: self.placed(e.inner()),
+            },
+            // Not reached: the same bytes failed a moment ago.
+            Ok(_) => self.failed_at(self.position(), "a license object that does not parse"),
+        }
+    }
+
+    fn failed_at(&self, (line, column): (usize, usize), message: &str) -> LicenseFailed {
+        LicenseFailed {
+            inner_path: ".".into(),
+            message: format!("{message} at line {line} column {column}"),
+        }
+    }
+
+    /// `e`'s message with its place, which serde_json counted from the
+    /// license's start, moved to the place in the whole document.
+    fn placed(&self, e: &serde_json::Error) -> String {
+        let (line, column) = match e.line() {
+            0 | 1 => (self.line, self.column + e.column()),
+            l => (self.line + l - 1, e.column()),
+        };
+        format!("{} at line {line} column {column}", without_place(e))
+    }
+}
+
+/// A serde_json error's message without the " at line L column C" it ends
+/// with.
+pub(super) fn without_place(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match full.strip_suffix(&suffix) {
+        Some(m) => m.to_string(),
+        None => full,
+    }
+}
+
+/// serde_json's streaming parser's view of a [`Source`]: it reads a byte
+/// at a time and never ahead of the byte it peeks, so after it reads a
+/// `licenses` array's `[` the next license is still in the buffer for
+/// [`Source::next_license`].
+pub(super) struct SourceRead<'s, 'i>(pub(super) &'s RefCell<Source<'i>>);
+
+impl Read for SourceRead<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut s = self.0.borrow_mut();
+        if s.start == s.end && !s.fill()? {
+            return Ok(0);
+        }
+        let n = out.len().min(s.end - s.start);
+        out[..n].copy_from_slice(&s.buf[s.start..s.start + n]);
+        s.consume(n);
+        Ok(n)
+    }
+}
