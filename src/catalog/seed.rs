@@ -2,11 +2,13 @@
 //! tenant and license to the [`Loader`](super::loader::Loader) as it is parsed.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
 use super::err;
 use super::loader::{LicenseParts, Loader, Tenant, TenantParts};
+use super::source::Source;
 
 /// The document: `{"tenants": [...]}`.
 pub(super) struct CatalogSeed<'l, 'a>(pub(super) &'l mut Loader<'a>);
@@ -281,5 +283,55 @@ impl<'de> serde::de::Visitor<'de> for LicensePartsVisitor {
             }
         }
         Ok(parts)
+    }
+}
+
+/// The document read for its `faults` only: `tenants` is skipped by the
+/// [`Source`] (its bytes are not parsed), other keys are ignored.
+pub(super) struct FaultsSeed<'s, 'i>(pub(super) &'s RefCell<Source<'i>>);
+
+#[derive(serde::Deserialize)]
+struct Rules {
+    rules: Vec<crate::faults::Rule>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FaultsSeed<'_, '_> {
+    type Value = Option<Vec<crate::faults::Rule>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FaultsSeed<'_, '_> {
+    type Value = Option<Vec<crate::faults::Rule>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a catalog object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut rules = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "faults" => rules = map.next_value::<Option<Rules>>()?.map(|r| r.rules),
+                "tenants" => map.next_value_seed(SkipSeed(self.0))?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(rules)
+    }
+}
+
+/// A value the [`Source`] skips: serde_json has read the `:` before it
+/// and nothing after, and reads on after the value.
+struct SkipSeed<'s, 'i>(&'s RefCell<Source<'i>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SkipSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, _d: D) -> Result<(), D::Error> {
+        self.0
+            .borrow_mut()
+            .skip_value()
+            .map_err(|e| serde::de::Error::custom(format!("reading the catalog: {e}")))
     }
 }

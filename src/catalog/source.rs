@@ -37,6 +37,11 @@ pub(super) struct Source<'i> {
     /// (from 1) and the bytes before it on that line, as serde_json counts.
     line: usize,
     column: usize,
+    /// The same place as serde_json counts it: only the bytes it read.
+    seen: (usize, usize),
+    /// `seen` and the document's place where serde_json last resumed after
+    /// bytes consumed here: its errors' places are moved by the difference.
+    resumed: Option<((usize, usize), (usize, usize))>,
 }
 
 /// A license that failed to parse: the path inside it (`.` for the
@@ -57,6 +62,8 @@ impl<'i> Source<'i> {
             eof: false,
             line: 1,
             column: 0,
+            seen: (1, 0),
+            resumed: None,
         }
     }
 
@@ -95,18 +102,37 @@ impl<'i> Source<'i> {
         }
     }
 
-    /// Marks `n` bytes consumed, moving the document position past them.
+    /// Consumes `n` bytes serde_json does not see.
     fn consume(&mut self, n: usize) {
         let taken = &self.buf[self.start..self.start + n];
-        // A plain count: the compiler vectorises it.
-        match taken.iter().rposition(|&b| b == b'\n') {
-            Some(last) => {
-                self.line += taken.iter().filter(|&&b| b == b'\n').count();
-                self.column = n - last - 1;
-            }
-            None => self.column += n,
-        }
+        let mut at = (self.line, self.column);
+        advance(&mut at, taken);
+        (self.line, self.column) = at;
         self.start += n;
+        self.resumed = Some((self.seen, at));
+    }
+
+    /// Hands `n` bytes to serde_json.
+    fn hand_over(&mut self, n: usize) {
+        let taken = &self.buf[self.start..self.start + n];
+        let mut at = (self.line, self.column);
+        advance(&mut at, taken);
+        advance(&mut self.seen, taken);
+        (self.line, self.column) = at;
+        self.start += n;
+    }
+
+    /// The place in the whole document of an error serde_json placed by
+    /// the bytes it read.
+    pub(super) fn place(&self, e: &serde_json::Error) -> (usize, usize) {
+        let Some(((seen_line, seen_column), (line, column))) = self.resumed else {
+            return (e.line(), e.column());
+        };
+        if e.line() == seen_line {
+            (line, column + e.column().saturating_sub(seen_column))
+        } else {
+            (line + e.line().saturating_sub(seen_line), e.column())
+        }
     }
 
     /// The next byte that is not JSON whitespace, not consumed; None at the
@@ -127,7 +153,7 @@ impl<'i> Source<'i> {
     }
 
     /// The document position of the next unconsumed byte.
-    pub(super) fn position(&self) -> (usize, usize) {
+    fn position(&self) -> (usize, usize) {
         (self.line, self.column)
     }
 
@@ -185,6 +211,62 @@ impl<'i> Source<'i> {
         }
     }
 
+    /// Consumes one JSON value without parsing it (the catalog's `tenants`,
+    /// when only its `faults` are wanted). Strings and nesting are followed
+    /// to find the value's end; nothing else is checked: the load that
+    /// built the state checked the whole document. A value the input ends
+    /// inside is left consumed, for serde_json to find the end.
+    pub(super) fn skip_value(&mut self) -> io::Result<()> {
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        if self.peek_token()?.is_none() {
+            return Ok(());
+        }
+        loop {
+            let text = &self.buf[self.start..self.end];
+            let mut done = None;
+            for (i, &b) in text.iter().enumerate() {
+                if in_string {
+                    match (escaped, b) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => {
+                            in_string = false;
+                            if depth == 0 {
+                                done = Some(i + 1);
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 1 => depth -= 1,
+                    b'}' | b']' if depth == 1 => {
+                        done = Some(i + 1);
+                        break;
+                    }
+                    // The end of a scalar (or a stray close, for serde_json
+                    // to refuse).
+                    b',' | b'}' | b']' | b' ' | b'\n' | b'\t' | b'\r' if depth == 0 => {
+                        done = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let n = done.unwrap_or(text.len());
+            self.consume(n);
+            if done.is_some() || !self.fill()? {
+                return Ok(());
+            }
+        }
+    }
+
     /// A license the input ended inside, or one larger than the buffer's
     /// limit.
     fn cut_short(&self, e: serde_json::Error) -> LicenseFailed {
@@ -232,6 +314,18 @@ impl<'i> Source<'i> {
     }
 }
 
+/// Moves a place (line from 1, bytes before it on its line) past `bytes`.
+fn advance(at: &mut (usize, usize), bytes: &[u8]) {
+    // Plain counts: the compiler vectorises them.
+    match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(last) => {
+            at.0 += bytes.iter().filter(|&&b| b == b'\n').count();
+            at.1 = bytes.len() - last - 1;
+        }
+        None => at.1 += bytes.len(),
+    }
+}
+
 /// A serde_json error's message without the " at line L column C" it ends
 /// with.
 pub(super) fn without_place(e: &serde_json::Error) -> String {
@@ -257,7 +351,7 @@ impl Read for SourceRead<'_, '_> {
         }
         let n = out.len().min(s.end - s.start);
         out[..n].copy_from_slice(&s.buf[s.start..s.start + n]);
-        s.consume(n);
+        s.hand_over(n);
         Ok(n)
     }
 }
