@@ -687,7 +687,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => fail(format!("serve {}: {e}", cfg.listen)),
         };
     }
-    let rt = match crate::server::runtime(args.workers) {
+    let rt = match crate::server::runtime(args.workers, crate::server::idle_hook(&app)) {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };

@@ -103,7 +103,7 @@ pub fn serve(args: &ServeArgs, cfg: ServeConfig, opts: ClusterOptions) -> ExitCo
     if args.runtime == Some(crate::server::RuntimeKind::CurrentThread) {
         return fail("a cluster node runs on the multi-thread runtime");
     }
-    let rt = match crate::server::runtime(args.workers) {
+    let rt = match crate::server::runtime(args.workers, None) {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };

@@ -706,6 +706,67 @@ fn graceful_stop_snapshots_and_restart_replays_nothing() {
     kill9(&mut server);
 }
 
+/// Under `--fsync always` a runtime thread about to go idle writes and syncs
+/// the pending group itself (the flusher only opens the first segment
+/// here): `/metrics` counts the groups by writer, and every acknowledged
+/// change survives a SIGKILL.
+#[test]
+fn idle_runtime_threads_lead_durable_commits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let cat = tmp.path().join("catalog.json");
+    std::fs::write(&cat, catalog().to_string()).expect("catalog");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut server = start(&dir, &cat, 0);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let addr = server.addr;
+    const CHANGES: u64 = 20;
+    for _ in 0..CHANGES {
+        let r = rt.block_on(ls(
+            &client,
+            addr,
+            Method::POST,
+            "add_feature_consumption",
+            json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 2}),
+        ));
+        assert_eq!(r.map(|r| r.0), Some(200));
+    }
+    let metrics = rt.block_on(async {
+        let resp = client
+            .get(format!("http://{addr}/metrics").parse().expect("uri"))
+            .await
+            .expect("scrape");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&body).to_string()
+    });
+    let groups = |writer: &str| -> u64 {
+        let name = format!("tally_log_group_commits_total{{writer=\"{writer}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    // One at a time: each change's group is led by the runtime thread that
+    // goes idle after its commit, but for the first (a segment to open).
+    assert!(groups("runtime") >= CHANGES - 2, "{metrics}");
+    assert_eq!(groups("runtime") + groups("flusher"), CHANGES, "{metrics}");
+    kill9(&mut server);
+    let mut server = start(&dir, &cat, 0);
+    let r = rt.block_on(ls(
+        &client,
+        server.addr,
+        Method::GET,
+        "check_license_feature",
+        json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units"}),
+    ));
+    assert_eq!(
+        r.map(|(_, v)| v["total_consumptions"].clone()),
+        Some(json!(2 * CHANGES))
+    );
+    kill9(&mut server);
+}
+
 /// A second server on the same data directory refuses to start and names the first.
 #[test]
 fn second_server_on_one_directory_is_refused() {

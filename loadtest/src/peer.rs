@@ -54,7 +54,7 @@ where
 {
     match runtime {
         RuntimeKind::MultiThread => {
-            let rt = tally::server::runtime(workers)?;
+            let rt = tally::server::runtime(workers, None)?;
             rt.block_on(async move {
                 let listener = TcpListener::bind(listen).await?;
                 eprintln!("listening on http://{}", listener.local_addr()?);
@@ -66,7 +66,7 @@ where
             // SO_REUSEPORT listener per core.
             let threads = tally::server::per_core_threads(workers);
             let (bound, handles) =
-                tally::server::spawn_per_core(listen, threads, None, move |l| {
+                tally::server::spawn_per_core(listen, threads, None, None, move |l| {
                     accept_loop(l, handler.clone())
                 })?;
             eprintln!("listening on http://{bound} ({threads} current-thread runtimes)");

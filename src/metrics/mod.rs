@@ -508,6 +508,17 @@ fn store_families(store: &crate::storage::store::Store, out: &mut Vec<Family>) {
     );
     f.push(Vec::new(), Value::Hist(m.bytes.snapshot(1.0)));
     out.push(f);
+    let mut f = Family::counter(
+        "tally_log_group_commits",
+        "Group commits that wrote records, by writer: a request's runtime thread (a waiting leader, or an idle one under --fsync always) or the flusher thread",
+    );
+    for (writer, n) in [("runtime", &m.by_runtime), ("flusher", &m.by_flusher)] {
+        f.push(
+            vec![("writer", writer.to_string())],
+            Value::Int(n.load(Ordering::Relaxed)),
+        );
+    }
+    out.push(f);
     let mut f = Family::gauge(
         "tally_log_latched",
         "1 when a storage failure stopped the log (changes are refused)",

@@ -206,14 +206,33 @@ impl Drop for EndOnDrop<'_> {
     }
 }
 
-/// The runtime `tally serve` runs on: multi-threaded, one worker per core the
-/// process may run on (`taskset` narrows it) unless `workers` says otherwise.
-/// The load harness's baseline server uses the same.
-pub fn runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+/// What a runtime thread does just before it goes idle (tokio's
+/// `on_thread_park`): Tally's writes and syncs the log's pending group
+/// ([`idle_hook`]).
+pub type OnIdle = Arc<dyn Fn() + Send + Sync>;
+
+/// The idle hook of `app`'s runtimes: a durable group commit led by the
+/// thread that would otherwise sleep (`wal::Log::lead_idle`).
+pub fn idle_hook(app: &App) -> Option<OnIdle> {
+    let store = app.store.clone()?;
+    Some(Arc::new(move || store.log.lead_idle()))
+}
+
+/// The multi-thread runtime `tally serve --runtime multi-thread` runs on:
+/// one worker per core the process may run on (`taskset` narrows it) unless
+/// `workers` says otherwise. The load harness's baseline server uses the
+/// same.
+pub fn runtime(
+    workers: Option<usize>,
+    on_idle: Option<OnIdle>,
+) -> std::io::Result<tokio::runtime::Runtime> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(w) = workers {
         rt.worker_threads(w.max(1));
+    }
+    if let Some(f) = on_idle {
+        rt.on_thread_park(move || f());
     }
     rt.build()
 }
@@ -276,6 +295,7 @@ pub fn spawn_per_core<F, Fut>(
     addr: std::net::SocketAddr,
     threads: usize,
     send_buffer_bytes: Option<u32>,
+    on_idle: Option<OnIdle>,
     serve: F,
 ) -> std::io::Result<(
     std::net::SocketAddr,
@@ -296,12 +316,16 @@ where
     for i in 0..threads.max(1) {
         let serve = serve.clone();
         let std_listener = first.take();
+        let on_idle = on_idle.clone();
         let handle = std::thread::Builder::new()
             .name(format!("tally-core-{i}"))
             .spawn(move || -> std::io::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
+                let mut rt = tokio::runtime::Builder::new_current_thread();
+                rt.enable_all();
+                if let Some(f) = on_idle {
+                    rt.on_thread_park(move || f());
+                }
+                let rt = rt.build()?;
                 rt.block_on(async move {
                     let listener = match std_listener {
                         Some(l) => TcpListener::from_std(l)?,
@@ -344,7 +368,8 @@ pub fn run_per_core(
     let serving = app.clone();
     let surfaces = Arc::new(Surfaces::new(&app));
     let send_buffer = Some(app.limits.connection_send_buffer_bytes);
-    let (bound, handles) = spawn_per_core(addr, threads, send_buffer, move |listener| {
+    let on_idle = idle_hook(&app);
+    let (bound, handles) = spawn_per_core(addr, threads, send_buffer, on_idle, move |listener| {
         let app = serving.clone();
         let surfaces = surfaces.clone();
         let mut stop = stop_rx.clone();
