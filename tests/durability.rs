@@ -649,6 +649,23 @@ async fn acknowledged_changes_survive_sigkill_crash_loop() {
     verify(&dir, &l);
 }
 
+/// Adds 2 units to METER's `units` (LicenseSpring); the status.
+async fn add_two_units(client: &HttpClient, addr: SocketAddr) -> Option<u16> {
+    let body = json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 2});
+    ls(client, addr, Method::POST, "add_feature_consumption", body)
+        .await
+        .map(|r| r.0)
+}
+
+/// METER's `units` consumed so far, as LicenseSpring's check reports it.
+async fn meter_total(client: &HttpClient, addr: SocketAddr) -> Option<Value> {
+    let body =
+        json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units"});
+    ls(client, addr, Method::GET, "check_license_feature", body)
+        .await
+        .map(|(_, v)| v["total_consumptions"].clone())
+}
+
 /// A graceful stop (SIGTERM) writes a final snapshot and leaves no log to replay.
 #[test]
 fn graceful_stop_snapshots_and_restart_replays_nothing() {
@@ -661,14 +678,7 @@ fn graceful_stop_snapshots_and_restart_replays_nothing() {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let addr = server.addr;
     for _ in 0..5 {
-        let r = rt.block_on(ls(
-            &client,
-            addr,
-            Method::POST,
-            "add_feature_consumption",
-            json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 2}),
-        ));
-        assert_eq!(r.map(|r| r.0), Some(200));
+        assert_eq!(rt.block_on(add_two_units(&client, addr)), Some(200));
     }
     let mut server = server;
     sigterm(&server);
@@ -691,15 +701,8 @@ fn graceful_stop_snapshots_and_restart_replays_nothing() {
     let server = start(&dir, &cat, 0);
     let log = server.log.lock().expect("log").join("\n");
     assert!(log.contains("0 log records replayed"), "{log}");
-    let r = rt.block_on(ls(
-        &client,
-        server.addr,
-        Method::GET,
-        "check_license_feature",
-        json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units"}),
-    ));
     assert_eq!(
-        r.map(|(_, v)| v["total_consumptions"].clone()),
+        rt.block_on(meter_total(&client, server.addr)),
         Some(json!(10))
     );
     let mut server = server;
@@ -722,14 +725,7 @@ fn idle_runtime_threads_lead_durable_commits() {
     let addr = server.addr;
     const CHANGES: u64 = 20;
     for _ in 0..CHANGES {
-        let r = rt.block_on(ls(
-            &client,
-            addr,
-            Method::POST,
-            "add_feature_consumption",
-            json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units", "consumptions": 2}),
-        ));
-        assert_eq!(r.map(|r| r.0), Some(200));
+        assert_eq!(rt.block_on(add_two_units(&client, addr)), Some(200));
     }
     let metrics = rt.block_on(async {
         let resp = client
@@ -753,15 +749,8 @@ fn idle_runtime_threads_lead_durable_commits() {
     assert_eq!(groups("runtime") + groups("flusher"), CHANGES, "{metrics}");
     kill9(&mut server);
     let mut server = start(&dir, &cat, 0);
-    let r = rt.block_on(ls(
-        &client,
-        server.addr,
-        Method::GET,
-        "check_license_feature",
-        json!({"product": "p", "license_key": "METER", "hardware_id": "m", "feature": "units"}),
-    ));
     assert_eq!(
-        r.map(|(_, v)| v["total_consumptions"].clone()),
+        rt.block_on(meter_total(&client, server.addr)),
         Some(json!(2 * CHANGES))
     );
     kill9(&mut server);
