@@ -923,6 +923,10 @@ fn wait_for_work(sh: &Shared, st: &mut parking_lot::MutexGuard<'_, State>) -> (b
             }
         }
     }
+    // Taken up now: a blocking waiter whose records another writer is
+    // writing finds nothing pending here, and must not keep the flusher
+    // from sleeping (it asks again while it waits).
+    st.urgent = false;
     (st.closing, !st.batches.is_empty())
 }
 
