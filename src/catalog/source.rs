@@ -86,20 +86,22 @@ impl<'i> Source<'i> {
             let grown = (self.buf.len() * 2).min(CATALOG_LICENSE_BYTES_MAX);
             self.buf.resize(grown, 0);
         }
-        loop {
+        // Until the buffer is full or the input ends: a license cut by the
+        // buffer's end is parsed again once per fill, so a short read (a
+        // pipe) must not make a large one parse again per read.
+        let before = self.end;
+        while self.end < self.buf.len() {
             match self.input.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
                     self.eof = true;
-                    return Ok(false);
+                    break;
                 }
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(true);
-                }
+                Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        Ok(self.end > before)
     }
 
     /// Consumes `n` bytes serde_json does not see.
@@ -195,7 +197,8 @@ impl<'i> Source<'i> {
                     return Ok(Some(parts));
                 }
                 // The license runs past the bytes read: read more, then
-                // parse it again from its start (once per buffer's worth).
+                // parse it again from its start (once per fill of the
+                // buffer, which grows when it is full).
                 Some(Err(e)) if e.is_eof() => {
                     if !self.fill().map_err(io_failed)? {
                         return Err(self.cut_short(e));
@@ -203,7 +206,7 @@ impl<'i> Source<'i> {
                 }
                 None => {
                     if !self.fill().map_err(io_failed)? {
-                        return Err(self.failed_at(self.position(), "EOF while parsing a list"));
+                        return Err(self.failed_at(self.position(), "EOF while parsing a value"));
                     }
                 }
                 Some(Err(_)) => return Err(self.failed_with_path()),

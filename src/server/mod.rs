@@ -215,6 +215,7 @@ pub type OnIdle = Arc<dyn Fn() + Send + Sync>;
 /// thread that would otherwise sleep (`wal::Log::lead_idle`).
 pub fn idle_hook(app: &App) -> Option<OnIdle> {
     let store = app.store.clone()?;
+    store.log.set_idle_leaders();
     Some(Arc::new(move || store.log.lead_idle()))
 }
 

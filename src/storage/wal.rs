@@ -28,7 +28,7 @@
 //! at idle priority never lead). A leader does block its thread for a
 //! write (and under `always` a sync), and, rarely, for a segment's
 //! rotation (every 128 MiB, `never` and `interval` only) or the ledger's
-//! sync (at most once a second). A failed round latches the log before
+//! sync (at most once a second) or its next file. A failed round latches the log before
 //! the writer's lock is let go: no later writer writes past it.
 //! [`Log::wait`] completes when a record is durable per the [`FsyncMode`].
 //!
@@ -181,13 +181,18 @@ struct Shared {
     mode: FsyncMode,
     /// The commit lock: apply + append happen under it (see the module doc).
     state: Mutex<State>,
-    /// The writer's lock: held by whoever writes (a leading waiter or the
-    /// flusher), for one round of taking the pending batches, writing and
-    /// syncing them. Taken before `state`, never the other way round.
+    /// The writer's lock: held by whoever writes (a leading waiter, an idle
+    /// runtime thread or the flusher), for one round of taking the pending
+    /// batches, writing and syncing them. Taken before `state`, never the
+    /// other way round.
     io: Mutex<Io>,
-    /// Signalled when a cut, a close or a commit waiting for room needs the
-    /// flusher.
+    /// Signalled when the flusher is needed: a cut, a close, a commit
+    /// waiting for room, a blocking waiter, a group an idle thread left to
+    /// it, or (under `always`) a new group while it sleeps long.
     work: Condvar,
+    /// Whether runtime threads lead groups when they go idle
+    /// ([`Log::set_idle_leaders`]).
+    idle_leaders: AtomicBool,
     /// Highest lsn that is durable per `mode`. Written by the writer only.
     durable: AtomicU64,
     /// Set once on a storage failure; never cleared in this process.
@@ -203,11 +208,11 @@ struct Shared {
     /// The lsn up to which the ledger is on disk (synced). Written by the
     /// flusher; the log is pruned only up to it.
     ledger_synced: AtomicU64,
-    /// Written by the flusher alone (atomics, read by scrapes).
+    /// Written by whoever writes a round (atomics, read by scrapes).
     metrics: LogMetrics,
 }
 
-/// What the flusher measures, for `GET /metrics`.
+/// What the log's writers measure, for `GET /metrics`.
 #[derive(Debug)]
 pub struct LogMetrics {
     /// Each fdatasync of the log, ns.
@@ -302,6 +307,7 @@ impl Log {
                 ledger_sync: Instant::now(),
             }),
             work: Condvar::new(),
+            idle_leaders: AtomicBool::new(false),
             durable: AtomicU64::new(next_lsn.saturating_sub(1)),
             latched: AtomicBool::new(false),
             durable_tx,
@@ -437,7 +443,7 @@ impl Log {
         // led within `IDLE_LEAD_WAIT_US`.
         if sh.mode == FsyncMode::Always && st.group_since.is_none() {
             st.group_since = Some(Instant::now());
-            if st.flusher_asleep {
+            if st.flusher_asleep || !sh.idle_leaders.load(Ordering::Acquire) {
                 sh.work.notify_one();
             }
         }
@@ -464,7 +470,7 @@ impl Log {
             }
             if sh.mode != FsyncMode::Always {
                 if let Some(io) = sh.io.try_lock() {
-                    lead(sh, io);
+                    lead(sh, io, Leader::Waiter);
                     continue;
                 }
             }
@@ -486,8 +492,11 @@ impl Log {
     /// does), and the commit needs no wake-up of the flusher and back: on
     /// one core shared with the flusher, two context switches per group
     /// and a group's wait for the flusher to be scheduled (durable Yext
-    /// churn 1.25x, durable consumption 1.24x; docs/performance.md). The
-    /// woken waiters are this runtime's, scheduled locally.
+    /// churn 1.25x, durable consumption 1.24x; docs/performance.md). On a
+    /// per-core runtime the woken waiters of this runtime are scheduled on
+    /// its own queue; other runtimes' are woken as by the flusher. A group
+    /// with a cut, a segment to open or zeros to write ahead is left to the
+    /// flusher ([`idle_round_fits`], decided where the batches are taken).
     pub fn lead_idle(&self) {
         let sh = &*self.shared;
         if sh.mode != FsyncMode::Always || sh.latched.load(Ordering::Acquire) {
@@ -497,24 +506,15 @@ impl Log {
             return;
         }
         let Some(io) = sh.io.try_lock() else { return };
-        let mut st = sh.state.lock();
-        // A segment to open or to cut, or zeros to write ahead: tens of
-        // milliseconds of I/O that no request should wait behind. The
-        // flusher's; the margin covers records committed before the round
-        // takes them.
-        let room = io.seg.as_ref().is_some_and(|s| {
-            s.bytes < SEGMENT_BYTES_MAX
-                && s.bytes + (st.pending_bytes + IDLE_LEAD_MARGIN_BYTES) as u64 <= s.allocated
-        });
-        if !room || st.urgent || st.group_since.is_none() {
-            if st.group_since.is_some() {
-                st.urgent = true;
-                sh.work.notify_one();
-            }
-            return;
-        }
-        drop(st);
-        lead(sh, io);
+        lead(sh, io, Leader::Idle);
+    }
+
+    /// Marks this log's runtime threads as leading groups when they go
+    /// idle ([`Log::lead_idle`] installed as their park hook): the flusher
+    /// then leaves a group to them for up to [`IDLE_LEAD_WAIT_US`]. Without
+    /// it (tests' runtimes, embedders) the flusher leads each group at once.
+    pub fn set_idle_leaders(&self) {
+        self.shared.idle_leaders.store(true, Ordering::Release);
     }
 
     /// [`Log::wait`] for threads that may block.
@@ -753,13 +753,33 @@ fn timed_sync(sh: &Shared, s: &mut Segment) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One round as a leading waiter: writes what is pending, lets the
+/// Who leads a round other than the flusher.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leader {
+    /// A request waiting for its record (`never`, `interval`).
+    Waiter,
+    /// A runtime thread about to go idle (`always`).
+    Idle,
+}
+
+/// Whether an idle runtime thread may write the pending batches: no cut,
+/// no segment to open, no zeros to write ahead (tens of milliseconds of
+/// I/O that no request should wait behind: the flusher's).
+fn idle_round_fits(io: &Io, st: &State) -> bool {
+    let cut = st.batches.iter().any(|b| b.new_segment);
+    let room = io.seg.as_ref().is_some_and(|s| {
+        s.bytes < SEGMENT_BYTES_MAX && s.bytes + st.pending_bytes as u64 <= s.allocated
+    });
+    room && !cut && !st.urgent
+}
+
+/// One round as a leading waiter or idle runtime thread: writes what is pending, lets the
 /// writer's lock go, then tells every waiter (even when nothing was
 /// written: a waiter that found the lock taken waits for this to try
 /// again). A failure latches the log before the lock is let go, so that no
 /// later writer writes (and acknowledges) records after the failed ones.
-fn lead(sh: &Shared, mut io: parking_lot::MutexGuard<'_, Io>) {
-    let ok = round(sh, &mut io, false, true).is_ok();
+fn lead(sh: &Shared, mut io: parking_lot::MutexGuard<'_, Io>, who: Leader) {
+    let ok = round(sh, &mut io, false, Some(who)).is_ok();
     let durable = io.durable;
     if !ok {
         latch(sh);
@@ -775,12 +795,19 @@ fn lead(sh: &Shared, mut io: parking_lot::MutexGuard<'_, Io>) {
 /// waiter (`leader`) leaves interval syncs to the flusher. Err (after
 /// logging it) on a storage failure, or when the log latched already: the
 /// caller latches, under the writer's lock.
-fn round(sh: &Shared, io: &mut Io, closing: bool, leader: bool) -> Result<(), ()> {
+fn round(sh: &Shared, io: &mut Io, closing: bool, leader: Option<Leader>) -> Result<(), ()> {
     if sh.latched.load(Ordering::Acquire) {
         return Err(());
     }
     let batches = {
         let mut st = sh.state.lock();
+        if leader == Some(Leader::Idle) && !idle_round_fits(io, &st) {
+            // Decided here, where the batches are taken: a cut may have
+            // come since the idle thread looked.
+            st.urgent = true;
+            sh.work.notify_one();
+            return Ok(());
+        }
         st.pending_bytes = 0;
         st.group_since = None;
         st.urgent = false;
@@ -827,7 +854,7 @@ fn round(sh: &Shared, io: &mut Io, closing: bool, leader: bool) -> Result<(), ()
         }
         let due = match sh.mode {
             FsyncMode::Always => true,
-            FsyncMode::Interval(d) => !leader && (closing || io.last_sync.elapsed() >= d),
+            FsyncMode::Interval(d) => leader.is_none() && (closing || io.last_sync.elapsed() >= d),
             FsyncMode::Never => false,
         };
         if due && !io.synced {
@@ -843,7 +870,8 @@ fn round(sh: &Shared, io: &mut Io, closing: bool, leader: bool) -> Result<(), ()
         }
         Ok(())
     })();
-    sh.metrics.group_commit(group_records, group_bytes, leader);
+    sh.metrics
+        .group_commit(group_records, group_bytes, leader.is_some());
     match result {
         Ok(()) => {
             // The entries go to the ledger before the changes are
@@ -862,10 +890,6 @@ fn round(sh: &Shared, io: &mut Io, closing: bool, leader: bool) -> Result<(), ()
     }
 }
 
-/// Room left in a segment's zeros written ahead below which an idle runtime
-/// thread leaves the group to the flusher (which writes more zeros), bytes.
-const IDLE_LEAD_MARGIN_BYTES: usize = 1024 * 1024;
-
 /// How often the flusher looks for records no waiter wrote (a commit whose
 /// caller never waits), ms.
 const FLUSHER_POLL_MS: u64 = 50;
@@ -882,7 +906,10 @@ pub const IDLE_LEAD_WAIT_US: u64 = 2_000;
 /// before its long sleep, so that commits in a steady stream need not wake
 /// it. Returns whether it is closing and whether batches are pending.
 fn wait_for_work(sh: &Shared, st: &mut parking_lot::MutexGuard<'_, State>) -> (bool, bool) {
-    let grace = Duration::from_micros(IDLE_LEAD_WAIT_US);
+    let grace = match sh.idle_leaders.load(Ordering::Acquire) {
+        true => Duration::from_micros(IDLE_LEAD_WAIT_US),
+        false => Duration::ZERO,
+    };
     let poll = match sh.mode {
         FsyncMode::Interval(d) => d.min(Duration::from_millis(FLUSHER_POLL_MS)),
         _ => Duration::from_millis(FLUSHER_POLL_MS),
@@ -907,7 +934,7 @@ fn wait_for_work(sh: &Shared, st: &mut parking_lot::MutexGuard<'_, State>) -> (b
                 sh.work.wait_for(st, grace - age);
                 lingered = false;
             }
-            None if !lingered => {
+            None if !lingered && !grace.is_zero() => {
                 sh.work.wait_for(st, grace);
                 lingered = true;
             }
@@ -961,7 +988,7 @@ fn flusher(sh: &Shared) {
         if !(pending || sync_due || closing) {
             continue;
         }
-        let mut result = round(sh, &mut io, closing, false);
+        let mut result = round(sh, &mut io, closing, None);
         let done = closing && sh.state.lock().batches.is_empty();
         if done && result.is_ok() {
             if let Some(s) = io.seg.take() {
