@@ -517,10 +517,18 @@ async fn envelope_errors() {
         fail(&get(format!("{p}?v=2026&api_key={KEY}")).await, 400),
         2001
     );
-    assert_eq!(
-        fail(&get(format!("{p}?v=20261332&api_key={KEY}")).await, 400),
-        2001
-    );
+    // Not days of the calendar: a 13th month, a 30th of February, a 29th
+    // of February outside a leap year.
+    for v in ["20261332", "20260230", "20250229", "+2026011"] {
+        assert_eq!(
+            fail(&get(format!("{p}?v={v}&api_key={KEY}")).await, 400),
+            2001,
+            "{v}"
+        );
+    }
+    // A leap day is one.
+    let r = get(format!("{p}?v=20240229&api_key={KEY}")).await;
+    assert_eq!(r.status, StatusCode::OK);
     assert_eq!(fail(&get(format!("{p}?v={V}")).await, 401), 2002);
     assert_eq!(
         fail(&get(format!("{p}?v={V}&api_key=nope")).await, 401),

@@ -90,6 +90,12 @@ pub fn format_date(ms: Millis) -> String {
     to_datetime(ms).format("%Y-%m-%d").to_string()
 }
 
+/// Whether `year`-`month`-`day` is a day of the (proleptic Gregorian)
+/// calendar.
+pub fn is_calendar_date(year: u32, month: u32, day: u32) -> bool {
+    i32::try_from(year).is_ok_and(|y| chrono::NaiveDate::from_ymd_opt(y, month, day).is_some())
+}
+
 /// Parses an ISO 8601 instant or date. A bare date means 00:00 UTC of that day;
 /// a date-time without an offset is taken as UTC. Returns `None` for anything else.
 pub fn parse_instant(s: &str) -> Option<Millis> {

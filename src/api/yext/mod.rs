@@ -168,10 +168,13 @@ fn check_version(v: Option<&str>) -> R<()> {
     let v = v.ok_or_else(|| {
         YextError::bad(INVALID_VERSION, "The v parameter (YYYYMMDD) is required.")
     })?;
+    // Checked by the calendar directly: a parse by format strings cost 3 %
+    // of the server's core under the churn load (on every request).
+    let num = |r: std::ops::Range<usize>| v.get(r).and_then(|d| d.parse::<u32>().ok());
     let valid = v.len() == 8
         && v.bytes().all(|b| b.is_ascii_digit())
-        && crate::engine::time::parse_instant(&format!("{}-{}-{}", &v[0..4], &v[4..6], &v[6..8]))
-            .is_some();
+        && matches!((num(0..4), num(4..6), num(6..8)), (Some(y), Some(m), Some(d))
+            if crate::engine::time::is_calendar_date(y, m, d));
     if valid {
         Ok(())
     } else {
