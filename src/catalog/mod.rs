@@ -95,16 +95,19 @@ fn typed<T: serde::de::DeserializeOwned>(
     v: Value,
 ) -> Result<T, CatalogError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
-        let inner = e.path().to_string();
-        let at = if inner == "." {
-            path.to_string()
-        } else if inner.starts_with('[') {
-            format!("{path}{inner}")
-        } else {
-            format!("{path}.{inner}")
-        };
+        let at = joined(path, &e.path().to_string());
         err(at, e.into_inner())
     })
+}
+
+/// `path` followed by a path inside it as serde_path_to_error writes one
+/// (`.` for the value itself, `[2].code`, `features[0].name`).
+fn joined(path: &(impl std::fmt::Display + ?Sized), inner: &str) -> String {
+    match inner {
+        "." => path.to_string(),
+        _ if inner.starts_with('[') => format!("{path}{inner}"),
+        _ => format!("{path}.{inner}"),
+    }
 }
 
 fn apply(
@@ -144,14 +147,7 @@ pub fn fault_rules(path: &Path) -> Result<Option<Vec<crate::faults::Rule>>, Cata
     let mut de = serde_json::Deserializer::from_reader(SourceRead(&source));
     let rules = serde::de::DeserializeSeed::deserialize(seed::FaultsSeed(&source), &mut de)
         .and_then(|rules| de.end().map(|()| rules));
-    rules.map_err(|e| {
-        let (line, column) = source.borrow().place(&e);
-        let message = source::without_place(&e);
-        err(
-            "faults",
-            format!("{message} at line {line} column {column}"),
-        )
-    })
+    rules.map_err(|e| err("faults", source.borrow().placed(&e)))
 }
 
 pub fn load_file(engine: &Engine, path: &Path, now: Millis) -> Result<Loaded, CatalogError> {
@@ -198,12 +194,7 @@ fn load_from(
         Err(e) => Err(loader.failed.take().unwrap_or_else(|| {
             // serde_json did not see the licenses taken as slices: the
             // source knows the place in the whole document.
-            let (line, column) = source.borrow().place(&e);
-            let message = source::without_place(&e);
-            err(
-                track.path().to_string(),
-                format!("{message} at line {line} column {column}"),
-            )
+            err(track.path().to_string(), source.borrow().placed(&e))
         })),
     }
 }

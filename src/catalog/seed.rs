@@ -6,9 +6,9 @@ use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
-use super::err;
 use super::loader::{LicenseParts, Loader, Tenant, TenantParts};
 use super::source::Source;
+use super::{err, joined};
 
 /// The document: `{"tenants": [...]}`.
 pub(super) struct CatalogSeed<'l, 'a>(pub(super) &'l mut Loader<'a>);
@@ -235,11 +235,7 @@ impl<'de> serde::de::Visitor<'de> for LicensesSeed<'_, '_, '_> {
                 Ok(Some(parts)) => parts,
                 Ok(None) => return Ok(()),
                 Err(f) => {
-                    let at = match f.inner_path.as_str() {
-                        "." => p.to_string(),
-                        inner if inner.starts_with('[') => format!("{p}{inner}"),
-                        inner => format!("{p}.{inner}"),
-                    };
+                    let at = joined(&p, &f.inner_path);
                     return Err(self.loader.fail(err(at, f.message)));
                 }
             };

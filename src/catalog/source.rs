@@ -104,36 +104,31 @@ impl<'i> Source<'i> {
         Ok(self.end > before)
     }
 
+    /// Moves past `n` bytes: serde_json's (`seen`) or not.
+    fn step(&mut self, n: usize, seen: bool) {
+        let taken = &self.buf[self.start..self.start + n];
+        let mut at = (self.line, self.column);
+        advance(&mut at, taken);
+        (self.line, self.column) = at;
+        if seen {
+            advance(&mut self.seen, taken);
+        } else {
+            self.resumed = Some((self.seen, at));
+        }
+        self.start += n;
+    }
+
     /// Consumes `n` bytes serde_json does not see.
     fn consume(&mut self, n: usize) {
-        let taken = &self.buf[self.start..self.start + n];
-        let mut at = (self.line, self.column);
-        advance(&mut at, taken);
-        (self.line, self.column) = at;
-        self.start += n;
-        self.resumed = Some((self.seen, at));
+        self.step(n, false);
     }
 
-    /// Hands `n` bytes to serde_json.
-    fn hand_over(&mut self, n: usize) {
-        let taken = &self.buf[self.start..self.start + n];
-        let mut at = (self.line, self.column);
-        advance(&mut at, taken);
-        advance(&mut self.seen, taken);
-        (self.line, self.column) = at;
-        self.start += n;
-    }
-
-    /// The place in the whole document of an error serde_json placed by
-    /// the bytes it read.
-    pub(super) fn place(&self, e: &serde_json::Error) -> (usize, usize) {
-        let Some(((seen_line, seen_column), (line, column))) = self.resumed else {
-            return (e.line(), e.column());
-        };
-        if e.line() == seen_line {
-            (line, column + e.column().saturating_sub(seen_column))
-        } else {
-            (line + e.line().saturating_sub(seen_line), e.column())
+    /// `e`'s message, placed in the whole document: serde_json counted
+    /// only the bytes it read.
+    pub(super) fn placed(&self, e: &serde_json::Error) -> String {
+        match self.resumed {
+            Some((seen, at)) => relocated(e, seen, at),
+            None => e.to_string(),
         }
     }
 
@@ -216,9 +211,10 @@ impl<'i> Source<'i> {
 
     /// Consumes one JSON value without parsing it (the catalog's `tenants`,
     /// when only its `faults` are wanted). Strings and nesting are followed
-    /// to find the value's end; nothing else is checked: the load that
-    /// built the state checked the whole document. A value the input ends
-    /// inside is left consumed, for serde_json to find the end.
+    /// to find the value's end; nothing else is checked (a first start
+    /// loads, and so checks, the whole document; later starts read only
+    /// the faults). A value the input ends inside is left consumed, for
+    /// serde_json to find the end.
     pub(super) fn skip_value(&mut self) -> io::Result<()> {
         let mut depth = 0usize;
         let mut in_string = false;
@@ -276,7 +272,7 @@ impl<'i> Source<'i> {
         if self.eof {
             return LicenseFailed {
                 inner_path: ".".into(),
-                message: self.placed(&e),
+                message: relocated(&e, (1, 0), self.position()),
             };
         }
         self.failed_at(
@@ -292,7 +288,7 @@ impl<'i> Source<'i> {
         match serde_path_to_error::deserialize::<_, LicenseParts>(&mut de) {
             Err(e) => LicenseFailed {
                 inner_path: e.path().to_string(),
-                message: self.placed(e.inner()),
+                message: relocated(e.inner(), (1, 0), self.position()),
             },
             // Not reached: the same bytes failed a moment ago.
             Ok(_) => self.failed_at(self.position(), "a license object that does not parse"),
@@ -305,16 +301,21 @@ impl<'i> Source<'i> {
             message: format!("{message} at line {line} column {column}"),
         }
     }
+}
 
-    /// `e`'s message with its place, which serde_json counted from the
-    /// license's start, moved to the place in the whole document.
-    fn placed(&self, e: &serde_json::Error) -> String {
-        let (line, column) = match e.line() {
-            0 | 1 => (self.line, self.column + e.column()),
-            l => (self.line + l - 1, e.column()),
-        };
-        format!("{} at line {line} column {column}", without_place(e))
+/// `e`'s message with its place, which serde_json counted from `from`,
+/// moved to the same place counted from `to` (a license parsed as a slice
+/// counts from (1, 0), its start in the document).
+fn relocated(e: &serde_json::Error, from: (usize, usize), to: (usize, usize)) -> String {
+    if e.line() == 0 {
+        return e.to_string();
     }
+    let (line, column) = if e.line() == from.0 {
+        (to.0, to.1 + e.column().saturating_sub(from.1))
+    } else {
+        (to.0 + e.line().saturating_sub(from.0), e.column())
+    };
+    format!("{} at line {line} column {column}", without_place(e))
 }
 
 /// Moves a place (line from 1, bytes before it on its line) past `bytes`.
@@ -331,7 +332,7 @@ fn advance(at: &mut (usize, usize), bytes: &[u8]) {
 
 /// A serde_json error's message without the " at line L column C" it ends
 /// with.
-pub(super) fn without_place(e: &serde_json::Error) -> String {
+fn without_place(e: &serde_json::Error) -> String {
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     match full.strip_suffix(&suffix) {
@@ -354,7 +355,7 @@ impl Read for SourceRead<'_, '_> {
         }
         let n = out.len().min(s.end - s.start);
         out[..n].copy_from_slice(&s.buf[s.start..s.start + n]);
-        s.hand_over(n);
+        s.step(n, true);
         Ok(n)
     }
 }

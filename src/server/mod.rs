@@ -212,7 +212,9 @@ impl Drop for EndOnDrop<'_> {
 pub type OnIdle = Arc<dyn Fn() + Send + Sync>;
 
 /// The idle hook of `app`'s runtimes: a durable group commit led by the
-/// thread that would otherwise sleep (`wal::Log::lead_idle`).
+/// thread that would otherwise sleep (`wal::Log::lead_idle`). Tells the log
+/// its runtimes lead (`Log::set_idle_leaders`), so call it only for
+/// runtimes that install the hook.
 pub fn idle_hook(app: &App) -> Option<OnIdle> {
     let store = app.store.clone()?;
     store.log.set_idle_leaders();
@@ -232,10 +234,15 @@ pub fn runtime(
     if let Some(w) = workers {
         rt.worker_threads(w.max(1));
     }
+    with_idle_hook(&mut rt, on_idle);
+    rt.build()
+}
+
+/// Installs `on_idle` as the runtime's park hook.
+fn with_idle_hook(rt: &mut tokio::runtime::Builder, on_idle: Option<OnIdle>) {
     if let Some(f) = on_idle {
         rt.on_thread_park(move || f());
     }
-    rt.build()
 }
 
 /// How requests are spread over cores.
@@ -323,9 +330,7 @@ where
             .spawn(move || -> std::io::Result<()> {
                 let mut rt = tokio::runtime::Builder::new_current_thread();
                 rt.enable_all();
-                if let Some(f) = on_idle {
-                    rt.on_thread_park(move || f());
-                }
+                with_idle_hook(&mut rt, on_idle);
                 let rt = rt.build()?;
                 rt.block_on(async move {
                     let listener = match std_listener {
